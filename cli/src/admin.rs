@@ -1,0 +1,257 @@
+//! Operator endpoints: status with lag, replay, digest, Prometheus metrics and
+//! the dashboard page.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use northwest_consumer::{offsets, probe_lag, ApplyShared, Control, PartitionLag};
+use northwest_producer::{KafkaSettings, RelayStats};
+use northwest_store::{KeyRange, Namespace, Store};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::ApiError;
+use crate::telemetry::Metrics;
+
+/// Everything the admin endpoints read.
+pub struct NodeState {
+    pub name: String,
+    pub store: Arc<Store>,
+    pub kafka: KafkaSettings,
+    pub topic: String,
+    pub relay: Option<Arc<RelayStats>>,
+    pub apply: Option<Arc<ApplyShared>>,
+    pub control: Option<mpsc::Sender<Control>>,
+    pub metrics: Arc<Metrics>,
+    pub gate: Arc<crate::cutover::Gate>,
+    pub data_dir: std::path::PathBuf,
+    pub apply_batch: usize,
+    /// Flips to true when the node shuts down.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    pub loader: parking_lot::Mutex<Option<Loader>>,
+    pub zk_root: String,
+}
+
+/// The snapshot loader started by the orchestrator on a target node.
+pub struct Loader {
+    pub topic: String,
+    pub shared: Arc<ApplyShared>,
+    pub _control: mpsc::Sender<Control>,
+    pub stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl NodeState {
+    pub fn role(&self) -> &'static str {
+        match (self.relay.is_some(), self.apply.is_some()) {
+            (true, _) => "source",
+            (_, true) => "target",
+            _ => "standalone",
+        }
+    }
+
+    /// Probes journal lag now (blocking Kafka calls run on a blocking thread).
+    pub async fn lag(&self) -> Result<Vec<PartitionLag>, String> {
+        let Some(apply) = &self.apply else { return Ok(Vec::new()) };
+        self.lag_of(&self.topic.clone(), apply).await
+    }
+
+    /// Probes the lag of any applied topic.
+    pub async fn lag_of(&self, topic: &str, apply: &ApplyShared) -> Result<Vec<PartitionLag>, String> {
+        let stored = offsets::load(&self.store, topic).map_err(|e| e.to_string())?;
+        let partitions = apply.partitions.lock().len() as i32;
+        if partitions == 0 {
+            return Ok(Vec::new());
+        }
+        let (kafka, topic) = (self.kafka.clone(), topic.to_string());
+        let now = northwest_store::store::now_ms_pub();
+        tokio::task::spawn_blocking(move || probe_lag(&kafka, &topic, &stored, partitions, now))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("lag probe: {e}"))
+    }
+}
+
+pub fn router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route("/v1/admin/status", get(status))
+        .route("/v1/admin/replay", post(replay))
+        .route("/v1/admin/offsets", get(stored_offsets))
+        .route("/v1/ns/{ns}/digest", get(digest))
+        .route("/metrics", get(metrics))
+        .route("/", get(|| async { Html(include_str!("dashboard.html")) }))
+        .with_state(state)
+}
+
+async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
+    let mut out = json!({
+        "name": s.name,
+        "role": s.role(),
+        "outbox_pending": s.store.outbox_len(),
+        "journal_topic": s.topic,
+        "zk_root": s.zk_root,
+        "fenced": s.gate.is_fenced().await,
+        "proxy": s.gate.proxy(),
+    });
+    let loader = s.loader.lock().as_ref().map(|l| (l.topic.clone(), l.shared.clone()));
+    if let Some((topic, shared)) = loader {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lag = s.lag_of(&topic, &shared).await;
+        out["loader"] = json!({
+            "topic": topic,
+            "running": shared.running.load(Relaxed),
+            "rows": shared.txns.load(Relaxed),
+            "writes_applied": shared.writes_applied.load(Relaxed),
+            "writes_stale": shared.writes_stale.load(Relaxed),
+            "dead_lettered": shared.dead_lettered.load(Relaxed),
+            "caught_up": lag.as_ref().map(|l| !l.is_empty() && l.iter().all(|p| p.lag_records == 0)).unwrap_or(false),
+            "lag_records": lag.as_ref().map(|l| l.iter().map(|p| p.lag_records).sum::<i64>()).ok(),
+        });
+    }
+    if let Some(r) = &s.relay {
+        use std::sync::atomic::Ordering::Relaxed;
+        out["relay"] = json!({
+            "shipped": r.shipped.load(Relaxed),
+            "send_errors": r.send_errors.load(Relaxed),
+            "last_error": *r.last_error.lock(),
+        });
+        s.metrics.observe_relay(r, s.store.outbox_len());
+    }
+    if let Some(a) = &s.apply {
+        use std::sync::atomic::Ordering::Relaxed;
+        let lag = s.lag().await;
+        let halted: BTreeMap<i32, Option<String>> = a.partitions.lock().iter().map(|(p, st)| (*p, st.halted.clone())).collect();
+        let (parts, caught_up, err) = match &lag {
+            Ok(l) => {
+                s.metrics.observe_lag(l);
+                let parts: Vec<Value> = l
+                    .iter()
+                    .map(|p| json!({
+                        "partition": p.partition, "stored": p.stored, "high_watermark": p.high_watermark,
+                        "lag_records": p.lag_records, "lag_seconds": p.lag_seconds,
+                        "halted": halted.get(&p.partition).cloned().flatten(),
+                    }))
+                    .collect();
+                (parts, l.iter().all(|p| p.lag_records == 0), None)
+            }
+            Err(e) => (Vec::new(), false, Some(e.clone())),
+        };
+        s.metrics.observe_apply(a);
+        out["apply"] = json!({
+            "running": a.running.load(Relaxed),
+            "transactions": a.txns.load(Relaxed),
+            "writes_applied": a.writes_applied.load(Relaxed),
+            "writes_stale": a.writes_stale.load(Relaxed),
+            "writes_blacklisted": a.writes_blacklisted.load(Relaxed),
+            "dead_lettered": a.dead_lettered.load(Relaxed),
+            "batches": a.batches.load(Relaxed),
+            "caught_up": caught_up,
+            "lag_error": err,
+            "partitions": parts,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// Stored next offsets of the journal (and the snapshot topic being loaded):
+/// a cheap read of this node's own metadata, no broker round trip.
+async fn stored_offsets(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
+    let journal = offsets::load(&s.store, &s.topic)?;
+    let loader = s.loader.lock().as_ref().map(|l| l.topic.clone());
+    let snapshot = match &loader {
+        Some(t) => Some(offsets::load(&s.store, t)?),
+        None => None,
+    };
+    Ok(Json(json!({"journal": journal, "snapshot": snapshot, "snapshot_topic": loader})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    #[serde(default)]
+    from_offsets: Vec<PartOffset>,
+    from_timestamp_ms: Option<i64>,
+    #[serde(default)]
+    from_beginning: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartOffset {
+    partition: i32,
+    offset: i64,
+}
+
+async fn replay(State(s): State<Arc<NodeState>>, body: Body) -> Result<Json<Value>, ApiError> {
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|_| ApiError::bad_request("body too large"))?;
+    let req: ReplayRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed replay request: {e}")))?;
+    let (Some(ctl), Some(apply)) = (&s.control, &s.apply) else {
+        return Err(ApiError::bad_request("this node does not apply a journal (set journal.apply = true)"));
+    };
+    let chosen = (!req.from_offsets.is_empty()) as u8 + req.from_timestamp_ms.is_some() as u8 + req.from_beginning as u8;
+    if chosen != 1 {
+        return Err(ApiError::bad_request("give exactly one of from_offsets, from_timestamp_ms, from_beginning"));
+    }
+    let (tx, rx) = oneshot::channel();
+    let msg = if let Some(ts_ms) = req.from_timestamp_ms {
+        Control::RewindToTime { ts_ms, reply: tx }
+    } else {
+        let to = if req.from_beginning {
+            (0..apply.partitions.lock().len() as i32).map(|p| (p, 0)).collect()
+        } else {
+            req.from_offsets.iter().map(|p| (p.partition, p.offset)).collect()
+        };
+        Control::Rewind { to, reply: tx }
+    };
+    let unavailable = |m: &str| ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "apply_unavailable", message: m.to_string() };
+    ctl.send(msg).await.map_err(|_| unavailable("the apply loop is not running"))?;
+    match rx.await.map_err(|_| unavailable("the apply loop stopped"))? {
+        Ok(pos) => Ok(Json(json!({"rewound_to": pos}))),
+        Err(e) => Err(ApiError::bad_request(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    prefix: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+}
+
+async fn digest(
+    State(s): State<Arc<NodeState>>,
+    Path(ns): Path<String>,
+    q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let ns = Namespace::new(&ns).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad digest query: {e}")))?;
+    let bad = |e: northwest_store::KeyError| ApiError::bad_request(e.to_string());
+    let mut range = KeyRange::prefix(&ns, q.prefix.as_deref().unwrap_or("")).map_err(bad)?;
+    if q.start.is_some() || q.end.is_some() {
+        range = range.intersect(&KeyRange::between(&ns, q.start.as_deref(), q.end.as_deref()).map_err(bad)?);
+    }
+    let store = s.store.clone();
+    let d = tokio::task::spawn_blocking(move || northwest_store::digest::digest(store.engine().as_ref(), &range))
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))??;
+    let kinds: serde_json::Map<String, Value> =
+        d.kinds.iter().map(|(k, p)| (k.clone(), json!({"count": p.count, "digest": p.hex()}))).collect();
+    Ok(Json(json!({"namespace": ns.as_str(), "count": d.total.count, "digest": d.total.hex(), "kinds": kinds})))
+}
+
+async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
+    if let Some(a) = &s.apply {
+        s.metrics.observe_apply(a);
+    }
+    if let Some(r) = &s.relay {
+        s.metrics.observe_relay(r, s.store.outbox_len());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}

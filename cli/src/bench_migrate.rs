@@ -1,0 +1,225 @@
+//! `northwest bench migrate`: the paper's measurements side by side with the
+//! paper's numbers: request latency normal vs migrating (Table 2), snapshot
+//! load time per entity by size (Table 3), and the cutover write pause.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::NodeConfig;
+use crate::loadgen::{drive, Tally};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MigrateBench {
+    /// Entities preloaded for the latency and cutover runs.
+    #[arg(long, default_value_t = 20_000)]
+    pub entities: u64,
+    /// Entities per size for the snapshot-load table.
+    #[arg(long, default_value_t = 10_000)]
+    pub load_entities: u64,
+    #[arg(long, default_value_t = 10)]
+    pub clients: usize,
+    #[arg(long, default_value = "5s", value_parser = crate::loadgen::parse_duration)]
+    pub phase_duration: Duration,
+    #[arg(long, default_value_t = 10)]
+    pub cutover_trials: usize,
+    #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
+    pub zk: String,
+    #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+}
+
+struct Pair {
+    n1: String,
+    n2: String,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Pair {
+    async fn stop(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn pair(b: &MigrateBench, tag: &str) -> anyhow::Result<Pair> {
+    let dir = tempfile::tempdir()?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let mut p = Pair { n1: String::new(), n2: String::new(), stops: vec![], tasks: vec![], _dir: dir };
+    for name in ["n1", "n2"] {
+        let mut c = NodeConfig::default();
+        c.name = name.into();
+        c.data_dir = p._dir.path().join(name);
+        c.http.listen = "127.0.0.1:0".parse()?;
+        c.coordination.connect = b.zk.clone();
+        c.coordination.root = format!("/northwest/bench-mig-{tag}-{stamp}");
+        c.journal.brokers = b.brokers.clone();
+        c.journal.topic = format!("bench-mig-{tag}-{stamp}");
+        c.journal.dead_letter_topic = format!("bench-mig-{tag}-{stamp}.dlq");
+        c.journal.enabled = name == "n1";
+        c.journal.apply = name == "n2";
+        c.http.max_value_bytes = 1 << 20;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, addr) = tokio::sync::oneshot::channel();
+        p.tasks.push(tokio::spawn(crate::node::run(c, async { let _ = stopped.await; }, Some(ready))));
+        p.stops.push(stop);
+        let url = format!("http://{}", addr.await?);
+        if name == "n1" { p.n1 = url } else { p.n2 = url }
+    }
+    Ok(p)
+}
+
+async fn preload(base: &str, n: u64, value_bytes: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let tally = Arc::new(Tally::default());
+    let base = base.to_string();
+    drive(32, Some(n), Arc::new(AtomicBool::new(false)), 0, tally.clone(), move |i| {
+        let (c, base) = (client.clone(), base.clone());
+        async move {
+            let url = format!("{base}/v1/ns/bench/e/Acct:{}/Item:{i}", i / 10);
+            let r = c.put(url).body(vec![b'x'; value_bytes]).send().await.map_err(|e| e.to_string())?;
+            if r.status().is_success() { Ok(()) } else { Err(r.status().to_string()) }
+        }
+    })
+    .await;
+    anyhow::ensure!(tally.failed.load(Ordering::Relaxed) == 0, "preload failed: {:?}", tally.errors.lock());
+    Ok(())
+}
+
+async fn mixed(base: &str, b: &MigrateBench, reads: f64, stop: Arc<AtomicBool>) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let tally = Arc::new(Tally::default());
+    let (base, entities) = (base.to_string(), b.entities);
+    let t = Instant::now();
+    drive(b.clients, None, stop, 0, tally.clone(), move |_| {
+        let (c, base) = (client.clone(), base.clone());
+        async move {
+            let (i, r) = {
+                use rand::Rng;
+                let mut g = rand::rng();
+                (g.random_range(0..entities), g.random::<f64>())
+            };
+            let url = format!("{base}/v1/ns/bench/e/Acct:{}/Item:{i}", i / 10);
+            let resp = if r < reads { c.get(url).send().await } else { c.put(url).body(vec![b'y'; 1024]).send().await };
+            match resp {
+                Ok(r) if r.status().is_success() || r.status() == 404 => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    tally.summary(t.elapsed())
+}
+
+fn migrate_args(b: &MigrateBench, p: &Pair) -> crate::migrate::MigrateArgs {
+    crate::migrate::MigrateArgs {
+        from: p.n1.clone(),
+        to: p.n2.clone(),
+        namespace: "bench".into(),
+        zk: b.zk.clone(),
+        brokers: b.brokers.clone(),
+        abort: false,
+        ranges: 4,
+        chunk: 2000,
+        rate: 0,
+        max_lag: 500,
+        stop_after: None,
+        json: false,
+        quiet: true,
+    }
+}
+
+async fn last_report(b: &MigrateBench, p: &Pair) -> anyhow::Result<crate::migrate::MigState> {
+    crate::migrate::load_state(&b.zk, &p.n1, "bench").await
+}
+
+pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
+    println!("bench migrate: {} entities, {} clients, {:?} per measurement", b.entities, b.clients, b.phase_duration);
+    println!("\nTable 2: request latency (ms), normal vs during migration");
+    println!("{:<10} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | paper normal vs migrating", "reads", "mean", "p50", "p99", "max", "mean", "p50", "p99", "max", "overhead");
+    for (reads, paper) in [(0.2, "107.2 vs 115.8 (7.4%)"), (0.5, "n/a"), (0.8, "94.0 vs 94.2 (0.2%)")] {
+        let p = pair(&b, &format!("lat{}", (reads * 100.0) as u32)).await?;
+        preload(&p.n1, b.entities, 1024).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let d = b.phase_duration;
+        tokio::spawn(async move { tokio::time::sleep(d).await; s2.store(true, Ordering::Relaxed); });
+        let normal = mixed(&p.n1, &b, reads, stop).await;
+        // During migration: load runs while the orchestrator streams the
+        // snapshot and catches up (stopping before the cutover).
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut args = migrate_args(&b, &p);
+        args.stop_after = Some(crate::migrate::Phase::CatchUp);
+        let load = {
+            let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
+            tokio::spawn(async move { mixed(&n1, &b2, reads, st).await })
+        };
+        let t = Instant::now();
+        crate::migrate::run(args).await?;
+        if t.elapsed() < b.phase_duration {
+            tokio::time::sleep(b.phase_duration - t.elapsed()).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let during = load.await?;
+        let f = |v: &serde_json::Value, k: &str| v["latency_ms"][k].as_f64().unwrap_or(0.0);
+        println!(
+            "{:<10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>8.1}% | {paper}",
+            format!("{:.0}%", reads * 100.0),
+            f(&normal, "mean"), f(&normal, "p50"), f(&normal, "p99"), f(&normal, "max"),
+            f(&during, "mean"), f(&during, "p50"), f(&during, "p99"), f(&during, "max"),
+            100.0 * (f(&during, "mean") / f(&normal, "mean") - 1.0)
+        );
+        p.stop().await;
+    }
+
+    println!("\nTable 3: snapshot load per entity (stream n1 -> topic, then load into n2)");
+    println!("{:<8} {:>10} {:>14} {:>14} {:>14} | paper", "size", "entities", "stream ms/ent", "load ms/ent", "load ent/s");
+    for (size, paper) in [(100usize, "2.45 ms"), (1024, "~2.6 ms"), (10 * 1024, "~2.9 ms"), (100 * 1024, "3.18 ms")] {
+        let n = if size >= 100 * 1024 { b.load_entities / 5 } else { b.load_entities };
+        let p = pair(&b, &format!("snap{size}")).await?;
+        preload(&p.n1, n, size).await?;
+        let mut args = migrate_args(&b, &p);
+        args.stop_after = Some(crate::migrate::Phase::CatchUp);
+        crate::migrate::run(args).await?;
+        let st = last_report(&b, &p).await?;
+        let snap = st.phase_seconds.get("Snapshot").copied().unwrap_or(0.0);
+        let load = st.phase_seconds.get("CatchUp").copied().unwrap_or(0.0);
+        println!(
+            "{:<8} {:>10} {:>14.4} {:>14.4} {:>14.0} | {paper}",
+            if size >= 1024 { format!("{} KB", size / 1024) } else { format!("{size} B") },
+            n, 1000.0 * snap / n as f64, 1000.0 * load / n as f64, n as f64 / load.max(1e-9)
+        );
+        p.stop().await;
+    }
+
+    println!("\nCutover write pause over {} trials (paper: DNS switchover 46.4 s)", b.cutover_trials);
+    let mut pauses = Vec::new();
+    for i in 0..b.cutover_trials {
+        let p = pair(&b, &format!("cut{i}")).await?;
+        preload(&p.n1, 2000, 256).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
+            tokio::spawn(async move { mixed(&n1, &MigrateBench { entities: 2000, ..b2 }, 0.5, st).await })
+        };
+        crate::migrate::run(migrate_args(&b, &p)).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let l = load.await?;
+        let st = last_report(&b, &p).await?;
+        pauses.push(st.write_pause_ms.unwrap_or(0.0));
+        println!("  trial {i}: write pause {:.1} ms, requests {} failed {}", pauses[i], l["issued"], l["failed"]);
+        p.stop().await;
+    }
+    pauses.sort_by(|a, b| a.total_cmp(b));
+    let q = |f: f64| pauses[((pauses.len() as f64 - 1.0) * f).round() as usize];
+    println!("write pause ms: p50 {:.1}, p99 {:.1}, max {:.1}", q(0.5), q(0.99), pauses.last().copied().unwrap_or(0.0));
+    Ok(())
+}

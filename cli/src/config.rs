@@ -1,0 +1,281 @@
+//! Node configuration: a TOML file, validated, with flag/env overrides applied
+//! by the binary. Unknown fields are errors so typos do not pass silently.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Deployment name (`n1`, `n2`): carried in journal records as the origin.
+    pub name: String,
+    /// Where the store keeps its data.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub store: StoreSection,
+    pub coordination: CoordinationConfig,
+    pub journal: JournalConfig,
+    /// librdkafka properties passed through to every client (e.g. `linger.ms`).
+    pub kafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Largest accepted entity value; larger requests get 413.
+    pub max_value_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Rocksdb,
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub engine: EngineKind,
+    /// fsync every commit (survives power loss, not just a process crash).
+    pub sync_writes: bool,
+    /// Attempts per transaction on retriable failures (the paper uses 3).
+    pub retries: u32,
+    /// Transaction ids fetched from ZooKeeper at a time.
+    pub id_block: u64,
+    /// Delete markers older than this are garbage-collected; 0 disables.
+    pub marker_retention_hours: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoordinationMode {
+    Zookeeper,
+    /// In-process locks: one process only, for development.
+    Local,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinationConfig {
+    pub mode: CoordinationMode,
+    /// ZooKeeper connect string `host:port[,host:port]`.
+    pub connect: String,
+    /// Root znode shared by every deployment of one migration (n1 and n2).
+    pub root: String,
+    pub session_timeout_ms: u64,
+    pub lock_timeout_ms: u64,
+    pub lease_idle_ms: u64,
+    pub lease_max_hold_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledge after the local commit (the outbox entry is in the same write).
+    Async,
+    /// Acknowledge after Kafka acknowledged the journal record.
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxFull {
+    Reject,
+    Block,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Journal every commit to Kafka (N1 during a migration).
+    pub enabled: bool,
+    /// Apply the journal into this node's store (N2).
+    pub apply: bool,
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub durability: Durability,
+    pub outbox_limit: u64,
+    pub outbox_full: OutboxFull,
+    /// Where undecodable journal records go.
+    pub dead_letter_topic: String,
+    /// `dead-letter` or `halt` when a journal record cannot be decoded.
+    pub poison_policy: PoisonPolicy,
+    /// Records applied per RocksDB write.
+    pub apply_batch: usize,
+    /// Count effects per transaction on the target (tests prove no double apply).
+    pub apply_log: bool,
+    pub replication_factor: i32,
+    /// Journal retention; a re-migration from offset 0 needs all of it.
+    pub retention_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoisonPolicy {
+    DeadLetter,
+    Halt,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "n1".into(),
+            data_dir: PathBuf::from(".northwest/n1"),
+            http: HttpConfig::default(),
+            store: StoreSection::default(),
+            coordination: CoordinationConfig::default(),
+            journal: JournalConfig::default(),
+            kafka: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8081".parse().expect("literal"), max_value_bytes: 1 << 20 }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { engine: EngineKind::Rocksdb, sync_writes: false, retries: 3, id_block: 1000, marker_retention_hours: 168 }
+    }
+}
+
+impl Default for CoordinationConfig {
+    fn default() -> Self {
+        Self {
+            mode: CoordinationMode::Zookeeper,
+            connect: "127.0.0.1:2181".into(),
+            root: "/northwest/default".into(),
+            session_timeout_ms: 6000,
+            lock_timeout_ms: 10_000,
+            lease_idle_ms: 200,
+            lease_max_hold_ms: 50,
+        }
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            apply: false,
+            brokers: "127.0.0.1:9092".into(),
+            topic: "northwest.journal".into(),
+            partitions: 8,
+            durability: Durability::Async,
+            outbox_limit: 1_000_000,
+            outbox_full: OutboxFull::Reject,
+            dead_letter_topic: "northwest.journal.dlq".into(),
+            poison_policy: PoisonPolicy::DeadLetter,
+            apply_batch: 2000,
+            apply_log: false,
+            replication_factor: 1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        cfg.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work, saying what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        northwest_store::Namespace::new(&self.name)
+            .map_err(|_| format!("name = {:?}: use letters, digits, '_', '.', '-'", self.name))?;
+        if self.http.max_value_bytes == 0 || self.http.max_value_bytes > 64 << 20 {
+            return Err("http.max_value_bytes must be between 1 and 67108864".into());
+        }
+        let c = &self.coordination;
+        if c.mode == CoordinationMode::Zookeeper {
+            if c.connect.trim().is_empty() {
+                return Err("coordination.connect is empty: set host:port of ZooKeeper".into());
+            }
+            if !c.root.starts_with('/') || c.root.ends_with('/') || c.root.len() < 2 {
+                return Err(format!("coordination.root = {:?}: must look like /northwest/<name>", c.root));
+            }
+            if !(4000..=40_000).contains(&c.session_timeout_ms) {
+                return Err("coordination.session_timeout_ms must be 4000..=40000 (ZooKeeper's tickTime bounds)".into());
+            }
+        }
+        if c.lock_timeout_ms == 0 || c.lease_idle_ms == 0 {
+            return Err("coordination.lock_timeout_ms and lease_idle_ms must be > 0".into());
+        }
+        if self.store.retries == 0 || self.store.id_block == 0 {
+            return Err("store.retries and store.id_block must be >= 1".into());
+        }
+        let j = &self.journal;
+        if (j.enabled || j.apply) && j.brokers.trim().is_empty() {
+            return Err("journal.brokers is empty: set host:port of the Kafka brokers".into());
+        }
+        if j.partitions < 1 || j.apply_batch == 0 || j.outbox_limit == 0 {
+            return Err("journal.partitions, apply_batch and outbox_limit must be >= 1".into());
+        }
+        if j.topic.is_empty() || j.topic == j.dead_letter_topic {
+            return Err("journal.topic must be set and differ from journal.dead_letter_topic".into());
+        }
+        if j.enabled && j.apply {
+            return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());
+        }
+        Ok(())
+    }
+
+    pub fn zk(&self) -> northwest_store::ZkConfig {
+        let c = &self.coordination;
+        northwest_store::ZkConfig {
+            connect: c.connect.clone(),
+            root: c.root.clone(),
+            session_timeout: Duration::from_millis(c.session_timeout_ms),
+            lock_timeout: Duration::from_millis(c.lock_timeout_ms),
+            lease_idle: Duration::from_millis(c.lease_idle_ms),
+            lease_max_hold: Duration::from_millis(c.lease_max_hold_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_parse_and_validate() {
+        for f in ["../deploy/n1.toml", "../deploy/n2.toml"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_naming_it() {
+        let err = toml::from_str::<NodeConfig>("nmae = \"n1\"").unwrap_err().to_string();
+        assert!(err.contains("nmae"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let mut c = NodeConfig::default();
+        c.coordination.root = "northwest".into();
+        assert!(c.validate().unwrap_err().contains("coordination.root"));
+        let mut c = NodeConfig::default();
+        c.journal.enabled = true;
+        c.journal.apply = true;
+        assert!(c.validate().unwrap_err().contains("source or a target"));
+        let mut c = NodeConfig::default();
+        c.http.max_value_bytes = 0;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,275 @@
+//! `northwest loadgen`: drives a node's HTTP API with a mix of reads, writes,
+//! deletes and multi-op transactions, or loads sample entities; reports
+//! requests issued vs failed and latency percentiles.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use rand::Rng;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadgenArgs {
+    /// Node base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub target: String,
+    #[arg(long, default_value = "demo")]
+    pub ns: String,
+    /// `load`: put every sample entity once; `mixed`: random operations.
+    #[arg(long, default_value = "mixed")]
+    pub mode: String,
+    /// Sample entities (keys `Account:<g>/Item:<i>`).
+    #[arg(long, default_value_t = 10_000)]
+    pub entities: u64,
+    /// Entity groups the entities are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    pub groups: u64,
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Mixed mode: run this long (e.g. 10s, 2m); 0 = until ctrl-c.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Mixed mode: fraction of reads.
+    #[arg(long, default_value_t = 0.5)]
+    pub reads: f64,
+    #[arg(long, default_value_t = 256)]
+    pub value_bytes: usize,
+    /// Mixed mode: target requests/s across all clients; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 10s, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Outcome counters and latency histogram shared by the workers.
+pub struct Tally {
+    pub issued: AtomicU64,
+    pub failed: AtomicU64,
+    pub hist: Mutex<Histogram<u64>>,
+    pub errors: Mutex<Vec<String>>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            issued: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")),
+            errors: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Tally {
+    pub fn record(&self, started: Instant, ok: Result<(), String>) {
+        self.issued.fetch_add(1, Ordering::Relaxed);
+        let _ = self.hist.lock().record(started.elapsed().as_micros().max(1) as u64);
+        if let Err(e) = ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut errs = self.errors.lock();
+            if errs.len() < 10 {
+                errs.push(e);
+            }
+        }
+    }
+
+    pub fn summary(&self, elapsed: Duration) -> serde_json::Value {
+        let h = self.hist.lock();
+        let issued = self.issued.load(Ordering::Relaxed);
+        serde_json::json!({
+            "issued": issued,
+            "failed": self.failed.load(Ordering::Relaxed),
+            "seconds": elapsed.as_secs_f64(),
+            "rate_per_s": issued as f64 / elapsed.as_secs_f64().max(1e-9),
+            "latency_ms": {
+                "mean": h.mean() / 1000.0,
+                "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
+                "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
+                "max": h.max() as f64 / 1000.0,
+            },
+            "first_errors": *self.errors.lock(),
+        })
+    }
+}
+
+fn key(group: u64, item: u64) -> String {
+    format!("Account:{group}/Item:{item}")
+}
+
+async fn check(resp: Result<reqwest::Response, reqwest::Error>, ok: &[u16]) -> Result<(), String> {
+    match resp {
+        Ok(r) if ok.contains(&r.status().as_u16()) => Ok(()),
+        Ok(r) => {
+            let status = r.status();
+            Err(format!("{status}: {}", r.text().await.unwrap_or_default()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One random operation of the mixed workload.
+async fn mixed_op(c: &reqwest::Client, a: &LoadgenArgs, value: &[u8]) -> Result<(), String> {
+    let (g, i, r, kind) = {
+        let mut rng = rand::rng();
+        let g = rng.random_range(0..a.groups.max(1));
+        let per = (a.entities / a.groups.max(1)).max(1);
+        (g, g * per + rng.random_range(0..per), rng.random::<f64>(), rng.random_range(0..10u8))
+    };
+    let base = format!("{}/v1/ns/{}", a.target, a.ns);
+    if r < a.reads {
+        return check(c.get(format!("{base}/e/{}", key(g, i))).send().await, &[200, 404]).await;
+    }
+    match kind {
+        0 => check(c.delete(format!("{base}/e/{}", key(g, i))).send().await, &[200]).await,
+        1 | 2 => {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+            let body = serde_json::json!({"ops": [
+                {"op": "put", "key": key(g, i), "value_b64": b64},
+                {"op": "put", "key": format!("Account:{g}"), "value_b64": b64},
+            ]});
+            check(c.post(format!("{base}/txn")).json(&body).send().await, &[200]).await
+        }
+        _ => check(c.put(format!("{base}/e/{}", key(g, i))).body(value.to_vec()).send().await, &[200]).await,
+    }
+}
+
+/// Runs `op` from `concurrency` workers until `stop` or `total` operations.
+pub async fn drive<F, Fut>(concurrency: usize, total: Option<u64>, stop: Arc<AtomicBool>, rate: u64, tally: Arc<Tally>, op: F)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (next, op, stop, tally) = (next.clone(), op.clone(), stop.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| n >= t) {
+                    break;
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let t = Instant::now();
+                let r = op(n).await;
+                tally.record(t, r);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+pub async fn run(a: LoadgenArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency * 2).build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let tally = Arc::new(Tally::default());
+    let value = vec![b'v'; a.value_bytes];
+    let started = Instant::now();
+    let total = if a.mode == "load" { a.entities } else { u64::MAX };
+    let bar = indicatif::ProgressBar::new(if a.mode == "load" { a.entities } else { a.duration.as_secs().max(1) });
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(a.mode.clone());
+    let ticker = {
+        let (bar, tally, stop, load) = (bar.clone(), tally.clone(), stop.clone(), a.mode == "load");
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if load {
+                    bar.set_position(tally.issued.load(Ordering::Relaxed));
+                } else {
+                    bar.set_position(started.elapsed().as_secs());
+                }
+            }
+        })
+    };
+    if a.mode != "load" && !a.duration.is_zero() {
+        let (stop, d) = (stop.clone(), a.duration);
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    match a.mode.as_str() {
+        "load" => {
+            let (c, a2) = (client.clone(), a.clone());
+            drive(a.concurrency, Some(total), stop.clone(), 0, tally.clone(), move |n| {
+                let (c, a2) = (c.clone(), a2.clone());
+                async move {
+                    let per = (a2.entities / a2.groups.max(1)).max(1);
+                    let url = format!("{}/v1/ns/{}/e/{}", a2.target, a2.ns, key(n / per, n));
+                    let value = format!("{{\"item\":{n},\"pad\":\"{}\"}}", "x".repeat(a2.value_bytes.saturating_sub(24)));
+                    check(c.put(url).body(value).send().await, &[200]).await
+                }
+            })
+            .await
+        }
+        "mixed" => {
+            let (c, a2) = (client.clone(), a.clone());
+            drive(a.concurrency, None, stop.clone(), a.rate, tally.clone(), move |_| {
+                let (c, a2, value) = (c.clone(), a2.clone(), value.clone());
+                async move { mixed_op(&c, &a2, &value).await }
+            })
+            .await
+        }
+        other => anyhow::bail!("unknown --mode {other:?}: use load or mixed"),
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = ticker.await;
+    bar.finish_and_clear();
+    let summary = tally.summary(started.elapsed());
+    if a.json {
+        println!("{summary}");
+    } else {
+        let l = &summary["latency_ms"];
+        println!(
+            "loadgen {}: {} requests in {:.1}s ({:.0}/s), {} failed; latency ms mean {:.2} p50 {:.2} p99 {:.2} max {:.2}",
+            a.mode, summary["issued"], summary["seconds"].as_f64().unwrap_or(0.0), summary["rate_per_s"].as_f64().unwrap_or(0.0),
+            summary["failed"], l["mean"].as_f64().unwrap_or(0.0), l["p50"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0), l["max"].as_f64().unwrap_or(0.0),
+        );
+        for e in summary["first_errors"].as_array().into_iter().flatten() {
+            println!("  error: {e}");
+        }
+    }
+    if tally.failed.load(Ordering::Relaxed) > 0 {
+        anyhow::bail!("{} of {} requests failed", tally.failed.load(Ordering::Relaxed), tally.issued.load(Ordering::Relaxed));
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The `northwest` command: a thin shell over the library's `run` functions.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use northwest::config::NodeConfig;
+
+#[derive(Parser)]
+#[command(name = "northwest", version, about = "Live migration and replication for transactional data stores")]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "NORTHWEST_LOG", default_value = "info", global = true)]
+    log: String,
+    /// Log as JSON lines.
+    #[arg(long, env = "NORTHWEST_LOG_JSON", global = true)]
+    log_json: bool,
+    /// Crash points to arm, `name=error|abort,...` (tests only).
+    #[arg(long, env = "NORTHWEST_CRASH_POINTS", global = true, hide = true)]
+    crash_points: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a deployment's node daemon (HTTP API, journal relay/apply, metrics).
+    Node(NodeArgs),
+    /// Generate load against a node's HTTP API (also loads sample data).
+    Loadgen(northwest::loadgen::LoadgenArgs),
+    /// Live-migrate a namespace from n1 to n2 (resumable; --abort rolls back).
+    Migrate(northwest::migrate::MigrateArgs),
+    /// Show a node's journal shipping / apply state and lag per partition.
+    Status(northwest::ops::StatusArgs),
+    /// Re-apply a range of the journal on a target node (always safe).
+    Replay(northwest::ops::ReplayArgs),
+    /// Order-independent digest of a namespace; --compare proves N1 == N2.
+    Digest(northwest::ops::DigestArgs),
+    /// Benchmarks (not tests): print side-by-side figures.
+    Bench {
+        #[command(subcommand)]
+        what: northwest::bench::BenchCmd,
+    },
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// TOML config file (see deploy/n1.toml).
+    #[arg(long, env = "NORTHWEST_CONFIG")]
+    config: PathBuf,
+    /// Override http.listen.
+    #[arg(long, env = "NORTHWEST_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Override data_dir.
+    #[arg(long, env = "NORTHWEST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Override coordination.connect (ZooKeeper host:port).
+    #[arg(long, env = "NW_ZK")]
+    zk: Option<String>,
+    /// Override coordination.root.
+    #[arg(long, env = "NORTHWEST_ZK_ROOT")]
+    zk_root: Option<String>,
+    /// Override journal.brokers.
+    #[arg(long, env = "NW_KAFKA")]
+    brokers: Option<String>,
+    /// Override journal.topic.
+    #[arg(long, env = "NORTHWEST_TOPIC")]
+    topic: Option<String>,
+    /// Override journal.dead_letter_topic.
+    #[arg(long, env = "NORTHWEST_DLQ_TOPIC")]
+    dlq_topic: Option<String>,
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested; draining");
+}
+
+fn node_config(a: &NodeArgs) -> anyhow::Result<NodeConfig> {
+    let mut cfg = NodeConfig::load(&a.config).map_err(anyhow::Error::msg)?;
+    if let Some(l) = a.listen {
+        cfg.http.listen = l;
+    }
+    if let Some(d) = &a.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(z) = &a.zk {
+        cfg.coordination.connect = z.clone();
+    }
+    if let Some(r) = &a.zk_root {
+        cfg.coordination.root = r.clone();
+    }
+    if let Some(b) = &a.brokers {
+        cfg.journal.brokers = b.clone();
+    }
+    if let Some(t) = &a.topic {
+        cfg.journal.topic = t.clone();
+    }
+    if let Some(t) = &a.dlq_topic {
+        cfg.journal.dead_letter_topic = t.clone();
+    }
+    cfg.validate().map_err(|e| anyhow::anyhow!("after overrides: {e}"))?;
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log, cli.log_json);
+    if let Some(spec) = &cli.crash_points {
+        northwest_store::failpoint::arm_spec(spec).map_err(anyhow::Error::msg)?;
+    }
+    match cli.cmd {
+        Cmd::Node(a) => {
+            let cfg = node_config(&a)?;
+            northwest::node::run(cfg, shutdown_signal(), None).await.context("node failed")
+        }
+        Cmd::Loadgen(a) => northwest::loadgen::run(a, shutdown_signal()).await,
+        Cmd::Migrate(a) => northwest::migrate::run(a).await,
+        Cmd::Status(a) => northwest::ops::status(a).await,
+        Cmd::Replay(a) => northwest::ops::replay(a).await,
+        Cmd::Digest(a) => northwest::ops::digest(a).await,
+        Cmd::Bench { what } => northwest::bench::run(what).await,
+    }
+}

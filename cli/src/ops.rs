@@ -1,0 +1,173 @@
+//! Operator commands that talk to running nodes: `status`, `replay`, `digest`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// Node base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    pub node: String,
+    /// Refresh every second until ctrl-c.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// Target node (the one applying the journal).
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    pub node: String,
+    /// Rewind partition P to offset O (`P:O`, repeatable).
+    #[arg(long = "from-offset", value_parser = parse_part_offset)]
+    pub from_offset: Vec<(i32, i64)>,
+    /// Rewind every partition to the first record at/after this time
+    /// (milliseconds since the epoch).
+    #[arg(long)]
+    pub from_timestamp: Option<i64>,
+    /// Rewind every partition to its first retained record.
+    #[arg(long)]
+    pub from_beginning: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DigestArgs {
+    /// Node base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub node: String,
+    /// A second node to compare with; exits non-zero on any difference.
+    #[arg(long)]
+    pub compare: Option<String>,
+    #[arg(long, default_value = "demo")]
+    pub ns: String,
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+fn parse_part_offset(s: &str) -> Result<(i32, i64), String> {
+    let (p, o) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected PARTITION:OFFSET, e.g. 0:1500"))?;
+    Ok((p.parse().map_err(|_| format!("bad partition in {s:?}"))?, o.parse().map_err(|_| format!("bad offset in {s:?}"))?))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("static client config")
+}
+
+async fn get_json(url: &str) -> anyhow::Result<Value> {
+    let r = client().get(url).send().await.with_context(|| format!("GET {url} (is the node running?)"))?;
+    let status = r.status();
+    let body: Value = r.json().await.with_context(|| format!("GET {url}: response is not JSON"))?;
+    if !status.is_success() {
+        bail!("GET {url}: {status}: {}", body["error"]);
+    }
+    Ok(body)
+}
+
+fn print_status(s: &Value) {
+    println!("node {} ({}), outbox pending {}", s["name"].as_str().unwrap_or("?"), s["role"].as_str().unwrap_or("?"), s["outbox_pending"]);
+    if let Some(r) = s.get("relay") {
+        println!("  relay: shipped {}, send errors {}, last error {}", r["shipped"], r["send_errors"], r["last_error"]);
+    }
+    if let Some(a) = s.get("apply") {
+        println!(
+            "  apply: {} transactions, writes applied {} / stale {} / blacklisted {}, dead-lettered {}, {}",
+            a["transactions"], a["writes_applied"], a["writes_stale"], a["writes_blacklisted"], a["dead_lettered"],
+            if a["caught_up"].as_bool() == Some(true) { "CAUGHT UP" } else { "lagging" }
+        );
+        if let Some(e) = a["lag_error"].as_str() {
+            println!("  lag unavailable: {e}");
+        }
+        println!("  {:>4} {:>12} {:>12} {:>10} {:>9}  progress", "part", "stored", "high-water", "lag", "lag s");
+        for p in a["partitions"].as_array().into_iter().flatten() {
+            let (stored, hw) = (p["stored"].as_i64().unwrap_or(0), p["high_watermark"].as_i64().unwrap_or(0));
+            let frac = if hw > 0 { stored as f64 / hw as f64 } else { 1.0 };
+            let filled = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
+            println!(
+                "  {:>4} {:>12} {:>12} {:>10} {:>9.1}  [{}{}]{}",
+                p["partition"], stored, hw, p["lag_records"], p["lag_seconds"].as_f64().unwrap_or(0.0),
+                "=".repeat(filled), " ".repeat(30 - filled),
+                p["halted"].as_str().map(|h| format!(" HALTED: {h}")).unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
+    loop {
+        let s = get_json(&format!("{}/v1/admin/status", a.node)).await?;
+        if a.json {
+            println!("{s}");
+        } else {
+            if a.watch {
+                print!("\x1b[2J\x1b[H");
+            }
+            print_status(&s);
+        }
+        if !a.watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
+    let body = if a.from_beginning {
+        json!({"from_beginning": true})
+    } else if let Some(ts) = a.from_timestamp {
+        json!({"from_timestamp_ms": ts})
+    } else if !a.from_offset.is_empty() {
+        json!({"from_offsets": a.from_offset.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>()})
+    } else {
+        bail!("say where to replay from: --from-offset P:O, --from-timestamp MS or --from-beginning");
+    };
+    let url = format!("{}/v1/admin/replay", a.node);
+    let r = client().post(&url).json(&body).send().await.with_context(|| format!("POST {url} (is the node running?)"))?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if !status.is_success() {
+        bail!("replay refused: {}", v["error"]);
+    }
+    println!("replay started; stored offsets now {}", v["rewound_to"]);
+    println!("follow progress with: northwest status --node {}", a.node);
+    Ok(())
+}
+
+async fn fetch_digest(node: &str, a: &DigestArgs) -> anyhow::Result<Value> {
+    let mut url = format!("{node}/v1/ns/{}/digest", a.ns);
+    if let Some(p) = &a.prefix {
+        url.push_str(&format!("?prefix={p}"));
+    }
+    get_json(&url).await
+}
+
+pub async fn digest(a: DigestArgs) -> anyhow::Result<()> {
+    let d1 = fetch_digest(&a.node, &a).await?;
+    println!("{}: {} entities, digest {}", a.node, d1["count"], d1["digest"].as_str().unwrap_or(""));
+    let Some(other) = &a.compare else {
+        for (k, v) in d1["kinds"].as_object().into_iter().flatten() {
+            println!("  {k:<24} {:>10} {}", v["count"], v["digest"].as_str().unwrap_or(""));
+        }
+        return Ok(());
+    };
+    let d2 = fetch_digest(other, &a).await?;
+    println!("{other}: {} entities, digest {}", d2["count"], d2["digest"].as_str().unwrap_or(""));
+    let empty = serde_json::Map::new();
+    let (k1, k2) = (d1["kinds"].as_object().unwrap_or(&empty), d2["kinds"].as_object().unwrap_or(&empty));
+    let mut differ = Vec::new();
+    for k in k1.keys().chain(k2.keys().filter(|k| !k1.contains_key(*k))) {
+        if k1.get(k) != k2.get(k) {
+            differ.push(k.clone());
+        }
+    }
+    if d1["digest"] == d2["digest"] && d1["count"] == d2["count"] {
+        println!("EQUAL");
+        Ok(())
+    } else {
+        bail!("digests differ; kinds that differ: {differ:?}")
+    }
+}

@@ -1,0 +1,368 @@
+//! The apply loop. One applier per target deployment: it assigns itself every
+//! partition of the journal at the offsets stored in its own store (never
+//! Kafka's group offsets), applies records in partition order in batches, and
+//! writes data and next offsets in one atomic store write.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use northwest_producer::kafka::{ensure_topic, partition_count, KafkaSettings, TopicSpec};
+use northwest_store::{failpoint, Store};
+use parking_lot::Mutex;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::decode::{decode, decode_snapshot_row};
+use crate::offsets;
+use crate::ConsumerError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoisonPolicy {
+    /// Send the record with the reason to the dead-letter topic; go on.
+    DeadLetter,
+    /// Stop applying that partition (others go on) until an operator acts.
+    Halt,
+}
+
+/// What the consumed topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Journal records: one transaction each.
+    Journal,
+    /// Snapshot rows: one entity (or delete marker) each.
+    Snapshot,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyConfig {
+    pub source: Source,
+    pub kafka: KafkaSettings,
+    pub topic: String,
+    pub dead_letter_topic: String,
+    pub poison: PoisonPolicy,
+    /// Records per atomic store write.
+    pub batch: usize,
+    /// How long to wait to fill a batch once a record arrived.
+    pub linger: Duration,
+    /// Keep a per-transaction apply counter (proves no double apply in tests).
+    pub apply_log: bool,
+    /// Consumer group id (visibility only; offsets live in the store).
+    pub group_id: String,
+}
+
+/// Requests from the node's admin API, served between batches.
+pub enum Control {
+    /// Rewind partitions to offsets (never forward); replies with new positions.
+    Rewind { to: Vec<(i32, i64)>, reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>> },
+    /// Rewind every partition to the first record at or after `ts_ms`.
+    RewindToTime { ts_ms: i64, reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>> },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    pub next_offset: Option<i64>,
+    pub halted: Option<String>,
+}
+
+/// Counters and per-partition state the node exports.
+#[derive(Debug, Default)]
+pub struct ApplyShared {
+    pub txns: AtomicU64,
+    pub writes_applied: AtomicU64,
+    pub writes_stale: AtomicU64,
+    pub writes_blacklisted: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    pub running: AtomicBool,
+    pub partitions: Mutex<BTreeMap<i32, PartitionState>>,
+    /// When set, commit-to-applied latencies (ms) are collected (benchmarks).
+    pub record_latency: AtomicBool,
+    pub latencies_ms: Mutex<Vec<u32>>,
+}
+
+struct Applier {
+    store: Arc<Store>,
+    cfg: ApplyConfig,
+    shared: Arc<ApplyShared>,
+    consumer: StreamConsumer,
+    dlq: FutureProducer,
+    halted: BTreeMap<i32, String>,
+}
+
+type Msg = (i32, i64, Option<Vec<u8>>);
+
+/// Runs the apply loop until `shutdown`; the batch in progress is finished.
+pub async fn run(
+    store: Arc<Store>,
+    cfg: ApplyConfig,
+    shared: Arc<ApplyShared>,
+    mut control: mpsc::Receiver<Control>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ConsumerError> {
+    tokio::pin!(shutdown);
+    // N1 creates the journal topic; wait for it rather than guessing its shape.
+    let partitions = loop {
+        match partition_count(&cfg.kafka, &cfg.topic, Duration::from_secs(5)) {
+            Ok(n) if n > 0 => break n,
+            Ok(_) => tracing::info!(topic = %cfg.topic, "waiting for the journal topic to exist"),
+            Err(e) => tracing::warn!(error = %e, "cannot read journal topic metadata; retrying"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    let dlq_spec = TopicSpec { name: cfg.dead_letter_topic.clone(), partitions: 1, replication: 1, configs: vec![] };
+    ensure_topic(&cfg.kafka, &dlq_spec).await?;
+    let consumer: StreamConsumer = cfg
+        .kafka
+        .client_config(&[
+            ("group.id", &cfg.group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+        ])
+        .create()?;
+    let dlq: FutureProducer = cfg.kafka.producer_config().create()?;
+    let mut a = Applier { store, cfg, shared, consumer, dlq, halted: BTreeMap::new() };
+    a.assign(partitions)?;
+    a.shared.running.store(true, Ordering::Release);
+    tracing::info!(topic = %a.cfg.topic, partitions, "journal apply loop started");
+    let result = a.main_loop(partitions, &mut control, &mut shutdown).await;
+    a.shared.running.store(false, Ordering::Release);
+    tracing::info!("journal apply loop stopped");
+    result
+}
+
+impl Applier {
+    /// (Re)assigns every partition at the offsets stored in our own store.
+    fn assign(&mut self, partitions: i32) -> Result<(), ConsumerError> {
+        let stored = offsets::load(&self.store, &self.cfg.topic)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut states = self.shared.partitions.lock();
+        states.retain(|p, _| *p < partitions);
+        for p in 0..partitions {
+            let st = states.entry(p).or_default();
+            st.next_offset = stored.get(&p).copied();
+            st.halted = self.halted.get(&p).cloned();
+            if self.halted.contains_key(&p) {
+                continue;
+            }
+            let at = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(&self.cfg.topic, p, at)?;
+        }
+        self.consumer.assign(&tpl)?;
+        Ok(())
+    }
+
+    async fn main_loop(
+        &mut self,
+        partitions: i32,
+        control: &mut mpsc::Receiver<Control>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ConsumerError> {
+        enum Ev {
+            Stop,
+            Ctl(Control),
+            Msg(Result<Msg, rdkafka::error::KafkaError>),
+        }
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.as_mut() => Ev::Stop,
+                Some(c) = control.recv() => Ev::Ctl(c),
+                m = self.consumer.recv() => Ev::Msg(m.map(|m| (m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)))),
+            };
+            let mut msgs: Vec<Msg> = Vec::new();
+            match ev {
+                Ev::Stop => return Ok(()),
+                Ev::Ctl(c) => {
+                    self.control(c, partitions)?;
+                    continue;
+                }
+                Ev::Msg(Ok(m)) => msgs.push(m),
+                Ev::Msg(Err(e)) => {
+                    tracing::warn!(error = %e, "journal consume error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.cfg.linger;
+            while msgs.len() < self.cfg.batch {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(Ok(m)) => msgs.push((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec))),
+                    _ => break,
+                }
+            }
+            self.process(msgs, shutdown).await?;
+        }
+    }
+
+    fn control(&mut self, c: Control, partitions: i32) -> Result<(), ConsumerError> {
+        let (to, reply) = match c {
+            Control::Rewind { to, reply } => (Ok(to), reply),
+            Control::RewindToTime { ts_ms, reply } => (self.offsets_for_time(ts_ms, partitions), reply),
+        };
+        let result = match to {
+            Ok(to) => self.rewind(&to, partitions).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = reply.send(result);
+        Ok(())
+    }
+
+    fn offsets_for_time(&self, ts_ms: i64, partitions: i32) -> Result<Vec<(i32, i64)>, ConsumerError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&self.cfg.topic, p, Offset::Offset(ts_ms))?;
+        }
+        let found = self.consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+        let mut out = Vec::new();
+        for e in found.elements() {
+            let (_, hw) = self.consumer.fetch_watermarks(&self.cfg.topic, e.partition(), Duration::from_secs(5))?;
+            let off = match e.offset() {
+                Offset::Offset(o) => o,
+                // No record at or after ts: nothing to replay in this partition.
+                _ => hw,
+            };
+            out.push((e.partition(), off));
+        }
+        Ok(out)
+    }
+
+    /// Lowers stored offsets (a replay); never raises them, which would skip records.
+    fn rewind(&mut self, to: &[(i32, i64)], partitions: i32) -> Result<BTreeMap<i32, i64>, ConsumerError> {
+        let stored = offsets::load(&self.store, &self.cfg.topic)?;
+        let mut meta = Vec::new();
+        for &(p, o) in to {
+            if p < 0 || p >= partitions || o < 0 {
+                return Err(ConsumerError::BadRequest(format!("partition {p} offset {o}: out of range (0..{partitions})")));
+            }
+            if let Some(cur) = stored.get(&p) {
+                if o < *cur {
+                    meta.push((offsets::offset_key(&self.cfg.topic, p), offsets::encode(o)));
+                }
+            }
+        }
+        self.store.put_meta(meta)?;
+        self.assign(partitions)?;
+        tracing::info!(?to, "journal replay: offsets rewound");
+        Ok(offsets::load(&self.store, &self.cfg.topic)?)
+    }
+
+    async fn dead_letter(&self, p: i32, o: i64, payload: &Option<Vec<u8>>, reason: &str) {
+        let source = format!("{}/{p}/{o}", self.cfg.topic);
+        loop {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "northwest.error", value: Some(reason) })
+                .insert(Header { key: "northwest.source", value: Some(source.as_str()) });
+            let mut rec = FutureRecord::<str, [u8]>::to(&self.cfg.dead_letter_topic).key(source.as_str()).headers(headers);
+            if let Some(b) = payload {
+                rec = rec.payload(b.as_slice());
+            }
+            match self.dlq.send(rec, Duration::from_secs(30)).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    // Never drop it: the offset only advances once it is dead-lettered.
+                    tracing::warn!(error = %e, source, "dead-letter send failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn process(&mut self, msgs: Vec<Msg>, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> Result<(), ConsumerError> {
+        let mut writes = Vec::with_capacity(msgs.len());
+        let mut meta: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let (mut txns, mut dead) = (0u64, 0u64);
+        let mut newly_halted = BTreeSet::new();
+        let mut commit_times = Vec::new();
+        for (p, o, payload) in msgs {
+            if self.halted.contains_key(&p) {
+                continue;
+            }
+            let decoded = match self.cfg.source {
+                Source::Journal => decode(payload.as_deref()),
+                Source::Snapshot => decode_snapshot_row(payload.as_deref()),
+            };
+            match decoded {
+                Ok(t) => {
+                    commit_times.push(t.commit_ts_ms);
+                    writes.extend(t.writes);
+                    txns += 1;
+                    meta.insert(offsets::applied_ts_key(&self.cfg.topic, p), offsets::encode(t.commit_ts_ms));
+                }
+                Err(reason) => match self.cfg.poison {
+                    PoisonPolicy::DeadLetter => {
+                        tracing::warn!(partition = p, offset = o, %reason, "journal record dead-lettered");
+                        self.dead_letter(p, o, &payload, &reason).await;
+                        dead += 1;
+                    }
+                    PoisonPolicy::Halt => {
+                        tracing::error!(partition = p, offset = o, %reason, "journal partition halted on a bad record; set poison_policy = \"dead-letter\" and restart to move past it");
+                        self.halted.insert(p, format!("offset {o}: {reason}"));
+                        newly_halted.insert(p);
+                        continue;
+                    }
+                },
+            }
+            next.insert(p, o + 1);
+            meta.insert(offsets::offset_key(&self.cfg.topic, p), offsets::encode(o + 1));
+        }
+        if failpoint::hit("consumer::before_batch_write") {
+            return Err(northwest_store::StoreError::Injected("consumer::before_batch_write").into());
+        }
+        let stats = loop {
+            match self.store.apply_replicated_logged(&writes, meta.clone().into_iter().collect(), self.cfg.apply_log).await {
+                Ok(s) => break s,
+                Err(e) if e.is_retriable() => {
+                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "apply batch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if failpoint::hit("consumer::after_batch_write") {
+            return Err(northwest_store::StoreError::Injected("consumer::after_batch_write").into());
+        }
+        let s = &self.shared;
+        if s.record_latency.load(Ordering::Relaxed) {
+            let now = northwest_store::store::now_ms_pub();
+            s.latencies_ms.lock().extend(commit_times.iter().map(|t| (now - t).max(0) as u32));
+        }
+        s.txns.fetch_add(txns, Ordering::Relaxed);
+        s.writes_applied.fetch_add(stats.applied, Ordering::Relaxed);
+        s.writes_stale.fetch_add(stats.stale, Ordering::Relaxed);
+        s.writes_blacklisted.fetch_add(stats.blacklisted, Ordering::Relaxed);
+        s.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+        s.batches.fetch_add(1, Ordering::Relaxed);
+        let mut states = s.partitions.lock();
+        for (p, o) in next {
+            states.entry(p).or_default().next_offset = Some(o);
+        }
+        for p in &newly_halted {
+            states.entry(*p).or_default().halted = self.halted.get(p).cloned();
+        }
+        drop(states);
+        if !newly_halted.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for p in newly_halted {
+                tpl.add_partition(&self.cfg.topic, p);
+            }
+            self.consumer.pause(&tpl)?;
+        }
+        Ok(())
+    }
+}

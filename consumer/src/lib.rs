@@ -1,0 +1,28 @@
+//! The journal consumer on N2: the apply loop (decode, version-fenced apply
+//! under entity-group locks, offsets in the same RocksDB write as the data),
+//! dead-lettering of undecodable records, replay by rewinding the stored
+//! offsets, and lag probes.
+
+pub mod apply_loop;
+pub mod decode;
+pub mod lag;
+pub mod offsets;
+
+pub use apply_loop::{run, ApplyConfig, ApplyShared, Control, PartitionState, PoisonPolicy, Source};
+pub use lag::{probe_lag, PartitionLag};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConsumerError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Producer(#[from] northwest_producer::ProducerError),
+    #[error(transparent)]
+    Store(#[from] northwest_store::StoreError),
+    #[error("journal topic {0} does not exist yet")]
+    NoTopic(String),
+    #[error("{0}")]
+    BadRequest(String),
+}

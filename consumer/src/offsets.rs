@@ -1,0 +1,49 @@
+//! Consumed offsets stored in the store's metadata, written in the same
+//! atomic batch as the data they cover. Kafka's committed group offsets are
+//! never used for correctness.
+
+use std::collections::BTreeMap;
+
+use northwest_store::engine::Cf;
+use northwest_store::{KeyRange, Store, StoreError};
+
+fn prefix(topic: &str) -> String {
+    format!("off/{topic}/")
+}
+
+/// Meta key of a partition's next offset to apply.
+pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    format!("{}{partition:010}", prefix(topic)).into_bytes()
+}
+
+/// Meta key of the commit time (ms) of the last applied record of a partition.
+pub fn applied_ts_key(topic: &str, partition: i32) -> Vec<u8> {
+    format!("offts/{topic}/{partition:010}").into_bytes()
+}
+
+pub fn encode(v: i64) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+fn decode(b: &[u8]) -> Option<i64> {
+    b.try_into().ok().map(i64::from_be_bytes)
+}
+
+/// Stored next offsets by partition.
+pub fn load(store: &Store, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
+    let p = prefix(topic).into_bytes();
+    let range = KeyRange { end: northwest_store::key::prefix_end(&p), start: p.clone() };
+    let mut out = BTreeMap::new();
+    for (k, v) in store.engine().scan(Cf::Meta, &range, 100_000)? {
+        let part = std::str::from_utf8(&k[p.len()..]).ok().and_then(|s| s.parse::<i32>().ok());
+        if let (Some(part), Some(off)) = (part, decode(&v)) {
+            out.insert(part, off);
+        }
+    }
+    Ok(out)
+}
+
+/// Commit time of the last applied record of `partition`, if any.
+pub fn applied_ts(store: &Store, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+    Ok(store.engine().get(Cf::Meta, &applied_ts_key(topic, partition))?.and_then(|b| decode(&b)))
+}

@@ -1,0 +1,29 @@
+//! The journal producer on N1: Kafka client settings and topic admin shared by
+//! the pipeline, and the relay that ships outbox entries to the journal topic
+//! with the idempotent producer, marking each shipped only after its delivery
+//! report.
+
+pub mod kafka;
+pub mod relay;
+
+pub use kafka::{ensure_topic, KafkaSettings, TopicSpec};
+pub use relay::{Relay, RelayConfig, RelayStats};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProducerError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] northwest_store::StoreError),
+}
+
+impl ProducerError {
+    /// Broker outages and timeouts heal; a bad topic setup does not.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ProducerError::Kafka(_))
+    }
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against a real ZooKeeper and Kafka-protocol broker,
+# installing and starting them first (deploy/stack.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+say "dev stack (ZooKeeper + broker)"
+"$REPO_ROOT/deploy/stack.sh" up
+eval "$("$REPO_ROOT/deploy/stack.sh" env)"
+build
+say "tests"
+cd "$REPO_ROOT"
+cargo test --release --workspace -- --test-threads="${NW_TEST_THREADS:-4}"
+say "all tests passed"

@@ -1,0 +1,214 @@
+//! Streaming a consistent view to the compacted snapshot topic.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use northwest_producer::kafka::{ensure_topic, KafkaSettings, TopicSpec};
+use northwest_schemas::{encode_snapshot, SnapshotRecord};
+use northwest_store::engine::{Cf, Reader};
+use northwest_store::key::decode_key;
+use northwest_store::{failpoint, EntityRecord, KeyRange, Namespace};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::progress::{from_hex, to_hex, Plan, ProgressStore, RangeCursor};
+use crate::SnapshotError;
+
+#[derive(Debug, Clone)]
+pub struct SnapshotConfig {
+    pub kafka: KafkaSettings,
+    pub topic: String,
+    pub partitions: i32,
+    pub snapshot_id: String,
+    pub origin: String,
+    /// Key ranges streamed in parallel.
+    pub ranges: usize,
+    /// Rows per checkpointed chunk.
+    pub chunk: usize,
+    /// Rows per second across all ranges (protects n1); 0 = unlimited.
+    pub rows_per_sec: u64,
+}
+
+/// Progress counters (rows include delete markers).
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    pub total: AtomicU64,
+    pub streamed: AtomicU64,
+    /// Rows already streamed by an earlier, interrupted run.
+    pub resumed: AtomicU64,
+}
+
+/// The compacted topic spec: the latest row per entity key survives.
+pub fn snapshot_topic(name: &str, partitions: i32, replication: i32) -> TopicSpec {
+    TopicSpec {
+        name: name.to_string(),
+        partitions,
+        replication,
+        configs: vec![("cleanup.policy".into(), "compact".into())],
+    }
+}
+
+struct Limiter {
+    rate: u64,
+    start: Instant,
+    granted: AtomicU64,
+}
+
+impl Limiter {
+    async fn take(&self, n: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let total = self.granted.fetch_add(n, Ordering::Relaxed) + n;
+        let due = self.start + Duration::from_secs_f64(total as f64 / self.rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// Splits the namespace into `ranges` parts of about equal row counts.
+fn compute_plan(reader: &dyn Reader, ns: &Namespace, ranges: usize) -> Result<Plan, SnapshotError> {
+    let all = KeyRange::namespace(ns);
+    let count = |f: &mut dyn FnMut(&[u8])| -> Result<(), SnapshotError> {
+        let mut cur = all.clone();
+        loop {
+            let page = reader.scan(Cf::Entities, &cur, 4096)?;
+            for (k, _) in &page {
+                f(k);
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == 4096 => {
+                    cur.start = k.clone();
+                    cur.start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    };
+    let mut total = 0u64;
+    count(&mut |_| total += 1)?;
+    let per = (total / ranges.max(1) as u64).max(1);
+    let mut bounds = vec![all.start.clone()];
+    let mut i = 0u64;
+    count(&mut |k| {
+        if i > 0 && i % per == 0 && bounds.len() < ranges.max(1) {
+            bounds.push(k.to_vec());
+        }
+        i += 1;
+    })?;
+    let mut plan = Plan { ranges: Vec::new(), total_rows: total };
+    for (j, s) in bounds.iter().enumerate() {
+        let end = bounds.get(j + 1).cloned().or_else(|| all.end.clone());
+        plan.ranges.push((to_hex(s), end.map(|e| to_hex(&e))));
+    }
+    Ok(plan)
+}
+
+/// Streams `ns` from `reader` (a consistent view) to the snapshot topic,
+/// resuming from `progress`. Returns the rows streamed in total.
+pub async fn stream_snapshot(
+    reader: Arc<dyn Reader>,
+    ns: &Namespace,
+    cfg: &SnapshotConfig,
+    progress: Arc<dyn ProgressStore>,
+    stats: Arc<SnapshotStats>,
+) -> Result<u64, SnapshotError> {
+    ensure_topic(&cfg.kafka, &snapshot_topic(&cfg.topic, cfg.partitions, 1)).await?;
+    let plan = match progress.load_plan().await? {
+        Some(p) => p,
+        None => {
+            let r = reader.clone();
+            let (ns2, n) = (ns.clone(), cfg.ranges);
+            let p = tokio::task::spawn_blocking(move || compute_plan(r.as_ref(), &ns2, n))
+                .await
+                .map_err(|e| SnapshotError::Progress(e.to_string()))??;
+            progress.save_plan(&p).await?;
+            p
+        }
+    };
+    stats.total.store(plan.total_rows, Ordering::Relaxed);
+    let producer: FutureProducer = cfg.kafka.producer_config().create()?;
+    let limiter = Arc::new(Limiter { rate: cfg.rows_per_sec, start: Instant::now(), granted: AtomicU64::new(0) });
+    let runs = plan.ranges.iter().enumerate().map(|(i, (s, e))| {
+        let (reader, progress, stats, producer, limiter) =
+            (reader.clone(), progress.clone(), stats.clone(), producer.clone(), limiter.clone());
+        async move {
+            let range = KeyRange { start: from_hex(s)?, end: e.as_deref().map(from_hex).transpose()? };
+            stream_range(i, range, reader, cfg, progress, stats, producer, limiter).await
+        }
+    });
+    let rows: Vec<u64> = futures::future::try_join_all(runs).await?;
+    Ok(rows.iter().sum())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_range(
+    i: usize,
+    range: KeyRange,
+    reader: Arc<dyn Reader>,
+    cfg: &SnapshotConfig,
+    progress: Arc<dyn ProgressStore>,
+    stats: Arc<SnapshotStats>,
+    producer: FutureProducer,
+    limiter: Arc<Limiter>,
+) -> Result<u64, SnapshotError> {
+    let mut cursor = progress.load_cursor(i).await?.unwrap_or(RangeCursor { next: to_hex(&range.start), rows: 0, done: false });
+    stats.streamed.fetch_add(cursor.rows, Ordering::Relaxed);
+    stats.resumed.fetch_add(cursor.rows, Ordering::Relaxed);
+    while !cursor.done {
+        let chunk_range = KeyRange { start: from_hex(&cursor.next)?, end: range.end.clone() };
+        let page = reader.scan(Cf::Entities, &chunk_range, cfg.chunk)?;
+        let Some((last, _)) = page.last().cloned() else {
+            cursor.done = true;
+            progress.save_cursor(i, &cursor).await?;
+            break;
+        };
+        let mut pending = Vec::with_capacity(page.len());
+        for (k, v) in &page {
+            let (ns, key) = decode_key(k).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+            let r = EntityRecord::decode(v)?;
+            let row = SnapshotRecord {
+                namespace: ns.to_string(),
+                key: key.to_string(),
+                version: r.version.0,
+                deleted: r.value.is_none(),
+                value: r.value,
+                commit_ts_ms: r.commit_ts_ms,
+                snapshot_id: cfg.snapshot_id.clone(),
+                origin: cfg.origin.clone(),
+            };
+            let payload = encode_snapshot(&row).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+            let kafka_key = format!("{ns}/{key}");
+            loop {
+                let rec = FutureRecord::to(&cfg.topic).key(kafka_key.as_bytes()).payload(&payload).timestamp(r.commit_ts_ms);
+                match producer.send_result(rec) {
+                    Ok(f) => {
+                        pending.push(f);
+                        break;
+                    }
+                    // Local queue full: let deliveries drain.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }
+        let n = pending.len() as u64;
+        for f in pending {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e.into()),
+                Err(_) => return Err(SnapshotError::Progress("producer dropped a delivery".into())),
+            }
+        }
+        // Only delivered rows are checkpointed; a crash re-sends at most one chunk.
+        let mut next = last;
+        next.push(0);
+        cursor.next = to_hex(&next);
+        cursor.rows += n;
+        progress.save_cursor(i, &cursor).await?;
+        stats.streamed.fetch_add(n, Ordering::Relaxed);
+        if failpoint::hit("snapshotter::after_chunk") {
+            return Err(SnapshotError::Progress("injected failure at snapshotter::after_chunk".into()));
+        }
+        limiter.take(n).await;
+    }
+    Ok(cursor.rows)
+}

@@ -1,0 +1,183 @@
+//! Coordination: entity-group locks, transaction ids and the blacklist.
+//!
+//! [`Coordinator`] is the contract; [`LocalCoordinator`] serves one process
+//! (tests, single-node use) and [`crate::zk::ZkCoordinator`] shares locks, ids
+//! and the blacklist through ZooKeeper across processes and deployments.
+//! Both serialise a process's own transactions on a group with the same local
+//! [`LockTable`], so the ZooKeeper path only decides which *process* owns a group.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::CoordError;
+use crate::key::EntityGroup;
+use crate::types::TxnId;
+
+/// Per-group state in a process's lock table.
+#[derive(Debug)]
+pub struct Slot {
+    /// The ZooKeeper session generation under which this process holds the
+    /// group's lease, if it holds it.
+    pub held_gen: Option<u64>,
+    pub acquired_at: Instant,
+    pub last_used: Instant,
+}
+
+/// Exclusive ownership of one entity group, released (locally) on drop.
+pub struct GroupLock {
+    pub(crate) guard: OwnedMutexGuard<Slot>,
+    pub(crate) group: EntityGroup,
+}
+
+impl GroupLock {
+    pub fn group(&self) -> &EntityGroup {
+        &self.group
+    }
+    pub(crate) fn held_gen(&self) -> Option<u64> {
+        self.guard.held_gen
+    }
+}
+
+impl Drop for GroupLock {
+    fn drop(&mut self) {
+        self.guard.last_used = Instant::now();
+    }
+}
+
+impl std::fmt::Debug for GroupLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GroupLock({})", self.group)
+    }
+}
+
+/// A process's table of group slots; one async mutex per group (FIFO fair).
+#[derive(Default)]
+pub struct LockTable {
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+}
+
+impl LockTable {
+    pub async fn lock(&self, group: &EntityGroup) -> GroupLock {
+        let slot = {
+            let mut map = self.slots.lock();
+            map.entry(group.journal_key())
+                .or_insert_with(|| {
+                    let now = Instant::now();
+                    Arc::new(tokio::sync::Mutex::new(Slot { held_gen: None, acquired_at: now, last_used: now }))
+                })
+                .clone()
+        };
+        GroupLock { guard: slot.lock_owned().await, group: group.clone() }
+    }
+
+    /// Slots currently in the table (for the lease reaper).
+    pub fn entries(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Slot>>)> {
+        self.slots.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Forgets slots nobody uses and that hold no lease, bounding memory.
+    pub fn prune(&self) {
+        self.slots.lock().retain(|_, slot| {
+            Arc::strong_count(slot) > 1 || slot.try_lock().map(|s| s.held_gen.is_some()).unwrap_or(true)
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Locks, transaction ids and the blacklist.
+#[async_trait]
+pub trait Coordinator: Send + Sync + 'static {
+    /// Exclusive ownership of `group` among every process sharing this
+    /// coordinator's root. Waits up to the configured lock timeout.
+    async fn lock(&self, group: &EntityGroup) -> Result<GroupLock, CoordError>;
+
+    /// Ends a transaction's use of `lock`. The process may keep the group's
+    /// lease for its next transaction; dropping the lock instead is also safe.
+    async fn release(&self, lock: GroupLock) {
+        drop(lock);
+    }
+
+    /// Errs when `lock` may no longer be exclusive (its lease was lost with the
+    /// ZooKeeper session). Checked right before a commit writes.
+    fn fence(&self, lock: &GroupLock) -> Result<(), CoordError>;
+
+    /// A block of `count` fresh ids, each greater than every id any process
+    /// obtained before this call returned.
+    async fn allocate_ids(&self, count: u64) -> Result<Range<u64>, CoordError>;
+
+    /// Records that `id` failed: its writes must never become visible anywhere.
+    async fn blacklist(&self, id: TxnId) -> Result<(), CoordError>;
+
+    /// Whether `id` is known to be blacklisted.
+    fn is_blacklisted(&self, id: TxnId) -> bool;
+
+    /// Short description for logs and status output.
+    fn describe(&self) -> String;
+}
+
+/// In-process coordination: correct for one process only.
+pub struct LocalCoordinator {
+    table: LockTable,
+    next_id: AtomicU64,
+    blacklist: Mutex<HashSet<u64>>,
+}
+
+impl LocalCoordinator {
+    /// `first_id` must exceed every version already stored.
+    pub fn new(first_id: u64) -> Self {
+        Self { table: LockTable::default(), next_id: AtomicU64::new(first_id.max(1)), blacklist: Mutex::default() }
+    }
+}
+
+impl Default for LocalCoordinator {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+#[async_trait]
+impl Coordinator for LocalCoordinator {
+    async fn lock(&self, group: &EntityGroup) -> Result<GroupLock, CoordError> {
+        let lock = self.table.lock(group).await;
+        if self.table.len() > 100_000 {
+            self.table.prune();
+        }
+        Ok(lock)
+    }
+
+    fn fence(&self, _lock: &GroupLock) -> Result<(), CoordError> {
+        Ok(())
+    }
+
+    async fn allocate_ids(&self, count: u64) -> Result<Range<u64>, CoordError> {
+        let start = self.next_id.fetch_add(count, Ordering::SeqCst);
+        Ok(start..start + count)
+    }
+
+    async fn blacklist(&self, id: TxnId) -> Result<(), CoordError> {
+        self.blacklist.lock().insert(id.0);
+        Ok(())
+    }
+
+    fn is_blacklisted(&self, id: TxnId) -> bool {
+        self.blacklist.lock().contains(&id.0)
+    }
+
+    fn describe(&self) -> String {
+        "local (single process)".to_string()
+    }
+}

@@ -1,0 +1,156 @@
+//! The storage-engine contract. No engine types appear here: RocksDB is one
+//! implementation ([`crate::rocks::RocksEngine`]), the in-memory engine below
+//! another, and other datastores can be added behind the same trait.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::EngineError;
+use crate::key::KeyRange;
+
+/// Column families: entities, the journal outbox, and metadata (offsets,
+/// counters). Each is an independent ordered keyspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cf {
+    Entities,
+    Outbox,
+    Meta,
+}
+
+impl Cf {
+    pub const ALL: [Cf; 3] = [Cf::Entities, Cf::Outbox, Cf::Meta];
+    pub fn name(self) -> &'static str {
+        match self {
+            Cf::Entities => "entities",
+            Cf::Outbox => "outbox",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
+    Delete { cf: Cf, key: Vec<u8> },
+}
+
+/// A set of writes applied atomically by [`Engine::write`].
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    pub ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, cf: Cf, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Put { cf, key, value });
+    }
+    pub fn delete(&mut self, cf: Cf, key: Vec<u8>) {
+        self.ops.push(BatchOp::Delete { cf, key });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+pub type Kv = (Vec<u8>, Vec<u8>);
+
+/// Read access shared by the live engine and its point-in-time snapshots.
+pub trait Reader: Send + Sync {
+    /// The value stored under `key`, if any.
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+    /// Up to `limit` pairs in `range`, in ascending key order.
+    fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Kv>, EngineError>;
+}
+
+/// A storage engine.
+///
+/// Contract: `write` is atomic and durable against a process crash once it
+/// returns (all of a batch or none of it is visible, before and after a
+/// restart); reads observe every completed `write`; `snapshot` returns a
+/// consistent point-in-time view unaffected by later writes.
+pub trait Engine: Reader {
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError>;
+    fn snapshot(&self) -> Result<Arc<dyn Reader>, EngineError>;
+    /// Writes a durable, consistent copy of the store to `dir` that another
+    /// process can open read-only ([`crate::rocks::open_checkpoint`]) while
+    /// this engine keeps taking writes.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), EngineError> {
+        Err(EngineError::Io(format!("the {} engine cannot write checkpoints (to {})", self.name(), dir.display())))
+    }
+    /// Short engine name for logs and metrics.
+    fn name(&self) -> &'static str;
+}
+
+type Tables = BTreeMap<Cf, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+/// An in-memory engine for tests: same contract, nothing persists.
+#[derive(Default)]
+pub struct MemEngine {
+    tables: RwLock<Tables>,
+}
+
+impl MemEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+struct MemSnapshot(Tables);
+
+fn scan_tables(t: &Tables, cf: Cf, range: &KeyRange, limit: usize) -> Vec<Kv> {
+    let Some(map) = t.get(&cf) else { return Vec::new() };
+    let upper = match &range.end {
+        Some(e) => std::ops::Bound::Excluded(e.clone()),
+        None => std::ops::Bound::Unbounded,
+    };
+    map.range((std::ops::Bound::Included(range.start.clone()), upper))
+        .take(limit)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+impl Reader for MemEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.tables.read().get(&cf).and_then(|m| m.get(key).cloned()))
+    }
+    fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Kv>, EngineError> {
+        Ok(scan_tables(&self.tables.read(), cf, range, limit))
+    }
+}
+
+impl Engine for MemEngine {
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        let mut t = self.tables.write();
+        for op in batch.ops {
+            match op {
+                BatchOp::Put { cf, key, value } => {
+                    t.entry(cf).or_default().insert(key, value);
+                }
+                BatchOp::Delete { cf, key } => {
+                    t.entry(cf).or_default().remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+    fn snapshot(&self) -> Result<Arc<dyn Reader>, EngineError> {
+        Ok(Arc::new(MemSnapshot(self.tables.read().clone())))
+    }
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+impl Reader for MemSnapshot {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.0.get(&cf).and_then(|m| m.get(key).cloned()))
+    }
+    fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Kv>, EngineError> {
+        Ok(scan_tables(&self.0, cf, range, limit))
+    }
+}

@@ -1,0 +1,70 @@
+//! Errors of the store layer: one enum per concern, folded into [`StoreError`].
+
+use thiserror::Error;
+
+use crate::types::Version;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("bad namespace {0:?}: use 1-128 characters of [A-Za-z0-9_.-]")]
+    BadNamespace(String),
+    #[error("bad key {0:?}: {1}")]
+    BadKey(String, &'static str),
+    #[error("corrupt encoded key: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("storage engine I/O error: {0}")]
+    Io(String),
+    #[error("corrupt record in storage: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Error, Clone)]
+pub enum CoordError {
+    #[error("timed out after {0:?} waiting for the entity-group lock on {1}")]
+    LockTimeout(std::time::Duration, String),
+    #[error("ZooKeeper session lost; leases were dropped (reconnecting)")]
+    SessionLost,
+    #[error("ZooKeeper error: {0}")]
+    Zk(String),
+}
+
+impl CoordError {
+    pub fn is_retriable(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Coord(#[from] CoordError),
+    #[error("key {key} is outside entity group {group}: a transaction spans one entity group")]
+    CrossGroup { key: String, group: String },
+    #[error("version mismatch on {key}: expected {expected}, found {found}")]
+    VersionMismatch { key: String, expected: Version, found: Version },
+    #[error("value of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("journal outbox is full ({0} unshipped entries): is the relay or broker down?")]
+    OutboxFull(u64),
+    #[error("committed locally, but Kafka has not acknowledged journal entry {0} yet (sync durability); it will be shipped")]
+    JournalPending(u64),
+    #[error("transaction {0} was aborted")]
+    Aborted(u64),
+    #[error("injected failure at crash point {0}")]
+    Injected(&'static str),
+}
+
+impl StoreError {
+    /// Errors a caller may retry as-is (a new attempt may succeed).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Coord(c) if c.is_retriable())
+    }
+}

@@ -1,0 +1,34 @@
+//! The Northwest entity store.
+//!
+//! Owns the data model (namespaces, key paths, entity groups, versions and
+//! delete markers), the storage-engine contract with its RocksDB and in-memory
+//! engines, coordination (entity-group locks, transaction ids, the blacklist)
+//! locally or through ZooKeeper, ACID single-group transactions that write the
+//! journal outbox atomically with the data, and the version-fenced apply path
+//! used by the journal consumer and the snapshot loader.
+
+pub mod apply;
+pub mod coord;
+pub mod digest;
+pub mod engine;
+pub mod error;
+pub mod failpoint;
+pub mod key;
+pub mod outbox;
+pub mod record;
+pub mod retry;
+pub mod rocks;
+pub mod store;
+pub mod types;
+pub mod zk;
+
+pub use coord::{Coordinator, LocalCoordinator};
+pub use engine::{Cf, Engine, MemEngine};
+pub use error::{CoordError, EngineError, KeyError, StoreError};
+pub use key::{EntityGroup, KeyPath, KeyRange, Namespace};
+pub use record::EntityRecord;
+pub use retry::RetryPolicy;
+pub use rocks::RocksEngine;
+pub use store::{ApplyStats, Entity, Op, OutboxFullPolicy, ReplicatedWrite, Store, StoreConfig, Transaction};
+pub use types::{Offset, Partition, TxnId, Version};
+pub use zk::{ZkConfig, ZkCoordinator};

@@ -1,0 +1,135 @@
+//! The journal outbox: entries written in the same atomic batch as the data
+//! they describe, read in commit order by the relay, deleted once shipped.
+//!
+//! Key: sequence number (u64 BE). Value: `i64 BE commit time (ms) | u16 BE
+//! key length | Kafka key | Avro single-object journal record`.
+
+use std::sync::atomic::Ordering;
+
+use crate::engine::{Cf, Engine, WriteBatch};
+use crate::error::{EngineError, StoreError};
+use crate::key::KeyRange;
+use crate::store::Store;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The Kafka message key: `<namespace>/<entity group>`.
+    pub key: String,
+    /// Commit time, used as the Kafka message timestamp.
+    pub ts_ms: i64,
+    /// The encoded journal record.
+    pub record: Vec<u8>,
+}
+
+impl OutboxEntry {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + self.key.len() + self.record.len());
+        out.extend_from_slice(&self.ts_ms.to_be_bytes());
+        out.extend_from_slice(&(self.key.len() as u16).to_be_bytes());
+        out.extend_from_slice(self.key.as_bytes());
+        out.extend_from_slice(&self.record);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, EngineError> {
+        let bad = || EngineError::Corrupt("outbox entry".into());
+        let ts_ms = i64::from_be_bytes(b.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        let len = u16::from_be_bytes(b.get(8..10).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let key = std::str::from_utf8(b.get(10..10 + len).ok_or_else(bad)?).map_err(|_| bad())?;
+        Ok(Self { key: key.to_string(), ts_ms, record: b[10 + len..].to_vec() })
+    }
+}
+
+pub fn seq_key(seq: u64) -> Vec<u8> {
+    seq.to_be_bytes().to_vec()
+}
+
+fn all() -> KeyRange {
+    KeyRange { start: Vec::new(), end: None }
+}
+
+/// Next sequence number, number of pending entries and the first pending
+/// sequence, from what is stored.
+pub(crate) fn recover(engine: &dyn Engine) -> Result<(u64, u64, u64), EngineError> {
+    let mut len = 0u64;
+    let mut last = None;
+    let mut first = None;
+    let mut range = all();
+    loop {
+        let page = engine.scan(Cf::Outbox, &range, 4096)?;
+        let Some((k, _)) = page.last() else { break };
+        len += page.len() as u64;
+        if first.is_none() {
+            first = Some(u64::from_be_bytes(page[0].0.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?));
+        }
+        let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?);
+        last = Some(seq);
+        range.start = seq_key(seq + 1);
+        if page.len() < 4096 {
+            break;
+        }
+    }
+    let next = last.map_or(0, |s| s + 1);
+    Ok((next, len, first.unwrap_or(next)))
+}
+
+impl Store {
+    /// Up to `limit` pending entries with sequence >= `from`, in order.
+    pub fn outbox_read(&self, from: u64, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let range = KeyRange { start: seq_key(from), end: None };
+        let mut out = Vec::new();
+        for (k, v) in self.engine.scan(Cf::Outbox, &range, limit)? {
+            let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?);
+            out.push((seq, OutboxEntry::decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Deletes shipped entries (only after their delivery reports).
+    pub fn outbox_ack(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for s in seqs {
+            batch.delete(Cf::Outbox, seq_key(*s));
+        }
+        self.engine.write(batch)?;
+        self.outbox_len.fetch_sub(seqs.len() as u64, Ordering::AcqRel);
+        // Everything below the lowest pending entry has been shipped.
+        let first = self.engine.scan(Cf::Outbox, &all(), 1)?;
+        let mark = match first.first() {
+            Some((k, _)) => u64::from_be_bytes(k.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?),
+            None => self.outbox_next.load(Ordering::Acquire),
+        };
+        self.shipped.send_if_modified(|m| {
+            let grow = mark > *m;
+            if grow {
+                *m = mark;
+            }
+            grow
+        });
+        self.outbox_drained.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits until outbox entry `seq` has been shipped (Kafka acknowledged it).
+    pub async fn wait_shipped(&self, seq: u64, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let mut rx = self.shipped.subscribe();
+        let shipped = tokio::time::timeout(timeout, async { rx.wait_for(|m| *m > seq).await.is_ok() }).await;
+        match shipped {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::JournalPending(seq)),
+        }
+    }
+
+    /// Resolves when a commit adds an outbox entry (or spuriously).
+    pub async fn outbox_changed(&self) {
+        self.outbox_changed.notified().await
+    }
+
+    /// Resolves when the relay has shipped entries (or spuriously).
+    pub async fn outbox_drained(&self) {
+        self.outbox_drained.notified().await
+    }
+}

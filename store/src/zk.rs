@@ -1,0 +1,360 @@
+//! ZooKeeper coordination shared by every process under one root znode.
+//!
+//! Locks are *leases*: a process that takes a group's ephemeral znode keeps it
+//! after a transaction and serves further local transactions on that group
+//! through its [`LockTable`] without a ZooKeeper round trip. It gives the lease
+//! back when the group has been idle for `lease_idle`, or at the end of a
+//! transaction once it has held it for `lease_max_hold` (bounding how long
+//! another process waits). Exclusivity across processes comes from the
+//! ephemeral znode alone; a commit first checks ([`Coordinator::fence`]) that
+//! the lease was taken under the current, connected session. A crashed holder's
+//! znode disappears when its session expires (after `session_timeout`).
+//!
+//! Layout under `root`: `locks/<ns>:<group>` (ephemeral leases),
+//! `txn_counter` (next free transaction id, decimal, CAS-updated in blocks),
+//! `blacklist/<id>` (failed transactions).
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use tokio::task::JoinHandle;
+use zookeeper_client as zk;
+
+use crate::coord::{Coordinator, GroupLock, LockTable};
+use crate::error::CoordError;
+use crate::key::EntityGroup;
+use crate::types::TxnId;
+
+#[derive(Debug, Clone)]
+pub struct ZkConfig {
+    /// `host:port[,host:port...]`
+    pub connect: String,
+    /// Root znode shared by every deployment taking part (e.g. `/northwest/prod`).
+    pub root: String,
+    pub session_timeout: Duration,
+    pub lock_timeout: Duration,
+    pub lease_idle: Duration,
+    pub lease_max_hold: Duration,
+}
+
+impl Default for ZkConfig {
+    fn default() -> Self {
+        Self {
+            connect: "127.0.0.1:2181".into(),
+            root: "/northwest/default".into(),
+            session_timeout: Duration::from_secs(6),
+            lock_timeout: Duration::from_secs(10),
+            lease_idle: Duration::from_millis(200),
+            lease_max_hold: Duration::from_millis(50),
+        }
+    }
+}
+
+fn zk_err(e: zk::Error) -> CoordError {
+    match e {
+        zk::Error::SessionExpired | zk::Error::ClientClosed => CoordError::SessionLost,
+        other => CoordError::Zk(other.to_string()),
+    }
+}
+
+struct Session {
+    client: zk::Client,
+    gen: u64,
+}
+
+struct Inner {
+    cfg: ZkConfig,
+    session: RwLock<Arc<Session>>,
+    next_gen: AtomicU64,
+    table: LockTable,
+    blacklist: RwLock<HashSet<u64>>,
+}
+
+/// Coordination through ZooKeeper; see the module docs.
+pub struct ZkCoordinator {
+    inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ZkCoordinator {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn connect_client(cfg: &ZkConfig) -> Result<zk::Client, CoordError> {
+    let client = zk::Client::connector()
+        .with_session_timeout(cfg.session_timeout)
+        .with_connection_timeout(Duration::from_secs(5))
+        .connect(&cfg.connect)
+        .await
+        .map_err(|e| CoordError::Zk(format!("cannot connect to ZooKeeper at {}: {e} (is it running? try deploy/stack.sh up)", cfg.connect)))?;
+    for dir in ["", "/locks", "/blacklist"] {
+        mkdir(&client, &format!("{}{dir}", cfg.root)).await?;
+    }
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    match client.create(&format!("{}/txn_counter", cfg.root), b"1", &opts).await {
+        Ok(_) | Err(zk::Error::NodeExists) => Ok(client),
+        Err(e) => Err(zk_err(e)),
+    }
+}
+
+async fn mkdir(client: &zk::Client, path: &str) -> Result<(), CoordError> {
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let mut at = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        at.push('/');
+        at.push_str(part);
+        match client.create(&at, &[], &opts).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(zk_err(e)),
+        }
+    }
+    Ok(())
+}
+
+impl ZkCoordinator {
+    pub async fn connect(cfg: ZkConfig) -> Result<Self, CoordError> {
+        if !cfg.root.starts_with('/') || cfg.root.ends_with('/') {
+            return Err(CoordError::Zk(format!("root {:?} must start with '/' and not end with one", cfg.root)));
+        }
+        let client = connect_client(&cfg).await?;
+        let inner = Arc::new(Inner {
+            session: RwLock::new(Arc::new(Session { client, gen: 1 })),
+            next_gen: AtomicU64::new(2),
+            table: LockTable::default(),
+            blacklist: RwLock::default(),
+            cfg,
+        });
+        inner.load_blacklist().await?;
+        let tasks = vec![
+            tokio::spawn(Inner::watch_session(inner.clone())),
+            tokio::spawn(Inner::reap_leases(inner.clone())),
+            tokio::spawn(Inner::watch_blacklist(inner.clone())),
+        ];
+        Ok(Self { inner, tasks })
+    }
+
+    /// The underlying client of the current session (for other ZooKeeper
+    /// state such as migration phases).
+    pub fn client(&self) -> zk::Client {
+        self.inner.session().client.clone()
+    }
+
+    pub fn root(&self) -> &str {
+        &self.inner.cfg.root
+    }
+
+    /// Number of groups this process currently holds a lease on.
+    pub fn leases_held(&self) -> usize {
+        let gen = self.inner.session().gen;
+        self.inner
+            .table
+            .entries()
+            .iter()
+            .filter(|(_, s)| s.try_lock().map(|s| s.held_gen == Some(gen)).unwrap_or(true))
+            .count()
+    }
+}
+
+impl Inner {
+    fn session(&self) -> Arc<Session> {
+        self.session.read().clone()
+    }
+
+    fn lease_path(&self, key: &str) -> String {
+        format!("{}/locks/{}", self.cfg.root, key.replacen('/', ":", 1))
+    }
+
+    async fn load_blacklist(&self) -> Result<(), CoordError> {
+        let s = self.session();
+        let ids = s.client.list_children(&format!("{}/blacklist", self.cfg.root)).await.map_err(zk_err)?;
+        let mut set = self.blacklist.write();
+        set.extend(ids.iter().filter_map(|c| c.parse::<u64>().ok()));
+        Ok(())
+    }
+
+    /// Replaces an expired session: every lease taken under the old one is void.
+    async fn watch_session(self: Arc<Self>) {
+        loop {
+            let mut watcher = self.session().client.state_watcher();
+            loop {
+                let state = watcher.changed().await;
+                if state.is_terminated() {
+                    tracing::warn!(?state, "ZooKeeper session ended; reconnecting with a new session");
+                    break;
+                }
+            }
+            loop {
+                match connect_client(&self.cfg).await {
+                    Ok(client) => {
+                        let gen = self.next_gen.fetch_add(1, Ordering::SeqCst);
+                        *self.session.write() = Arc::new(Session { client, gen });
+                        if let Err(e) = self.load_blacklist().await {
+                            tracing::warn!(error = %e, "reloading the blacklist failed");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ZooKeeper reconnect failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn watch_blacklist(self: Arc<Self>) {
+        let dir = format!("{}/blacklist", self.cfg.root);
+        loop {
+            let s = self.session();
+            match s.client.watch(&dir, zk::AddWatchMode::PersistentRecursive).await {
+                Ok(mut w) => {
+                    // A reload after registering closes the gap before the watch.
+                    let _ = self.load_blacklist().await;
+                    loop {
+                        let ev = w.changed().await;
+                        if ev.event_type == zk::EventType::Session {
+                            break;
+                        }
+                        if let Some(id) = ev.path.rsplit('/').next().and_then(|c| c.parse::<u64>().ok()) {
+                            self.blacklist.write().insert(id);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "blacklist watch failed; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Gives back leases of idle groups so other processes can take them.
+    async fn reap_leases(self: Arc<Self>) {
+        let tick = (self.cfg.lease_idle / 2).max(Duration::from_millis(5));
+        loop {
+            tokio::time::sleep(tick).await;
+            let s = self.session();
+            for (key, slot) in self.table.entries() {
+                let Ok(mut g) = slot.try_lock_owned() else { continue };
+                if g.held_gen.is_some() && g.last_used.elapsed() >= self.cfg.lease_idle {
+                    if g.held_gen == Some(s.gen) {
+                        let _ = s.client.delete(&self.lease_path(&key), None).await;
+                    }
+                    g.held_gen = None;
+                }
+            }
+            self.table.prune();
+        }
+    }
+
+    async fn acquire_lease(&self, s: &Session, key: &str, deadline: Instant) -> Result<(), CoordError> {
+        let path = self.lease_path(key);
+        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let timeout = || CoordError::LockTimeout(self.cfg.lock_timeout, key.to_string());
+        loop {
+            match s.client.create(&path, &[], &opts).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NodeExists) => {}
+                Err(e) => return Err(zk_err(e)),
+            }
+            let (stat, watcher) = s.client.check_and_watch_stat(&path).await.map_err(zk_err)?;
+            match stat {
+                None => continue,
+                // Ours already: a create whose reply was lost in a reconnect.
+                Some(st) if st.ephemeral_owner == s.client.session_id().0 => return Ok(()),
+                Some(_) => {
+                    let left = deadline.checked_duration_since(Instant::now()).ok_or_else(timeout)?;
+                    if tokio::time::timeout(left, watcher.changed()).await.is_err() {
+                        return Err(timeout());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Coordinator for ZkCoordinator {
+    async fn lock(&self, group: &EntityGroup) -> Result<GroupLock, CoordError> {
+        let deadline = Instant::now() + self.inner.cfg.lock_timeout;
+        let key = group.journal_key();
+        let mut lock = tokio::time::timeout(self.inner.cfg.lock_timeout, self.inner.table.lock(group))
+            .await
+            .map_err(|_| CoordError::LockTimeout(self.inner.cfg.lock_timeout, key.clone()))?;
+        let s = self.inner.session();
+        if lock.guard.held_gen != Some(s.gen) {
+            lock.guard.held_gen = None;
+            self.inner.acquire_lease(&s, &key, deadline).await?;
+            lock.guard.held_gen = Some(s.gen);
+            lock.guard.acquired_at = Instant::now();
+        }
+        Ok(lock)
+    }
+
+    async fn release(&self, mut lock: GroupLock) {
+        if lock.guard.acquired_at.elapsed() < self.inner.cfg.lease_max_hold {
+            return;
+        }
+        let s = self.inner.session();
+        if lock.guard.held_gen == Some(s.gen) {
+            let path = self.inner.lease_path(&lock.group.journal_key());
+            if let Err(e) = s.client.delete(&path, None).await {
+                tracing::debug!(error = %e, path, "lease release failed; session expiry will drop it");
+            }
+        }
+        lock.guard.held_gen = None;
+    }
+
+    fn fence(&self, lock: &GroupLock) -> Result<(), CoordError> {
+        let s = self.inner.session();
+        let connected = matches!(s.client.state(), zk::SessionState::SyncConnected);
+        if lock.held_gen() == Some(s.gen) && connected {
+            Ok(())
+        } else {
+            Err(CoordError::SessionLost)
+        }
+    }
+
+    async fn allocate_ids(&self, count: u64) -> Result<Range<u64>, CoordError> {
+        let s = self.inner.session();
+        let path = format!("{}/txn_counter", self.inner.cfg.root);
+        loop {
+            let (data, stat) = s.client.get_data(&path).await.map_err(zk_err)?;
+            let cur: u64 = std::str::from_utf8(&data)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| CoordError::Zk(format!("{path} holds {data:?}, not a number")))?;
+            let next = (cur + count).to_string();
+            match s.client.set_data(&path, next.as_bytes(), Some(stat.version)).await {
+                Ok(_) => return Ok(cur..cur + count),
+                Err(zk::Error::BadVersion) => continue,
+                Err(e) => return Err(zk_err(e)),
+            }
+        }
+    }
+
+    async fn blacklist(&self, id: TxnId) -> Result<(), CoordError> {
+        self.inner.blacklist.write().insert(id.0);
+        let s = self.inner.session();
+        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        match s.client.create(&format!("{}/blacklist/{}", self.inner.cfg.root, id.0), &[], &opts).await {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(zk_err(e)),
+        }
+    }
+
+    fn is_blacklisted(&self, id: TxnId) -> bool {
+        self.inner.blacklist.read().contains(&id.0)
+    }
+
+    fn describe(&self) -> String {
+        format!("zookeeper {} {}", self.inner.cfg.connect, self.inner.cfg.root)
+    }
+}
