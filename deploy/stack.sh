@@ -58,12 +58,18 @@ readonly ZK_JARS=(/usr/share/java/zookeeper.jar /usr/share/java/slf4j-log4j12.ja
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# Last lines of a log file, to put the likely cause right under an error.
+# Logs are appended across restarts; each start writes a marker line so that an error report
+# shows only what the current run wrote, not an older failure.
+readonly LOG_MARKER='=== started by deploy/stack.sh'
+mark_log() { printf '%s at %s ===\n' "$LOG_MARKER" "$(date -u +%FT%TZ)" >>"$1"; }
+
+# Last lines of a log file since the latest start marker, to put the likely cause under an error.
 show_tail() {
   local file=$1
   [[ -s $file ]] || return 0
   printf '[stack] --- last lines of %s ---\n' "$file" >&2
-  tail -n 15 "$file" | sed 's/^/    /' >&2
+  awk -v m="$LOG_MARKER" 'index($0, m) == 1 { n = 0; next } { buf[n++] = $0 }
+       END { for (i = (n > 20 ? n - 20 : 0); i < n; i++) print "    " buf[i] }' "$file" >&2
 }
 
 pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
@@ -254,8 +260,8 @@ install_nisshi() {
     log "nisshi: building $NISSHI_VERSION from crates.io into $NISSHI_ROOT"
     log "        The first install takes ~20-35 minutes (2 cores, ~2 GB RAM); later runs reuse it."
     log "        Log: $NISSHI_INSTALL_LOG"
-    # --ignore-rust-version: nisshi's rust-version can be newer than needed for this build;
-    # --locked: its own Cargo.lock, so the build is reproducible.
+    # --locked: nisshi's own Cargo.lock, so every machine builds the same dependency versions;
+    # --ignore-rust-version: don't refuse over the crate's declared rust-version (as measured).
     CARGO_TARGET_DIR="$NISSHI_BUILD_DIR" cargo install nisshi --version "$NISSHI_VERSION" \
         --locked --ignore-rust-version --root "$NISSHI_ROOT" 2>&1 | tee -a "$NISSHI_INSTALL_LOG" >&2 \
       || die "cargo install nisshi failed; see $NISSHI_INSTALL_LOG"
@@ -339,6 +345,7 @@ start_zookeeper() {
     fi
     write_zk_config
     log "zookeeper: starting on $HOST:$ZK_PORT (data $ZK_DATA_DIR)"
+    mark_log "$ZK_LOG"; mark_log "$ZK_OUT"
     local cp="$ZK_CONF_DIR"
     for jar in "${ZK_JARS[@]}"; do cp+=":$jar"; done
     spawn zookeeper "$STACK_DIR/zookeeper" "$ZK_OUT" \
@@ -374,9 +381,10 @@ prepare_kafka_dir() {
   [[ -f $KAFKA_DATA_DIR/.env ]] || : >"$KAFKA_DATA_DIR/.env"
 }
 
-# The broker answers a metadata request. Run from the data dir for the `.env` shield above.
+# The broker answers a metadata request (within $1 seconds, default 5). Run from the data dir
+# for the `.env` shield above.
 kafka_ready() {
-  (cd "$KAFKA_DATA_DIR" && timeout 10 "$NISSHI_BIN" topic list --broker "$KAFKA_URL") \
+  (cd "$KAFKA_DATA_DIR" && timeout "${1:-5}" "$NISSHI_BIN" topic list --broker "$KAFKA_URL") \
     >/dev/null 2>&1
 }
 
@@ -387,7 +395,7 @@ start_nisshi() {
   pid=$(find_pid nisshi)
   if [[ -n $pid ]]; then
     check_same_port nisshi "$KAFKA_PORT"
-    if kafka_ready; then
+    if kafka_ready 2; then
       log "nisshi: already up (pid $pid, $HOST:$KAFKA_PORT)"
       return 0
     fi
@@ -399,6 +407,7 @@ start_nisshi() {
           "stop it (another broker?) or set NW_KAFKA_PORT"
     fi
     log "nisshi: starting on $HOST:$KAFKA_PORT (data $KAFKA_DATA_DIR)"
+    mark_log "$KAFKA_LOG"
     # Every flag explicit: the defaults are memory storage (nothing persists) and a listener on
     # all interfaces ([::]), neither of which we want.
     spawn nisshi "$KAFKA_DATA_DIR" "$KAFKA_LOG" \
@@ -410,8 +419,9 @@ start_nisshi() {
     pid=$(<"$(pid_file nisshi)")
   fi
 
-  local deadline=$((SECONDS + KAFKA_TIMEOUT))
-  until kafka_ready; do
+  local deadline=$((SECONDS + KAFKA_TIMEOUT)) left
+  # Each probe is bounded by the time left, so a wedged broker can't stretch the timeout.
+  until left=$((deadline - SECONDS)); kafka_ready $((left < 1 ? 1 : left > 5 ? 5 : left)); do
     if ! pid_alive "$pid"; then
       show_tail "$KAFKA_LOG"
       die "nisshi exited during startup; see $KAFKA_LOG"
@@ -428,22 +438,38 @@ start_nisshi() {
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
+
+# Serialise up/down/reset on one stack dir: two concurrent 'up's would otherwise both see the
+# port free and start two servers. Held until the script exits; spawn() closes it in daemons.
+STACK_LOCKED=0
+lock_stack() {
+  ((STACK_LOCKED)) && return 0
+  mkdir -p "$RUN_DIR"
+  exec 8>"$RUN_DIR/stack.lock"
+  if ! flock -n 8; then
+    log "another stack.sh is working on $STACK_DIR; waiting for it"
+    flock 8
+  fi
+  STACK_LOCKED=1
+}
+
 cmd_up() {
   cmd_install
-  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  lock_stack
+  mkdir -p "$LOG_DIR"
   start_zookeeper
   start_nisshi
   log "stack is up. For clients: eval \"\$($0 env)\""
 }
 
 cmd_down() {
-  # Broker first: it does not depend on ZooKeeper, but our clients use both, and this order
-  # matches the reverse of 'up'.
+  lock_stack
+  # Reverse order of 'up'.
   stop_service nisshi
   stop_service zookeeper
 }
 
-# One line per service. "up" = our process is alive AND answers; "starting" = alive, not serving.
+# One line per service. "up" = our process is alive AND answers; "unhealthy" = alive, not serving.
 status_line() {
   local svc=$1 port=$2 data=$3 logf=$4 ready_fn=$5 pid state
   pid=$(find_pid "$svc")
@@ -470,6 +496,7 @@ cmd_status() {
 }
 
 cmd_reset() {
+  lock_stack
   cmd_down
   log "deleting data dirs $ZK_DATA_DIR and $KAFKA_DATA_DIR"
   rm -rf -- "$ZK_DATA_DIR" "$KAFKA_DATA_DIR"

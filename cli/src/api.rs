@@ -74,11 +74,11 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn parse_ns(ns: &str) -> ApiResult<Namespace> {
-    Namespace::new(ns).map_err(|e| ApiError::bad_request(e.to_string()))
+    Namespace::new(ns).map_err(|e| StoreError::Key(e).into())
 }
 
 fn parse_key(key: &str) -> ApiResult<KeyPath> {
-    KeyPath::parse(key).map_err(|e| ApiError::bad_request(e.to_string()))
+    KeyPath::parse(key).map_err(|e| StoreError::Key(e).into())
 }
 
 /// `If-Match: "<version>"` (quotes optional); `"0"` means "must not exist".

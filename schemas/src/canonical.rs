@@ -130,9 +130,7 @@ fn write_object(
         }
         "array" => write_container(object, "array", "items", namespace, defined, out),
         "map" => write_container(object, "map", "values", namespace, defined, out),
-        "record" | "error" | "enum" | "fixed" => {
-            write_named(object, kind, namespace, defined, out)
-        }
+        "record" | "error" | "enum" | "fixed" => write_named(object, kind, namespace, defined, out),
         reference => write_name_ref(reference, namespace, defined, out),
     }
 }
@@ -265,7 +263,10 @@ mod tests {
     #[test]
     fn rabin_matches_known_vector() {
         // Vector from apache-avro's `rabin` module docs.
-        assert_eq!(crc64_avro(b"hello world").to_le_bytes(), [0x60, 0x33, 0x5b, 0xa6, 0xd0, 0x41, 0x55, 0x28]);
+        assert_eq!(
+            crc64_avro(b"hello world").to_le_bytes(),
+            [0x60, 0x33, 0x5b, 0xa6, 0xd0, 0x41, 0x55, 0x28]
+        );
         assert_eq!(crc64_avro(b""), EMPTY);
     }
 
@@ -275,7 +276,10 @@ mod tests {
             r#"{"type":"record","name":"R","fields":[{"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#,
         )
         .unwrap();
-        assert_eq!(pcf, r#"{"name":"R","type":"record","fields":[{"name":"t","type":"long"}]}"#);
+        assert_eq!(
+            pcf,
+            r#"{"name":"R","type":"record","fields":[{"name":"t","type":"long"}]}"#
+        );
     }
 
     #[test]

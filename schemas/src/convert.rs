@@ -17,8 +17,14 @@ pub(crate) fn journal_to_value(record: &JournalRecord) -> Result<Value, SchemaEr
     Ok(Value::Record(vec![
         ("txn_id".into(), long("txn_id", record.txn_id)?),
         ("namespace".into(), Value::String(record.namespace.clone())),
-        ("entity_group".into(), Value::String(record.entity_group.clone())),
-        ("commit_ts_ms".into(), Value::TimestampMillis(record.commit_ts_ms)),
+        (
+            "entity_group".into(),
+            Value::String(record.entity_group.clone()),
+        ),
+        (
+            "commit_ts_ms".into(),
+            Value::TimestampMillis(record.commit_ts_ms),
+        ),
         ("origin".into(), Value::String(record.origin.clone())),
         ("ops".into(), Value::Array(ops)),
     ]))
@@ -26,7 +32,11 @@ pub(crate) fn journal_to_value(record: &JournalRecord) -> Result<Value, SchemaEr
 
 fn op_to_value(op: &JournalOp) -> Value {
     let ((index, symbol), key, value) = match op {
-        JournalOp::Put { key, value } => (PUT, key, Value::Union(1, Box::new(Value::Bytes(value.clone())))),
+        JournalOp::Put { key, value } => (
+            PUT,
+            key,
+            Value::Union(1, Box::new(Value::Bytes(value.clone()))),
+        ),
         JournalOp::Delete { key } => (DELETE, key, Value::Union(0, Box::new(Value::Null))),
     };
     Value::Record(vec![
@@ -48,7 +58,10 @@ pub(crate) fn snapshot_to_value(record: &SnapshotRecord) -> Result<Value, Schema
         ("deleted".into(), Value::Boolean(record.deleted)),
         ("value".into(), value),
         ("commit_ts_ms".into(), Value::Long(record.commit_ts_ms)),
-        ("snapshot_id".into(), Value::String(record.snapshot_id.clone())),
+        (
+            "snapshot_id".into(),
+            Value::String(record.snapshot_id.clone()),
+        ),
         ("origin".into(), Value::String(record.origin.clone())),
     ]))
 }
@@ -62,7 +75,10 @@ pub(crate) fn journal_from_value(value: Value) -> Result<JournalRecord, SchemaEr
         commit_ts_ms: signed(fields.next("commit_ts_ms")?, "commit_ts_ms")?,
         origin: string(fields.next("origin")?, "origin")?,
         ops: match fields.next("ops")? {
-            Value::Array(items) => items.into_iter().map(op_from_value).collect::<Result<_, _>>()?,
+            Value::Array(items) => items
+                .into_iter()
+                .map(op_from_value)
+                .collect::<Result<_, _>>()?,
             other => return Err(mismatch("ops", "array", &other)),
         },
     };
@@ -79,7 +95,9 @@ fn op_from_value(value: Value) -> Result<JournalOp, SchemaError> {
     // Resolution maps enum indexes to the reader's order, so the symbol is
     // what identifies the kind.
     match (kind, value) {
-        (Value::Enum(_, symbol), Some(value)) if symbol == PUT.1 => Ok(JournalOp::Put { key, value }),
+        (Value::Enum(_, symbol), Some(value)) if symbol == PUT.1 => {
+            Ok(JournalOp::Put { key, value })
+        }
         (Value::Enum(_, symbol), None) if symbol == DELETE.1 => Ok(JournalOp::Delete { key }),
         (Value::Enum(_, symbol), value) => Err(SchemaError::Corrupt(format!(
             "op {symbol} on {key:?} {} a value",
@@ -117,7 +135,10 @@ struct Fields {
 impl Fields {
     fn of(value: Value, record: &'static str) -> Result<Self, SchemaError> {
         match value {
-            Value::Record(fields) => Ok(Fields { record, fields: fields.into_iter() }),
+            Value::Record(fields) => Ok(Fields {
+                record,
+                fields: fields.into_iter(),
+            }),
             other => Err(mismatch(record, "record", &other)),
         }
     }
@@ -129,7 +150,10 @@ impl Fields {
                 "{}: expected field {name}, found {found}",
                 self.record
             ))),
-            None => Err(SchemaError::Corrupt(format!("{}: missing field {name}", self.record))),
+            None => Err(SchemaError::Corrupt(format!(
+                "{}: missing field {name}",
+                self.record
+            ))),
         }
     }
 
@@ -152,7 +176,8 @@ fn long(field: &'static str, value: u64) -> Result<Value, SchemaError> {
 
 fn unsigned(value: Value, field: &'static str) -> Result<u64, SchemaError> {
     let signed = signed(value, field)?;
-    u64::try_from(signed).map_err(|_| SchemaError::Corrupt(format!("{field} is negative: {signed}")))
+    u64::try_from(signed)
+        .map_err(|_| SchemaError::Corrupt(format!("{field} is negative: {signed}")))
 }
 
 /// Accepts both representations because a writer without the logical type
@@ -184,7 +209,10 @@ fn optional_bytes(value: Value, field: &'static str) -> Result<Option<Vec<u8>>, 
 }
 
 fn mismatch(field: &str, expected: &str, found: &Value) -> SchemaError {
-    SchemaError::Corrupt(format!("{field}: expected {expected}, found {}", kind_of(found)))
+    SchemaError::Corrupt(format!(
+        "{field}: expected {expected}, found {}",
+        kind_of(found)
+    ))
 }
 
 /// Names the variant only: printing a whole `Value` could dump megabytes of payload.

@@ -12,7 +12,9 @@ use apache_avro::Schema;
 
 use crate::canonical::parsing_fingerprint;
 use crate::convert::{journal_from_value, snapshot_from_value};
-use crate::{JournalRecord, SchemaError, SnapshotRecord, JOURNAL_SCHEMA_JSON, SNAPSHOT_SCHEMA_JSON};
+use crate::{
+    JournalRecord, SchemaError, SnapshotRecord, JOURNAL_SCHEMA_JSON, SNAPSHOT_SCHEMA_JSON,
+};
 
 /// First two bytes of every message: the Avro single-object encoding marker.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -28,10 +30,18 @@ const SNAPSHOT_HISTORY: &[&str] = &[];
 static JOURNAL_SCHEMA: LazyLock<Schema> = LazyLock::new(|| builtin_schema(JOURNAL_SCHEMA_JSON));
 static SNAPSHOT_SCHEMA: LazyLock<Schema> = LazyLock::new(|| builtin_schema(SNAPSHOT_SCHEMA_JSON));
 pub(crate) static JOURNAL: LazyLock<Current> = LazyLock::new(|| {
-    Current::new("northwest.JournalRecord", JOURNAL_SCHEMA_JSON, LazyLock::force(&JOURNAL_SCHEMA))
+    Current::new(
+        "northwest.JournalRecord",
+        JOURNAL_SCHEMA_JSON,
+        LazyLock::force(&JOURNAL_SCHEMA),
+    )
 });
 pub(crate) static SNAPSHOT: LazyLock<Current> = LazyLock::new(|| {
-    Current::new("northwest.SnapshotRecord", SNAPSHOT_SCHEMA_JSON, LazyLock::force(&SNAPSHOT_SCHEMA))
+    Current::new(
+        "northwest.SnapshotRecord",
+        SNAPSHOT_SCHEMA_JSON,
+        LazyLock::force(&SNAPSHOT_SCHEMA),
+    )
 });
 pub(crate) static DEFAULT_REGISTRY: LazyLock<SchemaRegistry> = LazyLock::new(SchemaRegistry::new);
 
@@ -98,7 +108,8 @@ fn split_header(message: &[u8]) -> Result<(u64, &[u8]), SchemaError> {
     if !message.starts_with(&SINGLE_OBJECT_MAGIC) {
         return Err(SchemaError::BadMagic);
     }
-    let Some((fingerprint, datum)) = message[SINGLE_OBJECT_MAGIC.len()..].split_first_chunk::<8>() else {
+    let Some((fingerprint, datum)) = message[SINGLE_OBJECT_MAGIC.len()..].split_first_chunk::<8>()
+    else {
         return Err(SchemaError::Corrupt(format!(
             "truncated header: {} of {HEADER_LEN} bytes",
             message.len()
@@ -180,7 +191,10 @@ impl Default for SchemaRegistry {
 
 impl Writers {
     fn new(current: &'static LazyLock<Current>) -> Self {
-        Writers { current: LazyLock::force(current), others: HashMap::new() }
+        Writers {
+            current: LazyLock::force(current),
+            others: HashMap::new(),
+        }
     }
 
     fn get(&self, fingerprint: u64) -> Option<&Schema> {
@@ -192,7 +206,8 @@ impl Writers {
     }
 
     fn register(&mut self, avsc: &str) -> Result<u64, SchemaError> {
-        let schema = Schema::parse_str(avsc).map_err(|e| SchemaError::InvalidSchema(e.to_string()))?;
+        let schema =
+            Schema::parse_str(avsc).map_err(|e| SchemaError::InvalidSchema(e.to_string()))?;
         let fingerprint = parsing_fingerprint(avsc)?;
         if fingerprint == self.current.fingerprint {
             return Ok(fingerprint);
@@ -206,7 +221,9 @@ impl Writers {
         // fail at decode time; refuse those up front.
         match SchemaCompatibility::can_read(&schema, self.current.schema) {
             Ok(Compatibility::Full) => {}
-            Ok(Compatibility::Partial) => return Err(incompatible("only partially compatible".into())),
+            Ok(Compatibility::Partial) => {
+                return Err(incompatible("only partially compatible".into()))
+            }
             Err(e) => return Err(incompatible(e.to_string())),
         }
         GenericDatumReader::builder(&schema)

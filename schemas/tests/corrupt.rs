@@ -16,8 +16,14 @@ fn wrong_magic_is_bad_magic() {
     assert_eq!(decode_journal(&[]), Err(SchemaError::BadMagic));
     assert_eq!(decode_journal(&[0xC3]), Err(SchemaError::BadMagic));
     // A plain JSON or a Confluent-framed value must not be mistaken for ours.
-    assert_eq!(decode_journal(b"{\"txn_id\":1}"), Err(SchemaError::BadMagic));
-    assert_eq!(decode_journal(&[0, 0, 0, 0, 1, 2]), Err(SchemaError::BadMagic));
+    assert_eq!(
+        decode_journal(b"{\"txn_id\":1}"),
+        Err(SchemaError::BadMagic)
+    );
+    assert_eq!(
+        decode_journal(&[0, 0, 0, 0, 1, 2]),
+        Err(SchemaError::BadMagic)
+    );
 }
 
 #[test]
@@ -26,12 +32,21 @@ fn unknown_fingerprint_is_reported_not_guessed() {
     let mut altered = message.clone();
     altered[2] ^= 0x01;
     let altered_fp = fingerprint_journal() ^ 0x01;
-    assert_eq!(decode_journal(&altered), Err(SchemaError::UnknownFingerprint(altered_fp)));
+    assert_eq!(
+        decode_journal(&altered),
+        Err(SchemaError::UnknownFingerprint(altered_fp))
+    );
 
     // Each topic's reader knows only its own record type.
     let snapshot = encode_snapshot(&common::small_snapshot()).unwrap();
-    assert_eq!(decode_journal(&snapshot), Err(SchemaError::UnknownFingerprint(fingerprint_snapshot())));
-    assert_eq!(decode_snapshot(&message), Err(SchemaError::UnknownFingerprint(fingerprint_journal())));
+    assert_eq!(
+        decode_journal(&snapshot),
+        Err(SchemaError::UnknownFingerprint(fingerprint_snapshot()))
+    );
+    assert_eq!(
+        decode_snapshot(&message),
+        Err(SchemaError::UnknownFingerprint(fingerprint_journal()))
+    );
 }
 
 #[test]
@@ -45,16 +60,27 @@ fn every_truncation_is_corrupt() {
     }
     let snapshot = encode_snapshot(&common::small_snapshot()).unwrap();
     for len in 2..snapshot.len() {
-        assert!(matches!(decode_snapshot(&snapshot[..len]), Err(SchemaError::Corrupt(_))), "len {len}");
+        assert!(
+            matches!(
+                decode_snapshot(&snapshot[..len]),
+                Err(SchemaError::Corrupt(_))
+            ),
+            "len {len}"
+        );
     }
-    assert!(matches!(peek_fingerprint(&message[..HEADER_LEN - 1]), Err(SchemaError::Corrupt(_))));
+    assert!(matches!(
+        peek_fingerprint(&message[..HEADER_LEN - 1]),
+        Err(SchemaError::Corrupt(_))
+    ));
 }
 
 #[test]
 fn trailing_bytes_are_corrupt() {
     let mut message = encode_journal(&common::small_journal()).unwrap();
     message.push(0);
-    assert!(matches!(decode_journal(&message), Err(SchemaError::Corrupt(m)) if m.contains("trailing")));
+    assert!(
+        matches!(decode_journal(&message), Err(SchemaError::Corrupt(m)) if m.contains("trailing"))
+    );
 }
 
 #[test]
@@ -63,7 +89,10 @@ fn huge_declared_lengths_are_corrupt() {
     let mut datum = vec![0x02];
     datum.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     let message = common::frame(fingerprint_journal(), &datum);
-    assert!(matches!(decode_journal(&message), Err(SchemaError::Corrupt(_))));
+    assert!(matches!(
+        decode_journal(&message),
+        Err(SchemaError::Corrupt(_))
+    ));
 }
 
 #[derive(Debug, Clone)]
@@ -78,10 +107,10 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let at = any::<usize>();
     prop_oneof![
-        (at.clone(), 1..=255u8).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
-        (at.clone(), any::<u8>()).prop_map(|(at, byte)| Mutation::Insert { at, byte }),
-        at.clone().prop_map(|at| Mutation::Remove { at }),
+        (at, 1..=255u8).prop_map(|(at, mask)| Mutation::Flip { at, mask }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
+        (at, any::<u8>()).prop_map(|(at, byte)| Mutation::Insert { at, byte }),
+        at.prop_map(|at| Mutation::Remove { at }),
         at.prop_map(|at| Mutation::Truncate { at }),
     ]
 }

@@ -4,8 +4,8 @@ mod common;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use northwest_schemas::{
-    decode_journal, decode_snapshot, encode_journal, encode_snapshot, journal_schema, JournalRecord,
-    SchemaError, HEADER_LEN,
+    decode_journal, decode_snapshot, encode_journal, encode_snapshot, journal_schema,
+    JournalRecord, SchemaError, HEADER_LEN,
 };
 use proptest::prelude::*;
 
@@ -37,15 +37,27 @@ proptest! {
 
 #[test]
 fn ids_beyond_avro_long_are_rejected_on_encode() {
-    let record = JournalRecord { txn_id: i64::MAX as u64 + 1, ..common::small_journal() };
+    let record = JournalRecord {
+        txn_id: i64::MAX as u64 + 1,
+        ..common::small_journal()
+    };
     assert_eq!(
         encode_journal(&record),
-        Err(SchemaError::OutOfRange { field: "txn_id", value: i64::MAX as u64 + 1 })
+        Err(SchemaError::OutOfRange {
+            field: "txn_id",
+            value: i64::MAX as u64 + 1
+        })
     );
-    let snapshot = northwest_schemas::SnapshotRecord { version: u64::MAX, ..common::small_snapshot() };
+    let snapshot = northwest_schemas::SnapshotRecord {
+        version: u64::MAX,
+        ..common::small_snapshot()
+    };
     assert!(matches!(
         encode_snapshot(&snapshot),
-        Err(SchemaError::OutOfRange { field: "version", .. })
+        Err(SchemaError::OutOfRange {
+            field: "version",
+            ..
+        })
     ));
 }
 

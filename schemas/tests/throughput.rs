@@ -14,7 +14,10 @@ const RECORDS: usize = 200_000;
 
 fn rate(label: &str, n: usize, start: Instant) {
     let secs = start.elapsed().as_secs_f64();
-    println!("{label}: {:.0} records/s ({n} in {secs:.3} s)", n as f64 / secs);
+    println!(
+        "{label}: {:.0} records/s ({n} in {secs:.3} s)",
+        n as f64 / secs
+    );
 }
 
 #[test]
@@ -25,7 +28,10 @@ fn decode_rate_of_1kib_values() {
         entity_group: "Blog:12345".into(),
         commit_ts_ms: 1_700_000_000_000,
         origin: "n1".into(),
-        ops: vec![JournalOp::Put { key: "Blog:12345/Comment:678".into(), value: vec![0x5a; 1024] }],
+        ops: vec![JournalOp::Put {
+            key: "Blog:12345/Comment:678".into(),
+            value: vec![0x5a; 1024],
+        }],
     };
     let snapshot = SnapshotRecord {
         namespace: "app".into(),

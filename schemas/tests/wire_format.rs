@@ -61,14 +61,26 @@ fn spec_fingerprint64(data: &[u8]) -> u64 {
 
 #[test]
 fn canonical_forms_follow_the_spec() {
-    assert_eq!(parsing_canonical_form(JOURNAL_SCHEMA_JSON).unwrap(), JOURNAL_PCF);
-    assert_eq!(parsing_canonical_form(SNAPSHOT_SCHEMA_JSON).unwrap(), SNAPSHOT_PCF);
+    assert_eq!(
+        parsing_canonical_form(JOURNAL_SCHEMA_JSON).unwrap(),
+        JOURNAL_PCF
+    );
+    assert_eq!(
+        parsing_canonical_form(SNAPSHOT_SCHEMA_JSON).unwrap(),
+        SNAPSHOT_PCF
+    );
 }
 
 #[test]
 fn fingerprints_are_crc64_avro_of_the_canonical_form() {
-    assert_eq!(fingerprint_journal(), spec_fingerprint64(JOURNAL_PCF.as_bytes()));
-    assert_eq!(fingerprint_snapshot(), spec_fingerprint64(SNAPSHOT_PCF.as_bytes()));
+    assert_eq!(
+        fingerprint_journal(),
+        spec_fingerprint64(JOURNAL_PCF.as_bytes())
+    );
+    assert_eq!(
+        fingerprint_snapshot(),
+        spec_fingerprint64(SNAPSHOT_PCF.as_bytes())
+    );
     // Pinned: changing either means a schema change; see README.md "Evolution".
     // fastavro's `fingerprint(to_parsing_canonical_form(s), "CRC-64-AVRO")`
     // prints these little-endian: 650224d1a6d83791 and 158b1b281c556722.
@@ -88,12 +100,18 @@ fn snapshot_fingerprint_agrees_with_apache_avro() {
 fn header_is_magic_then_little_endian_fingerprint() {
     let journal = encode_journal(&common::small_journal()).unwrap();
     assert_eq!(journal[..2], [0xC3, 0x01]);
-    assert_eq!(journal[2..10], spec_fingerprint64(JOURNAL_PCF.as_bytes()).to_le_bytes());
+    assert_eq!(
+        journal[2..10],
+        spec_fingerprint64(JOURNAL_PCF.as_bytes()).to_le_bytes()
+    );
     assert_eq!(peek_fingerprint(&journal), Ok(fingerprint_journal()));
 
     let snapshot = encode_snapshot(&common::small_snapshot()).unwrap();
     assert_eq!(snapshot[..2], [0xC3, 0x01]);
-    assert_eq!(snapshot[2..10], spec_fingerprint64(SNAPSHOT_PCF.as_bytes()).to_le_bytes());
+    assert_eq!(
+        snapshot[2..10],
+        spec_fingerprint64(SNAPSHOT_PCF.as_bytes()).to_le_bytes()
+    );
 }
 
 #[test]
@@ -105,7 +123,10 @@ fn journal_datum_matches_hand_encoding() {
         commit_ts_ms: -1,
         origin: "n1".into(),
         ops: vec![
-            JournalOp::Put { key: "k".into(), value: vec![0xAB] },
+            JournalOp::Put {
+                key: "k".into(),
+                value: vec![0xAB],
+            },
             JournalOp::Delete { key: "d".into() },
         ],
     };
@@ -162,7 +183,9 @@ fn raw_journal(txn_id: i64, op: Value) -> Vec<u8> {
         ("origin".into(), Value::String("n1".into())),
         ("ops".into(), Value::Array(vec![op])),
     ]);
-    let writer = GenericDatumWriter::builder(journal_schema()).build().unwrap();
+    let writer = GenericDatumWriter::builder(journal_schema())
+        .build()
+        .unwrap();
     let mut datum = Vec::new();
     writer.write_value_ref(&mut datum, &value).unwrap();
     common::frame(fingerprint_journal(), &datum)
@@ -183,13 +206,21 @@ fn raw_op(kind: (u32, &str), value: Option<Vec<u8>>) -> Value {
 #[test]
 fn negative_txn_id_is_corrupt() {
     let message = raw_journal(-1, raw_op((1, "DELETE"), None));
-    assert!(matches!(decode_journal(&message), Err(SchemaError::Corrupt(m)) if m.contains("negative")));
+    assert!(
+        matches!(decode_journal(&message), Err(SchemaError::Corrupt(m)) if m.contains("negative"))
+    );
 }
 
 #[test]
 fn put_without_value_and_delete_with_value_are_corrupt() {
-    for op in [raw_op((0, "PUT"), None), raw_op((1, "DELETE"), Some(vec![1]))] {
+    for op in [
+        raw_op((0, "PUT"), None),
+        raw_op((1, "DELETE"), Some(vec![1])),
+    ] {
         let message = raw_journal(7, op);
-        assert!(matches!(decode_journal(&message), Err(SchemaError::Corrupt(_))));
+        assert!(matches!(
+            decode_journal(&message),
+            Err(SchemaError::Corrupt(_))
+        ));
     }
 }

@@ -20,8 +20,13 @@ pub fn small_journal() -> JournalRecord {
         commit_ts_ms: 1_700_000_000_000,
         origin: "n1".into(),
         ops: vec![
-            JournalOp::Put { key: "Blog:1".into(), value: b"{\"title\":\"hi\"}".to_vec() },
-            JournalOp::Delete { key: "Blog:1/Comment:7".into() },
+            JournalOp::Put {
+                key: "Blog:1".into(),
+                value: b"{\"title\":\"hi\"}".to_vec(),
+            },
+            JournalOp::Delete {
+                key: "Blog:1/Comment:7".into(),
+            },
         ],
     }
 }
@@ -61,14 +66,16 @@ pub fn journal() -> impl Strategy<Value = JournalRecord> {
         ".{0,8}",
         proptest::collection::vec(op(), 0..8),
     )
-        .prop_map(|(txn_id, namespace, entity_group, commit_ts_ms, origin, ops)| JournalRecord {
-            txn_id,
-            namespace,
-            entity_group,
-            commit_ts_ms,
-            origin,
-            ops,
-        })
+        .prop_map(
+            |(txn_id, namespace, entity_group, commit_ts_ms, origin, ops)| JournalRecord {
+                txn_id,
+                namespace,
+                entity_group,
+                commit_ts_ms,
+                origin,
+                ops,
+            },
+        )
 }
 
 pub fn snapshot() -> impl Strategy<Value = SnapshotRecord> {
@@ -77,7 +84,18 @@ pub fn snapshot() -> impl Strategy<Value = SnapshotRecord> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
         (any::<i64>(), ".{0,20}", ".{0,8}"),
     )
-        .prop_map(|((namespace, key, version, deleted), value, (commit_ts_ms, snapshot_id, origin))| {
-            SnapshotRecord { namespace, key, version, deleted, value, commit_ts_ms, snapshot_id, origin }
-        })
+        .prop_map(
+            |((namespace, key, version, deleted), value, (commit_ts_ms, snapshot_id, origin))| {
+                SnapshotRecord {
+                    namespace,
+                    key,
+                    version,
+                    deleted,
+                    value,
+                    commit_ts_ms,
+                    snapshot_id,
+                    origin,
+                }
+            },
+        )
 }
