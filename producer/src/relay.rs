@@ -55,8 +55,11 @@ impl Relay {
         tokio::pin!(shutdown);
         let mut from = 0u64;
         loop {
+            // Read the watermark first: every entry below it is visible to the read.
+            let low = self.store.outbox_low_watermark();
             let entries = self.store.outbox_read(from, self.cfg.batch)?;
             if entries.is_empty() {
+                from = from.min(low);
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = self.store.outbox_changed() => {}
@@ -66,9 +69,10 @@ impl Relay {
             }
             let next = self.ship(&entries).await?;
             match next {
-                None => from = entries.last().map_or(from, |(s, _)| s + 1),
+                // Entries below `low` that were in flight land later: re-read from there.
+                None => from = entries.last().map_or(from, |(s, _)| s + 1).min(low),
                 Some(failed) => {
-                    from = failed;
+                    from = failed.min(low);
                     tokio::select! {
                         _ = &mut shutdown => break,
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}

@@ -98,10 +98,12 @@ impl Store {
         self.outbox_len.fetch_sub(seqs.len() as u64, Ordering::AcqRel);
         // Everything below the lowest pending entry has been shipped.
         let first = self.engine.scan(Cf::Outbox, &all(), 1)?;
+        let low = self.outbox_low_watermark();
         let mark = match first.first() {
             Some((k, _)) => u64::from_be_bytes(k.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?),
-            None => self.outbox_next.load(Ordering::Acquire),
-        };
+            None => low,
+        }
+        .min(low);
         self.shipped.send_if_modified(|m| {
             let grow = mark > *m;
             if grow {
@@ -111,6 +113,13 @@ impl Store {
         });
         self.outbox_drained.notify_waiters();
         Ok(())
+    }
+
+    /// Every outbox sequence below this is written or abandoned; sequences at
+    /// or above it may still land (commits on other groups in flight).
+    pub fn outbox_low_watermark(&self) -> u64 {
+        let inflight = self.in_flight.lock();
+        inflight.first().copied().unwrap_or_else(|| self.outbox_next.load(Ordering::Acquire))
     }
 
     /// Waits until outbox entry `seq` has been shipped (Kafka acknowledged it).

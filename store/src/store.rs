@@ -94,6 +94,9 @@ pub struct Store {
     pub(crate) outbox_drained: tokio::sync::Notify,
     /// Every outbox sequence below this value has been shipped.
     pub(crate) shipped: tokio::sync::watch::Sender<u64>,
+    /// Outbox sequences handed to commits not yet written (or failed):
+    /// concurrent commits on different groups can land out of sequence order.
+    pub(crate) in_flight: parking_lot::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -118,6 +121,7 @@ impl Store {
             outbox_changed: tokio::sync::Notify::new(),
             outbox_drained: tokio::sync::Notify::new(),
             shipped: tokio::sync::watch::Sender::new(first_pending),
+            in_flight: parking_lot::Mutex::new(Default::default()),
         }))
     }
 
@@ -375,6 +379,14 @@ impl Transaction<'_> {
         }
     }
 
+    fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if failpoint::hit("store::before_commit_write") {
+            return Err(StoreError::Injected("store::before_commit_write"));
+        }
+        self.store.coord.fence(&self.lock)?;
+        Ok(self.store.engine.write(batch)?)
+    }
+
     async fn write(&self, id: TxnId) -> Result<Option<u64>, StoreError> {
         let store = self.store;
         let ns = self.ns();
@@ -405,18 +417,23 @@ impl Transaction<'_> {
                 origin: store.cfg.origin.clone(),
                 ops,
             };
-            let s = store.outbox_next.fetch_add(1, Ordering::SeqCst);
+            let s = {
+                let mut inflight = store.in_flight.lock();
+                let s = store.outbox_next.fetch_add(1, Ordering::SeqCst);
+                inflight.insert(s);
+                s
+            };
             let encoded =
                 northwest_schemas::encode_journal(&record).map_err(|e| crate::error::EngineError::Corrupt(e.to_string()))?;
             let entry = OutboxEntry { key: self.lock.group().journal_key(), ts_ms: ts, record: encoded };
             batch.put(Cf::Outbox, outbox::seq_key(s), entry.encode());
             seq = Some(s);
         }
-        if failpoint::hit("store::before_commit_write") {
-            return Err(StoreError::Injected("store::before_commit_write"));
+        let written = self.write_batch(batch);
+        if let Some(s) = seq {
+            store.in_flight.lock().remove(&s);
         }
-        store.coord.fence(&self.lock)?;
-        store.engine.write(batch)?;
+        written?;
         if seq.is_some() {
             store.outbox_len.fetch_add(1, Ordering::AcqRel);
             store.outbox_changed.notify_waiters();
