@@ -58,12 +58,18 @@ impl NodeState {
 
     /// Probes journal lag now (blocking Kafka calls run on a blocking thread).
     pub async fn lag(&self) -> Result<Vec<PartitionLag>, String> {
-        let Some(apply) = &self.apply else { return Ok(Vec::new()) };
+        let Some(apply) = &self.apply else {
+            return Ok(Vec::new());
+        };
         self.lag_of(&self.topic.clone(), apply).await
     }
 
     /// Probes the lag of any applied topic.
-    pub async fn lag_of(&self, topic: &str, apply: &ApplyShared) -> Result<Vec<PartitionLag>, String> {
+    pub async fn lag_of(
+        &self,
+        topic: &str,
+        apply: &ApplyShared,
+    ) -> Result<Vec<PartitionLag>, String> {
         let stored = offsets::load(&self.store, topic).map_err(|e| e.to_string())?;
         let partitions = apply.partitions.lock().len() as i32;
         if partitions == 0 {
@@ -99,7 +105,11 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         "fenced": s.gate.is_fenced().await,
         "proxy": s.gate.proxy(),
     });
-    let loader = s.loader.lock().as_ref().map(|l| (l.topic.clone(), l.shared.clone()));
+    let loader = s
+        .loader
+        .lock()
+        .as_ref()
+        .map(|l| (l.topic.clone(), l.shared.clone()));
     if let Some((topic, shared)) = loader {
         use std::sync::atomic::Ordering::Relaxed;
         let lag = s.lag_of(&topic, &shared).await;
@@ -126,7 +136,12 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
     if let Some(a) = &s.apply {
         use std::sync::atomic::Ordering::Relaxed;
         let lag = s.lag().await;
-        let halted: BTreeMap<i32, Option<String>> = a.partitions.lock().iter().map(|(p, st)| (*p, st.halted.clone())).collect();
+        let halted: BTreeMap<i32, Option<String>> = a
+            .partitions
+            .lock()
+            .iter()
+            .map(|(p, st)| (*p, st.halted.clone()))
+            .collect();
         let (parts, caught_up, err) = match &lag {
             Ok(l) => {
                 s.metrics.observe_lag(l);
@@ -168,7 +183,9 @@ async fn stored_offsets(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, 
         Some(t) => Some(offsets::load(&s.store, t)?),
         None => None,
     };
-    Ok(Json(json!({"journal": journal, "snapshot": snapshot, "snapshot_topic": loader})))
+    Ok(Json(
+        json!({"journal": journal, "snapshot": snapshot, "snapshot_topic": loader}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -189,29 +206,52 @@ struct PartOffset {
 }
 
 async fn replay(State(s): State<Arc<NodeState>>, body: Body) -> Result<Json<Value>, ApiError> {
-    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(|_| ApiError::bad_request("body too large"))?;
-    let req: ReplayRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed replay request: {e}")))?;
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|_| ApiError::bad_request("body too large"))?;
+    let req: ReplayRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed replay request: {e}")))?;
     let (Some(ctl), Some(apply)) = (&s.control, &s.apply) else {
-        return Err(ApiError::bad_request("this node does not apply a journal (set journal.apply = true)"));
+        return Err(ApiError::bad_request(
+            "this node does not apply a journal (set journal.apply = true)",
+        ));
     };
-    let chosen = (!req.from_offsets.is_empty()) as u8 + req.from_timestamp_ms.is_some() as u8 + req.from_beginning as u8;
+    let chosen = (!req.from_offsets.is_empty()) as u8
+        + req.from_timestamp_ms.is_some() as u8
+        + req.from_beginning as u8;
     if chosen != 1 {
-        return Err(ApiError::bad_request("give exactly one of from_offsets, from_timestamp_ms, from_beginning"));
+        return Err(ApiError::bad_request(
+            "give exactly one of from_offsets, from_timestamp_ms, from_beginning",
+        ));
     }
     let (tx, rx) = oneshot::channel();
     let msg = if let Some(ts_ms) = req.from_timestamp_ms {
         Control::RewindToTime { ts_ms, reply: tx }
     } else {
         let to = if req.from_beginning {
-            (0..apply.partitions.lock().len() as i32).map(|p| (p, 0)).collect()
+            (0..apply.partitions.lock().len() as i32)
+                .map(|p| (p, 0))
+                .collect()
         } else {
-            req.from_offsets.iter().map(|p| (p.partition, p.offset)).collect()
+            req.from_offsets
+                .iter()
+                .map(|p| (p.partition, p.offset))
+                .collect()
         };
         Control::Rewind { to, reply: tx }
     };
-    let unavailable = |m: &str| ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "apply_unavailable", message: m.to_string() };
-    ctl.send(msg).await.map_err(|_| unavailable("the apply loop is not running"))?;
-    match rx.await.map_err(|_| unavailable("the apply loop stopped"))? {
+    let unavailable = |m: &str| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "apply_unavailable",
+        message: m.to_string(),
+    };
+    ctl.send(msg)
+        .await
+        .map_err(|_| unavailable("the apply loop is not running"))?;
+    match rx
+        .await
+        .map_err(|_| unavailable("the apply loop stopped"))?
+    {
         Ok(pos) => Ok(Json(json!({"rewound_to": pos}))),
         Err(e) => Err(ApiError::bad_request(e)),
     }
@@ -235,15 +275,23 @@ async fn digest(
     let bad = |e: northwest_store::KeyError| ApiError::bad_request(e.to_string());
     let mut range = KeyRange::prefix(&ns, q.prefix.as_deref().unwrap_or("")).map_err(bad)?;
     if q.start.is_some() || q.end.is_some() {
-        range = range.intersect(&KeyRange::between(&ns, q.start.as_deref(), q.end.as_deref()).map_err(bad)?);
+        range = range
+            .intersect(&KeyRange::between(&ns, q.start.as_deref(), q.end.as_deref()).map_err(bad)?);
     }
     let store = s.store.clone();
-    let d = tokio::task::spawn_blocking(move || northwest_store::digest::digest(store.engine().as_ref(), &range))
-        .await
-        .map_err(|e| ApiError::bad_request(e.to_string()))??;
-    let kinds: serde_json::Map<String, Value> =
-        d.kinds.iter().map(|(k, p)| (k.clone(), json!({"count": p.count, "digest": p.hex()}))).collect();
-    Ok(Json(json!({"namespace": ns.as_str(), "count": d.total.count, "digest": d.total.hex(), "kinds": kinds})))
+    let d = tokio::task::spawn_blocking(move || {
+        northwest_store::digest::digest(store.engine().as_ref(), &range)
+    })
+    .await
+    .map_err(|e| ApiError::bad_request(e.to_string()))??;
+    let kinds: serde_json::Map<String, Value> = d
+        .kinds
+        .iter()
+        .map(|(k, p)| (k.clone(), json!({"count": p.count, "digest": p.hex()})))
+        .collect();
+    Ok(Json(
+        json!({"namespace": ns.as_str(), "count": d.total.count, "digest": d.total.hex(), "kinds": kinds}),
+    ))
 }
 
 async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
@@ -253,5 +301,9 @@ async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
     if let Some(r) = &s.relay {
         s.metrics.observe_relay(r, s.store.outbox_len());
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
 }

@@ -32,13 +32,21 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.message, "code": self.code}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": self.message, "code": self.code})),
+        )
+            .into_response()
     }
 }
 
@@ -47,15 +55,23 @@ impl From<StoreError> for ApiError {
         let (status, code) = match &e {
             StoreError::Key(_) => (StatusCode::BAD_REQUEST, "bad_key"),
             StoreError::CrossGroup { .. } => (StatusCode::BAD_REQUEST, "cross_group"),
-            StoreError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "version_mismatch"),
+            StoreError::VersionMismatch { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+            }
             StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             StoreError::OutboxFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "outbox_full"),
             StoreError::JournalPending(_) => (StatusCode::SERVICE_UNAVAILABLE, "journal_pending"),
             StoreError::Coord(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordination"),
             StoreError::Aborted(_) => (StatusCode::CONFLICT, "aborted"),
-            StoreError::Engine(_) | StoreError::Injected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            StoreError::Engine(_) | StoreError::Injected(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         };
-        Self { status, code, message: e.to_string() }
+        Self {
+            status,
+            code,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -64,11 +80,18 @@ type ApiResult<T> = Result<T, ApiError>;
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/v1/ns/{ns}/e/{*key}", get(get_entity).put(put_entity).delete(delete_entity))
+        .route(
+            "/v1/ns/{ns}/e/{*key}",
+            get(get_entity).put(put_entity).delete(delete_entity),
+        )
         .route("/v1/ns/{ns}/txn", post(txn))
         .route("/v1/ns/{ns}/scan", get(scan))
         .fallback(|| async {
-            ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such endpoint; see README".into() }
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: "no such endpoint; see README".into(),
+            }
         })
         .with_state(state)
 }
@@ -83,28 +106,45 @@ fn parse_key(key: &str) -> ApiResult<KeyPath> {
 
 /// `If-Match: "<version>"` (quotes optional); `"0"` means "must not exist".
 fn if_match(headers: &HeaderMap) -> ApiResult<Option<Version>> {
-    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let text = v.to_str().map_err(|_| ApiError::bad_request("If-Match is not ASCII"))?;
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("If-Match is not ASCII"))?;
     let trimmed = text.trim().trim_start_matches("W/").trim_matches('"');
     trimmed
         .parse::<u64>()
         .map(|n| Some(Version(n)))
-        .map_err(|_| ApiError::bad_request(format!("If-Match {text:?}: expected a quoted version like \"42\"")))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "If-Match {text:?}: expected a quoted version like \"42\""
+            ))
+        })
 }
 
 async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        code: "too_large",
-        message: format!("request body exceeds the limit of {limit} bytes"),
-    })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: format!("request body exceeds the limit of {limit} bytes"),
+        })
 }
 
-async fn get_entity(State(s): State<ApiState>, Path((ns, key)): Path<(String, String)>) -> ApiResult<Response> {
+async fn get_entity(
+    State(s): State<ApiState>,
+    Path((ns, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let (ns, key) = (parse_ns(&ns)?, parse_key(&key)?);
     match s.store.get(&ns, &key)? {
         Some(e) => Ok(([(header::ETAG, format!("\"{}\"", e.version))], e.value).into_response()),
-        None => Err(ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("{ns}/{key} does not exist") }),
+        None => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!("{ns}/{key} does not exist"),
+        }),
     }
 }
 
@@ -117,7 +157,17 @@ async fn put_entity(
     let (ns, key) = (parse_ns(&ns)?, parse_key(&key)?);
     let if_version = if_match(&headers)?;
     let value = read_body(body, s.max_value_bytes).await?.to_vec();
-    let v = s.store.run(&ns, &[Op::Put { key, value, if_version }]).await?;
+    let v = s
+        .store
+        .run(
+            &ns,
+            &[Op::Put {
+                key,
+                value,
+                if_version,
+            }],
+        )
+        .await?;
     Ok(Json(json!({"version": v.0})))
 }
 
@@ -141,32 +191,58 @@ struct TxnRequest {
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 enum TxnOp {
-    Put { key: String, value_b64: String, if_version: Option<u64> },
-    Delete { key: String, if_version: Option<u64> },
+    Put {
+        key: String,
+        value_b64: String,
+        if_version: Option<u64>,
+    },
+    Delete {
+        key: String,
+        if_version: Option<u64>,
+    },
 }
 
-async fn txn(State(s): State<ApiState>, Path(ns): Path<String>, body: Body) -> ApiResult<Json<serde_json::Value>> {
+async fn txn(
+    State(s): State<ApiState>,
+    Path(ns): Path<String>,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
     let ns = parse_ns(&ns)?;
     // base64 inflates values by 4/3; allow a few values' worth of JSON.
     let body = read_body(body, s.max_value_bytes.saturating_mul(8)).await?;
-    let req: TxnRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("malformed transaction JSON: {e}")))?;
+    let req: TxnRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("malformed transaction JSON: {e}")))?;
     if req.ops.is_empty() {
         return Err(ApiError::bad_request("a transaction needs at least one op"));
     }
     let mut ops = Vec::with_capacity(req.ops.len());
     for op in req.ops {
         ops.push(match op {
-            TxnOp::Put { key, value_b64, if_version } => {
+            TxnOp::Put {
+                key,
+                value_b64,
+                if_version,
+            } => {
                 let value = B64
                     .decode(value_b64.as_bytes())
                     .map_err(|e| ApiError::bad_request(format!("value_b64 of {key}: {e}")))?;
                 if value.len() > s.max_value_bytes {
-                    return Err(StoreError::TooLarge { size: value.len(), limit: s.max_value_bytes }.into());
+                    return Err(StoreError::TooLarge {
+                        size: value.len(),
+                        limit: s.max_value_bytes,
+                    }
+                    .into());
                 }
-                Op::Put { key: parse_key(&key)?, value, if_version: if_version.map(Version) }
+                Op::Put {
+                    key: parse_key(&key)?,
+                    value,
+                    if_version: if_version.map(Version),
+                }
             }
-            TxnOp::Delete { key, if_version } => Op::Delete { key: parse_key(&key)?, if_version: if_version.map(Version) },
+            TxnOp::Delete { key, if_version } => Op::Delete {
+                key: parse_key(&key)?,
+                if_version: if_version.map(Version),
+            },
         });
     }
     let v = s.store.run(&ns, &ops).await?;
@@ -196,7 +272,8 @@ async fn scan(
     let bad = |e: northwest_store::KeyError| ApiError::bad_request(e.to_string());
     let mut range = KeyRange::prefix(&ns, q.prefix.as_deref().unwrap_or("")).map_err(bad)?;
     if q.start.is_some() || q.end.is_some() {
-        range = range.intersect(&KeyRange::between(&ns, q.start.as_deref(), q.end.as_deref()).map_err(bad)?);
+        range = range
+            .intersect(&KeyRange::between(&ns, q.start.as_deref(), q.end.as_deref()).map_err(bad)?);
     }
     let items: Vec<_> = s
         .store

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use northwest_store::engine::{Cf, WriteBatch};
 use northwest_store::{
-    Coordinator, Engine, KeyPath, LocalCoordinator, Namespace, Op, RocksEngine, Store, StoreConfig, ZkConfig, ZkCoordinator,
+    Coordinator, Engine, KeyPath, LocalCoordinator, Namespace, Op, RocksEngine, Store, StoreConfig,
+    ZkConfig, ZkCoordinator,
 };
 use rand::Rng;
 
@@ -55,7 +56,10 @@ struct Row {
 
 fn print_rows(title: &str, rows: &[Row]) {
     println!("\n{title}");
-    println!("{:<48} {:>10} {:>10} {:>10} {:>8}", "variant", "txn/s", "p50 ms", "p99 ms", "failed");
+    println!(
+        "{:<48} {:>10} {:>10} {:>10} {:>8}",
+        "variant", "txn/s", "p50 ms", "p99 ms", "failed"
+    );
     for r in rows {
         let l = &r.summary["latency_ms"];
         println!(
@@ -76,7 +80,15 @@ where
 {
     let tally = Arc::new(Tally::default());
     let t = Instant::now();
-    drive(b.clients, Some(b.ops), Arc::new(AtomicBool::new(false)), 0, tally.clone(), op).await;
+    drive(
+        b.clients,
+        Some(b.ops),
+        Arc::new(AtomicBool::new(false)),
+        0,
+        tally.clone(),
+        op,
+    )
+    .await;
     tally.summary(t.elapsed())
 }
 
@@ -91,19 +103,32 @@ async fn in_process(b: &StoreBench, store: Arc<Store>) -> serde_json::Value {
     measure(b, move |n| {
         let (store, ns, value) = (store.clone(), ns.clone(), value.clone());
         async move {
-            let op = Op::Put { key: random_key(groups, n), value, if_version: None };
-            store.run(&ns, &[op]).await.map(|_| ()).map_err(|e| e.to_string())
+            let op = Op::Put {
+                key: random_key(groups, n),
+                value,
+                if_version: None,
+            };
+            store
+                .run(&ns, &[op])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         }
     })
     .await
 }
 
 async fn over_http(b: &StoreBench, store: Arc<Store>) -> anyhow::Result<serde_json::Value> {
-    let app = crate::api::router(crate::api::ApiState { store, max_value_bytes: 1 << 20 });
+    let app = crate::api::router(crate::api::ApiState {
+        store,
+        max_value_bytes: 1 << 20,
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let client = reqwest::Client::builder().pool_max_idle_per_host(b.clients * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(b.clients * 2)
+        .build()?;
     let (groups, value) = (b.groups, vec![7u8; b.value_bytes]);
     let summary = measure(b, move |n| {
         let (client, value) = (client.clone(), value.clone());
@@ -124,7 +149,9 @@ async fn over_http(b: &StoreBench, store: Arc<Store>) -> anyhow::Result<serde_js
 async fn store_bench(b: StoreBench) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
     println!(
         "bench store: {} single-op put transactions per variant, {} concurrent clients, {} entity groups, {} B values, RocksDB (no fsync)",
         b.ops, b.clients, b.groups, b.value_bytes
@@ -141,21 +168,42 @@ async fn store_bench(b: StoreBench) -> anyhow::Result<()> {
         }
     })
     .await;
-    rows.push(Row { name: "(a) raw RocksDB put, in-process".into(), summary });
+    rows.push(Row {
+        name: "(a) raw RocksDB put, in-process".into(),
+        summary,
+    });
 
     let mk = |name: &str, coord: Arc<dyn Coordinator>| -> anyhow::Result<Arc<Store>> {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join(name), false)?);
         Ok(Store::open(engine, coord, StoreConfig::default())?)
     };
     let local = mk("local", Arc::new(LocalCoordinator::default()))?;
-    rows.push(Row { name: "(b) store, local locks, in-process".into(), summary: in_process(&b, local.clone()).await });
-    rows.push(Row { name: "(b) store, local locks, HTTP API".into(), summary: over_http(&b, local).await? });
+    rows.push(Row {
+        name: "(b) store, local locks, in-process".into(),
+        summary: in_process(&b, local.clone()).await,
+    });
+    rows.push(Row {
+        name: "(b) store, local locks, HTTP API".into(),
+        summary: over_http(&b, local).await?,
+    });
 
-    let zk_cfg = ZkConfig { connect: b.zk.clone(), root: format!("/northwest/bench-{stamp}"), ..ZkConfig::default() };
-    let zk = ZkCoordinator::connect(zk_cfg).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk_cfg = ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}"),
+        ..ZkConfig::default()
+    };
+    let zk = ZkCoordinator::connect(zk_cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let zk_store = mk("zk", Arc::new(zk))?;
-    rows.push(Row { name: "(c) store, ZooKeeper group leases, in-process".into(), summary: in_process(&b, zk_store.clone()).await });
-    rows.push(Row { name: "(c) store, ZooKeeper group leases, HTTP API".into(), summary: over_http(&b, zk_store).await? });
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, in-process".into(),
+        summary: in_process(&b, zk_store.clone()).await,
+    });
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, HTTP API".into(),
+        summary: over_http(&b, zk_store).await?,
+    });
 
     // Every transaction pays a ZooKeeper lock round trip: no lease reuse.
     let no_lease = ZkConfig {
@@ -164,7 +212,9 @@ async fn store_bench(b: StoreBench) -> anyhow::Result<()> {
         lease_max_hold: Duration::ZERO,
         ..ZkConfig::default()
     };
-    let zk2 = ZkCoordinator::connect(no_lease).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk2 = ZkCoordinator::connect(no_lease)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let zk2_store = mk("zk2", Arc::new(zk2))?;
     rows.push(Row {
         name: "(c') store, ZooKeeper lock per txn, in-process".into(),
@@ -207,7 +257,12 @@ mod journal_bench {
     use std::sync::atomic::Ordering;
 
     fn topic_spec(name: &str) -> TopicSpec {
-        TopicSpec { name: name.into(), partitions: 8, replication: 1, configs: vec![] }
+        TopicSpec {
+            name: name.into(),
+            partitions: 8,
+            replication: 1,
+            configs: vec![],
+        }
     }
 
     /// A store (RocksDB, local locks) journaling to `topic` with its relay running.
@@ -217,7 +272,11 @@ mod journal_bench {
         topic: &str,
         journal: bool,
         sync: bool,
-    ) -> anyhow::Result<(Arc<Store>, Option<tokio::task::JoinHandle<()>>, tokio::sync::watch::Sender<bool>)> {
+    ) -> anyhow::Result<(
+        Arc<Store>,
+        Option<tokio::task::JoinHandle<()>>,
+        tokio::sync::watch::Sender<bool>,
+    )> {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
         let cfg = StoreConfig {
             journal,
@@ -227,11 +286,19 @@ mod journal_bench {
         let store = Store::open(engine, Arc::new(LocalCoordinator::default()), cfg)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let relay = if journal {
-            let rc = RelayConfig { kafka: KafkaSettings::new(&b.brokers), topic: topic_spec(topic), batch: 2000 };
+            let rc = RelayConfig {
+                kafka: KafkaSettings::new(&b.brokers),
+                topic: topic_spec(topic),
+                batch: 2000,
+            };
             let relay = Relay::new(store.clone(), rc, Arc::new(RelayStats::default())).await?;
             let mut rx = rx.clone();
             Some(tokio::spawn(async move {
-                let _ = relay.run(async move { let _ = rx.wait_for(|v| *v).await; }).await;
+                let _ = relay
+                    .run(async move {
+                        let _ = rx.wait_for(|v| *v).await;
+                    })
+                    .await;
             }))
         } else {
             None
@@ -240,7 +307,13 @@ mod journal_bench {
     }
 
     async fn writes(b: &JournalBench, store: Arc<Store>) -> serde_json::Value {
-        let sb = StoreBench { ops: b.ops, clients: b.clients, groups: b.groups, value_bytes: b.value_bytes, zk: b.zk.clone() };
+        let sb = StoreBench {
+            ops: b.ops,
+            clients: b.clients,
+            groups: b.groups,
+            value_bytes: b.value_bytes,
+            zk: b.zk.clone(),
+        };
         in_process(&sb, store).await
     }
 
@@ -273,11 +346,21 @@ mod journal_bench {
     }
 
     /// Applies every record of `topic` into a fresh store with ZooKeeper leases.
-    async fn apply_all(b: &JournalBench, dir: &std::path::Path, topic: &str, total: u64, root: &str) -> anyhow::Result<f64> {
+    async fn apply_all(
+        b: &JournalBench,
+        dir: &std::path::Path,
+        topic: &str,
+        total: u64,
+        root: &str,
+    ) -> anyhow::Result<f64> {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
-        let zk = ZkCoordinator::connect(ZkConfig { connect: b.zk.clone(), root: root.into(), ..ZkConfig::default() })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let zk = ZkCoordinator::connect(ZkConfig {
+            connect: b.zk.clone(),
+            root: root.into(),
+            ..ZkConfig::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let store = Store::open(engine, Arc::new(zk), StoreConfig::default())?;
         let shared = Arc::new(ApplyShared::default());
         let cfg = ApplyConfig {
@@ -295,9 +378,15 @@ mod journal_bench {
         let (_ctl, ctl_rx) = tokio::sync::mpsc::channel(1);
         let sh = shared.clone();
         let t = Instant::now();
-        let task = tokio::spawn(northwest_consumer::run(store, cfg, sh, ctl_rx, async move {
-            let _ = stop_rx.wait_for(|v| *v).await;
-        }));
+        let task = tokio::spawn(northwest_consumer::run(
+            store,
+            cfg,
+            sh,
+            ctl_rx,
+            async move {
+                let _ = stop_rx.wait_for(|v| *v).await;
+            },
+        ));
         while shared.txns.load(Ordering::Relaxed) < total {
             tokio::time::sleep(Duration::from_millis(5)).await;
             if task.is_finished() {
@@ -312,19 +401,27 @@ mod journal_bench {
 
     pub async fn journal_bench(b: JournalBench) -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis();
         println!(
             "bench journal: {} single-op transactions of {} B per variant, {} clients, {} groups; broker {}",
             b.ops, b.value_bytes, b.clients, b.groups, b.brokers
         );
         let mut rows = Vec::new();
         let (off, _, _) = source(&dir.path().join("off"), &b, "", false, false).await?;
-        rows.push(Row { name: "n1 writes, journaling off".into(), summary: writes(&b, off).await });
+        rows.push(Row {
+            name: "n1 writes, journaling off".into(),
+            summary: writes(&b, off).await,
+        });
 
         let topic = format!("bench-journal-{stamp}");
         let (on, relay, stop) = source(&dir.path().join("on"), &b, &topic, true, false).await?;
         let t = Instant::now();
-        rows.push(Row { name: "n1 writes, journaling on (async)".into(), summary: writes(&b, on.clone()).await });
+        rows.push(Row {
+            name: "n1 writes, journaling on (async)".into(),
+            summary: writes(&b, on.clone()).await,
+        });
         wait_shipped(&on).await;
         let shipped_rate = b.ops as f64 / t.elapsed().as_secs_f64();
         let _ = stop.send(true);
@@ -333,8 +430,12 @@ mod journal_bench {
         }
 
         let sync_topic = format!("bench-journal-sync-{stamp}");
-        let (sy, relay, stop) = source(&dir.path().join("sync"), &b, &sync_topic, true, true).await?;
-        rows.push(Row { name: "n1 writes, journaling on (sync)".into(), summary: writes(&b, sy).await });
+        let (sy, relay, stop) =
+            source(&dir.path().join("sync"), &b, &sync_topic, true, true).await?;
+        rows.push(Row {
+            name: "n1 writes, journaling on (sync)".into(),
+            summary: writes(&b, sy).await,
+        });
         let _ = stop.send(true);
         if let Some(r) = relay {
             let _ = r.await;
@@ -349,19 +450,41 @@ mod journal_bench {
         );
 
         let raw = raw_consume(&b.brokers, &topic, b.ops).await?;
-        let apply = apply_all(&b, &dir.path().join("apply"), &topic, b.ops, &format!("/northwest/bench-{stamp}-apply")).await?;
-        println!("\nn2 apply vs raw consume (same {} records of {} B, same broker)", b.ops, b.value_bytes);
-        println!("{:<48} {:>12.0} records/s", "raw consume (rdkafka, no decode, no store)", raw);
-        println!("{:<48} {:>12.0} transactions/s", "apply (decode + ZK leases + version check + RocksDB)", apply);
+        let apply = apply_all(
+            &b,
+            &dir.path().join("apply"),
+            &topic,
+            b.ops,
+            &format!("/northwest/bench-{stamp}-apply"),
+        )
+        .await?;
+        println!(
+            "\nn2 apply vs raw consume (same {} records of {} B, same broker)",
+            b.ops, b.value_bytes
+        );
+        println!(
+            "{:<48} {:>12.0} records/s",
+            "raw consume (rdkafka, no decode, no store)", raw
+        );
+        println!(
+            "{:<48} {:>12.0} transactions/s",
+            "apply (decode + ZK leases + version check + RocksDB)", apply
+        );
         println!("apply / raw = {:.2}", apply / raw);
 
         // Replication latency at a fixed offered load.
         let lat_topic = format!("bench-journal-lat-{stamp}");
-        let (src, relay, stop) = source(&dir.path().join("lat-src"), &b, &lat_topic, true, false).await?;
-        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join("lat-dst"), false)?);
-        let zk = ZkCoordinator::connect(ZkConfig { connect: b.zk.clone(), root: format!("/northwest/bench-{stamp}-lat"), ..ZkConfig::default() })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (src, relay, stop) =
+            source(&dir.path().join("lat-src"), &b, &lat_topic, true, false).await?;
+        let engine: Arc<dyn Engine> =
+            Arc::new(RocksEngine::open(&dir.path().join("lat-dst"), false)?);
+        let zk = ZkCoordinator::connect(ZkConfig {
+            connect: b.zk.clone(),
+            root: format!("/northwest/bench-{stamp}-lat"),
+            ..ZkConfig::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let dst = Store::open(engine, Arc::new(zk), StoreConfig::default())?;
         let shared = Arc::new(ApplyShared::default());
         shared.record_latency.store(true, Ordering::Relaxed);
@@ -378,11 +501,26 @@ mod journal_bench {
         };
         let (astop_tx, mut astop_rx) = tokio::sync::watch::channel(false);
         let (_ctl, ctl_rx) = tokio::sync::mpsc::channel(1);
-        let task = tokio::spawn(northwest_consumer::run(dst, cfg, shared.clone(), ctl_rx, async move {
-            let _ = astop_rx.wait_for(|v| *v).await;
-        }));
+        let task = tokio::spawn(northwest_consumer::run(
+            dst,
+            cfg,
+            shared.clone(),
+            ctl_rx,
+            async move {
+                let _ = astop_rx.wait_for(|v| *v).await;
+            },
+        ));
         // Let the applier assign itself before offering load.
-        let _ = src.run(&Namespace::new("bench").expect("ns"), &[Op::Put { key: KeyPath::parse("Warm:1").expect("key"), value: vec![1], if_version: None }]).await;
+        let _ = src
+            .run(
+                &Namespace::new("bench").expect("ns"),
+                &[Op::Put {
+                    key: KeyPath::parse("Warm:1").expect("key"),
+                    value: vec![1],
+                    if_version: None,
+                }],
+            )
+            .await;
         while shared.txns.load(Ordering::Relaxed) < 1 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -391,13 +529,27 @@ mod journal_bench {
         let tally = Arc::new(Tally::default());
         let (groups, value, st) = (b.groups, vec![7u8; b.value_bytes], src.clone());
         let ns = Namespace::new("bench").expect("ns");
-        drive(b.clients, Some(total), Arc::new(AtomicBool::new(false)), b.latency_rate, tally.clone(), move |n| {
-            let (st, ns, value) = (st.clone(), ns.clone(), value.clone());
-            async move {
-                let op = Op::Put { key: random_key(groups, n), value, if_version: None };
-                st.run(&ns, &[op]).await.map(|_| ()).map_err(|e| e.to_string())
-            }
-        })
+        drive(
+            b.clients,
+            Some(total),
+            Arc::new(AtomicBool::new(false)),
+            b.latency_rate,
+            tally.clone(),
+            move |n| {
+                let (st, ns, value) = (st.clone(), ns.clone(), value.clone());
+                async move {
+                    let op = Op::Put {
+                        key: random_key(groups, n),
+                        value,
+                        if_version: None,
+                    };
+                    st.run(&ns, &[op])
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            },
+        )
         .await;
         let deadline = Instant::now() + Duration::from_secs(60);
         while shared.txns.load(Ordering::Relaxed) < total + 1 && Instant::now() < deadline {
@@ -405,7 +557,11 @@ mod journal_bench {
         }
         let mut lat = shared.latencies_ms.lock().clone();
         lat.sort_unstable();
-        let q = |f: f64| lat.get(((lat.len() as f64 - 1.0) * f).round() as usize).copied().unwrap_or(0);
+        let q = |f: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * f).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
         println!(
             "\nreplication latency (n1 commit -> applied on n2) at {} txn/s offered for {:?}: {} samples, p50 {} ms, p99 {} ms, max {} ms",
             b.latency_rate, b.latency_duration, lat.len(), q(0.5), q(0.99), lat.last().copied().unwrap_or(0)

@@ -50,12 +50,22 @@ impl Pair {
 
 async fn pair(b: &MigrateBench, tag: &str) -> anyhow::Result<Pair> {
     let dir = tempfile::tempdir()?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
-    let mut p = Pair { n1: String::new(), n2: String::new(), stops: vec![], tasks: vec![], _dir: dir };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let mut p = Pair {
+        n1: String::new(),
+        n2: String::new(),
+        stops: vec![],
+        tasks: vec![],
+        _dir: dir,
+    };
     for name in ["n1", "n2"] {
-        let mut c = NodeConfig::default();
-        c.name = name.into();
-        c.data_dir = p._dir.path().join(name);
+        let mut c = NodeConfig {
+            name: name.into(),
+            data_dir: p._dir.path().join(name),
+            ..NodeConfig::default()
+        };
         c.http.listen = "127.0.0.1:0".parse()?;
         c.coordination.connect = b.zk.clone();
         c.coordination.root = format!("/northwest/bench-mig-{tag}-{stamp}");
@@ -67,10 +77,20 @@ async fn pair(b: &MigrateBench, tag: &str) -> anyhow::Result<Pair> {
         c.http.max_value_bytes = 1 << 20;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, addr) = tokio::sync::oneshot::channel();
-        p.tasks.push(tokio::spawn(crate::node::run(c, async { let _ = stopped.await; }, Some(ready))));
+        p.tasks.push(tokio::spawn(crate::node::run(
+            c,
+            async {
+                let _ = stopped.await;
+            },
+            Some(ready),
+        )));
         p.stops.push(stop);
         let url = format!("http://{}", addr.await?);
-        if name == "n1" { p.n1 = url } else { p.n2 = url }
+        if name == "n1" {
+            p.n1 = url
+        } else {
+            p.n2 = url
+        }
     }
     Ok(p)
 }
@@ -79,20 +99,45 @@ async fn preload(base: &str, n: u64, value_bytes: usize) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let tally = Arc::new(Tally::default());
     let base = base.to_string();
-    drive(32, Some(n), Arc::new(AtomicBool::new(false)), 0, tally.clone(), move |i| {
-        let (c, base) = (client.clone(), base.clone());
-        async move {
-            let url = format!("{base}/v1/ns/bench/e/Acct:{}/Item:{i}", i / 10);
-            let r = c.put(url).body(vec![b'x'; value_bytes]).send().await.map_err(|e| e.to_string())?;
-            if r.status().is_success() { Ok(()) } else { Err(r.status().to_string()) }
-        }
-    })
+    drive(
+        32,
+        Some(n),
+        Arc::new(AtomicBool::new(false)),
+        0,
+        tally.clone(),
+        move |i| {
+            let (c, base) = (client.clone(), base.clone());
+            async move {
+                let url = format!("{base}/v1/ns/bench/e/Acct:{}/Item:{i}", i / 10);
+                let r = c
+                    .put(url)
+                    .body(vec![b'x'; value_bytes])
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(r.status().to_string())
+                }
+            }
+        },
+    )
     .await;
-    anyhow::ensure!(tally.failed.load(Ordering::Relaxed) == 0, "preload failed: {:?}", tally.errors.lock());
+    anyhow::ensure!(
+        tally.failed.load(Ordering::Relaxed) == 0,
+        "preload failed: {:?}",
+        tally.errors.lock()
+    );
     Ok(())
 }
 
-async fn mixed(base: &str, b: &MigrateBench, reads: f64, stop: Arc<AtomicBool>) -> serde_json::Value {
+async fn mixed(
+    base: &str,
+    b: &MigrateBench,
+    reads: f64,
+    stop: Arc<AtomicBool>,
+) -> serde_json::Value {
     let client = reqwest::Client::new();
     let tally = Arc::new(Tally::default());
     let (base, entities) = (base.to_string(), b.entities);
@@ -106,7 +151,11 @@ async fn mixed(base: &str, b: &MigrateBench, reads: f64, stop: Arc<AtomicBool>) 
                 (g.random_range(0..entities), g.random::<f64>())
             };
             let url = format!("{base}/v1/ns/bench/e/Acct:{}/Item:{i}", i / 10);
-            let resp = if r < reads { c.get(url).send().await } else { c.put(url).body(vec![b'y'; 1024]).send().await };
+            let resp = if r < reads {
+                c.get(url).send().await
+            } else {
+                c.put(url).body(vec![b'y'; 1024]).send().await
+            };
             match resp {
                 Ok(r) if r.status().is_success() || r.status() == 404 => Ok(()),
                 Ok(r) => Err(r.status().to_string()),
@@ -141,16 +190,26 @@ async fn last_report(b: &MigrateBench, p: &Pair) -> anyhow::Result<crate::migrat
 }
 
 pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
-    println!("bench migrate: {} entities, {} clients, {:?} per measurement", b.entities, b.clients, b.phase_duration);
+    println!(
+        "bench migrate: {} entities, {} clients, {:?} per measurement",
+        b.entities, b.clients, b.phase_duration
+    );
     println!("\nTable 2: request latency (ms), normal vs during migration");
     println!("{:<10} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | paper normal vs migrating", "reads", "mean", "p50", "p99", "max", "mean", "p50", "p99", "max", "overhead");
-    for (reads, paper) in [(0.2, "107.2 vs 115.8 (7.4%)"), (0.5, "n/a"), (0.8, "94.0 vs 94.2 (0.2%)")] {
+    for (reads, paper) in [
+        (0.2, "107.2 vs 115.8 (7.4%)"),
+        (0.5, "n/a"),
+        (0.8, "94.0 vs 94.2 (0.2%)"),
+    ] {
         let p = pair(&b, &format!("lat{}", (reads * 100.0) as u32)).await?;
         preload(&p.n1, b.entities, 1024).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let s2 = stop.clone();
         let d = b.phase_duration;
-        tokio::spawn(async move { tokio::time::sleep(d).await; s2.store(true, Ordering::Relaxed); });
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s2.store(true, Ordering::Relaxed);
+        });
         let normal = mixed(&p.n1, &b, reads, stop).await;
         // During migration: load runs while the orchestrator streams the
         // snapshot and catches up (stopping before the cutover).
@@ -180,9 +239,21 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
     }
 
     println!("\nTable 3: snapshot load per entity (stream n1 -> topic, then load into n2)");
-    println!("{:<8} {:>10} {:>14} {:>14} {:>14} | paper", "size", "entities", "stream ms/ent", "load ms/ent", "load ent/s");
-    for (size, paper) in [(100usize, "2.45 ms"), (1024, "~2.6 ms"), (10 * 1024, "~2.9 ms"), (100 * 1024, "3.18 ms")] {
-        let n = if size >= 100 * 1024 { b.load_entities / 5 } else { b.load_entities };
+    println!(
+        "{:<8} {:>10} {:>14} {:>14} {:>14} | paper",
+        "size", "entities", "stream ms/ent", "load ms/ent", "load ent/s"
+    );
+    for (size, paper) in [
+        (100usize, "2.45 ms"),
+        (1024, "~2.6 ms"),
+        (10 * 1024, "~2.9 ms"),
+        (100 * 1024, "3.18 ms"),
+    ] {
+        let n = if size >= 100 * 1024 {
+            b.load_entities / 5
+        } else {
+            b.load_entities
+        };
         let p = pair(&b, &format!("snap{size}")).await?;
         preload(&p.n1, n, size).await?;
         let mut args = migrate_args(&b, &p);
@@ -193,13 +264,23 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         let load = st.phase_seconds.get("CatchUp").copied().unwrap_or(0.0);
         println!(
             "{:<8} {:>10} {:>14.4} {:>14.4} {:>14.0} | {paper}",
-            if size >= 1024 { format!("{} KB", size / 1024) } else { format!("{size} B") },
-            n, 1000.0 * snap / n as f64, 1000.0 * load / n as f64, n as f64 / load.max(1e-9)
+            if size >= 1024 {
+                format!("{} KB", size / 1024)
+            } else {
+                format!("{size} B")
+            },
+            n,
+            1000.0 * snap / n as f64,
+            1000.0 * load / n as f64,
+            n as f64 / load.max(1e-9)
         );
         p.stop().await;
     }
 
-    println!("\nCutover write pause over {} trials (paper: DNS switchover 46.4 s)", b.cutover_trials);
+    println!(
+        "\nCutover write pause over {} trials (paper: DNS switchover 46.4 s)",
+        b.cutover_trials
+    );
     let mut pauses = Vec::new();
     for i in 0..b.cutover_trials {
         let p = pair(&b, &format!("cut{i}")).await?;
@@ -207,7 +288,18 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let load = {
             let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
-            tokio::spawn(async move { mixed(&n1, &MigrateBench { entities: 2000, ..b2 }, 0.5, st).await })
+            tokio::spawn(async move {
+                mixed(
+                    &n1,
+                    &MigrateBench {
+                        entities: 2000,
+                        ..b2
+                    },
+                    0.5,
+                    st,
+                )
+                .await
+            })
         };
         crate::migrate::run(migrate_args(&b, &p)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -215,11 +307,19 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         let l = load.await?;
         let st = last_report(&b, &p).await?;
         pauses.push(st.write_pause_ms.unwrap_or(0.0));
-        println!("  trial {i}: write pause {:.1} ms, requests {} failed {}", pauses[i], l["issued"], l["failed"]);
+        println!(
+            "  trial {i}: write pause {:.1} ms, requests {} failed {}",
+            pauses[i], l["issued"], l["failed"]
+        );
         p.stop().await;
     }
     pauses.sort_by(|a, b| a.total_cmp(b));
     let q = |f: f64| pauses[((pauses.len() as f64 - 1.0) * f).round() as usize];
-    println!("write pause ms: p50 {:.1}, p99 {:.1}, max {:.1}", q(0.5), q(0.99), pauses.last().copied().unwrap_or(0.0));
+    println!(
+        "write pause ms: p50 {:.1}, p99 {:.1}, max {:.1}",
+        q(0.5),
+        q(0.99),
+        pauses.last().copied().unwrap_or(0.0)
+    );
     Ok(())
 }

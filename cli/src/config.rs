@@ -139,13 +139,22 @@ impl Default for NodeConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".parse().expect("literal"), max_value_bytes: 1 << 20 }
+        Self {
+            listen: "127.0.0.1:8081".parse().expect("literal"),
+            max_value_bytes: 1 << 20,
+        }
     }
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { engine: EngineKind::Rocksdb, sync_writes: false, retries: 3, id_block: 1000, marker_retention_hours: 168 }
+        Self {
+            engine: EngineKind::Rocksdb,
+            sync_writes: false,
+            retries: 3,
+            id_block: 1000,
+            marker_retention_hours: 168,
+        }
     }
 }
 
@@ -187,9 +196,12 @@ impl Default for JournalConfig {
 impl NodeConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
-        cfg.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let cfg: NodeConfig =
+            toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
         Ok(cfg)
     }
 
@@ -206,7 +218,10 @@ impl NodeConfig {
                 return Err("coordination.connect is empty: set host:port of ZooKeeper".into());
             }
             if !c.root.starts_with('/') || c.root.ends_with('/') || c.root.len() < 2 {
-                return Err(format!("coordination.root = {:?}: must look like /northwest/<name>", c.root));
+                return Err(format!(
+                    "coordination.root = {:?}: must look like /northwest/<name>",
+                    c.root
+                ));
             }
             if !(4000..=40_000).contains(&c.session_timeout_ms) {
                 return Err("coordination.session_timeout_ms must be 4000..=40000 (ZooKeeper's tickTime bounds)".into());
@@ -226,7 +241,9 @@ impl NodeConfig {
             return Err("journal.partitions, apply_batch and outbox_limit must be >= 1".into());
         }
         if j.topic.is_empty() || j.topic == j.dead_letter_topic {
-            return Err("journal.topic must be set and differ from journal.dead_letter_topic".into());
+            return Err(
+                "journal.topic must be set and differ from journal.dead_letter_topic".into(),
+            );
         }
         if j.enabled && j.apply {
             return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());
@@ -261,7 +278,9 @@ mod tests {
 
     #[test]
     fn unknown_field_is_an_error_naming_it() {
-        let err = toml::from_str::<NodeConfig>("nmae = \"n1\"").unwrap_err().to_string();
+        let err = toml::from_str::<NodeConfig>("nmae = \"n1\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nmae"), "{err}");
     }
 

@@ -30,7 +30,10 @@ impl Default for Gate {
             fence: tokio::sync::Mutex::new(None),
             fence_gen: Mutex::new(0),
             proxy: Mutex::new(None),
-            client: reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("static client config"),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("static client config"),
         }
     }
 }
@@ -79,11 +82,17 @@ impl Gate {
 
     async fn forward(&self, target: &str, req: Request) -> Response {
         let (parts, body) = req.into_parts();
-        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         let url = format!("{}{path}", target.trim_end_matches('/'));
         let body = match axum::body::to_bytes(body, 64 << 20).await {
             Ok(b) => b,
-            Err(e) => return (StatusCode::BAD_REQUEST, format!("reading body: {e}")).into_response(),
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("reading body: {e}")).into_response()
+            }
         };
         let mut rb = self.client.request(parts.method.clone(), &url).body(body);
         for (name, value) in parts.headers.iter() {

@@ -48,8 +48,13 @@ pub struct LoadgenArgs {
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 10s, 2m"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use e.g. 500ms, 10s, 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -82,7 +87,10 @@ impl Default for Tally {
 impl Tally {
     pub fn record(&self, started: Instant, ok: Result<(), String>) {
         self.issued.fetch_add(1, Ordering::Relaxed);
-        let _ = self.hist.lock().record(started.elapsed().as_micros().max(1) as u64);
+        let _ = self
+            .hist
+            .lock()
+            .record(started.elapsed().as_micros().max(1) as u64);
         if let Err(e) = ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
             let mut errs = self.errors.lock();
@@ -132,29 +140,63 @@ async fn mixed_op(c: &reqwest::Client, a: &LoadgenArgs, value: &[u8]) -> Result<
         let mut rng = rand::rng();
         let g = rng.random_range(0..a.groups.max(1));
         let per = (a.entities / a.groups.max(1)).max(1);
-        (g, g * per + rng.random_range(0..per), rng.random::<f64>(), rng.random_range(0..10u8))
+        (
+            g,
+            g * per + rng.random_range(0..per),
+            rng.random::<f64>(),
+            rng.random_range(0..10u8),
+        )
     };
     let base = format!("{}/v1/ns/{}", a.target, a.ns);
     if r < a.reads {
-        return check(c.get(format!("{base}/e/{}", key(g, i))).send().await, &[200, 404]).await;
+        return check(
+            c.get(format!("{base}/e/{}", key(g, i))).send().await,
+            &[200, 404],
+        )
+        .await;
     }
     match kind {
-        0 => check(c.delete(format!("{base}/e/{}", key(g, i))).send().await, &[200]).await,
+        0 => {
+            check(
+                c.delete(format!("{base}/e/{}", key(g, i))).send().await,
+                &[200],
+            )
+            .await
+        }
         1 | 2 => {
             let b64 = base64::engine::general_purpose::STANDARD.encode(value);
             let body = serde_json::json!({"ops": [
                 {"op": "put", "key": key(g, i), "value_b64": b64},
                 {"op": "put", "key": format!("Account:{g}"), "value_b64": b64},
             ]});
-            check(c.post(format!("{base}/txn")).json(&body).send().await, &[200]).await
+            check(
+                c.post(format!("{base}/txn")).json(&body).send().await,
+                &[200],
+            )
+            .await
         }
-        _ => check(c.put(format!("{base}/e/{}", key(g, i))).body(value.to_vec()).send().await, &[200]).await,
+        _ => {
+            check(
+                c.put(format!("{base}/e/{}", key(g, i)))
+                    .body(value.to_vec())
+                    .send()
+                    .await,
+                &[200],
+            )
+            .await
+        }
     }
 }
 
 /// Runs `op` from `concurrency` workers until `stop` or `total` operations.
-pub async fn drive<F, Fut>(concurrency: usize, total: Option<u64>, stop: Arc<AtomicBool>, rate: u64, tally: Arc<Tally>, op: F)
-where
+pub async fn drive<F, Fut>(
+    concurrency: usize,
+    total: Option<u64>,
+    stop: Arc<AtomicBool>,
+    rate: u64,
+    tally: Arc<Tally>,
+    op: F,
+) where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
@@ -185,8 +227,13 @@ where
     }
 }
 
-pub async fn run(a: LoadgenArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency * 2).build()?;
+pub async fn run(
+    a: LoadgenArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency * 2)
+        .build()?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -198,12 +245,22 @@ pub async fn run(a: LoadgenArgs, shutdown: impl Future<Output = ()> + Send + 'st
     let tally = Arc::new(Tally::default());
     let value = vec![b'v'; a.value_bytes];
     let started = Instant::now();
-    let total = if a.mode == "load" { a.entities } else { u64::MAX };
-    let bar = indicatif::ProgressBar::new(if a.mode == "load" { a.entities } else { a.duration.as_secs().max(1) });
+    let total = if a.mode == "load" {
+        a.entities
+    } else {
+        u64::MAX
+    };
+    let bar = indicatif::ProgressBar::new(if a.mode == "load" {
+        a.entities
+    } else {
+        a.duration.as_secs().max(1)
+    });
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>8} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     bar.set_message(a.mode.clone());
     let ticker = {
@@ -229,23 +286,40 @@ pub async fn run(a: LoadgenArgs, shutdown: impl Future<Output = ()> + Send + 'st
     match a.mode.as_str() {
         "load" => {
             let (c, a2) = (client.clone(), a.clone());
-            drive(a.concurrency, Some(total), stop.clone(), 0, tally.clone(), move |n| {
-                let (c, a2) = (c.clone(), a2.clone());
-                async move {
-                    let per = (a2.entities / a2.groups.max(1)).max(1);
-                    let url = format!("{}/v1/ns/{}/e/{}", a2.target, a2.ns, key(n / per, n));
-                    let value = format!("{{\"item\":{n},\"pad\":\"{}\"}}", "x".repeat(a2.value_bytes.saturating_sub(24)));
-                    check(c.put(url).body(value).send().await, &[200]).await
-                }
-            })
+            drive(
+                a.concurrency,
+                Some(total),
+                stop.clone(),
+                0,
+                tally.clone(),
+                move |n| {
+                    let (c, a2) = (c.clone(), a2.clone());
+                    async move {
+                        let per = (a2.entities / a2.groups.max(1)).max(1);
+                        let url = format!("{}/v1/ns/{}/e/{}", a2.target, a2.ns, key(n / per, n));
+                        let value = format!(
+                            "{{\"item\":{n},\"pad\":\"{}\"}}",
+                            "x".repeat(a2.value_bytes.saturating_sub(24))
+                        );
+                        check(c.put(url).body(value).send().await, &[200]).await
+                    }
+                },
+            )
             .await
         }
         "mixed" => {
             let (c, a2) = (client.clone(), a.clone());
-            drive(a.concurrency, None, stop.clone(), a.rate, tally.clone(), move |_| {
-                let (c, a2, value) = (c.clone(), a2.clone(), value.clone());
-                async move { mixed_op(&c, &a2, &value).await }
-            })
+            drive(
+                a.concurrency,
+                None,
+                stop.clone(),
+                a.rate,
+                tally.clone(),
+                move |_| {
+                    let (c, a2, value) = (c.clone(), a2.clone(), value.clone());
+                    async move { mixed_op(&c, &a2, &value).await }
+                },
+            )
             .await
         }
         other => anyhow::bail!("unknown --mode {other:?}: use load or mixed"),
@@ -269,7 +343,11 @@ pub async fn run(a: LoadgenArgs, shutdown: impl Future<Output = ()> + Send + 'st
         }
     }
     if tally.failed.load(Ordering::Relaxed) > 0 {
-        anyhow::bail!("{} of {} requests failed", tally.failed.load(Ordering::Relaxed), tally.issued.load(Ordering::Relaxed));
+        anyhow::bail!(
+            "{} of {} requests failed",
+            tally.failed.load(Ordering::Relaxed),
+            tally.issued.load(Ordering::Relaxed)
+        );
     }
     Ok(())
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use northwest::config::NodeConfig;
 
 #[derive(Parser)]
-#[command(name = "northwest", version, about = "Live migration and replication for transactional data stores")]
+#[command(
+    name = "northwest",
+    version,
+    about = "Live migration and replication for transactional data stores"
+)]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "NORTHWEST_LOG", default_value = "info", global = true)]
@@ -72,8 +76,11 @@ struct NodeArgs {
 }
 
 fn init_tracing(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -124,7 +131,8 @@ fn node_config(a: &NodeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(t) = &a.dlq_topic {
         cfg.journal.dead_letter_topic = t.clone();
     }
-    cfg.validate().map_err(|e| anyhow::anyhow!("after overrides: {e}"))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("after overrides: {e}"))?;
     Ok(cfg)
 }
 
@@ -138,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Node(a) => {
             let cfg = node_config(&a)?;
-            northwest::node::run(cfg, shutdown_signal(), None).await.context("node failed")
+            northwest::node::run(cfg, shutdown_signal(), None)
+                .await
+                .context("node failed")
         }
         Cmd::Loadgen(a) => northwest::loadgen::run(a, shutdown_signal()).await,
         Cmd::Migrate(a) => northwest::migrate::run(a).await,

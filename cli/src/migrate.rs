@@ -60,7 +60,9 @@ pub struct MigrateArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
     Init,
@@ -129,9 +131,17 @@ struct Ctx {
 
 impl Ctx {
     async fn get(&self, url: &str) -> anyhow::Result<Value> {
-        let r = self.http.get(url).send().await.with_context(|| format!("GET {url}"))?;
+        let r = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
         let st = r.status();
-        let v: Value = r.json().await.with_context(|| format!("GET {url}: not JSON"))?;
+        let v: Value = r
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: not JSON"))?;
         if !st.is_success() {
             bail!("GET {url}: {st}: {}", v["error"]);
         }
@@ -139,9 +149,18 @@ impl Ctx {
     }
 
     async fn post(&self, url: &str, body: Value) -> anyhow::Result<Value> {
-        let r = self.http.post(url).json(&body).send().await.with_context(|| format!("POST {url}"))?;
+        let r = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
         let st = r.status();
-        let v: Value = r.json().await.with_context(|| format!("POST {url}: not JSON"))?;
+        let v: Value = r
+            .json()
+            .await
+            .with_context(|| format!("POST {url}: not JSON"))?;
         if !st.is_success() {
             bail!("POST {url}: {st}: {}", v["error"]);
         }
@@ -163,7 +182,11 @@ impl Ctx {
             Err(zk::Error::NoNode) => {
                 mkdirs(&self.zk, &format!("{}/migrations", self.root)).await?;
                 let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                self.zk.create(&self.path, &data, &opts).await.map(|_| ()).map_err(|e| anyhow!("{e}"))
+                self.zk
+                    .create(&self.path, &data, &opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("{e}"))
             }
             Err(e) => Err(anyhow!("saving migration state: {e}")),
         }
@@ -185,11 +208,17 @@ async fn mkdirs(client: &zk::Client, path: &str) -> anyhow::Result<()> {
 }
 
 fn bar(len: u64, msg: &str, quiet: bool) -> indicatif::ProgressBar {
-    let b = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(len) };
+    let b = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(len)
+    };
     b.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     b.set_message(msg.to_string());
     b
@@ -197,7 +226,9 @@ fn bar(len: u64, msg: &str, quiet: bool) -> indicatif::ProgressBar {
 
 pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     Namespace::new(&a.namespace).map_err(|e| anyhow!("{e}"))?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
     let s1: Value = http
         .get(format!("{}/v1/admin/status", a.from))
         .send()
@@ -205,7 +236,10 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("n1 at {} unreachable", a.from))?
         .json()
         .await?;
-    let root = s1["zk_root"].as_str().ok_or_else(|| anyhow!("n1 status has no zk_root"))?.to_string();
+    let root = s1["zk_root"]
+        .as_str()
+        .ok_or_else(|| anyhow!("n1 status has no zk_root"))?
+        .to_string();
     let zk = zk::Client::connector()
         .with_session_timeout(Duration::from_secs(10))
         .connect(&a.zk)
@@ -213,7 +247,14 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("ZooKeeper at {}", a.zk))?;
     let path = format!("{root}/migrations/{}", a.namespace);
     let kafka = KafkaSettings::new(&a.brokers);
-    let ctx = Ctx { a: a.clone(), http, zk, path, root, kafka };
+    let ctx = Ctx {
+        a: a.clone(),
+        http,
+        zk,
+        path,
+        root,
+        kafka,
+    };
 
     let existing = ctx.load().await?;
     if a.abort {
@@ -221,12 +262,20 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     }
     let mut st = match existing {
         Some(st) if st.phase == Phase::Done => {
-            println!("migration {} of namespace {} is already done (n2 {} is primary)", st.id, st.ns, st.to);
+            println!(
+                "migration {} of namespace {} is already done (n2 {} is primary)",
+                st.id, st.ns, st.to
+            );
             return report(&st, a.json);
         }
         Some(st) if st.phase != Phase::Aborted => {
             if st.from != a.from || st.to != a.to {
-                bail!("a migration {} -> {} is in progress for {}; finish or --abort it first", st.from, st.to, st.ns);
+                bail!(
+                    "a migration {} -> {} is in progress for {}; finish or --abort it first",
+                    st.from,
+                    st.to,
+                    st.ns
+                );
             }
             println!("resuming migration {} at phase {:?}", st.id, st.phase);
             st
@@ -288,7 +337,10 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     match st.phase {
         Phase::Init => {
             let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
-            let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await.context("n2 unreachable")?;
+            let s2 = ctx
+                .get(&format!("{n2}/v1/admin/status"))
+                .await
+                .context("n2 unreachable")?;
             if s1["role"] != "source" {
                 bail!("n1 ({n1}) is not journaling: set journal.enabled = true in its config and restart it");
             }
@@ -307,7 +359,10 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
             // The store is schemaless: the metadata to carry is the namespace
             // and its kinds, recorded so the report and verify can name them.
             let d = ctx.get(&format!("{n1}/v1/ns/{}/digest", st.ns)).await?;
-            st.kinds = d["kinds"].as_object().map(|k| k.keys().cloned().collect()).unwrap_or_default();
+            st.kinds = d["kinds"]
+                .as_object()
+                .map(|k| k.keys().cloned().collect())
+                .unwrap_or_default();
         }
         Phase::Journaling => {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -319,7 +374,11 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!("journal not flowing: n1 relay error {}, n2 apply running {}", s1["relay"]["last_error"], s2["apply"]["running"]);
+                    bail!(
+                        "journal not flowing: n1 relay error {}, n2 apply running {}",
+                        s1["relay"]["last_error"],
+                        s2["apply"]["running"]
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -328,26 +387,36 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         Phase::CatchUp => catch_up(ctx, st).await?,
         Phase::Verify => {
             let t = Instant::now();
-            ctx.post(&format!("{n1}/v1/admin/fence"), json!({"max_ms": 30000})).await?;
+            ctx.post(&format!("{n1}/v1/admin/fence"), json!({"max_ms": 30000}))
+                .await?;
             let r = async {
                 drain(ctx, st, Duration::from_secs(25)).await?;
-                let (u1, u2) = (format!("{n1}/v1/ns/{}/digest", st.ns), format!("{n2}/v1/ns/{}/digest", st.ns));
+                let (u1, u2) = (
+                    format!("{n1}/v1/ns/{}/digest", st.ns),
+                    format!("{n2}/v1/ns/{}/digest", st.ns),
+                );
                 let (d1, d2) = tokio::try_join!(ctx.get(&u1), ctx.get(&u2))?;
                 anyhow::Ok((d1, d2))
             }
             .await;
-            ctx.post(&format!("{n1}/v1/admin/unfence"), json!({})).await?;
+            ctx.post(&format!("{n1}/v1/admin/unfence"), json!({}))
+                .await?;
             st.verify_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
             let (d1, d2) = r?;
             let mut differ = Vec::new();
             let empty = serde_json::Map::new();
-            let (k1, k2) = (d1["kinds"].as_object().unwrap_or(&empty), d2["kinds"].as_object().unwrap_or(&empty));
+            let (k1, k2) = (
+                d1["kinds"].as_object().unwrap_or(&empty),
+                d2["kinds"].as_object().unwrap_or(&empty),
+            );
             for k in k1.keys().chain(k2.keys()) {
                 if k1.get(k) != k2.get(k) && !differ.contains(k) {
                     differ.push(k.clone());
                 }
             }
-            st.verify = Some(json!({"n1": {"count": d1["count"], "digest": d1["digest"]}, "n2": {"count": d2["count"], "digest": d2["digest"]}, "differing_kinds": differ}));
+            st.verify = Some(
+                json!({"n1": {"count": d1["count"], "digest": d1["digest"]}, "n2": {"count": d2["count"], "digest": d2["digest"]}, "differing_kinds": differ}),
+            );
             if d1["digest"] != d2["digest"] || d1["count"] != d2["count"] {
                 bail!("n1 and n2 differ (n1 {} entities {}, n2 {} entities {}); differing kinds: {differ:?}",
                     d1["count"], d1["digest"], d2["count"], d2["digest"]);
@@ -355,12 +424,15 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         }
         Phase::Proxy => {
             let t = Instant::now();
-            ctx.post(&format!("{n1}/v1/admin/fence"), json!({"max_ms": 10000})).await?;
+            ctx.post(&format!("{n1}/v1/admin/fence"), json!({"max_ms": 10000}))
+                .await?;
             if let Err(e) = drain(ctx, st, Duration::from_secs(8)).await {
-                ctx.post(&format!("{n1}/v1/admin/unfence"), json!({})).await?;
+                ctx.post(&format!("{n1}/v1/admin/unfence"), json!({}))
+                    .await?;
                 return Err(e.context("draining the journal at cutover"));
             }
-            ctx.post(&format!("{n1}/v1/admin/proxy"), json!({"target": n2})).await?;
+            ctx.post(&format!("{n1}/v1/admin/proxy"), json!({"target": n2}))
+                .await?;
             st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
         }
         Phase::Switch => {
@@ -372,12 +444,19 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
                 Ok(_) => {}
                 Err(zk::Error::NoNode) => {
                     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                    ctx.zk.create(&path, &data, &opts).await.map_err(|e| anyhow!("{e}"))?;
+                    ctx.zk
+                        .create(&path, &data, &opts)
+                        .await
+                        .map_err(|e| anyhow!("{e}"))?;
                 }
                 Err(e) => bail!("writing the routing record: {e}"),
             }
             let name = st.id.clone();
-            let _ = ctx.http.delete(format!("{n1}/v1/admin/checkpoint/{name}")).send().await;
+            let _ = ctx
+                .http
+                .delete(format!("{n1}/v1/admin/checkpoint/{name}"))
+                .send()
+                .await;
         }
         Phase::Done | Phase::Aborted => {}
     }
@@ -386,9 +465,15 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
 
 /// Journal high-water marks now (one broker round trip per partition).
 fn high_watermarks(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let c: BaseConsumer = kafka.client_config(&[("group.id", "northwest-migrate")]).create()?;
+    let c: BaseConsumer = kafka
+        .client_config(&[("group.id", "northwest-migrate")])
+        .create()?;
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len() as i32);
+    let parts = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32);
     if parts == 0 {
         bail!("journal topic {topic} does not exist (is n1 journaling?)");
     }
@@ -408,14 +493,22 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         ctx.save(st).await?;
     }
     if st.checkpoint_dir.is_none() {
-        let r = ctx.post(&format!("{}/v1/admin/checkpoint", st.from), json!({"name": st.id})).await?;
+        let r = ctx
+            .post(
+                &format!("{}/v1/admin/checkpoint", st.from),
+                json!({"name": st.id}),
+            )
+            .await?;
         st.checkpoint_dir = r["dir"].as_str().map(str::to_string);
         ctx.save(st).await?;
     }
     let dir = st.checkpoint_dir.clone().expect("set above");
-    let reader = northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir))
-        .with_context(|| format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)"))?;
-    let progress = Arc::new(ZkProgress::new(ctx.zk.clone(), &format!("{}/snapshot", ctx.path)).await?);
+    let reader =
+        northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir)).with_context(|| {
+            format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
+        })?;
+    let progress =
+        Arc::new(ZkProgress::new(ctx.zk.clone(), &format!("{}/snapshot", ctx.path)).await?);
     let stats = Arc::new(SnapshotStats::default());
     let cfg = SnapshotConfig {
         kafka: ctx.kafka.clone(),
@@ -450,7 +543,11 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
 
 async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     let n2 = st.to.clone();
-    ctx.post(&format!("{n2}/v1/admin/load-snapshot"), json!({"topic": st.snapshot_topic})).await?;
+    ctx.post(
+        &format!("{n2}/v1/admin/load-snapshot"),
+        json!({"topic": st.snapshot_topic}),
+    )
+    .await?;
     let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -458,10 +555,18 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         let off = ctx.get(&format!("{n2}/v1/admin/offsets")).await?;
         let loaded = s2["loader"]["caught_up"] == true;
         b.set_position(s2["loader"]["rows"].as_u64().unwrap_or(0));
-        let lag: i64 = s2["apply"]["partitions"].as_array().into_iter().flatten().map(|p| p["lag_records"].as_i64().unwrap_or(0)).sum();
+        let lag: i64 = s2["apply"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["lag_records"].as_i64().unwrap_or(0))
+            .sum();
         st.max_lag_records = st.max_lag_records.max(lag);
         b.set_message(format!("lag {lag}"));
-        let past_hwm = st.hwms.iter().all(|(p, hw)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *hw);
+        let past_hwm = st
+            .hwms
+            .iter()
+            .all(|(p, hw)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *hw);
         if loaded && past_hwm && lag <= ctx.a.max_lag && s2["apply"]["lag_error"].is_null() {
             break;
         }
@@ -484,7 +589,10 @@ async fn drain(ctx: &Ctx, st: &MigState, timeout: Duration) -> anyhow::Result<()
             break;
         }
         if Instant::now() > deadline {
-            bail!("n1's outbox did not drain ({} pending): is the broker up?", s1["outbox_pending"]);
+            bail!(
+                "n1's outbox did not drain ({} pending): is the broker up?",
+                s1["outbox_pending"]
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -492,11 +600,17 @@ async fn drain(ctx: &Ctx, st: &MigState, timeout: Duration) -> anyhow::Result<()
     let hw = tokio::task::spawn_blocking(move || high_watermarks(&k, &t)).await??;
     loop {
         let off = ctx.get(&format!("{}/v1/admin/offsets", st.to)).await?;
-        if hw.iter().all(|(p, h)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *h) {
+        if hw
+            .iter()
+            .all(|(p, h)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *h)
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("n2 did not apply the journal up to {hw:?} in time (stored {})", off["journal"]);
+            bail!(
+                "n2 did not apply the journal up to {hw:?} in time (stored {})",
+                off["journal"]
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -508,7 +622,11 @@ async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
         return Ok(());
     };
     match st.phase {
-        Phase::Done | Phase::Switch => bail!("migration {} already switched to {}; migrate back instead of aborting", st.id, st.to),
+        Phase::Done | Phase::Switch => bail!(
+            "migration {} already switched to {}; migrate back instead of aborting",
+            st.id,
+            st.to
+        ),
         Phase::Aborted => {
             println!("migration {} was already aborted", st.id);
             return Ok(());
@@ -517,24 +635,46 @@ async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
     }
     // Once n1 forwards to n2, writes exist only on n2: that is the cutover,
     // and rolling back would lose them.
-    let s1 = ctx.get(&format!("{}/v1/admin/status", st.from)).await.context("n1 unreachable")?;
+    let s1 = ctx
+        .get(&format!("{}/v1/admin/status", st.from))
+        .await
+        .context("n1 unreachable")?;
     if s1["proxy"].is_string() {
-        bail!("n1 already forwards to {}: the cutover happened; migrate back instead of aborting", s1["proxy"]);
+        bail!(
+            "n1 already forwards to {}: the cutover happened; migrate back instead of aborting",
+            s1["proxy"]
+        );
     }
     // n1 serves exactly as before: no fence, no proxy.
-    ctx.http.delete(format!("{}/v1/admin/proxy", st.from)).send().await.context("n1 unreachable: cannot lift its fence/proxy")?;
-    let _ = ctx.http.delete(format!("{}/v1/admin/checkpoint/{}", st.from, st.id)).send().await;
+    ctx.http
+        .delete(format!("{}/v1/admin/proxy", st.from))
+        .send()
+        .await
+        .context("n1 unreachable: cannot lift its fence/proxy")?;
+    let _ = ctx
+        .http
+        .delete(format!("{}/v1/admin/checkpoint/{}", st.from, st.id))
+        .send()
+        .await;
     let from = st.phase;
     st.phase = Phase::Aborted;
     ctx.save(&st).await?;
-    println!("migration {} aborted in phase {from:?}; n1 ({}) keeps serving", st.id, st.from);
+    println!(
+        "migration {} aborted in phase {from:?}; n1 ({}) keeps serving",
+        st.id, st.from
+    );
     Ok(())
 }
 
 /// The persisted state of the migration of `ns` whose source is `from`.
 pub async fn load_state(zk_addr: &str, from: &str, ns: &str) -> anyhow::Result<MigState> {
-    let s1: Value = reqwest::get(format!("{from}/v1/admin/status")).await?.json().await?;
-    let root = s1["zk_root"].as_str().ok_or_else(|| anyhow!("no zk_root"))?;
+    let s1: Value = reqwest::get(format!("{from}/v1/admin/status"))
+        .await?
+        .json()
+        .await?;
+    let root = s1["zk_root"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no zk_root"))?;
     let zk = zk::Client::connector().connect(zk_addr).await?;
     let (d, _) = zk.get_data(&format!("{root}/migrations/{ns}")).await?;
     Ok(serde_json::from_slice(&d)?)
@@ -545,15 +685,36 @@ fn report(st: &MigState, as_json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(st)?);
         return Ok(());
     }
-    println!("\nmigration {} of namespace {}: {} -> {}", st.id, st.ns, st.from, st.to);
+    println!(
+        "\nmigration {} of namespace {}: {} -> {}",
+        st.id, st.ns, st.from, st.to
+    );
     for (p, s) in &st.phase_seconds {
         println!("  {p:<14} {s:>8.2} s");
     }
-    println!("  snapshot rows streamed      {} ({} resumed from an earlier run)", st.snapshot_rows, st.snapshot_resumed_rows);
-    println!("  max journal lag in catch-up {} records", st.max_lag_records);
-    println!("  verify                      {}", st.verify.as_ref().map(|v| v.to_string()).unwrap_or_default());
-    println!("  verify pause                {:.1} ms", st.verify_pause_ms.unwrap_or(0.0));
-    println!("  cutover write pause         {:.1} ms", st.write_pause_ms.unwrap_or(0.0));
+    println!(
+        "  snapshot rows streamed      {} ({} resumed from an earlier run)",
+        st.snapshot_rows, st.snapshot_resumed_rows
+    );
+    println!(
+        "  max journal lag in catch-up {} records",
+        st.max_lag_records
+    );
+    println!(
+        "  verify                      {}",
+        st.verify
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "  verify pause                {:.1} ms",
+        st.verify_pause_ms.unwrap_or(0.0)
+    );
+    println!(
+        "  cutover write pause         {:.1} ms",
+        st.write_pause_ms.unwrap_or(0.0)
+    );
     println!("  orchestrator runs           {}", st.runs);
     Ok(())
 }

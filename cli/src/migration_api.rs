@@ -26,7 +26,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -40,13 +41,24 @@ fn default_fence_ms() -> u64 {
     10_000
 }
 
-async fn fence(State(s): State<Arc<NodeState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let req: FenceReq = if body.is_empty() { FenceReq { max_ms: default_fence_ms() } } else { parse(&body)? };
+async fn fence(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: FenceReq = if body.is_empty() {
+        FenceReq {
+            max_ms: default_fence_ms(),
+        }
+    } else {
+        parse(&body)?
+    };
     if req.max_ms == 0 || req.max_ms > 120_000 {
         return Err(ApiError::bad_request("max_ms must be 1..=120000"));
     }
     s.gate.fence(Duration::from_millis(req.max_ms)).await;
-    Ok(Json(json!({"fenced": true, "outbox_pending": s.store.outbox_len()})))
+    Ok(Json(
+        json!({"fenced": true, "outbox_pending": s.store.outbox_len()}),
+    ))
 }
 
 async fn unfence(State(s): State<Arc<NodeState>>) -> Json<Value> {
@@ -62,7 +74,10 @@ struct ProxyReq {
 
 /// Turns this node into a data proxy for `target` and lifts the fence, so
 /// the writes that waited are forwarded, not failed.
-async fn proxy(State(s): State<Arc<NodeState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn proxy(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: ProxyReq = parse(&body)?;
     if !req.target.starts_with("http://") {
         return Err(ApiError::bad_request("target must be an http:// base URL"));
@@ -86,16 +101,26 @@ struct CheckpointReq {
 }
 
 fn checkpoint_dir(s: &NodeState, name: &str) -> Result<std::path::PathBuf, ApiError> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(ApiError::bad_request("checkpoint name must be [A-Za-z0-9_-]+"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::bad_request(
+            "checkpoint name must be [A-Za-z0-9_-]+",
+        ));
     }
-    let base = std::path::absolute(&s.data_dir).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let base =
+        std::path::absolute(&s.data_dir).map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(base.join("checkpoints").join(name))
 }
 
 /// A consistent, durable view of this node's store for the snapshotter
 /// (idempotent: an existing checkpoint of that name is reused).
-async fn checkpoint(State(s): State<Arc<NodeState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn checkpoint(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: CheckpointReq = parse(&body)?;
     let dir = checkpoint_dir(&s, &req.name)?;
     if !dir.join("CURRENT").exists() {
@@ -109,7 +134,10 @@ async fn checkpoint(State(s): State<Arc<NodeState>>, body: axum::body::Bytes) ->
     Ok(Json(json!({"dir": dir})))
 }
 
-async fn drop_checkpoint(State(s): State<Arc<NodeState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn drop_checkpoint(
+    State(s): State<Arc<NodeState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let dir = checkpoint_dir(&s, &name)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Json(json!({"removed": dir})))
@@ -123,7 +151,10 @@ struct LoadReq {
 
 /// Starts (once) the loader that applies the snapshot topic with the same
 /// lock + version check as the journal.
-async fn load_snapshot(State(s): State<Arc<NodeState>>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+async fn load_snapshot(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: LoadReq = parse(&body)?;
     let mut slot = s.loader.lock();
     if let Some(l) = slot.as_ref() {
@@ -161,6 +192,11 @@ async fn load_snapshot(State(s): State<Arc<NodeState>>, body: axum::body::Bytes)
             tracing::error!(error = %e, "snapshot loader failed");
         }
     });
-    *slot = Some(Loader { topic: req.topic.clone(), shared, _control: _tx, stop: own_stop });
+    *slot = Some(Loader {
+        topic: req.topic.clone(),
+        shared,
+        _control: _tx,
+        stop: own_stop,
+    });
     Ok(Json(json!({"loading": req.topic})))
 }

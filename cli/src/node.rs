@@ -13,8 +13,8 @@ use axum::middleware::Next;
 use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy};
 use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
 use northwest_store::{
-    Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine, Store, StoreConfig,
-    ZkCoordinator,
+    Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine,
+    Store, StoreConfig, ZkCoordinator,
 };
 use tokio::sync::watch;
 
@@ -28,8 +28,12 @@ pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
     Ok(match cfg.store.engine {
         EngineKind::Memory => Arc::new(MemEngine::new()),
         EngineKind::Rocksdb => Arc::new(
-            RocksEngine::open(&cfg.data_dir, cfg.store.sync_writes)
-                .with_context(|| format!("opening RocksDB under {} (is another node using it?)", cfg.data_dir.display()))?,
+            RocksEngine::open(&cfg.data_dir, cfg.store.sync_writes).with_context(|| {
+                format!(
+                    "opening RocksDB under {} (is another node using it?)",
+                    cfg.data_dir.display()
+                )
+            })?,
         ),
     })
 }
@@ -45,13 +49,20 @@ pub fn store_config(cfg: &NodeConfig) -> StoreConfig {
             OutboxFull::Block => OutboxFullPolicy::Block,
         },
         id_block: cfg.store.id_block,
-        retry: RetryPolicy { attempts: cfg.store.retries, ..RetryPolicy::default() },
-        sync_journal: (cfg.journal.enabled && cfg.journal.durability == Durability::Sync).then(|| Duration::from_secs(10)),
+        retry: RetryPolicy {
+            attempts: cfg.store.retries,
+            ..RetryPolicy::default()
+        },
+        sync_journal: (cfg.journal.enabled && cfg.journal.durability == Durability::Sync)
+            .then(|| Duration::from_secs(10)),
     }
 }
 
 pub fn kafka_settings(cfg: &NodeConfig) -> KafkaSettings {
-    KafkaSettings { brokers: cfg.journal.brokers.clone(), properties: cfg.kafka.clone() }
+    KafkaSettings {
+        brokers: cfg.journal.brokers.clone(),
+        properties: cfg.kafka.clone(),
+    }
 }
 
 pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
@@ -98,12 +109,24 @@ pub async fn run(
 
     let relay = if cfg.journal.enabled {
         let stats = Arc::new(RelayStats::default());
-        let relay_cfg = RelayConfig { kafka: kafka.clone(), topic: journal_topic(&cfg), batch: 2000 };
+        let relay_cfg = RelayConfig {
+            kafka: kafka.clone(),
+            topic: journal_topic(&cfg),
+            batch: 2000,
+        };
         let relay = Relay::new(store.clone(), relay_cfg, stats.clone())
             .await
-            .with_context(|| format!("journal relay to {} (is the broker up? deploy/stack.sh up)", cfg.journal.brokers))?;
+            .with_context(|| {
+                format!(
+                    "journal relay to {} (is the broker up? deploy/stack.sh up)",
+                    cfg.journal.brokers
+                )
+            })?;
         let stop = stopped();
-        tasks.push(("relay", tokio::spawn(async move { Ok(relay.run(stop).await?) })));
+        tasks.push((
+            "relay",
+            tokio::spawn(async move { Ok(relay.run(stop).await?) }),
+        ));
         Some(stats)
     } else {
         None
@@ -127,7 +150,12 @@ pub async fn run(
             group_id: format!("northwest-apply-{}", cfg.name),
         };
         let (st, sh, stop) = (store.clone(), shared.clone(), stopped());
-        tasks.push(("apply", tokio::spawn(async move { Ok(northwest_consumer::run(st, apply_cfg, sh, ctl_rx, stop).await?) })));
+        tasks.push((
+            "apply",
+            tokio::spawn(async move {
+                Ok(northwest_consumer::run(st, apply_cfg, sh, ctl_rx, stop).await?)
+            }),
+        ));
         (Some(ctl_tx), Some(shared))
     } else {
         (None, None)
@@ -170,18 +198,30 @@ pub async fn run(
     }
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
-        .with_context(|| format!("binding {} (is another node on that port? change http.listen)", cfg.http.listen))?;
+        .with_context(|| {
+            format!(
+                "binding {} (is another node on that port? change http.listen)",
+                cfg.http.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     tracing::info!(
         node = %cfg.name, %addr, role = state.role(), engine = store.engine().name(),
         coordination = %store.coordinator().describe(), "node serving"
     );
     let m = metrics.clone();
-    let app = router(ApiState { store: store.clone(), max_value_bytes: cfg.http.max_value_bytes })
-        .layer(axum::middleware::from_fn_with_state(state.gate.clone(), crate::cutover::gate_layer))
-        .merge(crate::admin::router(state.clone()))
-        .merge(crate::migration_api::router(state.clone()))
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+    let app = router(ApiState {
+        store: store.clone(),
+        max_value_bytes: cfg.http.max_value_bytes,
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        state.gate.clone(),
+        crate::cutover::gate_layer,
+    ))
+    .merge(crate::admin::router(state.clone()))
+    .merge(crate::migration_api::router(state.clone()))
+    .layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
             let m = m.clone();
             async move {
                 let method = req.method().clone();
@@ -189,7 +229,8 @@ pub async fn run(
                 m.http_request(method.as_str(), resp.status().as_u16());
                 resp
             }
-        }));
+        },
+    ));
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
@@ -199,7 +240,10 @@ pub async fn run(
     shutdown.await;
     tracing::info!(node = %cfg.name, "draining");
     let _ = stop_tx.send(true);
-    let mut result = server.await.context("HTTP server task")?.context("HTTP server");
+    let mut result = server
+        .await
+        .context("HTTP server task")?
+        .context("HTTP server");
     for (name, t) in tasks {
         match t.await {
             Ok(Ok(())) => {}
@@ -217,8 +261,13 @@ pub async fn run(
 /// The new primary's URL if the routing record (written at a migration's
 /// switch) says this node was replaced.
 async fn routed_elsewhere(client: &zookeeper_client::Client, cfg: &NodeConfig) -> Option<String> {
-    let (data, _) = client.get_data(&format!("{}/routing/primary", cfg.coordination.root)).await.ok()?;
+    let (data, _) = client
+        .get_data(&format!("{}/routing/primary", cfg.coordination.root))
+        .await
+        .ok()?;
     let rec: serde_json::Value = serde_json::from_slice(&data).ok()?;
     let me = format!("http://{}", cfg.http.listen);
-    (rec["replaces"].as_str() == Some(me.as_str())).then(|| rec["primary"].as_str().map(str::to_string)).flatten()
+    (rec["replaces"].as_str() == Some(me.as_str()))
+        .then(|| rec["primary"].as_str().map(str::to_string))
+        .flatten()
 }

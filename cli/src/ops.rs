@@ -50,18 +50,33 @@ pub struct DigestArgs {
 }
 
 fn parse_part_offset(s: &str) -> Result<(i32, i64), String> {
-    let (p, o) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected PARTITION:OFFSET, e.g. 0:1500"))?;
-    Ok((p.parse().map_err(|_| format!("bad partition in {s:?}"))?, o.parse().map_err(|_| format!("bad offset in {s:?}"))?))
+    let (p, o) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected PARTITION:OFFSET, e.g. 0:1500"))?;
+    Ok((
+        p.parse().map_err(|_| format!("bad partition in {s:?}"))?,
+        o.parse().map_err(|_| format!("bad offset in {s:?}"))?,
+    ))
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("static client config")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("static client config")
 }
 
 async fn get_json(url: &str) -> anyhow::Result<Value> {
-    let r = client().get(url).send().await.with_context(|| format!("GET {url} (is the node running?)"))?;
+    let r = client()
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url} (is the node running?)"))?;
     let status = r.status();
-    let body: Value = r.json().await.with_context(|| format!("GET {url}: response is not JSON"))?;
+    let body: Value = r
+        .json()
+        .await
+        .with_context(|| format!("GET {url}: response is not JSON"))?;
     if !status.is_success() {
         bail!("GET {url}: {status}: {}", body["error"]);
     }
@@ -69,9 +84,17 @@ async fn get_json(url: &str) -> anyhow::Result<Value> {
 }
 
 fn print_status(s: &Value) {
-    println!("node {} ({}), outbox pending {}", s["name"].as_str().unwrap_or("?"), s["role"].as_str().unwrap_or("?"), s["outbox_pending"]);
+    println!(
+        "node {} ({}), outbox pending {}",
+        s["name"].as_str().unwrap_or("?"),
+        s["role"].as_str().unwrap_or("?"),
+        s["outbox_pending"]
+    );
     if let Some(r) = s.get("relay") {
-        println!("  relay: shipped {}, send errors {}, last error {}", r["shipped"], r["send_errors"], r["last_error"]);
+        println!(
+            "  relay: shipped {}, send errors {}, last error {}",
+            r["shipped"], r["send_errors"], r["last_error"]
+        );
     }
     if let Some(a) = s.get("apply") {
         println!(
@@ -82,16 +105,34 @@ fn print_status(s: &Value) {
         if let Some(e) = a["lag_error"].as_str() {
             println!("  lag unavailable: {e}");
         }
-        println!("  {:>4} {:>12} {:>12} {:>10} {:>9}  progress", "part", "stored", "high-water", "lag", "lag s");
+        println!(
+            "  {:>4} {:>12} {:>12} {:>10} {:>9}  progress",
+            "part", "stored", "high-water", "lag", "lag s"
+        );
         for p in a["partitions"].as_array().into_iter().flatten() {
-            let (stored, hw) = (p["stored"].as_i64().unwrap_or(0), p["high_watermark"].as_i64().unwrap_or(0));
-            let frac = if hw > 0 { stored as f64 / hw as f64 } else { 1.0 };
+            let (stored, hw) = (
+                p["stored"].as_i64().unwrap_or(0),
+                p["high_watermark"].as_i64().unwrap_or(0),
+            );
+            let frac = if hw > 0 {
+                stored as f64 / hw as f64
+            } else {
+                1.0
+            };
             let filled = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
             println!(
                 "  {:>4} {:>12} {:>12} {:>10} {:>9.1}  [{}{}]{}",
-                p["partition"], stored, hw, p["lag_records"], p["lag_seconds"].as_f64().unwrap_or(0.0),
-                "=".repeat(filled), " ".repeat(30 - filled),
-                p["halted"].as_str().map(|h| format!(" HALTED: {h}")).unwrap_or_default()
+                p["partition"],
+                stored,
+                hw,
+                p["lag_records"],
+                p["lag_seconds"].as_f64().unwrap_or(0.0),
+                "=".repeat(filled),
+                " ".repeat(30 - filled),
+                p["halted"]
+                    .as_str()
+                    .map(|h| format!(" HALTED: {h}"))
+                    .unwrap_or_default()
             );
         }
     }
@@ -123,10 +164,17 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     } else if !a.from_offset.is_empty() {
         json!({"from_offsets": a.from_offset.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>()})
     } else {
-        bail!("say where to replay from: --from-offset P:O, --from-timestamp MS or --from-beginning");
+        bail!(
+            "say where to replay from: --from-offset P:O, --from-timestamp MS or --from-beginning"
+        );
     };
     let url = format!("{}/v1/admin/replay", a.node);
-    let r = client().post(&url).json(&body).send().await.with_context(|| format!("POST {url} (is the node running?)"))?;
+    let r = client()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url} (is the node running?)"))?;
     let status = r.status();
     let v: Value = r.json().await?;
     if !status.is_success() {
@@ -147,17 +195,33 @@ async fn fetch_digest(node: &str, a: &DigestArgs) -> anyhow::Result<Value> {
 
 pub async fn digest(a: DigestArgs) -> anyhow::Result<()> {
     let d1 = fetch_digest(&a.node, &a).await?;
-    println!("{}: {} entities, digest {}", a.node, d1["count"], d1["digest"].as_str().unwrap_or(""));
+    println!(
+        "{}: {} entities, digest {}",
+        a.node,
+        d1["count"],
+        d1["digest"].as_str().unwrap_or("")
+    );
     let Some(other) = &a.compare else {
         for (k, v) in d1["kinds"].as_object().into_iter().flatten() {
-            println!("  {k:<24} {:>10} {}", v["count"], v["digest"].as_str().unwrap_or(""));
+            println!(
+                "  {k:<24} {:>10} {}",
+                v["count"],
+                v["digest"].as_str().unwrap_or("")
+            );
         }
         return Ok(());
     };
     let d2 = fetch_digest(other, &a).await?;
-    println!("{other}: {} entities, digest {}", d2["count"], d2["digest"].as_str().unwrap_or(""));
+    println!(
+        "{other}: {} entities, digest {}",
+        d2["count"],
+        d2["digest"].as_str().unwrap_or("")
+    );
     let empty = serde_json::Map::new();
-    let (k1, k2) = (d1["kinds"].as_object().unwrap_or(&empty), d2["kinds"].as_object().unwrap_or(&empty));
+    let (k1, k2) = (
+        d1["kinds"].as_object().unwrap_or(&empty),
+        d2["kinds"].as_object().unwrap_or(&empty),
+    );
     let mut differ = Vec::new();
     for k in k1.keys().chain(k2.keys().filter(|k| !k1.contains_key(*k))) {
         if k1.get(k) != k2.get(k) {

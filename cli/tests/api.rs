@@ -21,9 +21,19 @@ async fn start(max_value_bytes: usize) -> Node {
     cfg.http.max_value_bytes = max_value_bytes;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (ready, addr) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let task = tokio::spawn(northwest::node::run(cfg, async { let _ = stopped.await; }, Some(ready)));
+    let task = tokio::spawn(northwest::node::run(
+        cfg,
+        async {
+            let _ = stopped.await;
+        },
+        Some(ready),
+    ));
     let addr = addr.await.expect("node started");
-    Node { base: format!("http://{addr}"), stop: Some(stop), task }
+    Node {
+        base: format!("http://{addr}"),
+        stop: Some(stop),
+        task,
+    }
 }
 
 fn b64(v: &[u8]) -> String {
@@ -33,7 +43,10 @@ fn b64(v: &[u8]) -> String {
 async fn error_code(r: reqwest::Response) -> (u16, String) {
     let status = r.status().as_u16();
     let body: Value = r.json().await.expect("errors are JSON");
-    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "error message present: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        "error message present: {body}"
+    );
     (status, body["code"].as_str().unwrap().to_string())
 }
 
@@ -43,34 +56,81 @@ async fn api_contract() {
     let c = reqwest::Client::new();
     let e = |k: &str| format!("{}/v1/ns/app/e/{k}", node.base);
 
-    assert_eq!(c.get(format!("{}/healthz", node.base)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{}/healthz", node.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // PUT -> 200 {"version"}; GET -> value + ETag.
-    let r = c.put(e("Blog:1/Post:1")).body("hello").send().await.unwrap();
+    let r = c
+        .put(e("Blog:1/Post:1"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let v1 = r.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
+    let v1 = r.json::<Value>().await.unwrap()["version"]
+        .as_u64()
+        .unwrap();
     let r = c.get(e("Blog:1/Post:1")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["etag"].to_str().unwrap(), format!("\"{v1}\""));
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"hello");
 
     // If-Match: stale -> 412, current -> 200.
-    let r = c.put(e("Blog:1/Post:1")).header("If-Match", format!("\"{}\"", v1 + 100)).body("x").send().await.unwrap();
+    let r = c
+        .put(e("Blog:1/Post:1"))
+        .header("If-Match", format!("\"{}\"", v1 + 100))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, (412, "version_mismatch".into()));
-    let r = c.put(e("Blog:1/Post:1")).header("If-Match", format!("\"{v1}\"")).body("world").send().await.unwrap();
+    let r = c
+        .put(e("Blog:1/Post:1"))
+        .header("If-Match", format!("\"{v1}\""))
+        .body("world")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let v2 = r.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
+    let v2 = r.json::<Value>().await.unwrap()["version"]
+        .as_u64()
+        .unwrap();
     assert!(v2 > v1);
-    let r = c.put(e("Blog:1/Post:1")).header("If-Match", "not-a-version").body("x").send().await.unwrap();
+    let r = c
+        .put(e("Blog:1/Post:1"))
+        .header("If-Match", "not-a-version")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await.0, 400);
 
     // DELETE with stale If-Match -> 412; plain -> 200; then GET 404.
-    let r = c.delete(e("Blog:1/Post:1")).header("If-Match", format!("\"{v1}\"")).send().await.unwrap();
+    let r = c
+        .delete(e("Blog:1/Post:1"))
+        .header("If-Match", format!("\"{v1}\""))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 412);
     let r = c.delete(e("Blog:1/Post:1")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.json::<Value>().await.unwrap()["version"].as_u64().unwrap() > v2);
-    assert_eq!(error_code(c.get(e("Blog:1/Post:1")).send().await.unwrap()).await, (404, "not_found".into()));
+    assert!(
+        r.json::<Value>().await.unwrap()["version"]
+            .as_u64()
+            .unwrap()
+            > v2
+    );
+    assert_eq!(
+        error_code(c.get(e("Blog:1/Post:1")).send().await.unwrap()).await,
+        (404, "not_found".into())
+    );
 
     // Transactions.
     let txn = format!("{}/v1/ns/app/txn", node.base);
@@ -81,21 +141,43 @@ async fn api_contract() {
     ]});
     let r = c.post(&txn).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let tv = r.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
+    let tv = r.json::<Value>().await.unwrap()["version"]
+        .as_u64()
+        .unwrap();
     let cross = json!({"ops": [
         {"op": "put", "key": "Blog:3", "value_b64": b64(b"a")},
         {"op": "put", "key": "Blog:4", "value_b64": b64(b"b")}
     ]});
-    assert_eq!(error_code(c.post(&txn).json(&cross).send().await.unwrap()).await, (400, "cross_group".into()));
+    assert_eq!(
+        error_code(c.post(&txn).json(&cross).send().await.unwrap()).await,
+        (400, "cross_group".into())
+    );
     let stale = json!({"ops": [
         {"op": "put", "key": "Blog:2/Post:2", "value_b64": b64(b"new")},
         {"op": "put", "key": "Blog:2", "value_b64": b64(b"x"), "if_version": tv - 1}
     ]});
-    assert_eq!(c.post(&txn).json(&stale).send().await.unwrap().status(), 412);
-    assert_eq!(c.get(e("Blog:2/Post:2")).send().await.unwrap().status(), 404, "a failed txn writes nothing");
-    for bad in ["{", "{\"ops\": []}", "{\"ops\": [{\"op\": \"frob\", \"key\": \"A:1\"}]}",
-                "{\"ops\": [{\"op\": \"put\", \"key\": \"A:1\", \"value_b64\": \"***\"}]}"] {
-        let r = c.post(&txn).header("content-type", "application/json").body(bad).send().await.unwrap();
+    assert_eq!(
+        c.post(&txn).json(&stale).send().await.unwrap().status(),
+        412
+    );
+    assert_eq!(
+        c.get(e("Blog:2/Post:2")).send().await.unwrap().status(),
+        404,
+        "a failed txn writes nothing"
+    );
+    for bad in [
+        "{",
+        "{\"ops\": []}",
+        "{\"ops\": [{\"op\": \"frob\", \"key\": \"A:1\"}]}",
+        "{\"ops\": [{\"op\": \"put\", \"key\": \"A:1\", \"value_b64\": \"***\"}]}",
+    ] {
+        let r = c
+            .post(&txn)
+            .header("content-type", "application/json")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_code(r).await.0, 400, "body {bad}");
     }
 
@@ -103,44 +185,115 @@ async fn api_contract() {
     for k in ["Blog:2/Post:3", "Blog:2/Post:2", "Blog:5"] {
         c.put(e(k)).body(k.to_string()).send().await.unwrap();
     }
-    let items: Value = c.get(format!("{}/v1/ns/app/scan?prefix=Blog:2", node.base)).send().await.unwrap().json().await.unwrap();
-    let keys: Vec<&str> = items.as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, ["Blog:2", "Blog:2/Post:1", "Blog:2/Post:2", "Blog:2/Post:3"]);
+    let items: Value = c
+        .get(format!("{}/v1/ns/app/scan?prefix=Blog:2", node.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["Blog:2", "Blog:2/Post:1", "Blog:2/Post:2", "Blog:2/Post:3"]
+    );
     assert_eq!(items[1]["value_b64"], b64(b"p1"));
     assert_eq!(items[0]["version"].as_u64().unwrap(), tv);
     let items: Value = c
-        .get(format!("{}/v1/ns/app/scan?start=Blog:2/Post:2&end=Blog:5&limit=1", node.base))
-        .send().await.unwrap().json().await.unwrap();
+        .get(format!(
+            "{}/v1/ns/app/scan?start=Blog:2/Post:2&end=Blog:5&limit=1",
+            node.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(items.as_array().unwrap().len(), 1);
     assert_eq!(items[0]["key"], "Blog:2/Post:2");
-    let r = c.get(format!("{}/v1/ns/app/scan?limit=0", node.base)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v1/ns/app/scan?limit=0", node.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await.0, 400);
-    let r = c.get(format!("{}/v1/ns/app/scan?limit=abc", node.base)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/v1/ns/app/scan?limit=abc", node.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await.0, 400);
 
     // Bad keys and namespaces -> 400.
     for bad in ["Blog", "Blog:1//Post:1", "Blog:/x", "Bl%20og:1"] {
-        assert_eq!(error_code(c.put(e(bad)).body("x").send().await.unwrap()).await, (400, "bad_key".into()), "key {bad}");
+        assert_eq!(
+            error_code(c.put(e(bad)).body("x").send().await.unwrap()).await,
+            (400, "bad_key".into()),
+            "key {bad}"
+        );
     }
-    let r = c.put(format!("{}/v1/ns/bad%2Fns/e/A:1", node.base)).body("x").send().await.unwrap();
+    let r = c
+        .put(format!("{}/v1/ns/bad%2Fns/e/A:1", node.base))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     // Oversized -> 413 (PUT body and txn value); limit is 1024 here.
-    let r = c.put(e("Big:1")).body(vec![0u8; 1025]).send().await.unwrap();
+    let r = c
+        .put(e("Big:1"))
+        .body(vec![0u8; 1025])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(r).await, (413, "too_large".into()));
-    assert_eq!(c.put(e("Big:1")).body(vec![0u8; 1024]).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.put(e("Big:1"))
+            .body(vec![0u8; 1024])
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let big = json!({"ops": [{"op": "put", "key": "Big:2", "value_b64": b64(&[1u8; 2000])}]});
-    assert_eq!(error_code(c.post(&txn).json(&big).send().await.unwrap()).await.0, 413);
+    assert_eq!(
+        error_code(c.post(&txn).json(&big).send().await.unwrap())
+            .await
+            .0,
+        413
+    );
 
     // Unknown endpoint -> JSON 404.
-    assert_eq!(error_code(c.get(format!("{}/v2/nope", node.base)).send().await.unwrap()).await.0, 404);
+    assert_eq!(
+        error_code(
+            c.get(format!("{}/v2/nope", node.base))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await
+        .0,
+        404
+    );
 
     shutdown(node).await;
 }
 
 async fn shutdown(mut node: Node) {
     node.stop.take().unwrap().send(()).unwrap();
-    node.task.await.unwrap().expect("node exits cleanly on shutdown");
+    node.task
+        .await
+        .unwrap()
+        .expect("node exits cleanly on shutdown");
 }
 
 #[tokio::test]
@@ -148,7 +301,9 @@ async fn shutdown_drains_in_flight_requests() {
     let node = start(1 << 20).await;
     let c = reqwest::Client::new();
     let url = format!("{}/v1/ns/app/e/A:1", node.base);
-    let inflight: Vec<_> = (0..20).map(|i| tokio::spawn(c.put(url.clone()).body(format!("{i}")).send())).collect();
+    let inflight: Vec<_> = (0..20)
+        .map(|i| tokio::spawn(c.put(url.clone()).body(format!("{i}")).send()))
+        .collect();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     shutdown(node).await;
     for t in inflight {

@@ -59,9 +59,15 @@ pub struct ApplyConfig {
 /// Requests from the node's admin API, served between batches.
 pub enum Control {
     /// Rewind partitions to offsets (never forward); replies with new positions.
-    Rewind { to: Vec<(i32, i64)>, reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>> },
+    Rewind {
+        to: Vec<(i32, i64)>,
+        reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>>,
+    },
     /// Rewind every partition to the first record at or after `ts_ms`.
-    RewindToTime { ts_ms: i64, reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>> },
+    RewindToTime {
+        ts_ms: i64,
+        reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,7 +125,12 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
-    let dlq_spec = TopicSpec { name: cfg.dead_letter_topic.clone(), partitions: 1, replication: 1, configs: vec![] };
+    let dlq_spec = TopicSpec {
+        name: cfg.dead_letter_topic.clone(),
+        partitions: 1,
+        replication: 1,
+        configs: vec![],
+    };
     ensure_topic(&cfg.kafka, &dlq_spec).await?;
     let consumer: StreamConsumer = cfg
         .kafka
@@ -132,7 +143,14 @@ pub async fn run(
         ])
         .create()?;
     let dlq: FutureProducer = cfg.kafka.producer_config().create()?;
-    let mut a = Applier { store, cfg, shared, consumer, dlq, halted: BTreeMap::new() };
+    let mut a = Applier {
+        store,
+        cfg,
+        shared,
+        consumer,
+        dlq,
+        halted: BTreeMap::new(),
+    };
     a.assign(partitions)?;
     a.shared.running.store(true, Ordering::Release);
     tracing::info!(topic = %a.cfg.topic, partitions, "journal apply loop started");
@@ -156,7 +174,9 @@ impl Applier {
             if self.halted.contains_key(&p) {
                 continue;
             }
-            let at = stored.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            let at = stored
+                .get(&p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
             tpl.add_partition_offset(&self.cfg.topic, p, at)?;
         }
         self.consumer.assign(&tpl)?;
@@ -197,7 +217,9 @@ impl Applier {
             let deadline = tokio::time::Instant::now() + self.cfg.linger;
             while msgs.len() < self.cfg.batch {
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(m)) => msgs.push((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec))),
+                    Ok(Ok(m)) => {
+                        msgs.push((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)))
+                    }
                     _ => break,
                 }
             }
@@ -208,7 +230,9 @@ impl Applier {
     fn control(&mut self, c: Control, partitions: i32) -> Result<(), ConsumerError> {
         let (to, reply) = match c {
             Control::Rewind { to, reply } => (Ok(to), reply),
-            Control::RewindToTime { ts_ms, reply } => (self.offsets_for_time(ts_ms, partitions), reply),
+            Control::RewindToTime { ts_ms, reply } => {
+                (self.offsets_for_time(ts_ms, partitions), reply)
+            }
         };
         let result = match to {
             Ok(to) => self.rewind(&to, partitions).map_err(|e| e.to_string()),
@@ -218,15 +242,25 @@ impl Applier {
         Ok(())
     }
 
-    fn offsets_for_time(&self, ts_ms: i64, partitions: i32) -> Result<Vec<(i32, i64)>, ConsumerError> {
+    fn offsets_for_time(
+        &self,
+        ts_ms: i64,
+        partitions: i32,
+    ) -> Result<Vec<(i32, i64)>, ConsumerError> {
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition_offset(&self.cfg.topic, p, Offset::Offset(ts_ms))?;
         }
-        let found = self.consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+        let found = self
+            .consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))?;
         let mut out = Vec::new();
         for e in found.elements() {
-            let (_, hw) = self.consumer.fetch_watermarks(&self.cfg.topic, e.partition(), Duration::from_secs(5))?;
+            let (_, hw) = self.consumer.fetch_watermarks(
+                &self.cfg.topic,
+                e.partition(),
+                Duration::from_secs(5),
+            )?;
             let off = match e.offset() {
                 Offset::Offset(o) => o,
                 // No record at or after ts: nothing to replay in this partition.
@@ -238,12 +272,18 @@ impl Applier {
     }
 
     /// Lowers stored offsets (a replay); never raises them, which would skip records.
-    fn rewind(&mut self, to: &[(i32, i64)], partitions: i32) -> Result<BTreeMap<i32, i64>, ConsumerError> {
+    fn rewind(
+        &mut self,
+        to: &[(i32, i64)],
+        partitions: i32,
+    ) -> Result<BTreeMap<i32, i64>, ConsumerError> {
         let stored = offsets::load(&self.store, &self.cfg.topic)?;
         let mut meta = Vec::new();
         for &(p, o) in to {
             if p < 0 || p >= partitions || o < 0 {
-                return Err(ConsumerError::BadRequest(format!("partition {p} offset {o}: out of range (0..{partitions})")));
+                return Err(ConsumerError::BadRequest(format!(
+                    "partition {p} offset {o}: out of range (0..{partitions})"
+                )));
             }
             if let Some(cur) = stored.get(&p) {
                 if o < *cur {
@@ -261,9 +301,17 @@ impl Applier {
         let source = format!("{}/{p}/{o}", self.cfg.topic);
         loop {
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "northwest.error", value: Some(reason) })
-                .insert(Header { key: "northwest.source", value: Some(source.as_str()) });
-            let mut rec = FutureRecord::<str, [u8]>::to(&self.cfg.dead_letter_topic).key(source.as_str()).headers(headers);
+                .insert(Header {
+                    key: "northwest.error",
+                    value: Some(reason),
+                })
+                .insert(Header {
+                    key: "northwest.source",
+                    value: Some(source.as_str()),
+                });
+            let mut rec = FutureRecord::<str, [u8]>::to(&self.cfg.dead_letter_topic)
+                .key(source.as_str())
+                .headers(headers);
             if let Some(b) = payload {
                 rec = rec.payload(b.as_slice());
             }
@@ -278,7 +326,11 @@ impl Applier {
         }
     }
 
-    async fn process(&mut self, msgs: Vec<Msg>, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>) -> Result<(), ConsumerError> {
+    async fn process(
+        &mut self,
+        msgs: Vec<Msg>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ConsumerError> {
         let mut writes = Vec::with_capacity(msgs.len());
         let mut meta: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
@@ -298,7 +350,10 @@ impl Applier {
                     commit_times.push(t.commit_ts_ms);
                     writes.extend(t.writes);
                     txns += 1;
-                    meta.insert(offsets::applied_ts_key(&self.cfg.topic, p), offsets::encode(t.commit_ts_ms));
+                    meta.insert(
+                        offsets::applied_ts_key(&self.cfg.topic, p),
+                        offsets::encode(t.commit_ts_ms),
+                    );
                 }
                 Err(reason) => match self.cfg.poison {
                     PoisonPolicy::DeadLetter => {
@@ -315,13 +370,26 @@ impl Applier {
                 },
             }
             next.insert(p, o + 1);
-            meta.insert(offsets::offset_key(&self.cfg.topic, p), offsets::encode(o + 1));
+            meta.insert(
+                offsets::offset_key(&self.cfg.topic, p),
+                offsets::encode(o + 1),
+            );
         }
         if failpoint::hit("consumer::before_batch_write") {
-            return Err(northwest_store::StoreError::Injected("consumer::before_batch_write").into());
+            return Err(
+                northwest_store::StoreError::Injected("consumer::before_batch_write").into(),
+            );
         }
         let stats = loop {
-            match self.store.apply_replicated_logged(&writes, meta.clone().into_iter().collect(), self.cfg.apply_log).await {
+            match self
+                .store
+                .apply_replicated_logged(
+                    &writes,
+                    meta.clone().into_iter().collect(),
+                    self.cfg.apply_log,
+                )
+                .await
+            {
                 Ok(s) => break s,
                 Err(e) if e.is_retriable() => {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
@@ -335,17 +403,22 @@ impl Applier {
             }
         };
         if failpoint::hit("consumer::after_batch_write") {
-            return Err(northwest_store::StoreError::Injected("consumer::after_batch_write").into());
+            return Err(
+                northwest_store::StoreError::Injected("consumer::after_batch_write").into(),
+            );
         }
         let s = &self.shared;
         if s.record_latency.load(Ordering::Relaxed) {
             let now = northwest_store::store::now_ms_pub();
-            s.latencies_ms.lock().extend(commit_times.iter().map(|t| (now - t).max(0) as u32));
+            s.latencies_ms
+                .lock()
+                .extend(commit_times.iter().map(|t| (now - t).max(0) as u32));
         }
         s.txns.fetch_add(txns, Ordering::Relaxed);
         s.writes_applied.fetch_add(stats.applied, Ordering::Relaxed);
         s.writes_stale.fetch_add(stats.stale, Ordering::Relaxed);
-        s.writes_blacklisted.fetch_add(stats.blacklisted, Ordering::Relaxed);
+        s.writes_blacklisted
+            .fetch_add(stats.blacklisted, Ordering::Relaxed);
         s.dead_lettered.fetch_add(dead, Ordering::Relaxed);
         s.batches.fetch_add(1, Ordering::Relaxed);
         let mut states = s.partitions.lock();

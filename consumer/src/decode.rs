@@ -29,11 +29,23 @@ pub fn decode(payload: Option<&[u8]>) -> Result<DecodedTxn, String> {
         };
         let key = KeyPath::parse(&key).map_err(|e| e.to_string())?;
         if !group.contains(&key) {
-            return Err(format!("key {key} is outside the record's entity group {group}"));
+            return Err(format!(
+                "key {key} is outside the record's entity group {group}"
+            ));
         }
-        writes.push(ReplicatedWrite { ns: ns.clone(), key, version: Version(rec.txn_id), commit_ts_ms: rec.commit_ts_ms, value });
+        writes.push(ReplicatedWrite {
+            ns: ns.clone(),
+            key,
+            version: Version(rec.txn_id),
+            commit_ts_ms: rec.commit_ts_ms,
+            value,
+        });
     }
-    Ok(DecodedTxn { txn_id: rec.txn_id, commit_ts_ms: rec.commit_ts_ms, writes })
+    Ok(DecodedTxn {
+        txn_id: rec.txn_id,
+        commit_ts_ms: rec.commit_ts_ms,
+        writes,
+    })
 }
 
 /// Decodes a snapshot row into one replicated write (a delete marker stays a
@@ -46,10 +58,20 @@ pub fn decode_snapshot_row(payload: Option<&[u8]>) -> Result<DecodedTxn, String>
     }
     let ns = Namespace::new(&row.namespace).map_err(|e| e.to_string())?;
     let key = KeyPath::parse(&row.key).map_err(|e| e.to_string())?;
-    let value = if row.deleted { None } else { Some(row.value.unwrap_or_default()) };
+    let value = if row.deleted {
+        None
+    } else {
+        Some(row.value.unwrap_or_default())
+    };
     Ok(DecodedTxn {
         txn_id: row.version,
         commit_ts_ms: row.commit_ts_ms,
-        writes: vec![ReplicatedWrite { ns, key, version: Version(row.version), commit_ts_ms: row.commit_ts_ms, value }],
+        writes: vec![ReplicatedWrite {
+            ns,
+            key,
+            version: Version(row.version),
+            commit_ts_ms: row.commit_ts_ms,
+            value,
+        }],
     })
 }

@@ -31,7 +31,11 @@ pub fn probe_lag(
     now_ms: i64,
 ) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
     let c: BaseConsumer = kafka
-        .client_config(&[("group.id", "northwest-lag-probe"), ("enable.auto.commit", "false"), ("enable.partition.eof", "false")])
+        .client_config(&[
+            ("group.id", "northwest-lag-probe"),
+            ("enable.auto.commit", "false"),
+            ("enable.partition.eof", "false"),
+        ])
         .create()?;
     let mut out = Vec::new();
     for p in 0..partitions {

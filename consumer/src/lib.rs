@@ -8,7 +8,9 @@ pub mod decode;
 pub mod lag;
 pub mod offsets;
 
-pub use apply_loop::{run, ApplyConfig, ApplyShared, Control, PartitionState, PoisonPolicy, Source};
+pub use apply_loop::{
+    run, ApplyConfig, ApplyShared, Control, PartitionState, PoisonPolicy, Source,
+};
 pub use lag::{probe_lag, PartitionLag};
 
 use thiserror::Error;

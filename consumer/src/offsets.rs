@@ -32,10 +32,15 @@ fn decode(b: &[u8]) -> Option<i64> {
 /// Stored next offsets by partition.
 pub fn load(store: &Store, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
     let p = prefix(topic).into_bytes();
-    let range = KeyRange { end: northwest_store::key::prefix_end(&p), start: p.clone() };
+    let range = KeyRange {
+        end: northwest_store::key::prefix_end(&p),
+        start: p.clone(),
+    };
     let mut out = BTreeMap::new();
     for (k, v) in store.engine().scan(Cf::Meta, &range, 100_000)? {
-        let part = std::str::from_utf8(&k[p.len()..]).ok().and_then(|s| s.parse::<i32>().ok());
+        let part = std::str::from_utf8(&k[p.len()..])
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok());
         if let (Some(part), Some(off)) = (part, decode(&v)) {
             out.insert(part, off);
         }
@@ -45,5 +50,8 @@ pub fn load(store: &Store, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError
 
 /// Commit time of the last applied record of `partition`, if any.
 pub fn applied_ts(store: &Store, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-    Ok(store.engine().get(Cf::Meta, &applied_ts_key(topic, partition))?.and_then(|b| decode(&b)))
+    Ok(store
+        .engine()
+        .get(Cf::Meta, &applied_ts_key(topic, partition))?
+        .and_then(|b| decode(&b)))
 }

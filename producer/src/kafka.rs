@@ -20,7 +20,10 @@ pub struct KafkaSettings {
 
 impl KafkaSettings {
     pub fn new(brokers: &str) -> Self {
-        Self { brokers: brokers.to_string(), properties: BTreeMap::new() }
+        Self {
+            brokers: brokers.to_string(),
+            properties: BTreeMap::new(),
+        }
     }
 
     /// A client config: our required settings first, then the user's
@@ -63,7 +66,11 @@ pub struct TopicSpec {
 /// Creates the topic if absent; checks the partition count if present.
 pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(), ProducerError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
-    let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(spec.replication));
+    let mut topic = NewTopic::new(
+        &spec.name,
+        spec.partitions,
+        TopicReplication::Fixed(spec.replication),
+    );
     for (k, v) in &spec.configs {
         topic = topic.set(k, v);
     }
@@ -71,7 +78,12 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
     for r in admin.create_topics([&topic], &opts).await? {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => return Err(ProducerError::Topic { topic: t, reason: code.to_string() }),
+            Err((t, code)) => {
+                return Err(ProducerError::Topic {
+                    topic: t,
+                    reason: code.to_string(),
+                })
+            }
         }
     }
     let found = partition_count(kafka, &spec.name, Duration::from_secs(10))?;
@@ -82,8 +94,16 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
 }
 
 /// Number of partitions of `topic` (0 if it does not exist).
-pub fn partition_count(kafka: &KafkaSettings, topic: &str, timeout: Duration) -> Result<i32, ProducerError> {
+pub fn partition_count(
+    kafka: &KafkaSettings,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, ProducerError> {
     let c: BaseConsumer = kafka.client_config(&[]).create()?;
     let md = c.fetch_metadata(Some(topic), timeout)?;
-    Ok(md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len() as i32))
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32))
 }

@@ -44,10 +44,19 @@ pub struct Relay {
 
 impl Relay {
     /// Ensures the journal topic exists and creates the producer.
-    pub async fn new(store: Arc<Store>, cfg: RelayConfig, stats: Arc<RelayStats>) -> Result<Self, ProducerError> {
+    pub async fn new(
+        store: Arc<Store>,
+        cfg: RelayConfig,
+        stats: Arc<RelayStats>,
+    ) -> Result<Self, ProducerError> {
         ensure_topic(&cfg.kafka, &cfg.topic).await?;
         let producer: FutureProducer = cfg.kafka.producer_config().create()?;
-        Ok(Self { store, producer, cfg, stats })
+        Ok(Self {
+            store,
+            producer,
+            cfg,
+            stats,
+        })
     }
 
     /// Ships until `shutdown` resolves, then finishes the in-flight round.
@@ -89,11 +98,17 @@ impl Relay {
     }
 
     /// Sends one round; returns the lowest sequence that failed, if any.
-    async fn ship(&self, entries: &[(u64, northwest_store::outbox::OutboxEntry)]) -> Result<Option<u64>, ProducerError> {
+    async fn ship(
+        &self,
+        entries: &[(u64, northwest_store::outbox::OutboxEntry)],
+    ) -> Result<Option<u64>, ProducerError> {
         let mut pending = Vec::with_capacity(entries.len());
         let mut failed: Option<u64> = None;
         for (seq, e) in entries {
-            let rec = FutureRecord::to(&self.cfg.topic.name).key(e.key.as_bytes()).payload(&e.record).timestamp(e.ts_ms);
+            let rec = FutureRecord::to(&self.cfg.topic.name)
+                .key(e.key.as_bytes())
+                .payload(&e.record)
+                .timestamp(e.ts_ms);
             match self.producer.send_result(rec) {
                 Ok(f) => pending.push((*seq, f)),
                 Err((err, _)) => {
@@ -118,7 +133,9 @@ impl Relay {
             }
         }
         self.store.outbox_ack(&ok)?;
-        self.stats.shipped.fetch_add(ok.len() as u64, Ordering::Relaxed);
+        self.stats
+            .shipped
+            .fetch_add(ok.len() as u64, Ordering::Relaxed);
         if failed.is_none() {
             *self.stats.last_error.lock() = None;
         }

@@ -82,12 +82,20 @@ impl ZkProgress {
                 Err(e) => return Err(zerr(e)),
             }
         }
-        Ok(Self { client, path: path.to_string() })
+        Ok(Self {
+            client,
+            path: path.to_string(),
+        })
     }
 
-    async fn get<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, SnapshotError> {
+    async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, SnapshotError> {
         match self.client.get_data(&format!("{}/{name}", self.path)).await {
-            Ok((data, _)) => serde_json::from_slice(&data).map(Some).map_err(|e| SnapshotError::Progress(e.to_string())),
+            Ok((data, _)) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| SnapshotError::Progress(e.to_string())),
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(zerr(e)),
         }
@@ -100,7 +108,11 @@ impl ZkProgress {
             Ok(_) => Ok(()),
             Err(zk::Error::NoNode) => {
                 let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-                self.client.create(&path, &data, &opts).await.map(|_| ()).map_err(zerr)
+                self.client
+                    .create(&path, &data, &opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(zerr)
             }
             Err(e) => Err(zerr(e)),
         }
@@ -128,11 +140,14 @@ pub fn to_hex(b: &[u8]) -> String {
 }
 
 pub fn from_hex(s: &str) -> Result<Vec<u8>, SnapshotError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(SnapshotError::Progress(format!("bad hex {s:?}")));
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| SnapshotError::Progress(format!("bad hex {s:?}"))))
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16)
+                .map_err(|_| SnapshotError::Progress(format!("bad hex {s:?}")))
+        })
         .collect()
 }

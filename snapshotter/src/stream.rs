@@ -90,12 +90,15 @@ fn compute_plan(reader: &dyn Reader, ns: &Namespace, ranges: usize) -> Result<Pl
     let mut bounds = vec![all.start.clone()];
     let mut i = 0u64;
     count(&mut |k| {
-        if i > 0 && i % per == 0 && bounds.len() < ranges.max(1) {
+        if i > 0 && i.is_multiple_of(per) && bounds.len() < ranges.max(1) {
             bounds.push(k.to_vec());
         }
         i += 1;
     })?;
-    let mut plan = Plan { ranges: Vec::new(), total_rows: total };
+    let mut plan = Plan {
+        ranges: Vec::new(),
+        total_rows: total,
+    };
     for (j, s) in bounds.iter().enumerate() {
         let end = bounds.get(j + 1).cloned().or_else(|| all.end.clone());
         plan.ranges.push((to_hex(s), end.map(|e| to_hex(&e))));
@@ -127,12 +130,24 @@ pub async fn stream_snapshot(
     };
     stats.total.store(plan.total_rows, Ordering::Relaxed);
     let producer: FutureProducer = cfg.kafka.producer_config().create()?;
-    let limiter = Arc::new(Limiter { rate: cfg.rows_per_sec, start: Instant::now(), granted: AtomicU64::new(0) });
+    let limiter = Arc::new(Limiter {
+        rate: cfg.rows_per_sec,
+        start: Instant::now(),
+        granted: AtomicU64::new(0),
+    });
     let runs = plan.ranges.iter().enumerate().map(|(i, (s, e))| {
-        let (reader, progress, stats, producer, limiter) =
-            (reader.clone(), progress.clone(), stats.clone(), producer.clone(), limiter.clone());
+        let (reader, progress, stats, producer, limiter) = (
+            reader.clone(),
+            progress.clone(),
+            stats.clone(),
+            producer.clone(),
+            limiter.clone(),
+        );
         async move {
-            let range = KeyRange { start: from_hex(s)?, end: e.as_deref().map(from_hex).transpose()? };
+            let range = KeyRange {
+                start: from_hex(s)?,
+                end: e.as_deref().map(from_hex).transpose()?,
+            };
             stream_range(i, range, reader, cfg, progress, stats, producer, limiter).await
         }
     });
@@ -151,11 +166,18 @@ async fn stream_range(
     producer: FutureProducer,
     limiter: Arc<Limiter>,
 ) -> Result<u64, SnapshotError> {
-    let mut cursor = progress.load_cursor(i).await?.unwrap_or(RangeCursor { next: to_hex(&range.start), rows: 0, done: false });
+    let mut cursor = progress.load_cursor(i).await?.unwrap_or(RangeCursor {
+        next: to_hex(&range.start),
+        rows: 0,
+        done: false,
+    });
     stats.streamed.fetch_add(cursor.rows, Ordering::Relaxed);
     stats.resumed.fetch_add(cursor.rows, Ordering::Relaxed);
     while !cursor.done {
-        let chunk_range = KeyRange { start: from_hex(&cursor.next)?, end: range.end.clone() };
+        let chunk_range = KeyRange {
+            start: from_hex(&cursor.next)?,
+            end: range.end.clone(),
+        };
         let page = reader.scan(Cf::Entities, &chunk_range, cfg.chunk)?;
         let Some((last, _)) = page.last().cloned() else {
             cursor.done = true;
@@ -176,10 +198,14 @@ async fn stream_range(
                 snapshot_id: cfg.snapshot_id.clone(),
                 origin: cfg.origin.clone(),
             };
-            let payload = encode_snapshot(&row).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+            let payload =
+                encode_snapshot(&row).map_err(|e| SnapshotError::Encode(e.to_string()))?;
             let kafka_key = format!("{ns}/{key}");
             loop {
-                let rec = FutureRecord::to(&cfg.topic).key(kafka_key.as_bytes()).payload(&payload).timestamp(r.commit_ts_ms);
+                let rec = FutureRecord::to(&cfg.topic)
+                    .key(kafka_key.as_bytes())
+                    .payload(&payload)
+                    .timestamp(r.commit_ts_ms);
                 match producer.send_result(rec) {
                     Ok(f) => {
                         pending.push(f);
@@ -195,7 +221,11 @@ async fn stream_range(
             match f.await {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => return Err(SnapshotError::Progress("producer dropped a delivery".into())),
+                Err(_) => {
+                    return Err(SnapshotError::Progress(
+                        "producer dropped a delivery".into(),
+                    ))
+                }
             }
         }
         // Only delivered rows are checkpointed; a crash re-sends at most one chunk.
@@ -206,7 +236,9 @@ async fn stream_range(
         progress.save_cursor(i, &cursor).await?;
         stats.streamed.fetch_add(n, Ordering::Relaxed);
         if failpoint::hit("snapshotter::after_chunk") {
-            return Err(SnapshotError::Progress("injected failure at snapshotter::after_chunk".into()));
+            return Err(SnapshotError::Progress(
+                "injected failure at snapshotter::after_chunk".into(),
+            ));
         }
         limiter.take(n).await;
     }

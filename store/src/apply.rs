@@ -38,9 +38,18 @@ mod tests {
     #[test]
     fn table() {
         assert_eq!(decide(Version(5), false, None), Decision::Apply);
-        assert_eq!(decide(Version(5), false, Some((Version(4), true))), Decision::Apply);
-        assert_eq!(decide(Version(5), false, Some((Version(5), false))), Decision::SkipStale);
-        assert_eq!(decide(Version(3), false, Some((Version(5), true))), Decision::SkipStale);
+        assert_eq!(
+            decide(Version(5), false, Some((Version(4), true))),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(Version(5), false, Some((Version(5), false))),
+            Decision::SkipStale
+        );
+        assert_eq!(
+            decide(Version(3), false, Some((Version(5), true))),
+            Decision::SkipStale
+        );
         assert_eq!(decide(Version(9), true, None), Decision::SkipBlacklisted);
     }
 
@@ -50,7 +59,8 @@ mod tests {
     fn fold(writes: &[W], blacklist: &[u64]) -> HashMap<u8, (Version, bool)> {
         let mut state: HashMap<u8, (Version, bool)> = HashMap::new();
         for &(k, v, del) in writes {
-            if decide(Version(v), blacklist.contains(&v), state.get(&k).copied()) == Decision::Apply {
+            if decide(Version(v), blacklist.contains(&v), state.get(&k).copied()) == Decision::Apply
+            {
                 state.insert(k, (Version(v), del));
             }
         }

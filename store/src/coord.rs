@@ -70,22 +70,37 @@ impl LockTable {
             map.entry(group.journal_key())
                 .or_insert_with(|| {
                     let now = Instant::now();
-                    Arc::new(tokio::sync::Mutex::new(Slot { held_gen: None, acquired_at: now, last_used: now }))
+                    Arc::new(tokio::sync::Mutex::new(Slot {
+                        held_gen: None,
+                        acquired_at: now,
+                        last_used: now,
+                    }))
                 })
                 .clone()
         };
-        GroupLock { guard: slot.lock_owned().await, group: group.clone() }
+        GroupLock {
+            guard: slot.lock_owned().await,
+            group: group.clone(),
+        }
     }
 
     /// Slots currently in the table (for the lease reaper).
     pub fn entries(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Slot>>)> {
-        self.slots.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.slots
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Forgets slots nobody uses and that hold no lease, bounding memory.
     pub fn prune(&self) {
         self.slots.lock().retain(|_, slot| {
-            Arc::strong_count(slot) > 1 || slot.try_lock().map(|s| s.held_gen.is_some()).unwrap_or(true)
+            Arc::strong_count(slot) > 1
+                || slot
+                    .try_lock()
+                    .map(|s| s.held_gen.is_some())
+                    .unwrap_or(true)
         });
     }
 
@@ -139,7 +154,11 @@ pub struct LocalCoordinator {
 impl LocalCoordinator {
     /// `first_id` must exceed every version already stored.
     pub fn new(first_id: u64) -> Self {
-        Self { table: LockTable::default(), next_id: AtomicU64::new(first_id.max(1)), blacklist: Mutex::default() }
+        Self {
+            table: LockTable::default(),
+            next_id: AtomicU64::new(first_id.max(1)),
+            blacklist: Mutex::default(),
+        }
     }
 }
 

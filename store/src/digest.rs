@@ -51,7 +51,9 @@ pub fn digest(reader: &dyn Reader, range: &KeyRange) -> Result<Digest, StoreErro
     let mut cursor = range.clone();
     loop {
         let page = reader.scan(Cf::Entities, &cursor, 4096)?;
-        let Some((last, _)) = page.last().cloned() else { break };
+        let Some((last, _)) = page.last().cloned() else {
+            break;
+        };
         for (k, v) in &page {
             let r = EntityRecord::decode(v)?;
             if let Some(value) = &r.value {
@@ -80,8 +82,16 @@ mod tests {
     fn put(e: &MemEngine, key: &str, v: u64, value: Option<&[u8]>) {
         let ns = Namespace::new("a").unwrap();
         let mut b = WriteBatch::default();
-        let rec = EntityRecord { version: Version(v), commit_ts_ms: 0, value: value.map(<[u8]>::to_vec) };
-        b.put(Cf::Entities, encode_key(&ns, &KeyPath::parse(key).unwrap()), rec.encode());
+        let rec = EntityRecord {
+            version: Version(v),
+            commit_ts_ms: 0,
+            value: value.map(<[u8]>::to_vec),
+        };
+        b.put(
+            Cf::Entities,
+            encode_key(&ns, &KeyPath::parse(key).unwrap()),
+            rec.encode(),
+        );
         e.write(b).unwrap();
     }
 
@@ -99,8 +109,16 @@ mod tests {
         assert_eq!(da.total.count, 2);
         assert_eq!(da.kinds["C"].count, 1);
         put(&b, "K:1", 1, Some(b"z"));
-        assert_ne!(digest(&b, &r).unwrap().total, da.total, "a changed value changes the digest");
+        assert_ne!(
+            digest(&b, &r).unwrap().total,
+            da.total,
+            "a changed value changes the digest"
+        );
         put(&b, "K:1", 3, Some(b"x"));
-        assert_ne!(digest(&b, &r).unwrap().total, da.total, "a changed version changes the digest");
+        assert_ne!(
+            digest(&b, &r).unwrap().total,
+            da.total,
+            "a changed version changes the digest"
+        );
     }
 }

@@ -32,8 +32,15 @@ impl Cf {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchOp {
-    Put { cf: Cf, key: Vec<u8>, value: Vec<u8> },
-    Delete { cf: Cf, key: Vec<u8> },
+    Put {
+        cf: Cf,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
 }
 
 /// A set of writes applied atomically by [`Engine::write`].
@@ -80,7 +87,11 @@ pub trait Engine: Reader {
     /// process can open read-only ([`crate::rocks::open_checkpoint`]) while
     /// this engine keeps taking writes.
     fn checkpoint(&self, dir: &std::path::Path) -> Result<(), EngineError> {
-        Err(EngineError::Io(format!("the {} engine cannot write checkpoints (to {})", self.name(), dir.display())))
+        Err(EngineError::Io(format!(
+            "the {} engine cannot write checkpoints (to {})",
+            self.name(),
+            dir.display()
+        )))
     }
     /// Short engine name for logs and metrics.
     fn name(&self) -> &'static str;
@@ -103,7 +114,9 @@ impl MemEngine {
 struct MemSnapshot(Tables);
 
 fn scan_tables(t: &Tables, cf: Cf, range: &KeyRange, limit: usize) -> Vec<Kv> {
-    let Some(map) = t.get(&cf) else { return Vec::new() };
+    let Some(map) = t.get(&cf) else {
+        return Vec::new();
+    };
     let upper = match &range.end {
         Some(e) => std::ops::Bound::Excluded(e.clone()),
         None => std::ops::Bound::Unbounded,
@@ -116,7 +129,11 @@ fn scan_tables(t: &Tables, cf: Cf, range: &KeyRange, limit: usize) -> Vec<Kv> {
 
 impl Reader for MemEngine {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        Ok(self.tables.read().get(&cf).and_then(|m| m.get(key).cloned()))
+        Ok(self
+            .tables
+            .read()
+            .get(&cf)
+            .and_then(|m| m.get(key).cloned()))
     }
     fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Kv>, EngineError> {
         Ok(scan_tables(&self.tables.read(), cf, range, limit))

@@ -49,7 +49,11 @@ pub enum StoreError {
     #[error("key {key} is outside entity group {group}: a transaction spans one entity group")]
     CrossGroup { key: String, group: String },
     #[error("version mismatch on {key}: expected {expected}, found {found}")]
-    VersionMismatch { key: String, expected: Version, found: Version },
+    VersionMismatch {
+        key: String,
+        expected: Version,
+        found: Version,
+    },
     #[error("value of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
     #[error("journal outbox is full ({0} unshipped entries): is the relay or broker down?")]

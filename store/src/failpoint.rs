@@ -34,11 +34,17 @@ pub fn disarm_all() {
 /// Parses `name=error|abort[,...]` and arms each point.
 pub fn arm_spec(spec: &str) -> Result<(), String> {
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, action) = item.split_once('=').ok_or_else(|| format!("crash point {item:?}: expected name=error|abort"))?;
+        let (name, action) = item
+            .split_once('=')
+            .ok_or_else(|| format!("crash point {item:?}: expected name=error|abort"))?;
         let action = match action {
             "error" => Action::Error,
             "abort" => Action::Abort,
-            other => return Err(format!("crash point {name}: unknown action {other:?} (error|abort)")),
+            other => {
+                return Err(format!(
+                    "crash point {name}: unknown action {other:?} (error|abort)"
+                ))
+            }
         };
         arm(name, action);
     }

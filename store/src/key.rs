@@ -57,14 +57,23 @@ pub struct KeyPath(String);
 impl KeyPath {
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         if s.is_empty() || s.len() > MAX_KEY_LEN {
-            return Err(KeyError::BadKey(s.to_string(), "length must be 1..=1024 bytes"));
+            return Err(KeyError::BadKey(
+                s.to_string(),
+                "length must be 1..=1024 bytes",
+            ));
         }
         for elem in s.split('/') {
             let Some((kind, id)) = elem.split_once(':') else {
-                return Err(KeyError::BadKey(s.to_string(), "each element must be Kind:id"));
+                return Err(KeyError::BadKey(
+                    s.to_string(),
+                    "each element must be Kind:id",
+                ));
             };
             if kind.is_empty() || !kind.bytes().all(is_name_byte) {
-                return Err(KeyError::BadKey(s.to_string(), "kind must be [A-Za-z0-9_.-]+"));
+                return Err(KeyError::BadKey(
+                    s.to_string(),
+                    "kind must be [A-Za-z0-9_.-]+",
+                ));
             }
             if id.is_empty() || !id.bytes().all(is_id_byte) {
                 return Err(KeyError::BadKey(
@@ -112,16 +121,25 @@ pub struct EntityGroup {
 
 impl EntityGroup {
     pub fn of(ns: &Namespace, key: &KeyPath) -> Self {
-        Self { ns: ns.clone(), root: key.group().to_string() }
+        Self {
+            ns: ns.clone(),
+            root: key.group().to_string(),
+        }
     }
 
     /// Parses a group root (`Kind:id`, a one-element path).
     pub fn parse(ns: &Namespace, root: &str) -> Result<Self, KeyError> {
         let k = KeyPath::parse(root)?;
         if k.group() != root {
-            return Err(KeyError::BadKey(root.to_string(), "a group root has one element"));
+            return Err(KeyError::BadKey(
+                root.to_string(),
+                "a group root has one element",
+            ));
         }
-        Ok(Self { ns: ns.clone(), root: root.to_string() })
+        Ok(Self {
+            ns: ns.clone(),
+            root: root.to_string(),
+        })
     }
 
     pub fn contains(&self, key: &KeyPath) -> bool {
@@ -139,7 +157,10 @@ impl EntityGroup {
         let mut desc = root.clone();
         desc.push(SEP_ELEM);
         // [root, root 0x01 ...] is contiguous: nothing else sorts between them.
-        KeyRange { start: root, end: prefix_end(&desc) }
+        KeyRange {
+            start: root,
+            end: prefix_end(&desc),
+        }
     }
 }
 
@@ -186,7 +207,10 @@ pub fn decode_key(bytes: &[u8]) -> Result<(Namespace, KeyPath), KeyError> {
         .position(|b| *b == NS_END)
         .ok_or_else(|| KeyError::Corrupt(format!("{bytes:?}")))?;
     let ns = std::str::from_utf8(&bytes[..pos]).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-    let path: Vec<u8> = bytes[pos + 1..].iter().map(|b| unmap_path_byte(*b)).collect();
+    let path: Vec<u8> = bytes[pos + 1..]
+        .iter()
+        .map(|b| unmap_path_byte(*b))
+        .collect();
     let path = String::from_utf8(path).map_err(|e| KeyError::Corrupt(e.to_string()))?;
     Ok((Namespace::new(ns)?, KeyPath::parse(&path)?))
 }
@@ -206,7 +230,10 @@ impl KeyRange {
     /// Every key of a namespace.
     pub fn namespace(ns: &Namespace) -> Self {
         let p = encode_ns(ns);
-        Self { end: prefix_end(&p), start: p }
+        Self {
+            end: prefix_end(&p),
+            start: p,
+        }
     }
 
     /// Every key whose path starts with the text `prefix` (may be empty).
@@ -214,12 +241,19 @@ impl KeyRange {
         check_prefix_text(prefix)?;
         let mut p = encode_ns(ns);
         p.extend(prefix.bytes().map(map_path_byte));
-        Ok(Self { end: prefix_end(&p), start: p })
+        Ok(Self {
+            end: prefix_end(&p),
+            start: p,
+        })
     }
 
     /// Keys with `start <= path < end` (textual bounds, either optional),
     /// clipped to the namespace.
-    pub fn between(ns: &Namespace, start: Option<&str>, end: Option<&str>) -> Result<Self, KeyError> {
+    pub fn between(
+        ns: &Namespace,
+        start: Option<&str>,
+        end: Option<&str>,
+    ) -> Result<Self, KeyError> {
         let all = Self::namespace(ns);
         let enc = |s: &str| -> Result<Vec<u8>, KeyError> {
             check_prefix_text(s)?;
@@ -253,7 +287,10 @@ impl KeyRange {
 
 fn check_prefix_text(s: &str) -> Result<(), KeyError> {
     if s.len() > MAX_KEY_LEN || !s.bytes().all(|b| is_id_byte(b) || b == b'/' || b == b':') {
-        return Err(KeyError::BadKey(s.to_string(), "prefix must be printable ASCII"));
+        return Err(KeyError::BadKey(
+            s.to_string(),
+            "prefix must be printable ASCII",
+        ));
     }
     Ok(())
 }
@@ -288,11 +325,16 @@ mod tests {
     }
 
     fn render(p: &[(String, String)]) -> String {
-        p.iter().map(|(k, i)| format!("{k}:{i}")).collect::<Vec<_>>().join("/")
+        p.iter()
+            .map(|(k, i)| format!("{k}:{i}"))
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     fn tuple_bytes(p: &[(String, String)]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        p.iter().map(|(k, i)| (k.clone().into_bytes(), i.clone().into_bytes())).collect()
+        p.iter()
+            .map(|(k, i)| (k.clone().into_bytes(), i.clone().into_bytes()))
+            .collect()
     }
 
     proptest! {
@@ -359,7 +401,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_keys() {
-        for bad in ["", "Blog", "Blog:", ":1", "Blog:1/", "Blog:1//C:2", "Bl og:1", "B:1\u{0}"] {
+        for bad in [
+            "",
+            "Blog",
+            "Blog:",
+            ":1",
+            "Blog:1/",
+            "Blog:1//C:2",
+            "Bl og:1",
+            "B:1\u{0}",
+        ] {
             assert!(KeyPath::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Namespace::new("a/b").is_err());

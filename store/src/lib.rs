@@ -29,6 +29,8 @@ pub use key::{EntityGroup, KeyPath, KeyRange, Namespace};
 pub use record::EntityRecord;
 pub use retry::RetryPolicy;
 pub use rocks::RocksEngine;
-pub use store::{ApplyStats, Entity, Op, OutboxFullPolicy, ReplicatedWrite, Store, StoreConfig, Transaction};
+pub use store::{
+    ApplyStats, Entity, Op, OutboxFullPolicy, ReplicatedWrite, Store, StoreConfig, Transaction,
+};
 pub use types::{Offset, Partition, TxnId, Version};
 pub use zk::{ZkConfig, ZkCoordinator};

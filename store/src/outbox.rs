@@ -34,9 +34,18 @@ impl OutboxEntry {
     pub fn decode(b: &[u8]) -> Result<Self, EngineError> {
         let bad = || EngineError::Corrupt("outbox entry".into());
         let ts_ms = i64::from_be_bytes(b.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
-        let len = u16::from_be_bytes(b.get(8..10).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let len = u16::from_be_bytes(
+            b.get(8..10)
+                .ok_or_else(bad)?
+                .try_into()
+                .map_err(|_| bad())?,
+        ) as usize;
         let key = std::str::from_utf8(b.get(10..10 + len).ok_or_else(bad)?).map_err(|_| bad())?;
-        Ok(Self { key: key.to_string(), ts_ms, record: b[10 + len..].to_vec() })
+        Ok(Self {
+            key: key.to_string(),
+            ts_ms,
+            record: b[10 + len..].to_vec(),
+        })
     }
 }
 
@@ -45,7 +54,10 @@ pub fn seq_key(seq: u64) -> Vec<u8> {
 }
 
 fn all() -> KeyRange {
-    KeyRange { start: Vec::new(), end: None }
+    KeyRange {
+        start: Vec::new(),
+        end: None,
+    }
 }
 
 /// Next sequence number, number of pending entries and the first pending
@@ -60,9 +72,19 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<(u64, u64, u64), EngineErro
         let Some((k, _)) = page.last() else { break };
         len += page.len() as u64;
         if first.is_none() {
-            first = Some(u64::from_be_bytes(page[0].0.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?));
+            first = Some(u64::from_be_bytes(
+                page[0]
+                    .0
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
+            ));
         }
-        let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?);
+        let seq = u64::from_be_bytes(
+            k.as_slice()
+                .try_into()
+                .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
+        );
         last = Some(seq);
         range.start = seq_key(seq + 1);
         if page.len() < 4096 {
@@ -75,11 +97,22 @@ pub(crate) fn recover(engine: &dyn Engine) -> Result<(u64, u64, u64), EngineErro
 
 impl Store {
     /// Up to `limit` pending entries with sequence >= `from`, in order.
-    pub fn outbox_read(&self, from: u64, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        let range = KeyRange { start: seq_key(from), end: None };
+    pub fn outbox_read(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let range = KeyRange {
+            start: seq_key(from),
+            end: None,
+        };
         let mut out = Vec::new();
         for (k, v) in self.engine.scan(Cf::Outbox, &range, limit)? {
-            let seq = u64::from_be_bytes(k.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?);
+            let seq = u64::from_be_bytes(
+                k.as_slice()
+                    .try_into()
+                    .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
+            );
             out.push((seq, OutboxEntry::decode(&v)?));
         }
         Ok(out)
@@ -95,12 +128,17 @@ impl Store {
             batch.delete(Cf::Outbox, seq_key(*s));
         }
         self.engine.write(batch)?;
-        self.outbox_len.fetch_sub(seqs.len() as u64, Ordering::AcqRel);
+        self.outbox_len
+            .fetch_sub(seqs.len() as u64, Ordering::AcqRel);
         // Everything below the lowest pending entry has been shipped.
         let first = self.engine.scan(Cf::Outbox, &all(), 1)?;
         let low = self.outbox_low_watermark();
         let mark = match first.first() {
-            Some((k, _)) => u64::from_be_bytes(k.as_slice().try_into().map_err(|_| EngineError::Corrupt("outbox key".into()))?),
+            Some((k, _)) => u64::from_be_bytes(
+                k.as_slice()
+                    .try_into()
+                    .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
+            ),
             None => low,
         }
         .min(low);
@@ -119,13 +157,21 @@ impl Store {
     /// or above it may still land (commits on other groups in flight).
     pub fn outbox_low_watermark(&self) -> u64 {
         let inflight = self.in_flight.lock();
-        inflight.first().copied().unwrap_or_else(|| self.outbox_next.load(Ordering::Acquire))
+        inflight
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.outbox_next.load(Ordering::Acquire))
     }
 
     /// Waits until outbox entry `seq` has been shipped (Kafka acknowledged it).
-    pub async fn wait_shipped(&self, seq: u64, timeout: std::time::Duration) -> Result<(), StoreError> {
+    pub async fn wait_shipped(
+        &self,
+        seq: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(), StoreError> {
         let mut rx = self.shipped.subscribe();
-        let shipped = tokio::time::timeout(timeout, async { rx.wait_for(|m| *m > seq).await.is_ok() }).await;
+        let shipped =
+            tokio::time::timeout(timeout, async { rx.wait_for(|m| *m > seq).await.is_ok() }).await;
         match shipped {
             Ok(true) => Ok(()),
             _ => Err(StoreError::JournalPending(seq)),

@@ -25,7 +25,11 @@ impl EntityRecord {
     pub fn encode(&self) -> Vec<u8> {
         let v = self.value.as_deref().unwrap_or(&[]);
         let mut out = Vec::with_capacity(HEADER + v.len());
-        out.push(if self.value.is_none() { FLAG_DELETED } else { 0 });
+        out.push(if self.value.is_none() {
+            FLAG_DELETED
+        } else {
+            0
+        });
         out.extend_from_slice(&self.version.0.to_be_bytes());
         out.extend_from_slice(&self.commit_ts_ms.to_be_bytes());
         out.extend_from_slice(v);
@@ -34,18 +38,32 @@ impl EntityRecord {
 
     pub fn decode(b: &[u8]) -> Result<Self, EngineError> {
         if b.len() < HEADER {
-            return Err(EngineError::Corrupt(format!("entity record of {} bytes", b.len())));
+            return Err(EngineError::Corrupt(format!(
+                "entity record of {} bytes",
+                b.len()
+            )));
         }
         let version = Version(u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")));
         let commit_ts_ms = i64::from_be_bytes(b[9..17].try_into().expect("8 bytes"));
-        let value = if b[0] & FLAG_DELETED != 0 { None } else { Some(b[HEADER..].to_vec()) };
-        Ok(Self { version, commit_ts_ms, value })
+        let value = if b[0] & FLAG_DELETED != 0 {
+            None
+        } else {
+            Some(b[HEADER..].to_vec())
+        };
+        Ok(Self {
+            version,
+            commit_ts_ms,
+            value,
+        })
     }
 
     /// Decodes only the version and delete flag (the apply path needs no value).
     pub fn peek(b: &[u8]) -> Result<(Version, bool), EngineError> {
         if b.len() < HEADER {
-            return Err(EngineError::Corrupt(format!("entity record of {} bytes", b.len())));
+            return Err(EngineError::Corrupt(format!(
+                "entity record of {} bytes",
+                b.len()
+            )));
         }
         let version = Version(u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")));
         Ok((version, b[0] & FLAG_DELETED != 0))
@@ -59,9 +77,16 @@ mod tests {
     #[test]
     fn roundtrip_live_and_marker() {
         for value in [Some(b"hello".to_vec()), Some(vec![]), None] {
-            let r = EntityRecord { version: Version(42), commit_ts_ms: 7, value };
+            let r = EntityRecord {
+                version: Version(42),
+                commit_ts_ms: 7,
+                value,
+            };
             assert_eq!(EntityRecord::decode(&r.encode()).unwrap(), r);
-            assert_eq!(EntityRecord::peek(&r.encode()).unwrap(), (Version(42), r.is_deleted()));
+            assert_eq!(
+                EntityRecord::peek(&r.encode()).unwrap(),
+                (Version(42), r.is_deleted())
+            );
         }
         assert!(EntityRecord::decode(&[0; 5]).is_err());
     }

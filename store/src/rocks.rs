@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rocksdb::{checkpoint::Checkpoint, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB};
+use rocksdb::{
+    checkpoint::Checkpoint, ColumnFamilyDescriptor, Direction, IteratorMode, Options, DB,
+};
 
 use crate::engine::{BatchOp, Cf, Engine, Kv, Reader, WriteBatch};
 use crate::error::EngineError;
@@ -30,27 +32,39 @@ impl RocksEngine {
     /// every batch is fsynced; without it a batch survives a process crash but
     /// not a power loss.
     pub fn open(dir: &Path, sync_writes: bool) -> Result<Self, EngineError> {
-        std::fs::create_dir_all(dir).map_err(|e| EngineError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| EngineError::Io(format!("{}: {e}", dir.display())))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.increase_parallelism(2);
-        let cfs = Cf::ALL.iter().map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
+        let cfs = Cf::ALL
+            .iter()
+            .map(|cf| ColumnFamilyDescriptor::new(cf.name(), Options::default()));
         let db = DB::open_cf_descriptors(&opts, dir.join("db"), cfs).map_err(io)?;
         let snaps = dir.join("snapshots");
         // Checkpoints of a previous run are stale views: drop them.
         let _ = std::fs::remove_dir_all(&snaps);
-        Ok(Self { db, dir: dir.to_path_buf(), sync_writes, next_snapshot: AtomicU64::new(0) })
+        Ok(Self {
+            db,
+            dir: dir.to_path_buf(),
+            sync_writes,
+            next_snapshot: AtomicU64::new(0),
+        })
     }
 }
 
-fn cf_handle<'a>(db: &'a DB, cf: Cf) -> &'a rocksdb::ColumnFamily {
-    db.cf_handle(cf.name()).expect("column families are created at open")
+fn cf_handle(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
+    db.cf_handle(cf.name())
+        .expect("column families are created at open")
 }
 
 fn scan_db(db: &DB, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Kv>, EngineError> {
     let mut out = Vec::new();
-    let iter = db.iterator_cf(cf_handle(db, cf), IteratorMode::From(&range.start, Direction::Forward));
+    let iter = db.iterator_cf(
+        cf_handle(db, cf),
+        IteratorMode::From(&range.start, Direction::Forward),
+    );
     for item in iter {
         if out.len() >= limit {
             break;
@@ -89,9 +103,16 @@ impl Engine for RocksEngine {
 
     fn snapshot(&self) -> Result<Arc<dyn Reader>, EngineError> {
         let n = self.next_snapshot.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.join("snapshots").join(format!("{}-{n}", std::process::id()));
-        std::fs::create_dir_all(path.parent().expect("has parent")).map_err(|e| EngineError::Io(e.to_string()))?;
-        Checkpoint::new(&self.db).map_err(io)?.create_checkpoint(&path).map_err(io)?;
+        let path = self
+            .dir
+            .join("snapshots")
+            .join(format!("{}-{n}", std::process::id()));
+        std::fs::create_dir_all(path.parent().expect("has parent"))
+            .map_err(|e| EngineError::Io(e.to_string()))?;
+        Checkpoint::new(&self.db)
+            .map_err(io)?
+            .create_checkpoint(&path)
+            .map_err(io)?;
         let names = Cf::ALL.iter().map(|c| c.name()).chain(["default"]);
         let db = DB::open_cf_for_read_only(&Options::default(), &path, names, false).map_err(io)?;
         Ok(Arc::new(RocksSnapshot { db: Some(db), path }))
@@ -99,9 +120,13 @@ impl Engine for RocksEngine {
 
     fn checkpoint(&self, dir: &Path) -> Result<(), EngineError> {
         if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| EngineError::Io(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| EngineError::Io(format!("{}: {e}", parent.display())))?;
         }
-        Checkpoint::new(&self.db).map_err(io)?.create_checkpoint(dir).map_err(io)
+        Checkpoint::new(&self.db)
+            .map_err(io)?
+            .create_checkpoint(dir)
+            .map_err(io)
     }
 
     fn name(&self) -> &'static str {
@@ -161,7 +186,10 @@ mod tests {
     #[test]
     fn write_scan_snapshot_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let range = KeyRange { start: b"a".to_vec(), end: Some(b"c".to_vec()) };
+        let range = KeyRange {
+            start: b"a".to_vec(),
+            end: Some(b"c".to_vec()),
+        };
         {
             let e = RocksEngine::open(dir.path(), false).unwrap();
             let mut b = WriteBatch::default();
@@ -179,6 +207,9 @@ mod tests {
             assert_eq!(e.get(Cf::Meta, b"a1").unwrap(), Some(b"m".to_vec()));
         }
         let e = RocksEngine::open(dir.path(), false).unwrap();
-        assert_eq!(e.scan(Cf::Entities, &range, 10).unwrap(), vec![(b"b1".to_vec(), b"y".to_vec())]);
+        assert_eq!(
+            e.scan(Cf::Entities, &range, 10).unwrap(),
+            vec![(b"b1".to_vec(), b"y".to_vec())]
+        );
     }
 }

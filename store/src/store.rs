@@ -71,8 +71,15 @@ pub struct Entity {
 /// One operation of a transaction request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { key: KeyPath, value: Vec<u8>, if_version: Option<Version> },
-    Delete { key: KeyPath, if_version: Option<Version> },
+    Put {
+        key: KeyPath,
+        value: Vec<u8>,
+        if_version: Option<Version>,
+    },
+    Delete {
+        key: KeyPath,
+        if_version: Option<Version>,
+    },
 }
 
 impl Op {
@@ -105,11 +112,18 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms_pub() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
-    pub fn open(engine: Arc<dyn Engine>, coord: Arc<dyn Coordinator>, cfg: StoreConfig) -> Result<Arc<Self>, StoreError> {
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        coord: Arc<dyn Coordinator>,
+        cfg: StoreConfig,
+    ) -> Result<Arc<Self>, StoreError> {
         let (next, len, first_pending) = outbox::recover(engine.as_ref())?;
         Ok(Arc::new(Self {
             engine,
@@ -138,12 +152,20 @@ impl Store {
     /// Reads one entity (delete markers read as absent).
     pub fn get(&self, ns: &Namespace, key: &KeyPath) -> Result<Option<Entity>, StoreError> {
         Ok(self.get_record(ns, key)?.and_then(|r| {
-            r.value.map(|value| Entity { key: key.clone(), version: r.version, value })
+            r.value.map(|value| Entity {
+                key: key.clone(),
+                version: r.version,
+                value,
+            })
         }))
     }
 
     /// The stored record including delete markers.
-    pub fn get_record(&self, ns: &Namespace, key: &KeyPath) -> Result<Option<EntityRecord>, StoreError> {
+    pub fn get_record(
+        &self,
+        ns: &Namespace,
+        key: &KeyPath,
+    ) -> Result<Option<EntityRecord>, StoreError> {
         match self.engine.get(Cf::Entities, &encode_key(ns, key))? {
             Some(b) => Ok(Some(EntityRecord::decode(&b)?)),
             None => Ok(None),
@@ -164,7 +186,11 @@ impl Store {
                 let r = EntityRecord::decode(v)?;
                 if let Some(value) = r.value {
                     let (_, key) = crate::key::decode_key(k)?;
-                    out.push(Entity { key, version: r.version, value });
+                    out.push(Entity {
+                        key,
+                        version: r.version,
+                        value,
+                    });
                     if out.len() == limit {
                         break;
                     }
@@ -182,7 +208,11 @@ impl Store {
     /// Begins a transaction on `group`, taking its lock.
     pub async fn begin(&self, group: &EntityGroup) -> Result<Transaction<'_>, StoreError> {
         let lock = self.coord.lock(group).await?;
-        Ok(Transaction { store: self, lock, writes: BTreeMap::new() })
+        Ok(Transaction {
+            store: self,
+            lock,
+            writes: BTreeMap::new(),
+        })
     }
 
     /// Runs `ops` as one transaction (all keys in one entity group), retrying
@@ -192,7 +222,10 @@ impl Store {
         let group = EntityGroup::of(ns, first.key());
         for op in ops {
             if !group.contains(op.key()) {
-                return Err(StoreError::CrossGroup { key: op.key().to_string(), group: group.to_string() });
+                return Err(StoreError::CrossGroup {
+                    key: op.key().to_string(),
+                    group: group.to_string(),
+                });
             }
             if let Op::Put { value, .. } = op {
                 self.check_size(value.len())?;
@@ -205,7 +238,11 @@ impl Store {
                 let mut txn = self.begin(&group).await?;
                 for op in ops {
                     match op {
-                        Op::Put { key, value, if_version } => txn.put(key, value.clone(), *if_version)?,
+                        Op::Put {
+                            key,
+                            value,
+                            if_version,
+                        } => txn.put(key, value.clone(), *if_version)?,
                         Op::Delete { key, if_version } => txn.delete(key, *if_version)?,
                     }
                 }
@@ -220,7 +257,10 @@ impl Store {
 
     fn check_size(&self, size: usize) -> Result<(), StoreError> {
         if size > self.cfg.max_value_bytes {
-            return Err(StoreError::TooLarge { size, limit: self.cfg.max_value_bytes });
+            return Err(StoreError::TooLarge {
+                size,
+                limit: self.cfg.max_value_bytes,
+            });
         }
         Ok(())
     }
@@ -254,11 +294,17 @@ impl Store {
         if self.cfg.outbox_full == OutboxFullPolicy::Block {
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
             while full() && tokio::time::Instant::now() < deadline {
-                let _ = tokio::time::timeout(std::time::Duration::from_millis(50), self.outbox_drained.notified()).await;
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_millis(50),
+                    self.outbox_drained.notified(),
+                )
+                .await;
             }
         }
         if full() {
-            return Err(StoreError::OutboxFull(self.outbox_len.load(Ordering::Acquire)));
+            return Err(StoreError::OutboxFull(
+                self.outbox_len.load(Ordering::Acquire),
+            ));
         }
         Ok(())
     }
@@ -286,7 +332,10 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     fn check(&self, key: &KeyPath) -> Result<(), StoreError> {
         if !self.lock.group().contains(key) {
-            return Err(StoreError::CrossGroup { key: key.to_string(), group: self.lock.group().to_string() });
+            return Err(StoreError::CrossGroup {
+                key: key.to_string(),
+                group: self.lock.group().to_string(),
+            });
         }
         Ok(())
     }
@@ -299,7 +348,11 @@ impl Transaction<'_> {
     pub fn get(&self, key: &KeyPath) -> Result<Option<Entity>, StoreError> {
         self.check(key)?;
         match self.writes.get(key) {
-            Some(Write::Put(v)) => Ok(Some(Entity { key: key.clone(), version: Version::ABSENT, value: v.clone() })),
+            Some(Write::Put(v)) => Ok(Some(Entity {
+                key: key.clone(),
+                version: Version::ABSENT,
+                value: v.clone(),
+            })),
             Some(Write::Delete) => Ok(None),
             None => self.store.get(self.ns(), key),
         }
@@ -307,14 +360,22 @@ impl Transaction<'_> {
 
     /// The committed visible version of `key` (0 when absent or deleted).
     fn committed_version(&self, key: &KeyPath) -> Result<Version, StoreError> {
-        Ok(self.store.get(self.ns(), key)?.map(|e| e.version).unwrap_or(Version::ABSENT))
+        Ok(self
+            .store
+            .get(self.ns(), key)?
+            .map(|e| e.version)
+            .unwrap_or(Version::ABSENT))
     }
 
     fn expect(&self, key: &KeyPath, expected: Option<Version>) -> Result<(), StoreError> {
         if let Some(expected) = expected {
             let found = self.committed_version(key)?;
             if found != expected {
-                return Err(StoreError::VersionMismatch { key: key.to_string(), expected, found });
+                return Err(StoreError::VersionMismatch {
+                    key: key.to_string(),
+                    expected,
+                    found,
+                });
             }
         }
         Ok(())
@@ -322,7 +383,12 @@ impl Transaction<'_> {
 
     /// Stages a put. With `if_version`, the committed version must equal it
     /// (0 = must not exist).
-    pub fn put(&mut self, key: &KeyPath, value: Vec<u8>, if_version: Option<Version>) -> Result<(), StoreError> {
+    pub fn put(
+        &mut self,
+        key: &KeyPath,
+        value: Vec<u8>,
+        if_version: Option<Version>,
+    ) -> Result<(), StoreError> {
         self.check(key)?;
         self.store.check_size(value.len())?;
         self.expect(key, if_version)?;
@@ -398,12 +464,21 @@ impl Transaction<'_> {
                 Write::Put(v) => Some(v.clone()),
                 Write::Delete => None,
             };
-            let rec = EntityRecord { version: id.version(), commit_ts_ms: ts, value };
+            let rec = EntityRecord {
+                version: id.version(),
+                commit_ts_ms: ts,
+                value,
+            };
             batch.put(Cf::Entities, encode_key(ns, key), rec.encode());
             if store.cfg.journal {
                 ops.push(match w {
-                    Write::Put(v) => JournalOp::Put { key: key.to_string(), value: v.clone() },
-                    Write::Delete => JournalOp::Delete { key: key.to_string() },
+                    Write::Put(v) => JournalOp::Put {
+                        key: key.to_string(),
+                        value: v.clone(),
+                    },
+                    Write::Delete => JournalOp::Delete {
+                        key: key.to_string(),
+                    },
                 });
             }
         }
@@ -423,9 +498,13 @@ impl Transaction<'_> {
                 inflight.insert(s);
                 s
             };
-            let encoded =
-                northwest_schemas::encode_journal(&record).map_err(|e| crate::error::EngineError::Corrupt(e.to_string()))?;
-            let entry = OutboxEntry { key: self.lock.group().journal_key(), ts_ms: ts, record: encoded };
+            let encoded = northwest_schemas::encode_journal(&record)
+                .map_err(|e| crate::error::EngineError::Corrupt(e.to_string()))?;
+            let entry = OutboxEntry {
+                key: self.lock.group().journal_key(),
+                ts_ms: ts,
+                record: encoded,
+            };
             batch.put(Cf::Outbox, outbox::seq_key(s), entry.encode());
             seq = Some(s);
         }
@@ -494,11 +573,15 @@ impl Store {
         meta: Vec<(Vec<u8>, Vec<u8>)>,
         apply_log: bool,
     ) -> Result<ApplyStats, StoreError> {
-        let mut groups: Vec<EntityGroup> = writes.iter().map(|w| EntityGroup::of(&w.ns, &w.key)).collect();
+        let mut groups: Vec<EntityGroup> = writes
+            .iter()
+            .map(|w| EntityGroup::of(&w.ns, &w.key))
+            .collect();
         groups.sort();
         groups.dedup();
         // Sorted order + concurrent acquisition; a timeout releases them all.
-        let locks = futures::future::try_join_all(groups.iter().map(|g| self.coord.lock(g))).await?;
+        let locks =
+            futures::future::try_join_all(groups.iter().map(|g| self.coord.lock(g))).await?;
         let result = self.apply_locked(writes, meta, &locks, apply_log);
         futures::future::join_all(locks.into_iter().map(|l| self.coord.release(l))).await;
         result
@@ -527,7 +610,11 @@ impl Store {
             let blacklisted = self.coord.is_blacklisted(TxnId(w.version.0));
             match crate::apply::decide(w.version, blacklisted, current) {
                 crate::apply::Decision::Apply => {
-                    let rec = EntityRecord { version: w.version, commit_ts_ms: w.commit_ts_ms, value: w.value.clone() };
+                    let rec = EntityRecord {
+                        version: w.version,
+                        commit_ts_ms: w.commit_ts_ms,
+                        value: w.value.clone(),
+                    };
                     pending.insert(k.clone(), (w.version, w.value.is_none()));
                     batch.put(Cf::Entities, k, rec.encode());
                     stats.applied += 1;
@@ -543,7 +630,11 @@ impl Store {
         if apply_log {
             for v in effective {
                 let k = apply_log_key(v);
-                let n = self.engine.get(Cf::Meta, &k)?.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+                let n = self
+                    .engine
+                    .get(Cf::Meta, &k)?
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
                 batch.put(Cf::Meta, k, (n + 1).to_be_bytes().to_vec());
             }
         }
@@ -574,12 +665,18 @@ impl Store {
     /// Transactions whose effect was applied more than once (with `apply_log`).
     pub fn apply_log_duplicates(&self) -> Result<Vec<(u64, u64)>, StoreError> {
         let p = b"applylog/".to_vec();
-        let range = KeyRange { end: crate::key::prefix_end(&p), start: p };
+        let range = KeyRange {
+            end: crate::key::prefix_end(&p),
+            start: p,
+        };
         let mut out = Vec::new();
         for (k, v) in self.engine.scan(Cf::Meta, &range, usize::MAX)? {
             let n = v.try_into().ok().map_or(0, u64::from_be_bytes);
             if n > 1 {
-                let txn = std::str::from_utf8(&k[9..]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let txn = std::str::from_utf8(&k[9..])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 out.push((txn, n));
             }
         }
@@ -589,7 +686,10 @@ impl Store {
     /// Number of transactions recorded in the apply log.
     pub fn apply_log_len(&self) -> Result<usize, StoreError> {
         let p = b"applylog/".to_vec();
-        let range = KeyRange { end: crate::key::prefix_end(&p), start: p };
+        let range = KeyRange {
+            end: crate::key::prefix_end(&p),
+            start: p,
+        };
         Ok(self.engine.scan(Cf::Meta, &range, usize::MAX)?.len())
     }
 
@@ -597,12 +697,18 @@ impl Store {
     /// group's lock. Safe once no journal record or snapshot row older than
     /// the marker can still arrive (i.e. past the journal's retention and
     /// with no migration in progress); returns how many were removed.
-    pub async fn gc_delete_markers(&self, ns: &Namespace, before_ms: i64) -> Result<u64, StoreError> {
+    pub async fn gc_delete_markers(
+        &self,
+        ns: &Namespace,
+        before_ms: i64,
+    ) -> Result<u64, StoreError> {
         let mut removed = 0;
         let mut cursor = KeyRange::namespace(ns);
         loop {
             let page = self.engine.scan(Cf::Entities, &cursor, 1024)?;
-            let Some((last, _)) = page.last().cloned() else { break };
+            let Some((last, _)) = page.last().cloned() else {
+                break;
+            };
             for (k, v) in &page {
                 let r = EntityRecord::decode(v)?;
                 if r.is_deleted() && r.commit_ts_ms < before_ms {

@@ -95,12 +95,20 @@ async fn connect_client(cfg: &ZkConfig) -> Result<zk::Client, CoordError> {
         .with_connection_timeout(Duration::from_secs(5))
         .connect(&cfg.connect)
         .await
-        .map_err(|e| CoordError::Zk(format!("cannot connect to ZooKeeper at {}: {e} (is it running? try deploy/stack.sh up)", cfg.connect)))?;
+        .map_err(|e| {
+            CoordError::Zk(format!(
+                "cannot connect to ZooKeeper at {}: {e} (is it running? try deploy/stack.sh up)",
+                cfg.connect
+            ))
+        })?;
     for dir in ["", "/locks", "/blacklist"] {
         mkdir(&client, &format!("{}{dir}", cfg.root)).await?;
     }
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    match client.create(&format!("{}/txn_counter", cfg.root), b"1", &opts).await {
+    match client
+        .create(&format!("{}/txn_counter", cfg.root), b"1", &opts)
+        .await
+    {
         Ok(_) | Err(zk::Error::NodeExists) => Ok(client),
         Err(e) => Err(zk_err(e)),
     }
@@ -123,7 +131,10 @@ async fn mkdir(client: &zk::Client, path: &str) -> Result<(), CoordError> {
 impl ZkCoordinator {
     pub async fn connect(cfg: ZkConfig) -> Result<Self, CoordError> {
         if !cfg.root.starts_with('/') || cfg.root.ends_with('/') {
-            return Err(CoordError::Zk(format!("root {:?} must start with '/' and not end with one", cfg.root)));
+            return Err(CoordError::Zk(format!(
+                "root {:?} must start with '/' and not end with one",
+                cfg.root
+            )));
         }
         let client = connect_client(&cfg).await?;
         let inner = Arc::new(Inner {
@@ -159,7 +170,11 @@ impl ZkCoordinator {
             .table
             .entries()
             .iter()
-            .filter(|(_, s)| s.try_lock().map(|s| s.held_gen == Some(gen)).unwrap_or(true))
+            .filter(|(_, s)| {
+                s.try_lock()
+                    .map(|s| s.held_gen == Some(gen))
+                    .unwrap_or(true)
+            })
             .count()
     }
 }
@@ -175,7 +190,11 @@ impl Inner {
 
     async fn load_blacklist(&self) -> Result<(), CoordError> {
         let s = self.session();
-        let ids = s.client.list_children(&format!("{}/blacklist", self.cfg.root)).await.map_err(zk_err)?;
+        let ids = s
+            .client
+            .list_children(&format!("{}/blacklist", self.cfg.root))
+            .await
+            .map_err(zk_err)?;
         let mut set = self.blacklist.write();
         set.extend(ids.iter().filter_map(|c| c.parse::<u64>().ok()));
         Ok(())
@@ -188,7 +207,10 @@ impl Inner {
             loop {
                 let state = watcher.changed().await;
                 if state.is_terminated() {
-                    tracing::warn!(?state, "ZooKeeper session ended; reconnecting with a new session");
+                    tracing::warn!(
+                        ?state,
+                        "ZooKeeper session ended; reconnecting with a new session"
+                    );
                     break;
                 }
             }
@@ -215,7 +237,11 @@ impl Inner {
         let dir = format!("{}/blacklist", self.cfg.root);
         loop {
             let s = self.session();
-            match s.client.watch(&dir, zk::AddWatchMode::PersistentRecursive).await {
+            match s
+                .client
+                .watch(&dir, zk::AddWatchMode::PersistentRecursive)
+                .await
+            {
                 Ok(mut w) => {
                     // A reload after registering closes the gap before the watch.
                     let _ = self.load_blacklist().await;
@@ -224,7 +250,12 @@ impl Inner {
                         if ev.event_type == zk::EventType::Session {
                             break;
                         }
-                        if let Some(id) = ev.path.rsplit('/').next().and_then(|c| c.parse::<u64>().ok()) {
+                        if let Some(id) = ev
+                            .path
+                            .rsplit('/')
+                            .next()
+                            .and_then(|c| c.parse::<u64>().ok())
+                        {
                             self.blacklist.write().insert(id);
                         }
                     }
@@ -242,7 +273,9 @@ impl Inner {
             tokio::time::sleep(tick).await;
             let s = self.session();
             for (key, slot) in self.table.entries() {
-                let Ok(mut g) = slot.try_lock_owned() else { continue };
+                let Ok(mut g) = slot.try_lock_owned() else {
+                    continue;
+                };
                 if g.held_gen.is_some() && g.last_used.elapsed() >= self.cfg.lease_idle {
                     if g.held_gen == Some(s.gen) {
                         let _ = s.client.delete(&self.lease_path(&key), None).await;
@@ -254,7 +287,12 @@ impl Inner {
         }
     }
 
-    async fn acquire_lease(&self, s: &Session, key: &str, deadline: Instant) -> Result<(), CoordError> {
+    async fn acquire_lease(
+        &self,
+        s: &Session,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<(), CoordError> {
         let path = self.lease_path(key);
         let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let timeout = || CoordError::LockTimeout(self.cfg.lock_timeout, key.to_string());
@@ -270,7 +308,9 @@ impl Inner {
                 // Ours already: a create whose reply was lost in a reconnect.
                 Some(st) if st.ephemeral_owner == s.client.session_id().0 => return Ok(()),
                 Some(_) => {
-                    let left = deadline.checked_duration_since(Instant::now()).ok_or_else(timeout)?;
+                    let left = deadline
+                        .checked_duration_since(Instant::now())
+                        .ok_or_else(timeout)?;
                     if tokio::time::timeout(left, watcher.changed()).await.is_err() {
                         return Err(timeout());
                     }
@@ -285,9 +325,10 @@ impl Coordinator for ZkCoordinator {
     async fn lock(&self, group: &EntityGroup) -> Result<GroupLock, CoordError> {
         let deadline = Instant::now() + self.inner.cfg.lock_timeout;
         let key = group.journal_key();
-        let mut lock = tokio::time::timeout(self.inner.cfg.lock_timeout, self.inner.table.lock(group))
-            .await
-            .map_err(|_| CoordError::LockTimeout(self.inner.cfg.lock_timeout, key.clone()))?;
+        let mut lock =
+            tokio::time::timeout(self.inner.cfg.lock_timeout, self.inner.table.lock(group))
+                .await
+                .map_err(|_| CoordError::LockTimeout(self.inner.cfg.lock_timeout, key.clone()))?;
         let s = self.inner.session();
         if lock.guard.held_gen != Some(s.gen) {
             lock.guard.held_gen = None;
@@ -332,7 +373,11 @@ impl Coordinator for ZkCoordinator {
                 .and_then(|t| t.trim().parse().ok())
                 .ok_or_else(|| CoordError::Zk(format!("{path} holds {data:?}, not a number")))?;
             let next = (cur + count).to_string();
-            match s.client.set_data(&path, next.as_bytes(), Some(stat.version)).await {
+            match s
+                .client
+                .set_data(&path, next.as_bytes(), Some(stat.version))
+                .await
+            {
                 Ok(_) => return Ok(cur..cur + count),
                 Err(zk::Error::BadVersion) => continue,
                 Err(e) => return Err(zk_err(e)),
@@ -344,7 +389,15 @@ impl Coordinator for ZkCoordinator {
         self.inner.blacklist.write().insert(id.0);
         let s = self.inner.session();
         let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        match s.client.create(&format!("{}/blacklist/{}", self.inner.cfg.root, id.0), &[], &opts).await {
+        match s
+            .client
+            .create(
+                &format!("{}/blacklist/{}", self.inner.cfg.root, id.0),
+                &[],
+                &opts,
+            )
+            .await
+        {
             Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
             Err(e) => Err(zk_err(e)),
         }
@@ -355,6 +408,9 @@ impl Coordinator for ZkCoordinator {
     }
 
     fn describe(&self) -> String {
-        format!("zookeeper {} {}", self.inner.cfg.connect, self.inner.cfg.root)
+        format!(
+            "zookeeper {} {}",
+            self.inner.cfg.connect, self.inner.cfg.root
+        )
     }
 }

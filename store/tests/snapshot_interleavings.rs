@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use northwest_store::{KeyPath, KeyRange, LocalCoordinator, MemEngine, Namespace, ReplicatedWrite, Store, StoreConfig, Version};
+use northwest_store::{
+    KeyPath, KeyRange, LocalCoordinator, MemEngine, Namespace, ReplicatedWrite, Store, StoreConfig,
+    Version,
+};
 use proptest::prelude::*;
 
 fn ns() -> Namespace {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use northwest_store::{
-    EntityGroup, KeyPath, KeyRange, LocalCoordinator, MemEngine, Namespace, Op, ReplicatedWrite, Store, StoreConfig,
-    StoreError, Version,
+    EntityGroup, KeyPath, KeyRange, LocalCoordinator, MemEngine, Namespace, Op, ReplicatedWrite,
+    Store, StoreConfig, StoreError, Version,
 };
 use proptest::prelude::*;
 
@@ -13,7 +13,11 @@ fn store(journal: bool) -> Arc<Store> {
     Store::open(
         Arc::new(MemEngine::new()),
         Arc::new(LocalCoordinator::default()),
-        StoreConfig { journal, max_value_bytes: 64, ..StoreConfig::default() },
+        StoreConfig {
+            journal,
+            max_value_bytes: 64,
+            ..StoreConfig::default()
+        },
     )
     .unwrap()
 }
@@ -27,15 +31,25 @@ fn k(s: &str) -> KeyPath {
 }
 
 fn put(key: &str, v: &[u8]) -> Op {
-    Op::Put { key: k(key), value: v.to_vec(), if_version: None }
+    Op::Put {
+        key: k(key),
+        value: v.to_vec(),
+        if_version: None,
+    }
 }
 
 #[tokio::test]
 async fn multi_op_commit_is_atomic_and_versioned() {
     let s = store(false);
-    let v = s.run(&ns(), &[put("Blog:1", b"a"), put("Blog:1/Post:1", b"b")]).await.unwrap();
+    let v = s
+        .run(&ns(), &[put("Blog:1", b"a"), put("Blog:1/Post:1", b"b")])
+        .await
+        .unwrap();
     assert_eq!(s.get(&ns(), &k("Blog:1")).unwrap().unwrap().version, v);
-    assert_eq!(s.get(&ns(), &k("Blog:1/Post:1")).unwrap().unwrap().version, v);
+    assert_eq!(
+        s.get(&ns(), &k("Blog:1/Post:1")).unwrap().unwrap().version,
+        v
+    );
     let v2 = s.run(&ns(), &[put("Blog:1", b"c")]).await.unwrap();
     assert!(v2 > v);
 }
@@ -43,25 +57,52 @@ async fn multi_op_commit_is_atomic_and_versioned() {
 #[tokio::test]
 async fn cross_group_transactions_are_refused() {
     let s = store(false);
-    let err = s.run(&ns(), &[put("Blog:1", b"a"), put("Blog:2", b"b")]).await.unwrap_err();
+    let err = s
+        .run(&ns(), &[put("Blog:1", b"a"), put("Blog:2", b"b")])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::CrossGroup { .. }));
-    assert!(s.get(&ns(), &k("Blog:1")).unwrap().is_none(), "nothing of a refused transaction is written");
-    let mut txn = s.begin(&EntityGroup::of(&ns(), &k("Blog:1"))).await.unwrap();
-    assert!(matches!(txn.put(&k("Blog:2/Post:1"), vec![], None), Err(StoreError::CrossGroup { .. })));
+    assert!(
+        s.get(&ns(), &k("Blog:1")).unwrap().is_none(),
+        "nothing of a refused transaction is written"
+    );
+    let mut txn = s
+        .begin(&EntityGroup::of(&ns(), &k("Blog:1")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        txn.put(&k("Blog:2/Post:1"), vec![], None),
+        Err(StoreError::CrossGroup { .. })
+    ));
 }
 
 #[tokio::test]
 async fn if_version_mismatch_changes_nothing() {
     let s = store(false);
     let v = s.run(&ns(), &[put("Blog:1", b"a")]).await.unwrap();
-    let stale = Op::Put { key: k("Blog:1"), value: b"x".to_vec(), if_version: Some(Version(v.0 - 1)) };
-    let err = s.run(&ns(), &[put("Blog:1/Post:2", b"p"), stale]).await.unwrap_err();
+    let stale = Op::Put {
+        key: k("Blog:1"),
+        value: b"x".to_vec(),
+        if_version: Some(Version(v.0 - 1)),
+    };
+    let err = s
+        .run(&ns(), &[put("Blog:1/Post:2", b"p"), stale])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::VersionMismatch { .. }));
     assert!(s.get(&ns(), &k("Blog:1/Post:2")).unwrap().is_none());
     // 0 = must not exist.
-    let create = Op::Put { key: k("Blog:1"), value: b"y".to_vec(), if_version: Some(Version(0)) };
+    let create = Op::Put {
+        key: k("Blog:1"),
+        value: b"y".to_vec(),
+        if_version: Some(Version(0)),
+    };
     assert!(s.run(&ns(), &[create]).await.is_err());
-    let ok = Op::Put { key: k("Blog:1"), value: b"z".to_vec(), if_version: Some(v) };
+    let ok = Op::Put {
+        key: k("Blog:1"),
+        value: b"z".to_vec(),
+        if_version: Some(v),
+    };
     s.run(&ns(), &[ok]).await.unwrap();
 }
 
@@ -69,14 +110,29 @@ async fn if_version_mismatch_changes_nothing() {
 async fn delete_leaves_a_versioned_marker() {
     let s = store(false);
     s.run(&ns(), &[put("Blog:1", b"a")]).await.unwrap();
-    let d = s.run(&ns(), &[Op::Delete { key: k("Blog:1"), if_version: None }]).await.unwrap();
+    let d = s
+        .run(
+            &ns(),
+            &[Op::Delete {
+                key: k("Blog:1"),
+                if_version: None,
+            }],
+        )
+        .await
+        .unwrap();
     assert!(s.get(&ns(), &k("Blog:1")).unwrap().is_none());
     let marker = s.get_record(&ns(), &k("Blog:1")).unwrap().unwrap();
     assert!(marker.is_deleted());
     assert_eq!(marker.version, d);
     assert!(s.scan(&KeyRange::namespace(&ns()), 10).unwrap().is_empty());
     // A replicated put older than the marker does not resurrect it.
-    let stale = ReplicatedWrite { ns: ns(), key: k("Blog:1"), version: Version(d.0 - 1), commit_ts_ms: 0, value: Some(b"old".to_vec()) };
+    let stale = ReplicatedWrite {
+        ns: ns(),
+        key: k("Blog:1"),
+        version: Version(d.0 - 1),
+        commit_ts_ms: 0,
+        value: Some(b"old".to_vec()),
+    };
     let st = s.apply_replicated(&[stale], vec![]).await.unwrap();
     assert_eq!(st.stale, 1);
     assert!(s.get(&ns(), &k("Blog:1")).unwrap().is_none());
@@ -103,13 +159,31 @@ async fn reads_see_own_writes_and_abort_discards() {
 async fn oversized_values_are_refused() {
     let s = store(false);
     let err = s.run(&ns(), &[put("Blog:1", &[0; 65])]).await.unwrap_err();
-    assert!(matches!(err, StoreError::TooLarge { size: 65, limit: 64 }));
+    assert!(matches!(
+        err,
+        StoreError::TooLarge {
+            size: 65,
+            limit: 64
+        }
+    ));
 }
 
 #[tokio::test]
 async fn journal_entry_rides_the_commit() {
     let s = store(true);
-    let v = s.run(&ns(), &[put("Blog:1", b"a"), Op::Delete { key: k("Blog:1/Post:1"), if_version: None }]).await.unwrap();
+    let v = s
+        .run(
+            &ns(),
+            &[
+                put("Blog:1", b"a"),
+                Op::Delete {
+                    key: k("Blog:1/Post:1"),
+                    if_version: None,
+                },
+            ],
+        )
+        .await
+        .unwrap();
     let entries = s.outbox_read(0, 10).unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].1.key, "app/Blog:1");
@@ -125,7 +199,11 @@ async fn outbox_limit_rejects_writes_when_full() {
     let s = Store::open(
         Arc::new(MemEngine::new()),
         Arc::new(LocalCoordinator::default()),
-        StoreConfig { journal: true, outbox_limit: 2, ..StoreConfig::default() },
+        StoreConfig {
+            journal: true,
+            outbox_limit: 2,
+            ..StoreConfig::default()
+        },
     )
     .unwrap();
     s.run(&ns(), &[put("A:1", b"1")]).await.unwrap();

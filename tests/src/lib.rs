@@ -17,7 +17,9 @@ pub fn kafka_addr() -> String {
 }
 
 fn require(what: &str, addr: &str) -> String {
-    if TcpStream::connect_timeout(&addr.parse().expect("host:port"), Duration::from_secs(2)).is_err() {
+    if TcpStream::connect_timeout(&addr.parse().expect("host:port"), Duration::from_secs(2))
+        .is_err()
+    {
         panic!("{what} is not reachable at {addr}: start the dev stack with `deploy/stack.sh up` (or set NW_ZK / NW_KAFKA)");
     }
     addr.to_string()
@@ -36,23 +38,41 @@ pub fn require_kafka() -> String {
 /// A name unique to this test run (znode roots, topics, namespaces).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    format!("{prefix}-{}-{ms}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{ms}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Path of a binary built by this workspace (same target dir as the tests).
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --release --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --release --workspace` first",
+        p.display()
+    );
     p
 }
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A `northwest node` child process.
@@ -93,9 +113,16 @@ impl NodeProc {
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let mut cmd = std::process::Command::new(bin_path("northwest"));
-        cmd.args(["node", "--config"]).arg(&self.config).stdout(log.try_clone().expect("dup")).stderr(log);
+        cmd.args(["node", "--config"])
+            .arg(&self.config)
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log);
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -107,14 +134,22 @@ impl NodeProc {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("node {} exited with {status}; log:\n{}", self.name, self.log_tail());
+                panic!(
+                    "node {} exited with {status}; log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             if http_probe::blocking_get_ok(&format!("{}/healthz", self.base)) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("node {} not healthy after 60 s; log:\n{}", self.name, self.log_tail());
+        panic!(
+            "node {} not healthy after 60 s; log:\n{}",
+            self.name,
+            self.log_tail()
+        );
     }
 
     pub fn log_tail(&self) -> String {
@@ -134,7 +169,9 @@ impl NodeProc {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = std::process::Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(s)) = c.try_wait() {
@@ -157,11 +194,23 @@ impl Drop for NodeProc {
 mod http_probe {
     use std::io::{Read, Write};
     pub fn blocking_get_ok(url: &str) -> bool {
-        let Some(rest) = url.strip_prefix("http://") else { return false };
-        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
-        let Ok(mut s) = std::net::TcpStream::connect(host) else { return false };
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap_or((rest, "/".into()));
+        let Ok(mut s) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-        if write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").is_err() {
+        if write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .is_err()
+        {
             return false;
         }
         let mut buf = String::new();
@@ -171,7 +220,14 @@ mod http_probe {
 }
 
 /// Config text for a node of a test pipeline.
-pub fn node_toml(name: &str, data_dir: &std::path::Path, port: u16, zk_root: &str, topic: &str, extra: &str) -> String {
+pub fn node_toml(
+    name: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    zk_root: &str,
+    topic: &str,
+    extra: &str,
+) -> String {
     let (source, target) = (name == "n1", name != "n1");
     format!(
         r#"name = "{name}"
@@ -211,12 +267,24 @@ pub async fn random_load(base: &str, ns: &str, txns: usize, groups: u64, concurr
             for _ in 0..per {
                 let (g, i, kind, len) = {
                     let mut r = rand::rng();
-                    (r.random_range(0..groups), r.random_range(0..8u32), r.random_range(0..10u32), r.random_range(0..300usize))
+                    (
+                        r.random_range(0..groups),
+                        r.random_range(0..8u32),
+                        r.random_range(0..10u32),
+                        r.random_range(0..300usize),
+                    )
                 };
-                let value: Vec<u8> = (0..len).map(|x| (x as u8).wrapping_mul(31).wrapping_add(kind as u8)).collect();
+                let value: Vec<u8> = (0..len)
+                    .map(|x| (x as u8).wrapping_mul(31).wrapping_add(kind as u8))
+                    .collect();
                 let key = format!("Acct:{g}/Item:{i}");
                 let resp = match kind {
-                    0 | 1 => client.delete(format!("{base}/v1/ns/{ns}/e/{key}")).send().await,
+                    0 | 1 => {
+                        client
+                            .delete(format!("{base}/v1/ns/{ns}/e/{key}"))
+                            .send()
+                            .await
+                    }
                     2 | 3 => {
                         let b64 = base64::engine::general_purpose::STANDARD.encode(&value);
                         let body = serde_json::json!({"ops": [
@@ -224,12 +292,27 @@ pub async fn random_load(base: &str, ns: &str, txns: usize, groups: u64, concurr
                             {"op": "put", "key": format!("Acct:{g}"), "value_b64": b64},
                             {"op": "delete", "key": format!("Acct:{g}/Item:{}", (i + 1) % 8)},
                         ]});
-                        client.post(format!("{base}/v1/ns/{ns}/txn")).json(&body).send().await
+                        client
+                            .post(format!("{base}/v1/ns/{ns}/txn"))
+                            .json(&body)
+                            .send()
+                            .await
                     }
-                    _ => client.put(format!("{base}/v1/ns/{ns}/e/{key}")).body(value).send().await,
+                    _ => {
+                        client
+                            .put(format!("{base}/v1/ns/{ns}/e/{key}"))
+                            .body(value)
+                            .send()
+                            .await
+                    }
                 };
                 let resp = resp.expect("request to n1");
-                assert!(resp.status().is_success(), "n1 refused a write: {}: {}", resp.status(), resp.text().await.unwrap_or_default());
+                assert!(
+                    resp.status().is_success(),
+                    "n1 refused a write: {}: {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                );
             }
         }));
     }
@@ -239,7 +322,12 @@ pub async fn random_load(base: &str, ns: &str, txns: usize, groups: u64, concurr
 }
 
 pub async fn get_json(url: &str) -> serde_json::Value {
-    ::reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}")).json().await.expect("JSON")
+    ::reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .expect("JSON")
 }
 
 /// Waits until n1 has shipped everything and n2 has applied up to the
@@ -250,7 +338,12 @@ pub async fn wait_caught_up(n1: &str, n2: &str, timeout: Duration) {
     while std::time::Instant::now() < deadline {
         let s1 = get_json(&format!("{n1}/v1/admin/status")).await;
         let s2 = get_json(&format!("{n2}/v1/admin/status")).await;
-        if s1["outbox_pending"] == 0 && s2["apply"]["caught_up"] == true && !s2["apply"]["partitions"].as_array().is_none_or(|p| p.is_empty()) {
+        if s1["outbox_pending"] == 0
+            && s2["apply"]["caught_up"] == true
+            && !s2["apply"]["partitions"]
+                .as_array()
+                .is_none_or(|p| p.is_empty())
+        {
             return;
         }
         last = serde_json::json!({"n1": s1, "n2": s2});
@@ -264,12 +357,15 @@ pub async fn digest(base: &str, ns: &str) -> serde_json::Value {
     get_json(&format!("{base}/v1/ns/{ns}/digest")).await
 }
 
+/// Per key: the highest acknowledged version and its value (`None` = deleted).
+pub type AckedKeys = std::collections::BTreeMap<String, (u64, Option<Vec<u8>>)>;
+
 /// What clients were told: per key, the highest acknowledged version and its
 /// value (`None` = deleted). With every request acknowledged, the target
 /// must hold exactly this.
 #[derive(Default)]
 pub struct Acked {
-    pub keys: std::sync::Mutex<std::collections::BTreeMap<String, (u64, Option<Vec<u8>>)>>,
+    pub keys: std::sync::Mutex<AckedKeys>,
     pub issued: AtomicU64,
     pub failed: AtomicU64,
     pub stale_reads: AtomicU64,
@@ -297,13 +393,29 @@ impl Acked {
 /// and reads on `groups` groups, until `stop`. Each client checks its reads
 /// never go back in version for a key it saw (session monotonicity across
 /// the cutover).
-pub async fn tracked_load(base: String, ns: String, groups: u64, clients: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>, acked: std::sync::Arc<Acked>) {
+pub async fn tracked_load(
+    base: String,
+    ns: String,
+    groups: u64,
+    clients: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<Acked>,
+) {
     use base64::Engine as _;
     use rand::Rng;
-    let client = ::reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let client = ::reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (client, base, ns, stop, acked) = (client.clone(), base.clone(), ns.clone(), stop.clone(), acked.clone());
+        let (client, base, ns, stop, acked) = (
+            client.clone(),
+            base.clone(),
+            ns.clone(),
+            stop.clone(),
+            acked.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut seen: std::collections::HashMap<String, u64> = Default::default();
             let mut n = 0u64;
@@ -311,7 +423,11 @@ pub async fn tracked_load(base: String, ns: String, groups: u64, clients: usize,
                 n += 1;
                 let (g, i, kind) = {
                     let mut r = rand::rng();
-                    (r.random_range(0..groups), r.random_range(0..6u32), r.random_range(0..10u32))
+                    (
+                        r.random_range(0..groups),
+                        r.random_range(0..6u32),
+                        r.random_range(0..10u32),
+                    )
                 };
                 let key = format!("Acct:{g}/Item:{i}");
                 let value = format!("c{c}-n{n}").into_bytes();
@@ -320,7 +436,12 @@ pub async fn tracked_load(base: String, ns: String, groups: u64, clients: usize,
                 match kind {
                     0..=2 => match client.get(&url).send().await {
                         Ok(r) if r.status() == 200 => {
-                            let v: u64 = r.headers()["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
+                            let v: u64 = r.headers()["etag"]
+                                .to_str()
+                                .unwrap()
+                                .trim_matches('"')
+                                .parse()
+                                .unwrap();
                             let prev = seen.entry(key.clone()).or_insert(0);
                             if v < *prev {
                                 acked.stale_reads.fetch_add(1, Ordering::Relaxed);
@@ -333,7 +454,9 @@ pub async fn tracked_load(base: String, ns: String, groups: u64, clients: usize,
                     },
                     3 => match client.delete(&url).send().await {
                         Ok(r) if r.status() == 200 => {
-                            let v = r.json::<serde_json::Value>().await.unwrap()["version"].as_u64().unwrap();
+                            let v = r.json::<serde_json::Value>().await.unwrap()["version"]
+                                .as_u64()
+                                .unwrap();
                             acked.ack(&key, v, None);
                             seen.insert(key, v);
                         }
@@ -347,9 +470,16 @@ pub async fn tracked_load(base: String, ns: String, groups: u64, clients: usize,
                             {"op": "put", "key": key, "value_b64": b64},
                             {"op": "put", "key": root, "value_b64": b64},
                         ]});
-                        match client.post(format!("{base}/v1/ns/{ns}/txn")).json(&body).send().await {
+                        match client
+                            .post(format!("{base}/v1/ns/{ns}/txn"))
+                            .json(&body)
+                            .send()
+                            .await
+                        {
                             Ok(r) if r.status() == 200 => {
-                                let v = r.json::<serde_json::Value>().await.unwrap()["version"].as_u64().unwrap();
+                                let v = r.json::<serde_json::Value>().await.unwrap()["version"]
+                                    .as_u64()
+                                    .unwrap();
                                 acked.ack(&key, v, Some(value.clone()));
                                 acked.ack(&root, v, Some(value));
                             }
@@ -359,7 +489,9 @@ pub async fn tracked_load(base: String, ns: String, groups: u64, clients: usize,
                     }
                     _ => match client.put(&url).body(value.clone()).send().await {
                         Ok(r) if r.status() == 200 => {
-                            let v = r.json::<serde_json::Value>().await.unwrap()["version"].as_u64().unwrap();
+                            let v = r.json::<serde_json::Value>().await.unwrap()["version"]
+                                .as_u64()
+                                .unwrap();
                             acked.ack(&key, v, Some(value));
                             seen.insert(key, v);
                         }
@@ -382,25 +514,49 @@ pub async fn assert_holds_acked(base: &str, ns: &str, acked: &Acked) {
     let keys = acked.keys.lock().unwrap().clone();
     let mut bad = Vec::new();
     for (key, (version, value)) in &keys {
-        let r = client.get(format!("{base}/v1/ns/{ns}/e/{key}")).send().await.unwrap();
+        let r = client
+            .get(format!("{base}/v1/ns/{ns}/e/{key}"))
+            .send()
+            .await
+            .unwrap();
         match (value, r.status().as_u16()) {
             (None, 404) => {}
             (Some(v), 200) => {
-                let got_v: u64 = r.headers()["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
+                let got_v: u64 = r.headers()["etag"]
+                    .to_str()
+                    .unwrap()
+                    .trim_matches('"')
+                    .parse()
+                    .unwrap();
                 let body = r.bytes().await.unwrap();
                 if got_v < *version || (got_v == *version && body.as_ref() != v.as_slice()) {
                     bad.push(format!("{key}: acked v{version}, holds v{got_v}"));
                 }
             }
             (None, 200) => {
-                let got_v: u64 = r.headers()["etag"].to_str().unwrap().trim_matches('"').parse().unwrap();
+                let got_v: u64 = r.headers()["etag"]
+                    .to_str()
+                    .unwrap()
+                    .trim_matches('"')
+                    .parse()
+                    .unwrap();
                 if got_v <= *version {
-                    bad.push(format!("{key}: deleted at v{version} but holds v{got_v} (resurrected)"));
+                    bad.push(format!(
+                        "{key}: deleted at v{version} but holds v{got_v} (resurrected)"
+                    ));
                 }
             }
-            (Some(_), s) => bad.push(format!("{key}: acked v{version} put, but GET says {s} (lost)")),
+            (Some(_), s) => bad.push(format!(
+                "{key}: acked v{version} put, but GET says {s} (lost)"
+            )),
             (None, s) => bad.push(format!("{key}: GET says {s}")),
         }
     }
-    assert!(bad.is_empty(), "{} of {} keys wrong, first: {:?}", bad.len(), keys.len(), &bad[..bad.len().min(10)]);
+    assert!(
+        bad.is_empty(),
+        "{} of {} keys wrong, first: {:?}",
+        bad.len(),
+        keys.len(),
+        &bad[..bad.len().min(10)]
+    );
 }

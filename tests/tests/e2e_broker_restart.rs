@@ -17,7 +17,15 @@ fn stack() -> PathBuf {
 
 fn broker_pid() -> String {
     let run = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.northwest/stack/run/nisshi.pid");
-    std::fs::read_to_string(&run).unwrap_or_else(|e| panic!("{}: {e} (was the broker started by deploy/stack.sh?)", run.display())).trim().to_string()
+    std::fs::read_to_string(&run)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (was the broker started by deploy/stack.sh?)",
+                run.display()
+            )
+        })
+        .trim()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -27,8 +35,16 @@ async fn broker_restart_loses_and_reorders_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = format!("/northwest-test/{}", unique("brk"));
     let topic = unique("journal");
-    let n1 = NodeProc::start(dir.path(), "n1", &node_toml("n1", dir.path(), free_port(), &root, &topic, ""));
-    let n2 = NodeProc::start(dir.path(), "n2", &node_toml("n2", dir.path(), free_port(), &root, &topic, ""));
+    let n1 = NodeProc::start(
+        dir.path(),
+        "n1",
+        &node_toml("n1", dir.path(), free_port(), &root, &topic, ""),
+    );
+    let n2 = NodeProc::start(
+        dir.path(),
+        "n2",
+        &node_toml("n2", dir.path(), free_port(), &root, &topic, ""),
+    );
     let load = {
         let base = n1.base.clone();
         tokio::spawn(async move { random_load(&base, "app", 8000, 100, 8).await })
@@ -36,12 +52,23 @@ async fn broker_restart_loses_and_reorders_nothing() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Hard stop of the broker mid-stream, then a restart with its data.
     let pid = broker_pid();
-    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-9", &pid])
+        .status()
+        .unwrap()
+        .success());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(Command::new(stack()).arg("up").status().unwrap().success(), "restarting the broker");
+    assert!(
+        Command::new(stack()).arg("up").status().unwrap().success(),
+        "restarting the broker"
+    );
     load.await.unwrap();
     wait_caught_up(&n1.base, &n2.base, Duration::from_secs(240)).await;
-    assert_eq!(digest(&n1.base, "app").await, digest(&n2.base, "app").await, "n2 differs after a broker restart");
+    assert_eq!(
+        digest(&n1.base, "app").await,
+        digest(&n2.base, "app").await,
+        "n2 differs after a broker restart"
+    );
 
     // Per group, the journal holds transactions in commit order (re-sent
     // duplicates may repeat an earlier record, never jump back past a newer one).
@@ -64,11 +91,21 @@ async fn broker_restart_loses_and_reorders_nothing() {
                     continue;
                 }
                 let prev = last.entry(rec.entity_group.clone()).or_insert(0);
-                assert!(rec.txn_id > *prev, "group {} went from txn {} to {}", rec.entity_group, prev, rec.txn_id);
+                assert!(
+                    rec.txn_id > *prev,
+                    "group {} went from txn {} to {}",
+                    rec.entity_group,
+                    prev,
+                    rec.txn_id
+                );
                 *prev = rec.txn_id;
             }
             _ => idle += 1,
         }
     }
-    assert!(seen.len() >= 8000, "journal holds {} transactions", seen.len());
+    assert!(
+        seen.len() >= 8000,
+        "journal holds {} transactions",
+        seen.len()
+    );
 }

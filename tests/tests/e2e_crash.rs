@@ -16,8 +16,23 @@ async fn kill9_n2_repeatedly_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = format!("/northwest-test/{}", unique("crash"));
     let topic = unique("journal");
-    let n1 = NodeProc::start(dir.path(), "n1", &node_toml("n1", dir.path(), free_port(), &root, &topic, ""));
-    let mut n2 = NodeProc::start(dir.path(), "n2", &node_toml("n2", dir.path(), free_port(), &root, &topic, "apply_log = true\napply_batch = 200"));
+    let n1 = NodeProc::start(
+        dir.path(),
+        "n1",
+        &node_toml("n1", dir.path(), free_port(), &root, &topic, ""),
+    );
+    let mut n2 = NodeProc::start(
+        dir.path(),
+        "n2",
+        &node_toml(
+            "n2",
+            dir.path(),
+            free_port(),
+            &root,
+            &topic,
+            "apply_log = true\napply_batch = 200",
+        ),
+    );
 
     let load = {
         let base = n1.base.clone();
@@ -41,10 +56,21 @@ async fn kill9_n2_repeatedly_loses_and_repeats_nothing() {
     assert_eq!(d1, d2, "n1 and n2 differ after {kills} kill -9s");
 
     // Inspect n2's store directly: every applied transaction had its effect once.
-    assert!(n2.stop().is_some_and(|s| s.success()), "n2 drains and exits 0 on SIGTERM");
+    assert!(
+        n2.stop().is_some_and(|s| s.success()),
+        "n2 drains and exits 0 on SIGTERM"
+    );
     let engine = Arc::new(RocksEngine::open(&dir.path().join("n2"), false).unwrap());
-    let store = Store::open(engine, Arc::new(LocalCoordinator::default()), StoreConfig::default()).unwrap();
+    let store = Store::open(
+        engine,
+        Arc::new(LocalCoordinator::default()),
+        StoreConfig::default(),
+    )
+    .unwrap();
     let dups = store.apply_log_duplicates().unwrap();
     assert!(dups.is_empty(), "transactions applied twice: {dups:?}");
-    assert!(store.apply_log_len().unwrap() > 1000, "apply log recorded the transactions");
+    assert!(
+        store.apply_log_len().unwrap() > 1000,
+        "apply log recorded the transactions"
+    );
 }

@@ -18,9 +18,22 @@ fn pipeline(extra_n2: &str) -> Pipeline {
     let dir = tempfile::tempdir().unwrap();
     let root = format!("/northwest-test/{}", unique("e2e"));
     let topic = unique("journal");
-    let n1 = NodeProc::start(dir.path(), "n1", &node_toml("n1", dir.path(), free_port(), &root, &topic, ""));
-    let n2 = NodeProc::start(dir.path(), "n2", &node_toml("n2", dir.path(), free_port(), &root, &topic, extra_n2));
-    Pipeline { _dir: dir, n1, n2, topic }
+    let n1 = NodeProc::start(
+        dir.path(),
+        "n1",
+        &node_toml("n1", dir.path(), free_port(), &root, &topic, ""),
+    );
+    let n2 = NodeProc::start(
+        dir.path(),
+        "n2",
+        &node_toml("n2", dir.path(), free_port(), &root, &topic, extra_n2),
+    );
+    Pipeline {
+        _dir: dir,
+        n1,
+        n2,
+        topic,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -28,13 +41,24 @@ async fn n2_converges_to_n1_under_concurrent_transactions() {
     let p = pipeline("apply_log = true");
     random_load(&p.n1.base, "app", 3000, 200, 16).await;
     wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(120)).await;
-    let (d1, d2) = (digest(&p.n1.base, "app").await, digest(&p.n2.base, "app").await);
-    assert!(d1["count"].as_u64().unwrap() > 100, "load produced data: {d1}");
+    let (d1, d2) = (
+        digest(&p.n1.base, "app").await,
+        digest(&p.n2.base, "app").await,
+    );
+    assert!(
+        d1["count"].as_u64().unwrap() > 100,
+        "load produced data: {d1}"
+    );
     assert_eq!(d1, d2, "n1 and n2 differ");
     let s = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
     assert_eq!(s["apply"]["dead_lettered"], 0);
     // The metrics endpoint exports lag and apply counters.
-    let m = reqwest::get(format!("{}/metrics", p.n2.base)).await.unwrap().text().await.unwrap();
+    let m = reqwest::get(format!("{}/metrics", p.n2.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("northwest_journal_lag_records"), "{m}");
     assert!(m.contains("northwest_apply_transactions_total"), "{m}");
 }
@@ -48,31 +72,60 @@ async fn replay_twice_leaves_n2_identical_and_poison_is_dead_lettered() {
     assert_eq!(before, digest(&p.n1.base, "app").await);
 
     let client = reqwest::Client::new();
-    for body in [serde_json::json!({"from_offsets": [{"partition": 0, "offset": 3}, {"partition": 1, "offset": 0}]}),
-                 serde_json::json!({"from_beginning": true})] {
-        let r = client.post(format!("{}/v1/admin/replay", p.n2.base)).json(&body).send().await.unwrap();
+    for body in [
+        serde_json::json!({"from_offsets": [{"partition": 0, "offset": 3}, {"partition": 1, "offset": 0}]}),
+        serde_json::json!({"from_beginning": true}),
+    ] {
+        let r = client
+            .post(format!("{}/v1/admin/replay", p.n2.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
         wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(120)).await;
         assert_eq!(digest(&p.n2.base, "app").await, before, "replay changed n2");
     }
     let s = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
-    assert!(s["apply"]["writes_stale"].as_u64().unwrap() > 0, "the replay re-read records: {s}");
+    assert!(
+        s["apply"]["writes_stale"].as_u64().unwrap() > 0,
+        "the replay re-read records: {s}"
+    );
     // Bad replay requests are refused with a reason.
-    let r = client.post(format!("{}/v1/admin/replay", p.n2.base)).json(&serde_json::json!({})).send().await.unwrap();
+    let r = client
+        .post(format!("{}/v1/admin/replay", p.n2.base))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     // A poison record and an unknown-schema record on the journal.
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let prod: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", kafka_addr()).create().unwrap();
+    let prod: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
     let mut unknown = vec![0xC3, 0x01];
     unknown.extend_from_slice(&[9, 9, 9, 9, 9, 9, 9, 9]);
     unknown.extend_from_slice(b"whatever");
     for payload in [b"garbage".to_vec(), unknown] {
-        prod.send(FutureRecord::to(&p.topic).key("app/Acct:1").payload(&payload), Duration::from_secs(10)).await.unwrap();
+        prod.send(
+            FutureRecord::to(&p.topic)
+                .key("app/Acct:1")
+                .payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
     }
     random_load(&p.n1.base, "app", 200, 50, 4).await;
     wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(120)).await;
-    assert_eq!(digest(&p.n1.base, "app").await, digest(&p.n2.base, "app").await, "records after the poison were applied");
+    assert_eq!(
+        digest(&p.n1.base, "app").await,
+        digest(&p.n2.base, "app").await,
+        "records after the poison were applied"
+    );
     let s = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
     assert_eq!(s["apply"]["dead_lettered"], 2, "{s}");
     // Both are on the dead-letter topic with a reason header.
@@ -90,10 +143,17 @@ async fn replay_twice_leaves_n2_identical_and_poison_is_dead_lettered() {
     while reasons.len() < 2 && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(500)) {
             let h = m.headers().expect("headers");
-            let reason = h.iter().find(|h| h.key == "northwest.error").and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).to_string());
+            let reason = h
+                .iter()
+                .find(|h| h.key == "northwest.error")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).to_string());
             reasons.push(reason.expect("reason header"));
         }
     }
     assert_eq!(reasons.len(), 2, "dead letters: {reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("fingerprint")), "unknown schema is named: {reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("fingerprint")),
+        "unknown schema is named: {reasons:?}"
+    );
 }

@@ -21,14 +21,35 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let root = format!("/northwest-test/{}", unique("mig"));
     let topic = unique("journal");
-    let n1 = NodeProc::start(dir.path(), "n1", &node_toml("n1", dir.path(), free_port(), &root, &topic, ""));
-    let n2 = NodeProc::start(dir.path(), "n2", &node_toml("n2", dir.path(), free_port(), &root, &topic, ""));
+    let n1 = NodeProc::start(
+        dir.path(),
+        "n1",
+        &node_toml("n1", dir.path(), free_port(), &root, &topic, ""),
+    );
+    let n2 = NodeProc::start(
+        dir.path(),
+        "n2",
+        &node_toml("n2", dir.path(), free_port(), &root, &topic, ""),
+    );
     Setup { dir, n1, n2 }
 }
 
 fn migrate(s: &Setup, extra: &[&str]) -> std::process::Output {
     Command::new(bin_path("northwest"))
-        .args(["migrate", "--from", &s.n1.base, "--to", &s.n2.base, "--namespace", "app", "--quiet", "--zk", &zk_addr(), "--brokers", &kafka_addr()])
+        .args([
+            "migrate",
+            "--from",
+            &s.n1.base,
+            "--to",
+            &s.n2.base,
+            "--namespace",
+            "app",
+            "--quiet",
+            "--zk",
+            &zk_addr(),
+            "--brokers",
+            &kafka_addr(),
+        ])
         .args(extra)
         .current_dir(s.dir.path())
         .output()
@@ -37,7 +58,12 @@ fn migrate(s: &Setup, extra: &[&str]) -> std::process::Output {
 
 fn ok(o: &std::process::Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "migrate failed: {}\n{}", out, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "migrate failed: {}\n{}",
+        out,
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
@@ -55,13 +81,40 @@ async fn migration_under_load_cuts_over_with_no_failed_request() {
     preload(&s.n1.base).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(s.n1.base.clone(), "app".into(), 300, 8, stop.clone(), acked.clone()));
+    let load = tokio::spawn(tracked_load(
+        s.n1.base.clone(),
+        "app".into(),
+        300,
+        8,
+        stop.clone(),
+        acked.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let o = tokio::task::spawn_blocking({
-        let (n1, n2, d) = (s.n1.base.clone(), s.n2.base.clone(), s.dir.path().to_path_buf());
+        let (n1, n2, d) = (
+            s.n1.base.clone(),
+            s.n2.base.clone(),
+            s.dir.path().to_path_buf(),
+        );
         move || {
             Command::new(bin_path("northwest"))
-                .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app", "--quiet", "--json", "--zk", &zk_addr(), "--brokers", &kafka_addr(), "--chunk", "500"])
+                .args([
+                    "migrate",
+                    "--from",
+                    &n1,
+                    "--to",
+                    &n2,
+                    "--namespace",
+                    "app",
+                    "--quiet",
+                    "--json",
+                    "--zk",
+                    &zk_addr(),
+                    "--brokers",
+                    &kafka_addr(),
+                    "--chunk",
+                    "500",
+                ])
                 .current_dir(d)
                 .output()
                 .unwrap()
@@ -77,14 +130,26 @@ async fn migration_under_load_cuts_over_with_no_failed_request() {
     assert_eq!(r["phase"], "done");
     assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
     assert!(r["snapshot_rows"].as_u64().unwrap() > 500, "{r}");
-    assert_eq!(acked.failed.load(Ordering::Relaxed), 0, "failed requests: {:?}", acked.errors.lock().unwrap());
-    assert_eq!(acked.stale_reads.load(Ordering::Relaxed), 0, "a read saw older data than before");
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {:?}",
+        acked.errors.lock().unwrap()
+    );
+    assert_eq!(
+        acked.stale_reads.load(Ordering::Relaxed),
+        0,
+        "a read saw older data than before"
+    );
     assert!(acked.issued.load(Ordering::Relaxed) > 200);
     let st = get_json(&format!("{}/v1/admin/status", s.n1.base)).await;
     assert_eq!(st["proxy"], s.n2.base.as_str());
     // n2 holds every acknowledged write: none lost, none stale, no delete resurrected.
     assert_holds_acked(&s.n2.base, "app", &acked).await;
-    eprintln!("cutover write pause {} ms, verify pause {} ms", r["write_pause_ms"], r["verify_pause_ms"]);
+    eprintln!(
+        "cutover write pause {} ms, verify pause {} ms",
+        r["write_pause_ms"], r["verify_pause_ms"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -97,7 +162,26 @@ async fn killed_orchestrator_resumes_and_snapshot_is_not_restarted() {
     }
     // Kill -9 in the middle of a rate-limited snapshot stream.
     let mut child = Command::new(bin_path("northwest"))
-        .args(["migrate", "--from", &s.n1.base, "--to", &s.n2.base, "--namespace", "app", "--quiet", "--zk", &zk_addr(), "--brokers", &kafka_addr(), "--rate", "1500", "--chunk", "100", "--ranges", "2"])
+        .args([
+            "migrate",
+            "--from",
+            &s.n1.base,
+            "--to",
+            &s.n2.base,
+            "--namespace",
+            "app",
+            "--quiet",
+            "--zk",
+            &zk_addr(),
+            "--brokers",
+            &kafka_addr(),
+            "--rate",
+            "1500",
+            "--chunk",
+            "100",
+            "--ranges",
+            "2",
+        ])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
@@ -108,26 +192,63 @@ async fn killed_orchestrator_resumes_and_snapshot_is_not_restarted() {
     ok(&migrate(&s, &["--stop-after", "verify"]));
     let r = report(&ok(&migrate(&s, &["--json"])));
     assert_eq!(r["phase"], "done");
-    assert!(r["snapshot_resumed_rows"].as_u64().unwrap() > 0, "snapshot restarted from scratch: {r}");
+    assert!(
+        r["snapshot_resumed_rows"].as_u64().unwrap() > 0,
+        "snapshot restarted from scratch: {r}"
+    );
     assert!(r["runs"].as_u64().unwrap() >= 7, "{r}");
     assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]));
-    assert_eq!(digest(&s.n2.base, "app").await["count"], r["verify"]["n1"]["count"]);
+    assert_eq!(
+        digest(&s.n2.base, "app").await["count"],
+        r["verify"]["n1"]["count"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_in_each_phase_leaves_n1_serving_without_loss() {
     let s = setup();
     preload(&s.n1.base).await;
-    for phase in ["init", "metadata-sync", "journaling", "snapshot", "catch-up", "verify"] {
+    for phase in [
+        "init",
+        "metadata-sync",
+        "journaling",
+        "snapshot",
+        "catch-up",
+        "verify",
+    ] {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Acked::default());
-        let load = tokio::spawn(tracked_load(s.n1.base.clone(), "app".into(), 100, 4, stop.clone(), acked.clone()));
-        let (n1, n2, d) = (s.n1.base.clone(), s.n2.base.clone(), s.dir.path().to_path_buf());
+        let load = tokio::spawn(tracked_load(
+            s.n1.base.clone(),
+            "app".into(),
+            100,
+            4,
+            stop.clone(),
+            acked.clone(),
+        ));
+        let (n1, n2, d) = (
+            s.n1.base.clone(),
+            s.n2.base.clone(),
+            s.dir.path().to_path_buf(),
+        );
         let ph = phase.to_string();
         let out = tokio::task::spawn_blocking(move || {
             let run = |extra: &[&str]| {
                 Command::new(bin_path("northwest"))
-                    .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app", "--quiet", "--zk", &zk_addr(), "--brokers", &kafka_addr()])
+                    .args([
+                        "migrate",
+                        "--from",
+                        &n1,
+                        "--to",
+                        &n2,
+                        "--namespace",
+                        "app",
+                        "--quiet",
+                        "--zk",
+                        &zk_addr(),
+                        "--brokers",
+                        &kafka_addr(),
+                    ])
                     .args(extra)
                     .current_dir(&d)
                     .output()
@@ -142,7 +263,12 @@ async fn abort_in_each_phase_leaves_n1_serving_without_loss() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         load.await.unwrap();
-        assert_eq!(acked.failed.load(Ordering::Relaxed), 0, "after abort in {phase}: {:?}", acked.errors.lock().unwrap());
+        assert_eq!(
+            acked.failed.load(Ordering::Relaxed),
+            0,
+            "after abort in {phase}: {:?}",
+            acked.errors.lock().unwrap()
+        );
         let st = get_json(&format!("{}/v1/admin/status", s.n1.base)).await;
         assert_eq!(st["fenced"], false);
         assert!(st["proxy"].is_null());

@@ -7,22 +7,44 @@ use std::time::Duration;
 
 use northwest_store::failpoint;
 use northwest_store::{
-    Coordinator, Engine, EntityGroup, KeyPath, MemEngine, Namespace, ReplicatedWrite, Store, StoreConfig, StoreError,
-    TxnId, Version, ZkConfig, ZkCoordinator,
+    Coordinator, Engine, EntityGroup, KeyPath, MemEngine, Namespace, ReplicatedWrite, Store,
+    StoreConfig, StoreError, TxnId, Version, ZkConfig, ZkCoordinator,
 };
 use northwest_tests::{require_zk, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_transaction_is_blacklisted_and_invisible() {
     let root = format!("/northwest-test/{}", unique("bl"));
-    let cfg = ZkConfig { connect: require_zk(), root: root.clone(), ..ZkConfig::default() };
+    let cfg = ZkConfig {
+        connect: require_zk(),
+        root: root.clone(),
+        ..ZkConfig::default()
+    };
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::new());
     let c1 = Arc::new(ZkCoordinator::connect(cfg.clone()).await.unwrap());
-    let store = Store::open(engine.clone(), c1.clone(), StoreConfig { journal: true, ..StoreConfig::default() }).unwrap();
+    let store = Store::open(
+        engine.clone(),
+        c1.clone(),
+        StoreConfig {
+            journal: true,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
     let ns = Namespace::new("t").unwrap();
     let key = KeyPath::parse("Blog:9/Post:1").unwrap();
 
-    let ok = store.run(&ns, &[northwest_store::Op::Put { key: key.clone(), value: b"v1".to_vec(), if_version: None }]).await.unwrap();
+    let ok = store
+        .run(
+            &ns,
+            &[northwest_store::Op::Put {
+                key: key.clone(),
+                value: b"v1".to_vec(),
+                if_version: None,
+            }],
+        )
+        .await
+        .unwrap();
 
     failpoint::arm("store::before_commit_write", failpoint::Action::Error);
     let mut txn = store.begin(&EntityGroup::of(&ns, &key)).await.unwrap();
@@ -35,7 +57,11 @@ async fn failed_transaction_is_blacklisted_and_invisible() {
     let failed = TxnId(ok.0 + 1);
     assert!(c1.is_blacklisted(failed));
     assert_eq!(store.get(&ns, &key).unwrap().unwrap().value, b"v1");
-    assert_eq!(store.outbox_len(), 1, "the failed transaction left no journal entry");
+    assert_eq!(
+        store.outbox_len(),
+        1,
+        "the failed transaction left no journal entry"
+    );
 
     // Another session (another deployment) learns of it from ZooKeeper...
     let c2 = Arc::new(ZkCoordinator::connect(cfg).await.unwrap());
@@ -52,7 +78,13 @@ async fn failed_transaction_is_blacklisted_and_invisible() {
     let n2 = Store::open(Arc::new(MemEngine::new()), c2, StoreConfig::default()).unwrap();
     let stats = n2
         .apply_replicated(
-            &[ReplicatedWrite { ns: ns.clone(), key: key.clone(), version: Version(failed.0), commit_ts_ms: 0, value: Some(b"v2-never".to_vec()) }],
+            &[ReplicatedWrite {
+                ns: ns.clone(),
+                key: key.clone(),
+                version: Version(failed.0),
+                commit_ts_ms: 0,
+                value: Some(b"v2-never".to_vec()),
+            }],
             vec![],
         )
         .await

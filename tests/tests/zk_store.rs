@@ -7,14 +7,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use northwest_store::{
-    Coordinator, Engine, EntityGroup, KeyPath, MemEngine, Namespace, Op, Store, StoreConfig, ZkConfig, ZkCoordinator,
+    Coordinator, Engine, EntityGroup, KeyPath, MemEngine, Namespace, Op, Store, StoreConfig,
+    ZkConfig, ZkCoordinator,
 };
 use northwest_tests::{bin_path, require_zk, unique};
 
 async fn coord(root: &str, tweak: impl FnOnce(&mut ZkConfig)) -> Arc<ZkCoordinator> {
-    let mut cfg = ZkConfig { connect: require_zk(), root: root.to_string(), ..ZkConfig::default() };
+    let mut cfg = ZkConfig {
+        connect: require_zk(),
+        root: root.to_string(),
+        ..ZkConfig::default()
+    };
     tweak(&mut cfg);
-    Arc::new(ZkCoordinator::connect(cfg).await.expect("connect to ZooKeeper"))
+    Arc::new(
+        ZkCoordinator::connect(cfg)
+            .await
+            .expect("connect to ZooKeeper"),
+    )
 }
 
 /// Two coordinators with separate ZooKeeper sessions share one engine (like
@@ -41,10 +50,15 @@ async fn two_sessions_lose_no_increment() {
                 for _ in 0..50 {
                     let g = EntityGroup::of(&ns, &key);
                     let mut txn = store.begin(&g).await.unwrap();
-                    let n: u64 = txn.get(&key).unwrap().map(|e| String::from_utf8(e.value).unwrap().parse().unwrap()).unwrap_or(0);
+                    let n: u64 = txn
+                        .get(&key)
+                        .unwrap()
+                        .map(|e| String::from_utf8(e.value).unwrap().parse().unwrap())
+                        .unwrap_or(0);
                     // Widen the race window: without exclusion this loses updates.
                     tokio::time::sleep(Duration::from_micros(200)).await;
-                    txn.put(&key, (n + 1).to_string().into_bytes(), None).unwrap();
+                    txn.put(&key, (n + 1).to_string().into_bytes(), None)
+                        .unwrap();
                     txn.commit().await.unwrap();
                 }
             }));
@@ -67,15 +81,31 @@ async fn if_match_increments_from_two_sessions() {
     let key = KeyPath::parse("Counter:2").unwrap();
     let mut tasks = Vec::new();
     for _ in 0..2 {
-        let store = Store::open(engine.clone(), coord(&root, |_| {}).await, StoreConfig::default()).unwrap();
+        let store = Store::open(
+            engine.clone(),
+            coord(&root, |_| {}).await,
+            StoreConfig::default(),
+        )
+        .unwrap();
         for _ in 0..3 {
             let (store, ns, key) = (store.clone(), ns.clone(), key.clone());
             tasks.push(tokio::spawn(async move {
                 let mut done = 0;
                 while done < 30 {
                     let cur = store.get(&ns, &key).unwrap();
-                    let (n, v) = cur.map(|e| (String::from_utf8(e.value).unwrap().parse::<u64>().unwrap(), e.version)).unwrap_or((0, Default::default()));
-                    let op = Op::Put { key: key.clone(), value: (n + 1).to_string().into_bytes(), if_version: Some(v) };
+                    let (n, v) = cur
+                        .map(|e| {
+                            (
+                                String::from_utf8(e.value).unwrap().parse::<u64>().unwrap(),
+                                e.version,
+                            )
+                        })
+                        .unwrap_or((0, Default::default()));
+                    let op = Op::Put {
+                        key: key.clone(),
+                        value: (n + 1).to_string().into_bytes(),
+                        if_version: Some(v),
+                    };
                     match store.run(&ns, &[op]).await {
                         Ok(_) => done += 1,
                         Err(northwest_store::StoreError::VersionMismatch { .. }) => continue,
@@ -88,7 +118,11 @@ async fn if_match_increments_from_two_sessions() {
     for t in tasks {
         t.await.unwrap();
     }
-    let v = Store::open(engine, coord(&root, |_| {}).await, StoreConfig::default()).unwrap().get(&ns, &key).unwrap().unwrap();
+    let v = Store::open(engine, coord(&root, |_| {}).await, StoreConfig::default())
+        .unwrap()
+        .get(&ns, &key)
+        .unwrap()
+        .unwrap();
     assert_eq!(String::from_utf8(v.value).unwrap(), "180");
 }
 
@@ -105,23 +139,37 @@ async fn killed_holders_lock_is_released_after_session_expiry() {
         .spawn()
         .expect("spawn lock_holder");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("LOCKED"), "holder said {line:?}");
 
     let ns = Namespace::new("t").unwrap();
     let g = EntityGroup::parse(&ns, "Blog:1").unwrap();
     let c = coord(&root, |c| c.lock_timeout = Duration::from_millis(500)).await;
-    assert!(c.lock(&g).await.is_err(), "lock must be exclusive while the holder lives");
+    assert!(
+        c.lock(&g).await.is_err(),
+        "lock must be exclusive while the holder lives"
+    );
 
     child.kill().unwrap(); // SIGKILL: no clean session close
     child.wait().unwrap();
     let killed = Instant::now();
     let c = coord(&root, |c| c.lock_timeout = Duration::from_secs(30)).await;
-    let lock = c.lock(&g).await.expect("lock after the holder's session expired");
+    let lock = c
+        .lock(&g)
+        .await
+        .expect("lock after the holder's session expired");
     let waited = killed.elapsed();
     drop(lock);
-    assert!(waited >= Duration::from_millis(session_ms / 2), "released after {waited:?}: sooner than the session timeout");
-    assert!(waited <= Duration::from_millis(session_ms * 3), "released after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(session_ms / 2),
+        "released after {waited:?}: sooner than the session timeout"
+    );
+    assert!(
+        waited <= Duration::from_millis(session_ms * 3),
+        "released after {waited:?}"
+    );
     eprintln!("lock released {waited:?} after SIGKILL (session timeout {session_ms} ms)");
 }
 
@@ -133,12 +181,32 @@ async fn versions_increase_across_sessions() {
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::new());
     let ns = Namespace::new("t").unwrap();
     let key = KeyPath::parse("K:1").unwrap();
-    let a = Store::open(engine.clone(), coord(&root, |_| {}).await, StoreConfig::default()).unwrap();
-    let b = Store::open(engine.clone(), coord(&root, |_| {}).await, StoreConfig::default()).unwrap();
+    let a = Store::open(
+        engine.clone(),
+        coord(&root, |_| {}).await,
+        StoreConfig::default(),
+    )
+    .unwrap();
+    let b = Store::open(
+        engine.clone(),
+        coord(&root, |_| {}).await,
+        StoreConfig::default(),
+    )
+    .unwrap();
     let mut last = northwest_store::Version(0);
     for i in 0..20 {
         let s = if i % 2 == 0 { &a } else { &b };
-        let v = s.run(&ns, &[Op::Put { key: key.clone(), value: vec![i], if_version: None }]).await.unwrap();
+        let v = s
+            .run(
+                &ns,
+                &[Op::Put {
+                    key: key.clone(),
+                    value: vec![i],
+                    if_version: None,
+                }],
+            )
+            .await
+            .unwrap();
         assert!(v > last, "version {v} after {last}");
         last = v;
     }

@@ -9,7 +9,12 @@ use northwest_store::{Coordinator, EntityGroup, Namespace, ZkConfig, ZkCoordinat
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (zk, root, group, session_ms) = (&args[1], &args[2], &args[3], args[4].parse::<u64>().expect("ms"));
+    let (zk, root, group, session_ms) = (
+        &args[1],
+        &args[2],
+        &args[3],
+        args[4].parse::<u64>().expect("ms"),
+    );
     let cfg = ZkConfig {
         connect: zk.clone(),
         root: root.clone(),
