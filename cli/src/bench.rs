@@ -244,6 +244,12 @@ pub struct JournalBench {
     pub brokers: String,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
+    /// How long the applier keeps an idle group's ZooKeeper lease.
+    #[arg(long, default_value = "200ms", value_parser = crate::loadgen::parse_duration)]
+    pub apply_lease_idle: Duration,
+    /// Only run the replication-latency measurement.
+    #[arg(long)]
+    pub latency_only: bool,
 }
 
 pub use journal_bench::journal_bench;
@@ -326,7 +332,7 @@ mod journal_bench {
     /// Raw consume of every record of `topic` (no decode, no store).
     async fn raw_consume(brokers: &str, topic: &str, total: u64) -> anyhow::Result<f64> {
         let c: StreamConsumer = KafkaSettings::new(brokers)
-            .client_config(&[("group.id", "bench-raw"), ("enable.auto.commit", "false")])
+            .consumer_config(&[("group.id", "bench-raw"), ("enable.auto.commit", "false")])
             .create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..8 {
@@ -408,15 +414,27 @@ mod journal_bench {
             "bench journal: {} single-op transactions of {} B per variant, {} clients, {} groups; broker {}",
             b.ops, b.value_bytes, b.clients, b.groups, b.brokers
         );
+        if !b.latency_only {
+            throughput(&b, dir.path(), stamp).await?;
+        }
+        latency(&b, dir.path(), stamp).await
+    }
+
+    async fn throughput(
+        b: &JournalBench,
+        dir: &std::path::Path,
+        stamp: u128,
+    ) -> anyhow::Result<()> {
+        let b = b.clone();
         let mut rows = Vec::new();
-        let (off, _, _) = source(&dir.path().join("off"), &b, "", false, false).await?;
+        let (off, _, _) = source(&dir.join("off"), &b, "", false, false).await?;
         rows.push(Row {
             name: "n1 writes, journaling off".into(),
             summary: writes(&b, off).await,
         });
 
         let topic = format!("bench-journal-{stamp}");
-        let (on, relay, stop) = source(&dir.path().join("on"), &b, &topic, true, false).await?;
+        let (on, relay, stop) = source(&dir.join("on"), &b, &topic, true, false).await?;
         let t = Instant::now();
         rows.push(Row {
             name: "n1 writes, journaling on (async)".into(),
@@ -430,8 +448,7 @@ mod journal_bench {
         }
 
         let sync_topic = format!("bench-journal-sync-{stamp}");
-        let (sy, relay, stop) =
-            source(&dir.path().join("sync"), &b, &sync_topic, true, true).await?;
+        let (sy, relay, stop) = source(&dir.join("sync"), &b, &sync_topic, true, true).await?;
         rows.push(Row {
             name: "n1 writes, journaling on (sync)".into(),
             summary: writes(&b, sy).await,
@@ -452,7 +469,7 @@ mod journal_bench {
         let raw = raw_consume(&b.brokers, &topic, b.ops).await?;
         let apply = apply_all(
             &b,
-            &dir.path().join("apply"),
+            &dir.join("apply"),
             &topic,
             b.ops,
             &format!("/northwest/bench-{stamp}-apply"),
@@ -471,16 +488,20 @@ mod journal_bench {
             "apply (decode + ZK leases + version check + RocksDB)", apply
         );
         println!("apply / raw = {:.2}", apply / raw);
+        Ok(())
+    }
+
+    async fn latency(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> anyhow::Result<()> {
+        let b = b.clone();
 
         // Replication latency at a fixed offered load.
         let lat_topic = format!("bench-journal-lat-{stamp}");
-        let (src, relay, stop) =
-            source(&dir.path().join("lat-src"), &b, &lat_topic, true, false).await?;
-        let engine: Arc<dyn Engine> =
-            Arc::new(RocksEngine::open(&dir.path().join("lat-dst"), false)?);
+        let (src, relay, stop) = source(&dir.join("lat-src"), &b, &lat_topic, true, false).await?;
+        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.join("lat-dst"), false)?);
         let zk = ZkCoordinator::connect(ZkConfig {
             connect: b.zk.clone(),
             root: format!("/northwest/bench-{stamp}-lat"),
+            lease_idle: b.apply_lease_idle,
             ..ZkConfig::default()
         })
         .await

@@ -134,7 +134,7 @@ pub async fn run(
     ensure_topic(&cfg.kafka, &dlq_spec).await?;
     let consumer: StreamConsumer = cfg
         .kafka
-        .client_config(&[
+        .consumer_config(&[
             ("group.id", &cfg.group_id),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),

@@ -41,6 +41,22 @@ impl KafkaSettings {
         c
     }
 
+    /// A consumer config. Fetch waits are kept short by default (users may
+    /// override): replication latency is bounded by how long a fetch may wait
+    /// on an idle partition, and some brokers answer only at that deadline.
+    pub fn consumer_config(&self, required: &[(&str, &str)]) -> ClientConfig {
+        let mut c = self.client_config(required);
+        for (k, v) in [
+            ("fetch.wait.max.ms", "10"),
+            ("fetch.error.backoff.ms", "10"),
+        ] {
+            if !self.properties.contains_key(k) {
+                c.set(k, v);
+            }
+        }
+        c
+    }
+
     /// The idempotent producer: acks=all, ordered per partition, key-hash
     /// partitioning compatible with the Java client.
     pub fn producer_config(&self) -> ClientConfig {
