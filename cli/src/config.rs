@@ -72,6 +72,18 @@ pub struct CoordinationConfig {
     pub lock_timeout_ms: u64,
     pub lease_idle_ms: u64,
     pub lease_max_hold_ms: u64,
+    /// `deployment`: entity-group locks exclude the processes of this
+    /// deployment (its writers, apply loop and snapshot loader); `shared`:
+    /// also every other deployment under `root` (the paper's behaviour; n1's
+    /// writers then contend with n2's apply loop).
+    pub lock_scope: LockScope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockScope {
+    Deployment,
+    Shared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +180,7 @@ impl Default for CoordinationConfig {
             lock_timeout_ms: 10_000,
             lease_idle_ms: 200,
             lease_max_hold_ms: 50,
+            lock_scope: LockScope::Deployment,
         }
     }
 }
@@ -260,6 +273,10 @@ impl NodeConfig {
             lock_timeout: Duration::from_millis(c.lock_timeout_ms),
             lease_idle: Duration::from_millis(c.lease_idle_ms),
             lease_max_hold: Duration::from_millis(c.lease_max_hold_ms),
+            lock_domain: match c.lock_scope {
+                LockScope::Deployment => self.name.clone(),
+                LockScope::Shared => String::new(),
+            },
         }
     }
 }

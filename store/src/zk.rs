@@ -40,6 +40,11 @@ pub struct ZkConfig {
     pub lock_timeout: Duration,
     pub lease_idle: Duration,
     pub lease_max_hold: Duration,
+    /// Lock domain: processes with the same domain exclude each other on a
+    /// group. A node uses its deployment name, so n1's writers and n2's
+    /// apply loop (different stores; version-fenced) do not convoy; an empty
+    /// domain shares locks across every deployment under the root.
+    pub lock_domain: String,
 }
 
 impl Default for ZkConfig {
@@ -51,6 +56,7 @@ impl Default for ZkConfig {
             lock_timeout: Duration::from_secs(10),
             lease_idle: Duration::from_millis(200),
             lease_max_hold: Duration::from_millis(50),
+            lock_domain: String::new(),
         }
     }
 }
@@ -185,7 +191,16 @@ impl Inner {
     }
 
     fn lease_path(&self, key: &str) -> String {
-        format!("{}/locks/{}", self.cfg.root, key.replacen('/', ":", 1))
+        let domain = if self.cfg.lock_domain.is_empty() {
+            String::new()
+        } else {
+            format!("{}:", self.cfg.lock_domain)
+        };
+        format!(
+            "{}/locks/{domain}{}",
+            self.cfg.root,
+            key.replacen('/', ":", 1)
+        )
     }
 
     async fn load_blacklist(&self) -> Result<(), CoordError> {

@@ -77,8 +77,20 @@ async fn preload(base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migration_under_load_cuts_over_with_no_failed_request() {
-    let s = setup();
+    let mut s = setup();
+    // History written before journaling started reaches n2 only via the snapshot.
+    let cfg = std::fs::read_to_string(&s.n1.config).unwrap();
+    s.n1.stop();
+    std::fs::write(
+        &s.n1.config,
+        cfg.replace("enabled = true", "enabled = false"),
+    )
+    .unwrap();
+    s.n1.spawn();
     preload(&s.n1.base).await;
+    s.n1.stop();
+    std::fs::write(&s.n1.config, &cfg).unwrap();
+    s.n1.spawn();
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Acked::default());
     let load = tokio::spawn(tracked_load(
@@ -130,6 +142,11 @@ async fn migration_under_load_cuts_over_with_no_failed_request() {
     assert_eq!(r["phase"], "done");
     assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
     assert!(r["snapshot_rows"].as_u64().unwrap() > 500, "{r}");
+    let s2 = get_json(&format!("{}/v1/admin/status", s.n2.base)).await;
+    assert!(
+        s2["loader"]["writes_applied"].as_u64().unwrap() > 500,
+        "the snapshot was loaded: {s2}"
+    );
     assert_eq!(
         acked.failed.load(Ordering::Relaxed),
         0,
