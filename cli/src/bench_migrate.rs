@@ -23,6 +23,10 @@ pub struct MigrateBench {
     pub phase_duration: Duration,
     #[arg(long, default_value_t = 10)]
     pub cutover_trials: usize,
+    /// Offered load (requests/s across all clients) for the latency and
+    /// cutover runs: a fixed rate, so the migration can catch up under it.
+    #[arg(long, default_value_t = 300)]
+    pub rate: u64,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
@@ -142,7 +146,7 @@ async fn mixed(
     let tally = Arc::new(Tally::default());
     let (base, entities) = (base.to_string(), b.entities);
     let t = Instant::now();
-    drive(b.clients, None, stop, 0, tally.clone(), move |_| {
+    drive(b.clients, None, stop, b.rate, tally.clone(), move |_| {
         let (c, base) = (client.clone(), base.clone());
         async move {
             let (i, r) = {
