@@ -127,6 +127,9 @@ struct Ctx {
     path: String,
     root: String,
     kafka: KafkaSettings,
+    /// One client for high-water marks: creating one per drain check costs
+    /// a bootstrap round trip inside the cutover pause.
+    hw: Arc<BaseConsumer>,
 }
 
 impl Ctx {
@@ -247,6 +250,9 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("ZooKeeper at {}", a.zk))?;
     let path = format!("{root}/migrations/{}", a.namespace);
     let kafka = KafkaSettings::new(&a.brokers);
+    let hw: BaseConsumer = kafka
+        .client_config(&[("group.id", "northwest-migrate")])
+        .create()?;
     let ctx = Ctx {
         a: a.clone(),
         http,
@@ -254,6 +260,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         path,
         root,
         kafka,
+        hw: Arc::new(hw),
     };
 
     let existing = ctx.load().await?;
@@ -464,10 +471,7 @@ async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
 }
 
 /// Journal high-water marks now (one broker round trip per partition).
-fn high_watermarks(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let c: BaseConsumer = kafka
-        .client_config(&[("group.id", "northwest-migrate")])
-        .create()?;
+fn high_watermarks(c: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let parts = md
         .topics()
@@ -488,8 +492,8 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     if st.hwms.is_empty() {
         // Recorded before the view is taken: everything committed after the
         // view is in the journal at or after these offsets.
-        let (k, t) = (ctx.kafka.clone(), st.journal_topic.clone());
-        st.hwms = tokio::task::spawn_blocking(move || high_watermarks(&k, &t)).await??;
+        let (c, t) = (ctx.hw.clone(), st.journal_topic.clone());
+        st.hwms = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
         ctx.save(st).await?;
     }
     if st.checkpoint_dir.is_none() {
@@ -596,8 +600,8 @@ async fn drain(ctx: &Ctx, st: &MigState, timeout: Duration) -> anyhow::Result<()
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let (k, t) = (ctx.kafka.clone(), st.journal_topic.clone());
-    let hw = tokio::task::spawn_blocking(move || high_watermarks(&k, &t)).await??;
+    let (c, t) = (ctx.hw.clone(), st.journal_topic.clone());
+    let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
     loop {
         let off = ctx.get(&format!("{}/v1/admin/offsets", st.to)).await?;
         if hw
