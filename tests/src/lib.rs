@@ -563,3 +563,35 @@ pub async fn assert_holds_acked(base: &str, ns: &str, acked: &Acked) {
         &bad[..bad.len().min(10)]
     );
 }
+
+/// An n1 (journaling) + n2 (applying) pair of node processes with a unique
+/// ZooKeeper root and journal topic; requires the dev stack.
+pub struct Pipeline {
+    pub dir: tempfile::TempDir,
+    pub n1: NodeProc,
+    pub n2: NodeProc,
+    pub topic: String,
+}
+
+impl Pipeline {
+    /// `extra_n2` is appended to n2's `[journal]` section.
+    pub fn start(tag: &str, extra_n2: &str) -> Self {
+        require_zk();
+        require_kafka();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = format!("/northwest-test/{}", unique(tag));
+        let topic = unique("journal");
+        let (p1, p2) = (free_port(), free_port());
+        let n1 = NodeProc::start(
+            dir.path(),
+            "n1",
+            &node_toml("n1", dir.path(), p1, &root, &topic, ""),
+        );
+        let n2 = NodeProc::start(
+            dir.path(),
+            "n2",
+            &node_toml("n2", dir.path(), p2, &root, &topic, extra_n2),
+        );
+        Self { dir, n1, n2, topic }
+    }
+}

@@ -30,21 +30,8 @@ fn broker_pid() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_restart_loses_and_reorders_nothing() {
-    require_zk();
-    require_kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let root = format!("/northwest-test/{}", unique("brk"));
-    let topic = unique("journal");
-    let n1 = NodeProc::start(
-        dir.path(),
-        "n1",
-        &node_toml("n1", dir.path(), free_port(), &root, &topic, ""),
-    );
-    let n2 = NodeProc::start(
-        dir.path(),
-        "n2",
-        &node_toml("n2", dir.path(), free_port(), &root, &topic, ""),
-    );
+    let p = Pipeline::start("brk", "");
+    let (n1, n2, topic) = (&p.n1, &p.n2, p.topic.clone());
     let load = {
         let base = n1.base.clone();
         tokio::spawn(async move { random_load(&base, "app", 8000, 100, 8).await })

@@ -5,35 +5,8 @@ use std::time::Duration;
 
 use northwest_tests::*;
 
-struct Pipeline {
-    _dir: tempfile::TempDir,
-    n1: NodeProc,
-    n2: NodeProc,
-    topic: String,
-}
-
 fn pipeline(extra_n2: &str) -> Pipeline {
-    require_zk();
-    require_kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let root = format!("/northwest-test/{}", unique("e2e"));
-    let topic = unique("journal");
-    let n1 = NodeProc::start(
-        dir.path(),
-        "n1",
-        &node_toml("n1", dir.path(), free_port(), &root, &topic, ""),
-    );
-    let n2 = NodeProc::start(
-        dir.path(),
-        "n2",
-        &node_toml("n2", dir.path(), free_port(), &root, &topic, extra_n2),
-    );
-    Pipeline {
-        _dir: dir,
-        n1,
-        n2,
-        topic,
-    }
+    Pipeline::start("e2e", extra_n2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

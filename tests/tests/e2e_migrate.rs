@@ -9,29 +9,10 @@ use std::time::Duration;
 
 use northwest_tests::*;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    n1: NodeProc,
-    n2: NodeProc,
-}
+type Setup = Pipeline;
 
 fn setup() -> Setup {
-    require_zk();
-    require_kafka();
-    let dir = tempfile::tempdir().unwrap();
-    let root = format!("/northwest-test/{}", unique("mig"));
-    let topic = unique("journal");
-    let n1 = NodeProc::start(
-        dir.path(),
-        "n1",
-        &node_toml("n1", dir.path(), free_port(), &root, &topic, ""),
-    );
-    let n2 = NodeProc::start(
-        dir.path(),
-        "n2",
-        &node_toml("n2", dir.path(), free_port(), &root, &topic, ""),
-    );
-    Setup { dir, n1, n2 }
+    Pipeline::start("mig", "")
 }
 
 fn migrate(s: &Setup, extra: &[&str]) -> std::process::Output {
