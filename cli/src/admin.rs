@@ -10,7 +10,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use northwest_consumer::{offsets, probe_lag, ApplyShared, Control, PartitionLag};
+use northwest_consumer::{offsets, ApplyShared, Control, LagProbe, PartitionLag};
 use northwest_producer::{KafkaSettings, RelayStats};
 use northwest_store::{KeyRange, Namespace, Store};
 use serde::Deserialize;
@@ -37,6 +37,8 @@ pub struct NodeState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     pub loader: parking_lot::Mutex<Option<Loader>>,
     pub zk_root: String,
+    /// One broker client for every lag probe (created on first use).
+    pub lag_probe: Arc<parking_lot::Mutex<Option<LagProbe>>>,
 }
 
 /// The snapshot loader started by the orchestrator on a target node.
@@ -77,10 +79,20 @@ impl NodeState {
         }
         let (kafka, topic) = (self.kafka.clone(), topic.to_string());
         let now = northwest_store::store::now_ms_pub();
-        tokio::task::spawn_blocking(move || probe_lag(&kafka, &topic, &stored, partitions, now))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("lag probe: {e}"))
+        let probe = self.lag_probe.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut probe = probe.lock();
+            if probe.is_none() {
+                *probe = Some(LagProbe::new(&kafka)?);
+            }
+            probe
+                .as_ref()
+                .expect("just created")
+                .probe(&topic, &stored, partitions, now)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("lag probe: {e}"))
     }
 }
 

@@ -235,6 +235,9 @@ pub struct JournalBench {
     pub groups: u64,
     #[arg(long, default_value_t = 1024)]
     pub value_bytes: usize,
+    /// Transactions for the sync-durability variants (each waits for Kafka).
+    #[arg(long, default_value_t = 5_000)]
+    pub sync_ops: u64,
     /// Offered load for the replication-latency run (transactions/s).
     #[arg(long, default_value_t = 1000)]
     pub latency_rate: u64,
@@ -252,7 +255,7 @@ pub struct JournalBench {
     pub latency_only: bool,
 }
 
-pub use journal_bench::journal_bench;
+pub use journal_bench::{apply_all, journal_bench};
 
 mod journal_bench {
     use super::*;
@@ -283,19 +286,44 @@ mod journal_bench {
         Option<tokio::task::JoinHandle<()>>,
         tokio::sync::watch::Sender<bool>,
     )> {
+        source_with(
+            dir,
+            b,
+            topic,
+            journal,
+            sync,
+            Arc::new(LocalCoordinator::default()),
+        )
+        .await
+    }
+
+    /// [`source`] with the given coordinator.
+    async fn source_with(
+        dir: &std::path::Path,
+        b: &JournalBench,
+        topic: &str,
+        journal: bool,
+        sync: bool,
+        coord: Arc<dyn Coordinator>,
+    ) -> anyhow::Result<(
+        Arc<Store>,
+        Option<tokio::task::JoinHandle<()>>,
+        tokio::sync::watch::Sender<bool>,
+    )> {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
         let cfg = StoreConfig {
             journal,
             sync_journal: sync.then(|| Duration::from_secs(30)),
             ..StoreConfig::default()
         };
-        let store = Store::open(engine, Arc::new(LocalCoordinator::default()), cfg)?;
+        let store = Store::open(engine, coord, cfg)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let relay = if journal {
             let rc = RelayConfig {
                 kafka: KafkaSettings::new(&b.brokers),
                 topic: topic_spec(topic),
                 batch: 2000,
+                max_in_flight: 20_000,
             };
             let relay = Relay::new(store.clone(), rc, Arc::new(RelayStats::default())).await?;
             let mut rx = rx.clone();
@@ -312,7 +340,7 @@ mod journal_bench {
         Ok((store, relay, tx))
     }
 
-    async fn writes(b: &JournalBench, store: Arc<Store>) -> serde_json::Value {
+    async fn writes(b: &JournalBench, store: Arc<Store>, http: bool) -> serde_json::Value {
         let sb = StoreBench {
             ops: b.ops,
             clients: b.clients,
@@ -320,7 +348,13 @@ mod journal_bench {
             value_bytes: b.value_bytes,
             zk: b.zk.clone(),
         };
-        in_process(&sb, store).await
+        if http {
+            over_http(&sb, store)
+                .await
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+        } else {
+            in_process(&sb, store).await
+        }
     }
 
     async fn wait_shipped(store: &Store) {
@@ -351,9 +385,91 @@ mod journal_bench {
         Ok(n as f64 / t.elapsed().as_secs_f64())
     }
 
-    /// Applies every record of `topic` into a fresh store with ZooKeeper leases.
-    async fn apply_all(
-        b: &JournalBench,
+    fn print_latency(what: &str, mut lat: Vec<u32>) {
+        lat.sort_unstable();
+        let q = |f: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * f).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        println!(
+            "  {what:<44} {:>7} samples  p50 {:>4} ms  p99 {:>4} ms  max {:>5} ms",
+            lat.len(),
+            q(0.5),
+            q(0.99),
+            lat.last().copied().unwrap_or(0)
+        );
+    }
+
+    /// The broker's own produce -> consume latency at `rate` records/s with
+    /// the journal's producer and consumer settings: the floor under the
+    /// replication latency (no outbox, no decode, no store).
+    async fn raw_latency(
+        brokers: &str,
+        topic: &str,
+        rate: u64,
+        duration: Duration,
+        value_bytes: usize,
+    ) -> anyhow::Result<Vec<u32>> {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let kafka = KafkaSettings::new(brokers);
+        northwest_producer::kafka::ensure_topic(&kafka, &topic_spec(topic)).await?;
+        let producer: FutureProducer = kafka.producer_config().create()?;
+        let c: StreamConsumer = kafka
+            .consumer_config(&[
+                ("group.id", "bench-raw-lat"),
+                ("enable.auto.commit", "false"),
+            ])
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..8 {
+            tpl.add_partition_offset(topic, p, Offset::End)?;
+        }
+        c.assign(&tpl)?;
+        // Let the consumer reach the end before the first record.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let total = rate * duration.as_secs().max(1);
+        let topic_name = topic.to_string();
+        let sender = tokio::spawn(async move {
+            let started = Instant::now();
+            let value = vec![7u8; value_bytes];
+            let mut acks = Vec::new();
+            for n in 0..total {
+                let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let key = format!("bench/Bench:{}", n % 1000);
+                let rec = FutureRecord::to(&topic_name)
+                    .key(key.as_bytes())
+                    .payload(&value)
+                    .timestamp(northwest_store::store::now_ms_pub());
+                if let Ok(f) = producer.send_result(rec) {
+                    acks.push(f);
+                }
+            }
+            for f in acks {
+                let _ = f.await;
+            }
+        });
+        let mut lat = Vec::with_capacity(total as usize);
+        while (lat.len() as u64) < total {
+            let Ok(m) = tokio::time::timeout(Duration::from_secs(30), c.recv()).await else {
+                break;
+            };
+            let m = m?;
+            if let Some(ts) = rdkafka::Message::timestamp(&m).to_millis() {
+                lat.push((northwest_store::store::now_ms_pub() - ts).max(0) as u32);
+            }
+        }
+        let _ = sender.await;
+        Ok(lat)
+    }
+
+    /// Applies every record of `topic` (journal records or snapshot rows)
+    /// into a fresh store with ZooKeeper leases; returns records/s.
+    pub async fn apply_all(
+        zk: &str,
+        brokers: &str,
+        source: Source,
         dir: &std::path::Path,
         topic: &str,
         total: u64,
@@ -361,7 +477,7 @@ mod journal_bench {
     ) -> anyhow::Result<f64> {
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
         let zk = ZkCoordinator::connect(ZkConfig {
-            connect: b.zk.clone(),
+            connect: zk.into(),
             root: root.into(),
             ..ZkConfig::default()
         })
@@ -370,8 +486,8 @@ mod journal_bench {
         let store = Store::open(engine, Arc::new(zk), StoreConfig::default())?;
         let shared = Arc::new(ApplyShared::default());
         let cfg = ApplyConfig {
-            source: Source::Journal,
-            kafka: KafkaSettings::new(&b.brokers),
+            source,
+            kafka: KafkaSettings::new(brokers),
             topic: topic.into(),
             dead_letter_topic: format!("{topic}.dlq"),
             poison: PoisonPolicy::DeadLetter,
@@ -383,7 +499,6 @@ mod journal_bench {
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let (_ctl, ctl_rx) = tokio::sync::mpsc::channel(1);
         let sh = shared.clone();
-        let t = Instant::now();
         let task = tokio::spawn(northwest_consumer::run(
             store,
             cfg,
@@ -393,6 +508,14 @@ mod journal_bench {
                 let _ = stop_rx.wait_for(|v| *v).await;
             },
         ));
+        // The clock starts once the loop has assigned itself (setup excluded).
+        while !shared.running.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if task.is_finished() {
+                anyhow::bail!("apply loop ended before it started");
+            }
+        }
+        let t = Instant::now();
         while shared.txns.load(Ordering::Relaxed) < total {
             tokio::time::sleep(Duration::from_millis(5)).await;
             if task.is_finished() {
@@ -420,6 +543,62 @@ mod journal_bench {
         latency(&b, dir.path(), stamp).await
     }
 
+    /// One write variant: journaling off, async or sync; returns its row
+    /// and, with journaling, the topic it wrote and the rate at which every
+    /// write was also shipped to Kafka (the outbox drained).
+    async fn write_variant(
+        b: &JournalBench,
+        dir: &std::path::Path,
+        stamp: u128,
+        http: bool,
+        mode: &str,
+    ) -> anyhow::Result<(Row, String, Option<f64>)> {
+        let tag = format!("{}-{mode}", if http { "http" } else { "core" });
+        let mut b = b.clone();
+        if mode == "sync" {
+            b.ops = b.sync_ops;
+        }
+        let b = &b;
+        let topic = format!("bench-journal-{tag}-{stamp}");
+        let coord: Arc<dyn Coordinator> = if http {
+            let zk = ZkCoordinator::connect(ZkConfig {
+                connect: b.zk.clone(),
+                root: format!("/northwest/bench-{stamp}-{tag}"),
+                ..ZkConfig::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Arc::new(zk)
+        } else {
+            Arc::new(LocalCoordinator::default())
+        };
+        let journal = mode != "off";
+        let (store, relay, stop) =
+            source_with(&dir.join(&tag), b, &topic, journal, mode == "sync", coord).await?;
+        let t = Instant::now();
+        let summary = writes(b, store.clone(), http).await;
+        wait_shipped(&store).await;
+        let shipped = journal.then(|| b.ops as f64 / t.elapsed().as_secs_f64());
+        let _ = stop.send(true);
+        if let Some(r) = relay {
+            let _ = r.await;
+        }
+        let name = format!(
+            "{}, journaling {}",
+            if http {
+                "n1 HTTP API, ZooKeeper leases"
+            } else {
+                "store core in-process, local locks"
+            },
+            match mode {
+                "off" => "off",
+                "async" => "on (async)",
+                _ => "on (sync)",
+            }
+        );
+        Ok((Row { name, summary }, topic, shipped))
+    }
+
     async fn throughput(
         b: &JournalBench,
         dir: &std::path::Path,
@@ -427,48 +606,38 @@ mod journal_bench {
     ) -> anyhow::Result<()> {
         let b = b.clone();
         let mut rows = Vec::new();
-        let (off, _, _) = source(&dir.join("off"), &b, "", false, false).await?;
-        rows.push(Row {
-            name: "n1 writes, journaling off".into(),
-            summary: writes(&b, off).await,
-        });
-
-        let topic = format!("bench-journal-{stamp}");
-        let (on, relay, stop) = source(&dir.join("on"), &b, &topic, true, false).await?;
-        let t = Instant::now();
-        rows.push(Row {
-            name: "n1 writes, journaling on (async)".into(),
-            summary: writes(&b, on.clone()).await,
-        });
-        wait_shipped(&on).await;
-        let shipped_rate = b.ops as f64 / t.elapsed().as_secs_f64();
-        let _ = stop.send(true);
-        if let Some(r) = relay {
-            let _ = r.await;
+        let mut costs = Vec::new();
+        let mut topic = String::new();
+        for http in [true, false] {
+            let (off, _, _) = write_variant(&b, dir, stamp, http, "off").await?;
+            let (on, t, shipped) = write_variant(&b, dir, stamp, http, "async").await?;
+            let (sync, _, _) = write_variant(&b, dir, stamp, http, "sync").await?;
+            let rate = |r: &Row| r.summary["rate_per_s"].as_f64().unwrap_or(0.0);
+            costs.push((
+                if http { "n1 HTTP API" } else { "store core" },
+                100.0 * (1.0 - rate(&on) / rate(&off).max(1e-9)),
+                100.0 * (1.0 - shipped.unwrap_or(0.0) / rate(&off).max(1e-9)),
+            ));
+            if !http {
+                topic = t;
+            }
+            rows.extend([off, on, sync]);
         }
-
-        let sync_topic = format!("bench-journal-sync-{stamp}");
-        let (sy, relay, stop) = source(&dir.join("sync"), &b, &sync_topic, true, true).await?;
-        rows.push(Row {
-            name: "n1 writes, journaling on (sync)".into(),
-            summary: writes(&b, sy).await,
-        });
-        let _ = stop.send(true);
-        if let Some(r) = relay {
-            let _ = r.await;
-        }
-        print_rows("n1 write throughput", &rows);
-        let base = rows[0].summary["rate_per_s"].as_f64().unwrap_or(1.0);
-        let async_rate = rows[1].summary["rate_per_s"].as_f64().unwrap_or(0.0);
-        println!(
-            "journaling (async) costs {:.1}% of write throughput; records shipped to Kafka at {:.0}/s (write + ship)",
-            100.0 * (1.0 - async_rate / base),
-            shipped_rate
+        print_rows(
+            "n1 write throughput (async = acked after the local commit; sync = after Kafka's ack)",
+            &rows,
         );
+        for (what, cost, sustained) in costs {
+            println!(
+                "{what}: journaling (async) costs {cost:.1}% of write throughput; {sustained:.1}% counting until every write was shipped to Kafka"
+            );
+        }
 
         let raw = raw_consume(&b.brokers, &topic, b.ops).await?;
         let apply = apply_all(
-            &b,
+            &b.zk,
+            &b.brokers,
+            Source::Journal,
             &dir.join("apply"),
             &topic,
             b.ops,
@@ -576,23 +745,27 @@ mod journal_bench {
         while shared.txns.load(Ordering::Relaxed) < total + 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut lat = shared.latencies_ms.lock().clone();
-        lat.sort_unstable();
-        let q = |f: f64| {
-            lat.get(((lat.len() as f64 - 1.0) * f).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
+        let lat = shared.latencies_ms.lock().clone();
         println!(
-            "\nreplication latency (n1 commit -> applied on n2) at {} txn/s offered for {:?}: {} samples, p50 {} ms, p99 {} ms, max {} ms",
-            b.latency_rate, b.latency_duration, lat.len(), q(0.5), q(0.99), lat.last().copied().unwrap_or(0)
+            "\nreplication latency at {} txn/s offered for {:?}, side by side:",
+            b.latency_rate, b.latency_duration
         );
+        print_latency("n1 commit -> applied on n2", lat);
         let _ = astop_tx.send(true);
         let _ = task.await;
         let _ = stop.send(true);
         if let Some(r) = relay {
             let _ = r.await;
         }
+        let raw = raw_latency(
+            &b.brokers,
+            &format!("bench-journal-rawlat-{stamp}"),
+            b.latency_rate,
+            b.latency_duration,
+            b.value_bytes,
+        )
+        .await?;
+        print_latency("broker alone: produce -> consumed (floor)", raw);
         Ok(())
     }
 }

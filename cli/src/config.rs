@@ -178,8 +178,8 @@ impl Default for CoordinationConfig {
             root: "/northwest/default".into(),
             session_timeout_ms: 6000,
             lock_timeout_ms: 10_000,
-            lease_idle_ms: 200,
-            lease_max_hold_ms: 50,
+            lease_idle_ms: 2000,
+            lease_max_hold_ms: 5000,
             lock_scope: LockScope::Deployment,
         }
     }

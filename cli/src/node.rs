@@ -113,6 +113,7 @@ pub async fn run(
             kafka: kafka.clone(),
             topic: journal_topic(&cfg),
             batch: 2000,
+            max_in_flight: 20_000,
         };
         let relay = Relay::new(store.clone(), relay_cfg, stats.clone())
             .await
@@ -176,6 +177,7 @@ pub async fn run(
         stop: stop_rx_for_state,
         loader: parking_lot::Mutex::new(None),
         zk_root: cfg.coordination.root.clone(),
+        lag_probe: Arc::default(),
     });
     if state.apply.is_some() {
         let (st, stop) = (state.clone(), stopped());

@@ -21,46 +21,64 @@ pub struct PartitionLag {
     pub lag_seconds: f64,
 }
 
-/// Probes the broker for watermarks and the timestamp of the first unapplied
-/// record of each lagging partition. Blocking: call from a blocking thread.
-pub fn probe_lag(
-    kafka: &KafkaSettings,
-    topic: &str,
-    stored: &BTreeMap<i32, i64>,
-    partitions: i32,
-    now_ms: i64,
-) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
-    let c: BaseConsumer = kafka
-        .client_config(&[
-            ("group.id", "northwest-lag-probe"),
-            ("enable.auto.commit", "false"),
-            ("enable.partition.eof", "false"),
-        ])
-        .create()?;
-    let mut out = Vec::new();
-    for p in 0..partitions {
-        let (lo, hw) = c.fetch_watermarks(topic, p, Duration::from_secs(5))?;
-        let pos = stored.get(&p).copied().unwrap_or(lo).max(lo);
-        let lag_records = (hw - pos).max(0);
-        let mut lag_seconds = 0.0;
-        if lag_records > 0 {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(topic, p, Offset::Offset(pos))?;
-            c.assign(&tpl)?;
-            if let Some(Ok(m)) = c.poll(Duration::from_secs(2)) {
-                if let Some(ts) = m.timestamp().to_millis() {
-                    lag_seconds = ((now_ms - ts).max(0)) as f64 / 1000.0;
-                }
-            }
-        }
-        out.push(PartitionLag {
-            partition: p,
-            stored: stored.get(&p).copied(),
-            low_watermark: lo,
-            high_watermark: hw,
-            lag_records,
-            lag_seconds,
-        });
+/// A long-lived broker client for lag probes: creating a client per probe
+/// costs a bootstrap (metadata, connections) every time.
+pub struct LagProbe {
+    consumer: BaseConsumer,
+}
+
+impl LagProbe {
+    pub fn new(kafka: &KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
+        let consumer = kafka
+            .client_config(&[
+                ("group.id", "northwest-lag-probe"),
+                ("enable.auto.commit", "false"),
+                ("enable.partition.eof", "false"),
+                // Only the first unapplied record's timestamp is read.
+                ("max.partition.fetch.bytes", "65536"),
+                ("fetch.wait.max.ms", "10"),
+            ])
+            .create()?;
+        Ok(Self { consumer })
     }
-    Ok(out)
+
+    /// Probes the broker for watermarks and the timestamp of the first
+    /// unapplied record of each lagging partition. Blocking: call from a
+    /// blocking thread.
+    pub fn probe(
+        &self,
+        topic: &str,
+        stored: &BTreeMap<i32, i64>,
+        partitions: i32,
+        now_ms: i64,
+    ) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+        let c = &self.consumer;
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            let (lo, hw) = c.fetch_watermarks(topic, p, Duration::from_secs(5))?;
+            let pos = stored.get(&p).copied().unwrap_or(lo).max(lo);
+            let lag_records = (hw - pos).max(0);
+            let mut lag_seconds = 0.0;
+            if lag_records > 0 {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(topic, p, Offset::Offset(pos))?;
+                c.assign(&tpl)?;
+                if let Some(Ok(m)) = c.poll(Duration::from_secs(2)) {
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        lag_seconds = ((now_ms - ts).max(0)) as f64 / 1000.0;
+                    }
+                }
+                c.unassign()?;
+            }
+            out.push(PartitionLag {
+                partition: p,
+                stored: stored.get(&p).copied(),
+                low_watermark: lo,
+                high_watermark: hw,
+                lag_records,
+                lag_seconds,
+            });
+        }
+        Ok(out)
+    }
 }

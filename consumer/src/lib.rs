@@ -11,7 +11,7 @@ pub mod offsets;
 pub use apply_loop::{
     run, ApplyConfig, ApplyShared, Control, PartitionState, PoisonPolicy, Source,
 };
-pub use lag::{probe_lag, PartitionLag};
+pub use lag::{LagProbe, PartitionLag};
 
 use thiserror::Error;
 

@@ -43,12 +43,16 @@ impl KafkaSettings {
 
     /// A consumer config. Fetch waits are kept short by default (users may
     /// override): replication latency is bounded by how long a fetch may wait
-    /// on an idle partition, and some brokers answer only at that deadline.
+    /// on an idle partition, and some brokers answer only at that deadline
+    /// (never 0: some brokers then answer empty without looking). Fetches
+    /// are large, so a consumer that is behind catches up in few round trips.
     pub fn consumer_config(&self, required: &[(&str, &str)]) -> ClientConfig {
         let mut c = self.client_config(required);
         for (k, v) in [
             ("fetch.wait.max.ms", "10"),
             ("fetch.error.backoff.ms", "10"),
+            ("fetch.max.bytes", "5242880"),
+            ("max.partition.fetch.bytes", "5242880"),
         ] {
             if !self.properties.contains_key(k) {
                 c.set(k, v);

@@ -8,13 +8,15 @@
 //! between delivery and acknowledgement re-sends entries on restart: the
 //! journal is at-least-once and N2's version check absorbs the duplicates.
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use northwest_store::Store;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::kafka::{ensure_topic, KafkaSettings, TopicSpec};
 use crate::ProducerError;
@@ -23,8 +25,10 @@ use crate::ProducerError;
 pub struct RelayConfig {
     pub kafka: KafkaSettings,
     pub topic: TopicSpec,
-    /// Outbox entries read and sent per round.
+    /// Outbox entries read per read.
     pub batch: usize,
+    /// Entries sent whose delivery report is still outstanding.
+    pub max_in_flight: usize,
 }
 
 /// Counters the node exports as metrics.
@@ -59,37 +63,68 @@ impl Relay {
         })
     }
 
-    /// Ships until `shutdown` resolves, then finishes the in-flight round.
+    /// Ships until `shutdown` resolves, then waits for the deliveries in flight.
+    ///
+    /// Pipelined: entries are sent as soon as they are committed while earlier
+    /// deliveries are outstanding (up to `max_in_flight`), and acknowledged
+    /// in the order they were sent. On a failed delivery nothing more is sent;
+    /// once the outstanding ones resolve, sending restarts from the lowest
+    /// failed entry after a back-off.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProducerError> {
         tokio::pin!(shutdown);
-        let mut from = 0u64;
+        let mut p = Pipeline::default();
+        let mut stopping = false;
         loop {
-            // Read the watermark first: every entry below it is visible to the read.
-            let low = self.store.outbox_low_watermark();
-            let entries = self.store.outbox_read(from, self.cfg.batch)?;
-            if entries.is_empty() {
-                from = from.min(low);
+            if !stopping && p.failed.is_none() {
+                self.send_more(&mut p)?;
+            }
+            if p.in_flight.is_empty() {
+                if stopping {
+                    break;
+                }
+                if let Some(failed) = p.failed.take() {
+                    p.from = failed.min(self.store.outbox_low_watermark());
+                    tokio::select! {
+                        _ = &mut shutdown => stopping = true,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    continue;
+                }
                 tokio::select! {
-                    _ = &mut shutdown => break,
+                    _ = &mut shutdown => stopping = true,
                     _ = self.store.outbox_changed() => {}
+                    // Out-of-order commits below the watermark need a re-read.
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
                 continue;
             }
-            let next = self.ship(&entries).await?;
-            match next {
-                // Entries below `low` that were in flight land later: re-read from there.
-                None => from = entries.last().map_or(from, |(s, _)| s + 1).min(low),
-                Some(failed) => {
-                    from = failed.min(low);
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            let can_send =
+                !stopping && p.failed.is_none() && p.in_flight.len() < self.cfg.max_in_flight;
+            let delivered = {
+                let front = &mut p.in_flight.front_mut().expect("not empty").1;
+                tokio::select! {
+                    biased;
+                    r = front => Some(r),
+                    _ = self.store.outbox_changed(), if can_send => None,
+                    _ = &mut shutdown, if !stopping => {
+                        stopping = true;
+                        None
                     }
                 }
-            }
-            if futures::FutureExt::now_or_never(&mut shutdown).is_some() {
-                break;
+            };
+            if let Some(r) = delivered {
+                let (seq, _) = p.in_flight.pop_front().expect("not empty");
+                let mut done = vec![(seq, r)];
+                // Settle every report already in, in one store write.
+                while let Some(r) = p
+                    .in_flight
+                    .front_mut()
+                    .and_then(|f| (&mut f.1).now_or_never())
+                {
+                    let (seq, _) = p.in_flight.pop_front().expect("not empty");
+                    done.push((seq, r));
+                }
+                self.settle(&mut p, done)?;
             }
         }
         let _ = self.producer.flush(Duration::from_secs(5));
@@ -97,48 +132,98 @@ impl Relay {
         Ok(())
     }
 
-    /// Sends one round; returns the lowest sequence that failed, if any.
-    async fn ship(
-        &self,
-        entries: &[(u64, northwest_store::outbox::OutboxEntry)],
-    ) -> Result<Option<u64>, ProducerError> {
-        let mut pending = Vec::with_capacity(entries.len());
-        let mut failed: Option<u64> = None;
-        for (seq, e) in entries {
-            let rec = FutureRecord::to(&self.cfg.topic.name)
-                .key(e.key.as_bytes())
-                .payload(&e.record)
-                .timestamp(e.ts_ms);
-            match self.producer.send_result(rec) {
-                Ok(f) => pending.push((*seq, f)),
-                Err((err, _)) => {
-                    // Local queue full or fatal: stop here, retry from this entry.
-                    tracing::debug!(error = %err, seq, "enqueue refused");
-                    failed = Some(*seq);
-                    break;
+    /// Reads committed entries from `p.from` and hands them to the producer.
+    fn send_more(&self, p: &mut Pipeline) -> Result<(), ProducerError> {
+        while p.in_flight.len() < self.cfg.max_in_flight {
+            // Read the watermark first: every entry below it is visible to the read.
+            let low = self.store.outbox_low_watermark();
+            let room = (self.cfg.max_in_flight - p.in_flight.len()).min(self.cfg.batch);
+            let entries = self
+                .store
+                .outbox_read(p.from, room + p.sent.len().min(room))?;
+            let Some(last) = entries.last().map(|(s, _)| *s) else {
+                p.from = p.from.min(low);
+                return Ok(());
+            };
+            let mut next = last + 1;
+            let mut sent_any = false;
+            for (seq, e) in &entries {
+                if p.sent.contains(seq) {
+                    continue;
+                }
+                let rec = FutureRecord::to(&self.cfg.topic.name)
+                    .key(e.key.as_bytes())
+                    .payload(&e.record)
+                    .timestamp(e.ts_ms);
+                match self.producer.send_result(rec) {
+                    Ok(f) => {
+                        p.in_flight.push_back((*seq, f));
+                        p.sent.insert(*seq);
+                        sent_any = true;
+                    }
+                    Err((err, _)) => {
+                        // Local queue full: resume here once deliveries drain it.
+                        tracing::debug!(error = %err, seq, "enqueue refused");
+                        next = *seq;
+                        break;
+                    }
                 }
             }
+            // Entries below `low` that were in flight land later: re-read from there.
+            p.from = next.min(low);
+            if !sent_any || next <= last {
+                return Ok(());
+            }
         }
-        let mut ok = Vec::with_capacity(pending.len());
-        for (seq, f) in pending {
-            match f.await {
+        Ok(())
+    }
+
+    /// Acknowledges delivered entries; remembers the lowest failed one.
+    fn settle(
+        &self,
+        p: &mut Pipeline,
+        done: Vec<(
+            u64,
+            Result<
+                rdkafka::producer::future_producer::OwnedDeliveryResult,
+                futures::channel::oneshot::Canceled,
+            >,
+        )>,
+    ) -> Result<(), ProducerError> {
+        let mut ok = Vec::with_capacity(done.len());
+        for (seq, r) in done {
+            p.sent.remove(&seq);
+            match r {
                 Ok(Ok(_)) => ok.push(seq),
                 Ok(Err((err, _))) => {
                     self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                     *self.stats.last_error.lock() = Some(err.to_string());
                     tracing::warn!(error = %err, seq, "journal record not delivered; will re-send");
-                    failed = Some(failed.map_or(seq, |f| f.min(seq)));
+                    p.failed = Some(p.failed.map_or(seq, |f| f.min(seq)));
                 }
-                Err(_canceled) => failed = Some(failed.map_or(seq, |f| f.min(seq))),
+                Err(_canceled) => p.failed = Some(p.failed.map_or(seq, |f| f.min(seq))),
             }
         }
         self.store.outbox_ack(&ok)?;
         self.stats
             .shipped
             .fetch_add(ok.len() as u64, Ordering::Relaxed);
-        if failed.is_none() {
+        if p.failed.is_none() && !ok.is_empty() {
             *self.stats.last_error.lock() = None;
         }
-        Ok(failed)
+        Ok(())
     }
+}
+
+/// The relay's sending state.
+#[derive(Default)]
+struct Pipeline {
+    /// Next outbox sequence to read.
+    from: u64,
+    /// Sent, delivery outstanding, in send order.
+    in_flight: VecDeque<(u64, DeliveryFuture)>,
+    /// The sequences of `in_flight` (a re-read below the watermark skips them).
+    sent: HashSet<u64>,
+    /// Lowest entry whose delivery failed since the last restart of sending.
+    failed: Option<u64>,
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +28,13 @@ pub struct Slot {
     pub held_gen: Option<u64>,
     pub acquired_at: Instant,
     pub last_used: Instant,
+    /// Set when another process asked for this group while we hold its
+    /// lease; a fresh flag per acquisition, so a late signal about an older
+    /// lease never releases a newer one.
+    pub wanted: Arc<AtomicBool>,
+    /// The last lease was given back because another process asked: the
+    /// next local acquisition lets that process go first.
+    pub yielded: bool,
 }
 
 /// Exclusive ownership of one entity group, released (locally) on drop.
@@ -74,6 +81,8 @@ impl LockTable {
                         held_gen: None,
                         acquired_at: now,
                         last_used: now,
+                        wanted: Arc::default(),
+                        yielded: false,
                     }))
                 })
                 .clone()
@@ -82,6 +91,11 @@ impl LockTable {
             guard: slot.lock_owned().await,
             group: group.clone(),
         }
+    }
+
+    /// The slot of `key`, if the table has one (a weak view for watchers).
+    pub fn slot(&self, key: &str) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
+        self.slots.lock().get(key).cloned()
     }
 
     /// Slots currently in the table (for the lease reaper).
@@ -119,6 +133,21 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Exclusive ownership of `group` among every process sharing this
     /// coordinator's root. Waits up to the configured lock timeout.
     async fn lock(&self, group: &EntityGroup) -> Result<GroupLock, CoordError>;
+
+    /// Exclusive ownership of every group in `groups` (any order, duplicates
+    /// allowed), returned sorted by group. Local slots are taken one by one in
+    /// sorted order, so two multi-group callers in one process cannot
+    /// deadlock; implementations may then fetch remote ownership concurrently.
+    async fn lock_many(&self, groups: &[EntityGroup]) -> Result<Vec<GroupLock>, CoordError> {
+        let mut sorted = groups.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut out = Vec::with_capacity(sorted.len());
+        for g in &sorted {
+            out.push(self.lock(g).await?);
+        }
+        Ok(out)
+    }
 
     /// Ends a transaction's use of `lock`. The process may keep the group's
     /// lease for its next transaction; dropping the lock instead is also safe.

@@ -4,6 +4,7 @@
 //! Key: sequence number (u64 BE). Value: `i64 BE commit time (ms) | u16 BE
 //! key length | Kafka key | Avro single-object journal record`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use crate::engine::{Cf, Engine, WriteBatch};
@@ -60,39 +61,29 @@ fn all() -> KeyRange {
     }
 }
 
-/// Next sequence number, number of pending entries and the first pending
-/// sequence, from what is stored.
-pub(crate) fn recover(engine: &dyn Engine) -> Result<(u64, u64, u64), EngineError> {
-    let mut len = 0u64;
-    let mut last = None;
-    let mut first = None;
+/// Next sequence number and the pending sequences, from what is stored.
+pub(crate) fn recover(engine: &dyn Engine) -> Result<(u64, BTreeSet<u64>), EngineError> {
+    let mut pending = BTreeSet::new();
     let mut range = all();
     loop {
         let page = engine.scan(Cf::Outbox, &range, 4096)?;
-        let Some((k, _)) = page.last() else { break };
-        len += page.len() as u64;
-        if first.is_none() {
-            first = Some(u64::from_be_bytes(
-                page[0]
-                    .0
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
-            ));
+        for (k, _) in &page {
+            pending.insert(seq_of(k)?);
         }
-        let seq = u64::from_be_bytes(
-            k.as_slice()
-                .try_into()
-                .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
-        );
-        last = Some(seq);
-        range.start = seq_key(seq + 1);
-        if page.len() < 4096 {
-            break;
+        match pending.last() {
+            Some(last) if page.len() == 4096 => range.start = seq_key(last + 1),
+            _ => break,
         }
     }
-    let next = last.map_or(0, |s| s + 1);
-    Ok((next, len, first.unwrap_or(next)))
+    let next = pending.last().map_or(0, |s| s + 1);
+    Ok((next, pending))
+}
+
+fn seq_of(k: &[u8]) -> Result<u64, EngineError> {
+    Ok(u64::from_be_bytes(
+        k.try_into()
+            .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
+    ))
 }
 
 impl Store {
@@ -108,12 +99,7 @@ impl Store {
         };
         let mut out = Vec::new();
         for (k, v) in self.engine.scan(Cf::Outbox, &range, limit)? {
-            let seq = u64::from_be_bytes(
-                k.as_slice()
-                    .try_into()
-                    .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
-            );
-            out.push((seq, OutboxEntry::decode(&v)?));
+            out.push((seq_of(&k)?, OutboxEntry::decode(&v)?));
         }
         Ok(out)
     }
@@ -128,20 +114,15 @@ impl Store {
             batch.delete(Cf::Outbox, seq_key(*s));
         }
         self.engine.write(batch)?;
-        self.outbox_len
-            .fetch_sub(seqs.len() as u64, Ordering::AcqRel);
         // Everything below the lowest pending entry has been shipped.
-        let first = self.engine.scan(Cf::Outbox, &all(), 1)?;
+        let (first, removed) = {
+            let mut pending = self.pending.lock();
+            let removed = seqs.iter().filter(|s| pending.remove(s)).count();
+            (pending.first().copied(), removed)
+        };
+        self.outbox_len.fetch_sub(removed as u64, Ordering::AcqRel);
         let low = self.outbox_low_watermark();
-        let mark = match first.first() {
-            Some((k, _)) => u64::from_be_bytes(
-                k.as_slice()
-                    .try_into()
-                    .map_err(|_| EngineError::Corrupt("outbox key".into()))?,
-            ),
-            None => low,
-        }
-        .min(low);
+        let mark = first.map_or(low, |f| f.min(low));
         self.shipped.send_if_modified(|m| {
             let grow = mark > *m;
             if grow {

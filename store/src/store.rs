@@ -104,6 +104,10 @@ pub struct Store {
     /// Outbox sequences handed to commits not yet written (or failed):
     /// concurrent commits on different groups can land out of sequence order.
     pub(crate) in_flight: parking_lot::Mutex<std::collections::BTreeSet<u64>>,
+    /// Outbox sequences written and not yet shipped: the shipped mark is the
+    /// lowest of these (kept in memory because finding it in RocksDB means
+    /// skipping every delete tombstone the relay left at the queue's head).
+    pub(crate) pending: parking_lot::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -124,7 +128,11 @@ impl Store {
         coord: Arc<dyn Coordinator>,
         cfg: StoreConfig,
     ) -> Result<Arc<Self>, StoreError> {
-        let (next, len, first_pending) = outbox::recover(engine.as_ref())?;
+        let (next, pending) = outbox::recover(engine.as_ref())?;
+        let (len, first_pending) = (
+            pending.len() as u64,
+            pending.first().copied().unwrap_or(next),
+        );
         Ok(Arc::new(Self {
             engine,
             coord,
@@ -136,6 +144,7 @@ impl Store {
             outbox_drained: tokio::sync::Notify::new(),
             shipped: tokio::sync::watch::Sender::new(first_pending),
             in_flight: parking_lot::Mutex::new(Default::default()),
+            pending: parking_lot::Mutex::new(pending),
         }))
     }
 
@@ -492,14 +501,19 @@ impl Transaction<'_> {
                 origin: store.cfg.origin.clone(),
                 ops,
             };
+            // Encoded before a sequence is taken: an error must not strand one.
+            let encoded = northwest_schemas::encode_journal(&record)
+                .map_err(|e| crate::error::EngineError::Corrupt(e.to_string()))?;
             let s = {
                 let mut inflight = store.in_flight.lock();
                 let s = store.outbox_next.fetch_add(1, Ordering::SeqCst);
                 inflight.insert(s);
                 s
             };
-            let encoded = northwest_schemas::encode_journal(&record)
-                .map_err(|e| crate::error::EngineError::Corrupt(e.to_string()))?;
+            // Pending before it is written: the relay may ship and acknowledge
+            // it the instant the write lands.
+            store.pending.lock().insert(s);
+            store.outbox_len.fetch_add(1, Ordering::AcqRel);
             let entry = OutboxEntry {
                 key: self.lock.group().journal_key(),
                 ts_ms: ts,
@@ -510,12 +524,15 @@ impl Transaction<'_> {
         }
         let written = self.write_batch(batch);
         if let Some(s) = seq {
+            if written.is_err() && store.pending.lock().remove(&s) {
+                store.outbox_len.fetch_sub(1, Ordering::AcqRel);
+            }
             store.in_flight.lock().remove(&s);
         }
         written?;
         if seq.is_some() {
-            store.outbox_len.fetch_add(1, Ordering::AcqRel);
-            store.outbox_changed.notify_waiters();
+            // A stored permit: the relay never misses a commit made while it was busy.
+            store.outbox_changed.notify_one();
         }
         Ok(seq)
     }
@@ -573,15 +590,11 @@ impl Store {
         meta: Vec<(Vec<u8>, Vec<u8>)>,
         apply_log: bool,
     ) -> Result<ApplyStats, StoreError> {
-        let mut groups: Vec<EntityGroup> = writes
+        let groups: Vec<EntityGroup> = writes
             .iter()
             .map(|w| EntityGroup::of(&w.ns, &w.key))
             .collect();
-        groups.sort();
-        groups.dedup();
-        // Sorted order + concurrent acquisition; a timeout releases them all.
-        let locks =
-            futures::future::try_join_all(groups.iter().map(|g| self.coord.lock(g))).await?;
+        let locks = self.coord.lock_many(&groups).await?;
         let result = self.apply_locked(writes, meta, &locks, apply_log);
         futures::future::join_all(locks.into_iter().map(|l| self.coord.release(l))).await;
         result

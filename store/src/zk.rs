@@ -2,10 +2,13 @@
 //!
 //! Locks are *leases*: a process that takes a group's ephemeral znode keeps it
 //! after a transaction and serves further local transactions on that group
-//! through its [`LockTable`] without a ZooKeeper round trip. It gives the lease
-//! back when the group has been idle for `lease_idle`, or at the end of a
-//! transaction once it has held it for `lease_max_hold` (bounding how long
-//! another process waits). Exclusivity across processes comes from the
+//! through its [`LockTable`] without a ZooKeeper round trip. Another process
+//! that wants the group writes `wanted` into the lease znode; the holder
+//! watches its own znode and gives the lease back once the transactions
+//! already queued on it locally finish, so an uncontended lease costs nothing
+//! and a contended one is handed over after one transaction. It is also given
+//! back when idle for `lease_idle`, and at the end of a transaction once held
+//! for `lease_max_hold` (a backstop should a signal be lost). Exclusivity across processes comes from the
 //! ephemeral znode alone; a commit first checks ([`Coordinator::fence`]) that
 //! the lease was taken under the current, connected session. A crashed holder's
 //! znode disappears when its session expires (after `session_timeout`).
@@ -16,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +28,7 @@ use parking_lot::RwLock;
 use tokio::task::JoinHandle;
 use zookeeper_client as zk;
 
-use crate::coord::{Coordinator, GroupLock, LockTable};
+use crate::coord::{Coordinator, GroupLock, LockTable, Slot};
 use crate::error::CoordError;
 use crate::key::EntityGroup;
 use crate::types::TxnId;
@@ -54,8 +57,8 @@ impl Default for ZkConfig {
             root: "/northwest/default".into(),
             session_timeout: Duration::from_secs(6),
             lock_timeout: Duration::from_secs(10),
-            lease_idle: Duration::from_millis(200),
-            lease_max_hold: Duration::from_millis(50),
+            lease_idle: Duration::from_secs(2),
+            lease_max_hold: Duration::from_secs(5),
             lock_domain: String::new(),
         }
     }
@@ -302,36 +305,128 @@ impl Inner {
         }
     }
 
+    /// Creates the group's ephemeral lease znode, waiting while another
+    /// process holds it. Returns a data watch on our own znode: a waiter
+    /// asks for the group by setting data on it (see [`Inner::watch_lease`]).
     async fn acquire_lease(
         &self,
         s: &Session,
         key: &str,
         deadline: Instant,
-    ) -> Result<(), CoordError> {
+    ) -> Result<zk::OneshotWatcher, CoordError> {
         let path = self.lease_path(key);
         let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let timeout = || CoordError::LockTimeout(self.cfg.lock_timeout, key.to_string());
         loop {
-            match s.client.create(&path, &[], &opts).await {
-                Ok(_) => return Ok(()),
-                Err(zk::Error::NodeExists) => {}
+            // Pipelined on one connection: the read sees the create's result.
+            let created = s.client.create(&path, &[], &opts);
+            let watched = s.client.get_and_watch_data(&path);
+            let (created, watched) = futures::join!(created, watched);
+            match created {
+                Ok(_) | Err(zk::Error::NodeExists) => {}
                 Err(e) => return Err(zk_err(e)),
             }
-            let (stat, watcher) = s.client.check_and_watch_stat(&path).await.map_err(zk_err)?;
-            match stat {
-                None => continue,
-                // Ours already: a create whose reply was lost in a reconnect.
-                Some(st) if st.ephemeral_owner == s.client.session_id().0 => return Ok(()),
-                Some(_) => {
-                    let left = deadline
-                        .checked_duration_since(Instant::now())
-                        .ok_or_else(timeout)?;
-                    if tokio::time::timeout(left, watcher.changed()).await.is_err() {
-                        return Err(timeout());
-                    }
+            let (data, stat, watcher) = match watched {
+                Ok(w) => w,
+                // Deleted between the two requests: try again.
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(zk_err(e)),
+            };
+            // Ours: just created, or a create whose reply was lost in a reconnect.
+            if stat.ephemeral_owner == s.client.session_id().0 {
+                return Ok(watcher);
+            }
+            if data.is_empty() {
+                // Ask the holder to give the lease back after its current
+                // transaction; our own watch fires on this change and we wait
+                // on the next round. A failure only means the holder moved on.
+                let _ = s
+                    .client
+                    .set_data(&path, LEASE_WANTED, Some(stat.version))
+                    .await;
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or_else(timeout)?;
+            if tokio::time::timeout(left, watcher.changed()).await.is_err() {
+                return Err(timeout());
+            }
+        }
+    }
+
+    /// Holds a lease's data watch: when another process asks for the group,
+    /// the lease is given back as soon as the transactions already queued on
+    /// it locally have finished.
+    async fn watch_lease(
+        self: Arc<Self>,
+        key: String,
+        slot: std::sync::Weak<tokio::sync::Mutex<Slot>>,
+        wanted: Arc<AtomicBool>,
+        gen: u64,
+        watcher: zk::OneshotWatcher,
+    ) {
+        let ev = watcher.changed().await;
+        if ev.event_type != zk::EventType::NodeDataChanged {
+            return; // we deleted it, or the session ended: nothing to give back
+        }
+        wanted.store(true, Ordering::Release);
+        let Some(slot) = slot.upgrade() else { return };
+        let mut g = slot.lock_owned().await;
+        if Arc::ptr_eq(&g.wanted, &wanted) && g.held_gen == Some(gen) {
+            g.held_gen = None;
+            g.yielded = true;
+            let s = self.session();
+            if s.gen == gen {
+                if let Err(e) = s.client.delete(&self.lease_path(&key), None).await {
+                    tracing::debug!(error = %e, key, "lease hand-over failed; session expiry will drop it");
                 }
             }
         }
+    }
+}
+
+/// How long a process that handed a lease over waits for the asker to take
+/// it before competing for it again.
+const HANDOVER_GRACE: Duration = Duration::from_millis(100);
+
+/// Data a waiting process writes into a held lease znode.
+const LEASE_WANTED: &[u8] = b"wanted";
+
+impl ZkCoordinator {
+    /// Makes `lock` hold the group's lease under session `s`.
+    async fn take_lease(
+        &self,
+        s: &Session,
+        lock: &mut GroupLock,
+        deadline: Instant,
+    ) -> Result<(), CoordError> {
+        lock.guard.held_gen = None;
+        let key = lock.group.journal_key();
+        if std::mem::take(&mut lock.guard.yielded) {
+            // We just handed the group over on request: our next local
+            // transaction must not win the race to re-create the znode
+            // before the process that asked (it would starve). Wait for its
+            // create, bounded in case it gave up.
+            let path = self.inner.lease_path(&key);
+            if let Ok((None, w)) = s.client.check_and_watch_stat(&path).await {
+                let _ = tokio::time::timeout(HANDOVER_GRACE, w.changed()).await;
+            }
+        }
+        let watcher = self.inner.acquire_lease(s, &key, deadline).await?;
+        let wanted = Arc::new(AtomicBool::new(false));
+        lock.guard.held_gen = Some(s.gen);
+        lock.guard.acquired_at = Instant::now();
+        lock.guard.wanted = wanted.clone();
+        let slot = Arc::downgrade(tokio::sync::OwnedMutexGuard::mutex(&lock.guard));
+        tokio::spawn(Inner::watch_lease(
+            self.inner.clone(),
+            key,
+            slot,
+            wanted,
+            s.gen,
+            watcher,
+        ));
+        Ok(())
     }
 }
 
@@ -346,19 +441,44 @@ impl Coordinator for ZkCoordinator {
                 .map_err(|_| CoordError::LockTimeout(self.inner.cfg.lock_timeout, key.clone()))?;
         let s = self.inner.session();
         if lock.guard.held_gen != Some(s.gen) {
-            lock.guard.held_gen = None;
-            self.inner.acquire_lease(&s, &key, deadline).await?;
-            lock.guard.held_gen = Some(s.gen);
-            lock.guard.acquired_at = Instant::now();
+            self.take_lease(&s, &mut lock, deadline).await?;
         }
         Ok(lock)
     }
 
+    async fn lock_many(&self, groups: &[EntityGroup]) -> Result<Vec<GroupLock>, CoordError> {
+        let timeout = self.inner.cfg.lock_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut sorted = groups.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut locks = Vec::with_capacity(sorted.len());
+        for g in &sorted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let lock = tokio::time::timeout(left, self.inner.table.lock(g))
+                .await
+                .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
+            locks.push(lock);
+        }
+        // Local slots are ours; fetch the missing leases concurrently.
+        let s = self.inner.session();
+        futures::future::try_join_all(
+            locks
+                .iter_mut()
+                .filter(|l| l.guard.held_gen != Some(s.gen))
+                .map(|l| self.take_lease(&s, l, deadline)),
+        )
+        .await?;
+        Ok(locks)
+    }
+
     async fn release(&self, mut lock: GroupLock) {
-        if lock.guard.acquired_at.elapsed() < self.inner.cfg.lease_max_hold {
+        let wanted = lock.guard.wanted.load(Ordering::Acquire);
+        if !wanted && lock.guard.acquired_at.elapsed() < self.inner.cfg.lease_max_hold {
             return;
         }
         let s = self.inner.session();
+        lock.guard.yielded = wanted;
         if lock.guard.held_gen == Some(s.gen) {
             let path = self.inner.lease_path(&lock.group.journal_key());
             if let Err(e) = s.client.delete(&path, None).await {

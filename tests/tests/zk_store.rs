@@ -31,16 +31,28 @@ async fn coord(root: &str, tweak: impl FnOnce(&mut ZkConfig)) -> Arc<ZkCoordinat
 /// their read-modify-write increments from losing updates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_sessions_lose_no_increment() {
+    // Short leases so ownership really moves between the sessions.
+    increments_from_two_sessions(Duration::from_millis(5), Duration::from_millis(2)).await;
+}
+
+/// The same with leases that would never expire during the test: ownership
+/// moves only because the waiting session asks for the group and the holder
+/// hands it over after its current transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sessions_hand_leases_over_on_request() {
+    increments_from_two_sessions(Duration::from_secs(600), Duration::from_secs(600)).await;
+}
+
+async fn increments_from_two_sessions(lease_idle: Duration, lease_max_hold: Duration) {
     let root = format!("/northwest-test/{}", unique("incr"));
     let engine: Arc<dyn Engine> = Arc::new(MemEngine::new());
     let ns = Namespace::new("t").unwrap();
     let key = KeyPath::parse("Counter:1").unwrap();
     let mut tasks = Vec::new();
     for _ in 0..2 {
-        // Short leases so ownership really moves between the sessions.
         let c = coord(&root, |c| {
-            c.lease_idle = Duration::from_millis(5);
-            c.lease_max_hold = Duration::from_millis(2);
+            c.lease_idle = lease_idle;
+            c.lease_max_hold = lease_max_hold;
         })
         .await;
         let store = Store::open(engine.clone(), c, StoreConfig::default()).unwrap();
@@ -70,6 +82,58 @@ async fn two_sessions_lose_no_increment() {
     let check = Store::open(engine, coord(&root, |_| {}).await, StoreConfig::default()).unwrap();
     let v = check.get(&ns, &key).unwrap().unwrap();
     assert_eq!(String::from_utf8(v.value).unwrap(), "400");
+}
+
+/// An idle lease another session asks for is given back at once, not after
+/// `lease_idle`; the session that held it no longer counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_lease_is_given_back_when_asked() {
+    let root = format!("/northwest-test/{}", unique("handover"));
+    let long = |c: &mut ZkConfig| {
+        c.lease_idle = Duration::from_secs(600);
+        c.lease_max_hold = Duration::from_secs(600);
+    };
+    let (a, b) = (coord(&root, long).await, coord(&root, long).await);
+    let ns = Namespace::new("t").unwrap();
+    let g = EntityGroup::of(&ns, &KeyPath::parse("Acct:1").unwrap());
+    let held = a.lock(&g).await.unwrap();
+    a.release(held).await;
+    assert_eq!(
+        a.leases_held(),
+        1,
+        "a keeps its lease after the transaction"
+    );
+    let t = Instant::now();
+    let lock = b.lock(&g).await.expect("b gets the group");
+    let waited = t.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "b waited {waited:?}: the hand-over signal was not honoured"
+    );
+    b.fence(&lock).expect("b's lease is valid");
+    // a's watcher finishes its hand-over just after b's create succeeded.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while a.leases_held() != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(a.leases_held(), 0, "a gave its lease back");
+    // And back again while b's transaction is still open: a waits for it.
+    let a2 = {
+        let (a, g) = (a.clone(), g.clone());
+        tokio::spawn(async move { a.lock(&g).await.map(|l| l.group().clone()) })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !a2.is_finished(),
+        "a must not get the group during b's transaction"
+    );
+    b.release(lock).await;
+    let got = tokio::time::timeout(Duration::from_secs(5), a2)
+        .await
+        .expect("a gets the group once b's transaction ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, g);
 }
 
 /// If-Match optimistic retries across two sessions: every increment lands once.
