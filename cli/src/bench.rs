@@ -247,8 +247,8 @@ pub struct JournalBench {
     pub brokers: String,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
-    /// How long the applier keeps an idle group's ZooKeeper lease.
-    #[arg(long, default_value = "200ms", value_parser = crate::loadgen::parse_duration)]
+    /// How long the applier keeps an idle group's ZooKeeper lease (the node's default).
+    #[arg(long, default_value = "2s", value_parser = crate::loadgen::parse_duration)]
     pub apply_lease_idle: Duration,
     /// Only run the replication-latency measurement.
     #[arg(long)]

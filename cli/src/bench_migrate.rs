@@ -27,6 +27,13 @@ pub struct MigrateBench {
     /// cutover runs: a fixed rate, so the migration can catch up under it.
     #[arg(long, default_value_t = 300)]
     pub rate: u64,
+    /// Snapshot streaming limit in rows/s during the Table 2 runs (0 = as
+    /// fast as possible): the knob that trades migration time for n1 latency.
+    #[arg(long, default_value_t = 0)]
+    pub snapshot_rate: u64,
+    /// Which measurements to run (comma-separated: table2, table3, cutover).
+    #[arg(long, default_value = "table2,table3,cutover")]
+    pub only: String,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
@@ -198,7 +205,29 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         "bench migrate: {} entities, {} clients, {:?} per measurement",
         b.entities, b.clients, b.phase_duration
     );
-    println!("\nTable 2: request latency (ms), normal vs during migration");
+    let want = |t: &str| b.only.split(',').any(|x| x.trim() == t);
+    if want("table2") {
+        table2(&b).await?;
+    }
+    if want("table3") {
+        table3(&b).await?;
+    }
+    if want("cutover") {
+        cutover(&b).await?;
+    }
+    Ok(())
+}
+
+async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
+    let b = b.clone();
+    println!(
+        "\nTable 2: request latency (ms), normal vs during migration (snapshot rate limit: {})",
+        if b.snapshot_rate == 0 {
+            "none".to_string()
+        } else {
+            format!("{} rows/s", b.snapshot_rate)
+        }
+    );
     println!("{:<10} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | paper normal vs migrating", "reads", "mean", "p50", "p99", "max", "mean", "p50", "p99", "max", "overhead");
     for (reads, paper) in [
         (0.2, "107.2 vs 115.8 (7.4%)"),
@@ -220,6 +249,7 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut args = migrate_args(&b, &p);
         args.stop_after = Some(crate::migrate::Phase::CatchUp);
+        args.rate = b.snapshot_rate;
         let load = {
             let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
             tokio::spawn(async move { mixed(&n1, &b2, reads, st).await })
@@ -241,7 +271,11 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         );
         p.stop().await;
     }
+    Ok(())
+}
 
+async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
+    let b = b.clone();
     println!("\nTable 3: snapshot load per entity (stream n1 -> topic, then load into n2)");
     println!("(catch-up = n2's whole catch-up phase incl. polling; loader = the same rows loaded again into a fresh store, clock from assignment to last row)");
     println!(
@@ -294,7 +328,11 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         );
         p.stop().await;
     }
+    Ok(())
+}
 
+async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
+    let b = b.clone();
     println!(
         "\nCutover write pause over {} trials (paper: DNS switchover 46.4 s)",
         b.cutover_trials
