@@ -564,6 +564,30 @@ pub async fn assert_holds_acked(base: &str, ns: &str, acked: &Acked) {
     );
 }
 
+/// Records in every topic whose name starts with `prefix` (sum of high-water
+/// marks; 0 while none exists).
+pub fn records_in_topics_with_prefix(prefix: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .expect("kafka client");
+    let Ok(md) = c.fetch_metadata(None, std::time::Duration::from_secs(5)) else {
+        return 0;
+    };
+    let mut n = 0;
+    for t in md.topics().iter().filter(|t| t.name().starts_with(prefix)) {
+        for p in t.partitions() {
+            if let Ok((_, hw)) =
+                c.fetch_watermarks(t.name(), p.id(), std::time::Duration::from_secs(5))
+            {
+                n += hw;
+            }
+        }
+    }
+    n
+}
+
 /// An n1 (journaling) + n2 (applying) pair of node processes with a unique
 /// ZooKeeper root and journal topic; requires the dev stack.
 pub struct Pipeline {

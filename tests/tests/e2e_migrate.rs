@@ -182,7 +182,21 @@ async fn killed_orchestrator_resumes_and_snapshot_is_not_restarted() {
         ])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    // Kill once a few chunks are on the snapshot topic (a fixed sleep could
+    // land before streaming starts on a loaded machine), well before the end.
+    let prefix = format!("{}.snapshot.app.", s.topic);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while records_in_topics_with_prefix(&prefix) < 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot never started streaming"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "orchestrator ended early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     ok(&migrate(&s, &["--stop-after", "snapshot"]));
