@@ -719,6 +719,14 @@ mod journal_bench {
         let tally = Arc::new(Tally::default());
         let (groups, value, st) = (b.groups, vec![7u8; b.value_bytes], src.clone());
         let ns = Namespace::new("bench").expect("ns");
+        // The broker's own latency at the same moments, at a tenth of the
+        // rate: tells the broker's state apart from what the pipeline adds.
+        let probe = {
+            let (brokers, rate) = (b.brokers.clone(), (b.latency_rate / 10).max(1));
+            let (d, vb) = (b.latency_duration, b.value_bytes);
+            let topic = format!("bench-journal-probe-{stamp}");
+            tokio::spawn(async move { raw_latency(&brokers, &topic, rate, d, vb).await })
+        };
         drive(
             b.clients,
             Some(total),
@@ -751,6 +759,11 @@ mod journal_bench {
             b.latency_rate, b.latency_duration
         );
         print_latency("n1 commit -> applied on n2", lat);
+        match probe.await {
+            Ok(Ok(l)) => print_latency("broker alone, same moments, 1/10 rate", l),
+            Ok(Err(e)) => println!("  broker probe failed: {e}"),
+            Err(e) => println!("  broker probe failed: {e}"),
+        }
         let _ = astop_tx.send(true);
         let _ = task.await;
         let _ = stop.send(true);
@@ -765,7 +778,7 @@ mod journal_bench {
             b.value_bytes,
         )
         .await?;
-        print_latency("broker alone: produce -> consumed (floor)", raw);
+        print_latency("broker alone afterwards, same rate", raw);
         Ok(())
     }
 }
