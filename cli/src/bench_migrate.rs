@@ -88,13 +88,34 @@ async fn pair(b: &MigrateBench, tag: &str) -> anyhow::Result<Pair> {
         c.http.max_value_bytes = 1 << 20;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, addr) = tokio::sync::oneshot::channel();
-        p.tasks.push(tokio::spawn(crate::node::run(
-            c,
-            async {
-                let _ = stopped.await;
-            },
-            Some(ready),
-        )));
+        // Each node on its own runtime and threads, as separate processes
+        // would be: n2's apply batches must not queue n1's requests behind
+        // them on shared async workers.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("bench-{name}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build();
+                let r = match rt {
+                    Ok(rt) => rt.block_on(crate::node::run(
+                        c,
+                        async {
+                            let _ = stopped.await;
+                        },
+                        Some(ready),
+                    )),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = done_tx.send(r);
+            })?;
+        p.tasks.push(tokio::spawn(async move {
+            done_rx
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("node thread ended without a result")))
+        }));
         p.stops.push(stop);
         let url = format!("http://{}", addr.await?);
         if name == "n1" {
