@@ -274,31 +274,9 @@ mod journal_bench {
         }
     }
 
-    /// A store (RocksDB, local locks) journaling to `topic` with its relay running.
+    /// A store (RocksDB, the given coordinator) journaling to `topic` with
+    /// its relay running.
     async fn source(
-        dir: &std::path::Path,
-        b: &JournalBench,
-        topic: &str,
-        journal: bool,
-        sync: bool,
-    ) -> anyhow::Result<(
-        Arc<Store>,
-        Option<tokio::task::JoinHandle<()>>,
-        tokio::sync::watch::Sender<bool>,
-    )> {
-        source_with(
-            dir,
-            b,
-            topic,
-            journal,
-            sync,
-            Arc::new(LocalCoordinator::default()),
-        )
-        .await
-    }
-
-    /// [`source`] with the given coordinator.
-    async fn source_with(
         dir: &std::path::Path,
         b: &JournalBench,
         topic: &str,
@@ -363,16 +341,28 @@ mod journal_bench {
         }
     }
 
-    /// Raw consume of every record of `topic` (no decode, no store).
-    async fn raw_consume(brokers: &str, topic: &str, total: u64) -> anyhow::Result<f64> {
+    /// A consumer with the journal's settings, assigned every partition of a
+    /// bench topic at `at`.
+    fn consumer_at(
+        brokers: &str,
+        topic: &str,
+        group: &str,
+        at: Offset,
+    ) -> anyhow::Result<StreamConsumer> {
         let c: StreamConsumer = KafkaSettings::new(brokers)
-            .consumer_config(&[("group.id", "bench-raw"), ("enable.auto.commit", "false")])
+            .consumer_config(&[("group.id", group), ("enable.auto.commit", "false")])
             .create()?;
         let mut tpl = TopicPartitionList::new();
-        for p in 0..8 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        for p in 0..topic_spec(topic).partitions {
+            tpl.add_partition_offset(topic, p, at)?;
         }
         c.assign(&tpl)?;
+        Ok(c)
+    }
+
+    /// Raw consume of every record of `topic` (no decode, no store).
+    async fn raw_consume(brokers: &str, topic: &str, total: u64) -> anyhow::Result<f64> {
+        let c = consumer_at(brokers, topic, "bench-raw", Offset::Beginning)?;
         let t = Instant::now();
         let mut n = 0u64;
         let mut bytes = 0usize;
@@ -415,17 +405,7 @@ mod journal_bench {
         let kafka = KafkaSettings::new(brokers);
         northwest_producer::kafka::ensure_topic(&kafka, &topic_spec(topic)).await?;
         let producer: FutureProducer = kafka.producer_config().create()?;
-        let c: StreamConsumer = kafka
-            .consumer_config(&[
-                ("group.id", "bench-raw-lat"),
-                ("enable.auto.commit", "false"),
-            ])
-            .create()?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..8 {
-            tpl.add_partition_offset(topic, p, Offset::End)?;
-        }
-        c.assign(&tpl)?;
+        let c = consumer_at(brokers, topic, "bench-raw-lat", Offset::End)?;
         // Let the consumer reach the end before the first record.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let total = rate * duration.as_secs().max(1);
@@ -574,7 +554,7 @@ mod journal_bench {
         };
         let journal = mode != "off";
         let (store, relay, stop) =
-            source_with(&dir.join(&tag), b, &topic, journal, mode == "sync", coord).await?;
+            source(&dir.join(&tag), b, &topic, journal, mode == "sync", coord).await?;
         let t = Instant::now();
         let summary = writes(b, store.clone(), http).await;
         wait_shipped(&store).await;
@@ -665,7 +645,9 @@ mod journal_bench {
 
         // Replication latency at a fixed offered load.
         let lat_topic = format!("bench-journal-lat-{stamp}");
-        let (src, relay, stop) = source(&dir.join("lat-src"), &b, &lat_topic, true, false).await?;
+        let local = Arc::new(LocalCoordinator::default());
+        let (src, relay, stop) =
+            source(&dir.join("lat-src"), &b, &lat_topic, true, false, local).await?;
         let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.join("lat-dst"), false)?);
         let zk = ZkCoordinator::connect(ZkConfig {
             connect: b.zk.clone(),

@@ -182,13 +182,7 @@ impl Relay {
     fn settle(
         &self,
         p: &mut Pipeline,
-        done: Vec<(
-            u64,
-            Result<
-                rdkafka::producer::future_producer::OwnedDeliveryResult,
-                futures::channel::oneshot::Canceled,
-            >,
-        )>,
+        done: Vec<(u64, <DeliveryFuture as Future>::Output)>,
     ) -> Result<(), ProducerError> {
         let mut ok = Vec::with_capacity(done.len());
         for (seq, r) in done {

@@ -93,11 +93,6 @@ impl LockTable {
         }
     }
 
-    /// The slot of `key`, if the table has one (a weak view for watchers).
-    pub fn slot(&self, key: &str) -> Option<Arc<tokio::sync::Mutex<Slot>>> {
-        self.slots.lock().get(key).cloned()
-    }
-
     /// Slots currently in the table (for the lease reaper).
     pub fn entries(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Slot>>)> {
         self.slots
@@ -127,6 +122,14 @@ impl LockTable {
     }
 }
 
+/// The lock order of [`Coordinator::lock_many`]: each group once, sorted.
+pub(crate) fn distinct_sorted(groups: &[EntityGroup]) -> Vec<EntityGroup> {
+    let mut sorted = groups.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    sorted
+}
+
 /// Locks, transaction ids and the blacklist.
 #[async_trait]
 pub trait Coordinator: Send + Sync + 'static {
@@ -139,9 +142,7 @@ pub trait Coordinator: Send + Sync + 'static {
     /// sorted order, so two multi-group callers in one process cannot
     /// deadlock; implementations may then fetch remote ownership concurrently.
     async fn lock_many(&self, groups: &[EntityGroup]) -> Result<Vec<GroupLock>, CoordError> {
-        let mut sorted = groups.to_vec();
-        sorted.sort();
-        sorted.dedup();
+        let sorted = distinct_sorted(groups);
         let mut out = Vec::with_capacity(sorted.len());
         for g in &sorted {
             out.push(self.lock(g).await?);

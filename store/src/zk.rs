@@ -8,8 +8,8 @@
 //! already queued on it locally finish, so an uncontended lease costs nothing
 //! and a contended one is handed over after one transaction. It is also given
 //! back when idle for `lease_idle`, and at the end of a transaction once held
-//! for `lease_max_hold` (a backstop should a signal be lost). Exclusivity across processes comes from the
-//! ephemeral znode alone; a commit first checks ([`Coordinator::fence`]) that
+//! for `lease_max_hold` (a backstop should a signal be lost). Exclusivity
+//! across processes comes from the ephemeral znode alone; a commit first checks ([`Coordinator::fence`]) that
 //! the lease was taken under the current, connected session. A crashed holder's
 //! znode disappears when its session expires (after `session_timeout`).
 //!
@@ -28,7 +28,7 @@ use parking_lot::RwLock;
 use tokio::task::JoinHandle;
 use zookeeper_client as zk;
 
-use crate::coord::{Coordinator, GroupLock, LockTable, Slot};
+use crate::coord::{distinct_sorted, Coordinator, GroupLock, LockTable, Slot};
 use crate::error::CoordError;
 use crate::key::EntityGroup;
 use crate::types::TxnId;
@@ -295,10 +295,7 @@ impl Inner {
                     continue;
                 };
                 if g.held_gen.is_some() && g.last_used.elapsed() >= self.cfg.lease_idle {
-                    if g.held_gen == Some(s.gen) {
-                        let _ = s.client.delete(&self.lease_path(&key), None).await;
-                    }
-                    g.held_gen = None;
+                    self.give_back(&s, &mut g, &key, false).await;
                 }
             }
             self.table.prune();
@@ -373,13 +370,19 @@ impl Inner {
         let Some(slot) = slot.upgrade() else { return };
         let mut g = slot.lock_owned().await;
         if Arc::ptr_eq(&g.wanted, &wanted) && g.held_gen == Some(gen) {
-            g.held_gen = None;
-            g.yielded = true;
-            let s = self.session();
-            if s.gen == gen {
-                if let Err(e) = s.client.delete(&self.lease_path(&key), None).await {
-                    tracing::debug!(error = %e, key, "lease hand-over failed; session expiry will drop it");
-                }
+            self.give_back(&self.session(), &mut g, &key, true).await;
+        }
+    }
+
+    /// Gives `slot`'s lease back: deletes the znode if it was taken under
+    /// session `s` (an older session's znode went with that session).
+    /// `yielded`: another process asked for it (see [`Slot::yielded`]).
+    async fn give_back(&self, s: &Session, slot: &mut Slot, key: &str, yielded: bool) {
+        let held = slot.held_gen.take();
+        slot.yielded = yielded;
+        if held == Some(s.gen) {
+            if let Err(e) = s.client.delete(&self.lease_path(key), None).await {
+                tracing::debug!(error = %e, key, "lease release failed; session expiry will drop it");
             }
         }
     }
@@ -433,29 +436,17 @@ impl ZkCoordinator {
 #[async_trait]
 impl Coordinator for ZkCoordinator {
     async fn lock(&self, group: &EntityGroup) -> Result<GroupLock, CoordError> {
-        let deadline = Instant::now() + self.inner.cfg.lock_timeout;
-        let key = group.journal_key();
-        let mut lock =
-            tokio::time::timeout(self.inner.cfg.lock_timeout, self.inner.table.lock(group))
-                .await
-                .map_err(|_| CoordError::LockTimeout(self.inner.cfg.lock_timeout, key.clone()))?;
-        let s = self.inner.session();
-        if lock.guard.held_gen != Some(s.gen) {
-            self.take_lease(&s, &mut lock, deadline).await?;
-        }
-        Ok(lock)
+        let mut locks = self.lock_many(std::slice::from_ref(group)).await?;
+        Ok(locks.pop().expect("one lock per distinct group"))
     }
 
     async fn lock_many(&self, groups: &[EntityGroup]) -> Result<Vec<GroupLock>, CoordError> {
         let timeout = self.inner.cfg.lock_timeout;
         let deadline = Instant::now() + timeout;
-        let mut sorted = groups.to_vec();
-        sorted.sort();
-        sorted.dedup();
-        let mut locks = Vec::with_capacity(sorted.len());
-        for g in &sorted {
+        let mut locks = Vec::with_capacity(groups.len());
+        for g in distinct_sorted(groups) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let lock = tokio::time::timeout(left, self.inner.table.lock(g))
+            let lock = tokio::time::timeout(left, self.inner.table.lock(&g))
                 .await
                 .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
             locks.push(lock);
@@ -477,15 +468,10 @@ impl Coordinator for ZkCoordinator {
         if !wanted && lock.guard.acquired_at.elapsed() < self.inner.cfg.lease_max_hold {
             return;
         }
-        let s = self.inner.session();
-        lock.guard.yielded = wanted;
-        if lock.guard.held_gen == Some(s.gen) {
-            let path = self.inner.lease_path(&lock.group.journal_key());
-            if let Err(e) = s.client.delete(&path, None).await {
-                tracing::debug!(error = %e, path, "lease release failed; session expiry will drop it");
-            }
-        }
-        lock.guard.held_gen = None;
+        let key = lock.group.journal_key();
+        self.inner
+            .give_back(&self.inner.session(), &mut lock.guard, &key, wanted)
+            .await;
     }
 
     fn fence(&self, lock: &GroupLock) -> Result<(), CoordError> {
