@@ -65,7 +65,18 @@ async fn broker_restart_loses_and_reorders_nothing() {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    c.subscribe(&[&topic]).unwrap();
+    // Assigned, not subscribed: a group join right after the broker restart
+    // can take longer than the idle cut-off below.
+    let md = c
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    assert!(tpl.count() > 0, "journal topic {topic} has no partitions");
+    c.assign(&tpl).unwrap();
     let mut last: HashMap<String, u64> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut idle = 0;
