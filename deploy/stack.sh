@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Local dev stack for Northwest: ZooKeeper (standalone) + the `nisshi` Kafka-protocol broker.
+# Local dev stack for Northwest: ZooKeeper (standalone) + Apache Kafka (KRaft, 1 or 3 nodes).
 #
-#   deploy/stack.sh install   install missing apt packages and the pinned nisshi binary
-#   deploy/stack.sh up        install, then start both services and wait until they serve
-#   deploy/stack.sh down      stop both (TERM, then KILL after a grace period)
-#   deploy/stack.sh status    up/down, pid, port, data dir, log of each (exit 3 if one is down)
-#   deploy/stack.sh reset     down, then delete both data dirs
-#   deploy/stack.sh env       print `export NW_ZK=...` / `export NW_KAFKA=...`
+#   deploy/stack.sh install            install missing apt packages and the pinned Kafka jars
+#   deploy/stack.sh up [--brokers N]   install, then start ZooKeeper and N=1|3 Kafka nodes and
+#                                      wait until they serve (also NW_KAFKA_BROKERS=N)
+#   deploy/stack.sh down               stop everything that runs (TERM, then KILL after a grace)
+#   deploy/stack.sh status             up/down, pid, port, data dir, log of each (exit 3 if one is down)
+#   deploy/stack.sh reset              down, then delete all data dirs (ZooKeeper and Kafka)
+#   deploy/stack.sh env                print `export NW_ZK=...` / `export NW_KAFKA=...`
+#   deploy/stack.sh logs [LINES]       last lines (default 30) of each service's log
+#   deploy/stack.sh kill-broker N      kill -9 Kafka node N (tests: lose a partition leader)
+#   deploy/stack.sh start-broker N     start Kafka node N again (same data); wait until it serves
+#   deploy/stack.sh kafka TOOL [ARGS]  run a Kafka CLI tool from the cached jars, e.g.
+#                                      `kafka kafka-topics --bootstrap-server 127.0.0.1:9092 --list`
 #
 # Every command is idempotent. See deploy/README.md.
 set -euo pipefail
@@ -18,22 +24,30 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly REPO_ROOT
 readonly HOST=127.0.0.1
 readonly ZK_PORT="${NW_ZK_PORT:-2181}"
+# Kafka node N (1..3) listens on KAFKA_PORT + 2(N-1) for clients and on the port above that for
+# its controller: 9092/9093, 9094/9095, 9096/9097. Node 1 is the same in both cluster sizes.
 readonly KAFKA_PORT="${NW_KAFKA_PORT:-9092}"
 readonly STACK_DIR="${NW_STACK_DIR:-$REPO_ROOT/.northwest/stack}"
 readonly ZK_TIMEOUT="${NW_ZK_TIMEOUT:-60}"        # seconds; ~5 s is normal with 166k znodes
-readonly KAFKA_TIMEOUT="${NW_KAFKA_TIMEOUT:-60}"  # seconds; normally well under 1 s
+readonly KAFKA_TIMEOUT="${NW_KAFKA_TIMEOUT:-90}"  # seconds; ~10 s is normal on 2 cores
 readonly STOP_GRACE="${NW_STOP_GRACE:-20}"        # seconds between TERM and KILL
 
 readonly APT_PACKAGES=(zookeeper build-essential pkg-config libclang-dev cmake)
 
-# The broker binary is built once per machine and shared by every checkout.
-readonly NISSHI_VERSION=0.8.1
+# The Kafka jars are resolved once per machine from Maven Central (deploy/kafka/pom.xml pins the
+# version) and shared by every checkout; Maven's own cache (~/.m2) keeps a second copy.
+readonly KAFKA_POM="$REPO_ROOT/deploy/kafka/pom.xml"
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM" | head -n 1)
+[[ -n $KAFKA_VERSION ]] || { echo "[stack] ERROR: no <kafka.version> in $KAFKA_POM" >&2; exit 1; }
+readonly KAFKA_VERSION
 readonly CACHE_DIR="${NORTHWEST_CACHE:-$HOME/.cache/northwest}"
-readonly NISSHI_ROOT="$CACHE_DIR/nisshi-$NISSHI_VERSION"
-readonly NISSHI_BIN="$NISSHI_ROOT/bin/nisshi"
-readonly NISSHI_BUILD_DIR="$CACHE_DIR/nisshi-build"
-readonly NISSHI_LOCK="$CACHE_DIR/nisshi-install.lock"
-readonly NISSHI_INSTALL_LOG="$CACHE_DIR/logs/nisshi-install.log"
+readonly KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
+readonly KAFKA_LIB="$KAFKA_HOME/lib"
+# Written last, after every jar is in place: its absence means "not installed".
+readonly KAFKA_STAMP="$KAFKA_HOME/pom.sha256"
+readonly KAFKA_INSTALL_LOCK="$CACHE_DIR/kafka-install.lock"
+readonly KAFKA_INSTALL_LOG="$CACHE_DIR/logs/kafka-install.log"
+readonly KAFKA_HEAP=(-Xmx768m -Xms256m)
 
 # Layout under $STACK_DIR: one data dir per service, all logs and pid files side by side.
 readonly LOG_DIR="$STACK_DIR/logs"
@@ -43,13 +57,12 @@ readonly ZK_DATA_DIR="$STACK_DIR/zookeeper/data"
 readonly ZK_CFG="$ZK_CONF_DIR/zoo.cfg"
 readonly ZK_LOG="$LOG_DIR/zookeeper.log"   # log4j output: the useful one
 readonly ZK_OUT="$LOG_DIR/zookeeper.out"   # JVM stdout/stderr (crashes, bad options)
-readonly KAFKA_DATA_DIR="$STACK_DIR/nisshi/data"
-readonly KAFKA_LOG="$LOG_DIR/nisshi.log"
-# Relative to $KAFKA_DATA_DIR, which is the broker's working directory.
-# Maintenance (retention scan of every delete-policy record, compaction) holds sqlite's write
-# lock while it runs, stalling produce and fetch: run it every 30 s, not every second.
-readonly KAFKA_STORAGE='sqlite://nisshi.db?maintenance_interval=30s'
-readonly KAFKA_URL="tcp://$HOST:$KAFKA_PORT"
+# Kafka: $KAFKA_DIR/cluster-<size>/{cluster.id,ports,node-N/{server.properties,log4j2.properties,data/}}
+# The two cluster sizes keep separate data; only one runs at a time (same ports).
+readonly KAFKA_DIR="$STACK_DIR/kafka"
+readonly KAFKA_TOOLS_LOG4J="$KAFKA_DIR/tools-log4j2.properties"
+readonly KAFKA_SIZE_FILE="$RUN_DIR/kafka.brokers"   # size of the cluster last started by 'up'
+readonly KAFKA_MAX_NODES=3
 
 readonly ZK_JARS=(/usr/share/java/zookeeper.jar /usr/share/java/slf4j-log4j12.jar
                   /usr/share/java/log4j-1.2.jar)
@@ -101,19 +114,24 @@ port_owner() {
 # ---------------------------------------------------------------------------------------------
 # Process bookkeeping. A pid file alone is not trusted: the pid may have been reused by an
 # unrelated process after a crash or reboot, so every pid is checked against a signature that
-# only our own instance has (its config path / its working directory).
+# only our own instance has (its config path on the command line).
 # ---------------------------------------------------------------------------------------------
 pid_file()  { echo "$RUN_DIR/$1.pid"; }
 port_file() { echo "$RUN_DIR/$1.port"; }
 
 is_ours() {
-  local svc=$1 pid=$2 cmd
+  local svc=$1 pid=$2 cmd a=()
   pid_alive "$pid" || return 1
-  cmd=$(proc_cmdline "$pid")
+  # Same as $(proc_cmdline), without forking: this runs for every pid when scanning /proc.
+  { mapfile -d '' a <"/proc/$pid/cmdline"; } 2>/dev/null || return 1
+  cmd="${a[*]-} "
   case $svc in
     zookeeper) [[ $cmd == *QuorumPeerMain* && $cmd == *"$ZK_CFG"* ]] ;;
-    nisshi)    [[ $cmd == *nisshi*broker* ]] &&
-               [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$KAFKA_DATA_DIR" ]] ;;
+    # Our Kafka JVMs are told apart by their server.properties path (node N of either cluster
+    # size lives at $KAFKA_DIR/cluster-<size>/node-N/server.properties).
+    kafka-node[0-9])
+               [[ $cmd == *" kafka.Kafka "* &&
+                  $cmd == *" $KAFKA_DIR/cluster-"[0-9]"/node-${svc#kafka-node}/server.properties"* ]] ;;
     *) return 1 ;;
   esac
 }
@@ -186,14 +204,37 @@ check_same_port() {
 # ---------------------------------------------------------------------------------------------
 # install
 # ---------------------------------------------------------------------------------------------
+
+# The java to run Kafka with: $JAVA_HOME's if set (as Kafka's own scripts do), else the PATH's.
+java_bin() {
+  if [[ -n ${JAVA_HOME:-} && -x $JAVA_HOME/bin/java ]]; then echo "$JAVA_HOME/bin/java"; else echo java; fi
+}
+
+# Major version of that java (17, 21, 25, ...), or nothing if there is none.
+java_major() {
+  local v
+  v=$("$(java_bin)" -version 2>&1 | sed -n 's/.* version "\([0-9][0-9]*\).*/\1/p' | head -n 1) || true
+  echo "$v"
+}
+
 install_apt_packages() {
   local missing=() p
   for p in "${APT_PACKAGES[@]}"; do
     # Status, not just exit code: a removed package with leftover config still "exists".
     dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
   done
+  # Kafka 4.x needs Java 17+ and Maven resolves it. Any JDK/Maven that works will do (the
+  # machines have OpenJDK 17 from openjdk-17-*, not default-jdk-headless), so ask for the
+  # Debian packages only when the command itself is missing or too old.
+  local jv; jv=$(java_major)
+  if [[ -z $jv ]] || ((jv < 17)); then
+    dpkg -s default-jdk-headless 2>/dev/null | grep -q '^Status: install ok installed' &&
+      die "java ${jv:-?} found, Kafka needs 17+; set JAVA_HOME to a newer JDK"
+    missing+=(default-jdk-headless)
+  fi
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
   if ((${#missing[@]} == 0)); then
-    log "apt packages: all present (${APT_PACKAGES[*]})"
+    log "apt packages: all present (${APT_PACKAGES[*]}; java $jv; mvn)"
     return 0
   fi
   local sudo=()
@@ -207,74 +248,65 @@ install_apt_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 }
 
-# Pids of `cargo install` processes that target our install root but were not started by this
-# script (e.g. a provisioning job): they hold no flock of ours, so they are detected by argv.
-foreign_cargo_installs() {
-  local p cmd
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    cmd=$(proc_cmdline "$p")
-    [[ $cmd == *cargo*" install "*nisshi* ]] || continue
-    [[ $cmd == *"--root $NISSHI_ROOT "* || $cmd == *"--root=$NISSHI_ROOT "* ]] && echo "$p"
-  done
-  return 0
-}
+pom_sha() { sha256sum "$KAFKA_POM" | cut -d ' ' -f 1; }
 
-install_nisshi() {
-  if [[ -x $NISSHI_BIN ]]; then
-    log "nisshi $NISSHI_VERSION: present ($NISSHI_BIN)"
+# Installed = the stamp exists and matches the pom (a pom edited without a version bump, e.g.
+# another log4j binding, is picked up too).
+kafka_installed() { [[ -f $KAFKA_STAMP && $(<"$KAFKA_STAMP") == "$(pom_sha)" ]]; }
+
+install_kafka() {
+  if kafka_installed; then
+    log "kafka $KAFKA_VERSION: present ($KAFKA_LIB)"
     return 0
   fi
   mkdir -p "$CACHE_DIR/logs"
   # Subshell: the lock fd closes when it exits, so the daemons started later never inherit it.
   (
-    exec 9>"$NISSHI_LOCK"
+    exec 9>"$KAFKA_INSTALL_LOCK"
     if ! flock -n 9; then
-      log "nisshi: another stack.sh is installing it; waiting for the lock ($NISSHI_LOCK)"
+      log "kafka: another stack.sh is installing it; waiting for the lock ($KAFKA_INSTALL_LOCK)"
       flock 9
     fi
     # Re-check under the lock: whoever held it may have just finished.
-    if [[ -x $NISSHI_BIN ]]; then
-      log "nisshi $NISSHI_VERSION: present ($NISSHI_BIN)"
+    if kafka_installed; then
+      log "kafka $KAFKA_VERSION: present ($KAFKA_LIB)"
       exit 0
     fi
+    command -v mvn >/dev/null 2>&1 || die "mvn not found; install Maven (apt-get install maven)"
+    # Leftovers of an install that died half-way (we hold the lock, so nobody is using them).
+    rm -rf -- "$CACHE_DIR/.kafka-$KAFKA_VERSION".tmp.* "$CACHE_DIR/.kafka-$KAFKA_VERSION".old.*
 
-    local pids
-    pids=$(foreign_cargo_installs | paste -sd ' ')
-    if [[ -n $pids ]]; then
-      log "nisshi: a cargo install into $NISSHI_ROOT is already running (pid $pids);"
-      log "        waiting for it instead of starting a second one. The first install takes"
-      log "        ~20-35 minutes; progress: tail -f $NISSHI_INSTALL_LOG"
-      local waited=0
-      while [[ -n $(foreign_cargo_installs) ]]; do
-        sleep 10
-        waited=$((waited + 10))
-        ((waited % 120 == 0)) && log "nisshi: still building... ($((waited / 60)) min waited)"
-      done
-      if [[ -x $NISSHI_BIN ]]; then
-        log "nisshi $NISSHI_VERSION: installed by the other process ($NISSHI_BIN)"
-        exit 0
-      fi
-      log "nisshi: the other install ended without a binary; installing it here"
+    local tmp
+    tmp=$(mktemp -d "$CACHE_DIR/.kafka-$KAFKA_VERSION.tmp.XXXXXX")
+    log "kafka $KAFKA_VERSION: resolving the jars from Maven Central into $KAFKA_LIB"
+    log "        (~10-30 s the first time on a machine; log: $KAFKA_INSTALL_LOG)"
+    # The pom is copied so that Maven writes nothing (target/) into the repo.
+    cp "$KAFKA_POM" "$tmp/pom.xml"
+    printf '=== %s: mvn dependency:copy-dependencies for kafka %s ===\n' \
+      "$(date -u +%FT%TZ)" "$KAFKA_VERSION" >>"$KAFKA_INSTALL_LOG"
+    # The project is a pom-only wrapper, so its dependencies include the kafka_2.13 artifact itself.
+    if ! (cd "$tmp" && mvn -B -q -Dstyle.color=never dependency:copy-dependencies \
+            -DincludeScope=runtime -DoutputDirectory="$tmp/lib") >>"$KAFKA_INSTALL_LOG" 2>&1; then
+      rm -rf -- "$tmp"
+      show_tail "$KAFKA_INSTALL_LOG"
+      die "mvn could not resolve kafka $KAFKA_VERSION; see $KAFKA_INSTALL_LOG"
     fi
-
-    command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH (install Rust with rustup)"
-    log "nisshi: building $NISSHI_VERSION from crates.io into $NISSHI_ROOT"
-    log "        The first install takes ~20-35 minutes (2 cores, ~2 GB RAM); later runs reuse it."
-    log "        Log: $NISSHI_INSTALL_LOG"
-    # --locked: nisshi's own Cargo.lock, so every machine builds the same dependency versions;
-    # --ignore-rust-version: don't refuse over the crate's declared rust-version (as measured).
-    CARGO_TARGET_DIR="$NISSHI_BUILD_DIR" cargo install nisshi --version "$NISSHI_VERSION" \
-        --locked --ignore-rust-version --root "$NISSHI_ROOT" 2>&1 | tee -a "$NISSHI_INSTALL_LOG" >&2 \
-      || die "cargo install nisshi failed; see $NISSHI_INSTALL_LOG"
-    [[ -x $NISSHI_BIN ]] || die "cargo install finished but $NISSHI_BIN is missing"
-    log "nisshi $NISSHI_VERSION: installed ($NISSHI_BIN)"
+    local jar
+    for jar in "kafka_2.13-$KAFKA_VERSION.jar" "kafka-tools-$KAFKA_VERSION.jar"; do
+      [[ -f $tmp/lib/$jar ]] || { rm -rf -- "$tmp"; die "mvn finished but $jar is missing"; }
+    done
+    pom_sha >"$tmp/pom.sha256"
+    # Swap in whole: a reader sees the old complete dir, no dir, or the new complete dir.
+    if [[ -e $KAFKA_HOME ]]; then mv -- "$KAFKA_HOME" "$tmp.old"; fi
+    mv -- "$tmp" "$KAFKA_HOME"
+    rm -rf -- "$tmp.old"
+    log "kafka $KAFKA_VERSION: installed ($(find "$KAFKA_LIB" -name '*.jar' | wc -l) jars in $KAFKA_LIB)"
   )
 }
 
 cmd_install() {
   install_apt_packages
-  install_nisshi
+  install_kafka
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -372,77 +404,371 @@ start_zookeeper() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# nisshi broker
+# Apache Kafka (KRaft; every node is broker and controller at once)
 # ---------------------------------------------------------------------------------------------
 
-# nisshi loads a `.env` file from its working directory OR ANY PARENT (dotenv crate) and every
-# broker flag also reads an env var (STORAGE_ENGINE, LISTENER_URL, SCHEMA_REGISTRY, ...). An
-# empty `.env` in the data dir stops the search there, so a `.env` in the repo can't leak in.
-prepare_kafka_dir() {
-  mkdir -p "$KAFKA_DATA_DIR" "$LOG_DIR"
-  [[ -f $KAFKA_DATA_DIR/.env ]] || : >"$KAFKA_DATA_DIR/.env"
+kafka_port()      { echo $((KAFKA_PORT + 2 * ($1 - 1))); }        # client listener of node $1
+kafka_ctl_port()  { echo $((KAFKA_PORT + 2 * ($1 - 1) + 1)); }    # controller listener of node $1
+kafka_cluster_dir() { echo "$KAFKA_DIR/cluster-$1"; }
+kafka_node_dir()  { echo "$KAFKA_DIR/cluster-$1/node-$2"; }
+kafka_log()       { echo "$LOG_DIR/kafka-node$1.log"; }   # log4j2 output: the useful one
+kafka_out()       { echo "$LOG_DIR/kafka-node$1.out"; }   # JVM stdout/stderr, format output
+kafka_bootstrap() {
+  local size=$1 n list=""
+  for ((n = 1; n <= size; n++)); do list+="${list:+,}$HOST:$(kafka_port "$n")"; done
+  echo "$list"
 }
 
-# The broker answers a metadata request (within $1 seconds, default 5). Run from the data dir
-# for the `.env` shield above.
-kafka_ready() {
-  (cd "$KAFKA_DATA_DIR" && timeout "${1:-5}" "$NISSHI_BIN" topic list --broker "$KAFKA_URL") \
-    >/dev/null 2>&1
+valid_size() { [[ $1 == 1 || $1 == 3 ]] || die "--brokers must be 1 or 3, not '$1'"; }
+
+# Size of the cluster whose nodes are running now (from a live node's command line), or nothing.
+running_size() {
+  local n pid
+  for ((n = 1; n <= KAFKA_MAX_NODES; n++)); do
+    pid=$(find_pid "kafka-node$n")
+    [[ -n $pid ]] || continue
+    proc_cmdline "$pid" | sed -n 's:.*/kafka/cluster-\([0-9]\)/node-[0-9]/server\.properties.*:\1:p'
+    return 0
+  done
 }
 
-start_nisshi() {
-  [[ -x $NISSHI_BIN ]] || die "$NISSHI_BIN missing; run '$0 install'"
-  prepare_kafka_dir
-  local pid
-  pid=$(find_pid nisshi)
-  if [[ -n $pid ]]; then
-    check_same_port nisshi "$KAFKA_PORT"
-    if kafka_ready 2; then
-      log "nisshi: already up (pid $pid, $HOST:$KAFKA_PORT)"
-      return 0
-    fi
-    log "nisshi: pid $pid is running but not serving yet; waiting"
+# The size the commands other than 'up' act on: the running cluster, else the last one 'up'
+# started (all its nodes may have been killed), else the requested one.
+active_size() {
+  local s
+  s=$(running_size)
+  [[ -z $s && -s $KAFKA_SIZE_FILE ]] && s=$(<"$KAFKA_SIZE_FILE")
+  echo "${s:-$REQUESTED_SIZE}"
+}
+
+# A Kafka Metadata request (v4, no topics) to port $1; prints the node ids of the brokers the
+# answer lists (registered and unfenced), one per line. Plain bash /dev/tcp: no JVM start.
+# Bounded by `timeout` ($2 s, default 3): a listener that accepts but doesn't serve yet hangs.
+kafka_metadata_brokers() {
+  local port=$1 t=${2:-3} out
+  # Request: size 23 | api_key 3 (Metadata) | version 4 | correlation id "NW\0\1" |
+  # client id "nw-stack" | topics: empty array | allow_auto_topic_creation false.
+  # shellcheck disable=SC2016  # positional args of the inner shell
+  out=$(timeout "$t" bash -c 'exec 3<>"/dev/tcp/$0/$1" || exit 1
+      printf "\x00\x00\x00\x17\x00\x03\x00\x04\x4e\x57\x00\x01\x00\x08nw-stack\x00\x00\x00\x00\x00" >&3
+      dd bs=65536 count=1 <&3 2>/dev/null | od -An -v -tu1' "$HOST" "$port" 2>/dev/null) || return 1
+  local -a b
+  read -r -a b <<<"$(echo $out)"   # unquoted on purpose: od's lines into one list
+  # Response: size(4) | correlation id(4) | throttle_time_ms(4) | brokers: count(4), then per
+  # broker node_id(4) host(2+len) port(4) rack(2+len, -1 = null).
+  ((${#b[@]} >= 16)) || return 1
+  [[ ${b[4]} == 78 && ${b[5]} == 87 && ${b[6]} == 0 && ${b[7]} == 1 ]] || return 1
+  local count=$(((b[12] << 24) | (b[13] << 16) | (b[14] << 8) | b[15])) i=16 k len
+  for ((k = 0; k < count; k++)); do
+    ((i + 6 <= ${#b[@]})) || return 1
+    echo $(((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]))
+    len=$(((b[i + 4] << 8) | b[i + 5]))
+    i=$((i + 6 + len + 4))
+    ((i + 2 <= ${#b[@]})) || return 1
+    len=$(((b[i] << 8) | b[i + 1]))
+    ((len == 65535)) && len=0
+    i=$((i + 2 + len))
+  done
+}
+
+# Node $2 of a $1-node cluster serves: it answers a metadata request, and the brokers it lists
+# include every node of the cluster ($3 = all, for 'up') or itself ($3 = self, start-broker).
+kafka_node_ready() {
+  local size=$1 n=$2 want=$3 t=${4:-3} ids m
+  ids=$(kafka_metadata_brokers "$(kafka_port "$n")" "$t") || return 1
+  if [[ $want == self ]]; then
+    grep -qx "$n" <<<"$ids"
   else
-    # nisshi would also fail on a taken port, but only into its log; say it here, with the owner.
-    if port_in_use "$KAFKA_PORT"; then
-      die "port $KAFKA_PORT is already taken by another process $(port_owner "$KAFKA_PORT");" \
+    for ((m = 1; m <= size; m++)); do grep -qx "$m" <<<"$ids" || return 1; done
+  fi
+}
+
+# Kafka node ids are 16 random bytes in url-safe base64 without padding (Uuid.randomUuid());
+# like Kafka, avoid a leading '-' so the id can't be taken for a CLI option.
+new_cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ $id == -* || $id == AAAAAAAAAAAAAAAAAAAAA[AQ] ]] || break
+  done
+  echo "$id"
+}
+
+write_kafka_tools_log4j() {
+  mkdir -p "$KAFKA_DIR"
+  cat >"$KAFKA_TOOLS_LOG4J" <<EOT
+# Generated by deploy/stack.sh: Kafka CLI tools log warnings to stderr.
+status = warn
+appender.err.type = Console
+appender.err.name = STDERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = STDERR
+EOT
+}
+
+# server.properties and log4j2.properties of node $2 of a $1-node cluster, rewritten by every
+# start (the data dir keeps the state; these only configure the process).
+write_kafka_config() {
+  local size=$1 n=$2 dir port ctl rf isr voters="" m
+  dir=$(kafka_node_dir "$size" "$n")
+  port=$(kafka_port "$n")
+  ctl=$(kafka_ctl_port "$n")
+  rf=$((size >= 3 ? 3 : 1))
+  isr=$((size >= 3 ? 2 : 1))
+  mkdir -p "$dir/data" "$LOG_DIR"
+  local quorum
+  if ((size == 1)); then
+    # Dynamic quorum (KIP-853): the single voter is written at format time (--standalone).
+    quorum="controller.quorum.bootstrap.servers=$HOST:$ctl"
+  else
+    # Static quorum: the voters are this list, every node formatted with the same cluster id.
+    for ((m = 1; m <= size; m++)); do voters+="${voters:+,}$m@$HOST:$(kafka_ctl_port "$m")"; done
+    quorum="controller.quorum.voters=$voters"
+  fi
+  cat >"$dir/server.properties" <<EOT
+# Generated by deploy/stack.sh; edits are overwritten on the next start.
+# Node $n of a $size-node KRaft cluster: broker and controller in one process.
+process.roles=broker,controller
+node.id=$n
+$quorum
+listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$ctl
+advertised.listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$ctl
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+metadata.log.dir=$dir/data
+
+# Replication: everything on every node in the 3-node cluster, acks=all survives one node down.
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+# Fewer internal partitions than the defaults (50): quicker to create and load on 2 cores.
+offsets.topic.num.partitions=8
+transaction.state.log.num.partitions=8
+
+# Topics: produce to a missing topic creates it (8 partitions), as with the previous broker.
+auto.create.topics.enable=true
+num.partitions=8
+# Room for the node's largest journal record (deploy/n1.toml: max_message_bytes = 10 MiB, a
+# transaction of 8 x 1 MiB values) even on auto-created topics; replicas must fetch it too.
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
+# Consumer groups: no 3 s wait for more members before the first assignment (tests).
+group.initial.rebalance.delay.ms=0
+# Log cleaner: look for compactable logs every second (tests set a small segment.ms to force it).
+log.cleaner.backoff.ms=1000
+log.cleaner.dedupe.buffer.size=33554432
+# A killed node is fenced (its partitions' leaders move) after 6 s instead of 9 s.
+broker.session.timeout.ms=6000
+broker.heartbeat.interval.ms=1000
+# 2 cores shared by up to 3 nodes, ZooKeeper and the tests.
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+EOT
+  local logf; logf=$(kafka_log "$n")
+  cat >"$dir/log4j2.properties" <<EOT
+# Generated by deploy/stack.sh: the broker logs to $logf (rolled at 20 MB, 3 kept).
+status = warn
+appender.file.type = RollingFile
+appender.file.name = FILE
+appender.file.fileName = $logf
+appender.file.filePattern = $logf.%i
+appender.file.append = true
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+# One line per request at DEBUG; keep it quiet.
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+EOT
+}
+
+kafka_java() {
+  local jv; jv=$(java_major)
+  [[ -n $jv ]] || die "java not found; run '$0 install'"
+  ((jv >= 17)) || die "java $jv found, Kafka $KAFKA_VERSION needs 17+; set JAVA_HOME"
+  kafka_installed || die "kafka $KAFKA_VERSION is not installed ($KAFKA_LIB); run '$0 install'"
+}
+
+# The data of a cluster is tied to its ports (the single node's voter endpoint is stored at
+# format time): refuse to reuse it with other ports rather than start a broken node.
+check_cluster_ports() {
+  local size=$1 f have
+  f="$(kafka_cluster_dir "$size")/ports"
+  [[ -f $f ]] || return 0
+  have=$(<"$f")
+  [[ $have == "$KAFKA_PORT" ]] ||
+    die "the $size-node Kafka data in $(kafka_cluster_dir "$size") was made for NW_KAFKA_PORT=$have," \
+        "not $KAFKA_PORT; use that port, or '$0 reset' (deletes all data)"
+}
+
+# Format the data dirs of the nodes of a $1-node cluster that are not formatted yet (in
+# parallel: each is a JVM start).
+format_kafka() {
+  local size=$1 cdir id n dir pids=() todo=()
+  cdir=$(kafka_cluster_dir "$size")
+  for ((n = 1; n <= size; n++)); do
+    [[ -f $(kafka_node_dir "$size" "$n")/data/meta.properties ]] || todo+=("$n")
+  done
+  ((${#todo[@]} > 0)) || return 0
+  if [[ ! -s $cdir/cluster.id ]]; then
+    new_cluster_id >"$cdir/cluster.id.tmp"
+    mv "$cdir/cluster.id.tmp" "$cdir/cluster.id"
+  fi
+  echo "$KAFKA_PORT" >"$cdir/ports"
+  id=$(<"$cdir/cluster.id")
+  local standalone=()
+  ((size == 1)) && standalone=(--standalone)
+  for n in "${todo[@]}"; do
+    dir=$(kafka_node_dir "$size" "$n")
+    log "kafka node $n: formatting $dir/data (cluster id $id)"
+    mark_log "$(kafka_out "$n")"
+    "$(java_bin)" -Xmx256m -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
+      kafka.tools.StorageTool format "${standalone[@]}" -t "$id" -c "$dir/server.properties" \
+      >>"$(kafka_out "$n")" 2>&1 </dev/null &
+    pids+=($!)
+  done
+  local i rc=0
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      show_tail "$(kafka_out "${todo[$i]}")"
+      rc=1
+    fi
+  done
+  ((rc == 0)) || die "formatting the Kafka data dirs failed; see the output above"
+}
+
+# Spawn node $2 of a $1-node cluster unless it runs already; does not wait.
+spawn_kafka_node() {
+  local size=$1 n=$2 svc="kafka-node$2" pid dir port ctl p
+  pid=$(find_pid "$svc")
+  if [[ -n $pid ]]; then
+    check_same_port "$svc" "$(kafka_port "$n")"
+    log "$svc: running (pid $pid, $HOST:$(kafka_port "$n"))"
+    return 0
+  fi
+  dir=$(kafka_node_dir "$size" "$n")
+  port=$(kafka_port "$n")
+  ctl=$(kafka_ctl_port "$n")
+  for p in "$port" "$ctl"; do
+    if port_in_use "$p"; then
+      die "port $p (Kafka node $n) is already taken by another process $(port_owner "$p");" \
           "stop it (another broker?) or set NW_KAFKA_PORT"
     fi
-    log "nisshi: starting on $HOST:$KAFKA_PORT (data $KAFKA_DATA_DIR)"
-    mark_log "$KAFKA_LOG"
-    # Every flag explicit: the defaults are memory storage (nothing persists) and a listener on
-    # all interfaces ([::]), neither of which we want.
-    spawn nisshi "$KAFKA_DATA_DIR" "$KAFKA_LOG" \
-      "$NISSHI_BIN" broker \
-        --listener-url "$KAFKA_URL" \
-        --advertised-listener-url "$KAFKA_URL" \
-        --storage-engine "$KAFKA_STORAGE"
-    echo "$KAFKA_PORT" >"$(port_file nisshi)"
-    pid=$(<"$(pid_file nisshi)")
-  fi
+  done
+  log "$svc: starting on $HOST:$port, controller $HOST:$ctl (data $dir/data)"
+  mark_log "$(kafka_log "$n")"; mark_log "$(kafka_out "$n")"
+  spawn "$svc" "$dir" "$(kafka_out "$n")" \
+    "$(java_bin)" "${KAFKA_HEAP[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+      -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+      -cp "$KAFKA_LIB/*" kafka.Kafka "$dir/server.properties"
+  echo "$port" >"$(port_file "$svc")"
+}
 
-  local deadline=$((SECONDS + KAFKA_TIMEOUT)) left
+# Wait until node $2 of a $1-node cluster serves ($3 = all | self, see kafka_node_ready).
+wait_kafka_node() {
+  local size=$1 n=$2 want=$3 svc="kafka-node$2" pid left
+  pid=$(find_pid "$svc")
+  [[ -n $pid ]] || { show_tail "$(kafka_out "$n")"; show_tail "$(kafka_log "$n")"
+                     die "$svc is not running (exited during startup?); see $(kafka_log "$n")"; }
+  local deadline=$((SECONDS + KAFKA_TIMEOUT))
   # Each probe is bounded by the time left, so a wedged broker can't stretch the timeout.
-  until left=$((deadline - SECONDS)); kafka_ready $((left < 1 ? 1 : left > 5 ? 5 : left)); do
+  until left=$((deadline - SECONDS)); kafka_node_ready "$size" "$n" "$want" $((left < 1 ? 1 : left > 3 ? 3 : left)); do
     if ! pid_alive "$pid"; then
-      show_tail "$KAFKA_LOG"
-      die "nisshi exited during startup; see $KAFKA_LOG"
+      show_tail "$(kafka_out "$n")"; show_tail "$(kafka_log "$n")"
+      die "$svc exited during startup; see $(kafka_log "$n") and $(kafka_out "$n")"
     fi
     if ((SECONDS >= deadline)); then
-      show_tail "$KAFKA_LOG"
-      die "nisshi (pid $pid) not ready after ${KAFKA_TIMEOUT}s ('nisshi topic list' fails); see $KAFKA_LOG"
+      show_tail "$(kafka_log "$n")"
+      die "$svc (pid $pid) not ready after ${KAFKA_TIMEOUT}s (its metadata does not list" \
+          "$([[ $want == self ]] && echo "itself" || echo "all $size nodes")); see $(kafka_log "$n")"
     fi
-    sleep 0.2
+    sleep 0.3
   done
-  log "nisshi: up (pid $pid, $KAFKA_URL)"
+  log "$svc: up (pid $pid, $HOST:$(kafka_port "$n"))"
+}
+
+start_kafka() {
+  local size=$1 running n
+  kafka_java
+  running=$(running_size)
+  if [[ -n $running && $running != "$size" ]]; then
+    die "a $running-node Kafka cluster is running, but $size node(s) were requested;" \
+        "run '$0 down' first (or pass --brokers $running)"
+  fi
+  check_cluster_ports "$size"
+  write_kafka_tools_log4j
+  for ((n = 1; n <= size; n++)); do write_kafka_config "$size" "$n"; done
+  format_kafka "$size"
+  echo "$size" >"$KAFKA_SIZE_FILE"
+  # All nodes first: in the 3-node cluster none serves before a quorum of controllers is up.
+  for ((n = 1; n <= size; n++)); do spawn_kafka_node "$size" "$n"; done
+  for ((n = 1; n <= size; n++)); do wait_kafka_node "$size" "$n" all; done
+}
+
+# TERM every node at once (a node that shuts down alone in a 3-node cluster waits for the
+# controllers; all together they don't), wait up to $STOP_GRACE seconds, then KILL.
+stop_kafka() {
+  local n pid svcs=() pids=() i
+  for ((n = 1; n <= KAFKA_MAX_NODES; n++)); do
+    pid=$(find_pid "kafka-node$n")
+    if [[ -n $pid ]]; then
+      svcs+=("kafka-node$n"); pids+=("$pid")
+      log "kafka-node$n: stopping pid $pid"
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  if ((${#pids[@]} == 0)); then
+    log "kafka: already down"
+  else
+    for ((i = 0; i < STOP_GRACE * 10; i++)); do
+      local alive=0
+      for pid in "${pids[@]}"; do pid_alive "$pid" && alive=1; done
+      ((alive)) || break
+      sleep 0.1
+    done
+    for i in "${!pids[@]}"; do
+      pid=${pids[$i]}
+      if pid_alive "$pid"; then
+        log "${svcs[$i]}: still alive after ${STOP_GRACE}s, sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        local j
+        for ((j = 0; j < 50; j++)); do pid_alive "$pid" || break; sleep 0.1; done
+        pid_alive "$pid" && die "${svcs[$i]}: pid $pid survived KILL"
+      fi
+      log "${svcs[$i]}: stopped"
+    done
+  fi
+  for ((n = 1; n <= KAFKA_MAX_NODES; n++)); do
+    rm -f "$(pid_file "kafka-node$n")" "$(port_file "kafka-node$n")"
+  done
+  rm -f "$KAFKA_SIZE_FILE"
 }
 
 # ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
 
-# Serialise up/down/reset on one stack dir: two concurrent 'up's would otherwise both see the
-# port free and start two servers. Held until the script exits; spawn() closes it in daemons.
+# Serialise up/down/reset/kill/start on one stack dir: two concurrent 'up's would otherwise both
+# see the port free and start two servers. Held until the script exits; spawn() closes it in
+# daemons.
 STACK_LOCKED=0
 lock_stack() {
   ((STACK_LOCKED)) && return 0
@@ -456,71 +782,185 @@ lock_stack() {
 }
 
 cmd_up() {
+  valid_size "$REQUESTED_SIZE"
   cmd_install
   lock_stack
   mkdir -p "$LOG_DIR"
   start_zookeeper
-  start_nisshi
-  log "stack is up. For clients: eval \"\$($0 env)\""
+  start_kafka "$REQUESTED_SIZE"
+  log "stack is up ($REQUESTED_SIZE Kafka node(s)). For clients: eval \"\$($0 env)\""
 }
 
 cmd_down() {
   lock_stack
   # Reverse order of 'up'.
-  stop_service nisshi
+  stop_kafka
   stop_service zookeeper
 }
 
 # One line per service. "up" = our process is alive AND answers; "unhealthy" = alive, not serving.
 status_line() {
-  local svc=$1 port=$2 data=$3 logf=$4 ready_fn=$5 pid state
+  local name=$1 svc=$2 port=$3 data=$4 logf=$5 pid state
+  shift 5
   pid=$(find_pid "$svc")
   if [[ -z $pid ]]; then
     state=down
-  elif $ready_fn; then
+  elif "$@"; then
     state=up
   else
     state=unhealthy
   fi
-  [[ -f $(port_file "$svc") ]] && port=$(<"$(port_file "$svc")")
-  printf '%-10s %-9s pid=%-8s port=%-6s data=%s log=%s\n' \
-    "$svc" "$state" "${pid:--}" "$port" "$data" "$logf"
+  [[ -n $pid && -f $(port_file "$svc") ]] && port=$(<"$(port_file "$svc")")
+  printf '%-11s %-9s pid=%-8s port=%-6s data=%s log=%s\n' \
+    "$name" "$state" "${pid:--}" "$port" "$data" "$logf"
   [[ $state == up ]]
 }
 
-kafka_ready_or_missing() { [[ -x $NISSHI_BIN ]] && kafka_ready; }
-
 cmd_status() {
-  local rc=0
-  status_line zookeeper "$ZK_PORT" "$ZK_DATA_DIR" "$ZK_LOG" zk_ready || rc=3
-  status_line nisshi "$KAFKA_PORT" "$KAFKA_DATA_DIR" "$KAFKA_LOG" kafka_ready_or_missing || rc=3
+  local rc=0 size n
+  status_line zookeeper zookeeper "$ZK_PORT" "$ZK_DATA_DIR" "$ZK_LOG" zk_ready || rc=3
+  size=$(active_size)
+  for ((n = 1; n <= size; n++)); do
+    status_line "kafka-node$n" "kafka-node$n" "$(kafka_port "$n")" \
+      "$(kafka_node_dir "$size" "$n")/data" "$(kafka_log "$n")" \
+      kafka_node_ready "$size" "$n" self 2 || rc=3
+  done
   return "$rc"
 }
 
 cmd_reset() {
   lock_stack
   cmd_down
-  log "deleting data dirs $ZK_DATA_DIR and $KAFKA_DATA_DIR"
-  rm -rf -- "$ZK_DATA_DIR" "$KAFKA_DATA_DIR"
+  log "deleting data dirs $ZK_DATA_DIR and $KAFKA_DIR"
+  rm -rf -- "$ZK_DATA_DIR" "$KAFKA_DIR"
 }
 
 cmd_env() {
   echo "export NW_ZK=$HOST:$ZK_PORT"
-  echo "export NW_KAFKA=$HOST:$KAFKA_PORT"
+  echo "export NW_KAFKA=$(kafka_bootstrap "$(active_size)")"
+}
+
+cmd_logs() {
+  local lines=${1:-30} size n f
+  [[ $lines =~ ^[0-9]+$ ]] || die "logs: LINES must be a number, not '$lines'"
+  size=$(active_size)
+  local files=("$ZK_LOG")
+  for ((n = 1; n <= size; n++)); do files+=("$(kafka_log "$n")"); done
+  for f in "${files[@]}"; do
+    printf '==> %s <==\n' "$f"
+    if [[ -f $f ]]; then tail -n "$lines" "$f"; else echo "(no log yet)"; fi
+  done
+}
+
+node_arg() {
+  local n=${1:-} size=$2
+  [[ $n =~ ^[0-9]+$ ]] && ((n >= 1 && n <= size)) ||
+    die "need a Kafka node number 1..$size (the cluster has $size node(s)), not '${n}'"
+  echo "$n"
+}
+
+cmd_kill_broker() {
+  lock_stack
+  local size n pid
+  size=$(active_size)
+  n=$(node_arg "${1:-}" "$size")
+  pid=$(find_pid "kafka-node$n")
+  if [[ -z $pid ]]; then
+    log "kafka-node$n: already down"
+    return 0
+  fi
+  log "kafka-node$n: kill -9 pid $pid"
+  kill -KILL "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 50; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+  pid_alive "$pid" && die "kafka-node$n: pid $pid survived KILL"
+  rm -f "$(pid_file "kafka-node$n")" "$(port_file "kafka-node$n")"
+  log "kafka-node$n: killed"
+}
+
+cmd_start_broker() {
+  lock_stack
+  local size n
+  size=$(active_size)
+  n=$(node_arg "${1:-}" "$size")
+  kafka_java
+  check_cluster_ports "$size"
+  [[ -f $(kafka_node_dir "$size" "$n")/data/meta.properties ]] ||
+    die "Kafka node $n of the $size-node cluster has no data yet; run '$0 up --brokers $size'"
+  write_kafka_tools_log4j
+  write_kafka_config "$size" "$n"
+  spawn_kafka_node "$size" "$n"
+  wait_kafka_node "$size" "$n" self
+}
+
+# Kafka's CLI tools, by the name of their script in the Kafka distribution (or a class name).
+kafka_tool_class() {
+  case $1 in
+    kafka-topics)              echo org.apache.kafka.tools.TopicCommand ;;
+    kafka-console-producer)    echo org.apache.kafka.tools.ConsoleProducer ;;
+    kafka-console-consumer)    echo org.apache.kafka.tools.consumer.ConsoleConsumer ;;
+    kafka-consumer-groups)     echo org.apache.kafka.tools.consumer.group.ConsumerGroupCommand ;;
+    kafka-configs)             echo org.apache.kafka.tools.ConfigCommand ;;
+    kafka-get-offsets)         echo org.apache.kafka.tools.GetOffsetShell ;;
+    kafka-metadata-quorum)     echo org.apache.kafka.tools.MetadataQuorumCommand ;;
+    kafka-cluster)             echo org.apache.kafka.tools.ClusterTool ;;
+    kafka-leader-election)     echo org.apache.kafka.tools.LeaderElectionCommand ;;
+    kafka-delete-records)      echo org.apache.kafka.tools.DeleteRecordsCommand ;;
+    kafka-broker-api-versions) echo org.apache.kafka.tools.BrokerApiVersionsCommand ;;
+    kafka-producer-perf-test)  echo org.apache.kafka.tools.ProducerPerformance ;;
+    kafka-consumer-perf-test)  echo org.apache.kafka.tools.ConsumerPerformance ;;
+    kafka-storage)             echo kafka.tools.StorageTool ;;
+    *.*)                       echo "$1" ;;
+    *) die "unknown Kafka tool '$1' (kafka-topics, kafka-console-producer," \
+           "kafka-console-consumer, kafka-consumer-groups, kafka-configs, kafka-get-offsets," \
+           "kafka-metadata-quorum, ..., or a class name)" ;;
+  esac
+}
+
+cmd_kafka() {
+  (($# >= 1)) || die "usage: $0 kafka TOOL [ARGS...], e.g. kafka-topics --bootstrap-server $HOST:$KAFKA_PORT --list"
+  local class
+  class=$(kafka_tool_class "${1%.sh}")
+  shift
+  kafka_java
+  [[ -f $KAFKA_TOOLS_LOG4J ]] || write_kafka_tools_log4j
+  exec "$(java_bin)" -Xmx512m -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
+    "$class" "$@"
 }
 
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
-  case "${1:-}" in
-    install) cmd_install ;;
-    up)      cmd_up ;;
-    down)    cmd_down ;;
-    status)  cmd_status ;;
-    reset)   cmd_reset ;;
-    env)     cmd_env ;;
+  local cmd=${1:-}
+  (($#)) && shift
+  REQUESTED_SIZE=${NW_KAFKA_BROKERS:-1}
+  # Options before the command's own arguments (not for 'kafka', whose args are the tool's).
+  local args=()
+  if [[ $cmd != kafka ]]; then
+    while (($#)); do
+      case $1 in
+        --brokers)   (($# >= 2)) || die "--brokers needs a value"; REQUESTED_SIZE=$2; shift 2 ;;
+        --brokers=*) REQUESTED_SIZE=${1#--brokers=}; shift ;;
+        *)           args+=("$1"); shift ;;
+      esac
+    done
+  else
+    args=("$@")
+  fi
+  valid_size "$REQUESTED_SIZE"
+  case "$cmd" in
+    install)      cmd_install ;;
+    up)           cmd_up ;;
+    down)         cmd_down ;;
+    status)       cmd_status ;;
+    reset)        cmd_reset ;;
+    env)          cmd_env ;;
+    logs)         cmd_logs "${args[@]}" ;;
+    kill-broker)  cmd_kill_broker "${args[@]}" ;;
+    start-broker) cmd_start_broker "${args[@]}" ;;
+    kafka)        cmd_kafka "${args[@]}" ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

@@ -11,7 +11,7 @@ ENTITIES="${NW_DEMO_ENTITIES:-100000}"
 RUN_ID="demo-$(date +%s)"
 WORK="$REPO_ROOT/.northwest/$RUN_ID"
 
-say "dev stack (ZooKeeper + broker)"
+say "dev stack (ZooKeeper + Apache Kafka)"
 "$REPO_ROOT/deploy/stack.sh" up
 eval "$("$REPO_ROOT/deploy/stack.sh" env)"
 build

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against a real ZooKeeper and Kafka-protocol broker,
+# Runs the whole test suite against a real ZooKeeper and Apache Kafka (KRaft),
 # installing and starting them first (deploy/stack.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-say "dev stack (ZooKeeper + broker)"
+say "dev stack (ZooKeeper + Apache Kafka)"
 "$REPO_ROOT/deploy/stack.sh" up
 eval "$("$REPO_ROOT/deploy/stack.sh" env)"
 build

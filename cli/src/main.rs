@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use northwest::config::NodeConfig;
+use northwest_node::config::NodeConfig;
 
 #[derive(Parser)]
 #[command(
@@ -31,19 +31,19 @@ enum Cmd {
     /// Run a deployment's node daemon (HTTP API, journal relay/apply, metrics).
     Node(NodeArgs),
     /// Generate load against a node's HTTP API (also loads sample data).
-    Loadgen(northwest::loadgen::LoadgenArgs),
+    Loadgen(northwest_bench::loadgen::LoadgenArgs),
     /// Live-migrate a namespace from n1 to n2 (resumable; --abort rolls back).
-    Migrate(northwest::migrate::MigrateArgs),
+    Migrate(northwest_migrate::MigrateArgs),
     /// Show a node's journal shipping / apply state and lag per partition.
-    Status(northwest::ops::StatusArgs),
+    Status(northwest_migrate::ops::StatusArgs),
     /// Re-apply a range of the journal on a target node (always safe).
-    Replay(northwest::ops::ReplayArgs),
+    Replay(northwest_migrate::ops::ReplayArgs),
     /// Order-independent digest of a namespace; --compare proves N1 == N2.
-    Digest(northwest::ops::DigestArgs),
+    Digest(northwest_migrate::ops::DigestArgs),
     /// Benchmarks (not tests): print side-by-side figures.
     Bench {
         #[command(subcommand)]
-        what: northwest::bench::BenchCmd,
+        what: northwest_bench::BenchCmd,
     },
 }
 
@@ -146,15 +146,15 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Node(a) => {
             let cfg = node_config(&a)?;
-            northwest::node::run(cfg, shutdown_signal(), None)
+            northwest_node::run(cfg, shutdown_signal(), None)
                 .await
                 .context("node failed")
         }
-        Cmd::Loadgen(a) => northwest::loadgen::run(a, shutdown_signal()).await,
-        Cmd::Migrate(a) => northwest::migrate::run(a).await,
-        Cmd::Status(a) => northwest::ops::status(a).await,
-        Cmd::Replay(a) => northwest::ops::replay(a).await,
-        Cmd::Digest(a) => northwest::ops::digest(a).await,
-        Cmd::Bench { what } => northwest::bench::run(what).await,
+        Cmd::Loadgen(a) => northwest_bench::loadgen::run(a, shutdown_signal()).await,
+        Cmd::Migrate(a) => northwest_migrate::run(a).await,
+        Cmd::Status(a) => northwest_migrate::ops::status(a).await,
+        Cmd::Replay(a) => northwest_migrate::ops::replay(a).await,
+        Cmd::Digest(a) => northwest_migrate::ops::digest(a).await,
+        Cmd::Bench { what } => northwest_bench::run(what).await,
     }
 }

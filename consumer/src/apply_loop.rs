@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use northwest_producer::kafka::{ensure_topic, partition_count, KafkaSettings, TopicSpec};
+use northwest_store::engine::Cf;
 use northwest_store::{failpoint, Store};
 use parking_lot::Mutex;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::decode::{decode, decode_snapshot_row};
@@ -56,6 +57,24 @@ pub struct ApplyConfig {
     pub group_id: String,
 }
 
+impl ApplyConfig {
+    /// The loop's defaults for `topic`: dead letters to `<topic>.dlq`, batches
+    /// of 2,000 records lingering 2 ms, no apply log.
+    pub fn new(source: Source, kafka: KafkaSettings, topic: &str, group_id: &str) -> Self {
+        Self {
+            source,
+            kafka,
+            topic: topic.into(),
+            dead_letter_topic: format!("{topic}.dlq"),
+            poison: PoisonPolicy::DeadLetter,
+            batch: 2000,
+            linger: Duration::from_millis(2),
+            apply_log: false,
+            group_id: group_id.into(),
+        }
+    }
+}
+
 /// Requests from the node's admin API, served between batches.
 pub enum Control {
     /// Rewind partitions to offsets (never forward); replies with new positions.
@@ -93,13 +112,13 @@ pub struct ApplyShared {
     pub latencies_ms: Mutex<Vec<u32>>,
 }
 
-struct Applier {
-    store: Arc<Store>,
-    cfg: ApplyConfig,
-    shared: Arc<ApplyShared>,
-    consumer: StreamConsumer,
+pub(crate) struct Applier {
+    pub(crate) store: Arc<Store>,
+    pub(crate) cfg: ApplyConfig,
+    pub(crate) shared: Arc<ApplyShared>,
+    pub(crate) consumer: StreamConsumer,
     dlq: FutureProducer,
-    halted: BTreeMap<i32, String>,
+    pub(crate) halted: BTreeMap<i32, String>,
 }
 
 type Msg = (i32, i64, Option<Vec<u8>>);
@@ -161,28 +180,6 @@ pub async fn run(
 }
 
 impl Applier {
-    /// (Re)assigns every partition at the offsets stored in our own store.
-    fn assign(&mut self, partitions: i32) -> Result<(), ConsumerError> {
-        let stored = offsets::load(&self.store, &self.cfg.topic)?;
-        let mut tpl = TopicPartitionList::new();
-        let mut states = self.shared.partitions.lock();
-        states.retain(|p, _| *p < partitions);
-        for p in 0..partitions {
-            let st = states.entry(p).or_default();
-            st.next_offset = stored.get(&p).copied();
-            st.halted = self.halted.get(&p).cloned();
-            if self.halted.contains_key(&p) {
-                continue;
-            }
-            let at = stored
-                .get(&p)
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            tpl.add_partition_offset(&self.cfg.topic, p, at)?;
-        }
-        self.consumer.assign(&tpl)?;
-        Ok(())
-    }
-
     async fn main_loop(
         &mut self,
         partitions: i32,
@@ -225,76 +222,6 @@ impl Applier {
             }
             self.process(msgs, shutdown).await?;
         }
-    }
-
-    fn control(&mut self, c: Control, partitions: i32) -> Result<(), ConsumerError> {
-        let (to, reply) = match c {
-            Control::Rewind { to, reply } => (Ok(to), reply),
-            Control::RewindToTime { ts_ms, reply } => {
-                (self.offsets_for_time(ts_ms, partitions), reply)
-            }
-        };
-        let result = match to {
-            Ok(to) => self.rewind(&to, partitions).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let _ = reply.send(result);
-        Ok(())
-    }
-
-    fn offsets_for_time(
-        &self,
-        ts_ms: i64,
-        partitions: i32,
-    ) -> Result<Vec<(i32, i64)>, ConsumerError> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(&self.cfg.topic, p, Offset::Offset(ts_ms))?;
-        }
-        let found = self
-            .consumer
-            .offsets_for_times(tpl, Duration::from_secs(10))?;
-        let mut out = Vec::new();
-        for e in found.elements() {
-            let (_, hw) = self.consumer.fetch_watermarks(
-                &self.cfg.topic,
-                e.partition(),
-                Duration::from_secs(5),
-            )?;
-            let off = match e.offset() {
-                Offset::Offset(o) => o,
-                // No record at or after ts: nothing to replay in this partition.
-                _ => hw,
-            };
-            out.push((e.partition(), off));
-        }
-        Ok(out)
-    }
-
-    /// Lowers stored offsets (a replay); never raises them, which would skip records.
-    fn rewind(
-        &mut self,
-        to: &[(i32, i64)],
-        partitions: i32,
-    ) -> Result<BTreeMap<i32, i64>, ConsumerError> {
-        let stored = offsets::load(&self.store, &self.cfg.topic)?;
-        let mut meta = Vec::new();
-        for &(p, o) in to {
-            if p < 0 || p >= partitions || o < 0 {
-                return Err(ConsumerError::BadRequest(format!(
-                    "partition {p} offset {o}: out of range (0..{partitions})"
-                )));
-            }
-            if let Some(cur) = stored.get(&p) {
-                if o < *cur {
-                    meta.push((offsets::offset_key(&self.cfg.topic, p), offsets::encode(o)));
-                }
-            }
-        }
-        self.store.put_meta(meta)?;
-        self.assign(partitions)?;
-        tracing::info!(?to, "journal replay: offsets rewound");
-        Ok(offsets::load(&self.store, &self.cfg.topic)?)
     }
 
     async fn dead_letter(&self, p: i32, o: i64, payload: &Option<Vec<u8>>, reason: &str) {
@@ -341,6 +268,10 @@ impl Applier {
             if self.halted.contains_key(&p) {
                 continue;
             }
+            if self.cfg.source == Source::Journal && self.skipped_expired(p, o, &next)? {
+                newly_halted.insert(p);
+                continue;
+            }
             let decoded = match self.cfg.source {
                 Source::Journal => decode(payload.as_deref()),
                 Source::Snapshot => decode_snapshot_row(payload.as_deref()),
@@ -374,6 +305,18 @@ impl Applier {
                 offsets::offset_key(&self.cfg.topic, p),
                 offsets::encode(o + 1),
             );
+            if self.cfg.apply_log {
+                let key = offsets::delivery_key(&self.cfg.topic, p, o);
+                let seen = self
+                    .store
+                    .engine()
+                    .get(Cf::Meta, &key)
+                    .map_err(northwest_store::StoreError::from)?;
+                let n = seen
+                    .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+                    .unwrap_or(0);
+                meta.insert(key, offsets::encode(n + 1));
+            }
         }
         if failpoint::hit("consumer::before_batch_write") {
             return Err(

@@ -7,6 +7,7 @@ pub mod apply_loop;
 pub mod decode;
 pub mod lag;
 pub mod offsets;
+mod positions;
 
 pub use apply_loop::{
     run, ApplyConfig, ApplyShared, Control, PartitionState, PoisonPolicy, Source,

@@ -55,3 +55,35 @@ pub fn applied_ts(store: &Store, topic: &str, partition: i32) -> Result<Option<i
         .get(Cf::Meta, &applied_ts_key(topic, partition))?
         .and_then(|b| decode(&b)))
 }
+
+/// Meta key of the delivery count of one record (`apply_log` only): every
+/// record the loop consumed, whatever the version check decided, counted in
+/// the same atomic batch as the offsets. A record counted twice was processed
+/// twice (an offset store not atomic with the data would show it); a record
+/// never counted was skipped.
+pub fn delivery_key(topic: &str, partition: i32, offset: i64) -> Vec<u8> {
+    format!("deliv/{topic}/{partition:010}/{offset:020}").into_bytes()
+}
+
+/// Every record's delivery count, by (partition, offset).
+pub fn delivery_counts(
+    store: &Store,
+    topic: &str,
+) -> Result<BTreeMap<(i32, i64), i64>, StoreError> {
+    let p = format!("deliv/{topic}/").into_bytes();
+    let range = KeyRange {
+        end: northwest_store::key::prefix_end(&p),
+        start: p.clone(),
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in store.engine().scan(Cf::Meta, &range, usize::MAX)? {
+        let rest = std::str::from_utf8(&k[p.len()..]).unwrap_or_default();
+        let parsed = rest
+            .split_once('/')
+            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+        if let (Some(po), Some(n)) = (parsed, decode(&v)) {
+            out.insert(po, n);
+        }
+    }
+    Ok(out)
+}

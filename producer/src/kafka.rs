@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -11,11 +11,30 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::ProducerError;
 
+/// The largest journal message by default (`journal.max_message_bytes`).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 << 20;
+
+/// Room above the largest record for the producer's request framing, and
+/// above that for a topic's record batch (a dead-letter record wraps a
+/// journal record with its reason and position).
+const PRODUCER_SLACK: usize = 64 << 10;
+const TOPIC_SLACK: usize = 128 << 10;
+
 /// Brokers plus librdkafka properties passed through from the node config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub properties: BTreeMap<String, String>,
+    /// The largest record the pipeline produces: the producers'
+    /// `message.max.bytes` and every topic's `max.message.bytes` are set
+    /// (and checked) above it, so no record the API accepted is refused.
+    pub max_message_bytes: usize,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self::new("")
+    }
 }
 
 impl KafkaSettings {
@@ -23,7 +42,18 @@ impl KafkaSettings {
         Self {
             brokers: brokers.to_string(),
             properties: BTreeMap::new(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The producers' `message.max.bytes`.
+    pub fn producer_message_max(&self) -> usize {
+        self.max_message_bytes + PRODUCER_SLACK
+    }
+
+    /// Every topic's `max.message.bytes`.
+    pub fn topic_message_max(&self) -> usize {
+        self.max_message_bytes + TOPIC_SLACK
     }
 
     /// A client config: our required settings first, then the user's
@@ -64,13 +94,23 @@ impl KafkaSettings {
     /// The idempotent producer: acks=all, ordered per partition, key-hash
     /// partitioning compatible with the Java client.
     pub fn producer_config(&self) -> ClientConfig {
+        let max = self.producer_message_max().to_string();
         self.client_config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("max.in.flight.requests.per.connection", "5"),
             ("partitioner", "murmur2_random"),
+            ("message.max.bytes", &max),
         ])
     }
+}
+
+/// Checks the pass-through properties without contacting a broker:
+/// librdkafka refuses unknown names and bad values when a client is created.
+pub fn check_properties(kafka: &KafkaSettings) -> Result<(), ProducerError> {
+    let _: BaseConsumer = kafka.client_config(&[]).create()?;
+    let _: rdkafka::producer::BaseProducer = kafka.producer_config().create()?;
+    Ok(())
 }
 
 /// What a topic must look like.
@@ -91,6 +131,8 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
         spec.partitions,
         TopicReplication::Fixed(spec.replication),
     );
+    let max = kafka.topic_message_max().to_string();
+    topic = topic.set("max.message.bytes", &max);
     for (k, v) in &spec.configs {
         topic = topic.set(k, v);
     }
@@ -110,7 +152,42 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
     if found != spec.partitions {
         tracing::warn!(topic = %spec.name, found, wanted = spec.partitions, "topic exists with a different partition count; using it as is");
     }
-    Ok(())
+    check_message_limit(&admin, kafka, &spec.name, &opts).await
+}
+
+/// Refuses a topic (e.g. created earlier by hand) whose `max.message.bytes`
+/// is below what the pipeline may produce: every record above it would stop
+/// its partition for good.
+async fn check_message_limit(
+    admin: &AdminClient<DefaultClientContext>,
+    kafka: &KafkaSettings,
+    topic: &str,
+    opts: &AdminOptions,
+) -> Result<(), ProducerError> {
+    let wanted = kafka.topic_message_max();
+    let found = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], opts)
+        .await?
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.entries)
+        .find(|e| e.name == "max.message.bytes")
+        .and_then(|e| e.value)
+        .and_then(|v| v.parse::<usize>().ok());
+    match found {
+        Some(found) if found < wanted => Err(ProducerError::Topic {
+            topic: topic.into(),
+            reason: format!(
+                "max.message.bytes is {found}, below the {wanted} the pipeline may produce \
+                 (journal.max_message_bytes {} plus framing); raise it with \
+                 `kafka-configs --alter --entity-type topics --entity-name {topic} \
+                 --add-config max.message.bytes={wanted}` or lower journal.max_message_bytes \
+                 and http.max_value_bytes",
+                kafka.max_message_bytes
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Number of partitions of `topic` (0 if it does not exist).

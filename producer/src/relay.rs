@@ -12,11 +12,13 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use northwest_store::Store;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::kafka::{ensure_topic, KafkaSettings, TopicSpec};
 use crate::ProducerError;
@@ -70,7 +72,10 @@ impl Relay {
     /// in the order they were sent. On a failed delivery nothing more is sent;
     /// once the outstanding ones resolve, sending restarts from the lowest
     /// failed entry after a back-off.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ProducerError> {
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ProducerError> {
         tokio::pin!(shutdown);
         let mut p = Pipeline::default();
         let mut stopping = false;
@@ -83,7 +88,10 @@ impl Relay {
                     break;
                 }
                 if let Some(failed) = p.failed.take() {
-                    p.from = failed.min(self.store.outbox_low_watermark());
+                    // Never forget an earlier resume point: an entry below
+                    // `failed` may have committed late and not been sent yet.
+                    p.from = p.from.min(failed).min(self.store.outbox().low_watermark());
+                    self.recreate_if_fatal()?;
                     tokio::select! {
                         _ = &mut shutdown => stopping = true,
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -92,7 +100,7 @@ impl Relay {
                 }
                 tokio::select! {
                     _ = &mut shutdown => stopping = true,
-                    _ = self.store.outbox_changed() => {}
+                    _ = self.store.outbox().changed() => {}
                     // Out-of-order commits below the watermark need a re-read.
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
@@ -105,7 +113,7 @@ impl Relay {
                 tokio::select! {
                     biased;
                     r = front => Some(r),
-                    _ = self.store.outbox_changed(), if can_send => None,
+                    _ = self.store.outbox().changed(), if can_send => None,
                     _ = &mut shutdown, if !stopping => {
                         stopping = true;
                         None
@@ -128,7 +136,7 @@ impl Relay {
             }
         }
         let _ = self.producer.flush(Duration::from_secs(5));
-        tracing::info!(pending = self.store.outbox_len(), "journal relay stopped");
+        tracing::info!(pending = self.store.outbox().len(), "journal relay stopped");
         Ok(())
     }
 
@@ -136,11 +144,12 @@ impl Relay {
     fn send_more(&self, p: &mut Pipeline) -> Result<(), ProducerError> {
         while p.in_flight.len() < self.cfg.max_in_flight {
             // Read the watermark first: every entry below it is visible to the read.
-            let low = self.store.outbox_low_watermark();
+            let low = self.store.outbox().low_watermark();
             let room = (self.cfg.max_in_flight - p.in_flight.len()).min(self.cfg.batch);
             let entries = self
                 .store
-                .outbox_read(p.from, room + p.sent.len().min(room))?;
+                .outbox()
+                .read(p.from, room + p.sent.len().min(room))?;
             let Some(last) = entries.last().map(|(s, _)| *s) else {
                 p.from = p.from.min(low);
                 return Ok(());
@@ -161,9 +170,15 @@ impl Relay {
                         p.sent.insert(*seq);
                         sent_any = true;
                     }
-                    Err((err, _)) => {
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         // Local queue full: resume here once deliveries drain it.
-                        tracing::debug!(error = %err, seq, "enqueue refused");
+                        next = *seq;
+                        break;
+                    }
+                    Err((err, _)) => {
+                        // Refused outright (e.g. larger than message.max.bytes):
+                        // retried after a back-off, loudly, never skipped.
+                        self.failed(p, *seq, &err, "refused by the producer");
                         next = *seq;
                         break;
                     }
@@ -189,21 +204,53 @@ impl Relay {
             p.sent.remove(&seq);
             match r {
                 Ok(Ok(_)) => ok.push(seq),
-                Ok(Err((err, _))) => {
-                    self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    *self.stats.last_error.lock() = Some(err.to_string());
-                    tracing::warn!(error = %err, seq, "journal record not delivered; will re-send");
-                    p.failed = Some(p.failed.map_or(seq, |f| f.min(seq)));
-                }
+                Ok(Err((err, _))) => self.failed(p, seq, &err, "not delivered"),
                 Err(_canceled) => p.failed = Some(p.failed.map_or(seq, |f| f.min(seq))),
             }
         }
-        self.store.outbox_ack(&ok)?;
+        self.store.outbox().ack(&ok)?;
         self.stats
             .shipped
             .fetch_add(ok.len() as u64, Ordering::Relaxed);
         if p.failed.is_none() && !ok.is_empty() {
             *self.stats.last_error.lock() = None;
+            self.store.outbox().set_error(None);
+            p.logged = None;
+        }
+        Ok(())
+    }
+
+    /// Records a failed send: counted, shown in status and to `sync` writers,
+    /// logged at warn (once per distinct error and then every 30 s, so a long
+    /// outage neither floods the log nor goes quiet).
+    fn failed(&self, p: &mut Pipeline, seq: u64, err: &KafkaError, what: &str) {
+        p.failed = Some(p.failed.map_or(seq, |f| f.min(seq)));
+        self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        let text = format!("journal entry {seq} {what}: {err}");
+        *self.stats.last_error.lock() = Some(text.clone());
+        self.store.outbox().set_error(Some(text.clone()));
+        let due = match &p.logged {
+            Some((last, at)) => last != &text || at.elapsed() >= Duration::from_secs(30),
+            None => true,
+        };
+        if due {
+            tracing::warn!(
+                error = %err, seq, topic = %self.cfg.topic.name,
+                "journal relay cannot ship; retrying every 500 ms. Later entries wait behind it \
+                 (order per entity group). Check the broker (deploy/stack.sh status) and that \
+                 journal.max_message_bytes matches the topic's max.message.bytes"
+            );
+            p.logged = Some((text, Instant::now()));
+        }
+    }
+
+    /// A fatal idempotent-producer error leaves the producer unusable: only a
+    /// new producer (a new producer id) can send again.
+    fn recreate_if_fatal(&mut self) -> Result<(), ProducerError> {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::error!(?code, %reason, "fatal producer error; recreating the journal producer");
+            *self.stats.last_error.lock() = Some(format!("fatal producer error: {reason}"));
+            self.producer = self.cfg.kafka.producer_config().create()?;
         }
         Ok(())
     }
@@ -220,4 +267,6 @@ struct Pipeline {
     sent: HashSet<u64>,
     /// Lowest entry whose delivery failed since the last restart of sending.
     failed: Option<u64>,
+    /// The last error logged and when.
+    logged: Option<(String, Instant)>,
 }

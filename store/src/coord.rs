@@ -167,6 +167,11 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Records that `id` failed: its writes must never become visible anywhere.
     async fn blacklist(&self, id: TxnId) -> Result<(), CoordError>;
 
+    /// Tells the coordinator that ids below `floor` were handed out before
+    /// (learnt from the store after a restart). A process-local counter
+    /// continues above it; a shared counter is authoritative and ignores it.
+    fn raise_id_floor(&self, _floor: u64) {}
+
     /// Whether `id` is known to be blacklisted.
     fn is_blacklisted(&self, id: TxnId) -> bool;
 
@@ -220,6 +225,10 @@ impl Coordinator for LocalCoordinator {
     async fn blacklist(&self, id: TxnId) -> Result<(), CoordError> {
         self.blacklist.lock().insert(id.0);
         Ok(())
+    }
+
+    fn raise_id_floor(&self, floor: u64) {
+        self.next_id.fetch_max(floor, Ordering::SeqCst);
     }
 
     fn is_blacklisted(&self, id: TxnId) -> bool {

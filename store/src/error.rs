@@ -58,8 +58,10 @@ pub enum StoreError {
     TooLarge { size: usize, limit: usize },
     #[error("journal outbox is full ({0} unshipped entries): is the relay or broker down?")]
     OutboxFull(u64),
-    #[error("committed locally, but Kafka has not acknowledged journal entry {0} yet (sync durability); it will be shipped")]
-    JournalPending(u64),
+    #[error("committed locally, but Kafka has not acknowledged journal entry {seq} yet (sync durability); it will be shipped{}", cause.as_deref().map(|c| format!("; the relay reports: {c}")).unwrap_or_default())]
+    JournalPending { seq: u64, cause: Option<String> },
+    #[error("the transaction's journal record would be about {size} bytes, over the journal's limit of {limit} bytes (journal.max_message_bytes): split it into smaller transactions")]
+    JournalTooLarge { size: usize, limit: usize },
     #[error("transaction {0} was aborted")]
     Aborted(u64),
     #[error("injected failure at crash point {0}")]

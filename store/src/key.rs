@@ -26,7 +26,7 @@ pub struct Namespace(String);
 impl Namespace {
     pub fn new(s: &str) -> Result<Self, KeyError> {
         if s.is_empty() || s.len() > 128 || !s.bytes().all(is_name_byte) {
-            return Err(KeyError::BadNamespace(s.to_string()));
+            return Err(KeyError::BadNamespace(shown(s)));
         }
         Ok(Self(s.to_string()))
     }
@@ -45,7 +45,23 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-'
 }
 
-/// Ids are any printable ASCII except the two separators.
+/// At most this much of a rejected input is echoed back in an error.
+const SHOWN: usize = 64;
+
+/// A rejected input as errors show it: a short prefix, never the whole of
+/// a huge key.
+fn shown(s: &str) -> String {
+    if s.len() <= SHOWN {
+        return s.to_string();
+    }
+    let mut end = SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
+/// Ids are any printable ASCII except space and the two separators.
 fn is_id_byte(b: u8) -> bool {
     (0x21..0x7f).contains(&b) && b != b'/' && b != b':'
 }
@@ -57,28 +73,19 @@ pub struct KeyPath(String);
 impl KeyPath {
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         if s.is_empty() || s.len() > MAX_KEY_LEN {
-            return Err(KeyError::BadKey(
-                s.to_string(),
-                "length must be 1..=1024 bytes",
-            ));
+            return Err(KeyError::BadKey(shown(s), "length must be 1..=1024 bytes"));
         }
         for elem in s.split('/') {
             let Some((kind, id)) = elem.split_once(':') else {
-                return Err(KeyError::BadKey(
-                    s.to_string(),
-                    "each element must be Kind:id",
-                ));
+                return Err(KeyError::BadKey(shown(s), "each element must be Kind:id"));
             };
             if kind.is_empty() || !kind.bytes().all(is_name_byte) {
-                return Err(KeyError::BadKey(
-                    s.to_string(),
-                    "kind must be [A-Za-z0-9_.-]+",
-                ));
+                return Err(KeyError::BadKey(shown(s), "kind must be [A-Za-z0-9_.-]+"));
             }
             if id.is_empty() || !id.bytes().all(is_id_byte) {
                 return Err(KeyError::BadKey(
-                    s.to_string(),
-                    "id must be printable ASCII without '/' or ':'",
+                    shown(s),
+                    "id must be printable ASCII other than space, '/' and ':'",
                 ));
             }
         }
@@ -132,7 +139,7 @@ impl EntityGroup {
         let k = KeyPath::parse(root)?;
         if k.group() != root {
             return Err(KeyError::BadKey(
-                root.to_string(),
+                shown(root),
                 "a group root has one element",
             ));
         }
@@ -288,8 +295,8 @@ impl KeyRange {
 fn check_prefix_text(s: &str) -> Result<(), KeyError> {
     if s.len() > MAX_KEY_LEN || !s.bytes().all(|b| is_id_byte(b) || b == b'/' || b == b':') {
         return Err(KeyError::BadKey(
-            s.to_string(),
-            "prefix must be printable ASCII",
+            shown(s),
+            "prefix must be printable ASCII other than space",
         ));
     }
     Ok(())

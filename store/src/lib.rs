@@ -16,9 +16,11 @@ pub mod failpoint;
 pub mod key;
 pub mod outbox;
 pub mod record;
+pub mod replicated;
 pub mod retry;
 pub mod rocks;
 pub mod store;
+pub mod txn;
 pub mod types;
 pub mod zk;
 
@@ -26,11 +28,12 @@ pub use coord::{Coordinator, LocalCoordinator};
 pub use engine::{Cf, Engine, MemEngine};
 pub use error::{CoordError, EngineError, KeyError, StoreError};
 pub use key::{EntityGroup, KeyPath, KeyRange, Namespace};
+pub use outbox::Outbox;
 pub use record::EntityRecord;
+pub use replicated::{ApplyStats, ReplicatedWrite};
 pub use retry::RetryPolicy;
 pub use rocks::RocksEngine;
-pub use store::{
-    ApplyStats, Entity, Op, OutboxFullPolicy, ReplicatedWrite, Store, StoreConfig, Transaction,
-};
+pub use store::{Entity, Op, OutboxFullPolicy, Store, StoreConfig};
+pub use txn::Transaction;
 pub use types::{Offset, Partition, TxnId, Version};
 pub use zk::{ZkConfig, ZkCoordinator};

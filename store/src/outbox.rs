@@ -5,12 +5,16 @@
 //! key length | Kafka key | Avro single-object journal record`.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
 
 use crate::engine::{Cf, Engine, WriteBatch};
 use crate::error::{EngineError, StoreError};
 use crate::key::KeyRange;
-use crate::store::Store;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -62,7 +66,7 @@ fn all() -> KeyRange {
 }
 
 /// Next sequence number and the pending sequences, from what is stored.
-pub(crate) fn recover(engine: &dyn Engine) -> Result<(u64, BTreeSet<u64>), EngineError> {
+fn recover(engine: &dyn Engine) -> Result<(u64, BTreeSet<u64>), EngineError> {
     let mut pending = BTreeSet::new();
     let mut range = all();
     loop {
@@ -86,13 +90,85 @@ fn seq_of(k: &[u8]) -> Result<u64, EngineError> {
     ))
 }
 
-impl Store {
+/// The outbox's in-memory bookkeeping over its column family: sequence
+/// allocation, the shipped mark `sync` writers wait on, and the wake-ups the
+/// relay sleeps on.
+pub struct Outbox {
+    engine: Arc<dyn Engine>,
+    next: AtomicU64,
+    len: AtomicU64,
+    changed: Notify,
+    drained: Notify,
+    /// Every outbox sequence below this value has been shipped.
+    shipped: watch::Sender<u64>,
+    /// Sequences handed to commits not yet written (or failed): concurrent
+    /// commits on different groups can land out of sequence order.
+    in_flight: Mutex<BTreeSet<u64>>,
+    /// Sequences written and not yet shipped: the shipped mark is the lowest
+    /// of these (kept in memory because finding it in RocksDB means skipping
+    /// every delete tombstone the relay left at the queue's head).
+    pending: Mutex<BTreeSet<u64>>,
+    /// Why the relay cannot ship right now (shown to `sync` writers).
+    error: Mutex<Option<String>>,
+}
+
+impl Outbox {
+    /// Recovers the pending entries from what `engine` stores.
+    pub fn open(engine: Arc<dyn Engine>) -> Result<Self, EngineError> {
+        let (next, pending) = recover(engine.as_ref())?;
+        let first_pending = pending.first().copied().unwrap_or(next);
+        Ok(Self {
+            engine,
+            next: AtomicU64::new(next),
+            len: AtomicU64::new(pending.len() as u64),
+            changed: Notify::new(),
+            drained: Notify::new(),
+            shipped: watch::Sender::new(first_pending),
+            in_flight: Mutex::new(BTreeSet::new()),
+            pending: Mutex::new(pending),
+            error: Mutex::new(None),
+        })
+    }
+
+    /// Unshipped entries.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the next sequence for an entry about to be written. It is in
+    /// flight (holding the low watermark) and pending (holding the shipped
+    /// mark) until [`Outbox::settle`]: the relay may ship and acknowledge it
+    /// the instant the write lands.
+    pub(crate) fn reserve(&self) -> u64 {
+        let s = {
+            let mut inflight = self.in_flight.lock();
+            let s = self.next.fetch_add(1, Ordering::SeqCst);
+            inflight.insert(s);
+            s
+        };
+        self.pending.lock().insert(s);
+        self.len.fetch_add(1, Ordering::AcqRel);
+        s
+    }
+
+    /// Ends a reservation once its batch was written (or failed to be).
+    pub(crate) fn settle(&self, seq: u64, written: bool) {
+        if !written && self.pending.lock().remove(&seq) {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.in_flight.lock().remove(&seq);
+        if written {
+            // A stored permit: the relay never misses a commit made while it was busy.
+            self.changed.notify_one();
+        }
+    }
+
     /// Up to `limit` pending entries with sequence >= `from`, in order.
-    pub fn outbox_read(
-        &self,
-        from: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    pub fn read(&self, from: u64, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         let range = KeyRange {
             start: seq_key(from),
             end: None,
@@ -105,7 +181,7 @@ impl Store {
     }
 
     /// Deletes shipped entries (only after their delivery reports).
-    pub fn outbox_ack(&self, seqs: &[u64]) -> Result<(), StoreError> {
+    pub fn ack(&self, seqs: &[u64]) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -120,8 +196,8 @@ impl Store {
             let removed = seqs.iter().filter(|s| pending.remove(s)).count();
             (pending.first().copied(), removed)
         };
-        self.outbox_len.fetch_sub(removed as u64, Ordering::AcqRel);
-        let low = self.outbox_low_watermark();
+        self.len.fetch_sub(removed as u64, Ordering::AcqRel);
+        let low = self.low_watermark();
         let mark = first.map_or(low, |f| f.min(low));
         self.shipped.send_if_modified(|m| {
             let grow = mark > *m;
@@ -130,42 +206,51 @@ impl Store {
             }
             grow
         });
-        self.outbox_drained.notify_waiters();
+        self.drained.notify_waiters();
         Ok(())
     }
 
     /// Every outbox sequence below this is written or abandoned; sequences at
     /// or above it may still land (commits on other groups in flight).
-    pub fn outbox_low_watermark(&self) -> u64 {
+    pub fn low_watermark(&self) -> u64 {
         let inflight = self.in_flight.lock();
         inflight
             .first()
             .copied()
-            .unwrap_or_else(|| self.outbox_next.load(Ordering::Acquire))
+            .unwrap_or_else(|| self.next.load(Ordering::Acquire))
     }
 
-    /// Waits until outbox entry `seq` has been shipped (Kafka acknowledged it).
-    pub async fn wait_shipped(
-        &self,
-        seq: u64,
-        timeout: std::time::Duration,
-    ) -> Result<(), StoreError> {
+    /// Waits until entry `seq` has been shipped (Kafka acknowledged it).
+    pub async fn wait_shipped(&self, seq: u64, timeout: Duration) -> Result<(), StoreError> {
         let mut rx = self.shipped.subscribe();
         let shipped =
             tokio::time::timeout(timeout, async { rx.wait_for(|m| *m > seq).await.is_ok() }).await;
         match shipped {
             Ok(true) => Ok(()),
-            _ => Err(StoreError::JournalPending(seq)),
+            _ => Err(StoreError::JournalPending {
+                seq,
+                cause: self.error(),
+            }),
         }
     }
 
-    /// Resolves when a commit adds an outbox entry (or spuriously).
-    pub async fn outbox_changed(&self) {
-        self.outbox_changed.notified().await
+    /// Records (or clears) why the relay cannot ship.
+    pub fn set_error(&self, error: Option<String>) {
+        *self.error.lock() = error;
+    }
+
+    /// Why the relay cannot ship, if it cannot.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
+
+    /// Resolves when a commit adds an entry (or spuriously).
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     /// Resolves when the relay has shipped entries (or spuriously).
-    pub async fn outbox_drained(&self) {
-        self.outbox_drained.notified().await
+    pub async fn drained(&self) {
+        self.drained.notified().await
     }
 }

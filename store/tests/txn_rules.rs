@@ -184,14 +184,14 @@ async fn journal_entry_rides_the_commit() {
         )
         .await
         .unwrap();
-    let entries = s.outbox_read(0, 10).unwrap();
+    let entries = s.outbox().read(0, 10).unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].1.key, "app/Blog:1");
     let rec = northwest_schemas::decode_journal(&entries[0].1.record).unwrap();
     assert_eq!(rec.txn_id, v.0);
     assert_eq!(rec.ops.len(), 2);
-    s.outbox_ack(&[entries[0].0]).unwrap();
-    assert_eq!(s.outbox_len(), 0);
+    s.outbox().ack(&[entries[0].0]).unwrap();
+    assert_eq!(s.outbox().len(), 0);
 }
 
 #[tokio::test]
@@ -211,6 +211,97 @@ async fn outbox_limit_rejects_writes_when_full() {
     let err = s.run(&ns(), &[put("A:3", b"1")]).await.unwrap_err();
     assert!(matches!(err, StoreError::OutboxFull(2)));
     assert!(s.get(&ns(), &k("A:3")).unwrap().is_none());
+}
+
+/// A transaction whose journal record could exceed the journal's message
+/// limit is refused before it commits; every accepted one fits, so the relay
+/// is never handed an entry the producer must refuse.
+#[tokio::test]
+async fn journal_records_over_the_message_limit_are_refused() {
+    let limit = 4096;
+    let s = Store::open(
+        Arc::new(MemEngine::new()),
+        Arc::new(LocalCoordinator::default()),
+        StoreConfig {
+            journal: true,
+            max_value_bytes: 1024,
+            journal_message_limit: limit,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let mut refused = 0;
+    for n in 1..=8usize {
+        let ops: Vec<Op> = (0..n)
+            .map(|i| put(&format!("Doc:1/Part:{i}"), &[7; 1000]))
+            .collect();
+        match s.run(&ns(), &ops).await {
+            Ok(_) => {
+                let entries = s.outbox().read(0, 100).unwrap();
+                let (seq, e) = entries.last().unwrap();
+                // Kafka's per-record framing is well under 128 bytes.
+                assert!(
+                    e.record.len() + e.key.len() + 128 <= limit,
+                    "{n} ops: {} bytes accepted over the limit {limit}",
+                    e.record.len()
+                );
+                s.outbox().ack(&[*seq]).unwrap();
+            }
+            Err(StoreError::JournalTooLarge { size, limit: l }) => {
+                assert_eq!(l, limit);
+                assert!(size > limit);
+                refused += 1;
+                assert!(s
+                    .get(&ns(), &k(&format!("Doc:1/Part:{}", n - 1)))
+                    .unwrap()
+                    .is_none());
+            }
+            Err(e) => panic!("{n} ops: {e}"),
+        }
+    }
+    assert!(refused > 0, "the larger transactions are refused");
+    assert_eq!(s.outbox().len(), 0, "nothing refused reached the outbox");
+}
+
+/// With local coordination, a restarted process continues transaction ids
+/// above every id handed out before, and above any stored version.
+#[tokio::test]
+async fn local_ids_continue_after_restart() {
+    let engine = Arc::new(MemEngine::new());
+    let cfg = StoreConfig {
+        id_block: 10,
+        ..StoreConfig::default()
+    };
+    let open = || {
+        Store::open(
+            engine.clone(),
+            Arc::new(LocalCoordinator::default()),
+            cfg.clone(),
+        )
+        .unwrap()
+    };
+    let s = open();
+    let mut last = Version(0);
+    for i in 0..25 {
+        last = s.run(&ns(), &[put(&format!("A:{i}"), b"x")]).await.unwrap();
+    }
+    drop(s);
+    let s = open();
+    let v = s.run(&ns(), &[put("B:1", b"y")]).await.unwrap();
+    assert!(v > last, "new id {v} after restart must exceed {last}");
+
+    // A version far above any block (e.g. replicated from elsewhere).
+    let far = Version(1_000_000);
+    let w = ReplicatedWrite {
+        ns: ns(),
+        key: k("C:1"),
+        version: far,
+        commit_ts_ms: 1,
+        value: Some(b"z".to_vec()),
+    };
+    s.apply_replicated(&[w], vec![]).await.unwrap();
+    let v = s.run(&ns(), &[put("C:1", b"w")]).await.unwrap();
+    assert!(v > far, "{v} must exceed the stored {far}");
 }
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
-//! The broker restarts while n1 writes and n2 applies: nothing is lost and
-//! nothing is reordered within an entity group. Own test binary: it restarts
-//! the shared dev-stack broker, so no other test may run beside it.
+//! The broker goes down while n1 writes and n2 applies, longer than n1's
+//! `message.timeout.ms`, so deliveries really fail and the relay re-sends:
+//! nothing is lost, nothing is reordered within an entity group, and the
+//! outage shows in n1's status while it lasts. Own test binary: it stops the
+//! shared dev-stack broker, so no other test may run beside it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,22 +17,15 @@ fn stack() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack.sh")
 }
 
-fn broker_pid() -> String {
-    let run = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.northwest/stack/run/nisshi.pid");
-    std::fs::read_to_string(&run)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (was the broker started by deploy/stack.sh?)",
-                run.display()
-            )
-        })
-        .trim()
-        .to_string()
+fn stack_cmd(args: &[&str]) {
+    let ok = Command::new(stack()).args(args).status().unwrap().success();
+    assert!(ok, "deploy/stack.sh {args:?} failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_restart_loses_and_reorders_nothing() {
-    let p = Pipeline::start("brk", "");
+    // Deliveries time out after 3 s: a 10 s outage fails them for real.
+    let p = Pipeline::start_with("brk", "\n[kafka]\n\"message.timeout.ms\" = \"3000\"", "");
     let (n1, n2, topic) = (&p.n1, &p.n2, p.topic.clone());
     let load = {
         let base = n1.base.clone();
@@ -38,16 +33,20 @@ async fn broker_restart_loses_and_reorders_nothing() {
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Hard stop of the broker mid-stream, then a restart with its data.
-    let pid = broker_pid();
-    assert!(Command::new("kill")
-        .args(["-9", &pid])
-        .status()
-        .unwrap()
-        .success());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack_cmd(&["kill-broker", "1"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen_error = serde_json::Value::Null;
+    while std::time::Instant::now() < deadline {
+        let s1 = get_json(&format!("{}/v1/admin/status", n1.base)).await;
+        if !s1["relay"]["last_error"].is_null() {
+            seen_error = s1["relay"]["last_error"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stack_cmd(&["start-broker", "1"]);
     assert!(
-        Command::new(stack()).arg("up").status().unwrap().success(),
-        "restarting the broker"
+        seen_error.is_string(),
+        "n1's status showed no relay error during a 10 s broker outage"
     );
     load.await.unwrap();
     wait_caught_up(&n1.base, &n2.base, Duration::from_secs(240)).await;

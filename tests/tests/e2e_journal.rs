@@ -130,3 +130,114 @@ async fn replay_twice_leaves_n2_identical_and_poison_is_dead_lettered() {
         "unknown schema is named: {reasons:?}"
     );
 }
+
+/// Every write the API accepts reaches n2: a value of exactly the API's
+/// limit (1 MiB by default, above librdkafka's default message.max.bytes)
+/// and a transaction near the body limit are journaled and applied, and the
+/// writes after them are not stuck behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_size_values_and_transactions_reach_n2() {
+    use base64::Engine as _;
+    let p = pipeline("");
+    let client = reqwest::Client::new();
+    let (n1, n2) = (&p.n1.base, &p.n2.base);
+    let big: Vec<u8> = (0..1usize << 20).map(|i| (i % 251) as u8).collect();
+    let r = client
+        .put(format!("{n1}/v1/ns/app/e/Big:1"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // Five 1 MiB values in one transaction: ~7 MB of JSON, under the 8 MiB body limit.
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&big);
+    let ops: Vec<_> = (0..5)
+        .map(|i| serde_json::json!({"op": "put", "key": format!("Bulk:1/Part:{i}"), "value_b64": b64}))
+        .collect();
+    let r = client
+        .post(format!("{n1}/v1/ns/app/txn"))
+        .json(&serde_json::json!({ "ops": ops }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = client
+        .put(format!("{n1}/v1/ns/app/e/Small:1"))
+        .body("after")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    wait_caught_up(n1, n2, Duration::from_secs(120)).await;
+    for key in ["Big:1", "Bulk:1/Part:4"] {
+        let got = client
+            .get(format!("{n2}/v1/ns/app/e/{key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{key} missing on n2");
+        assert!(got.bytes().await.unwrap() == big, "{key} differs on n2");
+    }
+    let small = client
+        .get(format!("{n2}/v1/ns/app/e/Small:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.text().await.unwrap(), "after");
+    assert_eq!(digest(n1, "app").await, digest(n2, "app").await);
+    let s1 = get_json(&format!("{n1}/v1/admin/status")).await;
+    assert!(s1["relay"]["last_error"].is_null(), "{s1}");
+}
+
+/// A node applying a journal is a read-only replica: client writes are
+/// refused with 409 `replica` (reads are served) until it is promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_refuses_writes_until_promoted() {
+    let p = pipeline("");
+    let c = reqwest::Client::new();
+    let (n1, n2) = (&p.n1.base, &p.n2.base);
+    let r = c
+        .put(format!("{n1}/v1/ns/app/e/A:1"))
+        .body("from n1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_caught_up(n1, n2, Duration::from_secs(60)).await;
+    let r = c
+        .put(format!("{n2}/v1/ns/app/e/A:1"))
+        .body("from n2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "replica", "{body}");
+    assert!(body["error"].as_str().unwrap().contains(&p.topic), "{body}");
+    let r = c.get(format!("{n2}/v1/ns/app/e/A:1")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "from n1", "reads are served");
+    let r = c
+        .post(format!("{n2}/v1/admin/promote"))
+        .json(&serde_json::json!({"namespace": "app"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .put(format!("{n2}/v1/ns/app/e/B:1"))
+        .body("promoted")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a promoted namespace takes writes");
+    // Other namespaces stay read-only.
+    let r = c
+        .put(format!("{n2}/v1/ns/other/e/B:1"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}

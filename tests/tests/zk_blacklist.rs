@@ -58,7 +58,7 @@ async fn failed_transaction_is_blacklisted_and_invisible() {
     assert!(c1.is_blacklisted(failed));
     assert_eq!(store.get(&ns, &key).unwrap().unwrap().value, b"v1");
     assert_eq!(
-        store.outbox_len(),
+        store.outbox().len(),
         1,
         "the failed transaction left no journal entry"
     );

@@ -111,11 +111,13 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
     let mut out = json!({
         "name": s.name,
         "role": s.role(),
-        "outbox_pending": s.store.outbox_len(),
+        "outbox_pending": s.store.outbox().len(),
         "journal_topic": s.topic,
         "zk_root": s.zk_root,
-        "fenced": s.gate.is_fenced().await,
-        "proxy": s.gate.proxy(),
+        "fenced": s.gate.fenced_namespaces().await,
+        "proxies": s.gate.proxies(),
+        "promoted": s.gate.promoted(),
+        "relay_error": s.store.outbox().error(),
     });
     let loader = s
         .loader
@@ -143,7 +145,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
             "send_errors": r.send_errors.load(Relaxed),
             "last_error": *r.last_error.lock(),
         });
-        s.metrics.observe_relay(r, s.store.outbox_len());
+        s.metrics.observe_relay(r, s.store.outbox().len());
     }
     if let Some(a) = &s.apply {
         use std::sync::atomic::Ordering::Relaxed;
@@ -170,8 +172,27 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
             Err(e) => (Vec::new(), false, Some(e.clone())),
         };
         s.metrics.observe_apply(a);
+        let running = a.running.load(Relaxed);
+        // "caught up" only when every part of it holds: the loop runs, it read
+        // the topic's metadata just now, no partition is halted, and every
+        // stored offset reached its high-water mark.
+        let state = if !running {
+            "not_running"
+        } else if err.is_some() {
+            "broker_unreachable"
+        } else if halted.values().any(Option::is_some) {
+            "halted"
+        } else if parts.is_empty() {
+            "no_partitions"
+        } else if caught_up {
+            "caught_up"
+        } else {
+            "catching_up"
+        };
+        let caught_up = state == "caught_up";
         out["apply"] = json!({
-            "running": a.running.load(Relaxed),
+            "state": state,
+            "running": running,
             "transactions": a.txns.load(Relaxed),
             "writes_applied": a.writes_applied.load(Relaxed),
             "writes_stale": a.writes_stale.load(Relaxed),
@@ -311,7 +332,7 @@ async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
         s.metrics.observe_apply(a);
     }
     if let Some(r) = &s.relay {
-        s.metrics.observe_relay(r, s.store.outbox_len());
+        s.metrics.observe_relay(r, s.store.outbox().len());
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

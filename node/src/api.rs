@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use northwest_store::{KeyPath, KeyRange, Namespace, Op, Store, StoreError, Version};
+use northwest_store::{KeyError, KeyPath, KeyRange, Namespace, Op, Store, StoreError, Version};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -38,6 +38,14 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -53,6 +61,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = match &e {
+            StoreError::Key(KeyError::BadNamespace(_)) => {
+                (StatusCode::BAD_REQUEST, "bad_namespace")
+            }
             StoreError::Key(_) => (StatusCode::BAD_REQUEST, "bad_key"),
             StoreError::CrossGroup { .. } => (StatusCode::BAD_REQUEST, "cross_group"),
             StoreError::VersionMismatch { .. } => {
@@ -60,7 +71,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             StoreError::OutboxFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "outbox_full"),
-            StoreError::JournalPending(_) => (StatusCode::SERVICE_UNAVAILABLE, "journal_pending"),
+            StoreError::JournalTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            StoreError::JournalPending { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "journal_pending")
+            }
             StoreError::Coord(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordination"),
             StoreError::Aborted(_) => (StatusCode::CONFLICT, "aborted"),
             StoreError::Engine(_) | StoreError::Injected(_) => {

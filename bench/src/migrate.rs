@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::NodeConfig;
 use crate::loadgen::{drive, Tally};
+use northwest_node::config::NodeConfig;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MigrateBench {
@@ -100,7 +100,7 @@ async fn pair(b: &MigrateBench, tag: &str) -> anyhow::Result<Pair> {
                     .enable_all()
                     .build();
                 let r = match rt {
-                    Ok(rt) => rt.block_on(crate::node::run(
+                    Ok(rt) => rt.block_on(northwest_node::run(
                         c,
                         async {
                             let _ = stopped.await;
@@ -199,8 +199,8 @@ async fn mixed(
     tally.summary(t.elapsed())
 }
 
-fn migrate_args(b: &MigrateBench, p: &Pair) -> crate::migrate::MigrateArgs {
-    crate::migrate::MigrateArgs {
+fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
+    northwest_migrate::MigrateArgs {
         from: p.n1.clone(),
         to: p.n2.clone(),
         namespace: "bench".into(),
@@ -217,8 +217,8 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> crate::migrate::MigrateArgs {
     }
 }
 
-async fn last_report(b: &MigrateBench, p: &Pair) -> anyhow::Result<crate::migrate::MigState> {
-    crate::migrate::load_state(&b.zk, &p.n1, "bench").await
+async fn last_report(b: &MigrateBench, p: &Pair) -> anyhow::Result<northwest_migrate::MigState> {
+    northwest_migrate::load_state(&b.zk, &p.n1, "bench").await
 }
 
 pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
@@ -269,14 +269,14 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
         // snapshot and catches up (stopping before the cutover).
         let stop = Arc::new(AtomicBool::new(false));
         let mut args = migrate_args(&b, &p);
-        args.stop_after = Some(crate::migrate::Phase::CatchUp);
+        args.stop_after = Some(northwest_migrate::Phase::CatchUp);
         args.rate = b.snapshot_rate;
         let load = {
             let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
             tokio::spawn(async move { mixed(&n1, &b2, reads, st).await })
         };
         let t = Instant::now();
-        crate::migrate::run(args).await?;
+        northwest_migrate::run(args).await?;
         if t.elapsed() < b.phase_duration {
             tokio::time::sleep(b.phase_duration - t.elapsed()).await;
         }
@@ -317,14 +317,14 @@ async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
         let p = pair(&b, &format!("snap{size}")).await?;
         preload(&p.n1, n, size).await?;
         let mut args = migrate_args(&b, &p);
-        args.stop_after = Some(crate::migrate::Phase::CatchUp);
-        crate::migrate::run(args).await?;
+        args.stop_after = Some(northwest_migrate::Phase::CatchUp);
+        northwest_migrate::run(args).await?;
         let st = last_report(&b, &p).await?;
         let snap = st.phase_seconds.get("Snapshot").copied().unwrap_or(0.0);
         let load = st.phase_seconds.get("CatchUp").copied().unwrap_or(0.0);
         // The loader alone, on the same snapshot topic into a fresh store.
         let dir = tempfile::tempdir()?;
-        let loader_rate = crate::bench::apply_all(
+        let loader_rate = crate::common::apply_all(
             &b.zk,
             &b.brokers,
             northwest_consumer::Source::Snapshot,
@@ -378,7 +378,7 @@ async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
                 .await
             })
         };
-        crate::migrate::run(migrate_args(&b, &p)).await?;
+        northwest_migrate::run(migrate_args(&b, &p)).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         let l = load.await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, Source};
+use northwest_consumer::{ApplyConfig, ApplyShared, Source};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -19,6 +19,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/admin/fence", post(fence))
         .route("/v1/admin/unfence", post(unfence))
         .route("/v1/admin/proxy", post(proxy).delete(unproxy))
+        .route("/v1/admin/promote", post(promote).delete(demote))
         .route("/v1/admin/checkpoint", post(checkpoint))
         .route("/v1/admin/checkpoint/{name}", delete(drop_checkpoint))
         .route("/v1/admin/load-snapshot", post(load_snapshot))
@@ -33,6 +34,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FenceReq {
+    namespace: String,
     #[serde(default = "default_fence_ms")]
     max_ms: u64,
 }
@@ -41,57 +43,137 @@ fn default_fence_ms() -> u64 {
     10_000
 }
 
+fn check_ns(ns: &str) -> Result<(), ApiError> {
+    northwest_store::Namespace::new(ns)
+        .map(|_| ())
+        .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))
+}
+
+/// Fences one namespace's writes; returns the fence generation the proxy
+/// step must present.
 async fn fence(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: FenceReq = if body.is_empty() {
-        FenceReq {
-            max_ms: default_fence_ms(),
-        }
-    } else {
-        parse(&body)?
-    };
+    let req: FenceReq = parse(&body)?;
+    check_ns(&req.namespace)?;
     if req.max_ms == 0 || req.max_ms > 120_000 {
         return Err(ApiError::bad_request("max_ms must be 1..=120000"));
     }
-    s.gate.fence(Duration::from_millis(req.max_ms)).await;
-    Ok(Json(
-        json!({"fenced": true, "outbox_pending": s.store.outbox_len()}),
-    ))
+    let gen = s
+        .gate
+        .fence(&req.namespace, Duration::from_millis(req.max_ms))
+        .await;
+    Ok(Json(json!({
+        "fenced": true,
+        "namespace": req.namespace,
+        "fence": gen,
+        "outbox_pending": s.store.outbox().len(),
+    })))
 }
 
-async fn unfence(State(s): State<Arc<NodeState>>) -> Json<Value> {
-    s.gate.unfence().await;
-    Json(json!({"fenced": false}))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NsReq {
+    namespace: String,
+}
+
+async fn unfence(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: NsReq = parse(&body)?;
+    check_ns(&req.namespace)?;
+    let lifted = s.gate.unfence(&req.namespace).await;
+    Ok(Json(
+        json!({"fenced": false, "namespace": req.namespace, "lifted": lifted}),
+    ))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProxyReq {
+    namespace: String,
     target: String,
+    /// The generation of the fence the caller drained under: the proxy is
+    /// refused if that fence has lifted (expired) meanwhile.
+    fence: u64,
 }
 
-/// Turns this node into a data proxy for `target` and lifts the fence, so
-/// the writes that waited are forwarded, not failed.
+/// Turns this node into a data proxy to `target` for one namespace and
+/// lifts its fence, so the writes that waited are forwarded, not failed.
 async fn proxy(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: ProxyReq = parse(&body)?;
+    check_ns(&req.namespace)?;
     if !req.target.starts_with("http://") {
         return Err(ApiError::bad_request("target must be an http:// base URL"));
     }
-    s.gate.set_proxy(Some(req.target.clone()));
-    s.gate.unfence().await;
-    tracing::info!(target = %req.target, "node is now a data proxy");
-    Ok(Json(json!({"proxy": req.target})))
+    if s.gate.fenced(&req.namespace).await != Some(req.fence) {
+        return Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            code: "fence_expired",
+            message: format!(
+                "the write fence {} on namespace {} is no longer held (it expired or was \
+                 replaced): writes may have landed after the drain; fence and drain again",
+                req.fence, req.namespace
+            ),
+        });
+    }
+    s.gate
+        .set_proxy(&req.namespace, Some(req.target.clone()))
+        .await
+        .map_err(|e| ApiError::unavailable("coordination", e.to_string()))?;
+    s.gate.unfence(&req.namespace).await;
+    tracing::info!(namespace = %req.namespace, target = %req.target, "namespace is now proxied");
+    Ok(Json(
+        json!({"proxy": req.target, "namespace": req.namespace}),
+    ))
 }
 
-async fn unproxy(State(s): State<Arc<NodeState>>) -> Json<Value> {
-    s.gate.set_proxy(None);
-    s.gate.unfence().await;
-    Json(json!({"proxy": null}))
+async fn unproxy(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: NsReq = parse(&body)?;
+    check_ns(&req.namespace)?;
+    s.gate
+        .set_proxy(&req.namespace, None)
+        .await
+        .map_err(|e| ApiError::unavailable("coordination", e.to_string()))?;
+    s.gate.unfence(&req.namespace).await;
+    Ok(Json(json!({"proxy": null, "namespace": req.namespace})))
+}
+
+/// Lets a replica take client writes for one namespace (the cutover does
+/// this before n1 forwards to it; an operator may do it on purpose).
+async fn promote(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    set_promoted(&s, &body, true).await
+}
+
+async fn demote(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    set_promoted(&s, &body, false).await
+}
+
+async fn set_promoted(s: &NodeState, body: &[u8], on: bool) -> Result<Json<Value>, ApiError> {
+    let req: NsReq = parse(body)?;
+    check_ns(&req.namespace)?;
+    s.gate
+        .promote(&req.namespace, on)
+        .await
+        .map_err(|e| ApiError::unavailable("coordination", e.to_string()))?;
+    if on {
+        tracing::warn!(namespace = %req.namespace, "replica promoted: it now takes client writes for this namespace");
+    }
+    Ok(Json(json!({"namespace": req.namespace, "promoted": on})))
 }
 
 #[derive(Deserialize)]
@@ -167,15 +249,13 @@ async fn load_snapshot(
     }
     let shared = Arc::new(ApplyShared::default());
     let cfg = ApplyConfig {
-        source: Source::Snapshot,
-        kafka: s.kafka.clone(),
-        topic: req.topic.clone(),
-        dead_letter_topic: format!("{}.dlq", req.topic),
-        poison: PoisonPolicy::DeadLetter,
         batch: s.apply_batch,
-        linger: Duration::from_millis(2),
-        apply_log: false,
-        group_id: format!("northwest-load-{}", s.name),
+        ..ApplyConfig::new(
+            Source::Snapshot,
+            s.kafka.clone(),
+            &req.topic,
+            &format!("northwest-load-{}", s.name),
+        )
     };
     let (_tx, rx) = tokio::sync::mpsc::channel(1);
     let mut stop = s.stop.clone();

@@ -126,6 +126,10 @@ pub struct JournalConfig {
     pub replication_factor: i32,
     /// Journal retention; a re-migration from offset 0 needs all of it.
     pub retention_ms: i64,
+    /// The largest journal record (bytes). Producers and every topic the
+    /// node creates are configured above it, and it must carry the largest
+    /// transaction the API accepts (8 × http.max_value_bytes of body).
+    pub max_message_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +206,19 @@ impl Default for JournalConfig {
             apply_log: false,
             replication_factor: 1,
             retention_ms: 7 * 24 * 3600 * 1000,
+            max_message_bytes: northwest_producer::kafka::DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+}
+
+/// Room in a journal message for the record's fixed fields and framing
+/// beyond the transaction body's bytes.
+const JOURNAL_OVERHEAD: usize = 64 << 10;
+
+impl HttpConfig {
+    /// The largest transaction body (JSON, values base64) the API reads.
+    pub fn max_txn_body_bytes(&self) -> usize {
+        self.max_value_bytes.saturating_mul(8)
     }
 }
 
@@ -257,6 +273,16 @@ impl NodeConfig {
             return Err(
                 "journal.topic must be set and differ from journal.dead_letter_topic".into(),
             );
+        }
+        let txn_body = self.http.max_txn_body_bytes();
+        if (j.enabled || j.apply) && j.max_message_bytes < txn_body + JOURNAL_OVERHEAD {
+            return Err(format!(
+                "journal.max_message_bytes = {} cannot carry what the API accepts: a transaction \
+                 body may be up to {txn_body} bytes (8 × http.max_value_bytes); set \
+                 journal.max_message_bytes >= {} or lower http.max_value_bytes",
+                j.max_message_bytes,
+                txn_body + JOURNAL_OVERHEAD
+            ));
         }
         if j.enabled && j.apply {
             return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());

@@ -1,54 +1,10 @@
 //! The HTTP API contract: each status code, malformed input, oversized bodies,
 //! graceful shutdown. In-memory engine and local locks (no external services).
 
-use std::net::SocketAddr;
+mod common;
 
-use base64::Engine as _;
-use northwest::config::{CoordinationMode, EngineKind, NodeConfig};
+use common::{b64, error_code, shutdown, start};
 use serde_json::{json, Value};
-
-struct Node {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-async fn start(max_value_bytes: usize) -> Node {
-    let mut cfg = NodeConfig::default();
-    cfg.store.engine = EngineKind::Memory;
-    cfg.coordination.mode = CoordinationMode::Local;
-    cfg.http.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.http.max_value_bytes = max_value_bytes;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready, addr) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let task = tokio::spawn(northwest::node::run(
-        cfg,
-        async {
-            let _ = stopped.await;
-        },
-        Some(ready),
-    ));
-    let addr = addr.await.expect("node started");
-    Node {
-        base: format!("http://{addr}"),
-        stop: Some(stop),
-        task,
-    }
-}
-
-fn b64(v: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(v)
-}
-
-async fn error_code(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.expect("errors are JSON");
-    assert!(
-        body["error"].as_str().is_some_and(|m| !m.is_empty()),
-        "error message present: {body}"
-    );
-    (status, body["code"].as_str().unwrap().to_string())
-}
 
 #[tokio::test]
 async fn api_contract() {
@@ -288,14 +244,6 @@ async fn api_contract() {
     shutdown(node).await;
 }
 
-async fn shutdown(mut node: Node) {
-    node.stop.take().unwrap().send(()).unwrap();
-    node.task
-        .await
-        .unwrap()
-        .expect("node exits cleanly on shutdown");
-}
-
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
     let node = start(1 << 20).await;
@@ -312,4 +260,46 @@ async fn shutdown_drains_in_flight_requests() {
             assert_eq!(r.status(), 200);
         }
     }
+}
+
+#[tokio::test]
+async fn errors_are_json_short_and_coded() {
+    let node = start(1024).await;
+    let c = reqwest::Client::new();
+    // Wrong method: 405 with Allow and a JSON body.
+    let r = c
+        .delete(format!("{}/v1/ns/app/scan", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("allow"), "{:?}", r.headers());
+    assert_eq!(error_code(r).await, (405, "method_not_allowed".into()));
+    // A bad namespace has its own code.
+    let r = c
+        .put(format!("{}/v1/ns/bad!ns/e/A:1", node.base))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "bad_namespace".into()));
+    // A space is not allowed in an id, as the message says.
+    let r = c
+        .put(format!("{}/v1/ns/app/e/A:a%20b", node.base))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "bad_key".into()));
+    // A 20 KB key is refused without echoing it back.
+    let huge = format!("A:{}", "x".repeat(20_000));
+    let r = c
+        .put(format!("{}/v1/ns/app/e/{huge}", node.base))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.len() < 512, "error body of {} bytes", body.len());
+    shutdown(node).await;
 }

@@ -1,0 +1,173 @@
+//! Helpers shared by the benchmarks: a result row, closed-loop measurement of
+//! single-op transactions in-process or over HTTP, and the apply-everything
+//! timer used by the journal and migration benches.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use northwest_store::{
+    Engine, KeyPath, Namespace, Op, RocksEngine, Store, StoreConfig, ZkConfig, ZkCoordinator,
+};
+use rand::Rng;
+
+use crate::loadgen::{drive, Tally};
+
+use northwest_consumer::{ApplyConfig, ApplyShared, Source};
+use northwest_producer::KafkaSettings;
+
+use crate::store::StoreBench;
+
+pub(crate) struct Row {
+    pub(crate) name: String,
+    pub(crate) summary: serde_json::Value,
+}
+
+pub(crate) fn print_rows(title: &str, rows: &[Row]) {
+    println!("\n{title}");
+    println!(
+        "{:<48} {:>10} {:>10} {:>10} {:>8}",
+        "variant", "txn/s", "p50 ms", "p99 ms", "failed"
+    );
+    for r in rows {
+        let l = &r.summary["latency_ms"];
+        println!(
+            "{:<48} {:>10.0} {:>10.3} {:>10.3} {:>8}",
+            r.name,
+            r.summary["rate_per_s"].as_f64().unwrap_or(0.0),
+            l["p50"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0),
+            r.summary["failed"]
+        );
+    }
+}
+
+pub(crate) async fn measure<F, Fut>(b: &StoreBench, op: F) -> serde_json::Value
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let tally = Arc::new(Tally::default());
+    let t = Instant::now();
+    drive(
+        b.clients,
+        Some(b.ops),
+        Arc::new(AtomicBool::new(false)),
+        0,
+        tally.clone(),
+        op,
+    )
+    .await;
+    tally.summary(t.elapsed())
+}
+
+pub(crate) fn random_key(groups: u64, n: u64) -> KeyPath {
+    let g = rand::rng().random_range(0..groups.max(1));
+    KeyPath::parse(&format!("Bench:{g}/Item:{n}")).expect("valid key")
+}
+
+pub(crate) async fn in_process(b: &StoreBench, store: Arc<Store>) -> serde_json::Value {
+    let (groups, value) = (b.groups, vec![7u8; b.value_bytes]);
+    let ns = Namespace::new("bench").expect("valid");
+    measure(b, move |n| {
+        let (store, ns, value) = (store.clone(), ns.clone(), value.clone());
+        async move {
+            let op = Op::Put {
+                key: random_key(groups, n),
+                value,
+                if_version: None,
+            };
+            store
+                .run(&ns, &[op])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await
+}
+
+pub(crate) async fn over_http(
+    b: &StoreBench,
+    store: Arc<Store>,
+) -> anyhow::Result<serde_json::Value> {
+    let app = northwest_node::api::router(northwest_node::api::ApiState {
+        store,
+        max_value_bytes: 1 << 20,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(b.clients * 2)
+        .build()?;
+    let (groups, value) = (b.groups, vec![7u8; b.value_bytes]);
+    let summary = measure(b, move |n| {
+        let (client, value) = (client.clone(), value.clone());
+        async move {
+            let url = format!("http://{addr}/v1/ns/bench/e/{}", random_key(groups, n));
+            match client.put(url).body(value).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    server.abort();
+    Ok(summary)
+}
+
+/// Applies every record of `topic` (journal records or snapshot rows)
+/// into a fresh store with ZooKeeper leases; returns records/s.
+pub async fn apply_all(
+    zk: &str,
+    brokers: &str,
+    source: Source,
+    dir: &std::path::Path,
+    topic: &str,
+    total: u64,
+    root: &str,
+) -> anyhow::Result<f64> {
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
+    let zk = ZkCoordinator::connect(ZkConfig {
+        connect: zk.into(),
+        root: root.into(),
+        ..ZkConfig::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Store::open(engine, Arc::new(zk), StoreConfig::default())?;
+    let shared = Arc::new(ApplyShared::default());
+    let cfg = ApplyConfig::new(source, KafkaSettings::new(brokers), topic, "bench-apply");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (_ctl, ctl_rx) = tokio::sync::mpsc::channel(1);
+    let sh = shared.clone();
+    let task = tokio::spawn(northwest_consumer::run(
+        store,
+        cfg,
+        sh,
+        ctl_rx,
+        async move {
+            let _ = stop_rx.wait_for(|v| *v).await;
+        },
+    ));
+    // The clock starts once the loop has assigned itself (setup excluded).
+    while !shared.running.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if task.is_finished() {
+            anyhow::bail!("apply loop ended before it started");
+        }
+    }
+    let t = Instant::now();
+    while shared.txns.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if task.is_finished() {
+            anyhow::bail!("apply loop ended early");
+        }
+    }
+    let rate = total as f64 / t.elapsed().as_secs_f64();
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    Ok(rate)
+}

@@ -1,0 +1,479 @@
+//! `northwest bench journal`: journaling cost on n1, apply rate vs raw
+//! consume of the same records, replication latency beside the broker's own.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use northwest_consumer::{ApplyConfig, ApplyShared, Source};
+use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
+use northwest_store::{
+    Coordinator, Engine, KeyPath, LocalCoordinator, Namespace, Op, RocksEngine, Store, StoreConfig,
+    ZkConfig, ZkCoordinator,
+};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::common::{apply_all, in_process, over_http, print_rows, random_key, Row};
+use crate::loadgen::{drive, Tally};
+use crate::store::StoreBench;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct JournalBench {
+    /// Transactions per write variant (and records for the apply runs).
+    #[arg(long, default_value_t = 50_000)]
+    pub ops: u64,
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub groups: u64,
+    #[arg(long, default_value_t = 1024)]
+    pub value_bytes: usize,
+    /// Transactions for the sync-durability variants (each waits for Kafka).
+    #[arg(long, default_value_t = 5_000)]
+    pub sync_ops: u64,
+    /// Offered load for the replication-latency run (transactions/s).
+    #[arg(long, default_value_t = 1000)]
+    pub latency_rate: u64,
+    #[arg(long, default_value = "10s", value_parser = crate::loadgen::parse_duration)]
+    pub latency_duration: Duration,
+    #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
+    pub zk: String,
+    /// How long the applier keeps an idle group's ZooKeeper lease (the node's default).
+    #[arg(long, default_value = "2s", value_parser = crate::loadgen::parse_duration)]
+    pub apply_lease_idle: Duration,
+    /// Only run the replication-latency measurement.
+    #[arg(long)]
+    pub latency_only: bool,
+}
+
+fn topic_spec(name: &str) -> TopicSpec {
+    TopicSpec {
+        name: name.into(),
+        partitions: 8,
+        replication: 1,
+        configs: vec![],
+    }
+}
+
+/// A store (RocksDB, the given coordinator) journaling to `topic` with
+/// its relay running.
+async fn source(
+    dir: &std::path::Path,
+    b: &JournalBench,
+    topic: &str,
+    journal: bool,
+    sync: bool,
+    coord: Arc<dyn Coordinator>,
+) -> anyhow::Result<(
+    Arc<Store>,
+    Option<tokio::task::JoinHandle<()>>,
+    tokio::sync::watch::Sender<bool>,
+)> {
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
+    let cfg = StoreConfig {
+        journal,
+        sync_journal: sync.then(|| Duration::from_secs(30)),
+        ..StoreConfig::default()
+    };
+    let store = Store::open(engine, coord, cfg)?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let relay = if journal {
+        let rc = RelayConfig {
+            kafka: KafkaSettings::new(&b.brokers),
+            topic: topic_spec(topic),
+            batch: 2000,
+            max_in_flight: 20_000,
+        };
+        let relay = Relay::new(store.clone(), rc, Arc::new(RelayStats::default())).await?;
+        let mut rx = rx.clone();
+        Some(tokio::spawn(async move {
+            let _ = relay
+                .run(async move {
+                    let _ = rx.wait_for(|v| *v).await;
+                })
+                .await;
+        }))
+    } else {
+        None
+    };
+    Ok((store, relay, tx))
+}
+
+async fn writes(b: &JournalBench, store: Arc<Store>, http: bool) -> serde_json::Value {
+    let sb = StoreBench {
+        ops: b.ops,
+        clients: b.clients,
+        groups: b.groups,
+        value_bytes: b.value_bytes,
+        zk: b.zk.clone(),
+    };
+    if http {
+        over_http(&sb, store)
+            .await
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+    } else {
+        in_process(&sb, store).await
+    }
+}
+
+async fn wait_shipped(store: &Store) {
+    while !store.outbox().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A consumer with the journal's settings, assigned every partition of a
+/// bench topic at `at`.
+fn consumer_at(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    at: Offset,
+) -> anyhow::Result<StreamConsumer> {
+    let c: StreamConsumer = KafkaSettings::new(brokers)
+        .consumer_config(&[("group.id", group), ("enable.auto.commit", "false")])
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..topic_spec(topic).partitions {
+        tpl.add_partition_offset(topic, p, at)?;
+    }
+    c.assign(&tpl)?;
+    Ok(c)
+}
+
+/// Raw consume of every record of `topic` (no decode, no store).
+async fn raw_consume(brokers: &str, topic: &str, total: u64) -> anyhow::Result<f64> {
+    let c = consumer_at(brokers, topic, "bench-raw", Offset::Beginning)?;
+    let t = Instant::now();
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    while n < total {
+        let m = tokio::time::timeout(Duration::from_secs(30), c.recv()).await??;
+        bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+        n += 1;
+    }
+    let _ = bytes;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+fn print_latency(what: &str, mut lat: Vec<u32>) {
+    lat.sort_unstable();
+    let q = |f: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * f).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "  {what:<44} {:>7} samples  p50 {:>4} ms  p99 {:>4} ms  max {:>5} ms",
+        lat.len(),
+        q(0.5),
+        q(0.99),
+        lat.last().copied().unwrap_or(0)
+    );
+}
+
+/// The broker's own produce -> consume latency at `rate` records/s with
+/// the journal's producer and consumer settings: the floor under the
+/// replication latency (no outbox, no decode, no store).
+async fn raw_latency(
+    brokers: &str,
+    topic: &str,
+    rate: u64,
+    duration: Duration,
+    value_bytes: usize,
+) -> anyhow::Result<Vec<u32>> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let kafka = KafkaSettings::new(brokers);
+    northwest_producer::kafka::ensure_topic(&kafka, &topic_spec(topic)).await?;
+    let producer: FutureProducer = kafka.producer_config().create()?;
+    let c = consumer_at(brokers, topic, "bench-raw-lat", Offset::End)?;
+    // Let the consumer reach the end before the first record.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let total = rate * duration.as_secs().max(1);
+    let topic_name = topic.to_string();
+    let sender = tokio::spawn(async move {
+        let started = Instant::now();
+        let value = vec![7u8; value_bytes];
+        let mut acks = Vec::new();
+        for n in 0..total {
+            let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+            let key = format!("bench/Bench:{}", n % 1000);
+            let rec = FutureRecord::to(&topic_name)
+                .key(key.as_bytes())
+                .payload(&value)
+                .timestamp(northwest_store::store::now_ms_pub());
+            if let Ok(f) = producer.send_result(rec) {
+                acks.push(f);
+            }
+        }
+        for f in acks {
+            let _ = f.await;
+        }
+    });
+    let mut lat = Vec::with_capacity(total as usize);
+    while (lat.len() as u64) < total {
+        let Ok(m) = tokio::time::timeout(Duration::from_secs(30), c.recv()).await else {
+            break;
+        };
+        let m = m?;
+        if let Some(ts) = rdkafka::Message::timestamp(&m).to_millis() {
+            lat.push((northwest_store::store::now_ms_pub() - ts).max(0) as u32);
+        }
+    }
+    let _ = sender.await;
+    Ok(lat)
+}
+
+pub async fn run(b: JournalBench) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    println!(
+        "bench journal: {} single-op transactions of {} B per variant, {} clients, {} groups; broker {}",
+        b.ops, b.value_bytes, b.clients, b.groups, b.brokers
+    );
+    if !b.latency_only {
+        throughput(&b, dir.path(), stamp).await?;
+    }
+    latency(&b, dir.path(), stamp).await
+}
+
+/// One write variant: journaling off, async or sync; returns its row
+/// and, with journaling, the topic it wrote and the rate at which every
+/// write was also shipped to Kafka (the outbox drained).
+async fn write_variant(
+    b: &JournalBench,
+    dir: &std::path::Path,
+    stamp: u128,
+    http: bool,
+    mode: &str,
+) -> anyhow::Result<(Row, String, Option<f64>)> {
+    let tag = format!("{}-{mode}", if http { "http" } else { "core" });
+    let mut b = b.clone();
+    if mode == "sync" {
+        b.ops = b.sync_ops;
+    }
+    let b = &b;
+    let topic = format!("bench-journal-{tag}-{stamp}");
+    let coord: Arc<dyn Coordinator> = if http {
+        let zk = ZkCoordinator::connect(ZkConfig {
+            connect: b.zk.clone(),
+            root: format!("/northwest/bench-{stamp}-{tag}"),
+            ..ZkConfig::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Arc::new(zk)
+    } else {
+        Arc::new(LocalCoordinator::default())
+    };
+    let journal = mode != "off";
+    let (store, relay, stop) =
+        source(&dir.join(&tag), b, &topic, journal, mode == "sync", coord).await?;
+    let t = Instant::now();
+    let summary = writes(b, store.clone(), http).await;
+    wait_shipped(&store).await;
+    let shipped = journal.then(|| b.ops as f64 / t.elapsed().as_secs_f64());
+    let _ = stop.send(true);
+    if let Some(r) = relay {
+        let _ = r.await;
+    }
+    let name = format!(
+        "{}, journaling {}",
+        if http {
+            "n1 HTTP API, ZooKeeper leases"
+        } else {
+            "store core in-process, local locks"
+        },
+        match mode {
+            "off" => "off",
+            "async" => "on (async)",
+            _ => "on (sync)",
+        }
+    );
+    Ok((Row { name, summary }, topic, shipped))
+}
+
+async fn throughput(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> anyhow::Result<()> {
+    let b = b.clone();
+    let mut rows = Vec::new();
+    let mut costs = Vec::new();
+    let mut topic = String::new();
+    for http in [true, false] {
+        let (off, _, _) = write_variant(&b, dir, stamp, http, "off").await?;
+        let (on, t, shipped) = write_variant(&b, dir, stamp, http, "async").await?;
+        let (sync, _, _) = write_variant(&b, dir, stamp, http, "sync").await?;
+        let rate = |r: &Row| r.summary["rate_per_s"].as_f64().unwrap_or(0.0);
+        costs.push((
+            if http { "n1 HTTP API" } else { "store core" },
+            100.0 * (1.0 - rate(&on) / rate(&off).max(1e-9)),
+            100.0 * (1.0 - shipped.unwrap_or(0.0) / rate(&off).max(1e-9)),
+        ));
+        if !http {
+            topic = t;
+        }
+        rows.extend([off, on, sync]);
+    }
+    print_rows(
+        "n1 write throughput (async = acked after the local commit; sync = after Kafka's ack)",
+        &rows,
+    );
+    for (what, cost, sustained) in costs {
+        println!(
+            "{what}: journaling (async) costs {cost:.1}% of write throughput; {sustained:.1}% counting until every write was shipped to Kafka"
+        );
+    }
+
+    let raw = raw_consume(&b.brokers, &topic, b.ops).await?;
+    let apply = apply_all(
+        &b.zk,
+        &b.brokers,
+        Source::Journal,
+        &dir.join("apply"),
+        &topic,
+        b.ops,
+        &format!("/northwest/bench-{stamp}-apply"),
+    )
+    .await?;
+    println!(
+        "\nn2 apply vs raw consume (same {} records of {} B, same broker)",
+        b.ops, b.value_bytes
+    );
+    println!(
+        "{:<48} {:>12.0} records/s",
+        "raw consume (rdkafka, no decode, no store)", raw
+    );
+    println!(
+        "{:<48} {:>12.0} transactions/s",
+        "apply (decode + ZK leases + version check + RocksDB)", apply
+    );
+    println!("apply / raw = {:.2}", apply / raw);
+    Ok(())
+}
+
+async fn latency(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> anyhow::Result<()> {
+    let b = b.clone();
+
+    // Replication latency at a fixed offered load.
+    let lat_topic = format!("bench-journal-lat-{stamp}");
+    let local = Arc::new(LocalCoordinator::default());
+    let (src, relay, stop) =
+        source(&dir.join("lat-src"), &b, &lat_topic, true, false, local).await?;
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.join("lat-dst"), false)?);
+    let zk = ZkCoordinator::connect(ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}-lat"),
+        lease_idle: b.apply_lease_idle,
+        ..ZkConfig::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dst = Store::open(engine, Arc::new(zk), StoreConfig::default())?;
+    let shared = Arc::new(ApplyShared::default());
+    shared.record_latency.store(true, Ordering::Relaxed);
+    let cfg = ApplyConfig {
+        linger: Duration::from_millis(1),
+        ..ApplyConfig::new(
+            Source::Journal,
+            KafkaSettings::new(&b.brokers),
+            &lat_topic,
+            "bench-lat",
+        )
+    };
+    let (astop_tx, mut astop_rx) = tokio::sync::watch::channel(false);
+    let (_ctl, ctl_rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(northwest_consumer::run(
+        dst,
+        cfg,
+        shared.clone(),
+        ctl_rx,
+        async move {
+            let _ = astop_rx.wait_for(|v| *v).await;
+        },
+    ));
+    // Let the applier assign itself before offering load.
+    let _ = src
+        .run(
+            &Namespace::new("bench").expect("ns"),
+            &[Op::Put {
+                key: KeyPath::parse("Warm:1").expect("key"),
+                value: vec![1],
+                if_version: None,
+            }],
+        )
+        .await;
+    while shared.txns.load(Ordering::Relaxed) < 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shared.latencies_ms.lock().clear();
+    let total = b.latency_rate * b.latency_duration.as_secs().max(1);
+    let tally = Arc::new(Tally::default());
+    let (groups, value, st) = (b.groups, vec![7u8; b.value_bytes], src.clone());
+    let ns = Namespace::new("bench").expect("ns");
+    // The broker's own latency at the same moments, at a tenth of the
+    // rate: tells the broker's state apart from what the pipeline adds.
+    let probe = {
+        let (brokers, rate) = (b.brokers.clone(), (b.latency_rate / 10).max(1));
+        let (d, vb) = (b.latency_duration, b.value_bytes);
+        let topic = format!("bench-journal-probe-{stamp}");
+        tokio::spawn(async move { raw_latency(&brokers, &topic, rate, d, vb).await })
+    };
+    drive(
+        b.clients,
+        Some(total),
+        Arc::new(AtomicBool::new(false)),
+        b.latency_rate,
+        tally.clone(),
+        move |n| {
+            let (st, ns, value) = (st.clone(), ns.clone(), value.clone());
+            async move {
+                let op = Op::Put {
+                    key: random_key(groups, n),
+                    value,
+                    if_version: None,
+                };
+                st.run(&ns, &[op])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared.txns.load(Ordering::Relaxed) < total + 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lat = shared.latencies_ms.lock().clone();
+    println!(
+        "\nreplication latency at {} txn/s offered for {:?}, side by side:",
+        b.latency_rate, b.latency_duration
+    );
+    print_latency("n1 commit -> applied on n2", lat);
+    match probe.await {
+        Ok(Ok(l)) => print_latency("broker alone, same moments, 1/10 rate", l),
+        Ok(Err(e)) => println!("  broker probe failed: {e}"),
+        Err(e) => println!("  broker probe failed: {e}"),
+    }
+    let _ = astop_tx.send(true);
+    let _ = task.await;
+    let _ = stop.send(true);
+    if let Some(r) = relay {
+        let _ = r.await;
+    }
+    let raw = raw_latency(
+        &b.brokers,
+        &format!("bench-journal-rawlat-{stamp}"),
+        b.latency_rate,
+        b.latency_duration,
+        b.value_bytes,
+    )
+    .await?;
+    print_latency("broker alone afterwards, same rate", raw);
+    Ok(())
+}

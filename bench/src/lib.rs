@@ -1,0 +1,36 @@
+//! Benchmarks and the load generator: `northwest bench store | journal |
+//! migrate` print figures measured side by side in one run (nothing here
+//! asserts on speed), and `northwest loadgen` drives a node's HTTP API.
+//!
+//! Owns: the benchmark drivers and the load generator.
+//! May use: `northwest-node` (in-process nodes and the HTTP router),
+//! `northwest-migrate` (driving migrations), the pipeline crates and the store.
+
+mod common;
+pub mod journal;
+pub mod loadgen;
+pub mod migrate;
+pub mod store;
+
+pub use journal::JournalBench;
+pub use migrate::MigrateBench;
+pub use store::StoreBench;
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchCmd {
+    /// Single-op transactions: raw RocksDB vs local locks vs ZooKeeper locks,
+    /// in-process and over HTTP.
+    Store(StoreBench),
+    /// Journaling cost on n1, apply rate vs raw consume, replication latency.
+    Journal(JournalBench),
+    /// The paper's tables: latency normal vs migrating, snapshot load, cutover pause.
+    Migrate(MigrateBench),
+}
+
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Store(b) => store::run(b).await,
+        BenchCmd::Journal(b) => journal::run(b).await,
+        BenchCmd::Migrate(b) => migrate::run(b).await,
+    }
+}

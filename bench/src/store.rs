@@ -1,0 +1,106 @@
+//! `northwest bench store`: single-op transactions, raw RocksDB vs local
+//! locks vs ZooKeeper leases, in-process and over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use northwest_store::engine::{Cf, WriteBatch};
+use northwest_store::{
+    Coordinator, Engine, LocalCoordinator, RocksEngine, Store, StoreConfig, ZkConfig, ZkCoordinator,
+};
+
+use crate::common::{in_process, measure, over_http, print_rows, Row};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreBench {
+    /// Operations per variant.
+    #[arg(long, default_value_t = 20_000)]
+    pub ops: u64,
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Entity groups the operations spread over (uniformly at random).
+    #[arg(long, default_value_t = 256)]
+    pub groups: u64,
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
+    #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
+    pub zk: String,
+}
+
+pub async fn run(b: StoreBench) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    println!(
+        "bench store: {} single-op put transactions per variant, {} concurrent clients, {} entity groups, {} B values, RocksDB (no fsync)",
+        b.ops, b.clients, b.groups, b.value_bytes
+    );
+
+    let raw: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join("raw"), false)?);
+    let value = vec![7u8; b.value_bytes];
+    let summary = measure(&b, move |n| {
+        let (raw, value) = (raw.clone(), value.clone());
+        async move {
+            let mut wb = WriteBatch::default();
+            wb.put(Cf::Entities, format!("k{n}").into_bytes(), value);
+            raw.write(wb).map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    rows.push(Row {
+        name: "(a) raw RocksDB put, in-process".into(),
+        summary,
+    });
+
+    let mk = |name: &str, coord: Arc<dyn Coordinator>| -> anyhow::Result<Arc<Store>> {
+        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join(name), false)?);
+        Ok(Store::open(engine, coord, StoreConfig::default())?)
+    };
+    let local = mk("local", Arc::new(LocalCoordinator::default()))?;
+    rows.push(Row {
+        name: "(b) store, local locks, in-process".into(),
+        summary: in_process(&b, local.clone()).await,
+    });
+    rows.push(Row {
+        name: "(b) store, local locks, HTTP API".into(),
+        summary: over_http(&b, local).await?,
+    });
+
+    let zk_cfg = ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}"),
+        ..ZkConfig::default()
+    };
+    let zk = ZkCoordinator::connect(zk_cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk_store = mk("zk", Arc::new(zk))?;
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, in-process".into(),
+        summary: in_process(&b, zk_store.clone()).await,
+    });
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, HTTP API".into(),
+        summary: over_http(&b, zk_store).await?,
+    });
+
+    // Every transaction pays a ZooKeeper lock round trip: no lease reuse.
+    let no_lease = ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}-nolease"),
+        lease_max_hold: Duration::ZERO,
+        ..ZkConfig::default()
+    };
+    let zk2 = ZkCoordinator::connect(no_lease)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk2_store = mk("zk2", Arc::new(zk2))?;
+    rows.push(Row {
+        name: "(c') store, ZooKeeper lock per txn, in-process".into(),
+        summary: in_process(&b, zk2_store).await,
+    });
+    print_rows("results", &rows);
+    Ok(())
+}

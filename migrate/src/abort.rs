@@ -1,0 +1,66 @@
+//! `migrate --abort`: roll back from any phase before the cutover.
+
+use anyhow::{bail, Context};
+
+use crate::client::Ctx;
+use crate::state::{MigState, Phase};
+
+pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
+    let Some(mut st) = st else {
+        println!("no migration of {} in progress", ctx.a.namespace);
+        return Ok(());
+    };
+    match st.phase {
+        Phase::Done | Phase::Switch => bail!(
+            "migration {} already switched to {}; migrate back instead of aborting",
+            st.id,
+            st.to
+        ),
+        Phase::Aborted => {
+            println!("migration {} was already aborted", st.id);
+            return Ok(());
+        }
+        _ => {}
+    }
+    // Once n1 forwards to n2, writes exist only on n2: that is the cutover,
+    // and rolling back would lose them.
+    let s1 = ctx
+        .get(&format!("{}/v1/admin/status", st.from))
+        .await
+        .context("n1 unreachable")?;
+    if let Some(t) = s1["proxies"][&st.ns].as_str() {
+        bail!(
+            "n1 already forwards namespace {} to {t}: the cutover happened and writes may exist \
+             only there; migrate back instead of aborting",
+            st.ns
+        );
+    }
+    // n1 serves exactly as before: no fence, no proxy.
+    ctx.http
+        .delete(format!("{}/v1/admin/proxy", st.from))
+        .json(&serde_json::json!({"namespace": st.ns}))
+        .send()
+        .await
+        .context("n1 unreachable: cannot lift its fence/proxy")?;
+    // A cutover that stopped between promoting n2 and proxying n1 leaves n2
+    // promoted: it must be a read-only replica again.
+    ctx.http
+        .delete(format!("{}/v1/admin/promote", st.to))
+        .json(&serde_json::json!({"namespace": st.ns}))
+        .send()
+        .await
+        .context("n2 unreachable: cannot make it a read-only replica again")?;
+    let _ = ctx
+        .http
+        .delete(format!("{}/v1/admin/checkpoint/{}", st.from, st.id))
+        .send()
+        .await;
+    let from = st.phase;
+    st.phase = Phase::Aborted;
+    ctx.save(&st).await?;
+    println!(
+        "migration {} aborted in phase {from:?}; n1 ({}) keeps serving",
+        st.id, st.from
+    );
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The orchestrator's connections: the nodes' admin API over HTTP, the
+//! migration record in ZooKeeper, and one broker client for high-water marks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use northwest_producer::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde_json::Value;
+use zookeeper_client as zk;
+
+use crate::state::MigState;
+use crate::MigrateArgs;
+
+pub(crate) struct Ctx {
+    pub(crate) a: MigrateArgs,
+    pub(crate) http: reqwest::Client,
+    pub(crate) zk: zk::Client,
+    pub(crate) path: String,
+    pub(crate) root: String,
+    pub(crate) kafka: KafkaSettings,
+    /// One client for high-water marks: creating one per drain check costs
+    /// a bootstrap round trip inside the cutover pause.
+    pub(crate) hw: Arc<BaseConsumer>,
+    /// The state znode's version as last read or written: every save is
+    /// conditional on it, so two orchestrators can never interleave writes.
+    pub(crate) version: std::sync::Mutex<Option<i32>>,
+}
+
+impl Ctx {
+    pub(crate) async fn get(&self, url: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let st = r.status();
+        let v: Value = r
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: not JSON"))?;
+        if !st.is_success() {
+            bail!("GET {url}: {st}: {}", v["error"]);
+        }
+        Ok(v)
+    }
+
+    pub(crate) async fn post(&self, url: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let st = r.status();
+        let v: Value = r
+            .json()
+            .await
+            .with_context(|| format!("POST {url}: not JSON"))?;
+        if !st.is_success() {
+            bail!("POST {url}: {st} {}: {}", v["code"], v["error"]);
+        }
+        Ok(v)
+    }
+
+    pub(crate) async fn load(&self) -> anyhow::Result<Option<MigState>> {
+        match self.zk.get_data(&self.path).await {
+            Ok((d, stat)) => {
+                *self.version.lock().expect("not poisoned") = Some(stat.version);
+                if d.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(serde_json::from_slice(&d)?))
+            }
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(anyhow!("reading {}: {e}", self.path)),
+        }
+    }
+
+    pub(crate) async fn save(&self, st: &MigState) -> anyhow::Result<()> {
+        let data = serde_json::to_vec(st)?;
+        let expected = *self.version.lock().expect("not poisoned");
+        let stat = match expected {
+            Some(v) => match self.zk.set_data(&self.path, &data, Some(v)).await {
+                Ok(stat) => stat,
+                Err(zk::Error::BadVersion) => bail!(
+                    "the migration record {} changed under this orchestrator (another \
+                     `northwest migrate` for namespace {}?); stop the other one and run again",
+                    self.path,
+                    st.ns
+                ),
+                Err(e) => bail!("saving migration state: {e}"),
+            },
+            None => {
+                mkdirs(&self.zk, &format!("{}/migrations", self.root)).await?;
+                let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                match self.zk.create(&self.path, &data, &opts).await {
+                    Ok((stat, _)) => stat,
+                    Err(zk::Error::NodeExists) => bail!(
+                        "another orchestrator created the migration record {} meanwhile; run again",
+                        self.path
+                    ),
+                    Err(e) => bail!("creating the migration record: {e}"),
+                }
+            }
+        };
+        *self.version.lock().expect("not poisoned") = Some(stat.version);
+        Ok(())
+    }
+
+    /// Makes this run the only orchestrator of the namespace: an ephemeral
+    /// owner znode, waited for while another live orchestrator holds it (a
+    /// killed one's goes when its ZooKeeper session expires).
+    pub(crate) async fn take_ownership(&self, quiet: bool) -> anyhow::Result<()> {
+        let dir = format!("{}/migration-owners", self.root);
+        mkdirs(&self.zk, &dir).await?;
+        let path = format!("{dir}/{}", self.a.namespace);
+        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let me = format!("pid {} on {}", std::process::id(), hostname());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.zk.create(&path, me.as_bytes(), &opts).await {
+                Ok(_) => return Ok(()),
+                Err(zk::Error::NodeExists) => {}
+                Err(e) => bail!("taking ownership of the migration ({path}): {e}"),
+            }
+            let (owner, w) = match self.zk.get_and_watch_data(&path).await {
+                Ok((d, _, w)) => (String::from_utf8_lossy(&d).to_string(), w),
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => bail!("reading {path}: {e}"),
+            };
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "another orchestrator ({owner}) is running the migration of namespace {}; \
+                     wait for it to finish or stop it, then run again",
+                    self.a.namespace
+                );
+            }
+            if !quiet {
+                eprintln!("waiting for the orchestrator {owner} of namespace {} to finish (a killed one is released when its ZooKeeper session expires)", self.a.namespace);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+pub(crate) async fn mkdirs(client: &zk::Client, path: &str) -> anyhow::Result<()> {
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let mut at = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        at.push('/');
+        at.push_str(part);
+        match client.create(&at, &[], &opts).await {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => bail!("creating {at}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Journal high-water marks now (one broker round trip per partition).
+pub(crate) fn high_watermarks(c: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let parts = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len() as i32);
+    if parts == 0 {
+        bail!("journal topic {topic} does not exist (is n1 journaling?)");
+    }
+    let mut out = BTreeMap::new();
+    for p in 0..parts {
+        out.insert(p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1);
+    }
+    Ok(out)
+}

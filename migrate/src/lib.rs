@@ -1,0 +1,205 @@
+//! `northwest migrate`: drives a live migration n1 → n2 through the phases of
+//! the paper's Figure 2 adapted to the journal. The phase and its progress
+//! live in ZooKeeper (`<root>/migrations/<ns>`), so killing the orchestrator
+//! at any point and running the command again resumes; `--abort` rolls back
+//! from any phase before `switch`, leaving n1 serving as before.
+//!
+//! The snapshot is streamed from a RocksDB checkpoint that n1 writes on
+//! request; the orchestrator opens it read-only, so it must run on n1's host.
+
+//!
+//! Owns: the migration state machine and its phases, the client of the
+//! nodes' admin API, verify, and the operator commands (`status`, `replay`,
+//! `digest`) that talk to running nodes.
+//! May use: `northwest-snapshotter`, `northwest-producer` (Kafka settings) and
+//! `northwest-store`; it talks to nodes only over HTTP, never links them.
+
+mod abort;
+mod client;
+pub mod ops;
+mod phases;
+mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use northwest_producer::KafkaSettings;
+use northwest_store::Namespace;
+use rdkafka::consumer::BaseConsumer;
+use serde_json::Value;
+use zookeeper_client as zk;
+
+use client::Ctx;
+pub use state::{load_state, MigState, Phase};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// Source node (n1) base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub from: String,
+    /// Target node (n2) base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    pub to: String,
+    #[arg(long, default_value = "demo")]
+    pub namespace: String,
+    #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
+    pub zk: String,
+    #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Roll back instead (any phase before `switch`).
+    #[arg(long)]
+    pub abort: bool,
+    /// Key ranges snapshotted in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub ranges: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub chunk: usize,
+    /// Snapshot rows per second (protects n1's latency); 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Journal lag (records) under which catch-up is done.
+    #[arg(long, default_value_t = 500)]
+    pub max_lag: i64,
+    /// Stop after this phase (tests; the next run resumes).
+    #[arg(long)]
+    pub stop_after: Option<Phase>,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
+    Namespace::new(&a.namespace).map_err(|e| anyhow!("{e}"))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    let s1: Value = http
+        .get(format!("{}/v1/admin/status", a.from))
+        .send()
+        .await
+        .with_context(|| format!("n1 at {} unreachable", a.from))?
+        .json()
+        .await?;
+    let root = s1["zk_root"]
+        .as_str()
+        .ok_or_else(|| anyhow!("n1 status has no zk_root"))?
+        .to_string();
+    let zk = zk::Client::connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&a.zk)
+        .await
+        .with_context(|| format!("ZooKeeper at {}", a.zk))?;
+    let path = format!("{root}/migrations/{}", a.namespace);
+    let kafka = KafkaSettings::new(&a.brokers);
+    let hw: BaseConsumer = kafka
+        .client_config(&[("group.id", "northwest-migrate")])
+        .create()?;
+    let ctx = Ctx {
+        a: a.clone(),
+        http,
+        zk,
+        path,
+        root,
+        kafka,
+        hw: Arc::new(hw),
+        version: std::sync::Mutex::new(None),
+    };
+    ctx.take_ownership(a.quiet).await?;
+
+    let existing = ctx.load().await?;
+    if a.abort {
+        return abort::abort(&ctx, existing).await;
+    }
+    let mut st = match existing {
+        Some(st) if st.phase == Phase::Done => {
+            println!(
+                "migration {} of namespace {} is already done (n2 {} is primary)",
+                st.id, st.ns, st.to
+            );
+            return state::report(&st, a.json);
+        }
+        // A record that never got past the checks (no checkpoint, no fence)
+        // is replaced by a corrected command rather than blocking it.
+        Some(st)
+            if st.phase != Phase::Aborted
+                && st.phase <= Phase::Journaling
+                && (st.from != a.from || st.to != a.to) =>
+        {
+            println!(
+                "replacing migration {} ({} -> {}), which stopped in {:?} before changing anything",
+                st.id, st.from, st.to, st.phase
+            );
+            new_state(&a, &s1)
+        }
+        Some(st) if st.phase != Phase::Aborted => {
+            if st.from != a.from || st.to != a.to {
+                bail!(
+                    "a migration {} -> {} is in progress for {}; finish or --abort it first",
+                    st.from,
+                    st.to,
+                    st.ns
+                );
+            }
+            println!("resuming migration {} at phase {:?}", st.id, st.phase);
+            st
+        }
+        _ => new_state(&a, &s1),
+    };
+    st.runs += 1;
+    st.error = None;
+    ctx.save(&st).await?;
+    while st.phase != Phase::Done {
+        let phase = st.phase;
+        let t = Instant::now();
+        if !a.quiet {
+            eprintln!("phase {phase:?}");
+        }
+        let r = phases::run_phase(&ctx, &mut st).await;
+        *st.phase_seconds.entry(format!("{phase:?}")).or_default() += t.elapsed().as_secs_f64();
+        if let Err(e) = r {
+            st.error = Some(format!("{e:#}"));
+            ctx.save(&st).await?;
+            bail!("migration stopped in phase {phase:?}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back");
+        }
+        st.phase = phase.next();
+        ctx.save(&st).await?;
+        if Some(phase) == a.stop_after {
+            println!("stopped after phase {phase:?} as asked; run again to resume");
+            return Ok(());
+        }
+    }
+    state::report(&st, a.json)
+}
+
+/// A fresh migration record for `a`, given n1's status.
+fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {
+    let id = format!("m{}", northwest_store::store::now_ms_pub());
+    let topic = s1["journal_topic"].as_str().unwrap_or_default().to_string();
+    MigState {
+        snapshot_topic: format!("{topic}.snapshot.{}.{id}", a.namespace),
+        journal_topic: topic,
+        id,
+        ns: a.namespace.clone(),
+        from: a.from.clone(),
+        to: a.to.clone(),
+        phase: Phase::Init,
+        checkpoint_dir: None,
+        hwms: BTreeMap::new(),
+        kinds: Vec::new(),
+        phase_seconds: BTreeMap::new(),
+        snapshot_rows: 0,
+        snapshot_resumed_rows: 0,
+        runs: 0,
+        max_lag_records: 0,
+        verify: None,
+        verify_pause_ms: None,
+        write_pause_ms: None,
+        error: None,
+        from_name: None,
+    }
+}

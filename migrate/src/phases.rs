@@ -1,0 +1,389 @@
+//! One step of each phase: init checks, metadata sync, journaling check,
+//! snapshot, catch-up, verify, proxy (the cutover) and switch.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use northwest_snapshotter::{stream_snapshot, SnapshotConfig, SnapshotStats, ZkProgress};
+use northwest_store::Namespace;
+use serde_json::json;
+use zookeeper_client as zk;
+
+use crate::client::{high_watermarks, mkdirs, Ctx};
+use crate::state::{MigState, Phase};
+
+pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+    let (n1, n2) = (st.from.clone(), st.to.clone());
+    match st.phase {
+        Phase::Init => {
+            let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
+            let s2 = ctx
+                .get(&format!("{n2}/v1/admin/status"))
+                .await
+                .context("n2 unreachable")?;
+            if s1["role"] != "source" {
+                bail!("n1 ({n1}) is not journaling: set journal.enabled = true in its config and restart it");
+            }
+            if s2["role"] != "target" {
+                bail!("n2 ({n2}) does not apply a journal: set journal.apply = true in its config and restart it");
+            }
+            if s1["journal_topic"] != s2["journal_topic"] || s1["zk_root"] != s2["zk_root"] {
+                bail!("n1 and n2 must share the journal topic and the ZooKeeper root: n1 {} {}, n2 {} {}",
+                    s1["journal_topic"], s1["zk_root"], s2["journal_topic"], s2["zk_root"]);
+            }
+            if let Some(t) = s1["proxies"][&st.ns].as_str() {
+                bail!("n1 already forwards namespace {} to {t}", st.ns);
+            }
+            st.from_name = s1["name"].as_str().map(str::to_string);
+        }
+        Phase::MetadataSync => {
+            // The store is schemaless: the metadata to carry is the namespace
+            // and its kinds, recorded so the report and verify can name them.
+            let d = ctx.get(&format!("{n1}/v1/ns/{}/digest", st.ns)).await?;
+            st.kinds = d["kinds"]
+                .as_object()
+                .map(|k| k.keys().cloned().collect())
+                .unwrap_or_default();
+        }
+        Phase::Journaling => {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
+                let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
+                let relay_ok = s1["relay"]["last_error"].is_null();
+                if relay_ok && s2["apply"]["running"] == true {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "journal not flowing: n1 relay error {}, n2 apply running {}",
+                        s1["relay"]["last_error"],
+                        s2["apply"]["running"]
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Phase::Snapshot => snapshot(ctx, st).await?,
+        Phase::CatchUp => catch_up(ctx, st).await?,
+        Phase::Verify => verify(ctx, st).await?,
+        Phase::Proxy => {
+            // A fence that expired under a slow drain is refused by n1; fence
+            // and drain again rather than proxy with writes possibly missed.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match proxy(ctx, st).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 3 && format!("{e:#}").contains("fence_expired") => {
+                        tracing::warn!(error = %format!("{e:#}"), "cutover fence expired; retrying the proxy step");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Phase::Switch => {
+            let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
+            if s1["proxies"][&st.ns].as_str() != Some(n2.as_str()) {
+                bail!(
+                    "n1 does not forward namespace {} to {n2} (its proxies: {}); run the \
+                     migration again to redo the proxy step",
+                    st.ns,
+                    s1["proxies"]
+                );
+            }
+            let rec = json!({"primary": st.to, "replaces": st.from, "namespace": st.ns, "migration": st.id});
+            let path = format!("{}/routing/{}", ctx.root, st.ns);
+            mkdirs(&ctx.zk, &format!("{}/routing", ctx.root)).await?;
+            let data = serde_json::to_vec(&rec)?;
+            match ctx.zk.set_data(&path, &data, None).await {
+                Ok(_) => {}
+                Err(zk::Error::NoNode) => {
+                    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                    ctx.zk
+                        .create(&path, &data, &opts)
+                        .await
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+                Err(e) => bail!("writing the routing record: {e}"),
+            }
+            let name = st.id.clone();
+            let _ = ctx
+                .http
+                .delete(format!("{n1}/v1/admin/checkpoint/{name}"))
+                .send()
+                .await;
+        }
+        Phase::Done | Phase::Aborted => {}
+    }
+    Ok(())
+}
+
+async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+    if st.hwms.is_empty() {
+        // Recorded before the view is taken: everything committed after the
+        // view is in the journal at or after these offsets.
+        let (c, t) = (ctx.hw.clone(), st.journal_topic.clone());
+        st.hwms = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+        ctx.save(st).await?;
+    }
+    if st.checkpoint_dir.is_none() {
+        let r = ctx
+            .post(
+                &format!("{}/v1/admin/checkpoint", st.from),
+                json!({"name": st.id}),
+            )
+            .await?;
+        st.checkpoint_dir = r["dir"].as_str().map(str::to_string);
+        ctx.save(st).await?;
+    }
+    let dir = st.checkpoint_dir.clone().expect("set above");
+    let reader =
+        northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir)).with_context(|| {
+            format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
+        })?;
+    let progress = Arc::new(
+        ZkProgress::new(ctx.zk.clone(), &format!("{}/snapshot/{}", ctx.path, st.id)).await?,
+    );
+    let stats = Arc::new(SnapshotStats::default());
+    let cfg = SnapshotConfig {
+        kafka: ctx.kafka.clone(),
+        topic: st.snapshot_topic.clone(),
+        partitions: 4,
+        snapshot_id: st.id.clone(),
+        origin: "n1".into(),
+        ranges: ctx.a.ranges,
+        chunk: ctx.a.chunk,
+        rows_per_sec: ctx.a.rate,
+    };
+    let ns = Namespace::new(&st.ns).map_err(|e| anyhow!("{e}"))?;
+    let b = bar(0, "snapshot", ctx.a.quiet);
+    let ticker = {
+        let (b, stats) = (b.clone(), stats.clone());
+        tokio::spawn(async move {
+            loop {
+                b.set_length(stats.total.load(Ordering::Relaxed));
+                b.set_position(stats.streamed.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let r = stream_snapshot(reader, &ns, &cfg, progress, stats.clone()).await;
+    ticker.abort();
+    b.finish_and_clear();
+    let rows = r?;
+    st.snapshot_rows = rows;
+    st.snapshot_resumed_rows += stats.resumed.load(Ordering::Relaxed);
+    Ok(())
+}
+
+async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+    let n2 = st.to.clone();
+    ctx.post(
+        &format!("{n2}/v1/admin/load-snapshot"),
+        json!({"topic": st.snapshot_topic}),
+    )
+    .await?;
+    let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
+        let off = ctx.get(&format!("{n2}/v1/admin/offsets")).await?;
+        if let Some(h) = s2["apply"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|p| p["halted"].as_str())
+        {
+            bail!("n2 halted a journal partition, so it cannot catch up: {h}");
+        }
+        let loaded = s2["loader"]["caught_up"] == true;
+        b.set_position(s2["loader"]["rows"].as_u64().unwrap_or(0));
+        let lag: i64 = s2["apply"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["lag_records"].as_i64().unwrap_or(0))
+            .sum();
+        st.max_lag_records = st.max_lag_records.max(lag);
+        b.set_message(format!("lag {lag}"));
+        let past_hwm = st
+            .hwms
+            .iter()
+            .all(|(p, hw)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *hw);
+        if loaded && past_hwm && lag <= ctx.a.max_lag && s2["apply"]["lag_error"].is_null() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("n2 did not catch up in 30 min (lag {lag}, snapshot loaded {loaded})");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    b.finish_and_clear();
+    Ok(())
+}
+
+/// Fences n1's namespace, drains, and compares digests while the fence is
+/// still held (a fence that lifted meanwhile makes the comparison moot).
+async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+    let n1 = st.from.clone();
+    let t = Instant::now();
+    let f = ctx
+        .post(
+            &format!("{n1}/v1/admin/fence"),
+            json!({"namespace": st.ns, "max_ms": 30000}),
+        )
+        .await?;
+    let r = async {
+        drain(ctx, st, Duration::from_secs(25)).await?;
+        let (u1, u2) = (
+            format!("{n1}/v1/ns/{}/digest", st.ns),
+            format!("{}/v1/ns/{}/digest", st.to, st.ns),
+        );
+        let (d1, d2) = tokio::try_join!(ctx.get(&u1), ctx.get(&u2))?;
+        anyhow::Ok((d1, d2))
+    }
+    .await;
+    let lifted = ctx
+        .post(
+            &format!("{n1}/v1/admin/unfence"),
+            json!({"namespace": st.ns}),
+        )
+        .await?;
+    st.verify_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+    let (d1, d2) = r?;
+    if lifted["lifted"] != f["fence"] {
+        bail!("n1's write fence expired before the digests were taken; run again to re-verify");
+    }
+    let mut differ = Vec::new();
+    let empty = serde_json::Map::new();
+    let (k1, k2) = (
+        d1["kinds"].as_object().unwrap_or(&empty),
+        d2["kinds"].as_object().unwrap_or(&empty),
+    );
+    for k in k1.keys().chain(k2.keys()) {
+        if k1.get(k) != k2.get(k) && !differ.contains(k) {
+            differ.push(k.clone());
+        }
+    }
+    st.verify = Some(
+        json!({"n1": {"count": d1["count"], "digest": d1["digest"]}, "n2": {"count": d2["count"], "digest": d2["digest"]}, "differing_kinds": differ}),
+    );
+    if d1["digest"] != d2["digest"] || d1["count"] != d2["count"] {
+        bail!(
+            "n1 and n2 differ (n1 {} entities {}, n2 {} entities {}); differing kinds: {differ:?}",
+            d1["count"],
+            d1["digest"],
+            d2["count"],
+            d2["digest"]
+        );
+    }
+    Ok(())
+}
+
+/// The cutover: fence n1's namespace, drain, make n1 forward the namespace
+/// to n2 under that same fence (n1 refuses if it expired), lift the fence.
+async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+    let (n1, n2) = (st.from.clone(), st.to.clone());
+    let t = Instant::now();
+    let f = ctx
+        .post(
+            &format!("{n1}/v1/admin/fence"),
+            json!({"namespace": st.ns, "max_ms": 10000}),
+        )
+        .await?;
+    if let Err(e) = drain(ctx, st, Duration::from_secs(8)).await {
+        ctx.post(
+            &format!("{n1}/v1/admin/unfence"),
+            json!({"namespace": st.ns}),
+        )
+        .await?;
+        return Err(e.context("draining the journal at cutover"));
+    }
+    // n2 takes the namespace's writes before n1 forwards any to it.
+    ctx.post(
+        &format!("{n2}/v1/admin/promote"),
+        json!({"namespace": st.ns}),
+    )
+    .await?;
+    let proxied = ctx
+        .post(
+            &format!("{n1}/v1/admin/proxy"),
+            json!({"namespace": st.ns, "target": n2, "fence": f["fence"]}),
+        )
+        .await;
+    if let Err(e) = proxied {
+        // n1 keeps the namespace: n2 must be a read-only replica again.
+        let demoted = ctx
+            .http
+            .delete(format!("{n2}/v1/admin/promote"))
+            .json(&json!({"namespace": st.ns}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Err(d) = demoted {
+            return Err(e.context(format!(
+                "and demoting n2 failed ({d}): run with --abort once n2 is reachable"
+            )));
+        }
+        return Err(e);
+    }
+    st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+    Ok(())
+}
+
+/// With n1 fenced: waits until n1 shipped everything and n2 applied every
+/// journal record up to the high-water marks.
+async fn drain(ctx: &Ctx, st: &MigState, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s1 = ctx.get(&format!("{}/v1/admin/status", st.from)).await?;
+        if s1["outbox_pending"] == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "n1's outbox did not drain ({} pending): is the broker up?",
+                s1["outbox_pending"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (c, t) = (ctx.hw.clone(), st.journal_topic.clone());
+    let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+    loop {
+        let off = ctx.get(&format!("{}/v1/admin/offsets", st.to)).await?;
+        if hw
+            .iter()
+            .all(|(p, h)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *h)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "n2 did not apply the journal up to {hw:?} in time (stored {})",
+                off["journal"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+pub(crate) fn bar(len: u64, msg: &str, quiet: bool) -> indicatif::ProgressBar {
+    let b = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(len)
+    };
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    b.set_message(msg.to_string());
+    b
+}

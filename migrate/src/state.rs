@@ -1,0 +1,125 @@
+//! The migration's persisted state: its phase and progress, stored in
+//! ZooKeeper after every step so a killed orchestrator resumes.
+
+use std::collections::BTreeMap;
+
+use anyhow::anyhow;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zookeeper_client as zk;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Init,
+    MetadataSync,
+    Journaling,
+    Snapshot,
+    CatchUp,
+    Verify,
+    Proxy,
+    Switch,
+    Done,
+    Aborted,
+}
+
+impl Phase {
+    pub(crate) fn next(self) -> Phase {
+        use Phase::*;
+        match self {
+            Init => MetadataSync,
+            MetadataSync => Journaling,
+            Journaling => Snapshot,
+            Snapshot => CatchUp,
+            CatchUp => Verify,
+            Verify => Proxy,
+            Proxy => Switch,
+            Switch => Done,
+            Done => Done,
+            Aborted => Aborted,
+        }
+    }
+}
+
+/// Everything a resumed run needs, persisted after every step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigState {
+    pub id: String,
+    pub ns: String,
+    pub from: String,
+    pub to: String,
+    pub phase: Phase,
+    pub journal_topic: String,
+    pub snapshot_topic: String,
+    pub checkpoint_dir: Option<String>,
+    /// Journal high-water marks recorded before the snapshot view was taken.
+    pub hwms: BTreeMap<i32, i64>,
+    pub kinds: Vec<String>,
+    pub phase_seconds: BTreeMap<String, f64>,
+    pub snapshot_rows: u64,
+    pub snapshot_resumed_rows: u64,
+    pub runs: u32,
+    pub max_lag_records: i64,
+    pub verify: Option<Value>,
+    pub verify_pause_ms: Option<f64>,
+    pub write_pause_ms: Option<f64>,
+    pub error: Option<String>,
+    /// n1's node name (where its proxy state lives in ZooKeeper).
+    #[serde(default)]
+    pub from_name: Option<String>,
+}
+
+/// The persisted state of the migration of `ns` whose source is `from`.
+pub async fn load_state(zk_addr: &str, from: &str, ns: &str) -> anyhow::Result<MigState> {
+    let s1: Value = reqwest::get(format!("{from}/v1/admin/status"))
+        .await?
+        .json()
+        .await?;
+    let root = s1["zk_root"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no zk_root"))?;
+    let zk = zk::Client::connector().connect(zk_addr).await?;
+    let (d, _) = zk.get_data(&format!("{root}/migrations/{ns}")).await?;
+    Ok(serde_json::from_slice(&d)?)
+}
+
+pub(crate) fn report(st: &MigState, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string(st)?);
+        return Ok(());
+    }
+    println!(
+        "\nmigration {} of namespace {}: {} -> {}",
+        st.id, st.ns, st.from, st.to
+    );
+    for (p, s) in &st.phase_seconds {
+        println!("  {p:<14} {s:>8.2} s");
+    }
+    println!(
+        "  snapshot rows streamed      {} ({} resumed from an earlier run)",
+        st.snapshot_rows, st.snapshot_resumed_rows
+    );
+    println!(
+        "  max journal lag in catch-up {} records",
+        st.max_lag_records
+    );
+    println!(
+        "  verify                      {}",
+        st.verify
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "  verify pause                {:.1} ms",
+        st.verify_pause_ms.unwrap_or(0.0)
+    );
+    println!(
+        "  cutover write pause         {:.1} ms",
+        st.write_pause_ms.unwrap_or(0.0)
+    );
+    println!("  orchestrator runs           {}", st.runs);
+    Ok(())
+}

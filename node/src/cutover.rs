@@ -1,0 +1,419 @@
+//! Cutover support on a node, per namespace: the write fence (new writes to
+//! the namespace wait, in-flight ones finish), the data proxy that forwards
+//! the namespace's API requests to its new primary, and on a replica (a node
+//! applying another's journal) the refusal of client writes until the
+//! namespace is promoted. Proxy and promotion are recorded in ZooKeeper
+//! (`<root>/nodes/<node name>/{proxy,primary}/<ns>`) before they take effect,
+//! so a node restarted at any instant comes back in the same state. Other
+//! namespaces on the node are served as before and can be migrated later.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
+use zookeeper_client as zk;
+
+/// How long a forwarded request may take before the client gets a 504.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One namespace's fence and proxy.
+#[derive(Default)]
+struct NsGate {
+    lock: Arc<RwLock<()>>,
+    fence: tokio::sync::Mutex<Option<Fence>>,
+    proxy: Mutex<Option<String>>,
+}
+
+struct Fence {
+    gen: u64,
+    _guard: OwnedRwLockWriteGuard<()>,
+}
+
+/// Where the proxy and promotion state is kept across restarts.
+pub struct ProxyRecord {
+    pub client: zk::Client,
+    /// `<root>/nodes/<node name>`
+    pub dir: String,
+}
+
+/// The fence and proxy state of a node's application API.
+pub struct Gate {
+    ns: Mutex<HashMap<String, Arc<NsGate>>>,
+    fence_gen: AtomicU64,
+    record: Option<ProxyRecord>,
+    /// On a replica: the journal it applies (client writes are refused).
+    replica_of: Option<String>,
+    /// Namespaces this replica was promoted to serve writes for.
+    promoted: Mutex<HashSet<String>>,
+    client: reqwest::Client,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new(None, None)
+    }
+}
+
+/// Why a proxy change could not be made durable.
+#[derive(Debug, thiserror::Error)]
+#[error("recording the proxy state in ZooKeeper ({path}): {source}")]
+pub struct ProxyRecordError {
+    path: String,
+    source: zk::Error,
+}
+
+impl Gate {
+    pub fn new(record: Option<ProxyRecord>, replica_of: Option<String>) -> Self {
+        Self {
+            ns: Mutex::new(HashMap::new()),
+            fence_gen: AtomicU64::new(0),
+            record,
+            replica_of,
+            promoted: Mutex::new(HashSet::new()),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .timeout(FORWARD_TIMEOUT)
+                .build()
+                .expect("static client config"),
+        }
+    }
+
+    fn of(&self, ns: &str) -> Arc<NsGate> {
+        self.ns.lock().entry(ns.to_string()).or_default().clone()
+    }
+
+    /// Restores the proxies and promotions recorded before a restart;
+    /// returns the proxies.
+    pub async fn load(&self) -> Result<Vec<(String, String)>, ProxyRecordError> {
+        let mut out = Vec::new();
+        for (ns, target) in self.list("proxy").await? {
+            *self.of(&ns).proxy.lock() = Some(target.clone());
+            out.push((ns, target));
+        }
+        let promoted = self.list("primary").await?;
+        self.promoted
+            .lock()
+            .extend(promoted.into_iter().map(|(ns, _)| ns));
+        Ok(out)
+    }
+
+    async fn list(&self, kind: &str) -> Result<Vec<(String, String)>, ProxyRecordError> {
+        let Some(rec) = &self.record else {
+            return Ok(Vec::new());
+        };
+        let dir = format!("{}/{kind}", rec.dir);
+        let err = |path: &str, source| ProxyRecordError {
+            path: path.to_string(),
+            source,
+        };
+        let children = match rec.client.list_children(&dir).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(err(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for ns in children {
+            let path = format!("{dir}/{ns}");
+            let (data, _) = rec
+                .client
+                .get_data(&path)
+                .await
+                .map_err(|e| err(&path, e))?;
+            out.push((ns, String::from_utf8_lossy(&data).to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Records (`Some`) or removes (`None`) `<dir>/<kind>/<ns>`.
+    async fn record(
+        &self,
+        kind: &str,
+        ns: &str,
+        data: Option<&[u8]>,
+    ) -> Result<(), ProxyRecordError> {
+        let Some(rec) = &self.record else {
+            return Ok(());
+        };
+        let path = format!("{}/{kind}/{ns}", rec.dir);
+        let r = match data {
+            Some(d) => put_znode(&rec.client, &path, d).await,
+            None => match rec.client.delete(&path, None).await {
+                Err(zk::Error::NoNode) => Ok(()),
+                r => r,
+            },
+        };
+        r.map_err(|source| ProxyRecordError { path, source })
+    }
+
+    /// Lets this replica take client writes for `ns` (or refuse them again).
+    pub async fn promote(&self, ns: &str, on: bool) -> Result<(), ProxyRecordError> {
+        self.record("primary", ns, on.then_some(&b"primary"[..]))
+            .await?;
+        let mut p = self.promoted.lock();
+        if on {
+            p.insert(ns.to_string());
+        } else {
+            p.remove(ns);
+        }
+        Ok(())
+    }
+
+    /// Why a client write to `ns` is refused here, if it is.
+    fn replica_refusal(&self, ns: &str) -> Option<String> {
+        let journal = self.replica_of.as_ref()?;
+        if self.promoted.lock().contains(ns) {
+            return None;
+        }
+        Some(format!(
+            "namespace {ns} on this node is a read-only replica (it applies the journal \
+             {journal}): write to its source deployment, or promote it on purpose with \
+             POST /v1/admin/promote {{\"namespace\": \"{ns}\"}}"
+        ))
+    }
+
+    /// Namespaces this replica takes writes for.
+    pub fn promoted(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.promoted.lock().iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    pub fn is_replica(&self) -> bool {
+        self.replica_of.is_some()
+    }
+
+    /// Blocks new writes to `ns` and waits for in-flight ones; lifts itself
+    /// after `max` in case the orchestrator dies holding it. Fencing again
+    /// while fenced renews the timer. Returns the fence's generation.
+    pub async fn fence(self: &Arc<Self>, ns: &str, max: Duration) -> u64 {
+        let g = self.of(ns);
+        let mut slot = g.fence.lock().await;
+        let gen = self.fence_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        match slot.as_mut() {
+            Some(f) => f.gen = gen,
+            None => {
+                let guard = g.lock.clone().write_owned().await;
+                *slot = Some(Fence { gen, _guard: guard });
+            }
+        }
+        drop(slot);
+        let (g, ns) = (g.clone(), ns.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(max).await;
+            let mut slot = g.fence.lock().await;
+            if slot.as_ref().is_some_and(|f| f.gen == gen) {
+                tracing::warn!(namespace = %ns, "write fence held longer than {max:?}; lifting it");
+                *slot = None;
+            }
+        });
+        gen
+    }
+
+    /// Lifts the fence on `ns`; returns the generation it lifted, if any.
+    pub async fn unfence(&self, ns: &str) -> Option<u64> {
+        self.of(ns).fence.lock().await.take().map(|f| f.gen)
+    }
+
+    /// The generation of the fence on `ns`, if one is held.
+    pub async fn fenced(&self, ns: &str) -> Option<u64> {
+        self.of(ns).fence.lock().await.as_ref().map(|f| f.gen)
+    }
+
+    /// Namespaces currently fenced.
+    pub async fn fenced_namespaces(&self) -> Vec<String> {
+        let all: Vec<(String, Arc<NsGate>)> = self
+            .ns
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = Vec::new();
+        for (ns, g) in all {
+            if g.fence.lock().await.is_some() {
+                out.push(ns);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Makes `ns` forward to `target` (or serve locally again with `None`),
+    /// recording it first so a restart keeps it.
+    pub async fn set_proxy(
+        &self,
+        ns: &str,
+        target: Option<String>,
+    ) -> Result<(), ProxyRecordError> {
+        self.record("proxy", ns, target.as_deref().map(str::as_bytes))
+            .await?;
+        *self.of(ns).proxy.lock() = target;
+        Ok(())
+    }
+
+    pub fn proxy(&self, ns: &str) -> Option<String> {
+        self.ns.lock().get(ns).and_then(|g| g.proxy.lock().clone())
+    }
+
+    /// Every proxied namespace and its target.
+    pub fn proxies(&self) -> HashMap<String, String> {
+        self.ns
+            .lock()
+            .iter()
+            .filter_map(|(ns, g)| g.proxy.lock().clone().map(|t| (ns.clone(), t)))
+            .collect()
+    }
+
+    async fn forward(&self, target: &str, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let url = format!("{}{path}", target.trim_end_matches('/'));
+        let body = match axum::body::to_bytes(body, 64 << 20).await {
+            Ok(b) => b,
+            Err(e) => return proxy_error(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
+        };
+        let mut rb = self.client.request(parts.method.clone(), &url).body(body);
+        for (name, value) in parts.headers.iter() {
+            if name != "host" && name != "content-length" {
+                rb = rb.header(name, value);
+            }
+        }
+        let r = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => return upstream_failed(target, &e),
+        };
+        let mut resp = Response::builder().status(r.status());
+        for (name, value) in r.headers() {
+            if name != "content-length" && name != "transfer-encoding" {
+                resp = resp.header(name, value);
+            }
+        }
+        // A body cut short is an upstream failure, never an empty 200.
+        match r.bytes().await {
+            Ok(bytes) => resp.body(Body::from(bytes)).unwrap_or_else(|e| {
+                proxy_error(
+                    StatusCode::BAD_GATEWAY,
+                    format!("bad upstream response: {e}"),
+                )
+            }),
+            Err(e) => upstream_failed(target, &e),
+        }
+    }
+}
+
+fn upstream_failed(target: &str, e: &reqwest::Error) -> Response {
+    let status = if e.is_timeout() {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    proxy_error(
+        status,
+        format!("proxy to the namespace's new primary {target} failed: {e}; retry the request"),
+    )
+}
+
+fn proxy_error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": message, "code": "proxy"})),
+    )
+        .into_response()
+}
+
+/// Creates or overwrites a persistent znode, creating its parents.
+async fn put_znode(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), zk::Error> {
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    match client.set_data(path, data, None).await {
+        Ok(_) => return Ok(()),
+        Err(zk::Error::NoNode) => {}
+        Err(e) => return Err(e),
+    }
+    let mut at = String::new();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push('/');
+        at.push_str(part);
+        let body = if i + 1 == parts.len() { data } else { &[] };
+        match client.create(&at, body, &opts).await {
+            Ok(_) => {}
+            Err(zk::Error::NodeExists) if i + 1 < parts.len() => {}
+            Err(zk::Error::NodeExists) => {
+                client.set_data(path, data, None).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn is_write(m: &Method) -> bool {
+    m == Method::PUT || m == Method::DELETE || m == Method::POST
+}
+
+/// The namespace of a data-API route (`/v1/ns/{ns}/e/...`, `/txn`, `/scan`,
+/// `/digest`), matched segment by segment; `None` for every other path.
+pub fn data_namespace(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/ns/")?;
+    let (ns, route) = rest.split_once('/')?;
+    let route = route.split('/').next().unwrap_or_default();
+    (!ns.is_empty() && matches!(route, "e" | "txn" | "scan" | "digest")).then_some(ns)
+}
+
+/// Application-API middleware: writes to a namespace pass its fence; every
+/// request of a proxied namespace is forwarded.
+pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
+    let Some(ns) = data_namespace(req.uri().path()).map(str::to_string) else {
+        return next.run(req).await;
+    };
+    if is_write(req.method()) {
+        let g = gate.of(&ns);
+        let permit = g.lock.clone().read_owned().await;
+        if let Some(target) = gate.proxy(&ns) {
+            drop(permit);
+            return gate.forward(&target, req).await;
+        }
+        if let Some(why) = gate.replica_refusal(&ns) {
+            return (
+                StatusCode::CONFLICT,
+                axum::Json(json!({"error": why, "code": "replica"})),
+            )
+                .into_response();
+        }
+        let resp = next.run(req).await;
+        drop(permit);
+        return resp;
+    }
+    match gate.proxy(&ns) {
+        Some(target) => gate.forward(&target, req).await,
+        None => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_namespace;
+
+    #[test]
+    fn routes_are_matched_not_searched() {
+        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/digests/e/Doc:1"), Some("digests"));
+        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1/digest:2"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/app/txn"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/app/digest"), Some("app"));
+        assert_eq!(data_namespace("/v1/admin/status"), None);
+        assert_eq!(data_namespace("/v1/ns//e/x"), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! The daemon of one deployment (`northwest node`): the data HTTP API, the
+//! admin API (status, replay, checkpoint, fence, proxy), the cutover gate,
+//! the journal relay (source) or apply loop (target) per its config,
+//! Prometheus telemetry and the dashboard. Entry point: [`run`].
+//!
+//! Owns: node configuration and its validation, HTTP contracts, the cutover
+//! gate (fence, proxy, routing record), telemetry.
+//! May use: `northwest-producer`, `northwest-consumer`, `northwest-snapshotter`
+//! and `northwest-store`; never the orchestrator, the benchmarks or the binary.
+
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod cutover;
+pub mod migration_api;
+mod run;
+pub mod telemetry;
+
+pub use run::{journal_topic, kafka_settings, open_engine, run, store_config};

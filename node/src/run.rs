@@ -1,0 +1,335 @@
+//! [`run`]: the long-running daemon of one deployment: the HTTP API,
+//! and per its config the journal relay (source) or the apply loop (target),
+//! metrics and the dashboard. Shutdown drains: the API finishes in-flight
+//! requests, the relay its round, the apply loop its batch.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::middleware::Next;
+use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
+use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
+use northwest_store::{
+    Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine,
+    Store, StoreConfig, ZkCoordinator,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::admin::NodeState;
+use crate::api::{router, ApiState};
+use crate::config::{CoordinationMode, Durability, EngineKind, NodeConfig, OutboxFull};
+use crate::cutover::{Gate, ProxyRecord};
+use crate::telemetry::Metrics;
+
+/// Opens the engine named by the config.
+pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
+    Ok(match cfg.store.engine {
+        EngineKind::Memory => Arc::new(MemEngine::new()),
+        EngineKind::Rocksdb => Arc::new(
+            RocksEngine::open(&cfg.data_dir, cfg.store.sync_writes).with_context(|| {
+                format!(
+                    "opening RocksDB under {} (is another node using it?)",
+                    cfg.data_dir.display()
+                )
+            })?,
+        ),
+    })
+}
+
+pub fn store_config(cfg: &NodeConfig) -> StoreConfig {
+    StoreConfig {
+        origin: cfg.name.clone(),
+        max_value_bytes: cfg.http.max_value_bytes,
+        journal: cfg.journal.enabled,
+        outbox_limit: cfg.journal.outbox_limit,
+        outbox_full: match cfg.journal.outbox_full {
+            OutboxFull::Reject => OutboxFullPolicy::Reject,
+            OutboxFull::Block => OutboxFullPolicy::Block,
+        },
+        id_block: cfg.store.id_block,
+        retry: RetryPolicy {
+            attempts: cfg.store.retries,
+            ..RetryPolicy::default()
+        },
+        sync_journal: (cfg.journal.enabled && cfg.journal.durability == Durability::Sync)
+            .then(|| Duration::from_secs(10)),
+        journal_message_limit: cfg.journal.max_message_bytes,
+    }
+}
+
+pub fn kafka_settings(cfg: &NodeConfig) -> KafkaSettings {
+    KafkaSettings {
+        brokers: cfg.journal.brokers.clone(),
+        properties: cfg.kafka.clone(),
+        max_message_bytes: cfg.journal.max_message_bytes,
+    }
+}
+
+pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
+    TopicSpec {
+        name: cfg.journal.topic.clone(),
+        partitions: cfg.journal.partitions,
+        replication: cfg.journal.replication_factor,
+        configs: vec![
+            ("cleanup.policy".into(), "delete".into()),
+            ("retention.ms".into(), cfg.journal.retention_ms.to_string()),
+        ],
+    }
+}
+
+type Tasks = Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>;
+
+/// Resolves once the node's stop flag flips.
+fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Runs the node until `shutdown` resolves, then drains.
+/// `ready` receives the bound address once the API is listening.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    let engine = open_engine(&cfg)?;
+    let (coord, zk_client): (Arc<dyn Coordinator>, _) = match cfg.coordination.mode {
+        CoordinationMode::Local => (Arc::new(LocalCoordinator::default()), None),
+        CoordinationMode::Zookeeper => {
+            let z = ZkCoordinator::connect(cfg.zk()).await?;
+            let client = z.client();
+            (Arc::new(z), Some(client))
+        }
+    };
+    northwest_producer::kafka::check_properties(&kafka_settings(&cfg)).map_err(|e| {
+        anyhow::anyhow!(
+            "[kafka] properties: {e}; fix or remove them (see librdkafka's CONFIGURATION.md)"
+        )
+    })?;
+    let store = Store::open(engine, coord, store_config(&cfg))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks: Tasks = Vec::new();
+    let relay = start_relay(&cfg, &store, &stop_rx, &mut tasks);
+    let (control, apply) = start_apply(&cfg, &store, &stop_rx, &mut tasks);
+    let state = Arc::new(NodeState {
+        name: cfg.name.clone(),
+        store: store.clone(),
+        kafka: kafka_settings(&cfg),
+        topic: cfg.journal.topic.clone(),
+        relay,
+        apply,
+        control,
+        metrics: Arc::new(Metrics::new(&cfg.name)),
+        gate: Arc::new(Gate::new(
+            zk_client.as_ref().map(|client| ProxyRecord {
+                client: client.clone(),
+                dir: format!("{}/nodes/{}", cfg.coordination.root, cfg.name),
+            }),
+            cfg.journal.apply.then(|| cfg.journal.topic.clone()),
+        )),
+        data_dir: cfg.data_dir.clone(),
+        apply_batch: cfg.journal.apply_batch,
+        stop: stop_rx.clone(),
+        loader: parking_lot::Mutex::new(None),
+        zk_root: cfg.coordination.root.clone(),
+        lag_probe: Arc::default(),
+    });
+    if state.apply.is_some() {
+        let (st, stop) = (state.clone(), stopped(&stop_rx));
+        tasks.push(("lag-probe", tokio::spawn(probe_lag(st, stop))));
+    }
+    for (ns, target) in state.gate.load().await? {
+        tracing::warn!(namespace = %ns, %target, "namespace was migrated away: proxying it to its new primary");
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (is another node on that port? change http.listen)",
+                cfg.http.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        node = %cfg.name, %addr, role = state.role(), engine = store.engine().name(),
+        coordination = %store.coordinator().describe(), "node serving"
+    );
+    let app = app(&cfg, &state);
+    if let Some(tx) = ready {
+        let _ = tx.send(addr);
+    }
+    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(&stop_rx));
+    let server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    tracing::info!(node = %cfg.name, "draining");
+    let _ = stop_tx.send(true);
+    let result = server
+        .await
+        .context("HTTP server task")?
+        .context("HTTP server");
+    let result = join_tasks(tasks, result).await;
+    tracing::info!(node = %cfg.name, "node stopped");
+    result
+}
+
+/// The journal relay of a source node.
+fn start_relay(
+    cfg: &NodeConfig,
+    store: &Arc<Store>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> Option<Arc<RelayStats>> {
+    if !cfg.journal.enabled {
+        return None;
+    }
+    let stats = Arc::new(RelayStats::default());
+    let relay_cfg = RelayConfig {
+        kafka: kafka_settings(cfg),
+        topic: journal_topic(cfg),
+        batch: 2000,
+        max_in_flight: 20_000,
+    };
+    let stop = stopped(stop);
+    let (store, st) = (store.clone(), stats.clone());
+    let brokers = cfg.journal.brokers.clone();
+    tasks.push((
+        "relay",
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            // The node serves while the broker is unreachable: commits wait in
+            // the bounded outbox, and the reason shows in status and the log.
+            let mut attempt = 0u32;
+            let relay = loop {
+                match Relay::new(store.clone(), relay_cfg.clone(), st.clone()).await {
+                    Ok(r) => break r,
+                    Err(e) => {
+                        attempt += 1;
+                        let msg = format!("journal relay cannot reach the brokers at {brokers}: {e}");
+                        if attempt % 15 == 1 {
+                            tracing::warn!(attempt, error = %e, %brokers, "journal relay not started; retrying every 2 s (is the broker up? deploy/stack.sh status). Writes are kept in the outbox meanwhile");
+                        }
+                        *st.last_error.lock() = Some(msg.clone());
+                        store.outbox().set_error(Some(msg));
+                    }
+                }
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            };
+            if attempt > 0 {
+                tracing::info!(%brokers, "journal relay started");
+                *st.last_error.lock() = None;
+                store.outbox().set_error(None);
+            }
+            Ok(relay.run(stop).await?)
+        }),
+    ));
+    Some(stats)
+}
+
+/// The apply loop of a target node, and the channel its admin API drives it by.
+fn start_apply(
+    cfg: &NodeConfig,
+    store: &Arc<Store>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+) -> (Option<mpsc::Sender<Control>>, Option<Arc<ApplyShared>>) {
+    if !cfg.journal.apply {
+        return (None, None);
+    }
+    let shared = Arc::new(ApplyShared::default());
+    let (ctl_tx, ctl_rx) = mpsc::channel(8);
+    let apply_cfg = ApplyConfig {
+        dead_letter_topic: cfg.journal.dead_letter_topic.clone(),
+        poison: match cfg.journal.poison_policy {
+            crate::config::PoisonPolicy::DeadLetter => PoisonPolicy::DeadLetter,
+            crate::config::PoisonPolicy::Halt => PoisonPolicy::Halt,
+        },
+        batch: cfg.journal.apply_batch,
+        apply_log: cfg.journal.apply_log,
+        ..ApplyConfig::new(
+            Source::Journal,
+            kafka_settings(cfg),
+            &cfg.journal.topic,
+            &format!("northwest-apply-{}", cfg.name),
+        )
+    };
+    let (st, sh, stop) = (store.clone(), shared.clone(), stopped(stop));
+    tasks.push((
+        "apply",
+        tokio::spawn(
+            async move { Ok(northwest_consumer::run(st, apply_cfg, sh, ctl_rx, stop).await?) },
+        ),
+    ));
+    (Some(ctl_tx), Some(shared))
+}
+
+/// Refreshes the lag gauges every 5 s.
+async fn probe_lag(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::pin!(stop);
+    loop {
+        if let Ok(l) = st.lag().await {
+            st.metrics.observe_lag(&l);
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// The data API behind the cutover gate, the admin and migration APIs, and
+/// request metrics around all of them.
+fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
+    let m = state.metrics.clone();
+    router(ApiState {
+        store: state.store.clone(),
+        max_value_bytes: cfg.http.max_value_bytes,
+    })
+    .layer(axum::middleware::from_fn_with_state(
+        state.gate.clone(),
+        crate::cutover::gate_layer,
+    ))
+    .merge(crate::admin::router(state.clone()))
+    .merge(crate::migration_api::router(state.clone()))
+    .method_not_allowed_fallback(|| async {
+        crate::api::ApiError {
+            status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: "method not allowed on this path; the Allow header lists the methods".into(),
+        }
+    })
+    .layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let m = m.clone();
+            async move {
+                let method = req.method().clone();
+                let resp = next.run(req).await;
+                m.http_request(method.as_str(), resp.status().as_u16());
+                resp
+            }
+        },
+    ))
+}
+
+/// Waits for the pipeline tasks after the server stopped; the first error wins.
+async fn join_tasks(tasks: Tasks, mut result: anyhow::Result<()>) -> anyhow::Result<()> {
+    for (name, t) in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(task = name, error = %e, "pipeline task failed");
+                result = result.and(Err(e.context(name)));
+            }
+            Err(e) => result = result.and(Err(anyhow::anyhow!("{name} task panicked: {e}"))),
+        }
+    }
+    result
+}

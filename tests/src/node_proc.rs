@@ -1,0 +1,223 @@
+//! `northwest node` child processes, their config text, and the n1 + n2
+//! pipeline most end-to-end tests start.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{bin_path, free_port, kafka_addr, require_kafka, require_zk, unique, zk_addr};
+
+/// A `northwest node` child process.
+pub struct NodeProc {
+    pub name: String,
+    pub base: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<std::process::Child>,
+    env: Vec<(String, String)>,
+}
+
+impl NodeProc {
+    /// Writes `toml` to `<dir>/<name>.toml` and starts the node.
+    pub fn start(dir: &std::path::Path, name: &str, toml: &str) -> Self {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, toml).expect("write config");
+        let port = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("listen = \"127.0.0.1:"))
+            .and_then(|r| r.trim_end_matches('"').parse::<u16>().ok())
+            .expect("config has listen = \"127.0.0.1:PORT\"");
+        let mut n = Self {
+            name: name.into(),
+            base: format!("http://127.0.0.1:{port}"),
+            log: dir.join(format!("{name}.log")),
+            config,
+            child: None,
+            env: Vec::new(),
+        };
+        n.spawn();
+        n
+    }
+
+    pub fn with_env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = std::process::Command::new(bin_path("northwest"));
+        cmd.args(["node", "--config"])
+            .arg(&self.config)
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn northwest node"));
+        self.wait_healthy();
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "node {} exited with {status}; log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            if http_probe::blocking_get_ok(&format!("{}/healthz", self.base)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "node {} not healthy after 60 s; log:\n{}",
+            self.name,
+            self.log_tail()
+        );
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGKILL: no chance to drain.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Minimal blocking HTTP probe without pulling reqwest's blocking feature.
+mod http_probe {
+    use std::io::{Read, Write};
+    pub fn blocking_get_ok(url: &str) -> bool {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return false;
+        };
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap_or((rest, "/".into()));
+        let Ok(mut s) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        if write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .is_err()
+        {
+            return false;
+        }
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.starts_with("HTTP/1.1 200")
+    }
+}
+
+/// Config text for a node of a test pipeline.
+pub fn node_toml(
+    name: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    zk_root: &str,
+    topic: &str,
+    extra: &str,
+) -> String {
+    let (source, target) = (name == "n1", name != "n1");
+    format!(
+        r#"name = "{name}"
+data_dir = "{data}"
+[http]
+listen = "127.0.0.1:{port}"
+[coordination]
+connect = "{zk}"
+root = "{zk_root}"
+session_timeout_ms = 4000
+[journal]
+enabled = {source}
+apply = {target}
+brokers = "{kafka}"
+topic = "{topic}"
+dead_letter_topic = "{topic}.dlq"
+partitions = 4
+{extra}
+"#,
+        data = data_dir.join(name).display(),
+        zk = zk_addr(),
+        kafka = kafka_addr(),
+    )
+}
+
+/// An n1 (journaling) + n2 (applying) pair of node processes with a unique
+/// ZooKeeper root and journal topic; requires the dev stack.
+pub struct Pipeline {
+    pub dir: tempfile::TempDir,
+    pub n1: NodeProc,
+    pub n2: NodeProc,
+    pub topic: String,
+}
+
+impl Pipeline {
+    /// `extra_n2` is appended to n2's `[journal]` section.
+    pub fn start(tag: &str, extra_n2: &str) -> Self {
+        Self::start_with(tag, "", extra_n2)
+    }
+
+    /// `extra_n1` and `extra_n2` are appended to each node's `[journal]`
+    /// section (and may open further sections, e.g. `[kafka]`).
+    pub fn start_with(tag: &str, extra_n1: &str, extra_n2: &str) -> Self {
+        require_zk();
+        require_kafka();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = format!("/northwest-test/{}", unique(tag));
+        let topic = unique("journal");
+        let (p1, p2) = (free_port(), free_port());
+        let n1 = NodeProc::start(
+            dir.path(),
+            "n1",
+            &node_toml("n1", dir.path(), p1, &root, &topic, extra_n1),
+        );
+        let n2 = NodeProc::start(
+            dir.path(),
+            "n2",
+            &node_toml("n2", dir.path(), p2, &root, &topic, extra_n2),
+        );
+        Self { dir, n1, n2, topic }
+    }
+}
