@@ -36,7 +36,18 @@ async fn broker_restart_loses_and_reorders_nothing() {
     stack_cmd(&["kill-broker", "1"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut seen_error = serde_json::Value::Null;
+    let client = reqwest::Client::new();
+    let mut n = 0;
     while std::time::Instant::now() < deadline {
+        // Commits keep coming during the outage: their deliveries time out.
+        n += 1;
+        let r = client
+            .put(format!("{}/v1/ns/app/e/Outage:{n}", n1.base))
+            .body(format!("{n}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "n1 takes writes while the broker is down");
         let s1 = get_json(&format!("{}/v1/admin/status", n1.base)).await;
         if !s1["relay"]["last_error"].is_null() {
             seen_error = s1["relay"]["last_error"].clone();

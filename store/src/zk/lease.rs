@@ -49,15 +49,11 @@ impl Inner {
             let (created, watched) = futures::join!(created, watched);
             let (data, stat, watcher) = match (created, watched) {
                 (Ok(_) | Err(zk::Error::NodeExists), Ok(w)) => w,
+                // Deleted between the two requests: try again.
+                (Ok(_) | Err(zk::Error::NodeExists), Err(zk::Error::NoNode)) => continue,
                 // A create whose reply was lost may still have made the znode.
                 (Err(_), Ok(w)) if w.1.ephemeral_owner == s.client.session_id().0 => w,
-                (Err(e), _) => {
-                    remove_if_ours(s.client.clone(), path.clone());
-                    return Err(zk_err(e));
-                }
-                // Deleted between the two requests: try again.
-                (Ok(_), Err(zk::Error::NoNode)) => continue,
-                (Ok(_), Err(e)) => {
+                (Err(e), _) | (_, Err(e)) => {
                     remove_if_ours(s.client.clone(), path.clone());
                     return Err(zk_err(e));
                 }
