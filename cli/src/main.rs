@@ -158,3 +158,18 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench { what } => northwest_bench::run(what).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_takes_exactly_one_starting_point() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["northwest", "replay"], args].concat());
+        assert!(parse(&["--from-beginning", "--from-offset", "0:1"]).is_err());
+        assert!(parse(&["--from-timestamp", "5", "--from-beginning"]).is_err());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--from-offset", "0:1", "--from-offset", "1:2"]).is_ok());
+        assert!(parse(&["--from-beginning"]).is_ok());
+    }
+}

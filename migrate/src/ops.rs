@@ -19,19 +19,20 @@ pub struct StatusArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[group(id = "from", required = true, multiple = false)]
 pub struct ReplayArgs {
     /// Target node (the one applying the journal).
     #[arg(long, default_value = "http://127.0.0.1:8082")]
     pub node: String,
     /// Rewind partition P to offset O (`P:O`, repeatable).
-    #[arg(long = "from-offset", value_parser = parse_part_offset)]
+    #[arg(long = "from-offset", value_parser = parse_part_offset, group = "from")]
     pub from_offset: Vec<(i32, i64)>,
     /// Rewind every partition to the first record at/after this time
     /// (milliseconds since the epoch).
-    #[arg(long)]
+    #[arg(long, group = "from")]
     pub from_timestamp: Option<i64>,
     /// Rewind every partition to its first retained record.
-    #[arg(long)]
+    #[arg(long, group = "from")]
     pub from_beginning: bool,
 }
 

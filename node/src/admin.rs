@@ -103,8 +103,48 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/admin/offsets", get(stored_offsets))
         .route("/v1/ns/{ns}/digest", get(digest))
         .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz))
         .route("/", get(|| async { Html(include_str!("dashboard.html")) }))
         .with_state(state)
+}
+
+/// Readiness (`/healthz` is liveness): 503 naming each reason while
+/// ZooKeeper or the broker is unreachable, the relay cannot ship, or the
+/// apply loop is not running or has a halted partition.
+async fn readyz(State(s): State<Arc<NodeState>>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = s.store.coordinator().check_ready() {
+        problems.push(format!("coordination: {e}"));
+    }
+    if let Some(e) = s.store.outbox().error() {
+        problems.push(format!("journal relay: {e}"));
+    }
+    if let Some(a) = &s.apply {
+        if !a.running.load(std::sync::atomic::Ordering::Acquire) {
+            problems.push("apply loop: not running (waiting for the journal topic or the broker)".into());
+        }
+        if let Err(e) = s.lag().await {
+            problems.push(format!("broker: {e}"));
+        }
+        for (p, st) in a.partitions.lock().iter() {
+            if let Some(h) = &st.halted {
+                problems.push(format!("journal partition {p} halted: {h}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Json(json!({"status": "ready"})).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "not_ready",
+            "code": "not_ready",
+            "error": problems.join("; "),
+            "problems": problems,
+        })),
+    )
+        .into_response()
 }
 
 async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {

@@ -172,6 +172,12 @@ pub trait Coordinator: Send + Sync + 'static {
     /// continues above it; a shared counter is authoritative and ignores it.
     fn raise_id_floor(&self, _floor: u64) {}
 
+    /// Whether the coordinator can serve now (a ZooKeeper session is
+    /// connected); readiness probes report the reason when not.
+    fn check_ready(&self) -> Result<(), CoordError> {
+        Ok(())
+    }
+
     /// Whether `id` is known to be blacklisted.
     fn is_blacklisted(&self, id: TxnId) -> bool;
 

@@ -338,6 +338,16 @@ impl Coordinator for ZkCoordinator {
         }
     }
 
+    fn check_ready(&self) -> Result<(), CoordError> {
+        let s = self.inner.session();
+        match s.client.state() {
+            zk::SessionState::SyncConnected => Ok(()),
+            other => Err(CoordError::Zk(format!(
+                "ZooKeeper session is {other:?} (is ZooKeeper up? deploy/stack.sh status)"
+            ))),
+        }
+    }
+
     async fn allocate_ids(&self, count: u64) -> Result<Range<u64>, CoordError> {
         let s = self.inner.session();
         let path = format!("{}/txn_counter", self.inner.cfg.root);
