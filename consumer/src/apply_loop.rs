@@ -106,6 +106,8 @@ pub struct ApplyShared {
     pub batches: AtomicU64,
     pub retries: AtomicU64,
     pub running: AtomicBool,
+    /// The error that last stopped the loop (cleared when it runs again).
+    pub last_error: Mutex<Option<String>>,
     pub partitions: Mutex<BTreeMap<i32, PartitionState>>,
     /// When set, commit-to-applied latencies (ms) are collected (benchmarks).
     pub record_latency: AtomicBool,
@@ -124,6 +126,11 @@ pub(crate) struct Applier {
 type Msg = (i32, i64, Option<Vec<u8>>);
 
 /// Runs the apply loop until `shutdown`; the batch in progress is finished.
+///
+/// An error that stops the loop (the broker unreachable, a topic refused,
+/// a store write failing) is logged at error, shown in
+/// [`ApplyShared::last_error`], and the loop starts again from the stored
+/// offsets after 2 s: it never ends silently while the node runs.
 pub async fn run(
     store: Arc<Store>,
     cfg: ApplyConfig,
@@ -132,6 +139,32 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ConsumerError> {
     tokio::pin!(shutdown);
+    let mut failures = 0u32;
+    loop {
+        let r = run_once(&store, &cfg, &shared, &mut control, &mut shutdown).await;
+        let e = match r {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        failures += 1;
+        if failures % 30 == 1 {
+            tracing::error!(error = %e, topic = %cfg.topic, failures, "apply loop stopped by an error; restarting it from the stored offsets every 2 s until it runs");
+        }
+        *shared.last_error.lock() = Some(e.to_string());
+        tokio::select! {
+            _ = &mut shutdown => return Err(e),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+async fn run_once(
+    store: &Arc<Store>,
+    cfg: &ApplyConfig,
+    shared: &Arc<ApplyShared>,
+    control: &mut mpsc::Receiver<Control>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), ConsumerError> {
     // N1 creates the journal topic; wait for it rather than guessing its shape.
     let partitions = loop {
         match partition_count(&cfg.kafka, &cfg.topic, Duration::from_secs(5)) {
@@ -140,15 +173,18 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "cannot read journal topic metadata; retrying"),
         }
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = shutdown.as_mut() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
+    // Room for a dead letter wrapping the largest record the journal topic
+    // holds, with its reason and source headers.
+    let dlq_max = (cfg.kafka.topic_message_max() + (64 << 10)).to_string();
     let dlq_spec = TopicSpec {
         name: cfg.dead_letter_topic.clone(),
         partitions: 1,
         replication: 1,
-        configs: vec![],
+        configs: vec![("max.message.bytes".into(), dlq_max)],
     };
     ensure_topic(&cfg.kafka, &dlq_spec).await?;
     let consumer: StreamConsumer = cfg
@@ -163,17 +199,18 @@ pub async fn run(
         .create()?;
     let dlq: FutureProducer = cfg.kafka.producer_config().create()?;
     let mut a = Applier {
-        store,
-        cfg,
-        shared,
+        store: store.clone(),
+        cfg: cfg.clone(),
+        shared: shared.clone(),
         consumer,
         dlq,
         halted: BTreeMap::new(),
     };
     a.assign(partitions)?;
     a.shared.running.store(true, Ordering::Release);
+    *a.shared.last_error.lock() = None;
     tracing::info!(topic = %a.cfg.topic, partitions, "journal apply loop started");
-    let result = a.main_loop(partitions, &mut control, &mut shutdown).await;
+    let result = a.main_loop(partitions, control, shutdown).await;
     a.shared.running.store(false, Ordering::Release);
     tracing::info!("journal apply loop stopped");
     result
@@ -224,9 +261,20 @@ impl Applier {
         }
     }
 
-    async fn dead_letter(&self, p: i32, o: i64, payload: &Option<Vec<u8>>, reason: &str) {
+    /// Sends a record that cannot be applied to the dead-letter topic,
+    /// retrying transient failures for about 10 s; the error if it could
+    /// not be sent (the caller then halts the partition: never dropped).
+    async fn dead_letter(
+        &self,
+        p: i32,
+        o: i64,
+        payload: &Option<Vec<u8>>,
+        reason: &str,
+    ) -> Result<(), String> {
         let source = format!("{}/{p}/{o}", self.cfg.topic);
+        let mut attempt = 0;
         loop {
+            attempt += 1;
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "northwest.error",
@@ -242,11 +290,11 @@ impl Applier {
             if let Some(b) = payload {
                 rec = rec.payload(b.as_slice());
             }
-            match self.dlq.send(rec, Duration::from_secs(30)).await {
-                Ok(_) => return,
+            match self.dlq.send(rec, Duration::from_secs(10)).await {
+                Ok(_) => return Ok(()),
+                Err((e, _)) if attempt >= 20 => return Err(e.to_string()),
                 Err((e, _)) => {
-                    // Never drop it: the offset only advances once it is dead-lettered.
-                    tracing::warn!(error = %e, source, "dead-letter send failed; retrying");
+                    tracing::warn!(error = %e, source, attempt, "dead-letter send failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -289,7 +337,17 @@ impl Applier {
                 Err(reason) => match self.cfg.poison {
                     PoisonPolicy::DeadLetter => {
                         tracing::warn!(partition = p, offset = o, %reason, "journal record dead-lettered");
-                        self.dead_letter(p, o, &payload, &reason).await;
+                        if let Err(e) = self.dead_letter(p, o, &payload, &reason).await {
+                            let why = format!("offset {o}: {reason}; and it could not be dead-lettered ({e}): fix the dead-letter topic {} and restart", self.cfg.dead_letter_topic);
+                            tracing::error!(
+                                partition = p,
+                                offset = o,
+                                "journal partition halted: {why}"
+                            );
+                            self.halted.insert(p, why);
+                            newly_halted.insert(p);
+                            continue;
+                        }
                         dead += 1;
                     }
                     PoisonPolicy::Halt => {

@@ -35,21 +35,18 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
             st.ns
         );
     }
+    // n2 is a read-only replica again (a cutover that failed after n1
+    // promoted it may have left it promoted) before n1 takes writes again.
+    let ns = serde_json::json!({"namespace": st.ns});
+    ctx.delete(&format!("{}/v1/admin/promote", st.to), ns.clone())
+        .await
+        .context(
+            "cannot make n2 a read-only replica again; run --abort again once it is reachable",
+        )?;
     // n1 serves exactly as before: no fence, no proxy.
-    ctx.http
-        .delete(format!("{}/v1/admin/proxy", st.from))
-        .json(&serde_json::json!({"namespace": st.ns}))
-        .send()
+    ctx.delete(&format!("{}/v1/admin/proxy", st.from), ns)
         .await
-        .context("n1 unreachable: cannot lift its fence/proxy")?;
-    // A cutover that stopped between promoting n2 and proxying n1 leaves n2
-    // promoted: it must be a read-only replica again.
-    ctx.http
-        .delete(format!("{}/v1/admin/promote", st.to))
-        .json(&serde_json::json!({"namespace": st.ns}))
-        .send()
-        .await
-        .context("n2 unreachable: cannot make it a read-only replica again")?;
+        .context("cannot lift n1's fence; run --abort again once it is reachable")?;
     let _ = ctx
         .http
         .delete(format!("{}/v1/admin/checkpoint/{}", st.from, st.id))

@@ -67,6 +67,23 @@ impl Ctx {
         Ok(v)
     }
 
+    /// DELETE with a JSON body; an error status is an error.
+    pub(crate) async fn delete(&self, url: &str, body: Value) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .delete(url)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("DELETE {url}"))?;
+        let st = r.status();
+        if !st.is_success() {
+            let v: Value = r.json().await.unwrap_or_default();
+            bail!("DELETE {url}: {st} {}: {}", v["code"], v["error"]);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn load(&self) -> anyhow::Result<Option<MigState>> {
         match self.zk.get_data(&self.path).await {
             Ok((d, stat)) => {

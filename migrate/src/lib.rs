@@ -95,7 +95,11 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("ZooKeeper at {}", a.zk))?;
     let path = format!("{root}/migrations/{}", a.namespace);
-    let kafka = KafkaSettings::new(&a.brokers);
+    let mut kafka = KafkaSettings::new(&a.brokers);
+    // Snapshot rows are as large as n1's values: the same limits as its journal.
+    if let Some(max) = s1["max_message_bytes"].as_u64() {
+        kafka.max_message_bytes = max as usize;
+    }
     let hw: BaseConsumer = kafka
         .client_config(&[("group.id", "northwest-migrate")])
         .create()?;

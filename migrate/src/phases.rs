@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use northwest_snapshotter::{stream_snapshot, SnapshotConfig, SnapshotStats, ZkProgress};
 use northwest_store::Namespace;
-use serde_json::json;
+use serde_json::{json, Value};
 use zookeeper_client as zk;
 
 use crate::client::{high_watermarks, mkdirs, Ctx};
@@ -237,7 +237,7 @@ async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         )
         .await?;
     let r = async {
-        drain(ctx, st, Duration::from_secs(25)).await?;
+        drain(ctx, st, &f, Duration::from_secs(25)).await?;
         let (u1, u2) = (
             format!("{n1}/v1/ns/{}/digest", st.ns),
             format!("{}/v1/ns/{}/digest", st.to, st.ns),
@@ -294,7 +294,7 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
             json!({"namespace": st.ns, "max_ms": 10000}),
         )
         .await?;
-    if let Err(e) = drain(ctx, st, Duration::from_secs(8)).await {
+    if let Err(e) = drain(ctx, st, &f, Duration::from_secs(8)).await {
         ctx.post(
             &format!("{n1}/v1/admin/unfence"),
             json!({"namespace": st.ns}),
@@ -302,51 +302,35 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         .await?;
         return Err(e.context("draining the journal at cutover"));
     }
-    // n2 takes the namespace's writes before n1 forwards any to it.
+    // n1 promotes n2 and starts forwarding under the fence it still holds.
     ctx.post(
-        &format!("{n2}/v1/admin/promote"),
-        json!({"namespace": st.ns}),
+        &format!("{n1}/v1/admin/proxy"),
+        json!({"namespace": st.ns, "target": n2, "fence": f["fence"]}),
     )
     .await?;
-    let proxied = ctx
-        .post(
-            &format!("{n1}/v1/admin/proxy"),
-            json!({"namespace": st.ns, "target": n2, "fence": f["fence"]}),
-        )
-        .await;
-    if let Err(e) = proxied {
-        // n1 keeps the namespace: n2 must be a read-only replica again.
-        let demoted = ctx
-            .http
-            .delete(format!("{n2}/v1/admin/promote"))
-            .json(&json!({"namespace": st.ns}))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status);
-        if let Err(d) = demoted {
-            return Err(e.context(format!(
-                "and demoting n2 failed ({d}): run with --abort once n2 is reachable"
-            )));
-        }
-        return Err(e);
-    }
     st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     Ok(())
 }
 
 /// With n1 fenced: waits until n1 shipped everything and n2 applied every
 /// journal record up to the high-water marks.
-async fn drain(ctx: &Ctx, st: &MigState, timeout: Duration) -> anyhow::Result<()> {
+async fn drain(ctx: &Ctx, st: &MigState, fence: &Value, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
+    // Every entry of the fenced namespace is below the fence's `outbox_next`:
+    // wait for those to ship, not for other namespaces' ongoing writes.
+    let below = fence["outbox_next"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("n1's fence reply has no outbox_next: {fence}"))?;
     loop {
         let s1 = ctx.get(&format!("{}/v1/admin/status", st.from)).await?;
-        if s1["outbox_pending"] == 0 {
+        if s1["outbox_shipped_below"].as_u64().unwrap_or(0) >= below {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "n1's outbox did not drain ({} pending): is the broker up?",
-                s1["outbox_pending"]
+                "n1's outbox did not ship up to entry {below} ({} pending; relay: {}): is the broker up?",
+                s1["outbox_pending"],
+                s1["relay"]["last_error"]
             );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -121,7 +121,9 @@ async fn readyz(State(s): State<Arc<NodeState>>) -> Response {
     }
     if let Some(a) = &s.apply {
         if !a.running.load(std::sync::atomic::Ordering::Acquire) {
-            problems.push("apply loop: not running (waiting for the journal topic or the broker)".into());
+            problems.push(
+                "apply loop: not running (waiting for the journal topic or the broker)".into(),
+            );
         }
         if let Err(e) = s.lag().await {
             problems.push(format!("broker: {e}"));
@@ -152,7 +154,10 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         "name": s.name,
         "role": s.role(),
         "outbox_pending": s.store.outbox().len(),
+        "outbox_shipped_below": s.store.outbox().shipped_below(),
+        "outbox_next": s.store.outbox().next_seq(),
         "journal_topic": s.topic,
+        "max_message_bytes": s.kafka.max_message_bytes,
         "zk_root": s.zk_root,
         "fenced": s.gate.fenced_namespaces().await,
         "proxies": s.gate.proxies(),

@@ -215,6 +215,9 @@ impl Default for JournalConfig {
 /// beyond the transaction body's bytes.
 const JOURNAL_OVERHEAD: usize = 64 << 10;
 
+/// The largest journal record a Kafka request can carry with room to spare.
+const MAX_MESSAGE_CAP: usize = 90 << 20;
+
 impl HttpConfig {
     /// The largest transaction body (JSON, values base64) the API reads.
     pub fn max_txn_body_bytes(&self) -> usize {
@@ -273,6 +276,14 @@ impl NodeConfig {
             return Err(
                 "journal.topic must be set and differ from journal.dead_letter_topic".into(),
             );
+        }
+        if j.max_message_bytes > MAX_MESSAGE_CAP {
+            return Err(format!(
+                "journal.max_message_bytes = {} is above {MAX_MESSAGE_CAP} (90 MiB): larger \
+                 records exceed Kafka's socket.request.max.bytes and librdkafka's \
+                 receive.message.max.bytes (100 MiB); lower it and http.max_value_bytes",
+                j.max_message_bytes
+            ));
         }
         let txn_body = self.http.max_txn_body_bytes();
         if (j.enabled || j.apply) && j.max_message_bytes < txn_body + JOURNAL_OVERHEAD {

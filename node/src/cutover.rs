@@ -71,6 +71,17 @@ pub struct ProxyRecordError {
     source: zk::Error,
 }
 
+/// Why a cutover step was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CutoverError {
+    #[error("the write fence {0} is no longer held (it expired or was replaced): writes may have landed after the drain; fence and drain again")]
+    FenceExpired(u64),
+    #[error(transparent)]
+    Record(#[from] ProxyRecordError),
+    #[error("the new primary did not take the namespace: {0}")]
+    Promote(String),
+}
+
 impl Gate {
     pub fn new(record: Option<ProxyRecord>, replica_of: Option<String>) -> Self {
         Self {
@@ -259,6 +270,50 @@ impl Gate {
         Ok(())
     }
 
+    /// The cutover on n1, under the fence `gen` on `ns`, whose lock is held
+    /// throughout so it cannot expire midway: record the proxy (a restart
+    /// from here on comes back forwarding), have the new primary take the
+    /// namespace's writes, start forwarding, lift the fence. n1 takes no
+    /// client write for `ns` while the new primary is promoted and n1 not yet
+    /// forwarding: at no instant do both accept them.
+    pub async fn cut_over(&self, ns: &str, gen: u64, target: &str) -> Result<(), CutoverError> {
+        let g = self.of(ns);
+        let mut slot = g.fence.lock().await;
+        if slot.as_ref().map(|f| f.gen) != Some(gen) {
+            return Err(CutoverError::FenceExpired(gen));
+        }
+        self.record("proxy", ns, Some(target.as_bytes())).await?;
+        if let Err(e) = self.remote_promote(target, ns, true).await {
+            // n1 keeps the namespace; make sure the target does not (its
+            // reply may have been lost after it promoted itself).
+            if let Err(d) = self.remote_promote(target, ns, false).await {
+                tracing::error!(error = %d, %target, namespace = ns, "could not demote the target after a failed cutover; run `northwest migrate --abort`");
+            }
+            self.record("proxy", ns, None).await?;
+            return Err(e);
+        }
+        *g.proxy.lock() = Some(target.to_string());
+        *slot = None;
+        Ok(())
+    }
+
+    async fn remote_promote(&self, target: &str, ns: &str, on: bool) -> Result<(), CutoverError> {
+        let url = format!("{}/v1/admin/promote", target.trim_end_matches('/'));
+        let method = if on {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::DELETE
+        };
+        self.client
+            .request(method, &url)
+            .json(&json!({"namespace": ns}))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map(|_| ())
+            .map_err(|e| CutoverError::Promote(format!("{url}: {e}")))
+    }
+
     pub fn proxy(&self, ns: &str) -> Option<String> {
         self.ns.lock().get(ns).and_then(|g| g.proxy.lock().clone())
     }
@@ -378,6 +433,18 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     let Some(ns) = data_namespace(req.uri().path()).map(str::to_string) else {
         return next.run(req).await;
     };
+    // The handlers see the percent-decoded namespace: an encoded one would
+    // be gated under another name. Valid namespaces never need encoding.
+    if ns.contains('%') {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({
+                "error": "namespace must be written unencoded ([A-Za-z0-9_.-])",
+                "code": "bad_namespace",
+            })),
+        )
+            .into_response();
+    }
     if is_write(req.method()) {
         let g = gate.of(&ns);
         let permit = g.lock.clone().read_owned().await;

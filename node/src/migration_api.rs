@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 
 use crate::admin::{Loader, NodeState};
 use crate::api::ApiError;
+use crate::cutover::CutoverError;
+use axum::http::StatusCode;
 
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
@@ -69,6 +71,8 @@ async fn fence(
         "namespace": req.namespace,
         "fence": gen,
         "outbox_pending": s.store.outbox().len(),
+        // Every entry of the fenced namespace is below this sequence.
+        "outbox_next": s.store.outbox().next_seq(),
     })))
 }
 
@@ -100,8 +104,9 @@ struct ProxyReq {
     fence: u64,
 }
 
-/// Turns this node into a data proxy to `target` for one namespace and
-/// lifts its fence, so the writes that waited are forwarded, not failed.
+/// Turns this node into a data proxy to `target` for one namespace (which
+/// it promotes first) and lifts its fence, so the writes that waited are
+/// forwarded, not failed.
 async fn proxy(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
@@ -111,22 +116,21 @@ async fn proxy(
     if !req.target.starts_with("http://") {
         return Err(ApiError::bad_request("target must be an http:// base URL"));
     }
-    if s.gate.fenced(&req.namespace).await != Some(req.fence) {
-        return Err(ApiError {
-            status: axum::http::StatusCode::CONFLICT,
-            code: "fence_expired",
-            message: format!(
-                "the write fence {} on namespace {} is no longer held (it expired or was \
-                 replaced): writes may have landed after the drain; fence and drain again",
-                req.fence, req.namespace
-            ),
-        });
-    }
     s.gate
-        .set_proxy(&req.namespace, Some(req.target.clone()))
+        .cut_over(&req.namespace, req.fence, &req.target)
         .await
-        .map_err(|e| ApiError::unavailable("coordination", e.to_string()))?;
-    s.gate.unfence(&req.namespace).await;
+        .map_err(|e| {
+            let (status, code) = match &e {
+                CutoverError::FenceExpired(_) => (StatusCode::CONFLICT, "fence_expired"),
+                CutoverError::Record(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordination"),
+                CutoverError::Promote(_) => (StatusCode::BAD_GATEWAY, "promote_failed"),
+            };
+            ApiError {
+                status,
+                code,
+                message: e.to_string(),
+            }
+        })?;
     tracing::info!(namespace = %req.namespace, target = %req.target, "namespace is now proxied");
     Ok(Json(
         json!({"proxy": req.target, "namespace": req.namespace}),

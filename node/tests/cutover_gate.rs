@@ -15,11 +15,13 @@ async fn post(c: &reqwest::Client, url: String, body: Value) -> Value {
     r.json().await.unwrap()
 }
 
-/// Whether a PUT completes within 500 ms (a fenced write waits).
-async fn put_completes(c: &reqwest::Client, url: String) -> bool {
+/// Whether a PUT completes within 500 ms (a fenced write waits), and with
+/// which status.
+async fn put_completes(c: &reqwest::Client, url: String) -> Option<u16> {
     tokio::time::timeout(Duration::from_millis(500), c.put(url).body("v").send())
         .await
-        .is_ok()
+        .ok()
+        .map(|r| r.unwrap().status().as_u16())
 }
 
 #[tokio::test]
@@ -37,13 +39,22 @@ async fn a_fence_holds_one_namespace_and_every_route_in_it() {
     }
     // Writes to the fenced namespaces wait, whatever their key or name.
     for key in ["app/e/Doc:1", "app/e/Doc:1/digest:2", "digests/e/Doc:1"] {
-        assert!(
-            !put_completes(&c, format!("{base}/v1/ns/{key}")).await,
+        assert_eq!(
+            put_completes(&c, format!("{base}/v1/ns/{key}")).await,
+            None,
             "PUT {key} passed the fence"
         );
     }
+    // An encoded namespace cannot pass as another one.
+    assert_eq!(
+        put_completes(&c, format!("{base}/v1/ns/%61pp/e/Doc:1")).await,
+        Some(400)
+    );
     // Another namespace is not fenced.
-    assert!(put_completes(&c, format!("{base}/v1/ns/other/e/Doc:1")).await);
+    assert_eq!(
+        put_completes(&c, format!("{base}/v1/ns/other/e/Doc:1")).await,
+        Some(200)
+    );
     // Reads are never fenced.
     let r = c
         .get(format!("{base}/v1/ns/app/digest"))

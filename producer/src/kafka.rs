@@ -14,11 +14,12 @@ use crate::ProducerError;
 /// The largest journal message by default (`journal.max_message_bytes`).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 << 20;
 
-/// Room above the largest record for the producer's request framing, and
-/// above that for a topic's record batch (a dead-letter record wraps a
-/// journal record with its reason and position).
-const PRODUCER_SLACK: usize = 64 << 10;
+/// Room above the largest record for a topic's record batch, and above
+/// that for the producers, whose cap must also pass a dead-letter record
+/// (a journal record as large as its topic holds, plus reason headers; the
+/// dead-letter topic allows 64 KiB more than the others).
 const TOPIC_SLACK: usize = 128 << 10;
+const PRODUCER_SLACK: usize = 256 << 10;
 
 /// Brokers plus librdkafka properties passed through from the node config.
 #[derive(Debug, Clone)]

@@ -9,7 +9,9 @@ use northwest_schemas::{encode_snapshot, SnapshotRecord};
 use northwest_store::engine::{Cf, Reader};
 use northwest_store::key::decode_key;
 use northwest_store::{failpoint, EntityRecord, KeyRange, Namespace};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::progress::{from_hex, to_hex, Plan, ProgressStore, RangeCursor};
 use crate::SnapshotError;
@@ -212,7 +214,12 @@ async fn stream_range(
                         break;
                     }
                     // Local queue full: let deliveries drain.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
+                    }
+                    // Anything else (e.g. a row over message.max.bytes) will
+                    // not heal by retrying: stop with the reason.
+                    Err((e, _)) => return Err(e.into()),
                 }
             }
         }

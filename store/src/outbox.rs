@@ -210,6 +210,17 @@ impl Outbox {
         Ok(())
     }
 
+    /// The sequence the next entry will take: every entry committed so far
+    /// is below it.
+    pub fn next_seq(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// Every entry below this sequence has been shipped.
+    pub fn shipped_below(&self) -> u64 {
+        *self.shipped.borrow()
+    }
+
     /// Every outbox sequence below this is written or abandoned; sequences at
     /// or above it may still land (commits on other groups in flight).
     pub fn low_watermark(&self) -> u64 {

@@ -195,9 +195,10 @@ async fn max_size_values_and_transactions_reach_n2() {
 /// refused with 409 `replica` (reads are served) until it is promoted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_refuses_writes_until_promoted() {
-    let p = pipeline("");
+    let mut p = pipeline("");
     let c = reqwest::Client::new();
-    let (n1, n2) = (&p.n1.base, &p.n2.base);
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    let (n1, n2) = (&n1, &n2);
     let r = c
         .put(format!("{n1}/v1/ns/app/e/A:1"))
         .body("from n1")
@@ -233,11 +234,22 @@ async fn replica_refuses_writes_until_promoted() {
         .unwrap();
     assert_eq!(r.status(), 200, "a promoted namespace takes writes");
     // Other namespaces stay read-only.
+    let put = |ns: &str| c.put(format!("{n2}/v1/ns/{ns}/e/B:2")).body("x").send();
+    assert_eq!(put("other").await.unwrap().status(), 409);
+    // The promotion survives a restart; a demotion makes it read-only again.
+    p.n2.kill9();
+    p.n2.spawn();
+    assert_eq!(
+        put("app").await.unwrap().status(),
+        200,
+        "promotion lost on restart"
+    );
     let r = c
-        .put(format!("{n2}/v1/ns/other/e/B:1"))
-        .body("x")
+        .delete(format!("{n2}/v1/admin/promote"))
+        .json(&serde_json::json!({"namespace": "app"}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 409);
+    assert_eq!(r.status(), 200);
+    assert_eq!(put("app").await.unwrap().status(), 409);
 }

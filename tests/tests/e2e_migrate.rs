@@ -166,7 +166,9 @@ async fn cutover_moves_one_namespace_and_survives_n1_restart() {
             .body(v.to_string())
             .send()
     };
-    // The migrated namespace is forwarded to n2 after the restart.
+    // The migrated namespace is forwarded to n2 after the restart: n1
+    // commits nothing (its outbox sequence does not move).
+    let before = get_json(&format!("{}/v1/admin/status", s.n1.base)).await["outbox_next"].clone();
     let r = put("app", "After:1", "restarted").await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let on_n2 = c
@@ -178,6 +180,12 @@ async fn cutover_moves_one_namespace_and_survives_n1_restart() {
         on_n2.text().await.unwrap(),
         "restarted",
         "n1 did not forward"
+    );
+    let after = get_json(&format!("{}/v1/admin/status", s.n1.base)).await["outbox_next"].clone();
+    assert!(before.is_u64(), "status shows outbox_next");
+    assert_eq!(
+        before, after,
+        "n1 committed the write locally instead of forwarding it"
     );
     // The other namespace is still n1's: written and read there.
     let r = put("other", "Mine:1", "n1").await.unwrap();

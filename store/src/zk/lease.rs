@@ -54,7 +54,9 @@ impl Inner {
                 // A create whose reply was lost may still have made the znode.
                 (Err(_), Ok(w)) if w.1.ephemeral_owner == s.client.session_id().0 => w,
                 (Err(e), _) | (_, Err(e)) => {
-                    remove_if_ours(s.client.clone(), path.clone());
+                    // Under the slot's lock: no take of this group by this
+                    // process can interleave with the clean-up.
+                    remove_if_ours(&s.client, &path).await;
                     return Err(zk_err(e));
                 }
             };
@@ -112,10 +114,11 @@ impl Inner {
         if held == Some(s.gen) {
             let path = self.lease_path(key);
             if let Err(e) = s.client.delete(&path, None).await {
-                // The session lives on, so its ephemeral znode would too:
-                // keep trying in the background rather than orphan the group.
-                tracing::warn!(error = %e, key, "lease release failed; retrying in the background");
-                remove_if_ours(s.client.clone(), path);
+                // The session lives on, so its ephemeral znode would too: keep
+                // trying, under the slot's lock (so this process cannot take
+                // the group again meanwhile), rather than orphan the group.
+                tracing::warn!(error = %e, key, "lease release failed; retrying");
+                remove_if_ours(&s.client, &path).await;
             }
         }
     }
@@ -123,31 +126,29 @@ impl Inner {
 
 /// Deletes `path` if this client's session owns it, retrying until that is
 /// done or the session has ended (which removes its ephemeral znodes).
-pub(super) fn remove_if_ours(client: zk::Client, path: String) {
-    tokio::spawn(async move {
-        let me = client.session_id().0;
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let r = match client.check_stat(&path).await {
-                Ok(Some(st)) if st.ephemeral_owner == me => {
-                    client.delete(&path, Some(st.version)).await
-                }
-                Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(()) | Err(zk::Error::NoNode) => return,
-                Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => return,
-                // A waiter wrote into it meanwhile: look again.
-                Err(zk::Error::BadVersion) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, %path, "removing a lease znode failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+/// Callers hold the group's slot lock, so the znode cannot meanwhile become
+/// a lease this process holds again.
+pub(super) async fn remove_if_ours(client: &zk::Client, path: &str) {
+    let me = client.session_id().0;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let r = match client.check_stat(path).await {
+            Ok(Some(st)) if st.ephemeral_owner == me => client.delete(path, Some(st.version)).await,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) | Err(zk::Error::NoNode) => return,
+            Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => return,
+            // A waiter wrote into it meanwhile: look again.
+            Err(zk::Error::BadVersion) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, %path, "removing a lease znode failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
-    });
+    }
 }
 
 /// How long a process that handed a lease over waits for the asker to take
