@@ -76,6 +76,12 @@ pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
         configs: vec![
             ("cleanup.policy".into(), "delete".into()),
             ("retention.ms".into(), cfg.journal.retention_ms.to_string()),
+            // acks=all then needs all but one replica: one broker may fail
+            // without stopping the journal or losing an acknowledged record.
+            (
+                "min.insync.replicas".into(),
+                (cfg.journal.replication_factor - 1).max(1).to_string(),
+            ),
         ],
     }
 }

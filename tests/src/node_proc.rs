@@ -54,6 +54,19 @@ impl NodeProc {
             .arg(&self.config)
             .stdout(log.try_clone().expect("dup"))
             .stderr(log);
+        // The config file is the truth: no inherited override (e.g. the dev
+        // stack's NW_KAFKA) may redirect the node.
+        for k in [
+            "NW_ZK",
+            "NW_KAFKA",
+            "NORTHWEST_LISTEN",
+            "NORTHWEST_DATA_DIR",
+            "NORTHWEST_ZK_ROOT",
+            "NORTHWEST_TOPIC",
+            "NORTHWEST_DLQ_TOPIC",
+        ] {
+            cmd.env_remove(k);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -150,8 +163,22 @@ mod http_probe {
     }
 }
 
-/// Config text for a node of a test pipeline.
+/// Config text for a node of a test pipeline on the dev stack.
 pub fn node_toml(
+    name: &str,
+    data_dir: &std::path::Path,
+    port: u16,
+    zk_root: &str,
+    topic: &str,
+    extra: &str,
+) -> String {
+    let stack = (zk_addr(), kafka_addr());
+    node_toml_at(&stack, name, data_dir, port, zk_root, topic, extra)
+}
+
+/// Config text for a node using the given ZooKeeper and Kafka addresses.
+pub fn node_toml_at(
+    (zk, kafka): &(String, String),
     name: &str,
     data_dir: &std::path::Path,
     port: u16,
@@ -179,8 +206,6 @@ partitions = 4
 {extra}
 "#,
         data = data_dir.join(name).display(),
-        zk = zk_addr(),
-        kafka = kafka_addr(),
     )
 }
 
