@@ -172,17 +172,9 @@ fn hostname() -> String {
 }
 
 pub(crate) async fn mkdirs(client: &zk::Client, path: &str) -> anyhow::Result<()> {
-    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    let mut at = String::new();
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        at.push('/');
-        at.push_str(part);
-        match client.create(&at, &[], &opts).await {
-            Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => bail!("creating {at}: {e}"),
-        }
-    }
-    Ok(())
+    northwest_store::zk::ensure_path(client, path)
+        .await
+        .with_context(|| format!("creating {path} in ZooKeeper"))
 }
 
 /// Journal high-water marks now (one broker round trip per partition).

@@ -390,28 +390,20 @@ fn proxy_error(status: StatusCode, message: String) -> Response {
 
 /// Creates or overwrites a persistent znode, creating its parents.
 async fn put_znode(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), zk::Error> {
-    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     match client.set_data(path, data, None).await {
         Ok(_) => return Ok(()),
         Err(zk::Error::NoNode) => {}
         Err(e) => return Err(e),
     }
-    let mut at = String::new();
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    for (i, part) in parts.iter().enumerate() {
-        at.push('/');
-        at.push_str(part);
-        let body = if i + 1 == parts.len() { data } else { &[] };
-        match client.create(&at, body, &opts).await {
-            Ok(_) => {}
-            Err(zk::Error::NodeExists) if i + 1 < parts.len() => {}
-            Err(zk::Error::NodeExists) => {
-                client.set_data(path, data, None).await?;
-            }
-            Err(e) => return Err(e),
-        }
+    if let Some((parent, _)) = path.rsplit_once('/') {
+        northwest_store::zk::ensure_path(client, parent).await?;
     }
-    Ok(())
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    match client.create(path, data, &opts).await {
+        Ok(_) => Ok(()),
+        Err(zk::Error::NodeExists) => client.set_data(path, data, None).await.map(|_| ()),
+        Err(e) => Err(e),
+    }
 }
 
 fn is_write(m: &Method) -> bool {

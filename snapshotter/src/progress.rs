@@ -72,16 +72,9 @@ fn zerr(e: zk::Error) -> SnapshotError {
 
 impl ZkProgress {
     pub async fn new(client: zk::Client, path: &str) -> Result<Self, SnapshotError> {
-        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-        let mut at = String::new();
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            at.push('/');
-            at.push_str(part);
-            match client.create(&at, &[], &opts).await {
-                Ok(_) | Err(zk::Error::NodeExists) => {}
-                Err(e) => return Err(zerr(e)),
-            }
-        }
+        northwest_store::zk::ensure_path(&client, path)
+            .await
+            .map_err(zerr)?;
         Ok(Self {
             client,
             path: path.to_string(),

@@ -125,7 +125,8 @@ async fn connect_client(cfg: &ZkConfig) -> Result<zk::Client, CoordError> {
     }
 }
 
-async fn mkdir(client: &zk::Client, path: &str) -> Result<(), CoordError> {
+/// Creates `path` and its missing parents as empty persistent znodes.
+pub async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let mut at = String::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -133,10 +134,14 @@ async fn mkdir(client: &zk::Client, path: &str) -> Result<(), CoordError> {
         at.push_str(part);
         match client.create(&at, &[], &opts).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(e) => return Err(zk_err(e)),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+async fn mkdir(client: &zk::Client, path: &str) -> Result<(), CoordError> {
+    ensure_path(client, path).await.map_err(zk_err)
 }
 
 impl ZkCoordinator {
