@@ -16,7 +16,14 @@ use crate::loadgen::{drive, Tally};
 use northwest_consumer::{ApplyConfig, ApplyShared, Source};
 use northwest_producer::KafkaSettings;
 
-use crate::store::StoreBench;
+/// How a closed-loop run is shaped: operations, concurrent clients, entity
+/// groups they spread over, value size.
+pub(crate) struct Shape {
+    pub(crate) ops: u64,
+    pub(crate) clients: usize,
+    pub(crate) groups: u64,
+    pub(crate) value_bytes: usize,
+}
 
 pub(crate) struct Row {
     pub(crate) name: String,
@@ -42,7 +49,7 @@ pub(crate) fn print_rows(title: &str, rows: &[Row]) {
     }
 }
 
-pub(crate) async fn measure<F, Fut>(b: &StoreBench, op: F) -> serde_json::Value
+pub(crate) async fn measure<F, Fut>(b: &Shape, op: F) -> serde_json::Value
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
@@ -66,7 +73,7 @@ pub(crate) fn random_key(groups: u64, n: u64) -> KeyPath {
     KeyPath::parse(&format!("Bench:{g}/Item:{n}")).expect("valid key")
 }
 
-pub(crate) async fn in_process(b: &StoreBench, store: Arc<Store>) -> serde_json::Value {
+pub(crate) async fn in_process(b: &Shape, store: Arc<Store>) -> serde_json::Value {
     let (groups, value) = (b.groups, vec![7u8; b.value_bytes]);
     let ns = Namespace::new("bench").expect("valid");
     measure(b, move |n| {
@@ -87,10 +94,7 @@ pub(crate) async fn in_process(b: &StoreBench, store: Arc<Store>) -> serde_json:
     .await
 }
 
-pub(crate) async fn over_http(
-    b: &StoreBench,
-    store: Arc<Store>,
-) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn over_http(b: &Shape, store: Arc<Store>) -> anyhow::Result<serde_json::Value> {
     let app = northwest_node::api::router(northwest_node::api::ApiState {
         store,
         max_value_bytes: 1 << 20,

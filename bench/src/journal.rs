@@ -14,9 +14,8 @@ use northwest_store::{
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::common::{apply_all, in_process, over_http, print_rows, random_key, Row};
+use crate::common::{apply_all, in_process, over_http, print_rows, random_key, Row, Shape};
 use crate::loadgen::{drive, Tally};
-use crate::store::StoreBench;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct JournalBench {
@@ -103,12 +102,11 @@ async fn source(
 }
 
 async fn writes(b: &JournalBench, store: Arc<Store>, http: bool) -> serde_json::Value {
-    let sb = StoreBench {
+    let sb = Shape {
         ops: b.ops,
         clients: b.clients,
         groups: b.groups,
         value_bytes: b.value_bytes,
-        zk: b.zk.clone(),
     };
     if http {
         over_http(&sb, store)

@@ -9,7 +9,7 @@ use northwest_store::{
     Coordinator, Engine, LocalCoordinator, RocksEngine, Store, StoreConfig, ZkConfig, ZkCoordinator,
 };
 
-use crate::common::{in_process, measure, over_http, print_rows, Row};
+use crate::common::{in_process, measure, over_http, print_rows, Row, Shape};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreBench {
@@ -28,6 +28,12 @@ pub struct StoreBench {
 }
 
 pub async fn run(b: StoreBench) -> anyhow::Result<()> {
+    let shape = Shape {
+        ops: b.ops,
+        clients: b.clients,
+        groups: b.groups,
+        value_bytes: b.value_bytes,
+    };
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     let stamp = std::time::SystemTime::now()
@@ -40,7 +46,7 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
 
     let raw: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join("raw"), false)?);
     let value = vec![7u8; b.value_bytes];
-    let summary = measure(&b, move |n| {
+    let summary = measure(&shape, move |n| {
         let (raw, value) = (raw.clone(), value.clone());
         async move {
             let mut wb = WriteBatch::default();
@@ -61,11 +67,11 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     let local = mk("local", Arc::new(LocalCoordinator::default()))?;
     rows.push(Row {
         name: "(b) store, local locks, in-process".into(),
-        summary: in_process(&b, local.clone()).await,
+        summary: in_process(&shape, local.clone()).await,
     });
     rows.push(Row {
         name: "(b) store, local locks, HTTP API".into(),
-        summary: over_http(&b, local).await?,
+        summary: over_http(&shape, local).await?,
     });
 
     let zk_cfg = ZkConfig {
@@ -79,11 +85,11 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     let zk_store = mk("zk", Arc::new(zk))?;
     rows.push(Row {
         name: "(c) store, ZooKeeper group leases, in-process".into(),
-        summary: in_process(&b, zk_store.clone()).await,
+        summary: in_process(&shape, zk_store.clone()).await,
     });
     rows.push(Row {
         name: "(c) store, ZooKeeper group leases, HTTP API".into(),
-        summary: over_http(&b, zk_store).await?,
+        summary: over_http(&shape, zk_store).await?,
     });
 
     // Every transaction pays a ZooKeeper lock round trip: no lease reuse.
@@ -99,7 +105,7 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     let zk2_store = mk("zk2", Arc::new(zk2))?;
     rows.push(Row {
         name: "(c') store, ZooKeeper lock per txn, in-process".into(),
-        summary: in_process(&b, zk2_store).await,
+        summary: in_process(&shape, zk2_store).await,
     });
     print_rows("results", &rows);
     Ok(())

@@ -1,4 +1,8 @@
 //! The `northwest` command: a thin shell over the library's `run` functions.
+//!
+//! Owns: argument parsing (flags with env fallbacks), the tracing subscriber,
+//! signal handling, and anyhow at the top. May use: `northwest-node`,
+//! `northwest-migrate`, `northwest-bench` (and the store's crash points).
 
 use std::path::PathBuf;
 

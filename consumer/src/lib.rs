@@ -2,6 +2,9 @@
 //! under entity-group locks, offsets in the same RocksDB write as the data),
 //! dead-lettering of undecodable records, replay by rewinding the stored
 //! offsets, and lag probes.
+//!
+//! May use: `northwest-producer` (Kafka settings, topic admin),
+//! `northwest-store`, `northwest-schemas`.
 
 pub mod apply_loop;
 pub mod decode;

@@ -11,8 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 use zookeeper_client as zk;
 
+use crate::args::MigrateArgs;
 use crate::state::MigState;
-use crate::MigrateArgs;
 
 pub(crate) struct Ctx {
     pub(crate) a: MigrateArgs,

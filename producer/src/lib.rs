@@ -2,6 +2,10 @@
 //! the pipeline, and the relay that ships outbox entries to the journal topic
 //! with the idempotent producer, marking each shipped only after its delivery
 //! report.
+//!
+//! Owns: Kafka client settings (the message-size limits every topic and
+//! producer gets), topic administration, the relay.
+//! May use: `northwest-store` and `northwest-schemas`.
 
 pub mod kafka;
 pub mod relay;

@@ -8,6 +8,8 @@
 //! so schemas can evolve while old messages stay readable; an unknown
 //! fingerprint is an error, never a guess. See `README.md` for external
 //! consumers and the evolution rules.
+//!
+//! May use: no other Northwest crate (every other crate depends on this one).
 
 mod canonical;
 mod convert;

@@ -3,6 +3,9 @@
 //! store (a RocksDB checkpoint) to a compacted topic, in chunks whose progress
 //! is checkpointed so a killed snapshotter resumes where it stopped. The
 //! loader side on n2 is the consumer's apply loop with the snapshot decoder.
+//!
+//! May use: `northwest-producer` (Kafka settings, topic admin),
+//! `northwest-store`, `northwest-schemas`.
 
 pub mod progress;
 pub mod stream;

@@ -6,6 +6,9 @@
 //! locally or through ZooKeeper, ACID single-group transactions that write the
 //! journal outbox atomically with the data, and the version-fenced apply path
 //! used by the journal consumer and the snapshot loader.
+//!
+//! May use: `northwest-schemas` only. No Kafka, no HTTP: the pipeline crates
+//! build on this one.
 
 pub mod apply;
 pub mod coord;

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use crate::coord::Coordinator;
 use crate::engine::{Cf, Engine, WriteBatch};
 use crate::error::{EngineError, StoreError};
-use crate::key::{encode_key, EntityGroup, KeyPath, KeyRange, Namespace};
+use crate::key::{encode_key, KeyPath, KeyRange, Namespace};
 use crate::outbox::Outbox;
 use crate::record::EntityRecord;
 use crate::retry::RetryPolicy;
-use crate::txn::Transaction;
 use crate::types::{TxnId, Version};
 
 /// What to do when the outbox is full.
@@ -206,52 +205,6 @@ impl Store {
             cursor.start.push(0);
         }
         Ok(out)
-    }
-
-    /// Begins a transaction on `group`, taking its lock.
-    pub async fn begin(&self, group: &EntityGroup) -> Result<Transaction<'_>, StoreError> {
-        let lock = self.coord.lock(group).await?;
-        Ok(Transaction::new(self, lock))
-    }
-
-    /// Runs `ops` as one transaction (all keys in one entity group), retrying
-    /// retriable failures by the store's retry policy. Returns the new version.
-    pub async fn run(&self, ns: &Namespace, ops: &[Op]) -> Result<Version, StoreError> {
-        let first = ops.first().ok_or(StoreError::Aborted(0))?;
-        let group = EntityGroup::of(ns, first.key());
-        for op in ops {
-            if !group.contains(op.key()) {
-                return Err(StoreError::CrossGroup {
-                    key: op.key().to_string(),
-                    group: group.to_string(),
-                });
-            }
-            if let Op::Put { value, .. } = op {
-                self.check_size(value.len())?;
-            }
-        }
-        let (version, seq) = self
-            .cfg
-            .retry
-            .run(StoreError::is_retriable, |_| async {
-                let mut txn = self.begin(&group).await?;
-                for op in ops {
-                    match op {
-                        Op::Put {
-                            key,
-                            value,
-                            if_version,
-                        } => txn.put(key, value.clone(), *if_version)?,
-                        Op::Delete { key, if_version } => txn.delete(key, *if_version)?,
-                    }
-                }
-                txn.commit_seq().await
-            })
-            .await?;
-        if let (Some(seq), Some(wait)) = (seq, self.cfg.sync_journal) {
-            self.outbox.wait_shipped(seq, wait).await?;
-        }
-        Ok(version)
     }
 
     pub(crate) fn check_size(&self, size: usize) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::kafka_addr;
+use crate::stack::kafka_addr;
 
 /// Random transactions against a node: puts, deletes and multi-op
 /// transactions over `groups` entity groups. Panics on any failed request.

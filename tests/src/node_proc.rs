@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::{bin_path, free_port, kafka_addr, require_kafka, require_zk, unique, zk_addr};
+use crate::stack::{bin_path, free_port, kafka_addr, require_kafka, require_zk, unique, zk_addr};
 
 /// A `northwest node` child process.
 pub struct NodeProc {

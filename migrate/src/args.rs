@@ -1,0 +1,42 @@
+//! What `northwest migrate` is asked to do.
+
+use crate::state::Phase;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// Source node (n1) base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub from: String,
+    /// Target node (n2) base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    pub to: String,
+    #[arg(long, default_value = "demo")]
+    pub namespace: String,
+    #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
+    pub zk: String,
+    #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Roll back instead (any phase before `switch`).
+    #[arg(long)]
+    pub abort: bool,
+    /// Key ranges snapshotted in parallel.
+    #[arg(long, default_value_t = 4)]
+    pub ranges: usize,
+    #[arg(long, default_value_t = 2000)]
+    pub chunk: usize,
+    /// Snapshot rows per second (protects n1's latency); 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Journal lag (records) under which catch-up is done.
+    #[arg(long, default_value_t = 500)]
+    pub max_lag: i64,
+    /// Stop after this phase (tests; the next run resumes).
+    #[arg(long)]
+    pub stop_after: Option<Phase>,
+    /// Print the final report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
