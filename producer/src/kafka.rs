@@ -137,7 +137,10 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
     for (k, v) in &spec.configs {
         topic = topic.set(k, v);
     }
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // Bounded: an unreachable broker is an error within 10 s, not a silent wait.
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
     for r in admin.create_topics([&topic], &opts).await? {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
