@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +67,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Key(_) => (StatusCode::BAD_REQUEST, "bad_key"),
             StoreError::CrossGroup { .. } => (StatusCode::BAD_REQUEST, "cross_group"),
+            StoreError::DuplicateKey(_) => (StatusCode::BAD_REQUEST, "duplicate_key"),
             StoreError::VersionMismatch { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "version_mismatch")
             }
@@ -126,13 +128,22 @@ fn if_match(headers: &HeaderMap) -> ApiResult<Option<Version>> {
     let text = v
         .to_str()
         .map_err(|_| ApiError::bad_request("If-Match is not ASCII"))?;
-    let trimmed = text.trim().trim_start_matches("W/").trim_matches('"');
-    trimmed
+    let text = text.trim();
+    // RFC 9110: If-Match compares strongly, so a weak tag can never match;
+    // `*` ("any current version") is not offered: send the version read.
+    if text.starts_with("W/") || text == "*" || text.contains(',') {
+        return Err(ApiError::bad_request(format!(
+            "If-Match {:?}: send one strong entity tag, the version as in ETag (e.g. \"42\"; \"0\" = must not exist); weak tags, lists and * are refused",
+            &text[..text.len().min(64)]
+        )));
+    }
+    text.trim_matches('"')
         .parse::<u64>()
         .map(|n| Some(Version(n)))
         .map_err(|_| {
             ApiError::bad_request(format!(
-                "If-Match {text:?}: expected a quoted version like \"42\""
+                "If-Match {:?}: expected a quoted version like \"42\"",
+                &text[..text.len().min(64)]
             ))
         })
 }
@@ -147,12 +158,49 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
         })
 }
 
+/// A path that does not decode (e.g. invalid UTF-8) as a JSON 400.
+type PathArgs<T> = Result<Path<T>, PathRejection>;
+
+fn path_args<T>(p: PathArgs<T>) -> ApiResult<T> {
+    p.map(|Path(t)| t).map_err(|e| {
+        let mut message = format!("malformed path: {e}");
+        message.truncate(200);
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_path",
+            message,
+        }
+    })
+}
+
+/// `If-None-Match` (RFC 9110, weak comparison): `*` or a list of entity
+/// tags; true when the current version matches one.
+fn none_match(headers: &HeaderMap, version: Version) -> bool {
+    let Some(v) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let current = version.0.to_string();
+    v.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == current)
+}
+
 async fn get_entity(
     State(s): State<ApiState>,
-    Path((ns, key)): Path<(String, String)>,
+    path: PathArgs<(String, String)>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let (ns, key) = path_args(path)?;
     let (ns, key) = (parse_ns(&ns)?, parse_key(&key)?);
     match s.store.get(&ns, &key)? {
+        Some(e) if none_match(&headers, e.version) => Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, format!("\"{}\"", e.version))],
+        )
+            .into_response()),
         Some(e) => Ok(([(header::ETAG, format!("\"{}\"", e.version))], e.value).into_response()),
         None => Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -164,10 +212,11 @@ async fn get_entity(
 
 async fn put_entity(
     State(s): State<ApiState>,
-    Path((ns, key)): Path<(String, String)>,
+    path: PathArgs<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let (ns, key) = path_args(path)?;
     let (ns, key) = (parse_ns(&ns)?, parse_key(&key)?);
     let if_version = if_match(&headers)?;
     let value = read_body(body, s.max_value_bytes).await?.to_vec();
@@ -187,9 +236,10 @@ async fn put_entity(
 
 async fn delete_entity(
     State(s): State<ApiState>,
-    Path((ns, key)): Path<(String, String)>,
+    path: PathArgs<(String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let (ns, key) = path_args(path)?;
     let (ns, key) = (parse_ns(&ns)?, parse_key(&key)?);
     let if_version = if_match(&headers)?;
     let v = s.store.run(&ns, &[Op::Delete { key, if_version }]).await?;
@@ -218,10 +268,10 @@ enum TxnOp {
 
 async fn txn(
     State(s): State<ApiState>,
-    Path(ns): Path<String>,
+    path: PathArgs<String>,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let ns = parse_ns(&ns)?;
+    let ns = parse_ns(&path_args(path)?)?;
     // base64 inflates values by 4/3; allow a few values' worth of JSON.
     let body = read_body(body, s.max_value_bytes.saturating_mul(8)).await?;
     let req: TxnRequest = serde_json::from_slice(&body)
@@ -274,10 +324,10 @@ struct ScanQuery {
 
 async fn scan(
     State(s): State<ApiState>,
-    Path(ns): Path<String>,
+    path: PathArgs<String>,
     q: Result<Query<ScanQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let ns = parse_ns(&ns)?;
+    let ns = parse_ns(&path_args(path)?)?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad scan query: {e}")))?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 10_000 {

@@ -303,3 +303,81 @@ async fn errors_are_json_short_and_coded() {
     assert!(body.len() < 512, "error body of {} bytes", body.len());
     shutdown(node).await;
 }
+
+#[tokio::test]
+async fn conditional_requests_follow_rfc_9110() {
+    let node = start(1024).await;
+    let c = reqwest::Client::new();
+    let e = format!("{}/v1/ns/app/e/Doc:1", node.base);
+    let r = c.put(&e).body("v1").send().await.unwrap();
+    let v = r.json::<Value>().await.unwrap()["version"]
+        .as_u64()
+        .unwrap();
+    // If-None-Match with the current tag (strong or weak) or * -> 304 + ETag.
+    for tag in [
+        format!("\"{v}\""),
+        format!("W/\"{v}\""),
+        "*".into(),
+        format!("\"1\", \"{v}\""),
+    ] {
+        let r = c
+            .get(&e)
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "If-None-Match {tag}");
+        assert_eq!(r.headers()["etag"], format!("\"{v}\"").as_str());
+    }
+    let r = c
+        .get(&e)
+        .header("if-none-match", format!("\"{}\"", v + 1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // If-Match compares strongly: weak tags, * and lists are refused.
+    for tag in [format!("W/\"{v}\""), "*".into(), format!("\"{v}\", \"1\"")] {
+        let r = c
+            .put(&e)
+            .header("if-match", &tag)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(r).await.0, 400, "If-Match {tag}");
+    }
+    let r = c
+        .put(&e)
+        .header("if-match", format!("\"{v}\""))
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A transaction writing one key twice is refused, nothing written.
+    let r = c
+        .post(format!("{}/v1/ns/app/txn", node.base))
+        .json(&json!({"ops": [
+            {"op": "put", "key": "Doc:2", "value_b64": b64(b"a")},
+            {"op": "delete", "key": "Doc:2"},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "duplicate_key".into()));
+    let r = c
+        .get(format!("{}/v1/ns/app/e/Doc:2", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A path that is not UTF-8 gets a JSON error.
+    let r = c
+        .get(format!("{}/v1/ns/app/e/Doc:%FF", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "bad_path".into()));
+    shutdown(node).await;
+}

@@ -46,6 +46,8 @@ pub enum StoreError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Coord(#[from] CoordError),
+    #[error("key {0} appears more than once in the transaction: write each key once")]
+    DuplicateKey(String),
     #[error("key {key} is outside entity group {group}: a transaction spans one entity group")]
     CrossGroup { key: String, group: String },
     #[error("version mismatch on {key}: expected {expected}, found {found}")]

@@ -33,7 +33,11 @@ impl Store {
     pub async fn run(&self, ns: &Namespace, ops: &[Op]) -> Result<Version, StoreError> {
         let first = ops.first().ok_or(StoreError::Aborted(0))?;
         let group = EntityGroup::of(ns, first.key());
+        let mut seen = std::collections::HashSet::with_capacity(ops.len());
         for op in ops {
+            if !seen.insert(op.key()) {
+                return Err(StoreError::DuplicateKey(op.key().to_string()));
+            }
             if !group.contains(op.key()) {
                 return Err(StoreError::CrossGroup {
                     key: op.key().to_string(),
