@@ -179,6 +179,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
             "writes_applied": shared.writes_applied.load(Relaxed),
             "writes_stale": shared.writes_stale.load(Relaxed),
             "dead_lettered": shared.dead_lettered.load(Relaxed),
+            "last_error": *shared.last_error.lock(),
             "caught_up": lag.as_ref().map(|l| !l.is_empty() && l.iter().all(|p| p.lag_records == 0)).unwrap_or(false),
             "lag_records": lag.as_ref().map(|l| l.iter().map(|p| p.lag_records).sum::<i64>()).ok(),
         });
@@ -238,6 +239,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         out["apply"] = json!({
             "state": state,
             "running": running,
+            "last_error": *a.last_error.lock(),
             "transactions": a.txns.load(Relaxed),
             "writes_applied": a.writes_applied.load(Relaxed),
             "writes_stale": a.writes_stale.load(Relaxed),
