@@ -291,7 +291,7 @@ async fn replay(State(s): State<Arc<NodeState>>, body: Body) -> Result<Json<Valu
         .map_err(|_| ApiError::bad_request("body too large"))?;
     let req: ReplayRequest = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("malformed replay request: {e}")))?;
-    let (Some(ctl), Some(apply)) = (&s.control, &s.apply) else {
+    let (Some(ctl), Some(_)) = (&s.control, &s.apply) else {
         return Err(ApiError::bad_request(
             "this node does not apply a journal (set journal.apply = true)",
         ));
@@ -305,20 +305,22 @@ async fn replay(State(s): State<Arc<NodeState>>, body: Body) -> Result<Json<Valu
         ));
     }
     let (tx, rx) = oneshot::channel();
-    let msg = if let Some(ts_ms) = req.from_timestamp_ms {
-        Control::RewindToTime { ts_ms, reply: tx }
-    } else {
-        let to = if req.from_beginning {
-            (0..apply.partitions.lock().len() as i32)
-                .map(|p| (p, 0))
-                .collect()
-        } else {
-            req.from_offsets
+    // The beginning is the first retained record (time 0), not offset 0,
+    // which retention may have removed.
+    let msg = match (req.from_timestamp_ms, req.from_beginning) {
+        (Some(ts_ms), _) => Control::RewindToTime { ts_ms, reply: tx },
+        (None, true) => Control::RewindToTime {
+            ts_ms: 0,
+            reply: tx,
+        },
+        (None, false) => Control::Rewind {
+            to: req
+                .from_offsets
                 .iter()
                 .map(|p| (p.partition, p.offset))
-                .collect()
-        };
-        Control::Rewind { to, reply: tx }
+                .collect(),
+            reply: tx,
+        },
     };
     let unavailable = |m: &str| ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,

@@ -72,6 +72,19 @@ async fn replay_twice_leaves_n2_identical_and_poison_is_dead_lettered() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // An offset beyond what the partition holds is refused, naming the range.
+    let r = client
+        .post(format!("{}/v1/admin/replay", p.n2.base))
+        .json(&serde_json::json!({"from_offsets": [{"partition": 0, "offset": 1_000_000}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("holds offsets"),
+        "{body}"
+    );
 
     // A poison record and an unknown-schema record on the journal.
     use rdkafka::producer::{FutureProducer, FutureRecord};
