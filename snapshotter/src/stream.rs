@@ -46,7 +46,13 @@ pub fn snapshot_topic(name: &str, partitions: i32, replication: i32) -> TopicSpe
         name: name.to_string(),
         partitions,
         replication,
-        configs: vec![("cleanup.policy".into(), "compact".into())],
+        configs: vec![
+            ("cleanup.policy".into(), "compact".into()),
+            // Rows are never Kafka tombstones (deletes are versioned rows), so
+            // these only bound how long a superseded copy of a row lingers.
+            ("delete.retention.ms".into(), "86400000".into()),
+            ("min.compaction.lag.ms".into(), "0".into()),
+        ],
     }
 }
 
