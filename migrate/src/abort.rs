@@ -56,7 +56,7 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
     st.phase = Phase::Aborted;
     ctx.save(&st).await?;
     println!(
-        "migration {} aborted in phase {from:?}; n1 ({}) keeps serving",
+        "migration {} aborted; it had completed the phases before {from:?}; n1 ({}) keeps serving",
         st.id, st.from
     );
     Ok(())
