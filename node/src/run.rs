@@ -86,6 +86,29 @@ pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
     }
 }
 
+/// The store over the configured engine and coordinator (and the ZooKeeper
+/// client the cutover gate records its state with), after checking the
+/// pass-through Kafka properties.
+async fn open_store(
+    cfg: &NodeConfig,
+) -> anyhow::Result<(Arc<Store>, Option<zookeeper_client::Client>)> {
+    let engine = open_engine(cfg)?;
+    let (coord, zk_client): (Arc<dyn Coordinator>, _) = match cfg.coordination.mode {
+        CoordinationMode::Local => (Arc::new(LocalCoordinator::default()), None),
+        CoordinationMode::Zookeeper => {
+            let z = ZkCoordinator::connect(cfg.zk()).await?;
+            let client = z.client();
+            (Arc::new(z), Some(client))
+        }
+    };
+    northwest_producer::kafka::check_properties(&kafka_settings(cfg)).map_err(|e| {
+        anyhow::anyhow!(
+            "[kafka] properties: {e}; fix or remove them (see librdkafka's CONFIGURATION.md)"
+        )
+    })?;
+    Ok((Store::open(engine, coord, store_config(cfg))?, zk_client))
+}
+
 type Tasks = Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>;
 
 /// Resolves once the node's stop flag flips.
@@ -104,21 +127,7 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let engine = open_engine(&cfg)?;
-    let (coord, zk_client): (Arc<dyn Coordinator>, _) = match cfg.coordination.mode {
-        CoordinationMode::Local => (Arc::new(LocalCoordinator::default()), None),
-        CoordinationMode::Zookeeper => {
-            let z = ZkCoordinator::connect(cfg.zk()).await?;
-            let client = z.client();
-            (Arc::new(z), Some(client))
-        }
-    };
-    northwest_producer::kafka::check_properties(&kafka_settings(&cfg)).map_err(|e| {
-        anyhow::anyhow!(
-            "[kafka] properties: {e}; fix or remove them (see librdkafka's CONFIGURATION.md)"
-        )
-    })?;
-    let store = Store::open(engine, coord, store_config(&cfg))?;
+    let (store, zk_client) = open_store(&cfg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
     let relay = start_relay(&cfg, &store, &stop_rx, &mut tasks);
@@ -155,12 +164,7 @@ pub async fn run(
     }
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
-        .with_context(|| {
-            format!(
-                "binding {} (is another node on that port? change http.listen)",
-                cfg.http.listen
-            )
-        })?;
+        .with_context(|| format!("binding {} (another node on that port?)", cfg.http.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
         node = %cfg.name, %addr, role = state.role(), engine = store.engine().name(),
