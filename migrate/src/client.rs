@@ -31,57 +31,18 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) async fn get(&self, url: &str) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let st = r.status();
-        let v: Value = r
-            .json()
-            .await
-            .with_context(|| format!("GET {url}: not JSON"))?;
-        if !st.is_success() {
-            bail!("GET {url}: {st}: {}", v["error"]);
-        }
-        Ok(v)
+        send_json(self.http.get(url), &format!("GET {url}")).await
     }
 
     pub(crate) async fn post(&self, url: &str, body: Value) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let st = r.status();
-        let v: Value = r
-            .json()
-            .await
-            .with_context(|| format!("POST {url}: not JSON"))?;
-        if !st.is_success() {
-            bail!("POST {url}: {st} {}: {}", v["code"], v["error"]);
-        }
-        Ok(v)
+        send_json(self.http.post(url).json(&body), &format!("POST {url}")).await
     }
 
     /// DELETE with a JSON body; an error status is an error.
     pub(crate) async fn delete(&self, url: &str, body: Value) -> anyhow::Result<()> {
-        let r = self
-            .http
-            .delete(url)
-            .json(&body)
-            .send()
+        send_json(self.http.delete(url).json(&body), &format!("DELETE {url}"))
             .await
-            .with_context(|| format!("DELETE {url}"))?;
-        let st = r.status();
-        if !st.is_success() {
-            let v: Value = r.json().await.unwrap_or_default();
-            bail!("DELETE {url}: {st} {}: {}", v["code"], v["error"]);
-        }
-        Ok(())
+            .map(|_| ())
     }
 
     pub(crate) async fn load(&self) -> anyhow::Result<Option<MigState>> {
@@ -163,6 +124,24 @@ impl Ctx {
             let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
         }
     }
+}
+
+/// Sends a request to a node's API: its JSON reply, or an error naming the
+/// request, the status and the node's error code and message.
+pub(crate) async fn send_json(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+    let r = req
+        .send()
+        .await
+        .with_context(|| format!("{what} (is the node running?)"))?;
+    let st = r.status();
+    let v: Value = r
+        .json()
+        .await
+        .with_context(|| format!("{what}: response is not JSON"))?;
+    if !st.is_success() {
+        bail!("{what}: {st} {}: {}", v["code"], v["error"]);
+    }
+    Ok(v)
 }
 
 fn hostname() -> String {

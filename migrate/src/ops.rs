@@ -68,20 +68,7 @@ fn client() -> reqwest::Client {
 }
 
 async fn get_json(url: &str) -> anyhow::Result<Value> {
-    let r = client()
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url} (is the node running?)"))?;
-    let status = r.status();
-    let body: Value = r
-        .json()
-        .await
-        .with_context(|| format!("GET {url}: response is not JSON"))?;
-    if !status.is_success() {
-        bail!("GET {url}: {status}: {}", body["error"]);
-    }
-    Ok(body)
+    crate::client::send_json(client().get(url), &format!("GET {url}")).await
 }
 
 fn print_status(s: &Value) {

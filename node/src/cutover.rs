@@ -198,10 +198,6 @@ impl Gate {
         v
     }
 
-    pub fn is_replica(&self) -> bool {
-        self.replica_of.is_some()
-    }
-
     /// Blocks new writes to `ns` and waits for in-flight ones; lifts itself
     /// after `max` in case the orchestrator dies holding it. Fencing again
     /// while fenced renews the timer. Returns the fence's generation.
@@ -232,11 +228,6 @@ impl Gate {
     /// Lifts the fence on `ns`; returns the generation it lifted, if any.
     pub async fn unfence(&self, ns: &str) -> Option<u64> {
         self.of(ns).fence.lock().await.take().map(|f| f.gen)
-    }
-
-    /// The generation of the fence on `ns`, if one is held.
-    pub async fn fenced(&self, ns: &str) -> Option<u64> {
-        self.of(ns).fence.lock().await.as_ref().map(|f| f.gen)
     }
 
     /// Namespaces currently fenced.

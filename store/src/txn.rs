@@ -222,7 +222,7 @@ impl<'a> Transaction<'a> {
                 Write::Put(v) => v.len(),
                 Write::Delete => 0,
             };
-            size += PER_OP + key.to_string().len() + value;
+            size += PER_OP + key.as_str().len() + value;
         }
         let limit = self.store.cfg.journal_message_limit;
         if size > limit {
