@@ -52,11 +52,14 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
         .delete(format!("{}/v1/admin/checkpoint/{}", st.from, st.id))
         .send()
         .await;
-    let from = st.phase;
+    let done = match st.phase.completed() {
+        Some(p) => format!("after phase {}", p.cli_name()),
+        None => "before completing any phase".to_string(),
+    };
     st.phase = Phase::Aborted;
     ctx.save(&st).await?;
     println!(
-        "migration {} aborted; it had completed the phases before {from:?}; n1 ({}) keeps serving",
+        "migration {} aborted {done}; n1 ({}) keeps serving",
         st.id, st.from
     );
     Ok(())

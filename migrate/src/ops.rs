@@ -181,7 +181,37 @@ async fn fetch_digest(node: &str, a: &DigestArgs) -> anyhow::Result<Value> {
     get_json(&url).await
 }
 
+/// Where `node` forwards namespace `ns` after a cutover, if it does: its
+/// digest is then the target's, not its own stale copy's.
+async fn forwards_to(node: &str, ns: &str) -> anyhow::Result<Option<String>> {
+    let s = get_json(&format!("{node}/v1/admin/status")).await?;
+    Ok(s["proxies"][ns].as_str().map(str::to_string))
+}
+
 pub async fn digest(a: DigestArgs) -> anyhow::Result<()> {
+    let mut via = Vec::new();
+    for node in std::iter::once(&a.node).chain(a.compare.as_ref()) {
+        if let Some(t) = forwards_to(node, &a.ns).await? {
+            println!(
+                "{node} no longer serves namespace {} (cut over): it forwards to {t}, so its digest below is {t}'s",
+                a.ns
+            );
+            via.push(t);
+        } else {
+            via.push(node.clone());
+        }
+    }
+    if let (Some(other), [x, y]) = (&a.compare, via.as_slice()) {
+        if x.trim_end_matches('/') == y.trim_end_matches('/') {
+            bail!(
+                "{} and {other} both serve namespace {} from {x}: comparing it with itself proves \
+                 nothing. Compare before the switch (migrate's verify phase does), or compare {x} \
+                 with another copy",
+                a.node,
+                a.ns
+            );
+        }
+    }
     let d1 = fetch_digest(&a.node, &a).await?;
     println!(
         "{}: {} entities, digest {}",

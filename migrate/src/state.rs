@@ -41,6 +41,32 @@ impl Phase {
             Aborted => Aborted,
         }
     }
+
+    /// The last phase a run completed when the record says `self` is next.
+    pub(crate) fn completed(self) -> Option<Phase> {
+        use Phase::*;
+        [
+            Init,
+            MetadataSync,
+            Journaling,
+            Snapshot,
+            CatchUp,
+            Verify,
+            Proxy,
+            Switch,
+        ]
+        .into_iter()
+        .rev()
+        .find(|p| p.next() == self)
+    }
+
+    /// The phase as `--stop-after` spells it.
+    pub(crate) fn cli_name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_else(|| format!("{self:?}"))
+    }
 }
 
 /// Everything a resumed run needs, persisted after every step.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::Request;
 use axum::middleware::Next;
+use axum::response::IntoResponse;
 use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
 use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
 use northwest_store::{
@@ -295,7 +296,7 @@ async fn probe_lag(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> anyhow
     }
 }
 
-/// The data API behind the cutover gate, the admin and migration APIs, and
+/// The data API and digest behind the cutover gate, the admin and migration APIs, and
 /// request metrics around all of them.
 fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
     let m = state.metrics.clone();
@@ -303,11 +304,13 @@ fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
         store: state.store.clone(),
         max_value_bytes: cfg.http.max_value_bytes,
     })
+    // The digest (an admin route) sits behind the gate too: a proxied
+    // namespace's digest is the target's, never n1's stale local copy.
+    .merge(crate::admin::router(state.clone()))
     .layer(axum::middleware::from_fn_with_state(
         state.gate.clone(),
         crate::cutover::gate_layer,
     ))
-    .merge(crate::admin::router(state.clone()))
     .merge(crate::migration_api::router(state.clone()))
     .method_not_allowed_fallback(|| async {
         crate::api::ApiError {
@@ -321,12 +324,28 @@ fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
             let m = m.clone();
             async move {
                 let method = req.method().clone();
-                let resp = next.run(req).await;
+                let resp = match uri_too_long(&req) {
+                    Some(e) => e.into_response(),
+                    None => next.run(req).await,
+                };
                 m.http_request(method.as_str(), resp.status().as_u16());
                 resp
             }
         },
     ))
+}
+
+/// Longest request target served. Keys and namespaces are far shorter; hyper
+/// itself answers URIs over 64 KiB with a bare 414 before any handler runs.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+fn uri_too_long(req: &Request) -> Option<crate::api::ApiError> {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    (len > MAX_URI_BYTES).then(|| crate::api::ApiError {
+        status: axum::http::StatusCode::URI_TOO_LONG,
+        code: "uri_too_long",
+        message: format!("request URI of {len} bytes; the limit is {MAX_URI_BYTES}"),
+    })
 }
 
 /// Waits for the pipeline tasks after the server stopped; the first error wins.

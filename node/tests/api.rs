@@ -290,8 +290,8 @@ async fn errors_are_json_short_and_coded() {
         .await
         .unwrap();
     assert_eq!(error_code(r).await, (400, "bad_key".into()));
-    // A 20 KB key is refused without echoing it back.
-    let huge = format!("A:{}", "x".repeat(20_000));
+    // A 6 KB key is refused without echoing it back.
+    let huge = format!("A:{}", "x".repeat(6_000));
     let r = c
         .put(format!("{}/v1/ns/app/e/{huge}", node.base))
         .body("x")
@@ -301,6 +301,20 @@ async fn errors_are_json_short_and_coded() {
     assert_eq!(r.status(), 400);
     let body = r.text().await.unwrap();
     assert!(body.len() < 512, "error body of {} bytes", body.len());
+    // An over-long URI (here a 20 KB namespace) is a JSON 414, not hyper's bare one.
+    let r = c
+        .get(format!("{}/v1/ns/{}/e/A:1", node.base, "n".repeat(20_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (414, "uri_too_long".into()));
+    // Invalid UTF-8 in the path is a JSON error too.
+    let r = c
+        .get(format!("{}/v1/ns/app/e/A:%FF%FE", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (400, "bad_path".into()));
     shutdown(node).await;
 }
 

@@ -328,23 +328,37 @@ pub fn records_in_topic(topic: &str) -> i64 {
 }
 
 fn records_in_topics(wanted: impl Fn(&str) -> bool) -> i64 {
+    high_water_marks(wanted).values().sum()
+}
+
+/// Each partition's high-water mark (its next offset) in topic `topic`.
+pub fn records_per_partition(topic: &str) -> std::collections::BTreeMap<i32, i64> {
+    high_water_marks(|t| t == topic)
+        .into_iter()
+        .map(|((_, p), hw)| (p, hw))
+        .collect()
+}
+
+fn high_water_marks(
+    wanted: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<(String, i32), i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka_addr())
         .create()
         .expect("kafka client");
+    let mut out = std::collections::BTreeMap::new();
     let Ok(md) = c.fetch_metadata(None, std::time::Duration::from_secs(5)) else {
-        return 0;
+        return out;
     };
-    let mut n = 0;
     for t in md.topics().iter().filter(|t| wanted(t.name())) {
         for p in t.partitions() {
             if let Ok((_, hw)) =
                 c.fetch_watermarks(t.name(), p.id(), std::time::Duration::from_secs(5))
             {
-                n += hw;
+                out.insert((t.name().to_string(), p.id()), hw);
             }
         }
     }
-    n
+    out
 }

@@ -64,6 +64,30 @@ async fn replay_twice_leaves_n2_identical_and_poison_is_dead_lettered() {
         s["apply"]["writes_stale"].as_u64().unwrap() > 0,
         "the replay re-read records: {s}"
     );
+    // A replay from a time after the last record re-reads nothing: every
+    // partition stays at its end (it once rewound them all to 0).
+    let stale = s["apply"]["writes_stale"].as_u64().unwrap();
+    let future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 86_400_000;
+    let r = client
+        .post(format!("{}/v1/admin/replay", p.n2.base))
+        .json(&serde_json::json!({"from_timestamp_ms": future}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let ends = records_per_partition(&p.topic);
+    for (part, off) in body["rewound_to"].as_object().expect("positions") {
+        let end = ends[&part.parse::<i32>().unwrap()];
+        assert_eq!(off.as_i64().unwrap(), end, "partition {part}: {body}");
+    }
+    wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(120)).await;
+    let s = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
+    assert_eq!(s["apply"]["writes_stale"].as_u64().unwrap(), stale, "{s}");
     // Bad replay requests are refused with a reason.
     let r = client
         .post(format!("{}/v1/admin/replay", p.n2.base))

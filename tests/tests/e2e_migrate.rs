@@ -144,6 +144,21 @@ async fn migration_under_load_cuts_over_with_no_failed_request() {
     assert_eq!(st["proxies"], serde_json::json!({"app": s.n2.base}));
     // n2 holds every acknowledged write: none lost, none stale, no delete resurrected.
     assert_holds_acked(&s.n2.base, "app", &acked).await;
+    // n1's digest of the namespace it forwards is n2's, and `digest --compare`
+    // says plainly that comparing them proves nothing (it once reported a
+    // false mismatch from n1's stale local copy).
+    assert_eq!(
+        digest(&s.n1.base, "app").await,
+        digest(&s.n2.base, "app").await
+    );
+    let o = Command::new(bin_path("northwest"))
+        .args(["digest", "--ns", "app", "--node", &s.n1.base, "--compare"])
+        .arg(&s.n2.base)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("no longer serves namespace app"), "{said}");
     eprintln!(
         "cutover write pause {} ms, verify pause {} ms",
         r["write_pause_ms"], r["verify_pause_ms"]
@@ -326,7 +341,11 @@ async fn abort_in_each_phase_leaves_n1_serving_without_loss() {
         .await
         .unwrap();
         ok(&out.0);
-        assert!(ok(&out.1).contains("aborted"), "abort after {phase}");
+        let said = ok(&out.1);
+        assert!(
+            said.contains(&format!("aborted after phase {phase};")),
+            "abort after --stop-after {phase} said: {said}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         load.await.unwrap();
