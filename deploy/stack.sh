@@ -11,6 +11,8 @@
 #   deploy/stack.sh logs [LINES]       last lines (default 30) of each service's log
 #   deploy/stack.sh kill-broker N      kill -9 Kafka node N (tests: lose a partition leader)
 #   deploy/stack.sh start-broker N     start Kafka node N again (same data); wait until it serves
+#   deploy/stack.sh kill-zk            kill -9 ZooKeeper (tests and `northwest chaos`)
+#   deploy/stack.sh start-zk           start ZooKeeper again (same data); wait until it serves
 #   deploy/stack.sh kafka TOOL [ARGS]  run a Kafka CLI tool from the cached jars, e.g.
 #                                      `kafka kafka-topics --bootstrap-server 127.0.0.1:9092 --list`
 #
@@ -894,6 +896,30 @@ cmd_start_broker() {
 }
 
 # Kafka's CLI tools, by the name of their script in the Kafka distribution (or a class name).
+# Fault injection for tests and `northwest chaos`: ZooKeeper killed with -9
+# and started again on the same data (sessions past their timeout expire).
+cmd_kill_zk() {
+  lock_stack
+  local pid
+  pid=$(find_pid zookeeper)
+  if [[ -z $pid ]]; then
+    log "zookeeper: already down"
+    return 0
+  fi
+  log "zookeeper: kill -9 pid $pid"
+  kill -KILL "$pid" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 50; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+  pid_alive "$pid" && die "zookeeper: pid $pid survived KILL"
+  rm -f "$(pid_file zookeeper)" "$(port_file zookeeper)"
+  log "zookeeper: killed"
+}
+
+cmd_start_zk() {
+  lock_stack
+  start_zookeeper
+}
+
 kafka_tool_class() {
   case $1 in
     kafka-topics)              echo org.apache.kafka.tools.TopicCommand ;;
@@ -960,6 +986,8 @@ main() {
     logs)         cmd_logs "${args[@]}" ;;
     kill-broker)  cmd_kill_broker "${args[@]}" ;;
     start-broker) cmd_start_broker "${args[@]}" ;;
+    kill-zk)      cmd_kill_zk ;;
+    start-zk)     cmd_start_zk ;;
     kafka)        cmd_kafka "${args[@]}" ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;

@@ -44,6 +44,9 @@ enum Cmd {
     Replay(northwest_migrate::ops::ReplayArgs),
     /// Order-independent digest of a namespace; --compare proves N1 == N2.
     Digest(northwest_migrate::ops::DigestArgs),
+    /// Seeded fault campaign: migrations under load while processes, the
+    /// broker and ZooKeeper are killed; every acknowledged write is checked.
+    Chaos(northwest_tests::chaos::ChaosArgs),
     /// Benchmarks (not tests): print side-by-side figures.
     Bench {
         #[command(subcommand)]
@@ -159,6 +162,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status(a) => northwest_migrate::ops::status(a).await,
         Cmd::Replay(a) => northwest_migrate::ops::replay(a).await,
         Cmd::Digest(a) => northwest_migrate::ops::digest(a).await,
+        Cmd::Chaos(a) => northwest_tests::chaos::run(a)
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::msg),
         Cmd::Bench { what } => northwest_bench::run(what).await,
     }
 }

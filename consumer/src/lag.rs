@@ -42,6 +42,18 @@ impl LagProbe {
         Ok(Self { consumer })
     }
 
+    /// Whether the broker answers a metadata request for `topic` now.
+    /// Blocking: call from a blocking thread.
+    pub fn reachable(&self, topic: &str) -> Result<(), rdkafka::error::KafkaError> {
+        let md = self
+            .consumer
+            .fetch_metadata(Some(topic), std::time::Duration::from_secs(2))?;
+        match md.topics().first().and_then(|t| t.error()) {
+            Some(e) => Err(rdkafka::error::KafkaError::MetadataFetch(e.into())),
+            None => Ok(()),
+        }
+    }
+
     /// Probes the broker for watermarks and the timestamp of the first
     /// unapplied record of each lagging partition. Blocking: call from a
     /// blocking thread.

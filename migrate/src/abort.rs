@@ -12,7 +12,9 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
     };
     match st.phase {
         Phase::Done | Phase::Switch => bail!(
-            "migration {} already switched to {}; migrate back instead of aborting",
+            "migration {} already switched to {}: writes exist only there, so it cannot be \
+             aborted. Run the same command without --abort to finish the switch; moving the \
+             namespace back needs reverse replication, which is not built yet",
             st.id,
             st.to
         ),
@@ -31,18 +33,30 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
     if let Some(t) = s1["proxies"][&st.ns].as_str() {
         bail!(
             "n1 already forwards namespace {} to {t}: the cutover happened and writes may exist \
-             only there; migrate back instead of aborting",
+             only there, so it cannot be aborted. Run the same command without --abort to finish \
+             the switch",
             st.ns
         );
     }
     // n2 is a read-only replica again (a cutover that failed after n1
     // promoted it may have left it promoted) before n1 takes writes again.
     let ns = serde_json::json!({"namespace": st.ns});
-    ctx.delete(&format!("{}/v1/admin/promote", st.to), ns.clone())
-        .await
-        .context(
-            "cannot make n2 a read-only replica again; run --abort again once it is reachable",
-        )?;
+    let demoted = ctx
+        .delete(&format!("{}/v1/admin/promote", st.to), ns.clone())
+        .await;
+    match demoted {
+        Ok(_) => {}
+        // Only the proxy step promotes n2: before it, an unreachable n2
+        // (even one gone for good) cannot hold a promotion to undo.
+        Err(e) if st.phase < Phase::Proxy => {
+            tracing::warn!(error = %format!("{e:#}"), "n2 unreachable; it was never promoted in phase {:?}, continuing the abort", st.phase);
+        }
+        Err(e) => {
+            return Err(e).context(
+                "cannot make n2 a read-only replica again; run --abort again once it is reachable",
+            )
+        }
+    }
     // n1 serves exactly as before: no fence, no proxy.
     ctx.delete(&format!("{}/v1/admin/proxy", st.from), ns)
         .await

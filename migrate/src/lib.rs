@@ -84,7 +84,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     }
     let mut st = match existing {
         Some(st) if st.phase == Phase::Done => {
-            println!(
+            eprintln!(
                 "migration {} of namespace {} is already done (n2 {} is primary)",
                 st.id, st.ns, st.to
             );
@@ -97,7 +97,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
                 && st.phase <= Phase::Journaling
                 && (st.from != a.from || st.to != a.to) =>
         {
-            println!(
+            eprintln!(
                 "replacing migration {} ({} -> {}), which stopped in {:?} before changing anything",
                 st.id, st.from, st.to, st.phase
             );
@@ -112,7 +112,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
                     st.ns
                 );
             }
-            println!("resuming migration {} at phase {:?}", st.id, st.phase);
+            eprintln!("resuming migration {} at phase {:?}", st.id, st.phase);
             st
         }
         _ => new_state(&a, &s1),
@@ -136,7 +136,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         st.phase = phase.next();
         ctx.save(&st).await?;
         if Some(phase) == a.stop_after {
-            println!("stopped after phase {phase:?} as asked; run again to resume");
+            eprintln!("stopped after phase {phase:?} as asked; run again to resume");
             return Ok(());
         }
     }

@@ -181,32 +181,33 @@ async fn fetch_digest(node: &str, a: &DigestArgs) -> anyhow::Result<Value> {
     get_json(&url).await
 }
 
-/// Where `node` forwards namespace `ns` after a cutover, if it does: its
-/// digest is then the target's, not its own stale copy's.
-async fn forwards_to(node: &str, ns: &str) -> anyhow::Result<Option<String>> {
+/// The node that really serves namespace `ns` when asked at `node`: itself,
+/// or the target it forwards to after a cutover (whose digest it returns).
+/// Named by the deployment's own name, so two spellings of one URL match.
+async fn served_by(node: &str, ns: &str) -> anyhow::Result<(String, String)> {
     let s = get_json(&format!("{node}/v1/admin/status")).await?;
-    Ok(s["proxies"][ns].as_str().map(str::to_string))
+    let Some(t) = s["proxies"][ns].as_str() else {
+        return Ok((
+            node.to_string(),
+            s["name"].as_str().unwrap_or(node).to_string(),
+        ));
+    };
+    println!(
+        "{node} no longer serves namespace {ns} (cut over): it forwards to {t}, so its digest below is {t}'s"
+    );
+    let st = get_json(&format!("{t}/v1/admin/status")).await?;
+    Ok((t.to_string(), st["name"].as_str().unwrap_or(t).to_string()))
 }
 
 pub async fn digest(a: DigestArgs) -> anyhow::Result<()> {
-    let mut via = Vec::new();
-    for node in std::iter::once(&a.node).chain(a.compare.as_ref()) {
-        if let Some(t) = forwards_to(node, &a.ns).await? {
-            println!(
-                "{node} no longer serves namespace {} (cut over): it forwards to {t}, so its digest below is {t}'s",
-                a.ns
-            );
-            via.push(t);
-        } else {
-            via.push(node.clone());
-        }
-    }
-    if let (Some(other), [x, y]) = (&a.compare, via.as_slice()) {
-        if x.trim_end_matches('/') == y.trim_end_matches('/') {
+    if let Some(other) = &a.compare {
+        let (x, nx) = served_by(&a.node, &a.ns).await?;
+        let (_, ny) = served_by(other, &a.ns).await?;
+        if nx == ny {
             bail!(
-                "{} and {other} both serve namespace {} from {x}: comparing it with itself proves \
-                 nothing. Compare before the switch (migrate's verify phase does), or compare {x} \
-                 with another copy",
+                "{} and {other} both serve namespace {} from deployment {nx} ({x}): comparing it \
+                 with itself proves nothing. Compare before the switch (migrate's verify phase \
+                 does), or compare {x} with another copy",
                 a.node,
                 a.ns
             );

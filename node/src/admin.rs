@@ -66,6 +66,26 @@ impl NodeState {
         self.lag_of(&self.topic.clone(), apply).await
     }
 
+    /// Whether the broker serves the journal topic now (a source's
+    /// readiness: an idle relay would not notice a dead broker).
+    pub async fn broker_reachable(&self) -> Result<(), String> {
+        let (kafka, topic, probe) = (
+            self.kafka.clone(),
+            self.topic.clone(),
+            self.lag_probe.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut probe = probe.lock();
+            if probe.is_none() {
+                *probe = Some(LagProbe::new(&kafka)?);
+            }
+            probe.as_ref().expect("just created").reachable(&topic)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("the broker does not serve {}: {e}", self.topic))
+    }
+
     /// Probes the lag of any applied topic.
     pub async fn lag_of(
         &self,
@@ -118,6 +138,10 @@ async fn readyz(State(s): State<Arc<NodeState>>) -> Response {
     }
     if let Some(e) = s.store.outbox().error() {
         problems.push(format!("journal relay: {e}"));
+    } else if s.relay.is_some() {
+        if let Err(e) = s.broker_reachable().await {
+            problems.push(format!("journal broker: {e}"));
+        }
     }
     if let Some(a) = &s.apply {
         if !a.running.load(std::sync::atomic::Ordering::Acquire) {

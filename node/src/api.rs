@@ -49,11 +49,24 @@ impl ApiError {
     }
 }
 
+/// Longest error message sent: parser messages (serde's, axum's) quote the
+/// input, and an error must never echo a large request back.
+const MAX_ERROR_BYTES: usize = 400;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut message = self.message;
+        if message.len() > MAX_ERROR_BYTES {
+            let mut end = MAX_ERROR_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("... (truncated)");
+        }
         (
             self.status,
-            Json(json!({"error": self.message, "code": self.code})),
+            Json(json!({"error": message, "code": self.code})),
         )
             .into_response()
     }
@@ -246,26 +259,6 @@ async fn delete_entity(
     Ok(Json(json!({"version": v.0})))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TxnRequest {
-    ops: Vec<TxnOp>,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-enum TxnOp {
-    Put {
-        key: String,
-        value_b64: String,
-        if_version: Option<u64>,
-    },
-    Delete {
-        key: String,
-        if_version: Option<u64>,
-    },
-}
-
 async fn txn(
     State(s): State<ApiState>,
     path: PathArgs<String>,
@@ -274,43 +267,19 @@ async fn txn(
     let ns = parse_ns(&path_args(path)?)?;
     // base64 inflates values by 4/3; allow a few values' worth of JSON.
     let body = read_body(body, s.max_value_bytes.saturating_mul(8)).await?;
-    let req: TxnRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("malformed transaction JSON: {e}")))?;
-    if req.ops.is_empty() {
-        return Err(ApiError::bad_request("a transaction needs at least one op"));
-    }
-    let mut ops = Vec::with_capacity(req.ops.len());
-    for op in req.ops {
-        ops.push(match op {
-            TxnOp::Put {
-                key,
-                value_b64,
-                if_version,
-            } => {
-                let value = B64
-                    .decode(value_b64.as_bytes())
-                    .map_err(|e| ApiError::bad_request(format!("value_b64 of {key}: {e}")))?;
-                if value.len() > s.max_value_bytes {
-                    return Err(StoreError::TooLarge {
-                        size: value.len(),
-                        limit: s.max_value_bytes,
-                    }
-                    .into());
-                }
-                Op::Put {
-                    key: parse_key(&key)?,
-                    value,
-                    if_version: if_version.map(Version),
-                }
-            }
-            TxnOp::Delete { key, if_version } => Op::Delete {
-                key: parse_key(&key)?,
-                if_version: if_version.map(Version),
-            },
-        });
-    }
+    let ops = parse_txn(&body, s.max_value_bytes)?;
     let v = s.store.run(&ns, &ops).await?;
     Ok(Json(json!({"version": v.0})))
+}
+
+/// A transaction body (`{"ops": [...]}`) as store operations: 400 for
+/// anything malformed, 413 for a value over `max_value_bytes`.
+fn parse_txn(body: &[u8], max_value_bytes: usize) -> Result<Vec<Op>, ApiError> {
+    use northwest_store::wire::{self, WireError};
+    wire::parse_txn(body, max_value_bytes).map_err(|e| match e {
+        WireError::Store(e) => e.into(),
+        e => ApiError::bad_request(e.to_string()),
+    })
 }
 
 #[derive(Deserialize)]

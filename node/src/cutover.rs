@@ -428,6 +428,11 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         )
             .into_response();
     }
+    // An invalid namespace is the handler's 400; it must not get a gate
+    // entry of its own (one per distinct string sent would never be freed).
+    if northwest_store::key::Namespace::new(&ns).is_err() {
+        return next.run(req).await;
+    }
     if is_write(req.method()) {
         let g = gate.of(&ns);
         let permit = g.lock.clone().read_owned().await;

@@ -206,40 +206,54 @@ fn start_relay(
         batch: 2000,
         max_in_flight: 20_000,
     };
-    let stop = stopped(stop);
+    let stop = stop.clone();
     let (store, st) = (store.clone(), stats.clone());
     let brokers = cfg.journal.brokers.clone();
     tasks.push((
         "relay",
         tokio::spawn(async move {
-            tokio::pin!(stop);
-            // The node serves while the broker is unreachable: commits wait in
-            // the bounded outbox, and the reason shows in status and the log.
+            // The node serves while the broker is unreachable or the relay
+            // failed: commits wait in the bounded outbox, the reason shows in
+            // status, /readyz and the log, and the relay starts again.
             let mut attempt = 0u32;
-            let relay = loop {
-                match Relay::new(store.clone(), relay_cfg.clone(), st.clone()).await {
-                    Ok(r) => break r,
+            loop {
+                let failed = match Relay::new(store.clone(), relay_cfg.clone(), st.clone()).await
+                {
+                    Ok(relay) => {
+                        if attempt > 0 {
+                            tracing::info!(%brokers, "journal relay started");
+                            *st.last_error.lock() = None;
+                            store.outbox().set_error(None);
+                        }
+                        attempt = 0;
+                        match relay.run(stopped(&stop)).await {
+                            Ok(()) => return Ok(()),
+                            Err(e) => {
+                                tracing::error!(error = %e, "journal relay stopped; starting it again in 2 s. Writes are kept in the outbox meanwhile; if this repeats, check the node's disk and the broker");
+                                format!("journal relay stopped: {e}")
+                            }
+                        }
+                    }
                     Err(e) => {
-                        attempt += 1;
-                        let msg = format!("journal relay cannot reach the brokers at {brokers}: {e}");
-                        if attempt % 15 == 1 {
+                        if attempt.is_multiple_of(15) {
                             tracing::warn!(attempt, error = %e, %brokers, "journal relay not started; retrying every 2 s (is the broker up? deploy/stack.sh status). Writes are kept in the outbox meanwhile");
                         }
-                        *st.last_error.lock() = Some(msg.clone());
-                        store.outbox().set_error(Some(msg));
+                        format!("journal relay cannot reach the brokers at {brokers}: {e}")
                     }
+                };
+                attempt += 1;
+                *st.last_error.lock() = Some(failed.clone());
+                st.send_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                store.outbox().set_error(Some(failed));
+                if *stop.borrow() {
+                    return Ok(());
                 }
+                let mut s2 = stop.clone();
                 tokio::select! {
-                    _ = &mut stop => return Ok(()),
+                    _ = s2.wait_for(|s| *s) => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
-            };
-            if attempt > 0 {
-                tracing::info!(%brokers, "journal relay started");
-                *st.last_error.lock() = None;
-                store.outbox().set_error(None);
             }
-            Ok(relay.run(stop).await?)
         }),
     ));
     Some(stats)

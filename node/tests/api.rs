@@ -254,12 +254,18 @@ async fn shutdown_drains_in_flight_requests() {
         .collect();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     shutdown(node).await;
+    let mut completed = 0;
     for t in inflight {
         // Each request either completed with 200 or was never accepted; none half-done.
         if let Ok(r) = t.await.unwrap() {
             assert_eq!(r.status(), 200);
+            completed += 1;
         }
     }
+    assert!(
+        completed > 0,
+        "no request was in flight when shutdown began"
+    );
 }
 
 #[tokio::test]
@@ -301,6 +307,24 @@ async fn errors_are_json_short_and_coded() {
     assert_eq!(r.status(), 400);
     let body = r.text().await.unwrap();
     assert!(body.len() < 512, "error body of {} bytes", body.len());
+    // Parser messages quote the input: a 5 KB key with a bad value, an
+    // unknown op and an unknown field still get a short body.
+    let big = "k".repeat(5_000);
+    for body in [
+        serde_json::json!({"ops": [{"op": "put", "key": big, "value_b64": "!!"}]}),
+        serde_json::json!({"ops": [{"op": big, "key": "A:1"}]}),
+        serde_json::json!({"ops": [], big.clone(): 1}),
+    ] {
+        let r = c
+            .post(format!("{}/v1/ns/app/txn", node.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let text = r.text().await.unwrap();
+        assert!(text.len() < 512, "error body of {} bytes", text.len());
+    }
     // An over-long URI (here a 20 KB namespace) is a JSON 414, not hyper's bare one.
     let r = c
         .get(format!("{}/v1/ns/{}/e/A:1", node.base, "n".repeat(20_000)))

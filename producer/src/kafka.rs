@@ -94,15 +94,21 @@ impl KafkaSettings {
 
     /// The idempotent producer: acks=all, ordered per partition, key-hash
     /// partitioning compatible with the Java client.
+    /// A delivery fails after 30 s by default (librdkafka's 300 s would hide
+    /// a dead broker for five minutes); the relay resends failed entries.
     pub fn producer_config(&self) -> ClientConfig {
         let max = self.producer_message_max().to_string();
-        self.client_config(&[
+        let mut c = self.client_config(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
             ("max.in.flight.requests.per.connection", "5"),
             ("partitioner", "murmur2_random"),
             ("message.max.bytes", &max),
-        ])
+        ]);
+        if !self.properties.contains_key("message.timeout.ms") {
+            c.set("message.timeout.ms", "30000");
+        }
+        c
     }
 }
 

@@ -50,7 +50,7 @@ const SHOWN: usize = 64;
 
 /// A rejected input as errors show it: a short prefix, never the whole of
 /// a huge key.
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     if s.len() <= SHOWN {
         return s.to_string();
     }

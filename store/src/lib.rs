@@ -21,10 +21,12 @@ pub mod outbox;
 pub mod record;
 pub mod replicated;
 pub mod retry;
+#[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod store;
 pub mod txn;
 pub mod types;
+pub mod wire;
 pub mod zk;
 
 pub use coord::{Coordinator, LocalCoordinator};
@@ -35,6 +37,7 @@ pub use outbox::Outbox;
 pub use record::EntityRecord;
 pub use replicated::{ApplyStats, ReplicatedWrite};
 pub use retry::RetryPolicy;
+#[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;
 pub use store::{Entity, Op, OutboxFullPolicy, Store, StoreConfig};
 pub use txn::Transaction;

@@ -3,6 +3,8 @@
 //! test, and process helpers. A test that needs a service and cannot reach it
 //! fails with instructions; it never skips.
 
+pub mod chaos;
+pub mod history;
 mod load;
 mod node_proc;
 mod stack;

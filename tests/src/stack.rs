@@ -47,9 +47,24 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `bin_path("northwest")` this file from now on (`northwest chaos`
+/// runs a copy of itself, so a rebuild during a campaign changes nothing).
+pub fn use_binary(path: PathBuf) {
+    let _ = BINARY.set(path);
+}
+
 /// Path of a binary built by this workspace (same target dir as the tests).
 pub fn bin_path(name: &str) -> PathBuf {
+    if let Some(p) = BINARY.get().filter(|_| name == "northwest") {
+        return p.clone();
+    }
     let exe = std::env::current_exe().expect("test exe path");
+    // Called from the binary itself (`northwest chaos`): that is the binary.
+    if exe.file_name().is_some_and(|f| f == name) {
+        return exe;
+    }
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe
         .parent()
@@ -80,5 +95,74 @@ pub fn free_port() -> u16 {
             given.push(port);
             return port;
         }
+    }
+}
+
+/// A stack of its own (`deploy/stack.sh` with its own directory and ports),
+/// so a test may kill its brokers or ZooKeeper while the shared dev stack
+/// keeps serving the others. Brought down on drop, pass or fail.
+pub struct OwnStack {
+    pub dir: tempfile::TempDir,
+    pub brokers: u16,
+    pub zk_port: u16,
+    pub kafka_port: u16,
+}
+
+impl OwnStack {
+    /// Starts ZooKeeper and `brokers` (1 or 3) Kafka nodes; panics with
+    /// where to look when they do not come up.
+    pub fn start(brokers: u16, zk_port: u16, kafka_port: u16) -> Self {
+        let s = Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            brokers,
+            zk_port,
+            kafka_port,
+        };
+        assert!(
+            s.stack(&["up"]),
+            "a {brokers}-broker stack did not start (deploy/stack.sh up with NW_STACK_DIR={}, \
+             ZooKeeper port {zk_port}, Kafka port {kafka_port}); see its logs",
+            s.dir.path().display()
+        );
+        s
+    }
+
+    /// Runs `deploy/stack.sh ARGS` against this stack; true on success.
+    pub fn stack(&self, args: &[&str]) -> bool {
+        std::process::Command::new(stack_script())
+            .args(args)
+            .env("NW_STACK_DIR", self.dir.path())
+            .env("NW_ZK_PORT", self.zk_port.to_string())
+            .env("NW_KAFKA_PORT", self.kafka_port.to_string())
+            .env("NW_KAFKA_BROKERS", self.brokers.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run deploy/stack.sh")
+            .success()
+    }
+
+    /// ZooKeeper's and the brokers' addresses.
+    pub fn addrs(&self) -> (String, String) {
+        let kafka = (0..self.brokers)
+            .map(|i| format!("127.0.0.1:{}", self.kafka_port + 2 * i))
+            .collect::<Vec<_>>()
+            .join(",");
+        (format!("127.0.0.1:{}", self.zk_port), kafka)
+    }
+}
+
+impl Drop for OwnStack {
+    fn drop(&mut self) {
+        self.stack(&["down"]);
+    }
+}
+
+/// `deploy/stack.sh` of this checkout (or of the working directory).
+pub fn stack_script() -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack.sh");
+    if built.exists() {
+        built
+    } else {
+        PathBuf::from("deploy/stack.sh")
     }
 }

@@ -9,8 +9,7 @@
 //! other tests. Needs Java and the Kafka jars `deploy/stack.sh install` puts
 //! in the cache; fails loudly when the cluster cannot start.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,53 +20,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const ZK_PORT: u16 = 12181;
 const KAFKA_PORT: u16 = 19092;
-
-/// The three-broker stack; brought down on drop, pass or fail.
-struct Cluster {
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn stack(&self, args: &[&str]) -> bool {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack.sh");
-        Command::new(script)
-            .args(args)
-            .env("NW_STACK_DIR", self.dir.path())
-            .env("NW_ZK_PORT", ZK_PORT.to_string())
-            .env("NW_KAFKA_PORT", KAFKA_PORT.to_string())
-            .env("NW_KAFKA_BROKERS", "3")
-            .status()
-            .expect("run deploy/stack.sh")
-            .success()
-    }
-
-    fn start() -> Self {
-        let c = Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
-        assert!(
-            c.stack(&["up", "--brokers", "3"]),
-            "a 3-broker Kafka cluster did not start (deploy/stack.sh up --brokers 3 with \
-             NW_STACK_DIR={}); see its logs",
-            c.dir.path().display()
-        );
-        c
-    }
-
-    fn addrs(&self) -> (String, String) {
-        let kafka = (0..3)
-            .map(|i| format!("127.0.0.1:{}", KAFKA_PORT + 2 * i))
-            .collect::<Vec<_>>()
-            .join(",");
-        (format!("127.0.0.1:{ZK_PORT}"), kafka)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stack(&["down"]);
-    }
-}
 
 /// The broker id leading `partition` of `topic`, once the topic exists.
 fn leader_of(brokers: &str, topic: &str, partition: i32) -> Option<i32> {
@@ -106,7 +58,7 @@ fn open_store(dir: &Path) -> Arc<Store> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_a_journal_leader_loses_and_repeats_nothing() {
-    let cluster = Cluster::start();
+    let cluster = OwnStack::start(3, ZK_PORT, KAFKA_PORT);
     let addrs = cluster.addrs();
     let dir = tempfile::tempdir().unwrap();
     let root = format!("/northwest-test/{}", unique("cluster"));

@@ -81,7 +81,9 @@ async fn replay_twice_leaves_n2_identical_and_poison_is_dead_lettered() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     let ends = records_per_partition(&p.topic);
-    for (part, off) in body["rewound_to"].as_object().expect("positions") {
+    let positions = body["rewound_to"].as_object().expect("positions");
+    assert_eq!(positions.len(), ends.len(), "{body}");
+    for (part, off) in positions {
         let end = ends[&part.parse::<i32>().unwrap()];
         assert_eq!(off.as_i64().unwrap(), end, "partition {part}: {body}");
     }
@@ -254,6 +256,20 @@ async fn replica_refuses_writes_until_promoted() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "replica", "{body}");
     assert!(body["error"].as_str().unwrap().contains(&p.topic), "{body}");
+    // Every write route is refused, not only PUT.
+    let r = c
+        .delete(format!("{n2}/v1/ns/app/e/A:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "DELETE on a replica");
+    let r = c
+        .post(format!("{n2}/v1/ns/app/txn"))
+        .json(&serde_json::json!({"ops": [{"op": "delete", "key": "A:1"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "txn on a replica");
     let r = c.get(format!("{n2}/v1/ns/app/e/A:1")).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "from n1", "reads are served");
     let r = c

@@ -1,0 +1,771 @@
+//! `northwest chaos`: a seeded fault campaign. Each run migrates a namespace
+//! from n1 to n2 under mixed load while a schedule drawn from the seed kills
+//! -9 and restarts n1, n2 and the orchestrator, restarts the broker and
+//! ZooKeeper, and stalls the orchestrator while n1 is fenced so the fence
+//! expires; then the history checker holds n2 to everything the clients
+//! were told. A failing run prints its seed and schedule: `--seed S --runs 1`
+//! replays it.
+//!
+//! The campaign runs on a stack of its own (ports `--zk-port` and
+//! `--kafka-port`), so the faults never touch the dev stack.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::history::{self, History, Op, Outcome, Report};
+use crate::node_proc::{node_toml_at, NodeProc};
+use crate::stack::{bin_path, free_port, OwnStack};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// First seed; run i uses seed + i. Random when not given (and printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value_t = 1)]
+    pub runs: u64,
+    /// Faults per run.
+    #[arg(long, default_value_t = 4)]
+    pub faults: usize,
+    /// Seconds over which a run's faults are spread.
+    #[arg(long, default_value_t = 20)]
+    pub window_s: u64,
+    /// Entities written before the migration starts.
+    #[arg(long, default_value_t = 1000)]
+    pub entities: u64,
+    /// The orchestrator's snapshot rate (rows/s): slow enough that the
+    /// faults land inside the migration rather than after it.
+    #[arg(long, default_value_t = 100)]
+    pub snapshot_rate: u64,
+    /// Concurrent load clients.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// A run whose migration is not done this long after its last fault fails.
+    #[arg(long, default_value_t = 240)]
+    pub finish_timeout_s: u64,
+    #[arg(long, default_value_t = 22181)]
+    pub zk_port: u16,
+    #[arg(long, default_value_t = 29092)]
+    pub kafka_port: u16,
+    /// Append one JSON line per run to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep each run's directory (node logs, orchestrator output) here.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    KillN1,
+    KillN2,
+    KillOrchestrator,
+    RestartBroker,
+    RestartZookeeper,
+    /// Stop the orchestrator (SIGSTOP) while n1 is fenced, past the fence.
+    ExpireFence,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::KillN1,
+    Fault::KillN2,
+    Fault::KillOrchestrator,
+    Fault::RestartBroker,
+    Fault::RestartZookeeper,
+    Fault::ExpireFence,
+];
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Planned {
+    pub at_ms: u64,
+    pub fault: Fault,
+    /// How long the victim stays down.
+    pub down_ms: u64,
+}
+
+/// The schedule of run `seed`: the same seed gives the same schedule.
+pub fn schedule(seed: u64, faults: usize, window_ms: u64) -> Vec<Planned> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut s: Vec<Planned> = (0..faults)
+        .map(|_| Planned {
+            at_ms: rng.random_range(500..window_ms.max(1000)),
+            fault: FAULTS[rng.random_range(0..FAULTS.len())],
+            down_ms: rng.random_range(200..3000),
+        })
+        .collect();
+    s.sort_by_key(|p| p.at_ms);
+    s
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct RunReport {
+    pub seed: u64,
+    pub schedule: Vec<Planned>,
+    /// What each fault did (`injected`, or why it had nothing to hit).
+    pub faults: Vec<(Fault, String)>,
+    pub orchestrator_runs: u64,
+    pub migration_seconds: f64,
+    pub check: Report,
+    pub dead_lettered: u64,
+    pub halted_partitions: u64,
+    pub error: Option<String>,
+    pub seconds: f64,
+}
+
+impl RunReport {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+            && self.check.violations() == 0
+            && self.dead_lettered == 0
+            && self.halted_partitions == 0
+    }
+}
+
+/// Runs the campaign; `Err` names every failing seed.
+pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
+    let first = a
+        .seed
+        .unwrap_or_else(|| rand::rng().random_range(0..1_000_000));
+    eprintln!(
+        "chaos: seeds {first}..{} ({} runs); starting a private stack on ZooKeeper :{} / Kafka :{}",
+        first + a.runs - 1,
+        a.runs,
+        a.zk_port,
+        a.kafka_port
+    );
+    let (zk_port, kafka_port) = (a.zk_port, a.kafka_port);
+    let stack = tokio::task::spawn_blocking(move || OwnStack::start(1, zk_port, kafka_port))
+        .await
+        .map_err(|e| format!("the chaos stack did not start: {e}"))?;
+    let stack = Arc::new(stack);
+    if let Ok(me) = std::env::current_exe() {
+        if me.file_name().is_some_and(|f| f == "northwest") {
+            let copy = stack.dir.path().join("northwest");
+            std::fs::copy(&me, &copy).map_err(|e| format!("copying {}: {e}", me.display()))?;
+            crate::stack::use_binary(copy);
+        }
+    }
+    // Ctrl-C stops the campaign with its stack and processes, not leaving
+    // a broker and ZooKeeper running on the chaos ports.
+    {
+        let s = stack.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("chaos: interrupted; stopping the private stack");
+                let _ = std::process::Command::new("pkill")
+                    .arg("-f")
+                    .arg(s.dir.path().join("northwest"))
+                    .status();
+                s.stack(&["down"]);
+                std::process::exit(130);
+            }
+        });
+    }
+    let mut reports = Vec::new();
+    for i in 0..a.runs {
+        let seed = first + i;
+        let r = one_run(&a, seed, stack.clone()).await;
+        eprintln!("run {}/{} {}", i + 1, a.runs, summary_line(&r));
+        if !r.ok() {
+            eprintln!(
+                "  FAILED; replay with: northwest chaos --seed {seed} --runs 1 --faults {} --window-s {}\n  schedule: {}\n  error: {:?}\n  examples: {:#?}",
+                a.faults,
+                a.window_s,
+                serde_json::to_string(&r.schedule).unwrap_or_default(),
+                r.error,
+                r.check.examples
+            );
+        }
+        if let Some(p) = &a.json {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+            {
+                let _ = writeln!(f, "{}", serde_json::to_string(&r).unwrap_or_default());
+            }
+        }
+        reports.push(r);
+        // The stack must be whole again before the next run.
+        let s = stack.clone();
+        tokio::task::spawn_blocking(move || s.stack(&["up"]))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    println!("{}", table(&reports));
+    let failed: Vec<u64> = reports.iter().filter(|r| !r.ok()).map(|r| r.seed).collect();
+    if failed.is_empty() {
+        Ok(reports)
+    } else {
+        Err(format!("chaos runs failed for seeds {failed:?}"))
+    }
+}
+
+fn summary_line(r: &RunReport) -> String {
+    let c = &r.check;
+    format!(
+        "seed {}: {} faults, {} orchestrator runs, {:.0} s; writes acked {} (refused {}, unknown {}), reads {}; lost {} duplicated {} divergent {} resurrected {} stale reads {}; dead-lettered {}, halted {} -> {}",
+        r.seed,
+        r.faults.len(),
+        r.orchestrator_runs,
+        r.seconds,
+        c.acked_writes,
+        c.refused_writes,
+        c.unknown_writes,
+        c.reads_checked,
+        c.lost,
+        c.duplicated,
+        c.divergent,
+        c.resurrected,
+        c.stale_reads,
+        r.dead_lettered,
+        r.halted_partitions,
+        if r.ok() { "ok" } else { "FAILED" }
+    )
+}
+
+/// The soak table README records: faults by kind and the checker's totals.
+pub fn table(reports: &[RunReport]) -> String {
+    let mut by_kind: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for r in reports {
+        for (f, what) in &r.faults {
+            let e = by_kind
+                .entry(
+                    serde_json::to_value(f)
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+                .or_default();
+            if what == "injected" {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+        }
+    }
+    let sum = |f: fn(&RunReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let mut out = format!(
+        "| runs | passed | acked writes checked | reads checked | lost | duplicated | divergent | resurrected | stale reads | dead-lettered | halted |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n\n| fault | injected | nothing to hit |\n|---|---|---|\n",
+        reports.len(),
+        reports.iter().filter(|r| r.ok()).count(),
+        sum(|r| r.check.acked_writes),
+        sum(|r| r.check.reads_checked),
+        sum(|r| r.check.lost),
+        sum(|r| r.check.duplicated),
+        sum(|r| r.check.divergent),
+        sum(|r| r.check.resurrected),
+        sum(|r| r.check.stale_reads),
+        sum(|r| r.dead_lettered),
+        sum(|r| r.halted_partitions),
+    );
+    for (k, (n, skipped)) in by_kind {
+        out.push_str(&format!("| {k} | {n} | {skipped} |\n"));
+    }
+    out
+}
+
+/// n1, n2 and the orchestrator of one run, shared with the fault injector.
+struct World {
+    n1: Mutex<NodeProc>,
+    n2: Mutex<NodeProc>,
+    orchestrator: Mutex<Option<u32>>,
+    migration_done: AtomicBool,
+    stack: Arc<OwnStack>,
+}
+
+async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
+    let t0 = Instant::now();
+    let plan = schedule(seed, a.faults, a.window_s * 1000);
+    let mut report = RunReport {
+        seed,
+        schedule: plan.clone(),
+        faults: Vec::new(),
+        orchestrator_runs: 0,
+        migration_seconds: 0.0,
+        check: Report::default(),
+        dead_lettered: 0,
+        halted_partitions: 0,
+        error: None,
+        seconds: 0.0,
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            report.error = Some(format!("tempdir: {e}"));
+            return report;
+        }
+    };
+    let a2 = a.clone();
+    let path = dir.path().to_path_buf();
+    let inner = tokio::spawn(async move { drive(&a2, seed, stack, &path, plan).await });
+    match inner.await {
+        Ok((faults, runs, mig_s, check, dlq, halted, err)) => {
+            report.faults = faults;
+            report.orchestrator_runs = runs;
+            report.migration_seconds = mig_s;
+            report.check = check;
+            report.dead_lettered = dlq;
+            report.halted_partitions = halted;
+            report.error = err;
+        }
+        Err(e) => report.error = Some(format!("the run panicked: {e}")),
+    }
+    if let Some(keep) = &a.keep {
+        let to = keep.join(format!("seed-{seed}"));
+        let _ = std::fs::create_dir_all(&to);
+        let _ = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(dir.path().join("."))
+            .arg(&to)
+            .status();
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    report
+}
+
+type Drove = (
+    Vec<(Fault, String)>,
+    u64,
+    f64,
+    Report,
+    u64,
+    u64,
+    Option<String>,
+);
+
+async fn drive(
+    a: &ChaosArgs,
+    seed: u64,
+    stack: Arc<OwnStack>,
+    dir: &Path,
+    plan: Vec<Planned>,
+) -> Drove {
+    let addrs = stack.addrs();
+    let root = format!(
+        "/northwest-chaos/{}",
+        crate::stack::unique(&format!("s{seed}"))
+    );
+    let topic = crate::stack::unique(&format!("chaos-s{seed}"));
+    let (p1, p2) = (free_port(), free_port());
+    let (d, r, t) = (dir.to_path_buf(), root.clone(), topic.clone());
+    let a1 = addrs.clone();
+    let started = tokio::task::spawn_blocking(move || {
+        let n1 = NodeProc::start(&d, "n1", &node_toml_at(&a1, "n1", &d, p1, &r, &t, ""));
+        let n2 = NodeProc::start(&d, "n2", &node_toml_at(&a1, "n2", &d, p2, &r, &t, ""));
+        (n1, n2)
+    })
+    .await;
+    let (n1, n2) = match started {
+        Ok(n) => n,
+        Err(e) => {
+            return (
+                vec![],
+                0,
+                0.0,
+                Report::default(),
+                0,
+                0,
+                Some(format!("nodes did not start: {e}")),
+            )
+        }
+    };
+    let (base1, base2) = (n1.base.clone(), n2.base.clone());
+    let world = Arc::new(World {
+        n1: Mutex::new(n1),
+        n2: Mutex::new(n2),
+        orchestrator: Mutex::new(None),
+        migration_done: AtomicBool::new(false),
+        stack,
+    });
+    let history = Arc::new(History::default());
+    preload(&base1, a.entities, &history).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..a.clients {
+        clients.push(tokio::spawn(client(
+            base1.clone(),
+            c,
+            seed,
+            history.clone(),
+            stop.clone(),
+        )));
+    }
+    let mig_t0 = Instant::now();
+    let orchestrator = tokio::spawn(orchestrate(
+        world.clone(),
+        dir.to_path_buf(),
+        base1.clone(),
+        base2.clone(),
+        addrs.clone(),
+        Duration::from_secs(a.window_s + a.finish_timeout_s),
+        a.snapshot_rate,
+    ));
+    let faults = inject(world.clone(), &plan, &base1).await;
+    let (runs, err) = orchestrator
+        .await
+        .unwrap_or_else(|e| (0, Some(format!("orchestrator driver panicked: {e}"))));
+    let mig_s = mig_t0.elapsed().as_secs_f64();
+    // Load keeps going through n1's proxy after the switch for a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.await;
+    }
+    let mut error = err;
+    let (check, dlq, halted) = if error.is_none() {
+        match final_state(&base2, &history.keys()).await {
+            Ok(state) => {
+                let (dlq, halted) = apply_health(&base2).await;
+                (history::check(&history.events(), &state), dlq, halted)
+            }
+            Err(e) => {
+                error = Some(e);
+                (Report::default(), 0, 0)
+            }
+        }
+    } else {
+        (Report::default(), 0, 0)
+    };
+    let w = world.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        w.n1.lock().unwrap().kill9();
+        w.n2.lock().unwrap().kill9();
+    })
+    .await;
+    (faults, runs, mig_s, check, dlq, halted, error)
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("static client config")
+}
+
+async fn preload(base: &str, n: u64, h: &History) {
+    let c = http();
+    let mut i = 0;
+    while i < n {
+        let key = format!("Pre:{i}");
+        let value = format!("pre-{i}").into_bytes();
+        let start = h.now();
+        let outcome = write(
+            c.put(format!("{base}/v1/ns/app/e/{key}"))
+                .body(value.clone()),
+        )
+        .await;
+        let ok = matches!(outcome, Outcome::Acked(_));
+        h.record(usize::MAX, Op::Put { key, value }, start, outcome);
+        // A preload write that failed for a moment is retried under a new value.
+        if ok {
+            i += 1;
+        }
+    }
+}
+
+/// One load client: reads, puts, deletes and two-key transactions on a
+/// small key space, every request and answer recorded.
+async fn client(base: String, c: usize, seed: u64, h: Arc<History>, stop: Arc<AtomicBool>) {
+    use base64::Engine as _;
+    let http = http();
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(c as u64));
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (g, i, kind) = (
+            rng.random_range(0..30u32),
+            rng.random_range(0..5u32),
+            rng.random_range(0..10u32),
+        );
+        let key = format!("Acct:{g}/Item:{i}");
+        let value = format!("s{seed}c{c}n{n}").into_bytes();
+        let url = format!("{base}/v1/ns/app/e/{key}");
+        let start = h.now();
+        let (op, outcome) = match kind {
+            0..=3 => (Op::Read { key }, read(http.get(&url)).await),
+            4 => (Op::Delete { key }, write(http.delete(&url)).await),
+            5 | 6 => {
+                let root = format!("Acct:{g}");
+                let other = format!("Acct:{g}/Item:{}", (i + 1) % 5);
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&value);
+                let body = serde_json::json!({"ops": [
+                    {"op": "put", "key": key, "value_b64": b64},
+                    {"op": "put", "key": root, "value_b64": b64},
+                    {"op": "delete", "key": other},
+                ]});
+                let o = write(http.post(format!("{base}/v1/ns/app/txn")).json(&body)).await;
+                (
+                    Op::Txn {
+                        puts: vec![key, root],
+                        deletes: vec![other],
+                        value,
+                    },
+                    o,
+                )
+            }
+            _ => {
+                let o = write(http.put(&url).body(value.clone())).await;
+                (Op::Put { key, value }, o)
+            }
+        };
+        h.record(c, op, start, outcome);
+    }
+}
+
+/// A write's outcome as the client must class it.
+async fn write(req: reqwest::RequestBuilder) -> Outcome {
+    let r = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Unknown(e.to_string()),
+    };
+    let s = r.status().as_u16();
+    match s {
+        200 => match r.json::<serde_json::Value>().await {
+            Ok(v) => match v["version"].as_u64() {
+                Some(v) => Outcome::Acked(v),
+                None => Outcome::Unknown(format!("200 without a version: {v}")),
+            },
+            Err(e) => Outcome::Unknown(format!("200, body lost: {e}")),
+        },
+        400..=499 => Outcome::Refused(s),
+        _ => Outcome::Unknown(format!("{s}: {}", r.text().await.unwrap_or_default())),
+    }
+}
+
+async fn read(req: reqwest::RequestBuilder) -> Outcome {
+    let r = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Unknown(e.to_string()),
+    };
+    match r.status().as_u16() {
+        404 => Outcome::Read(None),
+        200 => {
+            let v = r
+                .headers()
+                .get("etag")
+                .and_then(|e| e.to_str().ok())
+                .and_then(|e| e.trim_matches('"').parse::<u64>().ok());
+            match (v, r.bytes().await) {
+                (Some(v), Ok(b)) => Outcome::Read(Some((v, b.to_vec()))),
+                _ => Outcome::Unknown("200 without an etag or body".into()),
+            }
+        }
+        s => Outcome::Unknown(s.to_string()),
+    }
+}
+
+/// Runs `northwest migrate` until it reports `done`, again after every
+/// failure or kill, as an operator would; `(runs, error)`.
+async fn orchestrate(
+    w: Arc<World>,
+    dir: PathBuf,
+    n1: String,
+    n2: String,
+    (zk, kafka): (String, String),
+    timeout: Duration,
+    rate: u64,
+) -> (u64, Option<String>) {
+    let t0 = Instant::now();
+    let mut runs = 0;
+    let log = dir.join("migrate.log");
+    loop {
+        if t0.elapsed() > timeout {
+            return (
+                runs,
+                Some(format!(
+                    "the migration was not done after {timeout:?} ({runs} orchestrator runs; see {})",
+                    log.display()
+                )),
+            );
+        }
+        runs += 1;
+        let out = dir.join(format!("migrate-{runs}.json"));
+        let spawned = (|| -> std::io::Result<std::process::Child> {
+            let logf = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            std::process::Command::new(bin_path("northwest"))
+                .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app"])
+                .args(["--zk", &zk, "--brokers", &kafka, "--json", "--quiet"])
+                .args(["--chunk", "100", "--rate", &rate.to_string()])
+                .env_remove("NW_ZK")
+                .env_remove("NW_KAFKA")
+                .stdout(std::fs::File::create(&out)?)
+                .stderr(logf)
+                .spawn()
+        })();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => return (runs, Some(format!("cannot start northwest migrate: {e}"))),
+        };
+        *w.orchestrator.lock().unwrap() = Some(child.id());
+        let status = tokio::task::spawn_blocking(move || child.wait()).await;
+        *w.orchestrator.lock().unwrap() = None;
+        let done = matches!(status, Ok(Ok(s)) if s.success())
+            && std::fs::read_to_string(&out)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v["phase"] == "done");
+        if done {
+            w.migration_done.store(true, Ordering::Relaxed);
+            return (runs, None);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Applies the schedule; what each fault did.
+async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String)> {
+    let t0 = Instant::now();
+    let mut done = Vec::new();
+    for p in plan {
+        let at = Duration::from_millis(p.at_ms);
+        if let Some(wait) = at.checked_sub(t0.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        let down = Duration::from_millis(p.down_ms);
+        let what = match p.fault {
+            Fault::KillN1 | Fault::KillN2 => {
+                let w = w.clone();
+                let first = p.fault == Fault::KillN1;
+                tokio::task::spawn_blocking(move || {
+                    let node = if first { &w.n1 } else { &w.n2 };
+                    node.lock().unwrap().kill9();
+                    std::thread::sleep(down);
+                    node.lock().unwrap().spawn();
+                })
+                .await
+                .map(|_| "injected".to_string())
+                .unwrap_or_else(|e| format!("restart failed: {e}"))
+            }
+            Fault::KillOrchestrator => match *w.orchestrator.lock().unwrap() {
+                Some(pid) => {
+                    signal(pid, "KILL");
+                    "injected".into()
+                }
+                None if w.migration_done.load(Ordering::Relaxed) => "migration already done".into(),
+                None => "orchestrator between runs".into(),
+            },
+            Fault::RestartBroker | Fault::RestartZookeeper => {
+                let w = w.clone();
+                let (kill, start) = if p.fault == Fault::RestartBroker {
+                    (vec!["kill-broker", "1"], vec!["start-broker", "1"])
+                } else {
+                    (vec!["kill-zk"], vec!["start-zk"])
+                };
+                tokio::task::spawn_blocking(move || {
+                    let killed = w.stack.stack(&kill);
+                    std::thread::sleep(down);
+                    let started = w.stack.stack(&start);
+                    match (killed, started) {
+                        (true, true) => "injected".to_string(),
+                        _ => format!("stack.sh {kill:?}/{start:?} failed"),
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| e.to_string())
+            }
+            Fault::ExpireFence => expire_fence(&w, n1).await,
+        };
+        done.push((p.fault, what));
+    }
+    done
+}
+
+/// Waits (up to 30 s) for n1 to fence the namespace, then stops the
+/// orchestrator past the fence's longest limit and lets it continue.
+async fn expire_fence(w: &World, n1: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = http();
+    while Instant::now() < deadline {
+        if w.migration_done.load(Ordering::Relaxed) {
+            return "migration already done".into();
+        }
+        let fenced = match c.get(format!("{n1}/v1/admin/status")).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .is_some_and(|s| s["fenced"].as_array().is_some_and(|f| !f.is_empty())),
+            Err(_) => false,
+        };
+        let pid = *w.orchestrator.lock().unwrap();
+        if let (true, Some(pid)) = (fenced, pid) {
+            signal(pid, "STOP");
+            // The cutover fence lasts 10 s, verify's 30 s.
+            tokio::time::sleep(Duration::from_secs(31)).await;
+            signal(pid, "CONT");
+            return "injected".into();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    "n1 was not fenced within 30 s".into()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+/// Each key's version and value on `base` (404 = absent).
+async fn final_state(base: &str, keys: &[String]) -> Result<history::Final, String> {
+    let c = http();
+    let mut out = history::Final::new();
+    for k in keys {
+        match read(c.get(format!("{base}/v1/ns/app/e/{k}"))).await {
+            Outcome::Read(s) => {
+                out.insert(k.clone(), s);
+            }
+            other => return Err(format!("reading {k} from n2 for the check: {other:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// n2's dead-lettered records and halted partitions.
+async fn apply_health(base: &str) -> (u64, u64) {
+    let Ok(r) = http().get(format!("{base}/v1/admin/status")).send().await else {
+        return (0, 0);
+    };
+    let s: serde_json::Value = r.json().await.unwrap_or_default();
+    let halted = s["apply"]["partitions"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter(|p| !p["halted"].is_null() && p["halted"] != false)
+                .count()
+        })
+        .unwrap_or(0);
+    (
+        s["apply"]["dead_lettered"].as_u64().unwrap_or(0),
+        halted as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_seed_replays_its_schedule() {
+        let a = super::schedule(42, 5, 20_000);
+        let b = super::schedule(42, 5, 20_000);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_ne!(
+            format!("{a:?}"),
+            format!("{:?}", super::schedule(43, 5, 20_000))
+        );
+        assert!(a.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    }
+}
