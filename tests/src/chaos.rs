@@ -55,7 +55,7 @@ pub struct ChaosArgs {
     /// Append one JSON line per run to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Keep each run's directory (node logs, orchestrator output) here.
+    /// Keep each failed run's directory (node logs, orchestrator output) here.
     #[arg(long)]
     pub keep: Option<PathBuf>,
 }
@@ -319,7 +319,7 @@ async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
         }
         Err(e) => report.error = Some(format!("the run panicked: {e}")),
     }
-    if let Some(keep) = &a.keep {
+    if let Some(keep) = a.keep.as_ref().filter(|_| !report.ok()) {
         let to = keep.join(format!("seed-{seed}"));
         let _ = std::fs::create_dir_all(&to);
         let _ = std::process::Command::new("cp")
