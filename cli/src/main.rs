@@ -162,10 +162,14 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status(a) => northwest_migrate::ops::status(a).await,
         Cmd::Replay(a) => northwest_migrate::ops::replay(a).await,
         Cmd::Digest(a) => northwest_migrate::ops::digest(a).await,
-        Cmd::Chaos(a) => northwest_tests::chaos::run(a)
-            .await
-            .map(|_| ())
-            .map_err(anyhow::Error::msg),
+        Cmd::Chaos(a) => {
+            northwest_tests::use_binary(std::env::current_exe()?);
+            northwest_tests::chaos::run(a)
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::msg)
+        }
+
         Cmd::Bench { what } => northwest_bench::run(what).await,
     }
 }

@@ -144,13 +144,10 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
         .await
         .map_err(|e| format!("the chaos stack did not start: {e}"))?;
     let stack = Arc::new(stack);
-    if let Ok(me) = std::env::current_exe() {
-        if me.file_name().is_some_and(|f| f == "northwest") {
-            let copy = stack.dir.path().join("northwest");
-            std::fs::copy(&me, &copy).map_err(|e| format!("copying {}: {e}", me.display()))?;
-            crate::stack::use_binary(copy);
-        }
-    }
+    let bin = bin_path("northwest");
+    let copy = stack.dir.path().join("northwest");
+    std::fs::copy(&bin, &copy).map_err(|e| format!("copying {}: {e}", bin.display()))?;
+    crate::stack::use_binary(copy);
     // Ctrl-C stops the campaign with its stack and processes, not leaving
     // a broker and ZooKeeper running on the chaos ports.
     {

@@ -47,24 +47,26 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+static BINARY: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
-/// Makes `bin_path("northwest")` this file from now on (`northwest chaos`
-/// runs a copy of itself, so a rebuild during a campaign changes nothing).
+/// Makes `bin_path("northwest")` this file from now on: the binary running
+/// `northwest chaos` names itself, and the campaign then runs a copy of it
+/// (a rebuild during a campaign changes nothing).
 pub fn use_binary(path: PathBuf) {
-    let _ = BINARY.set(path);
+    *BINARY.lock().unwrap() = Some(path);
 }
 
 /// Path of a binary built by this workspace (same target dir as the tests).
 pub fn bin_path(name: &str) -> PathBuf {
-    if let Some(p) = BINARY.get().filter(|_| name == "northwest") {
-        return p.clone();
+    if let Some(p) = BINARY
+        .lock()
+        .unwrap()
+        .clone()
+        .filter(|_| name == "northwest")
+    {
+        return p;
     }
     let exe = std::env::current_exe().expect("test exe path");
-    // Called from the binary itself (`northwest chaos`): that is the binary.
-    if exe.file_name().is_some_and(|f| f == name) {
-        return exe;
-    }
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe
         .parent()
