@@ -1,5 +1,5 @@
 //! Benchmarks and the load generator: `northwest bench store | journal |
-//! migrate` print figures measured side by side in one run (nothing here
+//! migrate | overhead` print figures measured side by side in one run (nothing here
 //! asserts on speed), and `northwest loadgen` drives a node's HTTP API.
 //!
 //! Owns: the benchmark drivers and the load generator.
@@ -10,10 +10,12 @@ mod common;
 pub mod journal;
 pub mod loadgen;
 pub mod migrate;
+pub mod overhead;
 pub mod store;
 
 pub use journal::JournalBench;
 pub use migrate::MigrateBench;
+pub use overhead::OverheadBench;
 pub use store::StoreBench;
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -25,6 +27,9 @@ pub enum BenchCmd {
     Journal(JournalBench),
     /// The paper's tables: latency normal vs migrating, snapshot load, cutover pause.
     Migrate(MigrateBench),
+    /// n1's own cost, n1 pinned to one core: open-loop latency and CPU per
+    /// request with journaling off, on, and during a migration.
+    Overhead(OverheadBench),
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -32,5 +37,6 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Store(b) => store::run(b).await,
         BenchCmd::Journal(b) => journal::run(b).await,
         BenchCmd::Migrate(b) => migrate::run(b).await,
+        BenchCmd::Overhead(b) => overhead::run(b).await,
     }
 }

@@ -112,6 +112,7 @@ impl Tally {
                 "mean": h.mean() / 1000.0,
                 "p50": h.value_at_quantile(0.5) as f64 / 1000.0,
                 "p99": h.value_at_quantile(0.99) as f64 / 1000.0,
+                "p99_9": h.value_at_quantile(0.999) as f64 / 1000.0,
                 "max": h.max() as f64 / 1000.0,
             },
             "first_errors": *self.errors.lock(),
@@ -134,8 +135,23 @@ async fn check(resp: Result<reqwest::Response, reqwest::Error>, ok: &[u16]) -> R
     }
 }
 
+/// Writes sample entity `n` (the `load` mode's operation).
+pub(crate) async fn put_sample(c: &reqwest::Client, a: &LoadgenArgs, n: u64) -> Result<(), String> {
+    let per = (a.entities / a.groups.max(1)).max(1);
+    let url = format!("{}/v1/ns/{}/e/{}", a.target, a.ns, key(n / per, n));
+    let value = format!(
+        "{{\"item\":{n},\"pad\":\"{}\"}}",
+        "x".repeat(a.value_bytes.saturating_sub(24))
+    );
+    check(c.put(url).body(value).send().await, &[200]).await
+}
+
 /// One random operation of the mixed workload.
-async fn mixed_op(c: &reqwest::Client, a: &LoadgenArgs, value: &[u8]) -> Result<(), String> {
+pub(crate) async fn mixed_op(
+    c: &reqwest::Client,
+    a: &LoadgenArgs,
+    value: &[u8],
+) -> Result<(), String> {
     let (g, i, r, kind) = {
         let mut rng = rand::rng();
         let g = rng.random_range(0..a.groups.max(1));
@@ -212,11 +228,16 @@ pub async fn drive<F, Fut>(
                 if total.is_some_and(|t| n >= t) {
                     break;
                 }
-                if rate > 0 {
+                // At a fixed rate, latency counts from when the request was
+                // due, not when a free worker sent it: a stall then shows in
+                // every request it delayed (no coordinated omission).
+                let t = if rate > 0 {
                     let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
-                }
-                let t = Instant::now();
+                    due
+                } else {
+                    Instant::now()
+                };
                 let r = op(n).await;
                 tally.record(t, r);
             }
@@ -294,15 +315,7 @@ pub async fn run(
                 tally.clone(),
                 move |n| {
                     let (c, a2) = (c.clone(), a2.clone());
-                    async move {
-                        let per = (a2.entities / a2.groups.max(1)).max(1);
-                        let url = format!("{}/v1/ns/{}/e/{}", a2.target, a2.ns, key(n / per, n));
-                        let value = format!(
-                            "{{\"item\":{n},\"pad\":\"{}\"}}",
-                            "x".repeat(a2.value_bytes.saturating_sub(24))
-                        );
-                        check(c.put(url).body(value).send().await, &[200]).await
-                    }
+                    async move { put_sample(&c, &a2, n).await }
                 },
             )
             .await

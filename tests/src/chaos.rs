@@ -230,28 +230,20 @@ fn summary_line(r: &RunReport) -> String {
 
 /// The soak table README records: faults by kind and the checker's totals.
 pub fn table(reports: &[RunReport]) -> String {
-    let mut by_kind: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut by_kind: BTreeMap<(String, String), u64> = BTreeMap::new();
     for r in reports {
         for (f, what) in &r.faults {
-            let e = by_kind
-                .entry(
-                    serde_json::to_value(f)
-                        .unwrap()
-                        .as_str()
-                        .unwrap()
-                        .to_string(),
-                )
-                .or_default();
-            if what == "injected" {
-                e.0 += 1;
-            } else {
-                e.1 += 1;
-            }
+            let kind = serde_json::to_value(f)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string();
+            *by_kind.entry((kind, what.clone())).or_default() += 1;
         }
     }
     let sum = |f: fn(&RunReport) -> u64| reports.iter().map(f).sum::<u64>();
     let mut out = format!(
-        "| runs | passed | acked writes checked | reads checked | lost | duplicated | divergent | resurrected | stale reads | dead-lettered | halted |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n\n| fault | injected | nothing to hit |\n|---|---|---|\n",
+        "| runs | passed | acked writes checked | reads checked | lost | duplicated | divergent | resurrected | stale reads | dead-lettered | halted |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n\n| fault | outcome | count |\n|---|---|---|\n",
         reports.len(),
         reports.iter().filter(|r| r.ok()).count(),
         sum(|r| r.check.acked_writes),
@@ -264,8 +256,8 @@ pub fn table(reports: &[RunReport]) -> String {
         sum(|r| r.dead_lettered),
         sum(|r| r.halted_partitions),
     );
-    for (k, (n, skipped)) in by_kind {
-        out.push_str(&format!("| {k} | {n} | {skipped} |\n"));
+    for ((kind, what), n) in by_kind {
+        out.push_str(&format!("| {kind} | {what} | {n} |\n"));
     }
     out
 }
@@ -682,7 +674,8 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
 }
 
 /// Waits (up to 30 s) for n1 to fence the namespace, then stops the
-/// orchestrator past the fence's longest limit and lets it continue.
+/// orchestrator for 11 s and lets it continue; "injected" when the fence
+/// expired meanwhile.
 async fn expire_fence(w: &World, n1: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     let c = http();
@@ -700,11 +693,24 @@ async fn expire_fence(w: &World, n1: &str) -> String {
         };
         let pid = *w.orchestrator.lock().unwrap();
         if let (true, Some(pid)) = (fenced, pid) {
+            // Past the cutover fence's 10 s; verify's 30 s fence outlives it
+            // and the stall is then only a stall.
             signal(pid, "STOP");
-            // The cutover fence lasts 10 s, verify's 30 s.
-            tokio::time::sleep(Duration::from_secs(31)).await;
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            let still = match c.get(format!("{n1}/v1/admin/status")).send().await {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .is_some_and(|s| s["fenced"].as_array().is_some_and(|f| !f.is_empty())),
+                Err(_) => true,
+            };
             signal(pid, "CONT");
-            return "injected".into();
+            return if still {
+                "injected: stalled 11 s, the fence held".into()
+            } else {
+                "injected".into()
+            };
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
