@@ -16,6 +16,46 @@ use crate::loadgen::{drive, Tally};
 use northwest_consumer::{ApplyConfig, ApplyShared, Source};
 use northwest_producer::KafkaSettings;
 
+static JSON: AtomicBool = AtomicBool::new(false);
+static SECTIONS: parking_lot::Mutex<Vec<serde_json::Value>> = parking_lot::Mutex::new(Vec::new());
+
+/// `northwest bench --json`: tables and notes are collected into one JSON
+/// document on stdout (the text goes to stderr).
+pub(crate) fn set_json(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn json_mode() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Adds a section (a table's rows, or a note) to the JSON document.
+pub(crate) fn record(section: serde_json::Value) {
+    if json_mode() {
+        SECTIONS.lock().push(section);
+    }
+}
+
+/// The JSON document of everything recorded, for `--json`.
+pub(crate) fn take_document(bench: &str) -> serde_json::Value {
+    serde_json::json!({"bench": bench, "sections": std::mem::take(&mut *SECTIONS.lock())})
+}
+
+/// println! for a benchmark's human output: stderr under `--json`, and the
+/// line also goes into the JSON document as a note.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let line = format!($($t)*);
+        if $crate::common::json_mode() {
+            eprintln!("{line}");
+            $crate::common::record(serde_json::json!({"note": line}));
+        } else {
+            println!("{line}");
+        }
+    }};
+}
+pub(crate) use say;
+
 /// How a closed-loop run is shaped: operations, concurrent clients, entity
 /// groups they spread over, value size.
 pub(crate) struct Shape {
@@ -31,6 +71,13 @@ pub(crate) struct Row {
 }
 
 pub(crate) fn print_rows(title: &str, rows: &[Row]) {
+    record(serde_json::json!({
+        "table": title,
+        "rows": rows.iter().map(|r| serde_json::json!({"variant": r.name, "summary": r.summary})).collect::<Vec<_>>(),
+    }));
+    if json_mode() {
+        return;
+    }
     println!("\n{title}");
     println!(
         "{:<48} {:>10} {:>10} {:>10} {:>8}",

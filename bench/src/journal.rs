@@ -14,7 +14,7 @@ use northwest_store::{
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::common::{apply_all, in_process, over_http, print_rows, random_key, Row, Shape};
+use crate::common::{apply_all, in_process, over_http, print_rows, random_key, say, Row, Shape};
 use crate::loadgen::{drive, Tally};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -164,7 +164,7 @@ fn print_latency(what: &str, mut lat: Vec<u32>) {
             .copied()
             .unwrap_or(0)
     };
-    println!(
+    say!(
         "  {what:<44} {:>7} samples  p50 {:>4} ms  p99 {:>4} ms  max {:>5} ms",
         lat.len(),
         q(0.5),
@@ -231,7 +231,7 @@ pub async fn run(b: JournalBench) -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    println!(
+    say!(
         "bench journal: {} single-op transactions of {} B per variant, {} clients, {} groups; broker {}",
         b.ops, b.value_bytes, b.clients, b.groups, b.brokers
     );
@@ -322,7 +322,7 @@ async fn throughput(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> any
         &rows,
     );
     for (what, cost, sustained) in costs {
-        println!(
+        say!(
             "{what}: journaling (async) costs {cost:.1}% of write throughput; {sustained:.1}% counting until every write was shipped to Kafka"
         );
     }
@@ -338,19 +338,22 @@ async fn throughput(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> any
         &format!("/northwest/bench-{stamp}-apply"),
     )
     .await?;
-    println!(
+    say!(
         "\nn2 apply vs raw consume (same {} records of {} B, same broker)",
-        b.ops, b.value_bytes
+        b.ops,
+        b.value_bytes
     );
-    println!(
+    say!(
         "{:<48} {:>12.0} records/s",
-        "raw consume (rdkafka, no decode, no store)", raw
+        "raw consume (rdkafka, no decode, no store)",
+        raw
     );
-    println!(
+    say!(
         "{:<48} {:>12.0} transactions/s",
-        "apply (decode + ZK leases + version check + RocksDB)", apply
+        "apply (decode + ZK leases + version check + RocksDB)",
+        apply
     );
-    println!("apply / raw = {:.2}", apply / raw);
+    say!("apply / raw = {:.2}", apply / raw);
     Ok(())
 }
 
@@ -448,15 +451,16 @@ async fn latency(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> anyhow
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let lat = shared.latencies_ms.lock().clone();
-    println!(
+    say!(
         "\nreplication latency at {} txn/s offered for {:?}, side by side:",
-        b.latency_rate, b.latency_duration
+        b.latency_rate,
+        b.latency_duration
     );
     print_latency("n1 commit -> applied on n2", lat);
     match probe.await {
         Ok(Ok(l)) => print_latency("broker alone, same moments, 1/10 rate", l),
-        Ok(Err(e)) => println!("  broker probe failed: {e}"),
-        Err(e) => println!("  broker probe failed: {e}"),
+        Ok(Err(e)) => say!("  broker probe failed: {e}"),
+        Err(e) => say!("  broker probe failed: {e}"),
     }
     let _ = astop_tx.send(true);
     let _ = task.await;

@@ -32,11 +32,27 @@ pub enum BenchCmd {
     Overhead(OverheadBench),
 }
 
-pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+/// Runs a benchmark; with `json`, stdout is one JSON document of every
+/// table and note (the text goes to stderr).
+pub async fn run(cmd: BenchCmd, json: bool) -> anyhow::Result<()> {
+    common::set_json(json);
+    let name = match &cmd {
+        BenchCmd::Store(_) => "store",
+        BenchCmd::Journal(_) => "journal",
+        BenchCmd::Migrate(_) => "migrate",
+        BenchCmd::Overhead(_) => "overhead",
+    };
     match cmd {
-        BenchCmd::Store(b) => store::run(b).await,
-        BenchCmd::Journal(b) => journal::run(b).await,
-        BenchCmd::Migrate(b) => migrate::run(b).await,
-        BenchCmd::Overhead(b) => overhead::run(b).await,
+        BenchCmd::Store(b) => store::run(b).await?,
+        BenchCmd::Journal(b) => journal::run(b).await?,
+        BenchCmd::Migrate(b) => migrate::run(b).await?,
+        BenchCmd::Overhead(b) => overhead::run(b).await?,
     }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&common::take_document(name))?
+        );
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! paper's numbers: request latency normal vs migrating (Table 2), snapshot
 //! load time per entity by size (Table 3), and the cutover write pause.
 
+use crate::common::say;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,9 +223,11 @@ async fn last_report(b: &MigrateBench, p: &Pair) -> anyhow::Result<northwest_mig
 }
 
 pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
-    println!(
+    say!(
         "bench migrate: {} entities, {} clients, {:?} per measurement",
-        b.entities, b.clients, b.phase_duration
+        b.entities,
+        b.clients,
+        b.phase_duration
     );
     let want = |t: &str| b.only.split(',').any(|x| x.trim() == t);
     if want("table2") {
@@ -241,7 +244,7 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
 
 async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
     let b = b.clone();
-    println!(
+    say!(
         "\nTable 2: request latency (ms), normal vs during migration (snapshot rate limit: {})",
         if b.snapshot_rate == 0 {
             "none".to_string()
@@ -249,7 +252,7 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
             format!("{} rows/s", b.snapshot_rate)
         }
     );
-    println!("{:<10} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | paper normal vs migrating", "reads", "mean", "p50", "p99", "max", "mean", "p50", "p99", "max", "overhead");
+    say!("{:<10} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | paper normal vs migrating", "reads", "mean", "p50", "p99", "max", "mean", "p50", "p99", "max", "overhead");
     for (reads, paper) in [
         (0.2, "107.2 vs 115.8 (7.4%)"),
         (0.5, "n/a"),
@@ -283,7 +286,7 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
         stop.store(true, Ordering::Relaxed);
         let during = load.await?;
         let f = |v: &serde_json::Value, k: &str| v["latency_ms"][k].as_f64().unwrap_or(0.0);
-        println!(
+        say!(
             "{:<10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>8.1}% | {paper}",
             format!("{:.0}%", reads * 100.0),
             f(&normal, "mean"), f(&normal, "p50"), f(&normal, "p99"), f(&normal, "max"),
@@ -297,11 +300,16 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
 
 async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
     let b = b.clone();
-    println!("\nTable 3: snapshot load per entity (stream n1 -> topic, then load into n2)");
-    println!("(catch-up = n2's whole catch-up phase incl. polling; loader = the same rows loaded again into a fresh store, clock from assignment to last row)");
-    println!(
+    say!("\nTable 3: snapshot load per entity (stream n1 -> topic, then load into n2)");
+    say!("(catch-up = n2's whole catch-up phase incl. polling; loader = the same rows loaded again into a fresh store, clock from assignment to last row)");
+    say!(
         "{:<8} {:>10} {:>14} {:>14} {:>14} {:>14} | paper",
-        "size", "entities", "stream ms/ent", "catch-up ms/e", "catch-up e/s", "loader e/s"
+        "size",
+        "entities",
+        "stream ms/ent",
+        "catch-up ms/e",
+        "catch-up e/s",
+        "loader e/s"
     );
     for (size, paper) in [
         (100usize, "2.45 ms"),
@@ -334,7 +342,7 @@ async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
             &format!("/northwest/bench-loader-{}", st.snapshot_topic),
         )
         .await?;
-        println!(
+        say!(
             "{:<8} {:>10} {:>14.4} {:>14.4} {:>14.0} {:>14.0} | {paper}",
             if size >= 1024 {
                 format!("{} KB", size / 1024)
@@ -354,7 +362,7 @@ async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
 
 async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
     let b = b.clone();
-    println!(
+    say!(
         "\nCutover write pause over {} trials (paper: DNS switchover 46.4 s)",
         b.cutover_trials
     );
@@ -384,15 +392,17 @@ async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
         let l = load.await?;
         let st = last_report(&b, &p).await?;
         pauses.push(st.write_pause_ms.unwrap_or(0.0));
-        println!(
+        say!(
             "  trial {i}: write pause {:.1} ms, requests {} failed {}",
-            pauses[i], l["issued"], l["failed"]
+            pauses[i],
+            l["issued"],
+            l["failed"]
         );
         p.stop().await;
     }
     pauses.sort_by(|a, b| a.total_cmp(b));
     let q = |f: f64| pauses[((pauses.len() as f64 - 1.0) * f).round() as usize];
-    println!(
+    say!(
         "write pause ms: p50 {:.1}, p99 {:.1}, max {:.1}",
         q(0.5),
         q(0.99),

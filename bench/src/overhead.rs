@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::common::{json_mode, record, say};
 use crate::loadgen::{drive, mixed_op, put_sample, LoadgenArgs, Tally};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -47,9 +48,6 @@ pub struct OverheadBench {
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    /// Print one JSON document instead of the table.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -369,8 +367,8 @@ pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
     for pid in &stack {
         pin(*pid, &others)?;
     }
-    if !b.json {
-        println!(
+    {
+        say!(
             "bench overhead: n1 pinned to core {}; this load generator, n2, the orchestrator and {} broker/ZooKeeper JVM(s) pinned to cores {others} (taskset -a). Open loop at {} req/s ({}% reads, {} B values) for {:?} per mode, latency from each request's due time",
             b.n1_core,
             stack.len(),
@@ -388,9 +386,7 @@ pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
         (Mode::Migrating, "migrating"),
         (Mode::Baseline, "baseline-again"),
     ] {
-        if !b.json {
-            eprintln!("mode {tag} ...");
-        }
+        eprintln!("mode {tag} ...");
         rows.push(one_mode(&b, mode, dir.path(), &others, tag).await?);
     }
     // Give the stack its cores back.
@@ -410,15 +406,13 @@ pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
         });
         r["vs_baseline"] = ratio;
     }
-    if b.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "rate": b.rate, "reads": b.reads, "value_bytes": b.value_bytes,
-                "seconds": b.duration.as_secs_f64(), "n1_core": b.n1_core,
-                "other_cores": others, "modes": rows,
-            }))?
-        );
+    record(serde_json::json!({
+        "table": "n1's own cost, n1 pinned",
+        "rate": b.rate, "reads": b.reads, "value_bytes": b.value_bytes,
+        "seconds": b.duration.as_secs_f64(), "n1_core": b.n1_core,
+        "other_cores": others, "modes": rows,
+    }));
+    if json_mode() {
         return Ok(());
     }
     println!(
@@ -455,6 +449,6 @@ pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
             }
         );
     }
-    println!("\nbaseline-again vs baseline is this run's noise; reproduce with: northwest bench overhead --rate {} --duration {}s", b.rate, b.duration.as_secs());
+    say!("\nbaseline-again vs baseline is this run's noise; reproduce with: northwest bench overhead --rate {} --duration {}s", b.rate, b.duration.as_secs());
     Ok(())
 }

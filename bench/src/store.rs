@@ -9,7 +9,7 @@ use northwest_store::{
     Coordinator, Engine, LocalCoordinator, RocksEngine, Store, StoreConfig, ZkConfig, ZkCoordinator,
 };
 
-use crate::common::{in_process, measure, over_http, print_rows, Row, Shape};
+use crate::common::{in_process, measure, over_http, print_rows, say, Row, Shape};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreBench {
@@ -39,7 +39,7 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
-    println!(
+    say!(
         "bench store: {} single-op put transactions per variant, {} concurrent clients, {} entity groups, {} B values, RocksDB (no fsync)",
         b.ops, b.clients, b.groups, b.value_bytes
     );

@@ -49,6 +49,9 @@ enum Cmd {
     Chaos(northwest_tests::chaos::ChaosArgs),
     /// Benchmarks (not tests): print side-by-side figures.
     Bench {
+        /// Print one JSON document of every table and note (text to stderr).
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
         what: northwest_bench::BenchCmd,
     },
@@ -170,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)
         }
 
-        Cmd::Bench { what } => northwest_bench::run(what).await,
+        Cmd::Bench { json, what } => northwest_bench::run(what, json).await,
     }
 }
 
