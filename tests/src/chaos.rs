@@ -45,7 +45,7 @@ pub struct ChaosArgs {
     /// Concurrent load clients.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
-    /// A run whose migration is not done this long after its last fault fails.
+    /// A run whose migration is not done this long after the fault window fails.
     #[arg(long, default_value_t = 240)]
     pub finish_timeout_s: u64,
     #[arg(long, default_value_t = 22181)]
@@ -171,9 +171,13 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
         eprintln!("run {}/{} {}", i + 1, a.runs, summary_line(&r));
         if !r.ok() {
             eprintln!(
-                "  FAILED; replay with: northwest chaos --seed {seed} --runs 1 --faults {} --window-s {}\n  schedule: {}\n  error: {:?}\n  examples: {:#?}",
+                "  FAILED; replay with: northwest chaos --seed {seed} --runs 1 --faults {} --window-s {} --entities {} --snapshot-rate {} --clients {} --finish-timeout-s {}\n  schedule: {}\n  error: {:?}\n  examples: {:#?}",
                 a.faults,
                 a.window_s,
+                a.entities,
+                a.snapshot_rate,
+                a.clients,
+                a.finish_timeout_s,
                 serde_json::to_string(&r.schedule).unwrap_or_default(),
                 r.error,
                 r.check.examples
@@ -192,9 +196,16 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
         reports.push(r);
         // The stack must be whole again before the next run.
         let s = stack.clone();
-        tokio::task::spawn_blocking(move || s.stack(&["up"]))
+        let up = tokio::task::spawn_blocking(move || s.stack(&["up"]))
             .await
             .map_err(|e| e.to_string())?;
+        if !up {
+            return Err(format!(
+                "the chaos stack did not come back after run {}; see {}",
+                i + 1,
+                stack.dir.path().join("logs").display()
+            ));
+        }
     }
     println!("{}", table(&reports));
     let failed: Vec<u64> = reports.iter().filter(|r| !r.ok()).map(|r| r.seed).collect();
@@ -376,7 +387,9 @@ async fn drive(
         stack,
     });
     let history = Arc::new(History::default());
-    preload(&base1, a.entities, &history).await;
+    if let Err(e) = preload(&base1, a.entities, &history).await {
+        return (vec![], 0, 0.0, Report::default(), 0, 0, Some(e));
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -410,13 +423,21 @@ async fn drive(
     for c in clients {
         let _ = c.await;
     }
-    let mut error = err;
+    let mut error = err.or_else(|| {
+        faults
+            .iter()
+            .find(|(_, what)| what.starts_with("RESTART FAILED"))
+            .map(|(f, what)| format!("{f:?}: {what}"))
+    });
     let (check, dlq, halted) = if error.is_none() {
         match final_state(&base2, &history.keys()).await {
-            Ok(state) => {
-                let (dlq, halted) = apply_health(&base2).await;
-                (history::check(&history.events(), &state), dlq, halted)
-            }
+            Ok(state) => match apply_health(&base2, &addrs.1, &topic).await {
+                Ok((dlq, halted)) => (history::check(&history.events(), &state), dlq, halted),
+                Err(e) => {
+                    error = Some(e);
+                    (Report::default(), 0, 0)
+                }
+            },
             Err(e) => {
                 error = Some(e);
                 (Report::default(), 0, 0)
@@ -441,12 +462,19 @@ fn http() -> reqwest::Client {
         .expect("static client config")
 }
 
-async fn preload(base: &str, n: u64, h: &History) {
+async fn preload(base: &str, n: u64, h: &History) -> Result<(), String> {
     let c = http();
-    let mut i = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut i, mut attempt) = (0, 0u64);
     while i < n {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "preload: only {i} of {n} entities acknowledged in 120 s"
+            ));
+        }
+        attempt += 1;
         let key = format!("Pre:{i}");
-        let value = format!("pre-{i}").into_bytes();
+        let value = format!("pre-{i}-a{attempt}").into_bytes();
         let start = h.now();
         let outcome = write(
             c.put(format!("{base}/v1/ns/app/e/{key}"))
@@ -460,6 +488,7 @@ async fn preload(base: &str, n: u64, h: &History) {
             i += 1;
         }
     }
+    Ok(())
 }
 
 /// One load client: reads, puts, deletes and two-key transactions on a
@@ -516,6 +545,8 @@ async fn client(base: String, c: usize, seed: u64, h: Arc<History>, stop: Arc<At
 async fn write(req: reqwest::RequestBuilder) -> Outcome {
     let r = match req.send().await {
         Ok(r) => r,
+        // Never connected: nothing was sent.
+        Err(e) if e.is_connect() => return Outcome::Refused(0),
         Err(e) => return Outcome::Unknown(e.to_string()),
     };
     let s = r.status().as_u16();
@@ -528,7 +559,15 @@ async fn write(req: reqwest::RequestBuilder) -> Outcome {
             Err(e) => Outcome::Unknown(format!("200, body lost: {e}")),
         },
         400..=499 => Outcome::Refused(s),
-        _ => Outcome::Unknown(format!("{s}: {}", r.text().await.unwrap_or_default())),
+        _ => {
+            let body = r.text().await.unwrap_or_default();
+            // Refused before the commit: the outbox had no room.
+            if s == 503 && body.contains("\"outbox_full\"") {
+                Outcome::Refused(s)
+            } else {
+                Outcome::Unknown(format!("{s}: {body}"))
+            }
+        }
     }
 }
 
@@ -600,7 +639,22 @@ async fn orchestrate(
             Err(e) => return (runs, Some(format!("cannot start northwest migrate: {e}"))),
         };
         *w.orchestrator.lock().unwrap() = Some(child.id());
-        let status = tokio::task::spawn_blocking(move || child.wait()).await;
+        let left = timeout.saturating_sub(t0.elapsed());
+        let status = tokio::task::spawn_blocking(move || {
+            let until = Instant::now() + left;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(s)) => return Ok(s),
+                    Ok(None) if Instant::now() > until => {
+                        let _ = child.kill();
+                        return child.wait();
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await;
         *w.orchestrator.lock().unwrap() = None;
         let done = matches!(status, Ok(Ok(s)) if s.success())
             && std::fs::read_to_string(&out)
@@ -625,6 +679,7 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
             tokio::time::sleep(wait).await;
         }
         let down = Duration::from_millis(p.down_ms);
+        let after_switch = w.migration_done.load(Ordering::Relaxed);
         let what = match p.fault {
             Fault::KillN1 | Fault::KillN2 => {
                 let w = w.clone();
@@ -637,7 +692,7 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
                 })
                 .await
                 .map(|_| "injected".to_string())
-                .unwrap_or_else(|e| format!("restart failed: {e}"))
+                .unwrap_or_else(|e| format!("RESTART FAILED: {e}"))
             }
             Fault::KillOrchestrator => match *w.orchestrator.lock().unwrap() {
                 Some(pid) => {
@@ -660,13 +715,18 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
                     let started = w.stack.stack(&start);
                     match (killed, started) {
                         (true, true) => "injected".to_string(),
-                        _ => format!("stack.sh {kill:?}/{start:?} failed"),
+                        _ => format!("RESTART FAILED: stack.sh {kill:?}/{start:?}"),
                     }
                 })
                 .await
                 .unwrap_or_else(|e| e.to_string())
             }
             Fault::ExpireFence => expire_fence(&w, n1).await,
+        };
+        let what = if after_switch && what == "injected" {
+            "injected after the switch".to_string()
+        } else {
+            what
         };
         done.push((p.fault, what));
     }
@@ -738,24 +798,32 @@ async fn final_state(base: &str, keys: &[String]) -> Result<history::Final, Stri
     Ok(out)
 }
 
-/// n2's dead-lettered records and halted partitions.
-async fn apply_health(base: &str) -> (u64, u64) {
-    let Ok(r) = http().get(format!("{base}/v1/admin/status")).send().await else {
-        return (0, 0);
-    };
-    let s: serde_json::Value = r.json().await.unwrap_or_default();
+/// Records on the dead-letter topic (kept by the broker, so a restarted n2
+/// cannot forget them) and n2's halted partitions.
+async fn apply_health(base: &str, brokers: &str, topic: &str) -> Result<(u64, u64), String> {
+    let s: serde_json::Value = http()
+        .get(format!("{base}/v1/admin/status"))
+        .send()
+        .await
+        .map_err(|e| format!("n2 status: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("n2 status: {e}"))?;
     let halted = s["apply"]["partitions"]
         .as_array()
-        .map(|p| {
-            p.iter()
-                .filter(|p| !p["halted"].is_null() && p["halted"] != false)
-                .count()
-        })
-        .unwrap_or(0);
-    (
-        s["apply"]["dead_lettered"].as_u64().unwrap_or(0),
-        halted as u64,
-    )
+        .ok_or_else(|| format!("n2 status lists no partitions: {s}"))?
+        .iter()
+        .filter(|p| !p["halted"].is_null() && p["halted"] != false)
+        .count();
+    let (brokers, dlq_topic) = (brokers.to_string(), format!("{topic}.dlq"));
+    let dlq = tokio::task::spawn_blocking(move || {
+        crate::load::high_water_marks_at(&brokers, |t| t == dlq_topic)
+            .values()
+            .sum::<i64>()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((dlq as u64, halted as u64))
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //!
 //! Each write carries a value no other write uses, so a value seen later names
 //! the write that produced it. Outcomes are classed the way a client must
-//! class them: a 2xx is acknowledged, a 4xx is a refusal that changed nothing,
-//! anything else (5xx, a timeout, a connection reset) is unknown: the write
-//! may or may not have taken effect, and either is correct.
+//! class them: a 2xx is acknowledged; a 4xx, a 503 `outbox_full` or a
+//! connection that could not be made is a refusal that changed nothing;
+//! anything else (other 5xx, a timeout, a connection reset) is unknown: the
+//! write may or may not have taken effect, and either is correct.
 //!
 //! The rules, per key:
 //! - **lost**: the node holds an older version than the newest acknowledged
@@ -51,7 +52,8 @@ pub enum Outcome {
     Acked(u64),
     /// A read: the version and value seen, `None` for 404.
     Read(Option<(u64, Vec<u8>)>),
-    /// A 4xx: the request changed nothing.
+    /// The request changed nothing: a 4xx, a 503 `outbox_full` (refused
+    /// before the commit), or 0 when no connection could be made.
     Refused(u16),
     /// A 5xx, timeout or broken connection: it may or may not have applied.
     Unknown(String),
@@ -238,6 +240,7 @@ pub fn check(events: &[Event], state: &Final) -> Report {
         let held = state.get(*key).cloned().flatten();
         check_held(&mut r, key, ws, newest, held.as_ref());
     }
+    check_atomic(&mut r, events, state);
     for (key, e) in reads {
         r.reads_checked += 1;
         let Outcome::Read(seen) = &e.outcome else {
@@ -247,6 +250,62 @@ pub fn check(events: &[Event], state: &Final) -> Report {
         check_read(&mut r, key, ws, e, seen.as_ref());
     }
     r
+}
+
+/// A transaction visible on one key at version V is visible on all of its
+/// keys: each put key holds V or newer (or was deleted later), and no delete
+/// key still holds a version older than V.
+fn check_atomic(r: &mut Report, events: &[Event], state: &Final) {
+    for e in events {
+        let Op::Txn {
+            puts,
+            deletes,
+            value,
+        } = &e.op
+        else {
+            continue;
+        };
+        let seen = puts.iter().find_map(|k| match state.get(k) {
+            Some(Some((v, held))) if held == value => Some(*v),
+            _ => None,
+        });
+        let Some(v) = seen else { continue };
+        let later_delete = |k: &str| {
+            events.iter().any(|d| {
+                touched(&d.op)
+                    .iter()
+                    .any(|(dk, eff)| *dk == k && eff.is_none())
+                    && !matches!(d.op, Op::Read { .. })
+                    && match d.outcome {
+                        Outcome::Acked(dv) => dv > v,
+                        Outcome::Unknown(_) => d.end >= e.start,
+                        _ => false,
+                    }
+            })
+        };
+        for k in puts {
+            let ok = match state.get(k) {
+                Some(Some((hv, _))) => *hv >= v,
+                _ => later_delete(k),
+            };
+            if !ok {
+                r.flag(
+                    |r| &mut r.divergent,
+                    format!("transaction v{v} is visible on one key but not on {k}"),
+                );
+            }
+        }
+        for k in deletes {
+            if let Some(Some((hv, _))) = state.get(k) {
+                if *hv < v {
+                    r.flag(
+                        |r| &mut r.divergent,
+                        format!("transaction v{v} is visible, but its delete of {k} is not"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn check_held(
@@ -330,7 +389,27 @@ fn check_read(r: &mut Report, key: &str, ws: &[W], e: &Event, seen: Option<&(u64
                     |r| &mut r.divergent,
                     format!("{key}: read the value of a refused write"),
                 ),
+                Some(w) if w.start > e.end => r.flag(
+                    |r| &mut r.divergent,
+                    format!("{key}: read a value written only after the read ended"),
+                ),
+                Some(w) if w.version().is_some_and(|av| av != *v) => r.flag(
+                    |r| &mut r.duplicated,
+                    format!(
+                        "{key}: read v{v} of a write acknowledged as v{}",
+                        w.version().unwrap_or(0)
+                    ),
+                ),
                 _ => {}
+            }
+            if ws
+                .iter()
+                .any(|w| w.effect.is_none() && w.version() == Some(*v))
+            {
+                r.flag(
+                    |r| &mut r.divergent,
+                    format!("{key}: read a value at v{v}, the version of an acknowledged delete"),
+                );
             }
             if let Some(b) = before {
                 let bv = b.version().unwrap_or(0);
@@ -352,6 +431,7 @@ fn check_read(r: &mut Report, key: &str, ws: &[W], e: &Event, seen: Option<&(u64
                 let explained = ws.iter().any(|w| {
                     w.effect.is_none()
                         && w.start < e.end
+                        && w.end >= b.start
                         && (w.version().is_some_and(|v| v > bv) || w.unknown())
                 });
                 if !explained {
@@ -469,6 +549,75 @@ mod tests {
         twice.push(ev(put("A", "a4"), 60, 70, Outcome::Acked(9)));
         let r = check(&twice, &held(&[("A", Some((9, "a2"))), ("B", None)]));
         assert_eq!(r.duplicated, 1, "{r:?}");
+    }
+
+    #[test]
+    fn reads_are_held_to_versions_and_time() {
+        let base = vec![
+            ev(put("A", "a1"), 0, 10, Outcome::Acked(5)),
+            ev(del("A"), 20, 30, Outcome::Acked(9)),
+            ev(put("A", "a3"), 100, 110, Outcome::Unknown("reset".into())),
+        ];
+        let with = |read: Event| {
+            let mut h = base.clone();
+            h.push(read);
+            check(&h, &held(&[("A", None)]))
+        };
+        // A value at another version than it was acknowledged with.
+        let r = with(ev(
+            read("A"),
+            12,
+            15,
+            Outcome::Read(Some((6, b"a1".to_vec()))),
+        ));
+        assert_eq!(r.duplicated, 1, "{r:?}");
+        // A value from a write sent after the read ended.
+        let r = with(ev(
+            read("A"),
+            40,
+            50,
+            Outcome::Read(Some((12, b"a3".to_vec()))),
+        ));
+        assert_eq!(r.divergent, 1, "{r:?}");
+        // A value at the version of an acknowledged delete.
+        let r = with(ev(
+            read("A"),
+            12,
+            15,
+            Outcome::Read(Some((9, b"a1".to_vec()))),
+        ));
+        assert!(r.divergent >= 1, "{r:?}");
+        // An unknown delete that ended before the put began cannot explain
+        // a read of nothing after the put.
+        let h = vec![
+            ev(del("B"), 0, 4, Outcome::Unknown("refused".into())),
+            ev(put("B", "b1"), 5, 10, Outcome::Acked(5)),
+            ev(read("B"), 20, 30, Outcome::Read(None)),
+        ];
+        assert_eq!(check(&h, &held(&[("B", Some((5, "b1")))])).stale_reads, 1);
+    }
+
+    #[test]
+    fn a_partial_transaction_is_caught() {
+        let h = vec![
+            ev(put("C", "c0"), 0, 5, Outcome::Acked(2)),
+            ev(
+                Op::Txn {
+                    puts: vec!["A".into(), "R".into()],
+                    deletes: vec!["C".into()],
+                    value: b"t1".to_vec(),
+                },
+                10,
+                20,
+                Outcome::Unknown("timeout".into()),
+            ),
+        ];
+        let whole = held(&[("A", Some((8, "t1"))), ("R", Some((8, "t1"))), ("C", None)]);
+        assert_eq!(check(&h, &whole).violations(), 0);
+        let none = held(&[("A", None), ("R", None), ("C", Some((2, "c0")))]);
+        assert_eq!(check(&h, &none).violations(), 0);
+        let part = held(&[("A", Some((8, "t1"))), ("R", None), ("C", Some((2, "c0")))]);
+        assert_eq!(check(&h, &part).divergent, 2, "{:?}", check(&h, &part));
     }
 
     #[test]

@@ -342,9 +342,17 @@ pub fn records_per_partition(topic: &str) -> std::collections::BTreeMap<i32, i64
 fn high_water_marks(
     wanted: impl Fn(&str) -> bool,
 ) -> std::collections::BTreeMap<(String, i32), i64> {
+    high_water_marks_at(&kafka_addr(), wanted)
+}
+
+/// Each partition's high-water mark, per topic matching `wanted`, on `brokers`.
+pub fn high_water_marks_at(
+    brokers: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<(String, i32), i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_addr())
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("kafka client");
     let mut out = std::collections::BTreeMap::new();
