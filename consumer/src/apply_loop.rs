@@ -14,11 +14,11 @@ use northwest_store::engine::Cf;
 use northwest_store::{failpoint, Store};
 use parking_lot::Mutex;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dead_letter::DeadLetters;
 use crate::decode::{decode, decode_snapshot_row};
 use crate::offsets;
 use crate::ConsumerError;
@@ -119,7 +119,7 @@ pub(crate) struct Applier {
     pub(crate) cfg: ApplyConfig,
     pub(crate) shared: Arc<ApplyShared>,
     pub(crate) consumer: StreamConsumer,
-    dlq: FutureProducer,
+    dlq: DeadLetters,
     pub(crate) halted: BTreeMap<i32, String>,
 }
 
@@ -197,7 +197,12 @@ async fn run_once(
             ("enable.partition.eof", "false"),
         ])
         .create()?;
-    let dlq: FutureProducer = cfg.kafka.producer_config().create()?;
+    let dlq = DeadLetters::new(
+        &cfg.kafka,
+        &cfg.topic,
+        &cfg.dead_letter_topic,
+        &cfg.group_id,
+    );
     let mut a = Applier {
         store: store.clone(),
         cfg: cfg.clone(),
@@ -261,46 +266,6 @@ impl Applier {
         }
     }
 
-    /// Sends a record that cannot be applied to the dead-letter topic,
-    /// retrying transient failures for about 10 s; the error if it could
-    /// not be sent (the caller then halts the partition: never dropped).
-    async fn dead_letter(
-        &self,
-        p: i32,
-        o: i64,
-        payload: &Option<Vec<u8>>,
-        reason: &str,
-    ) -> Result<(), String> {
-        let source = format!("{}/{p}/{o}", self.cfg.topic);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "northwest.error",
-                    value: Some(reason),
-                })
-                .insert(Header {
-                    key: "northwest.source",
-                    value: Some(source.as_str()),
-                });
-            let mut rec = FutureRecord::<str, [u8]>::to(&self.cfg.dead_letter_topic)
-                .key(source.as_str())
-                .headers(headers);
-            if let Some(b) = payload {
-                rec = rec.payload(b.as_slice());
-            }
-            match self.dlq.send(rec, Duration::from_secs(10)).await {
-                Ok(_) => return Ok(()),
-                Err((e, _)) if attempt >= 20 => return Err(e.to_string()),
-                Err((e, _)) => {
-                    tracing::warn!(error = %e, source, attempt, "dead-letter send failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-
     async fn process(
         &mut self,
         msgs: Vec<Msg>,
@@ -337,7 +302,14 @@ impl Applier {
                 Err(reason) => match self.cfg.poison {
                     PoisonPolicy::DeadLetter => {
                         tracing::warn!(partition = p, offset = o, %reason, "journal record dead-lettered");
-                        if let Err(e) = self.dead_letter(p, o, &payload, &reason).await {
+                        let sent = self.dlq.send(p, o, &payload, &reason).await;
+                        if sent.is_ok() && failpoint::hit("consumer::after_dead_letter") {
+                            return Err(northwest_store::StoreError::Injected(
+                                "consumer::after_dead_letter",
+                            )
+                            .into());
+                        }
+                        if let Err(e) = sent {
                             let why = format!("offset {o}: {reason}; and it could not be dead-lettered ({e}): fix the dead-letter topic {} and restart", self.cfg.dead_letter_topic);
                             tracing::error!(
                                 partition = p,

@@ -7,6 +7,7 @@
 //! `northwest-store`, `northwest-schemas`.
 
 pub mod apply_loop;
+mod dead_letter;
 pub mod decode;
 pub mod lag;
 pub mod offsets;

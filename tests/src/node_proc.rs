@@ -43,6 +43,25 @@ impl NodeProc {
         self
     }
 
+    /// Drops the extra environment: the next spawn runs without it.
+    pub fn clear_env(&mut self) {
+        self.env.clear();
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own (a crash
+    /// point that aborts); its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(Some(s))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)

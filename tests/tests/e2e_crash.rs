@@ -74,3 +74,80 @@ async fn kill9_n2_repeatedly_loses_and_repeats_nothing() {
         "apply log recorded the transactions"
     );
 }
+
+/// The dead-letter topic is written exactly once per poison record, even
+/// when n2 dies after the dead letter was sent and before its offset moved
+/// past the record (the crash point `consumer::after_dead_letter`): the
+/// restarted n2 meets the record again and does not send it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_is_written_once_across_a_crash() {
+    let Pipeline {
+        dir: _dir,
+        n1,
+        mut n2,
+        topic,
+    } = Pipeline::start("dlq-once", "");
+    random_load(&n1.base, "app", 50, 10, 2).await;
+    wait_caught_up(&n1.base, &n2.base, Duration::from_secs(60)).await;
+    n2.kill9();
+    let mut n2 = n2.with_env(
+        "NORTHWEST_CRASH_POINTS",
+        "consumer::after_dead_letter=abort",
+    );
+    n2.spawn();
+    {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let prod: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", kafka_addr())
+            .create()
+            .unwrap();
+        prod.send(
+            FutureRecord::to(&topic)
+                .key("app/Acct:1")
+                .payload(b"garbage"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    }
+    let exited = tokio::task::block_in_place(|| n2.wait_exit(Duration::from_secs(60)));
+    assert!(
+        exited.is_some(),
+        "n2 did not reach the crash point after the dead letter; log:\n{}",
+        n2.log_tail()
+    );
+    n2.clear_env();
+    n2.spawn();
+    random_load(&n1.base, "app", 50, 10, 2).await;
+    wait_caught_up(&n1.base, &n2.base, Duration::from_secs(60)).await;
+    assert_eq!(digest(&n1.base, "app").await, digest(&n2.base, "app").await);
+    let dlq = format!("{topic}.dlq");
+    let n = tokio::task::spawn_blocking(move || committed_records(&dlq))
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "dead letters on the topic (read_committed)");
+}
+
+/// Records a read_committed consumer sees on `topic`, from the beginning.
+fn committed_records(topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .set("group.id", unique("dlq-count"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut n = 0;
+    let mut idle = std::time::Instant::now();
+    while idle.elapsed() < Duration::from_secs(5) {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            m.unwrap();
+            n += 1;
+            idle = std::time::Instant::now();
+        }
+    }
+    n
+}

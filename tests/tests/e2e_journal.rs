@@ -147,6 +147,7 @@ async fn replay_twice_leaves_n2_identical_and_poison_is_dead_lettered() {
         .set("bootstrap.servers", kafka_addr())
         .set("group.id", unique("dlq-check"))
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .create()
         .unwrap();
     c.subscribe(&[&format!("{}.dlq", p.topic)]).unwrap();
