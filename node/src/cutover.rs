@@ -40,7 +40,9 @@ struct Fence {
 
 /// Where the proxy and promotion state is kept across restarts.
 pub struct ProxyRecord {
-    pub client: zk::Client,
+    /// The coordinator's current session: after an expiry it reconnects with
+    /// a new one, and a client kept from before would fail forever.
+    pub zk: Arc<northwest_store::ZkCoordinator>,
     /// `<root>/nodes/<node name>`
     pub dir: String,
 }
@@ -126,7 +128,8 @@ impl Gate {
             path: path.to_string(),
             source,
         };
-        let children = match rec.client.list_children(&dir).await {
+        let client = rec.zk.client();
+        let children = match client.list_children(&dir).await {
             Ok(c) => c,
             Err(zk::Error::NoNode) => return Ok(Vec::new()),
             Err(e) => return Err(err(&dir, e)),
@@ -134,11 +137,7 @@ impl Gate {
         let mut out = Vec::new();
         for ns in children {
             let path = format!("{dir}/{ns}");
-            let (data, _) = rec
-                .client
-                .get_data(&path)
-                .await
-                .map_err(|e| err(&path, e))?;
+            let (data, _) = client.get_data(&path).await.map_err(|e| err(&path, e))?;
             out.push((ns, String::from_utf8_lossy(&data).to_string()));
         }
         Ok(out)
@@ -155,9 +154,10 @@ impl Gate {
             return Ok(());
         };
         let path = format!("{}/{kind}/{ns}", rec.dir);
+        let client = rec.zk.client();
         let r = match data {
-            Some(d) => put_znode(&rec.client, &path, d).await,
-            None => match rec.client.delete(&path, None).await {
+            Some(d) => put_znode(&client, &path, d).await,
+            None => match client.delete(&path, None).await {
                 Err(zk::Error::NoNode) => Ok(()),
                 r => r,
             },

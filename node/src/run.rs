@@ -90,16 +90,13 @@ pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
 /// The store over the configured engine and coordinator (and the ZooKeeper
 /// client the cutover gate records its state with), after checking the
 /// pass-through Kafka properties.
-async fn open_store(
-    cfg: &NodeConfig,
-) -> anyhow::Result<(Arc<Store>, Option<zookeeper_client::Client>)> {
+async fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Arc<Store>, Option<Arc<ZkCoordinator>>)> {
     let engine = open_engine(cfg)?;
-    let (coord, zk_client): (Arc<dyn Coordinator>, _) = match cfg.coordination.mode {
+    let (coord, zk): (Arc<dyn Coordinator>, _) = match cfg.coordination.mode {
         CoordinationMode::Local => (Arc::new(LocalCoordinator::default()), None),
         CoordinationMode::Zookeeper => {
-            let z = ZkCoordinator::connect(cfg.zk()).await?;
-            let client = z.client();
-            (Arc::new(z), Some(client))
+            let z = Arc::new(ZkCoordinator::connect(cfg.zk()).await?);
+            (z.clone(), Some(z))
         }
     };
     northwest_producer::kafka::check_properties(&kafka_settings(cfg)).map_err(|e| {
@@ -107,7 +104,7 @@ async fn open_store(
             "[kafka] properties: {e}; fix or remove them (see librdkafka's CONFIGURATION.md)"
         )
     })?;
-    Ok((Store::open(engine, coord, store_config(cfg))?, zk_client))
+    Ok((Store::open(engine, coord, store_config(cfg))?, zk))
 }
 
 type Tasks = Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>;
@@ -143,8 +140,8 @@ pub async fn run(
         control,
         metrics: Arc::new(Metrics::new(&cfg.name)),
         gate: Arc::new(Gate::new(
-            zk_client.as_ref().map(|client| ProxyRecord {
-                client: client.clone(),
+            zk_client.as_ref().map(|zk| ProxyRecord {
+                zk: zk.clone(),
                 dir: format!("{}/nodes/{}", cfg.coordination.root, cfg.name),
             }),
             cfg.journal.apply.then(|| cfg.journal.topic.clone()),

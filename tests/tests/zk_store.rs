@@ -275,3 +275,47 @@ async fn versions_increase_across_sessions() {
         last = v;
     }
 }
+
+/// The cutover gate records proxy and promotion state through the
+/// coordinator's current session: after the session expires and the
+/// coordinator reconnects, recording works again (the gate once kept the
+/// first session's client, so after a ZooKeeper outage longer than the
+/// session timeout every cutover failed with "session expired" forever;
+/// found by `northwest chaos --seed 1003`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_records_through_a_new_session_after_expiry() {
+    use northwest_node::cutover::{Gate, ProxyRecord};
+    let root = format!("/northwest-test/{}", unique("gate-expiry"));
+    let c = coord(&root, |c| c.session_timeout = Duration::from_secs(4)).await;
+    let gate = Gate::new(
+        Some(ProxyRecord {
+            zk: c.clone(),
+            dir: format!("{root}/nodes/n2"),
+        }),
+        Some("journal".into()),
+    );
+    gate.promote("app", true)
+        .await
+        .expect("record under the first session");
+    // Expire the session from outside: a second client takes it over and
+    // goes away, and the server ends the session.
+    let old = c.client().session_id();
+    let twin = zookeeper_client::Client::connector()
+        .with_session(c.client().session().clone())
+        .connect(&require_zk())
+        .await
+        .expect("take over the session");
+    drop(twin);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.client().session_id() == old {
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator never replaced its expired session"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gate.promote("other", true)
+        .await
+        .expect("record under the new session");
+    gate.load().await.expect("read back under the new session");
+}
