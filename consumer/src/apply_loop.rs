@@ -232,11 +232,17 @@ impl Applier {
             Stop,
             Ctl(Control),
             Msg(Result<Msg, rdkafka::error::KafkaError>),
+            Tick,
         }
+        // Partitions added to the topic later are assigned by a restart of
+        // the loop; until then they would be silently unconsumed.
+        let mut tick = tokio::time::interval(Duration::from_secs(15));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let ev = tokio::select! {
                 _ = shutdown.as_mut() => Ev::Stop,
                 Some(c) = control.recv() => Ev::Ctl(c),
+                _ = tick.tick() => Ev::Tick,
                 m = self.consumer.recv() => Ev::Msg(m.map(|m| (m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)))),
             };
             let mut msgs: Vec<Msg> = Vec::new();
@@ -244,6 +250,22 @@ impl Applier {
                 Ev::Stop => return Ok(()),
                 Ev::Ctl(c) => {
                     self.control(c, partitions)?;
+                    continue;
+                }
+                Ev::Tick => {
+                    let (kafka, topic) = (self.cfg.kafka.clone(), self.cfg.topic.clone());
+                    let now = tokio::task::spawn_blocking(move || {
+                        partition_count(&kafka, &topic, Duration::from_secs(5))
+                    })
+                    .await;
+                    if let Ok(Ok(n)) = now {
+                        if n > partitions {
+                            return Err(ConsumerError::PartitionsChanged {
+                                was: partitions,
+                                now: n,
+                            });
+                        }
+                    }
                     continue;
                 }
                 Ev::Msg(Ok(m)) => msgs.push(m),

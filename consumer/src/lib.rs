@@ -32,4 +32,6 @@ pub enum ConsumerError {
     NoTopic(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("the journal topic now has {now} partitions (was {was}); the apply loop restarts to assign them")]
+    PartitionsChanged { was: i32, now: i32 },
 }

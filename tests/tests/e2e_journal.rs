@@ -307,3 +307,63 @@ async fn replica_refuses_writes_until_promoted() {
     assert_eq!(r.status(), 200);
     assert_eq!(put("app").await.unwrap().status(), 409);
 }
+
+/// Partitions added to the journal topic are consumed: the apply loop
+/// notices the new count and restarts to assign them (it once kept the
+/// count it started with, and records on new partitions were never applied
+/// while status said "caught up").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_added_later_are_applied() {
+    let p = pipeline("");
+    random_load(&p.n1.base, "app", 20, 5, 2).await;
+    wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(60)).await;
+    let alter = std::process::Command::new(stack_script())
+        .args(["kafka", "kafka-topics", "--bootstrap-server", &kafka_addr()])
+        .args(["--alter", "--topic", &p.topic, "--partitions", "6"])
+        .output()
+        .unwrap();
+    assert!(alter.status.success(), "{alter:?}");
+    // A journal record on a new partition, as n1 would write once its
+    // producer refreshes the topic's metadata.
+    let rec = northwest_schemas::JournalRecord {
+        txn_id: u64::MAX / 2,
+        namespace: "app".into(),
+        entity_group: "Late:1".into(),
+        commit_ts_ms: 1,
+        origin: "n1".into(),
+        ops: vec![northwest_schemas::JournalOp::Put {
+            key: "Late:1".into(),
+            value: b"on partition 5".to_vec(),
+        }],
+    };
+    let payload = northwest_schemas::encode_journal(&rec).unwrap();
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let prod: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    prod.send(
+        FutureRecord::to(&p.topic)
+            .partition(5)
+            .key(&rec.topic_key())
+            .payload(&payload),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = reqwest::get(format!("{}/v1/ns/app/e/Late:1", p.n2.base))
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.text().await.unwrap(), "on partition 5");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record on the new partition was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
