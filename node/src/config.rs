@@ -295,6 +295,18 @@ impl NodeConfig {
                 txn_body + JOURNAL_OVERHEAD
             ));
         }
+        // A delete marker must outlive every journal record that could carry
+        // an older version of its key: a replay from the oldest retained
+        // record would otherwise resurrect the entity once the marker is gone.
+        let marker_ms = self.store.marker_retention_hours.saturating_mul(3_600_000);
+        if (j.enabled || j.apply) && (j.retention_ms < 0 || j.retention_ms as u64 > marker_ms) {
+            return Err(format!(
+                "journal.retention_ms = {} outlives store.marker_retention_hours = {} ({marker_ms} ms): \
+                 a replay could re-deliver a put older than a removed delete marker and resurrect \
+                 the entity; raise marker_retention_hours or lower retention_ms (not -1)",
+                j.retention_ms, self.store.marker_retention_hours
+            ));
+        }
         if j.enabled && j.apply {
             return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());
         }
@@ -350,5 +362,14 @@ mod tests {
         let mut c = NodeConfig::default();
         c.http.max_value_bytes = 0;
         assert!(c.validate().is_err());
+        // Journal retention longer than delete markers live is refused.
+        let mut c = NodeConfig::default();
+        c.journal.enabled = true;
+        assert!(c.validate().is_ok());
+        c.journal.retention_ms = -1;
+        assert!(c.validate().unwrap_err().contains("marker_retention_hours"));
+        c.journal.retention_ms = 7 * 24 * 3_600_000;
+        c.store.marker_retention_hours = 24;
+        assert!(c.validate().unwrap_err().contains("resurrect"));
     }
 }
