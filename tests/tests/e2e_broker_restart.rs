@@ -27,6 +27,32 @@ async fn broker_restart_loses_and_reorders_nothing() {
     // Deliveries time out after 3 s: a 10 s outage fails them for real.
     let p = Pipeline::start_with("brk", "\n[kafka]\n\"message.timeout.ms\" = \"3000\"", "");
     let (n1, n2, topic) = (&p.n1, &p.n2, p.topic.clone());
+    // An idle source beside it: no write would ever make its relay notice
+    // the outage, so readiness must probe the broker itself.
+    let idle = NodeProc::start(
+        p.dir.path(),
+        "idle",
+        &node_toml(
+            "n1",
+            &p.dir.path().join("idle"),
+            free_port(),
+            &format!("/northwest-test/{}", unique("idle")),
+            &unique("idle-journal"),
+            "",
+        ),
+    );
+    let ready = |base: String| async move {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        ready(idle.base.clone()).await,
+        200,
+        "idle source ready before"
+    );
+    let mut idle_unready = false;
     let load = {
         let base = n1.base.clone();
         tokio::spawn(async move { random_load(&base, "app", 8000, 100, 8).await })
@@ -52,6 +78,7 @@ async fn broker_restart_loses_and_reorders_nothing() {
         if !s1["relay"]["last_error"].is_null() {
             seen_error = s1["relay"]["last_error"].clone();
         }
+        idle_unready |= ready(idle.base.clone()).await == 503;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stack_cmd(&["start-broker", "1"]);
@@ -59,6 +86,18 @@ async fn broker_restart_loses_and_reorders_nothing() {
         seen_error.is_string(),
         "n1's status showed no relay error during a 10 s broker outage"
     );
+    assert!(
+        idle_unready,
+        "an idle source's /readyz stayed 200 during a 10 s broker outage"
+    );
+    let back = std::time::Instant::now() + Duration::from_secs(60);
+    while ready(idle.base.clone()).await != 200 {
+        assert!(
+            std::time::Instant::now() < back,
+            "idle source not ready after the broker returned"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     load.await.unwrap();
     wait_caught_up(&n1.base, &n2.base, Duration::from_secs(240)).await;
     assert_eq!(
