@@ -17,8 +17,14 @@ use northwest_node::config::NodeConfig;
     about = "Live migration and replication for transactional data stores"
 )]
 struct Cli {
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "NORTHWEST_LOG", default_value = "info", global = true)]
+    /// Log filter (tracing EnvFilter syntax). The ZooKeeper client's own INFO lines
+    /// (sessions opening and closing) are hidden by default; our code logs what matters.
+    #[arg(
+        long,
+        env = "NORTHWEST_LOG",
+        default_value = "info,zookeeper_client=warn",
+        global = true
+    )]
     log: String,
     /// Log as JSON lines.
     #[arg(long, env = "NORTHWEST_LOG_JSON", global = true)]
