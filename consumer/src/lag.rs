@@ -18,7 +18,9 @@ pub struct PartitionLag {
     pub low_watermark: i64,
     pub high_watermark: i64,
     pub lag_records: i64,
-    pub lag_seconds: f64,
+    /// Age of the oldest unapplied record; 0 when nothing is pending, `None`
+    /// when records are pending but the probe could not read the oldest one.
+    pub lag_seconds: Option<f64>,
 }
 
 /// A long-lived broker client for lag probes: creating a client per probe
@@ -70,14 +72,15 @@ impl LagProbe {
             let (lo, hw) = c.fetch_watermarks(topic, p, Duration::from_secs(5))?;
             let pos = stored.get(&p).copied().unwrap_or(lo).max(lo);
             let lag_records = (hw - pos).max(0);
-            let mut lag_seconds = 0.0;
+            let mut lag_seconds = Some(0.0);
             if lag_records > 0 {
+                lag_seconds = None;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(topic, p, Offset::Offset(pos))?;
                 c.assign(&tpl)?;
                 if let Some(Ok(m)) = c.poll(Duration::from_secs(2)) {
                     if let Some(ts) = m.timestamp().to_millis() {
-                        lag_seconds = ((now_ms - ts).max(0)) as f64 / 1000.0;
+                        lag_seconds = Some(((now_ms - ts).max(0)) as f64 / 1000.0);
                     }
                 }
                 c.unassign()?;

@@ -109,12 +109,14 @@ fn print_status(s: &Value) {
             };
             let filled = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
             println!(
-                "  {:>4} {:>12} {:>12} {:>10} {:>9.1}  [{}{}]{}",
+                "  {:>4} {:>12} {:>12} {:>10} {:>9}  [{}{}]{}",
                 p["partition"],
                 stored,
                 hw,
                 p["lag_records"],
-                p["lag_seconds"].as_f64().unwrap_or(0.0),
+                p["lag_seconds"]
+                    .as_f64()
+                    .map_or("?".to_string(), |s| format!("{s:.1}")),
                 "=".repeat(filled),
                 " ".repeat(30 - filled),
                 p["halted"]

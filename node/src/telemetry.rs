@@ -218,7 +218,10 @@ impl Metrics {
         for l in lag {
             let p = l.partition.to_string();
             self.lag_records.with_label_values(&[&p]).set(l.lag_records);
-            self.lag_seconds.with_label_values(&[&p]).set(l.lag_seconds);
+            // NaN (unknown) rather than a false 0 while records are pending.
+            self.lag_seconds
+                .with_label_values(&[&p])
+                .set(l.lag_seconds.unwrap_or(f64::NAN));
             self.stored_offset
                 .with_label_values(&[&p])
                 .set(l.stored.unwrap_or(l.low_watermark));
