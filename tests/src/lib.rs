@@ -4,6 +4,7 @@
 //! fails with instructions; it never skips.
 
 pub mod chaos;
+pub mod fault_proxy;
 pub mod history;
 mod load;
 mod node_proc;

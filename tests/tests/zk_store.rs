@@ -319,3 +319,87 @@ async fn gate_records_through_a_new_session_after_expiry() {
         .expect("record under the new session");
     gate.load().await.expect("read back under the new session");
 }
+
+/// A lease create whose reply is lost (the request reached ZooKeeper, the
+/// answer did not come back, the connection was cut and the client
+/// reconnected with the same session) leaves no orphaned lease: another
+/// process gets the group while the first process's session lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_create_whose_reply_was_lost_is_not_orphaned() {
+    let root = format!("/northwest-test/{}", unique("lost-reply"));
+    let proxy = northwest_tests::fault_proxy::FaultProxy::start(&require_zk()).await;
+    let addr = proxy.addr.clone();
+    let a = coord(&root, |c| {
+        c.connect = addr;
+        c.session_timeout = Duration::from_secs(10);
+        c.lock_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let b = coord(&root, |c| c.lock_timeout = Duration::from_secs(20)).await;
+    let ns = Namespace::new("t").unwrap();
+    let g = EntityGroup::parse(&ns, "Blog:1").unwrap();
+    let session = a.client().session_id();
+    proxy.drop_replies(true);
+    let taking = {
+        let (a, g) = (a.clone(), g.clone());
+        tokio::spawn(async move { a.lock(&g).await.map(drop) })
+    };
+    // The create reaches ZooKeeper; its reply is swallowed. Then the
+    // connection breaks and heals.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.cut();
+    proxy.drop_replies(false);
+    let first = taking.await.unwrap();
+    eprintln!("the lock whose reply was lost returned {first:?}");
+    assert_eq!(
+        a.client().session_id(),
+        session,
+        "the session must survive (otherwise its znodes vanish with it and nothing is tested)"
+    );
+    let t = Instant::now();
+    let lock = b
+        .lock(&g)
+        .await
+        .expect("another process gets the group: the lease was not orphaned");
+    drop(lock);
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert_eq!(a.client().session_id(), session);
+}
+
+/// A lease hand-back whose delete never reaches ZooKeeper (the connection
+/// breaks, the client reconnects with the same session) is retried, not
+/// forgotten: the idle lease does not stay with a live session forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_lease_hand_back_is_not_orphaned() {
+    let root = format!("/northwest-test/{}", unique("lost-release"));
+    let proxy = northwest_tests::fault_proxy::FaultProxy::start(&require_zk()).await;
+    let addr = proxy.addr.clone();
+    let a = coord(&root, |c| {
+        c.connect = addr;
+        c.session_timeout = Duration::from_secs(10);
+        c.lease_idle = Duration::from_millis(1000);
+    })
+    .await;
+    let b = coord(&root, |c| c.lock_timeout = Duration::from_secs(20)).await;
+    let ns = Namespace::new("t").unwrap();
+    let g = EntityGroup::parse(&ns, "Blog:1").unwrap();
+    drop(a.lock(&g).await.expect("first lock"));
+    let session = a.client().session_id();
+    // The idle lease is given back while requests are lost.
+    proxy.drop_requests(true);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    proxy.cut();
+    proxy.drop_requests(false);
+    let t = Instant::now();
+    let lock = b
+        .lock(&g)
+        .await
+        .expect("another process gets the group: the lease was given back");
+    drop(lock);
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert_eq!(
+        a.client().session_id(),
+        session,
+        "the session must survive (otherwise its znodes vanish with it and nothing is tested)"
+    );
+}

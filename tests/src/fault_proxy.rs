@@ -1,0 +1,119 @@
+//! A TCP proxy for fault injection on loopback: it forwards both ways, can
+//! swallow the server's replies (a request reaches the server, its answer is
+//! lost) and can cut every connection, like a network partition that heals.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct FaultProxy {
+    pub addr: String,
+    drop_replies: Arc<AtomicBool>,
+    drop_requests: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let drop_replies = Arc::new(AtomicBool::new(false));
+        let drop_requests = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (d, q, c, up) = (
+            drop_replies.clone(),
+            drop_requests.clone(),
+            conns.clone(),
+            upstream.to_string(),
+        );
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&up).await else {
+                    continue;
+                };
+                let (d, q) = (d.clone(), q.clone());
+                c.lock()
+                    .unwrap()
+                    .push(tokio::spawn(pipe(client, server, d, q)));
+            }
+        });
+        Self {
+            addr,
+            drop_replies,
+            drop_requests,
+            conns,
+            accept,
+        }
+    }
+
+    /// While on, bytes from the server are read and thrown away.
+    pub fn drop_replies(&self, on: bool) {
+        self.drop_replies.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, bytes from the client are read and thrown away (its
+    /// requests never reach the server).
+    pub fn drop_requests(&self, on: bool) {
+        self.drop_requests.store(on, Ordering::SeqCst);
+    }
+
+    /// Closes every open connection; new ones are accepted again.
+    pub fn cut(&self) {
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    drop_replies: Arc<AtomicBool>,
+    drop_requests: Arc<AtomicBool>,
+) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = cr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if drop_requests.load(Ordering::SeqCst) {
+                continue;
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = sr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if drop_replies.load(Ordering::SeqCst) {
+                continue;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
