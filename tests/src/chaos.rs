@@ -452,6 +452,7 @@ async fn drive(
         w.n2.lock().unwrap().kill9();
     })
     .await;
+    delete_topics(&addrs.1, &topic).await;
     (faults, runs, mig_s, check, dlq, halted, error)
 }
 
@@ -712,9 +713,19 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
                 tokio::task::spawn_blocking(move || {
                     let killed = w.stack.stack(&kill);
                     std::thread::sleep(down);
-                    let started = w.stack.stack(&start);
-                    match (killed, started) {
-                        (true, true) => "injected".to_string(),
+                    // Kafka itself sometimes fails to start right after a
+                    // kill -9 (its old registration has not expired yet); an
+                    // operator starts it again, and so does the campaign.
+                    let mut started = w.stack.stack(&start);
+                    let mut again = 0;
+                    while !started && again < 3 {
+                        again += 1;
+                        std::thread::sleep(Duration::from_secs(10));
+                        started = w.stack.stack(&start);
+                    }
+                    match (killed, started, again) {
+                        (true, true, 0) => "injected".to_string(),
+                        (true, true, n) => format!("injected (started again {n}x)"),
                         _ => format!("RESTART FAILED: stack.sh {kill:?}/{start:?}"),
                     }
                 })
@@ -796,6 +807,43 @@ async fn final_state(base: &str, keys: &[String]) -> Result<history::Final, Stri
         }
     }
     Ok(out)
+}
+
+/// Deletes the run's journal, dead-letter and snapshot topics, so the
+/// broker's recovery after the next kill -9 does not grow run by run.
+async fn delete_topics(brokers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Ok(admin) = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let (b, t) = (brokers.to_string(), topic.to_string());
+    let names = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .create()
+            .ok()?;
+        let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+        Some(
+            md.topics()
+                .iter()
+                .map(|x| x.name().to_string())
+                .filter(|n| n.starts_with(&t))
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    if !refs.is_empty() {
+        let _ = admin.delete_topics(&refs, &AdminOptions::new()).await;
+    }
 }
 
 /// Records on the dead-letter topic (kept by the broker, so a restarted n2
