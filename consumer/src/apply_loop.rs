@@ -416,6 +416,21 @@ impl Applier {
             .fetch_add(stats.blacklisted, Ordering::Relaxed);
         s.dead_lettered.fetch_add(dead, Ordering::Relaxed);
         s.batches.fetch_add(1, Ordering::Relaxed);
+        // Advisory: the applied offsets also go to the consumer group, so
+        // the lag tools operators run (kafka-consumer-groups, Burrow, a Kafka
+        // UI) see n2. Never read back: the store's offsets are the truth.
+        if !next.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &next {
+                let _ = tpl.add_partition_offset(&self.cfg.topic, *p, rdkafka::Offset::Offset(*o));
+            }
+            if let Err(e) = self
+                .consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Async)
+            {
+                tracing::debug!(error = %e, "advisory group offset commit failed");
+            }
+        }
         let mut states = s.partitions.lock();
         for (p, o) in next {
             states.entry(p).or_default().next_offset = Some(o);

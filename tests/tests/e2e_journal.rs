@@ -367,3 +367,50 @@ async fn partitions_added_later_are_applied() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The lag tools operators already run see n2: Apache Kafka's own
+/// consumer-groups tool reports n2's group on the journal topic with lag 0
+/// once n2 caught up (offsets are committed to the group after each batch,
+/// advisory; the store's offsets stay the truth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_consumer_groups_tool_sees_n2_caught_up() {
+    let p = pipeline("");
+    random_load(&p.n1.base, "app", 300, 40, 4).await;
+    wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = std::process::Command::new(stack_script())
+            .args([
+                "kafka",
+                "kafka-consumer-groups",
+                "--bootstrap-server",
+                &kafka_addr(),
+            ])
+            .args(["--describe", "--group", "northwest-apply-n2"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        // GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() >= 6 && f[1] == p.topic)
+            .collect();
+        let ends = records_per_partition(&p.topic);
+        let caught_up = rows.len() == ends.len()
+            && rows.iter().all(|f| {
+                let part: i32 = f[2].parse().unwrap_or(-1);
+                f[3].parse::<i64>().ok() == ends.get(&part).copied() && f[5] == "0"
+            });
+        if caught_up {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kafka-consumer-groups does not show n2 caught up on {}:\n{text}\n{}",
+            p.topic,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
