@@ -414,3 +414,84 @@ async fn kafka_consumer_groups_tool_sees_n2_caught_up() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+/// No silent gap: records that expired (here deleted with Kafka's
+/// kafka-delete-records tool) before n2 applied them halt that partition with
+/// the reason in status and /readyz, while the other partitions go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_records_halt_their_partition_visibly() {
+    let mut p = pipeline("");
+    random_load(&p.n1.base, "app", 100, 40, 4).await;
+    wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(60)).await;
+    p.n2.kill9();
+    random_load(&p.n1.base, "app", 400, 40, 4).await;
+    // Wait until n1 shipped everything, then expire partition 0's backlog.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while get_json(&format!("{}/v1/admin/status", p.n1.base)).await["outbox_pending"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "n1 never shipped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let end = records_per_partition(&p.topic)[&0];
+    let spec = p.dir.path().join("delete.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({"version": 1, "partitions": [{"topic": p.topic, "partition": 0, "offset": end}]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(stack_script())
+        .args([
+            "kafka",
+            "kafka-delete-records",
+            "--bootstrap-server",
+            &kafka_addr(),
+        ])
+        .arg("--offset-json-file")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    p.n2.spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
+        let halted = s["apply"]["partitions"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|x| x["partition"] == 0))
+            .map(|x| x["halted"].clone())
+            .unwrap_or_default();
+        if let Some(why) = halted.as_str() {
+            assert!(why.contains("expired"), "{why}");
+            assert_eq!(s["apply"]["state"], "halted", "{s}");
+            let r = reqwest::get(format!("{}/readyz", p.n2.base)).await.unwrap();
+            assert_eq!(r.status(), 503);
+            assert!(r.text().await.unwrap().contains("partition 0 halted"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 0 was never halted: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The other partitions are applied to their ends.
+    let ends = records_per_partition(&p.topic);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let offs = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
+        let done = offs["apply"]["partitions"].as_array().is_some_and(|ps| {
+            ps.iter().filter(|x| x["partition"] != 0).all(|x| {
+                let part = x["partition"].as_i64().unwrap() as i32;
+                x["stored"].as_i64() == ends.get(&part).copied()
+            })
+        });
+        if done {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "other partitions stalled: {offs}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
