@@ -60,14 +60,24 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
         summary,
     });
 
-    let mk = |name: &str, coord: Arc<dyn Coordinator>| -> anyhow::Result<Arc<Store>> {
-        let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join(name), false)?);
-        Ok(Store::open(engine, coord, StoreConfig::default())?)
-    };
+    let mk_with =
+        |name: &str, coord: Arc<dyn Coordinator>, sync: bool| -> anyhow::Result<Arc<Store>> {
+            let engine: Arc<dyn Engine> =
+                Arc::new(RocksEngine::open(&dir.path().join(name), sync)?);
+            Ok(Store::open(engine, coord, StoreConfig::default())?)
+        };
+    let mk = |name: &str, coord| mk_with(name, coord, false);
     let local = mk("local", Arc::new(LocalCoordinator::default()))?;
     rows.push(Row {
         name: "(b) store, local locks, in-process".into(),
         summary: in_process(&shape, local.clone()).await,
+    });
+    // store.sync_writes = true: every commit waits for an fsync of the WAL;
+    // concurrent commits share one sync through RocksDB's write group.
+    let synced = mk_with("sync", Arc::new(LocalCoordinator::default()), true)?;
+    rows.push(Row {
+        name: "(b) store, local locks, in-process, fsync per commit".into(),
+        summary: in_process(&shape, synced).await,
     });
     rows.push(Row {
         name: "(b) store, local locks, HTTP API".into(),
