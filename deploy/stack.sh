@@ -861,23 +861,29 @@ node_arg() {
   echo "$n"
 }
 
-cmd_kill_broker() {
-  lock_stack
-  local size n pid
-  size=$(active_size)
-  n=$(node_arg "${1:-}" "$size")
-  pid=$(find_pid "kafka-node$n")
+# kill -9 of one service (tests and `northwest chaos` inject faults with it).
+kill9_service() {
+  local name=$1 pid
+  pid=$(find_pid "$name")
   if [[ -z $pid ]]; then
-    log "kafka-node$n: already down"
+    log "$name: already down"
     return 0
   fi
-  log "kafka-node$n: kill -9 pid $pid"
+  log "$name: kill -9 pid $pid"
   kill -KILL "$pid" 2>/dev/null || true
   local i
   for ((i = 0; i < 50; i++)); do pid_alive "$pid" || break; sleep 0.1; done
-  pid_alive "$pid" && die "kafka-node$n: pid $pid survived KILL"
-  rm -f "$(pid_file "kafka-node$n")" "$(port_file "kafka-node$n")"
-  log "kafka-node$n: killed"
+  pid_alive "$pid" && die "$name: pid $pid survived KILL"
+  rm -f "$(pid_file "$name")" "$(port_file "$name")"
+  log "$name: killed"
+}
+
+cmd_kill_broker() {
+  lock_stack
+  local size n
+  size=$(active_size)
+  n=$(node_arg "${1:-}" "$size")
+  kill9_service "kafka-node$n"
 }
 
 cmd_start_broker() {
@@ -895,24 +901,11 @@ cmd_start_broker() {
   wait_kafka_node "$size" "$n" self
 }
 
-# Kafka's CLI tools, by the name of their script in the Kafka distribution (or a class name).
-# Fault injection for tests and `northwest chaos`: ZooKeeper killed with -9
-# and started again on the same data (sessions past their timeout expire).
+# ZooKeeper killed with -9 and started again on the same data (sessions past
+# their timeout expire meanwhile).
 cmd_kill_zk() {
   lock_stack
-  local pid
-  pid=$(find_pid zookeeper)
-  if [[ -z $pid ]]; then
-    log "zookeeper: already down"
-    return 0
-  fi
-  log "zookeeper: kill -9 pid $pid"
-  kill -KILL "$pid" 2>/dev/null || true
-  local i
-  for ((i = 0; i < 50; i++)); do pid_alive "$pid" || break; sleep 0.1; done
-  pid_alive "$pid" && die "zookeeper: pid $pid survived KILL"
-  rm -f "$(pid_file zookeeper)" "$(port_file zookeeper)"
-  log "zookeeper: killed"
+  kill9_service zookeeper
 }
 
 cmd_start_zk() {
@@ -920,6 +913,7 @@ cmd_start_zk() {
   start_zookeeper
 }
 
+# Kafka's CLI tools, by the name of their script in the Kafka distribution (or a class name).
 kafka_tool_class() {
   case $1 in
     kafka-topics)              echo org.apache.kafka.tools.TopicCommand ;;

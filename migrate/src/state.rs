@@ -44,20 +44,14 @@ impl Phase {
 
     /// The last phase a run completed when the record says `self` is next.
     pub(crate) fn completed(self) -> Option<Phase> {
-        use Phase::*;
-        [
-            Init,
-            MetadataSync,
-            Journaling,
-            Snapshot,
-            CatchUp,
-            Verify,
-            Proxy,
-            Switch,
-        ]
-        .into_iter()
-        .rev()
-        .find(|p| p.next() == self)
+        let mut p = Phase::Init;
+        while p != Phase::Done {
+            if p.next() == self {
+                return Some(p);
+            }
+            p = p.next();
+        }
+        None
     }
 
     /// The phase as `--stop-after` spells it.
