@@ -106,6 +106,8 @@ pub struct ApplyShared {
     pub batches: AtomicU64,
     pub retries: AtomicU64,
     pub running: AtomicBool,
+    /// How many times the loop started (assigned its partitions).
+    pub starts: AtomicU64,
     /// The error that last stopped the loop (cleared when it runs again).
     pub last_error: Mutex<Option<String>>,
     pub partitions: Mutex<BTreeMap<i32, PartitionState>>,
@@ -141,11 +143,17 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut failures = 0u32;
     loop {
+        let starts = shared.starts.load(Ordering::Relaxed);
         let r = run_once(&store, &cfg, &shared, &mut control, &mut shutdown).await;
         let e = match r {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        // A loop that ran before failing starts a new series: its error is
+        // logged, not counted among an earlier outage's repeats.
+        if shared.starts.load(Ordering::Relaxed) != starts {
+            failures = 0;
+        }
         failures += 1;
         if failures % 30 == 1 {
             tracing::error!(error = %e, topic = %cfg.topic, failures, "apply loop stopped by an error; restarting it from the stored offsets every 2 s until it runs");
@@ -213,6 +221,7 @@ async fn run_once(
     };
     a.assign(partitions)?;
     a.shared.running.store(true, Ordering::Release);
+    a.shared.starts.fetch_add(1, Ordering::Relaxed);
     *a.shared.last_error.lock() = None;
     tracing::info!(topic = %a.cfg.topic, partitions, "journal apply loop started");
     let result = a.main_loop(partitions, control, shutdown).await;

@@ -14,10 +14,12 @@
 //! partition then halts with the reason).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use northwest_producer::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -32,11 +34,12 @@ pub(crate) struct DeadLetters {
 
 struct Writer {
     producer: FutureProducer,
-    progress: BaseConsumer,
+    progress: Arc<BaseConsumer>,
     /// Per source partition: every record below this offset is dead-lettered.
     done: BTreeMap<i32, i64>,
 }
 
+/// Bound of each blocking Kafka call (they run off the async workers).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DeadLetters {
@@ -50,15 +53,28 @@ impl DeadLetters {
         }
     }
 
-    fn writer(&mut self) -> Result<&mut Writer, String> {
+    async fn writer(&mut self) -> Result<&mut Writer, String> {
         if self.writer.is_none() {
             let mut cfg = self.kafka.producer_config();
             cfg.set("transactional.id", format!("{}.dlq", self.group));
+            // librdkafka refuses a transactional producer whose delivery
+            // timeout exceeds the transaction timeout.
+            let msg_timeout: u64 = cfg
+                .get("message.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(30_000);
+            cfg.set(
+                "transaction.timeout.ms",
+                msg_timeout.max(60_000).to_string(),
+            );
             let producer: FutureProducer = cfg.create().map_err(|e| e.to_string())?;
             // Fences an earlier incarnation and aborts its open transaction.
-            producer.init_transactions(TIMEOUT).map_err(|e| {
-                format!("init_transactions (does the broker support transactions?): {e}")
-            })?;
+            let p = producer.clone();
+            blocking(move || p.init_transactions(TIMEOUT))
+                .await
+                .map_err(|e| {
+                    format!("init_transactions (does the broker support transactions?): {e}")
+                })?;
             let progress: BaseConsumer = self
                 .kafka
                 .client_config(&[
@@ -69,15 +85,16 @@ impl DeadLetters {
                 .map_err(|e| e.to_string())?;
             self.writer = Some(Writer {
                 producer,
-                progress,
+                progress: Arc::new(progress),
                 done: BTreeMap::new(),
             });
         }
         Ok(self.writer.as_mut().expect("just created"))
     }
 
-    /// Sends the record at `p`/`o` with `reason`, retrying for about 10 s
-    /// (a new writer after each failure); the error if it could not be sent.
+    /// Sends the record at `p`/`o` with `reason`, trying 6 times (a new
+    /// writer after each failure; every Kafka call is bounded by 30 s); the
+    /// error if it could not be sent (the caller then halts the partition).
     pub(crate) async fn send(
         &mut self,
         p: i32,
@@ -90,7 +107,7 @@ impl DeadLetters {
             attempt += 1;
             match self.send_once(p, o, payload, reason).await {
                 Ok(()) => return Ok(()),
-                Err(e) if attempt >= 20 => return Err(e),
+                Err(e) if attempt >= 6 => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, partition = p, offset = o, attempt, "dead-letter send failed; retrying");
                     self.writer = None;
@@ -108,8 +125,8 @@ impl DeadLetters {
         reason: &str,
     ) -> Result<(), String> {
         let (topic, dlq_topic) = (self.topic.clone(), self.dlq_topic.clone());
-        let w = self.writer()?;
-        if w.done_below(&topic, p)? > o {
+        let w = self.writer().await?;
+        if w.done_below(&topic, p).await? > o {
             tracing::info!(
                 partition = p,
                 offset = o,
@@ -118,7 +135,10 @@ impl DeadLetters {
             return Ok(());
         }
         let source = format!("{topic}/{p}/{o}");
-        w.producer.begin_transaction().map_err(|e| e.to_string())?;
+        let prod = w.producer.clone();
+        blocking(move || prod.begin_transaction())
+            .await
+            .map_err(|e| e.to_string())?;
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "northwest.error",
@@ -135,23 +155,26 @@ impl DeadLetters {
             rec = rec.payload(b.as_slice());
         }
         let sent = w.producer.send(rec, Duration::from_secs(10)).await;
-        let committed = sent.map_err(|(e, _)| e.to_string()).and_then(|_| {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, p, Offset::Offset(o + 1))
-                .map_err(|e| e.to_string())?;
-            let group = w
-                .progress
-                .group_metadata()
-                .ok_or("no consumer group metadata for the dead-letter progress group")?;
-            w.producer
-                .send_offsets_to_transaction(&tpl, &group, TIMEOUT)
-                .map_err(|e| e.to_string())?;
-            w.producer
-                .commit_transaction(TIMEOUT)
-                .map_err(|e| e.to_string())
-        });
+        let (prod, progress) = (w.producer.clone(), w.progress.clone());
+        let committed = match sent {
+            Err((e, _)) => Err(e.to_string()),
+            Ok(_) => blocking(move || {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, p, Offset::Offset(o + 1))?;
+                // No metadata for a configured group.id cannot happen; say so
+                // as an invalid group rather than panic.
+                let group = progress.group_metadata().ok_or(KafkaError::MetadataFetch(
+                    rdkafka::error::RDKafkaErrorCode::InvalidGroupId,
+                ))?;
+                prod.send_offsets_to_transaction(&tpl, &group, TIMEOUT)?;
+                prod.commit_transaction(TIMEOUT)
+            })
+            .await
+            .map_err(|e| e.to_string()),
+        };
         if let Err(e) = committed {
-            let _ = w.producer.abort_transaction(TIMEOUT);
+            let prod = w.producer.clone();
+            let _ = blocking(move || prod.abort_transaction(TIMEOUT)).await;
             return Err(e);
         }
         w.done.insert(p, o + 1);
@@ -162,15 +185,15 @@ impl DeadLetters {
 impl Writer {
     /// The progress group's committed offset for `p` (records below it are
     /// already dead-lettered), read once per writer.
-    fn done_below(&mut self, topic: &str, p: i32) -> Result<i64, String> {
+    async fn done_below(&mut self, topic: &str, p: i32) -> Result<i64, String> {
         if let Some(d) = self.done.get(&p) {
             return Ok(*d);
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(topic, p);
-        let c = self
-            .progress
-            .committed_offsets(tpl, TIMEOUT)
+        let progress = self.progress.clone();
+        let c = blocking(move || progress.committed_offsets(tpl, TIMEOUT))
+            .await
             .map_err(|e| format!("reading dead-letter progress: {e}"))?;
         let d = c
             .elements()
@@ -182,5 +205,19 @@ impl Writer {
             .unwrap_or(0);
         self.done.insert(p, d);
         Ok(d)
+    }
+}
+
+/// Runs a blocking librdkafka call (bounded by its own timeout) on a
+/// blocking thread, not on an async worker the HTTP API needs.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "a blocking Kafka call panicked");
+            Err(KafkaError::Canceled)
+        }
     }
 }

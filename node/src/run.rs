@@ -219,14 +219,18 @@ fn start_relay(
                     Ok(relay) => {
                         if attempt > 0 {
                             tracing::info!(%brokers, "journal relay started");
-                            *st.last_error.lock() = None;
-                            store.outbox().set_error(None);
                         }
-                        attempt = 0;
+                        let ran = std::time::Instant::now();
                         match relay.run(stopped(&stop)).await {
                             Ok(()) => return Ok(()),
                             Err(e) => {
-                                tracing::error!(error = %e, "journal relay stopped; starting it again in 2 s. Writes are kept in the outbox meanwhile; if this repeats, check the node's disk and the broker");
+                                // A relay that ran a while failed anew: say so.
+                                if ran.elapsed() > Duration::from_secs(30) {
+                                    attempt = 0;
+                                }
+                                if attempt.is_multiple_of(15) {
+                                    tracing::error!(error = %e, attempt, "journal relay stopped; starting it again every 2 s. Writes are kept in the outbox meanwhile; if this repeats, check the node's disk and the broker");
+                                }
                                 format!("journal relay stopped: {e}")
                             }
                         }
