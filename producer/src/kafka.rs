@@ -104,12 +104,6 @@ impl KafkaSettings {
             ("max.in.flight.requests.per.connection", "5"),
             ("partitioner", "murmur2_random"),
             ("message.max.bytes", &max),
-            // A message that times out must not leave a gap later messages
-            // jump over (librdkafka's idempotent producer allows that by
-            // default): the gap is a fatal error, the relay recreates the
-            // producer and resends from the oldest unacknowledged entry, so
-            // the journal keeps commit order per entity group.
-            ("enable.gapless.guarantee", "true"),
         ]);
         if !self.properties.contains_key("message.timeout.ms") {
             c.set("message.timeout.ms", "30000");
