@@ -148,3 +148,61 @@ async fn a_proxy_moves_one_namespace_and_reports_upstream_failures() {
     assert_eq!(r.text().await.unwrap(), "local");
     shutdown(node).await;
 }
+
+/// An upstream that takes the promotion, then never answers a data request.
+async fn hanging_upstream() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                if String::from_utf8_lossy(&buf[..n]).contains("/v1/admin/promote") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .await;
+                }
+                // Anything else: hold the connection, never answer.
+                tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A forwarded request the new primary never answers ends in a 504 with a
+/// JSON error after the forward timeout (30 s), not a hang or an empty 200.
+#[tokio::test]
+async fn a_forwarded_request_that_times_out_is_a_json_504() {
+    let node = start(1 << 20).await;
+    let c = reqwest::Client::new();
+    let base = node.base.clone();
+    let f = post(
+        &c,
+        format!("{base}/v1/admin/fence"),
+        json!({"namespace": "app", "max_ms": 20000}),
+    )
+    .await;
+    let target = hanging_upstream().await;
+    post(
+        &c,
+        format!("{base}/v1/admin/proxy"),
+        json!({"namespace": "app", "target": target, "fence": f["fence"]}),
+    )
+    .await;
+    let t = std::time::Instant::now();
+    let r = c
+        .get(format!("{base}/v1/ns/app/e/Doc:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, (504, "proxy".into()));
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(25),
+        "{:?}",
+        t.elapsed()
+    );
+    shutdown(node).await;
+}
