@@ -286,7 +286,15 @@ async fn versions_increase_across_sessions() {
 async fn gate_records_through_a_new_session_after_expiry() {
     use northwest_node::cutover::{Gate, ProxyRecord};
     let root = format!("/northwest-test/{}", unique("gate-expiry"));
-    let c = coord(&root, |c| c.session_timeout = Duration::from_secs(4)).await;
+    // Through a fault proxy: cutting ZooKeeper off for longer than the
+    // session timeout makes the server expire the session.
+    let proxy = northwest_tests::fault_proxy::FaultProxy::start(&require_zk()).await;
+    let addr = proxy.addr.clone();
+    let c = coord(&root, |c| {
+        c.connect = addr;
+        c.session_timeout = Duration::from_secs(4);
+    })
+    .await;
     let gate = Gate::new(
         Some(ProxyRecord {
             zk: c.clone(),
@@ -297,15 +305,13 @@ async fn gate_records_through_a_new_session_after_expiry() {
     gate.promote("app", true)
         .await
         .expect("record under the first session");
-    // Expire the session from outside: a second client takes it over and
-    // goes away, and the server ends the session.
     let old = c.client().session_id();
-    let twin = zookeeper_client::Client::connector()
-        .with_session(c.client().session().clone())
-        .connect(&require_zk())
-        .await
-        .expect("take over the session");
-    drop(twin);
+    proxy.drop_requests(true);
+    proxy.drop_replies(true);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    proxy.cut();
+    proxy.drop_requests(false);
+    proxy.drop_replies(false);
     let deadline = Instant::now() + Duration::from_secs(60);
     while c.client().session_id() == old {
         assert!(
