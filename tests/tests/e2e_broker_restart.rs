@@ -47,11 +47,15 @@ async fn broker_restart_loses_and_reorders_nothing() {
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
     };
-    assert_eq!(
-        ready(idle.base.clone()).await,
-        200,
-        "idle source ready before"
-    );
+    // Ready once its relay created the journal topic.
+    let up = std::time::Instant::now() + Duration::from_secs(60);
+    while ready(idle.base.clone()).await != 200 {
+        assert!(
+            std::time::Instant::now() < up,
+            "idle source never ready before the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut idle_unready = false;
     let load = {
         let base = n1.base.clone();
