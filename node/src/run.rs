@@ -213,12 +213,20 @@ fn start_relay(
             // failed: commits wait in the bounded outbox, the reason shows in
             // status, /readyz and the log, and the relay starts again.
             let mut attempt = 0u32;
+            let mut unreachable = false;
             loop {
                 let failed = match Relay::new(store.clone(), relay_cfg.clone(), st.clone()).await
                 {
                     Ok(relay) => {
                         if attempt > 0 {
                             tracing::info!(%brokers, "journal relay started");
+                        }
+                        // The brokers answered: a "cannot reach" error is
+                        // over, even with nothing to ship. An error from a
+                        // failed run stays until the relay ships again.
+                        if std::mem::take(&mut unreachable) {
+                            *st.last_error.lock() = None;
+                            store.outbox().set_error(None);
                         }
                         let ran = std::time::Instant::now();
                         match relay.run(stopped(&stop)).await {
@@ -236,6 +244,7 @@ fn start_relay(
                         }
                     }
                     Err(e) => {
+                        unreachable = true;
                         if attempt.is_multiple_of(15) {
                             tracing::warn!(attempt, error = %e, %brokers, "journal relay not started; retrying every 2 s (is the broker up? deploy/stack.sh status). Writes are kept in the outbox meanwhile");
                         }

@@ -19,7 +19,13 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listens on a free loopback port and forwards to `upstream`.
     pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1:0", upstream).await
+    }
+
+    /// Listens on `listen` (e.g. a port a node was configured with while
+    /// nothing served it) and forwards to `upstream`.
+    pub async fn start_on(listen: &str, upstream: &str) -> Self {
+        let listener = TcpListener::bind(listen).await.expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let drop_replies = Arc::new(AtomicBool::new(false));
         let drop_requests = Arc::new(AtomicBool::new(false));

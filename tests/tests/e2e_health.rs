@@ -8,10 +8,14 @@ use northwest_tests::*;
 
 /// A node whose journal brokers are a loopback port nothing listens on.
 fn node_without_broker(name: &str) -> (tempfile::TempDir, NodeProc) {
+    node_with_brokers_at(name, &format!("127.0.0.1:{}", free_port()))
+}
+
+fn node_with_brokers_at(name: &str, dead: &str) -> (tempfile::TempDir, NodeProc) {
     require_zk();
     let dir = tempfile::tempdir().unwrap();
     let root = format!("/northwest-test/{}", unique("health"));
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = dead.to_string();
     let toml = node_toml_at(
         &(zk_addr(), dead),
         name,
@@ -72,4 +76,41 @@ async fn source_without_broker_serves_keeps_writes_and_says_why() {
     assert_eq!(s["outbox_pending"], 1, "the write waits in the outbox: {s}");
     let (code, body) = readyz(&n1.base).await;
     assert_eq!(code, 503, "{body}");
+}
+
+/// An idle source that started while the broker was away becomes ready once
+/// the broker answers, though it has nothing to ship (its "cannot reach the
+/// brokers" error once stayed until a write was shipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_source_becomes_ready_when_the_broker_appears() {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let (_dir, n1) = node_with_brokers_at("n1", &bootstrap);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !get_json(&format!("{}/v1/admin/status", n1.base)).await["relay"]["last_error"]
+        .is_string()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no relay error while the broker is away"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The broker appears at the configured bootstrap address (forwarded to
+    // the dev stack's broker, which then advertises its own address).
+    let _broker =
+        northwest_tests::fault_proxy::FaultProxy::start_on(&bootstrap, &require_kafka()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = readyz(&n1.base).await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an idle source stayed unready after the broker appeared: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let s = get_json(&format!("{}/v1/admin/status", n1.base)).await;
+    assert!(s["relay"]["last_error"].is_null(), "{s}");
 }
