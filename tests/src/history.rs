@@ -272,10 +272,10 @@ fn check_atomic(r: &mut Report, events: &[Event], state: &Final) {
         let Some(v) = seen else { continue };
         let later_delete = |k: &str| {
             events.iter().any(|d| {
-                touched(&d.op)
-                    .iter()
-                    .any(|(dk, eff)| *dk == k && eff.is_none())
-                    && !matches!(d.op, Op::Read { .. })
+                !matches!(d.op, Op::Read { .. })
+                    && touched(&d.op)
+                        .iter()
+                        .any(|(dk, eff)| *dk == k && eff.is_none())
                     && match d.outcome {
                         Outcome::Acked(dv) => dv > v,
                         Outcome::Unknown(_) => d.end >= e.start,

@@ -131,17 +131,14 @@ impl NodeProc {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
+        let pid = self.child.as_ref()?.id();
         let _ = std::process::Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
+            .args(["-TERM", &pid.to_string()])
             .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(s)) = c.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(s) = self.wait_exit(Duration::from_secs(30)) {
+            return Some(s);
         }
+        let mut c = self.child.take()?;
         let _ = c.kill();
         c.wait().ok()
     }
