@@ -31,14 +31,16 @@ impl Inner {
     }
 
     /// Creates the group's ephemeral lease znode, waiting while another
-    /// process holds it. Returns a data watch on our own znode: a waiter
-    /// asks for the group by setting data on it (see [`Inner::watch_lease`]).
+    /// process holds it. Returns a data watch on our own znode (a waiter
+    /// asks for the group by setting data on it, see [`Inner::watch_lease`])
+    /// and whether a waiter already asked: its write can land between our
+    /// create and our read, and then no later change would tell us.
     async fn acquire_lease(
         &self,
         s: &Session,
         key: &str,
         deadline: Instant,
-    ) -> Result<zk::OneshotWatcher, CoordError> {
+    ) -> Result<(zk::OneshotWatcher, bool), CoordError> {
         let path = self.lease_path(key);
         let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
         let timeout = || CoordError::LockTimeout(self.cfg.lock_timeout, key.to_string());
@@ -62,16 +64,26 @@ impl Inner {
             };
             // Ours: just created, or a create whose reply was lost in a reconnect.
             if stat.ephemeral_owner == s.client.session_id().0 {
-                return Ok(watcher);
+                return Ok((watcher, !data.is_empty()));
             }
             if data.is_empty() {
                 // Ask the holder to give the lease back after its current
                 // transaction; our own watch fires on this change and we wait
-                // on the next round. A failure only means the holder moved on.
-                let _ = s
+                // on the next round.
+                match s
                     .client
                     .set_data(&path, LEASE_WANTED, Some(stat.version))
-                    .await;
+                    .await
+                {
+                    // The holder moved on: our watch fires.
+                    Ok(_) | Err(zk::Error::BadVersion | zk::Error::NoNode) => {}
+                    // The ask may not have landed (a connection loss): nothing
+                    // would wake us, so ask again.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
             }
             let left = deadline
                 .checked_duration_since(Instant::now())
@@ -178,8 +190,9 @@ impl ZkCoordinator {
                 let _ = tokio::time::timeout(HANDOVER_GRACE, w.changed()).await;
             }
         }
-        let watcher = self.inner.acquire_lease(s, &key, deadline).await?;
-        let wanted = Arc::new(AtomicBool::new(false));
+        let (watcher, asked) = self.inner.acquire_lease(s, &key, deadline).await?;
+        // Asked already: give it back after this transaction.
+        let wanted = Arc::new(AtomicBool::new(asked));
         lock.guard.held_gen = Some(s.gen);
         lock.guard.acquired_at = Instant::now();
         lock.guard.wanted = wanted.clone();
