@@ -71,6 +71,7 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
         None => "before completing any phase".to_string(),
     };
     st.phase = Phase::Aborted;
+    st.phase_started_ms = Some(northwest_store::store::now_ms_pub());
     ctx.save(&st).await?;
     println!(
         "migration {} aborted {done}; n1 ({}) keeps serving",

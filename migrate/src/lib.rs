@@ -119,6 +119,8 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     };
     st.runs += 1;
     st.error = None;
+    st.phase_started_ms
+        .get_or_insert_with(northwest_store::store::now_ms_pub);
     ctx.save(&st).await?;
     while st.phase != Phase::Done {
         let phase = st.phase;
@@ -134,6 +136,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
             bail!("migration stopped in phase {phase:?}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back");
         }
         st.phase = phase.next();
+        st.phase_started_ms = Some(northwest_store::store::now_ms_pub());
         ctx.save(&st).await?;
         if Some(phase) == a.stop_after {
             eprintln!("stopped after phase {phase:?} as asked; run again to resume");
@@ -168,5 +171,6 @@ fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {
         write_pause_ms: None,
         error: None,
         from_name: None,
+        phase_started_ms: Some(northwest_store::store::now_ms_pub()),
     }
 }

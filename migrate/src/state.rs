@@ -89,6 +89,10 @@ pub struct MigState {
     /// n1's node name (where its proxy state lives in ZooKeeper).
     #[serde(default)]
     pub from_name: Option<String>,
+    /// When the current phase began (ms since the epoch): the nodes export
+    /// its age, so a migration stuck in a phase can raise an alert.
+    #[serde(default)]
+    pub phase_started_ms: Option<i64>,
 }
 
 /// The persisted state of the migration of `ns` whose source is `from`.

@@ -39,6 +39,10 @@ pub struct NodeState {
     pub zk_root: String,
     /// One broker client for every lag probe (created on first use).
     pub lag_probe: Arc<parking_lot::Mutex<Option<LagProbe>>>,
+    /// Where migrations record their state (None: local coordination).
+    pub zk: Option<Arc<northwest_store::ZkCoordinator>>,
+    /// The dashboard's time series.
+    pub history: crate::history::History,
 }
 
 /// The snapshot loader started by the orchestrator on a target node.
@@ -121,6 +125,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/admin/status", get(status))
         .route("/v1/admin/replay", post(replay))
         .route("/v1/admin/offsets", get(stored_offsets))
+        .route("/v1/admin/history", get(history))
         .route("/v1/ns/{ns}/digest", get(digest))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
@@ -398,6 +403,17 @@ async fn digest(
     Ok(Json(
         json!({"namespace": ns.as_str(), "count": d.total.count, "digest": d.total.hex(), "kinds": kinds}),
     ))
+}
+
+/// The dashboard's data: the sampled time series and the migrations.
+async fn history(State(s): State<Arc<NodeState>>) -> Json<Value> {
+    Json(json!({
+        "name": s.name,
+        "role": s.role(),
+        "interval_ms": crate::history::INTERVAL.as_millis() as u64,
+        "samples": s.history.samples(),
+        "migrations": s.history.migrations(),
+    }))
 }
 
 async fn metrics(State(s): State<Arc<NodeState>>) -> Response {

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod cutover;
+pub mod history;
 pub mod migration_api;
 mod run;
 pub mod telemetry;

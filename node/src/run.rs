@@ -23,7 +23,7 @@ use crate::admin::NodeState;
 use crate::api::{router, ApiState};
 use crate::config::{CoordinationMode, Durability, EngineKind, NodeConfig, OutboxFull};
 use crate::cutover::{Gate, ProxyRecord};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Roles};
 
 /// Opens the engine named by the config.
 pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
@@ -138,7 +138,13 @@ pub async fn run(
         relay,
         apply,
         control,
-        metrics: Arc::new(Metrics::new(&cfg.name)),
+        metrics: Arc::new(Metrics::new(
+            &cfg.name,
+            Roles {
+                source: cfg.journal.enabled,
+                target: cfg.journal.apply,
+            },
+        )),
         gate: Arc::new(Gate::new(
             zk_client.as_ref().map(|zk| ProxyRecord {
                 zk: zk.clone(),
@@ -152,11 +158,14 @@ pub async fn run(
         loader: parking_lot::Mutex::new(None),
         zk_root: cfg.coordination.root.clone(),
         lag_probe: Arc::default(),
+        zk: zk_client.clone(),
+        history: Default::default(),
     });
-    if state.apply.is_some() {
-        let (st, stop) = (state.clone(), stopped(&stop_rx));
-        tasks.push(("lag-probe", tokio::spawn(probe_lag(st, stop))));
-    }
+    let (st, stop) = (state.clone(), stopped(&stop_rx));
+    tasks.push((
+        "sampler",
+        tokio::spawn(crate::history::sample_loop(st, stop)),
+    ));
     for (ns, target) in state.gate.load().await? {
         tracing::warn!(namespace = %ns, %target, "namespace was migrated away: proxying it to its new primary");
     }
@@ -306,20 +315,6 @@ fn start_apply(
     (Some(ctl_tx), Some(shared))
 }
 
-/// Refreshes the lag gauges every 5 s.
-async fn probe_lag(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
-    tokio::pin!(stop);
-    loop {
-        if let Ok(l) = st.lag().await {
-            st.metrics.observe_lag(&l);
-        }
-        tokio::select! {
-            _ = &mut stop => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
-}
-
 /// The data API and digest behind the cutover gate, the admin and migration APIs, and
 /// request metrics around all of them.
 fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
@@ -348,11 +343,18 @@ fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
             let m = m.clone();
             async move {
                 let method = req.method().clone();
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("unmatched", |p| p.as_str())
+                    .to_string();
+                let started = std::time::Instant::now();
                 let resp = match uri_too_long(&req) {
                     Some(e) => e.into_response(),
                     None => next.run(req).await,
                 };
-                m.http_request(method.as_str(), resp.status().as_u16());
+                let secs = started.elapsed().as_secs_f64();
+                m.http_request(method.as_str(), &route, resp.status().as_u16(), secs);
                 resp
             }
         },

@@ -7,9 +7,18 @@ use northwest_consumer::{ApplyShared, PartitionLag};
 use northwest_producer::RelayStats;
 use parking_lot::Mutex;
 use prometheus::{
-    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use serde_json::Value;
+
+/// What the node does, which decides the series it exports: a source has no
+/// apply series and a target no relay series (rather than ones stuck at 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub source: bool,
+    pub target: bool,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -27,7 +36,18 @@ pub struct Metrics {
     relay_shipped: IntCounter,
     relay_errors: IntCounter,
     outbox_pending: IntGauge,
+    outbox_oldest_age: Gauge,
     http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    migration_phase: IntGaugeVec,
+    migration_phase_age: GaugeVec,
+    migration_snapshot_rows: IntGaugeVec,
+    migration_pause: GaugeVec,
+    migration_failed: IntGaugeVec,
+    ns_fenced: IntGaugeVec,
+    ns_proxied: IntGaugeVec,
+    ns_promoted: IntGaugeVec,
+    snapshot_loaded_rows: IntGauge,
     last: Mutex<Seen>,
 }
 
@@ -53,118 +73,266 @@ fn delta(counter: &IntCounter, last: &mut u64, now: u64) {
 }
 
 impl Metrics {
-    pub fn new(node: &str) -> Self {
+    pub fn new(node: &str, roles: Roles) -> Self {
         let registry = Registry::new_custom(
             Some("northwest".into()),
             Some([("node".to_string(), node.to_string())].into()),
         )
         .expect("valid registry");
-        let c = |n: &str, h: &str| {
+        // Every metric is created; only those of the node's roles are
+        // registered (and so exported).
+        let reg = |on: bool, m: Box<dyn prometheus::core::Collector>| {
+            if on {
+                registry.register(m).expect("unique metric");
+            }
+        };
+        let (src, tgt) = (roles.source, roles.target);
+        let c = |on: bool, n: &str, h: &str| {
             let m = IntCounter::new(n, h).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            reg(on, Box::new(m.clone()));
             m
         };
-        let g = |n: &str, h: &str| {
+        let g = |on: bool, n: &str, h: &str| {
             let m = IntGauge::new(n, h).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            reg(on, Box::new(m.clone()));
             m
         };
-        let gv = |n: &str, h: &str, l: &[&str]| {
+        let gv = |on: bool, n: &str, h: &str, l: &[&str]| {
             let m = IntGaugeVec::new(Opts::new(n, h), l).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            reg(on, Box::new(m.clone()));
             m
         };
-        let cv = |n: &str, h: &str, l: &[&str]| {
+        let fv = |on: bool, n: &str, h: &str, l: &[&str]| {
+            let m = GaugeVec::new(Opts::new(n, h), l).expect("valid metric");
+            reg(on, Box::new(m.clone()));
+            m
+        };
+        let cv = |on: bool, n: &str, h: &str, l: &[&str]| {
             let m = IntCounterVec::new(Opts::new(n, h), l).expect("valid metric");
-            registry
-                .register(Box::new(m.clone()))
-                .expect("unique metric");
+            reg(on, Box::new(m.clone()));
             m
         };
-        let lag_seconds = GaugeVec::new(
-            Opts::new(
-                "journal_lag_seconds",
-                "Age of the oldest unapplied journal record",
-            ),
-            &["partition"],
+        let outbox_oldest_age = Gauge::new(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest committed transaction Kafka has not acknowledged (0 when none)",
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(lag_seconds.clone()))
-            .expect("unique metric");
+        reg(src, Box::new(outbox_oldest_age.clone()));
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Request latency by route template and status class",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route", "class"],
+        )
+        .expect("valid metric");
+        reg(true, Box::new(http_duration.clone()));
         Self {
             apply_txns: c(
+                tgt,
                 "apply_transactions_total",
                 "Journal transactions applied (or skipped as stale) on this node",
             ),
             apply_writes: cv(
+                tgt,
                 "apply_writes_total",
                 "Replicated writes by apply decision",
                 &["result"],
             ),
             apply_dead_letter: c(
+                tgt,
                 "apply_dead_letter_total",
                 "Undecodable journal records sent to the dead-letter topic",
             ),
-            apply_batches: c("apply_batches_total", "Atomic apply batches written"),
+            apply_batches: c(tgt, "apply_batches_total", "Atomic apply batches written"),
             apply_retries: c(
+                tgt,
                 "apply_retries_total",
                 "Apply batches retried after a retriable error",
             ),
-            apply_running: g("apply_running", "1 while the journal apply loop runs"),
+            apply_running: g(tgt, "apply_running", "1 while the journal apply loop runs"),
             halted: gv(
+                tgt,
                 "journal_partition_halted",
                 "1 when a partition is halted on a bad record",
                 &["partition"],
             ),
             lag_records: gv(
+                tgt,
                 "journal_lag_records",
                 "High-water mark minus stored offset",
                 &["partition"],
             ),
             stored_offset: gv(
+                tgt,
                 "journal_stored_offset",
                 "Next offset to apply, stored with the data",
                 &["partition"],
             ),
             high_watermark: gv(
+                tgt,
                 "journal_high_watermark",
                 "Journal partition high-water mark",
                 &["partition"],
             ),
             relay_shipped: c(
+                src,
                 "relay_shipped_total",
                 "Journal records acknowledged by Kafka",
             ),
             relay_errors: c(
+                src,
                 "relay_errors_total",
                 "Journal records whose delivery failed (re-sent)",
             ),
             outbox_pending: g(
+                src,
                 "outbox_pending",
                 "Committed transactions not yet acknowledged by Kafka",
             ),
             http_requests: cv(
+                true,
                 "http_requests_total",
                 "Application API requests by method and status",
                 &["method", "status"],
             ),
-            lag_seconds,
+            lag_seconds: fv(
+                tgt,
+                "journal_lag_seconds",
+                "Age of the oldest unapplied journal record (NaN: records pending, age unknown)",
+                &["partition"],
+            ),
+            outbox_oldest_age,
+            http_duration,
+            migration_phase: gv(
+                true,
+                "migration_phase",
+                "1 for the phase each namespace's migration is in (as `migrate --stop-after` names it)",
+                &["namespace", "phase"],
+            ),
+            migration_phase_age: fv(
+                true,
+                "migration_phase_age_seconds",
+                "Time since the migration entered its current phase",
+                &["namespace"],
+            ),
+            migration_snapshot_rows: gv(
+                true,
+                "migration_snapshot_rows",
+                "Snapshot rows the migration streamed",
+                &["namespace"],
+            ),
+            migration_pause: fv(
+                true,
+                "migration_cutover_pause_seconds",
+                "How long the last cutover held the namespace's writes",
+                &["namespace"],
+            ),
+            migration_failed: gv(
+                true,
+                "migration_failed",
+                "1 while the migration's last run stopped on an error",
+                &["namespace"],
+            ),
+            ns_fenced: gv(
+                true,
+                "namespace_fenced",
+                "1 while the namespace's writes are fenced for a cutover",
+                &["namespace"],
+            ),
+            ns_proxied: gv(
+                true,
+                "namespace_proxied",
+                "1 while this node forwards the namespace to its new primary",
+                &["namespace"],
+            ),
+            ns_promoted: gv(
+                tgt,
+                "namespace_promoted",
+                "1 when this replica takes client writes for the namespace",
+                &["namespace"],
+            ),
+            snapshot_loaded_rows: g(
+                tgt,
+                "snapshot_loaded_rows",
+                "Rows the running snapshot load applied (0 when none runs)",
+            ),
             registry,
             last: Mutex::new(Seen::default()),
         }
     }
 
-    pub fn http_request(&self, method: &str, status: u16) {
+    /// `route`: the matched route template (never the raw path, whose keys
+    /// would make one series per entity).
+    pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http_requests
             .with_label_values(&[method, &status.to_string()])
             .inc();
+        let class = format!("{}xx", status / 100);
+        self.http_duration
+            .with_label_values(&[route, &class])
+            .observe(seconds);
+    }
+
+    /// Outbox age: seconds since the oldest unshipped commit (None: empty).
+    pub fn observe_outbox_age(&self, oldest_ts_ms: Option<i64>, now_ms: i64) {
+        let age = oldest_ts_ms.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+        self.outbox_oldest_age.set(age);
+    }
+
+    /// The cutover state of this node's namespaces.
+    pub fn observe_gate(&self, fenced: &[String], proxied: &[String], promoted: &[String]) {
+        // Held so a scrape never sees the series between reset and set.
+        let _seen = self.last.lock();
+        for (vec, names) in [
+            (&self.ns_fenced, fenced),
+            (&self.ns_proxied, proxied),
+            (&self.ns_promoted, promoted),
+        ] {
+            // Reset: a namespace no longer fenced must drop to 0, not vanish
+            // with its last value.
+            for m in vec_values(vec) {
+                vec.with_label_values(&[&m]).set(0);
+            }
+            for n in names {
+                vec.with_label_values(&[n]).set(1);
+            }
+        }
+    }
+
+    /// The migrations recorded in ZooKeeper (their persisted JSON state).
+    pub fn observe_migrations(&self, migrations: &[Value], now_ms: i64) {
+        let _seen = self.last.lock();
+        self.migration_phase.reset();
+        for m in migrations {
+            let Some(ns) = m["ns"].as_str() else { continue };
+            let phase = m["phase"].as_str().unwrap_or("unknown");
+            self.migration_phase.with_label_values(&[ns, phase]).set(1);
+            if let Some(t) = m["phase_started_ms"].as_i64() {
+                self.migration_phase_age
+                    .with_label_values(&[ns])
+                    .set((now_ms - t).max(0) as f64 / 1000.0);
+            }
+            self.migration_snapshot_rows
+                .with_label_values(&[ns])
+                .set(m["snapshot_rows"].as_i64().unwrap_or(0));
+            if let Some(ms) = m["write_pause_ms"].as_f64() {
+                self.migration_pause
+                    .with_label_values(&[ns])
+                    .set(ms / 1000.0);
+            }
+            self.migration_failed
+                .with_label_values(&[ns])
+                .set(m["error"].is_string() as i64);
+        }
+    }
+
+    pub fn observe_loader(&self, rows: Option<u64>) {
+        self.snapshot_loaded_rows.set(rows.unwrap_or(0) as i64);
     }
 
     pub fn observe_apply(&self, a: &ApplyShared) {
@@ -248,7 +416,21 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let families = {
+            let _seen = self.last.lock();
+            self.registry.gather()
+        };
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// The first label value of every series `vec` has.
+fn vec_values(vec: &IntGaugeVec) -> Vec<String> {
+    use prometheus::core::Collector;
+    vec.collect()
+        .iter()
+        .flat_map(|f| f.get_metric().iter())
+        .filter_map(|m| m.get_label().first().map(|l| l.value().to_string()))
+        .collect()
 }

@@ -245,6 +245,19 @@ impl Outbox {
         }
     }
 
+    /// Commit time of the oldest entry still waiting to be shipped (the
+    /// journal's delay behind the data, which the entry count cannot show).
+    pub fn oldest_pending_ts_ms(&self) -> Result<Option<i64>, StoreError> {
+        // The lowest reservations may not be written yet: look a few further.
+        let first: Vec<u64> = self.pending.lock().iter().take(64).copied().collect();
+        for seq in first {
+            if let Some(v) = self.engine.get(Cf::Outbox, &seq_key(seq))? {
+                return Ok(Some(OutboxEntry::decode(&v)?.ts_ms));
+            }
+        }
+        Ok(None)
+    }
+
     /// Records (or clears) why the relay cannot ship.
     pub fn set_error(&self, error: Option<String>) {
         *self.error.lock() = error;
