@@ -34,7 +34,9 @@ readonly ZK_TIMEOUT="${NW_ZK_TIMEOUT:-60}"        # seconds; ~5 s is normal with
 readonly KAFKA_TIMEOUT="${NW_KAFKA_TIMEOUT:-90}"  # seconds; ~10 s is normal on 2 cores
 readonly STOP_GRACE="${NW_STOP_GRACE:-20}"        # seconds between TERM and KILL
 
-readonly APT_PACKAGES=(zookeeper build-essential pkg-config libclang-dev cmake)
+# chromium (headless) and prometheus (promtool) are for the test suite: the dashboard is
+# tested in a real browser and the alert rules with promtool.
+readonly APT_PACKAGES=(zookeeper build-essential pkg-config libclang-dev cmake chromium prometheus)
 
 # The Kafka jars are resolved once per machine from Maven Central (deploy/kafka/pom.xml pins the
 # version) and shared by every checkout; Maven's own cache (~/.m2) keeps a second copy.

@@ -309,6 +309,11 @@ impl Gate {
         self.ns.lock().get(ns).and_then(|g| g.proxy.lock().clone())
     }
 
+    /// Every namespace this node has seen a data or cutover request for.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.ns.lock().keys().cloned().collect()
+    }
+
     /// Every proxied namespace and its target.
     pub fn proxies(&self) -> HashMap<String, String> {
         self.ns

@@ -90,6 +90,7 @@ pub async fn sample_loop(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> 
         }
         let proxied: Vec<String> = st.gate.proxies().into_keys().collect();
         st.metrics.observe_gate(
+            &st.gate.namespaces(),
             &st.gate.fenced_namespaces().await,
             &proxied,
             &st.gate.promoted(),

@@ -285,18 +285,23 @@ impl Metrics {
     }
 
     /// The cutover state of this node's namespaces.
-    pub fn observe_gate(&self, fenced: &[String], proxied: &[String], promoted: &[String]) {
-        // Held so a scrape never sees the series between reset and set.
+    /// `known`: every namespace the node has seen, exported as 0 when not
+    /// in a list (a series that appears only while fenced cannot be graphed).
+    pub fn observe_gate(
+        &self,
+        known: &[String],
+        fenced: &[String],
+        proxied: &[String],
+        promoted: &[String],
+    ) {
         let _seen = self.last.lock();
         for (vec, names) in [
             (&self.ns_fenced, fenced),
             (&self.ns_proxied, proxied),
             (&self.ns_promoted, promoted),
         ] {
-            // Reset: a namespace no longer fenced must drop to 0, not vanish
-            // with its last value.
-            for m in vec_values(vec) {
-                vec.with_label_values(&[&m]).set(0);
+            for n in known {
+                vec.with_label_values(&[n]).set(names.contains(n) as i64);
             }
             for n in names {
                 vec.with_label_values(&[n]).set(1);
@@ -423,14 +428,4 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
-}
-
-/// The first label value of every series `vec` has.
-fn vec_values(vec: &IntGaugeVec) -> Vec<String> {
-    use prometheus::core::Collector;
-    vec.collect()
-        .iter()
-        .flat_map(|f| f.get_metric().iter())
-        .filter_map(|m| m.get_label().first().map(|l| l.value().to_string()))
-        .collect()
 }

@@ -3,6 +3,7 @@
 //! test, and process helpers. A test that needs a service and cannot reach it
 //! fails with instructions; it never skips.
 
+pub mod browser;
 pub mod chaos;
 pub mod fault_proxy;
 pub mod history;

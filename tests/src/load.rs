@@ -370,3 +370,29 @@ pub fn high_water_marks_at(
     }
     out
 }
+
+/// Deletes every record of `topic`'s `partition` below its current end with
+/// Kafka's own `kafka-delete-records` (what retention does to a consumer
+/// that stayed away too long). `dir` holds the tool's offset file.
+pub fn expire_partition_backlog(topic: &str, partition: i32, dir: &std::path::Path) {
+    let end = records_per_partition(topic)[&partition];
+    let spec = dir.join(format!("delete-{partition}.json"));
+    std::fs::write(
+        &spec,
+        serde_json::json!({"version": 1, "partitions": [{"topic": topic, "partition": partition, "offset": end}]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::stack_script())
+        .args([
+            "kafka",
+            "kafka-delete-records",
+            "--bootstrap-server",
+            &crate::kafka_addr(),
+        ])
+        .arg("--offset-json-file")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kafka-delete-records: {out:?}");
+}

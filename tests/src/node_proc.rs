@@ -121,6 +121,16 @@ impl NodeProc {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Sends `sig` (e.g. "STOP", "CONT") to the running process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("node running").id();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
     /// SIGKILL: no chance to drain.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

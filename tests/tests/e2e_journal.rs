@@ -431,26 +431,7 @@ async fn expired_records_halt_their_partition_visibly() {
         assert!(std::time::Instant::now() < deadline, "n1 never shipped");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let end = records_per_partition(&p.topic)[&0];
-    let spec = p.dir.path().join("delete.json");
-    std::fs::write(
-        &spec,
-        serde_json::json!({"version": 1, "partitions": [{"topic": p.topic, "partition": 0, "offset": end}]})
-            .to_string(),
-    )
-    .unwrap();
-    let out = std::process::Command::new(stack_script())
-        .args([
-            "kafka",
-            "kafka-delete-records",
-            "--bootstrap-server",
-            &kafka_addr(),
-        ])
-        .arg("--offset-json-file")
-        .arg(&spec)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    expire_partition_backlog(&p.topic, 0, p.dir.path());
     p.n2.spawn();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -1,0 +1,111 @@
+//! A real browser for the dashboard tests: Debian's `chromium` in headless
+//! mode (installed by `deploy/stack.sh install`; never downloaded). Each
+//! [`load`] runs the page's scripts for a while, then returns the rendered
+//! DOM and every console message the page produced.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Page {
+    pub dom: String,
+    /// Console messages (errors, uncaught exceptions, failed loads).
+    pub console: Vec<String>,
+}
+
+impl Page {
+    /// The value of `attr` on the element with `id`, if both exist.
+    pub fn attr_of(&self, id: &str, attr: &str) -> Option<String> {
+        let at = self.dom.find(&format!("id=\"{id}\""))?;
+        let start = self.dom[..at].rfind('<')?;
+        let end = at + self.dom[at..].find('>')?;
+        let tag = &self.dom[start..end];
+        let key = format!("{attr}=\"");
+        let v = tag.find(&key)? + key.len();
+        Some(tag[v..v + tag[v..].find('"')?].to_string())
+    }
+
+    /// The text of the element with `id` (tags stripped).
+    pub fn text_of(&self, id: &str) -> Option<String> {
+        let at = self.dom.find(&format!("id=\"{id}\""))?;
+        let open_end = at + self.dom[at..].find('>')? + 1;
+        let tag = self.dom[..at].rfind('<').map(|s| &self.dom[s + 1..at])?;
+        let name = tag.split_whitespace().next()?;
+        let close = open_end + self.dom[open_end..].find(&format!("</{name}>"))?;
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in self.dom[open_end..close].chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The chromium binary; a missing browser fails the test with what to run.
+pub fn chromium() -> PathBuf {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("chromium not found: run `deploy/stack.sh install` (apt package chromium)");
+}
+
+fn base_cmd(profile: &Path, budget_ms: u64) -> Command {
+    let mut c = Command::new(chromium());
+    c.args([
+        "--headless=new",
+        // Root in CI containers cannot use chromium's sandbox.
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1200,1100",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--virtual-time-budget={budget_ms}"));
+    c
+}
+
+/// Loads `url`, lets its scripts run for `budget_ms` of virtual time, and
+/// returns the DOM; with `screenshot`, also saves a PNG of the page there.
+pub fn load(url: &str, budget_ms: u64, screenshot: Option<&Path>) -> Page {
+    let profile = tempfile::tempdir().expect("tempdir");
+    let dumped = base_cmd(profile.path(), budget_ms)
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        dumped.status.success(),
+        "chromium --dump-dom {url}: {dumped:?}"
+    );
+    let console = String::from_utf8_lossy(&dumped.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    if let Some(png) = screenshot {
+        if let Some(dir) = png.parent() {
+            std::fs::create_dir_all(dir).expect("artifact dir");
+        }
+        let out = base_cmd(profile.path(), budget_ms)
+            .arg(format!("--screenshot={}", png.display()))
+            .arg(url)
+            .output()
+            .expect("run chromium");
+        assert!(
+            out.status.success() && png.exists(),
+            "chromium --screenshot {url}: {out:?}"
+        );
+    }
+    Page {
+        dom: String::from_utf8_lossy(&dumped.stdout).into_owned(),
+        console,
+    }
+}
