@@ -94,8 +94,11 @@ struct NodeArgs {
 fn init_tracing(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // No colour codes in files, pipes and journald.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -167,7 +170,16 @@ async fn main() -> anyhow::Result<()> {
                 .context("node failed")
         }
         Cmd::Loadgen(a) => northwest_bench::loadgen::run(a, shutdown_signal()).await,
-        Cmd::Migrate(a) => northwest_migrate::run(a).await,
+        Cmd::Migrate(a) => {
+            // Exit codes: 0 done (or stopped where asked), 1 stopped midway
+            // (run the same command to resume), 2 refused (nothing changed).
+            if let Err(e) = northwest_migrate::run(a).await {
+                let refused = e.downcast_ref::<northwest_migrate::Refused>().is_some();
+                eprintln!("{}: {e:#}", if refused { "refused" } else { "error" });
+                std::process::exit(if refused { 2 } else { 1 });
+            }
+            Ok(())
+        }
         Cmd::Status(a) => northwest_migrate::ops::status(a).await,
         Cmd::Replay(a) => northwest_migrate::ops::replay(a).await,
         Cmd::Digest(a) => northwest_migrate::ops::digest(a).await,

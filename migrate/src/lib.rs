@@ -34,10 +34,10 @@ use zookeeper_client as zk;
 
 pub use args::MigrateArgs;
 use client::Ctx;
-pub use state::{load_state, MigState, Phase};
+pub use state::{load_state, MigState, Phase, Refused};
 
 pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
-    Namespace::new(&a.namespace).map_err(|e| anyhow!("{e}"))?;
+    Namespace::new(&a.namespace).map_err(|e| Refused(format!("namespace: {e}")))?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
@@ -83,6 +83,14 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         return abort::abort(&ctx, existing).await;
     }
     let mut st = match existing {
+        Some(st) if st.phase == Phase::Done && (st.from != a.from || st.to != a.to) => {
+            return Err(Refused(format!(
+                "namespace {} was already migrated from {} to {} (migration {}); \
+                 migrating it again from {} needs a new source",
+                st.ns, st.from, st.to, st.id, a.from
+            ))
+            .into());
+        }
         Some(st) if st.phase == Phase::Done => {
             eprintln!(
                 "migration {} of namespace {} is already done (n2 {} is primary)",
@@ -98,21 +106,27 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
                 && (st.from != a.from || st.to != a.to) =>
         {
             eprintln!(
-                "replacing migration {} ({} -> {}), which stopped in {:?} before changing anything",
-                st.id, st.from, st.to, st.phase
+                "replacing migration {} ({} -> {}), which stopped in {} before changing anything",
+                st.id,
+                st.from,
+                st.to,
+                st.phase.cli_name()
             );
             new_state(&a, &s1)
         }
         Some(st) if st.phase != Phase::Aborted => {
             if st.from != a.from || st.to != a.to {
-                bail!(
+                return Err(Refused(format!(
                     "a migration {} -> {} is in progress for {}; finish or --abort it first",
-                    st.from,
-                    st.to,
-                    st.ns
-                );
+                    st.from, st.to, st.ns
+                ))
+                .into());
             }
-            eprintln!("resuming migration {} at phase {:?}", st.id, st.phase);
+            eprintln!(
+                "resuming migration {} at phase {}",
+                st.id,
+                st.phase.cli_name()
+            );
             st
         }
         _ => new_state(&a, &s1),
@@ -122,29 +136,48 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     st.phase_started_ms
         .get_or_insert_with(northwest_store::store::now_ms_pub);
     ctx.save(&st).await?;
+    let total = PHASES - 1;
     while st.phase != Phase::Done {
         let phase = st.phase;
         let t = Instant::now();
-        if !a.quiet {
-            eprintln!("phase {phase:?}");
-        }
         let r = phases::run_phase(&ctx, &mut st).await;
         *st.phase_seconds.entry(format!("{phase:?}")).or_default() += t.elapsed().as_secs_f64();
         if let Err(e) = r {
             st.error = Some(format!("{e:#}"));
             ctx.save(&st).await?;
-            bail!("migration stopped in phase {phase:?}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back");
+            if let Some(r) = e.downcast_ref::<Refused>() {
+                // Init checks change nothing: say why, nothing to resume.
+                if phase == Phase::Init {
+                    return Err(Refused(r.0.clone()).into());
+                }
+            }
+            bail!("migration stopped in phase {}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back", phase.cli_name());
+        }
+        if !a.quiet {
+            eprintln!(
+                "[{}/{total}] {:<14} {:>7.2} s  {}",
+                phase as usize + 1,
+                phase.cli_name(),
+                t.elapsed().as_secs_f64(),
+                state::phase_detail(&st, phase)
+            );
         }
         st.phase = phase.next();
         st.phase_started_ms = Some(northwest_store::store::now_ms_pub());
         ctx.save(&st).await?;
         if Some(phase) == a.stop_after {
-            eprintln!("stopped after phase {phase:?} as asked; run again to resume");
+            eprintln!(
+                "stopped after phase {} as asked; run again to resume",
+                phase.cli_name()
+            );
             return Ok(());
         }
     }
     state::report(&st, a.json)
 }
+
+/// Phases from init to done.
+const PHASES: usize = Phase::Done as usize + 1;
 
 /// A fresh migration record for `a`, given n1's status.
 fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {

@@ -71,29 +71,36 @@ async fn get_json(url: &str) -> anyhow::Result<Value> {
     crate::client::send_json(client().get(url), &format!("GET {url}")).await
 }
 
-fn print_status(s: &Value) {
-    println!(
+/// The status as aligned text lines.
+fn status_text(s: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "node {} ({}), outbox pending {}",
         s["name"].as_str().unwrap_or("?"),
         s["role"].as_str().unwrap_or("?"),
-        s["outbox_pending"]
+        s["outbox_pending"].as_u64().unwrap_or(0)
     );
     if let Some(r) = s.get("relay") {
-        println!(
+        let _ = writeln!(
+            out,
             "  relay: shipped {}, send errors {}, last error {}",
             r["shipped"], r["send_errors"], r["last_error"]
         );
     }
     if let Some(a) = s.get("apply") {
-        println!(
+        let _ = writeln!(
+        out,
             "  apply: {} transactions, writes applied {} / stale {} / blacklisted {}, dead-lettered {}, {}",
             a["transactions"], a["writes_applied"], a["writes_stale"], a["writes_blacklisted"], a["dead_lettered"],
-            if a["caught_up"].as_bool() == Some(true) { "CAUGHT UP" } else { "lagging" }
+            a["state"].as_str().unwrap_or("?").replace('_', " ").to_uppercase()
         );
         if let Some(e) = a["lag_error"].as_str() {
-            println!("  lag unavailable: {e}");
+            let _ = writeln!(out, "  lag unavailable: {e}");
         }
-        println!(
+        let _ = writeln!(
+            out,
             "  {:>4} {:>12} {:>12} {:>10} {:>9}  progress",
             "part", "stored", "high-water", "lag", "lag s"
         );
@@ -108,12 +115,13 @@ fn print_status(s: &Value) {
                 1.0
             };
             let filled = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
-            println!(
+            let _ = writeln!(
+                out,
                 "  {:>4} {:>12} {:>12} {:>10} {:>9}  [{}{}]{}",
-                p["partition"],
+                p["partition"].as_i64().unwrap_or(-1),
                 stored,
                 hw,
-                p["lag_records"],
+                p["lag_records"].as_i64().unwrap_or(0),
                 p["lag_seconds"]
                     .as_f64()
                     .map_or("?".to_string(), |s| format!("{s:.1}")),
@@ -126,19 +134,38 @@ fn print_status(s: &Value) {
             );
         }
     }
+    out
 }
 
 pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
     loop {
         let s = get_json(&format!("{}/v1/admin/status", a.node)).await?;
+        let mut text = String::new();
         if a.json {
-            println!("{s}");
+            text = format!("{s}\n");
         } else {
             if a.watch {
-                print!("\x1b[2J\x1b[H");
+                if tty {
+                    // Clear the screen and redraw in place.
+                    text.push_str("\x1b[2J\x1b[H");
+                } else {
+                    text.push_str(&format!("--- {}\n", northwest_store::store::now_ms_pub()));
+                }
             }
-            print_status(&s);
+            text.push_str(&status_text(&s));
         }
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (`status --watch | head`) ends the command quietly.
+        if out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+        drop(out);
         if !a.watch {
             return Ok(());
         }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use zookeeper_client as zk;
 
 use crate::client::{high_watermarks, mkdirs, Ctx};
-use crate::state::{MigState, Phase};
+use crate::state::{MigState, Phase, Refused};
 
 pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
@@ -24,17 +24,21 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
                 .await
                 .context("n2 unreachable")?;
             if s1["role"] != "source" {
-                bail!("n1 ({n1}) is not journaling: set journal.enabled = true in its config and restart it");
+                return Err(Refused(format!("n1 ({n1}) is not journaling: set journal.enabled = true in its config and restart it")).into());
             }
             if s2["role"] != "target" {
-                bail!("n2 ({n2}) does not apply a journal: set journal.apply = true in its config and restart it");
+                return Err(Refused(format!("n2 ({n2}) does not apply a journal: set journal.apply = true in its config and restart it")).into());
             }
             if s1["journal_topic"] != s2["journal_topic"] || s1["zk_root"] != s2["zk_root"] {
-                bail!("n1 and n2 must share the journal topic and the ZooKeeper root: n1 {} {}, n2 {} {}",
-                    s1["journal_topic"], s1["zk_root"], s2["journal_topic"], s2["zk_root"]);
+                return Err(Refused(format!("n1 and n2 must share the journal topic and the ZooKeeper root: n1 {} {}, n2 {} {}",
+                    s1["journal_topic"], s1["zk_root"], s2["journal_topic"], s2["zk_root"])).into());
             }
             if let Some(t) = s1["proxies"][&st.ns].as_str() {
-                bail!("n1 already forwards namespace {} to {t}", st.ns);
+                return Err(Refused(format!(
+                    "n1 already forwards namespace {} to {t}: it was migrated already",
+                    st.ns
+                ))
+                .into());
             }
             st.from_name = s1["name"].as_str().map(str::to_string);
         }
@@ -188,6 +192,8 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     .await?;
     let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
+    // Lag over the last 10 s: the catch-up ETA is the rate it shrinks at.
+    let mut recent: std::collections::VecDeque<(Instant, i64)> = Default::default();
     loop {
         let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
         let off = ctx.get(&format!("{n2}/v1/admin/offsets")).await?;
@@ -208,7 +214,15 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
             .map(|p| p["lag_records"].as_i64().unwrap_or(0))
             .sum();
         st.max_lag_records = st.max_lag_records.max(lag);
-        b.set_message(format!("lag {lag}"));
+        let now = Instant::now();
+        recent.push_back((now, lag));
+        while recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10))
+        {
+            recent.pop_front();
+        }
+        b.set_message(format!("lag {lag} records, {}", catch_up_eta(&recent)));
         let past_hwm = st
             .hwms
             .iter()
@@ -355,6 +369,26 @@ async fn drain(ctx: &Ctx, st: &MigState, fence: &Value, timeout: Duration) -> an
     }
 }
 
+/// "caught up", "eta 12 s" or "lag not shrinking", from (time, lag) samples.
+fn catch_up_eta(recent: &std::collections::VecDeque<(Instant, i64)>) -> String {
+    let (Some((t0, l0)), Some((t1, l1))) = (recent.front(), recent.back()) else {
+        return String::new();
+    };
+    if *l1 == 0 {
+        return "caught up".into();
+    }
+    let dt = t1.duration_since(*t0).as_secs_f64();
+    if dt < 1.0 {
+        return "eta ?".into();
+    }
+    let shrink = (l0 - l1) as f64 / dt;
+    if shrink > 0.0 {
+        format!("eta {:.0} s", *l1 as f64 / shrink)
+    } else {
+        "lag not shrinking".into()
+    }
+}
+
 pub(crate) fn bar(len: u64, msg: &str, quiet: bool) -> indicatif::ProgressBar {
     let b = if quiet {
         indicatif::ProgressBar::hidden()
@@ -363,11 +397,11 @@ pub(crate) fn bar(len: u64, msg: &str, quiet: bool) -> indicatif::ProgressBar {
     };
     b.set_style(
         indicatif::ProgressStyle::with_template(
-            "{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+            "{prefix:>10} [{bar:40}] {pos}/{len} rows {per_sec} {msg}",
         )
         .expect("static template")
         .progress_chars("=> "),
     );
-    b.set_message(msg.to_string());
+    b.set_prefix(msg.to_string());
     b
 }

@@ -63,6 +63,20 @@ impl Phase {
     }
 }
 
+/// A migration refused before it changed anything: the command exits with
+/// code 2. Any other error stopped it midway (exit code 1), and running the
+/// same command again resumes.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// Everything a resumed run needs, persisted after every step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MigState {
@@ -118,32 +132,56 @@ pub(crate) fn report(st: &MigState, as_json: bool) -> anyhow::Result<()> {
         "\nmigration {} of namespace {}: {} -> {}",
         st.id, st.ns, st.from, st.to
     );
-    for (p, s) in &st.phase_seconds {
-        println!("  {p:<14} {s:>8.2} s");
+    let mut p = Phase::Init;
+    while p != Phase::Done {
+        if let Some(s) = st.phase_seconds.get(&format!("{p:?}")) {
+            println!("  {:<14} {s:>8.2} s  {}", p.cli_name(), phase_detail(st, p));
+        }
+        p = p.next();
     }
-    println!(
-        "  snapshot rows streamed      {} ({} resumed from an earlier run)",
-        st.snapshot_rows, st.snapshot_resumed_rows
-    );
-    println!(
-        "  max journal lag in catch-up {} records",
-        st.max_lag_records
-    );
-    println!(
-        "  verify                      {}",
-        st.verify
-            .as_ref()
-            .map(|v| v.to_string())
-            .unwrap_or_default()
-    );
-    println!(
-        "  verify pause                {:.1} ms",
-        st.verify_pause_ms.unwrap_or(0.0)
-    );
-    println!(
-        "  cutover write pause         {:.1} ms",
-        st.write_pause_ms.unwrap_or(0.0)
-    );
-    println!("  orchestrator runs           {}", st.runs);
+    println!("  orchestrator runs {}", st.runs);
     Ok(())
+}
+
+/// One readable line about what phase `p` did.
+pub(crate) fn phase_detail(st: &MigState, p: Phase) -> String {
+    match p {
+        Phase::MetadataSync => format!("kinds: {}", st.kinds.join(", ")),
+        Phase::Snapshot => {
+            let secs = st.phase_seconds.get("Snapshot").copied().unwrap_or(0.0);
+            let rate = if secs > 0.0 {
+                format!(", {:.0} rows/s", st.snapshot_rows as f64 / secs)
+            } else {
+                String::new()
+            };
+            format!(
+                "{} rows{rate} ({} resumed from an earlier run)",
+                st.snapshot_rows, st.snapshot_resumed_rows
+            )
+        }
+        Phase::CatchUp => format!("max journal lag {} records", st.max_lag_records),
+        Phase::Verify => match &st.verify {
+            Some(v) if v["n1"] == v["n2"] => format!(
+                "n1 = n2: {} entities, digest {} (writes paused {:.1} ms)",
+                v["n1"]["count"],
+                v["n1"]["digest"].as_str().unwrap_or("?"),
+                st.verify_pause_ms.unwrap_or(0.0)
+            ),
+            Some(v) => format!(
+                "n1 and n2 DIFFER: n1 {} entities {}, n2 {} entities {}, kinds {}",
+                v["n1"]["count"],
+                v["n1"]["digest"].as_str().unwrap_or("?"),
+                v["n2"]["count"],
+                v["n2"]["digest"].as_str().unwrap_or("?"),
+                v["differing_kinds"]
+            ),
+            None => "not run".into(),
+        },
+        Phase::Proxy => format!(
+            "cutover write pause {:.1} ms",
+            st.write_pause_ms.unwrap_or(0.0)
+        ),
+        Phase::Switch => format!("{} is the primary of {}", st.to, st.ns),
+        _ => String::new(),
+    }
 }

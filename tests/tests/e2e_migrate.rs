@@ -218,6 +218,83 @@ async fn cutover_moves_one_namespace_and_survives_n1_restart() {
     // Resuming finishes the switch (it checks n1 really forwards).
     let r = report(&ok(&migrate(&s, &["--json"])));
     assert_eq!(r["phase"], "done", "{r}");
+    // Done already: `--json` prints one JSON document and nothing else.
+    let again = ok(&migrate(&s, &["--json"]));
+    let doc: serde_json::Value = serde_json::from_str(&again).expect("stdout is only JSON");
+    assert_eq!(doc["phase"], "done");
+    // A different target for the migrated namespace is refused: exit 2, reason on stderr.
+    let o = Command::new(bin_path("northwest"))
+        .args(["migrate", "--namespace", "app", "--from", &s.n1.base])
+        .args(["--to", "http://127.0.0.1:9", "--zk", &zk_addr()])
+        .args(["--brokers", &kafka_addr()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("refused: namespace app was already migrated"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+    grafana_metrics_exist(&s).await;
+}
+
+/// Every metric the Grafana dashboard in deploy/ graphs exists on a live
+/// node (n1 or n2, after a migration), so no panel is silently empty.
+async fn grafana_metrics_exist(s: &Setup) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/northwest.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard JSON");
+    let mut exprs = Vec::new();
+    collect_exprs(&dash, &mut exprs);
+    assert!(
+        exprs.len() >= 10,
+        "only {} queries in the dashboard",
+        exprs.len()
+    );
+    let mut exported = String::new();
+    for base in [&s.n1.base, &s.n2.base] {
+        exported += &reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    let mut missing = Vec::new();
+    for e in &exprs {
+        for (i, _) in e.match_indices("northwest_") {
+            let name: String = e[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suf| name.strip_suffix(suf))
+                .unwrap_or(&name);
+            let series = |end: char| exported.contains(&format!("\n{base}{end}"));
+            if !series('{') && !series(' ') && !missing.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(missing.is_empty(), "graphed but not exported: {missing:?}");
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x.as_str()) {
+                    ("expr" | "query", Some(q)) => out.push(q.to_string()),
+                    _ => collect_exprs(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_exprs(x, out)),
+        _ => {}
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
