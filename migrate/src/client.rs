@@ -59,6 +59,16 @@ impl Ctx {
         }
     }
 
+    /// Deletes the migration record this run created (a refusal changed
+    /// nothing, and a record left behind would show as a failed migration).
+    pub(crate) async fn forget(&self) -> anyhow::Result<()> {
+        let expected = *self.version.lock().expect("not poisoned");
+        match self.zk.delete(&self.path, expected).await {
+            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+            Err(e) => Err(anyhow!("deleting the migration record {}: {e}", self.path)),
+        }
+    }
+
     pub(crate) async fn save(&self, st: &MigState) -> anyhow::Result<()> {
         let data = serde_json::to_vec(st)?;
         let expected = *self.version.lock().expect("not poisoned");

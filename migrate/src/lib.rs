@@ -143,14 +143,16 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         let r = phases::run_phase(&ctx, &mut st).await;
         *st.phase_seconds.entry(format!("{phase:?}")).or_default() += t.elapsed().as_secs_f64();
         if let Err(e) = r {
+            if let (Some(r), Phase::Init) = (e.downcast_ref::<Refused>(), phase) {
+                // Init checks change nothing: say why; a record this run
+                // created goes too (it would show as a failed migration).
+                if st.runs == 1 {
+                    ctx.forget().await?;
+                }
+                return Err(Refused(r.0.clone()).into());
+            }
             st.error = Some(format!("{e:#}"));
             ctx.save(&st).await?;
-            if let Some(r) = e.downcast_ref::<Refused>() {
-                // Init checks change nothing: say why, nothing to resume.
-                if phase == Phase::Init {
-                    return Err(Refused(r.0.clone()).into());
-                }
-            }
             bail!("migration stopped in phase {}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back", phase.cli_name());
         }
         if !a.quiet {

@@ -253,17 +253,34 @@ async fn grafana_metrics_exist(s: &Setup) {
         "only {} queries in the dashboard",
         exprs.len()
     );
-    let mut exported = String::new();
-    for base in [&s.n1.base, &s.n2.base] {
-        exported += &reqwest::get(format!("{base}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    // The nodes refresh these series every 2 s: wait for the migration's end to show.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut exported = String::new();
+        for base in [&s.n1.base, &s.n2.base] {
+            exported += &reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+        }
+        let missing = unexported(&exprs, &exported);
+        if missing.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "graphed but not exported: {missing:?}\n{exported}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The metric names in `exprs` of which `exported` has no series.
+fn unexported(exprs: &[String], exported: &str) -> Vec<String> {
     let mut missing = Vec::new();
-    for e in &exprs {
+    for e in exprs {
         for (i, _) in e.match_indices("northwest_") {
             let name: String = e[i..]
                 .chars()
@@ -273,13 +290,15 @@ async fn grafana_metrics_exist(s: &Setup) {
                 .iter()
                 .find_map(|suf| name.strip_suffix(suf))
                 .unwrap_or(&name);
-            let series = |end: char| exported.contains(&format!("\n{base}{end}"));
-            if !series('{') && !series(' ') && !missing.contains(&name) {
+            let series = |n: &str| {
+                exported.contains(&format!("\n{n}{{")) || exported.contains(&format!("\n{n} "))
+            };
+            if !series(&name) && !series(base) && !missing.contains(&name) {
                 missing.push(name);
             }
         }
     }
-    assert!(missing.is_empty(), "graphed but not exported: {missing:?}");
+    missing
 }
 
 fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {

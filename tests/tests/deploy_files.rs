@@ -1,0 +1,59 @@
+//! The operator files in `deploy/` are checked by the tools that will read
+//! them: Prometheus's promtool (Debian package `prometheus`, installed by
+//! `deploy/stack.sh install`) for the alert rules, their unit tests and the
+//! scrape config. (Every metric the Grafana dashboard graphs is checked
+//! against a live node in `e2e_migrate`.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(deploy().join("prometheus"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool: {e}; run `deploy/stack.sh install` (apt package prometheus)")
+        });
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn alert_rules_are_valid_and_their_unit_tests_pass() {
+    let checked = promtool(&["check", "rules", "alerts.yml"]);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let tested = promtool(&["test", "rules", "alerts_test.yml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn prometheus_scrape_config_is_valid() {
+    let checked = promtool(&["check", "config", "prometheus.yml"]);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+}
+
+#[test]
+fn grafana_dashboard_is_json_with_panels() {
+    let text = std::fs::read_to_string(deploy().join("grafana/northwest.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    for p in panels {
+        if p["type"] == "row" {
+            continue;
+        }
+        assert!(p["title"].is_string(), "panel without title: {p}");
+        assert!(
+            p["targets"].as_array().is_some_and(|t| !t.is_empty()),
+            "panel {} has no query",
+            p["title"]
+        );
+    }
+}
