@@ -79,10 +79,11 @@ impl Inner {
                     Ok(_) | Err(zk::Error::BadVersion | zk::Error::NoNode) => {}
                     // The ask may not have landed (a connection loss): nothing
                     // would wake us, so ask again.
-                    Err(_) => {
+                    Err(_) if Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                    Err(_) => return Err(timeout()),
                 }
             }
             let left = deadline
@@ -105,11 +106,21 @@ impl Inner {
         gen: u64,
         watcher: zk::OneshotWatcher,
     ) {
-        let ev = watcher.changed().await;
-        if ev.event_type != zk::EventType::NodeDataChanged {
-            return; // we deleted it, or the session ended: nothing to give back
+        if wanted.load(Ordering::Acquire) {
+            // Asked before we held it: no event will come. Give it back even
+            // if no transaction of ours reaches `release` (one that fails
+            // before commit only drops its lock). The give-back deletes the
+            // znode, which ends the watch.
+            tokio::spawn(async move {
+                let _ = watcher.changed().await;
+            });
+        } else {
+            let ev = watcher.changed().await;
+            if ev.event_type != zk::EventType::NodeDataChanged {
+                return; // we deleted it, or the session ended: nothing to give back
+            }
+            wanted.store(true, Ordering::Release);
         }
-        wanted.store(true, Ordering::Release);
         let Some(slot) = slot.upgrade() else { return };
         let mut g = slot.lock_owned().await;
         if Arc::ptr_eq(&g.wanted, &wanted) && g.held_gen == Some(gen) {
