@@ -14,6 +14,39 @@ use zookeeper_client as zk;
 use crate::args::MigrateArgs;
 use crate::state::MigState;
 
+/// The admin token every command presents to the nodes (set once at start
+/// from `--admin-token-file`; see the node's `http.admin_token_file`).
+static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Reads the admin token the nodes require from `path`.
+pub fn use_admin_token_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let t = std::fs::read_to_string(path)
+        .with_context(|| format!("--admin-token-file {}", path.display()))?
+        .trim()
+        .to_string();
+    if t.is_empty() {
+        bail!("--admin-token-file {} is empty", path.display());
+    }
+    let _ = ADMIN_TOKEN.set(t);
+    Ok(())
+}
+
+/// An HTTP client for the nodes' admin API, presenting the admin token.
+pub fn admin_http(timeout: Duration) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = ADMIN_TOKEN.get() {
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()
+        .expect("static client config")
+}
+
 pub(crate) struct Ctx {
     pub(crate) a: MigrateArgs,
     pub(crate) http: reqwest::Client,
@@ -56,16 +89,6 @@ impl Ctx {
             }
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(anyhow!("reading {}: {e}", self.path)),
-        }
-    }
-
-    /// Deletes the migration record this run created (a refusal changed
-    /// nothing, and a record left behind would show as a failed migration).
-    pub(crate) async fn forget(&self) -> anyhow::Result<()> {
-        let expected = *self.version.lock().expect("not poisoned");
-        match self.zk.delete(&self.path, expected).await {
-            Ok(()) | Err(zk::Error::NoNode) => Ok(()),
-            Err(e) => Err(anyhow!("deleting the migration record {}: {e}", self.path)),
         }
     }
 
@@ -148,6 +171,13 @@ pub(crate) async fn send_json(req: reqwest::RequestBuilder, what: &str) -> anyho
         .json()
         .await
         .with_context(|| format!("{what}: response is not JSON"))?;
+    if st == reqwest::StatusCode::UNAUTHORIZED || st == reqwest::StatusCode::FORBIDDEN {
+        bail!(
+            "{what}: {st}: {}; pass the nodes' admin token with --admin-token-file \
+             (or NORTHWEST_ADMIN_TOKEN_FILE)",
+            v["error"]
+        );
+    }
     if !st.is_success() {
         bail!("{what}: {st} {}: {}", v["code"], v["error"]);
     }

@@ -33,21 +33,18 @@ use serde_json::Value;
 use zookeeper_client as zk;
 
 pub use args::MigrateArgs;
+pub use client::use_admin_token_file;
 use client::Ctx;
 pub use state::{load_state, MigState, Phase, Refused};
 
 pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     Namespace::new(&a.namespace).map_err(|e| Refused(format!("namespace: {e}")))?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()?;
-    let s1: Value = http
-        .get(format!("{}/v1/admin/status", a.from))
-        .send()
-        .await
-        .with_context(|| format!("n1 at {} unreachable", a.from))?
-        .json()
-        .await?;
+    let http = client::admin_http(Duration::from_secs(120));
+    let s1 = client::send_json(
+        http.get(format!("{}/v1/admin/status", a.from)),
+        &format!("n1 at {}: GET /v1/admin/status", a.from),
+    )
+    .await?;
     let root = s1["zk_root"]
         .as_str()
         .ok_or_else(|| anyhow!("n1 status has no zk_root"))?
@@ -135,7 +132,11 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     st.error = None;
     st.phase_started_ms
         .get_or_insert_with(northwest_store::store::now_ms_pub);
-    ctx.save(&st).await?;
+    // A run refused by the init checks writes nothing: the record is saved
+    // from the first step that passed (or failed rather than refused).
+    if st.phase != Phase::Init {
+        ctx.save(&st).await?;
+    }
     let total = PHASES - 1;
     while st.phase != Phase::Done {
         let phase = st.phase;
@@ -144,11 +145,6 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         *st.phase_seconds.entry(format!("{phase:?}")).or_default() += t.elapsed().as_secs_f64();
         if let Err(e) = r {
             if let (Some(r), Phase::Init) = (e.downcast_ref::<Refused>(), phase) {
-                // Init checks change nothing: say why; a record this run
-                // created goes too (it would show as a failed migration).
-                if st.runs == 1 {
-                    ctx.forget().await?;
-                }
                 return Err(Refused(r.0.clone()).into());
             }
             st.error = Some(format!("{e:#}"));

@@ -214,19 +214,35 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
             .map(|p| p["lag_records"].as_i64().unwrap_or(0))
             .sum();
         st.max_lag_records = st.max_lag_records.max(lag);
-        let now = Instant::now();
-        recent.push_back((now, lag));
-        while recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10))
-        {
-            recent.pop_front();
-        }
-        b.set_message(format!("lag {lag} records, {}", catch_up_eta(&recent)));
         let past_hwm = st
             .hwms
             .iter()
             .all(|(p, hw)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *hw);
+        let now = Instant::now();
+        if let Some(e) = s2["apply"]["lag_error"].as_str() {
+            // No partitions read: 0 here would be a false "caught up".
+            recent.clear();
+            b.set_message(format!("lag unknown: {e}"));
+        } else {
+            recent.push_back((now, lag));
+            while recent
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10))
+            {
+                recent.pop_front();
+            }
+            let waiting = if !loaded {
+                ", loading the snapshot"
+            } else if !past_hwm {
+                ", applying up to the snapshot's journal position"
+            } else {
+                ""
+            };
+            b.set_message(format!(
+                "lag {lag} records, {}{waiting}",
+                catch_up_eta(&recent)
+            ));
+        }
         if loaded && past_hwm && lag <= ctx.a.max_lag && s2["apply"]["lag_error"].is_null() {
             break;
         }
@@ -375,7 +391,7 @@ fn catch_up_eta(recent: &std::collections::VecDeque<(Instant, i64)>) -> String {
         return String::new();
     };
     if *l1 == 0 {
-        return "caught up".into();
+        return "no journal lag".into();
     }
     let dt = t1.duration_since(*t0).as_secs_f64();
     if dt < 1.0 {

@@ -30,12 +30,25 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 struct NsGate {
     lock: Arc<RwLock<()>>,
     fence: tokio::sync::Mutex<Option<Fence>>,
+    /// A fence is held or being taken (set before waiting for in-flight
+    /// writes): read without the fence lock, which a fence draining slow
+    /// writes or a cutover may hold for seconds.
+    fencing: std::sync::atomic::AtomicBool,
     proxy: Mutex<Option<String>>,
 }
 
 struct Fence {
     gen: u64,
     _guard: OwnedRwLockWriteGuard<()>,
+}
+
+/// Clears a namespace's `fencing` flag unless the fence was taken.
+struct TakingFence<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for TakingFence<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// Where the proxy and promotion state is kept across restarts.
@@ -57,6 +70,9 @@ pub struct Gate {
     /// Namespaces this replica was promoted to serve writes for.
     promoted: Mutex<HashSet<String>>,
     client: reqwest::Client,
+    /// Presented to the new primary's admin API at cutover (never added to
+    /// forwarded client requests, which carry the client's own header).
+    peer_token: Option<crate::auth::Secret>,
 }
 
 impl Default for Gate {
@@ -97,6 +113,7 @@ impl Gate {
                 .timeout(FORWARD_TIMEOUT)
                 .build()
                 .expect("static client config"),
+            peer_token: None,
         }
     }
 
@@ -178,6 +195,12 @@ impl Gate {
         Ok(())
     }
 
+    /// The admin token presented to the new primary at cutover.
+    pub fn with_peer_token(mut self, token: Option<crate::auth::Secret>) -> Self {
+        self.peer_token = token;
+        self
+    }
+
     /// Why a client write to `ns` is refused here, if it is.
     fn replica_refusal(&self, ns: &str) -> Option<String> {
         let journal = self.replica_of.as_ref()?;
@@ -208,7 +231,12 @@ impl Gate {
         match slot.as_mut() {
             Some(f) => f.gen = gen,
             None => {
+                // Shown as fenced while in-flight writes drain; a request
+                // dropped meanwhile (its caller gone) leaves no fence.
+                g.fencing.store(true, Ordering::Release);
+                let taking = TakingFence(&g.fencing);
                 let guard = g.lock.clone().write_owned().await;
+                std::mem::forget(taking);
                 *slot = Some(Fence { gen, _guard: guard });
             }
         }
@@ -220,6 +248,7 @@ impl Gate {
             if slot.as_ref().is_some_and(|f| f.gen == gen) {
                 tracing::warn!(namespace = %ns, "write fence held longer than {max:?}; lifting it");
                 *slot = None;
+                g.fencing.store(false, Ordering::Release);
             }
         });
         gen
@@ -227,23 +256,22 @@ impl Gate {
 
     /// Lifts the fence on `ns`; returns the generation it lifted, if any.
     pub async fn unfence(&self, ns: &str) -> Option<u64> {
-        self.of(ns).fence.lock().await.take().map(|f| f.gen)
+        let g = self.of(ns);
+        let mut slot = g.fence.lock().await;
+        g.fencing.store(false, Ordering::Release);
+        slot.take().map(|f| f.gen)
     }
 
-    /// Namespaces currently fenced.
+    /// Namespaces fenced now or being fenced (waiting for in-flight
+    /// writes); never waits on a fence lock.
     pub async fn fenced_namespaces(&self) -> Vec<String> {
-        let all: Vec<(String, Arc<NsGate>)> = self
+        let mut out: Vec<String> = self
             .ns
             .lock()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|(_, g)| g.fencing.load(Ordering::Acquire))
+            .map(|(k, _)| k.clone())
             .collect();
-        let mut out = Vec::new();
-        for (ns, g) in all {
-            if g.fence.lock().await.is_some() {
-                out.push(ns);
-            }
-        }
         out.sort();
         out
     }
@@ -285,6 +313,7 @@ impl Gate {
         }
         *g.proxy.lock() = Some(target.to_string());
         *slot = None;
+        g.fencing.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -295,9 +324,11 @@ impl Gate {
         } else {
             reqwest::Method::DELETE
         };
-        self.client
-            .request(method, &url)
-            .json(&json!({"namespace": ns}))
+        let mut rb = self.client.request(method, &url);
+        if let Some(t) = &self.peer_token {
+            rb = rb.bearer_auth(t.expose());
+        }
+        rb.json(&json!({"namespace": ns}))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)

@@ -17,6 +17,9 @@ use serde_json::Value;
 use crate::admin::NodeState;
 
 pub const INTERVAL: Duration = Duration::from_secs(2);
+/// Longest a sampling step may take (the lag probe's own calls are bounded
+/// by 5 s per partition).
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Ten minutes of samples.
 pub const KEEP: usize = 300;
 
@@ -78,15 +81,23 @@ pub async fn sample_loop(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> 
             _ = &mut stop => return Ok(()),
             _ = tick.tick() => {}
         }
-        let sample = take_sample(&st).await;
-        st.history.push(sample);
-        match read_migrations(&st).await {
+        // Bounded, so one stuck call cannot freeze every series.
+        match tokio::time::timeout(STEP_TIMEOUT, take_sample(&st)).await {
+            Ok(sample) => st.history.push(sample),
+            Err(_) => tracing::warn!("sampling the pipeline took over {STEP_TIMEOUT:?}; skipped"),
+        }
+        let migrations = tokio::time::timeout(STEP_TIMEOUT, read_migrations(&st))
+            .await
+            .unwrap_or_else(|_| Err("ZooKeeper did not answer in time".into()));
+        match migrations {
             Ok(m) => {
                 st.metrics
                     .observe_migrations(&m, northwest_store::store::now_ms_pub());
                 *st.history.migrations.lock() = m;
             }
-            Err(e) => tracing::debug!(error = %e, "reading migration states"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading migration states from ZooKeeper failed; the dashboard and metrics keep the last ones read")
+            }
         }
         let proxied: Vec<String> = st.gate.proxies().into_keys().collect();
         st.metrics.observe_gate(
@@ -99,6 +110,7 @@ pub async fn sample_loop(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> 
             .loader
             .lock()
             .as_ref()
+            .filter(|l| l.shared.running.load(Relaxed))
             .map(|l| l.shared.txns.load(Relaxed));
         st.metrics.observe_loader(loaded);
     }
@@ -144,7 +156,10 @@ async fn take_sample(st: &NodeState) -> Sample {
                     })
                     .collect();
             }
-            Err(e) => s.lag_error = Some(e),
+            Err(e) => {
+                st.metrics.observe_lag_failed();
+                s.lag_error = Some(e);
+            }
         }
     }
     s

@@ -48,7 +48,11 @@ pub struct Metrics {
     ns_proxied: IntGaugeVec,
     ns_promoted: IntGaugeVec,
     snapshot_loaded_rows: IntGauge,
+    lag_probe_ok: IntGauge,
     last: Mutex<Seen>,
+    /// Every namespace a fenced/proxied/promoted series was exported for:
+    /// each is written every round (0 when no longer in its list).
+    gate_seen: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// Counter values already exported (counters advance by deltas).
@@ -261,6 +265,13 @@ impl Metrics {
                 "snapshot_loaded_rows",
                 "Rows the running snapshot load applied (0 when none runs)",
             ),
+            lag_probe_ok: g(
+                tgt,
+                "journal_lag_probe_ok",
+                "1 when the last lag probe read every partition's position from the broker; \
+                 0 when it failed (the lag series then show the last values read)",
+            ),
+            gate_seen: Mutex::new(Default::default()),
             registry,
             last: Mutex::new(Seen::default()),
         }
@@ -295,16 +306,22 @@ impl Metrics {
         promoted: &[String],
     ) {
         let _seen = self.last.lock();
+        let mut all = self.gate_seen.lock();
+        all.extend(
+            known
+                .iter()
+                .chain(fenced)
+                .chain(proxied)
+                .chain(promoted)
+                .cloned(),
+        );
         for (vec, names) in [
             (&self.ns_fenced, fenced),
             (&self.ns_proxied, proxied),
             (&self.ns_promoted, promoted),
         ] {
-            for n in known {
+            for n in all.iter() {
                 vec.with_label_values(&[n]).set(names.contains(n) as i64);
-            }
-            for n in names {
-                vec.with_label_values(&[n]).set(1);
             }
         }
     }
@@ -312,7 +329,12 @@ impl Metrics {
     /// The migrations recorded in ZooKeeper (their persisted JSON state).
     pub fn observe_migrations(&self, migrations: &[Value], now_ms: i64) {
         let _seen = self.last.lock();
+        // Every series is rebuilt: a record that went away takes its series.
         self.migration_phase.reset();
+        self.migration_phase_age.reset();
+        self.migration_snapshot_rows.reset();
+        self.migration_pause.reset();
+        self.migration_failed.reset();
         for m in migrations {
             let Some(ns) = m["ns"].as_str() else { continue };
             let phase = m["phase"].as_str().unwrap_or("unknown");
@@ -387,7 +409,31 @@ impl Metrics {
         }
     }
 
+    /// The lag probe failed: say so, and make the age unknown (NaN) rather
+    /// than keep showing the last one read.
+    pub fn observe_lag_failed(&self) {
+        let _seen = self.last.lock();
+        self.lag_probe_ok.set(0);
+        use prometheus::core::Collector;
+        let parts: Vec<String> = self
+            .lag_seconds
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric().iter())
+            .filter_map(|m| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == "partition")
+                    .map(|l| l.value().to_string())
+            })
+            .collect();
+        for p in parts {
+            self.lag_seconds.with_label_values(&[&p]).set(f64::NAN);
+        }
+    }
+
     pub fn observe_lag(&self, lag: &[PartitionLag]) {
+        self.lag_probe_ok.set(1);
         for l in lag {
             let p = l.partition.to_string();
             self.lag_records.with_label_values(&[&p]).set(l.lag_records);

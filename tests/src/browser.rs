@@ -45,6 +45,9 @@ impl Page {
     }
 }
 
+/// The console line the dashboard logs once loaded.
+const CANARY: &str = "northwest dashboard loaded";
+
 /// The chromium binary; a missing browser fails the test with what to run.
 pub fn chromium() -> PathBuf {
     for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
@@ -56,7 +59,10 @@ pub fn chromium() -> PathBuf {
 }
 
 fn base_cmd(profile: &Path, budget_ms: u64) -> Command {
-    let mut c = Command::new(chromium());
+    // Virtual time stops while a fetch is pending: a hung node would hang
+    // the browser, so it gets a wall-clock limit.
+    let mut c = Command::new("timeout");
+    c.arg("--kill-after=5").arg("90").arg(chromium());
     c.args([
         "--headless=new",
         // Root in CI containers cannot use chromium's sandbox.
@@ -85,10 +91,21 @@ pub fn load(url: &str, budget_ms: u64, screenshot: Option<&Path>) -> Page {
         dumped.status.success(),
         "chromium --dump-dom {url}: {dumped:?}"
     );
-    let console = String::from_utf8_lossy(&dumped.stderr)
+    let console: Vec<String> = String::from_utf8_lossy(&dumped.stderr)
         .lines()
         .filter(|l| l.contains(":CONSOLE"))
         .map(str::to_string)
+        .collect();
+    // The page logs one known line: without it, console capture is broken
+    // and an empty list would prove nothing.
+    assert!(
+        console.iter().any(|l| l.contains(CANARY)),
+        "chromium did not report the page's console (no {CANARY:?}); stderr:\n{}",
+        String::from_utf8_lossy(&dumped.stderr)
+    );
+    let console = console
+        .into_iter()
+        .filter(|l| !l.contains(CANARY))
         .collect();
     if let Some(png) = screenshot {
         if let Some(dir) = png.parent() {

@@ -32,19 +32,23 @@ fn assert_clean(page: &Page, what: &str) {
     );
 }
 
-/// Total lag of each history sample of `node`, oldest first.
-async fn lag_history(node: &str) -> Vec<i64> {
+/// Total lag of each history sample of `node` that read it, oldest first,
+/// and the newest sample's time.
+async fn lag_history(node: &str) -> (Vec<i64>, i64) {
     let h = get_json(&format!("{node}/v1/admin/history")).await;
-    h["samples"]
-        .as_array()
-        .expect("samples")
+    let samples = h["samples"].as_array().expect("samples");
+    let newest = samples.last().map_or(0, |s| s["t_ms"].as_i64().unwrap());
+    let lags = samples
         .iter()
+        // A sample without a reading (lag_error) is not a zero.
+        .filter(|s| s["lag_error"].is_null() && s["lag"].as_array().is_some_and(|l| !l.is_empty()))
         .map(|s| {
             s["lag"].as_array().map_or(0, |l| {
                 l.iter().map(|p| p["lag_records"].as_i64().unwrap()).sum()
             })
         })
-        .collect()
+        .collect();
+    (lags, newest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,19 +64,33 @@ async fn dashboard_shows_lag_rising_and_draining_and_a_halted_partition_in_red()
     let mut rose = false;
     for _ in 0..3 {
         p.n2.signal("STOP");
-        random_load(&p.n1.base, "app", 4000, 400, 8).await;
+        let stopped = Instant::now();
+        random_load(&p.n1.base, "app", 6000, 400, 8).await;
+        // Stopped past a sampling tick: the missed tick fires on resume.
+        tokio::time::sleep(Duration::from_secs(3).saturating_sub(stopped.elapsed())).await;
         p.n2.signal("CONT");
+        let resumed = northwest_store::store::now_ms_pub();
         wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(60)).await;
-        // One more sample after the drain.
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let lags = lag_history(&p.n2.base).await;
+        // Until a sample taken after the drain is in the history.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let lags = loop {
+            let (lags, newest) = lag_history(&p.n2.base).await;
+            if (lags.last() == Some(&0) && newest > resumed + 2500) || Instant::now() > deadline {
+                break lags;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(lags.last(), Some(&0), "history ends with lag: {lags:?}");
         if lags.iter().any(|l| *l > 0) {
-            assert_eq!(lags.last(), Some(&0), "history ends with lag: {lags:?}");
             rose = true;
             break;
         }
     }
-    assert!(rose, "no history sample of n2 ever saw the backlog");
+    assert!(
+        rose,
+        "no history sample of n2 ever saw the backlog: {}",
+        get_json(&format!("{}/v1/admin/history", p.n2.base)).await["samples"]
+    );
 
     let page = browser::load(
         &format!("{}/", p.n2.base),
