@@ -29,6 +29,11 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "NORTHWEST_LOG_JSON", global = true)]
     log_json: bool,
+    /// A file holding the admin token: for `node`, overrides
+    /// http.admin_token_file; for migrate, status, replay and digest, the
+    /// bearer token they present to the nodes.
+    #[arg(long, env = "NORTHWEST_ADMIN_TOKEN_FILE", global = true)]
+    admin_token_file: Option<PathBuf>,
     /// Crash points to arm, `name=error|abort,...` (tests only).
     #[arg(long, env = "NORTHWEST_CRASH_POINTS", global = true, hide = true)]
     crash_points: Option<String>,
@@ -83,6 +88,9 @@ struct NodeArgs {
     /// Override journal.brokers.
     #[arg(long, env = "NW_KAFKA")]
     brokers: Option<String>,
+    /// Override http.data_tokens_file.
+    #[arg(long, env = "NORTHWEST_DATA_TOKENS_FILE")]
+    data_tokens_file: Option<PathBuf>,
     /// Override journal.topic.
     #[arg(long, env = "NORTHWEST_TOPIC")]
     topic: Option<String>,
@@ -127,8 +135,16 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; draining");
 }
 
-fn node_config(a: &NodeArgs) -> anyhow::Result<NodeConfig> {
-    let mut cfg = NodeConfig::load(&a.config).map_err(anyhow::Error::msg)?;
+fn node_config(a: &NodeArgs, admin_token_file: Option<&PathBuf>) -> anyhow::Result<NodeConfig> {
+    // Validated once the overrides are in (a token given by flag may be
+    // what makes a non-loopback listen address acceptable).
+    let mut cfg = NodeConfig::parse(&a.config).map_err(anyhow::Error::msg)?;
+    if let Some(p) = admin_token_file {
+        cfg.http.admin_token_file = Some(p.clone());
+    }
+    if let Some(p) = &a.data_tokens_file {
+        cfg.http.data_tokens_file = Some(p.clone());
+    }
     if let Some(l) = a.listen {
         cfg.http.listen = l;
     }
@@ -151,7 +167,7 @@ fn node_config(a: &NodeArgs) -> anyhow::Result<NodeConfig> {
         cfg.journal.dead_letter_topic = t.clone();
     }
     cfg.validate()
-        .map_err(|e| anyhow::anyhow!("after overrides: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("config {}: {e}", a.config.display()))?;
     Ok(cfg)
 }
 
@@ -159,12 +175,15 @@ fn node_config(a: &NodeArgs) -> anyhow::Result<NodeConfig> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
+    if let (Some(p), false) = (&cli.admin_token_file, matches!(cli.cmd, Cmd::Node(_))) {
+        northwest_migrate::use_admin_token_file(p)?;
+    }
     if let Some(spec) = &cli.crash_points {
         northwest_store::failpoint::arm_spec(spec).map_err(anyhow::Error::msg)?;
     }
     match cli.cmd {
         Cmd::Node(a) => {
-            let cfg = node_config(&a)?;
+            let cfg = node_config(&a, cli.admin_token_file.as_ref())?;
             northwest_node::run(cfg, shutdown_signal(), None)
                 .await
                 .context("node failed")

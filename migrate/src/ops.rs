@@ -61,10 +61,7 @@ fn parse_part_offset(s: &str) -> Result<(i32, i64), String> {
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("static client config")
+    crate::client::admin_http(Duration::from_secs(60))
 }
 
 async fn get_json(url: &str) -> anyhow::Result<Value> {

@@ -111,7 +111,9 @@ pub struct MigState {
 
 /// The persisted state of the migration of `ns` whose source is `from`.
 pub async fn load_state(zk_addr: &str, from: &str, ns: &str) -> anyhow::Result<MigState> {
-    let s1: Value = reqwest::get(format!("{from}/v1/admin/status"))
+    let s1: Value = crate::client::admin_http(std::time::Duration::from_secs(30))
+        .get(format!("{from}/v1/admin/status"))
+        .send()
         .await?
         .json()
         .await?;

@@ -29,6 +29,14 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest accepted entity value; larger requests get 413.
     pub max_value_bytes: usize,
+    /// A file holding the admin bearer token (status, metrics, replay,
+    /// fence, proxy, promote, checkpoint, snapshot load, digest). Required
+    /// when `listen` is not a loopback address.
+    pub admin_token_file: Option<PathBuf>,
+    /// A TOML file of data-API tokens, each scoped to namespaces
+    /// (`[[token]] name = "...", token = "...", namespaces = ["app"]`).
+    /// Unset: the data API takes unauthenticated requests.
+    pub data_tokens_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +166,8 @@ impl Default for HttpConfig {
         Self {
             listen: "127.0.0.1:8081".parse().expect("literal"),
             max_value_bytes: 1 << 20,
+            admin_token_file: None,
+            data_tokens_file: None,
         }
     }
 }
@@ -228,13 +238,18 @@ impl HttpConfig {
 impl NodeConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        let cfg: NodeConfig =
-            toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        let cfg = Self::parse(path)?;
         cfg.validate()
             .map_err(|e| format!("config {}: {e}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// Reads the file without [`NodeConfig::validate`] (for callers that
+    /// apply overrides first).
+    pub fn parse(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
     }
 
     /// Checks values that parse but cannot work, saying what to change.
@@ -243,6 +258,15 @@ impl NodeConfig {
             .map_err(|_| format!("name = {:?}: use letters, digits, '_', '.', '-'", self.name))?;
         if self.http.max_value_bytes == 0 || self.http.max_value_bytes > 64 << 20 {
             return Err("http.max_value_bytes must be between 1 and 67108864".into());
+        }
+        if !self.http.listen.ip().is_loopback() && self.http.admin_token_file.is_none() {
+            return Err(format!(
+                "http.listen = {} is reachable from other hosts, and its admin API (fence, \
+                 proxy, replay, promote) would be open to all of them: set \
+                 http.admin_token_file to a file holding a bearer token (e.g. `openssl rand \
+                 -hex 32 > /etc/northwest/admin.token`), or listen on 127.0.0.1",
+                self.http.listen
+            ));
         }
         let c = &self.coordination;
         if c.mode == CoordinationMode::Zookeeper {

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod cutover;
 pub mod history;

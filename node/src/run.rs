@@ -125,6 +125,7 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
+    let auth = Arc::new(crate::auth::Auth::load(&cfg.http).map_err(anyhow::Error::msg)?);
     let (store, zk_client) = open_store(&cfg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
@@ -145,13 +146,16 @@ pub async fn run(
                 target: cfg.journal.apply,
             },
         )),
-        gate: Arc::new(Gate::new(
-            zk_client.as_ref().map(|zk| ProxyRecord {
-                zk: zk.clone(),
-                dir: format!("{}/nodes/{}", cfg.coordination.root, cfg.name),
-            }),
-            cfg.journal.apply.then(|| cfg.journal.topic.clone()),
-        )),
+        gate: Arc::new(
+            Gate::new(
+                zk_client.as_ref().map(|zk| ProxyRecord {
+                    zk: zk.clone(),
+                    dir: format!("{}/nodes/{}", cfg.coordination.root, cfg.name),
+                }),
+                cfg.journal.apply.then(|| cfg.journal.topic.clone()),
+            )
+            .with_peer_token(auth.admin_token().cloned()),
+        ),
         data_dir: cfg.data_dir.clone(),
         apply_batch: cfg.journal.apply_batch,
         stop: stop_rx.clone(),
@@ -177,7 +181,7 @@ pub async fn run(
         node = %cfg.name, %addr, role = state.role(), engine = store.engine().name(),
         coordination = %store.coordinator().describe(), "node serving"
     );
-    let app = app(&cfg, &state);
+    let app = app(&cfg, &state, auth);
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
@@ -317,7 +321,7 @@ fn start_apply(
 
 /// The data API and digest behind the cutover gate, the admin and migration APIs, and
 /// request metrics around all of them.
-fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
+fn app(cfg: &NodeConfig, state: &Arc<NodeState>, auth: Arc<crate::auth::Auth>) -> axum::Router {
     let m = state.metrics.clone();
     router(ApiState {
         store: state.store.clone(),
@@ -338,6 +342,11 @@ fn app(cfg: &NodeConfig, state: &Arc<NodeState>) -> axum::Router {
             message: "method not allowed on this path; the Allow header lists the methods".into(),
         }
     })
+    // Before the gate: a proxied namespace's caller is checked here too.
+    .layer(axum::middleware::from_fn_with_state(
+        auth,
+        crate::auth::layer,
+    ))
     .layer(axum::middleware::from_fn(
         move |req: Request, next: Next| {
             let m = m.clone();

@@ -83,6 +83,8 @@ impl NodeProc {
             "NORTHWEST_ZK_ROOT",
             "NORTHWEST_TOPIC",
             "NORTHWEST_DLQ_TOPIC",
+            "NORTHWEST_ADMIN_TOKEN_FILE",
+            "NORTHWEST_DATA_TOKENS_FILE",
         ] {
             cmd.env_remove(k);
         }

@@ -1,0 +1,336 @@
+//! Who may call what. Three planes:
+//! - probes (`/healthz`, `/readyz`) and the dashboard page itself (static
+//!   HTML; the data it shows comes from admin endpoints) are open;
+//! - the data API of a namespace (`/v1/ns/{ns}/e|txn|scan`) needs a data
+//!   token scoped to that namespace, or the admin token, when data tokens
+//!   are configured (`http.data_tokens_file`); otherwise it is open;
+//! - everything else is admin (status, history, metrics, offsets, replay,
+//!   fence, proxy, promote, checkpoint, snapshot load, and the digest, which
+//!   reads a whole namespace) and needs the admin token when one is
+//!   configured (`http.admin_token_file`, required off loopback).
+//!
+//! Tokens are bearer tokens compared in constant time; they never appear in
+//! logs, status, metrics or error bodies (a data token is named by its
+//! `name`). A proxied request is forwarded with the client's own
+//! `Authorization` header, so n2 applies its own rules to the same caller.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::HttpConfig;
+
+/// A bearer token; its Debug output never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time in the token's content (the length may show).
+    fn matches(&self, presented: &[u8]) -> bool {
+        let mine = self.0.as_bytes();
+        mine.len() == presented.len()
+            && mine
+                .iter()
+                .zip(presented)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+#[derive(Debug)]
+struct DataToken {
+    name: String,
+    token: Secret,
+    /// `*` = every namespace.
+    namespaces: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Auth {
+    admin: Option<Secret>,
+    data: Option<Vec<DataToken>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    token: Vec<TokenEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    name: String,
+    token: String,
+    namespaces: Vec<String>,
+}
+
+const MIN_TOKEN_BYTES: usize = 16;
+
+/// Reads a secret file, warning when other users may read it.
+fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o004 != 0 {
+                tracing::warn!(path = %path.display(), "{what} is readable by every user on this machine; chmod o-r it");
+            }
+        }
+    }
+    Ok(text)
+}
+
+fn check_token(t: &str, what: &str) -> Result<(), String> {
+    if t.len() < MIN_TOKEN_BYTES || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{what}: a token must be at least {MIN_TOKEN_BYTES} printable characters without \
+             spaces (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
+}
+
+impl Auth {
+    /// Loads the configured token files; an unreadable or malformed one
+    /// refuses the start.
+    pub fn load(cfg: &HttpConfig) -> Result<Self, String> {
+        let admin = match &cfg.admin_token_file {
+            Some(p) => {
+                let t = read_secret_file(p, "http.admin_token_file")?
+                    .trim()
+                    .to_string();
+                check_token(&t, &format!("http.admin_token_file {}", p.display()))?;
+                Some(Secret(t))
+            }
+            None => None,
+        };
+        let data = match &cfg.data_tokens_file {
+            Some(p) => {
+                let what = format!("http.data_tokens_file {}", p.display());
+                let text = read_secret_file(p, "http.data_tokens_file")?;
+                // The parse error could quote a token: name the file only.
+                let parsed: TokensFile = toml::from_str(&text).map_err(|e| {
+                    format!(
+                        "{what}: not a list of [[token]] tables with name, token and \
+                         namespaces (line {})",
+                        e.span().map_or(0, |s| text[..s.start].lines().count())
+                    )
+                })?;
+                let mut out: Vec<DataToken> = Vec::new();
+                for e in parsed.token {
+                    check_token(&e.token, &format!("{what}, token {:?}", e.name))?;
+                    if out.iter().any(|t| t.name == e.name) {
+                        return Err(format!("{what}: two tokens are named {:?}", e.name));
+                    }
+                    for ns in &e.namespaces {
+                        if ns != "*" {
+                            northwest_store::Namespace::new(ns).map_err(|err| {
+                                format!("{what}, token {:?}: namespace {ns:?}: {err}", e.name)
+                            })?;
+                        }
+                    }
+                    out.push(DataToken {
+                        name: e.name,
+                        token: Secret(e.token),
+                        namespaces: e.namespaces,
+                    });
+                }
+                Some(out)
+            }
+            None => None,
+        };
+        Ok(Self { admin, data })
+    }
+
+    /// The admin token this node presents to its peers (n2's promote).
+    pub fn admin_token(&self) -> Option<&Secret> {
+        self.admin.as_ref()
+    }
+
+    /// Decides one request: `Ok` or the JSON error response.
+    fn check(&self, path: &str, authorization: Option<&[u8]>) -> Result<(), Denied> {
+        let plane = plane(path);
+        let required = match plane {
+            Plane::Open => return Ok(()),
+            Plane::Data(_) => self.data.is_some(),
+            Plane::Admin => self.admin.is_some(),
+        };
+        if !required {
+            return Ok(());
+        }
+        let Some(token) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return Err(Denied::Unauthorized(
+                "this node requires a bearer token: send `Authorization: Bearer <token>`",
+            ));
+        };
+        if self.admin.as_ref().is_some_and(|a| a.matches(token)) {
+            return Ok(());
+        }
+        let data = self.data.iter().flatten().find(|t| t.token.matches(token));
+        match (plane, data) {
+            (_, None) => Err(Denied::Unauthorized("unknown token")),
+            (Plane::Data(ns), Some(t)) if t.namespaces.iter().any(|n| n == "*" || n == ns) => {
+                Ok(())
+            }
+            (Plane::Data(ns), Some(t)) => Err(Denied::Forbidden(format!(
+                "token {:?} is not allowed namespace {ns}",
+                t.name
+            ))),
+            (_, Some(t)) => Err(Denied::Forbidden(format!(
+                "token {:?} is a data token; this endpoint needs the admin token",
+                t.name
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Plane<'a> {
+    Open,
+    Data(&'a str),
+    Admin,
+}
+
+fn plane(path: &str) -> Plane<'_> {
+    if matches!(path, "/" | "/healthz" | "/readyz") {
+        return Plane::Open;
+    }
+    // The digest reads a whole namespace: admin, like the rest of the
+    // operator surface.
+    match crate::cutover::data_namespace(path) {
+        Some(ns) if !is_digest(path) => Plane::Data(ns),
+        _ => Plane::Admin,
+    }
+}
+
+fn is_digest(path: &str) -> bool {
+    path.strip_prefix("/v1/ns/")
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(_, route)| route == "digest")
+}
+
+/// Why a request is refused: 401 (no or unknown token) or 403 (a token
+/// without the right to this endpoint or namespace).
+#[derive(Debug)]
+enum Denied {
+    Unauthorized(&'static str),
+    Forbidden(String),
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Unauthorized(m) => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(json!({"error": m, "code": "unauthorized"})),
+            )
+                .into_response(),
+            Denied::Forbidden(m) => (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({"error": m, "code": "forbidden"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The middleware: runs before the cutover gate, so a proxied namespace's
+/// caller is checked here as well as on the new primary.
+pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    let authz = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match auth.check(req.uri().path(), authz) {
+        Ok(()) => next.run(req).await,
+        Err(denied) => denied.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth {
+            admin: Some(Secret("admin-token-0123456789".into())),
+            data: Some(vec![DataToken {
+                name: "app-client".into(),
+                token: Secret("data-token-app-0123456789".into()),
+                namespaces: vec!["app".into()],
+            }]),
+        }
+    }
+
+    fn status(a: &Auth, path: &str, token: Option<&str>) -> u16 {
+        let h = token.map(|t| format!("Bearer {t}"));
+        match a.check(path, h.as_deref().map(str::as_bytes)) {
+            Ok(()) => 200,
+            Err(Denied::Unauthorized(_)) => 401,
+            Err(Denied::Forbidden(_)) => 403,
+        }
+    }
+
+    #[test]
+    fn planes_and_scopes() {
+        let a = auth();
+        let (admin, data) = (
+            Some("admin-token-0123456789"),
+            Some("data-token-app-0123456789"),
+        );
+        for p in [
+            "/v1/admin/status",
+            "/metrics",
+            "/v1/admin/fence",
+            "/v1/ns/app/digest",
+        ] {
+            assert_eq!(status(&a, p, None), 401, "{p}");
+            assert_eq!(status(&a, p, data), 403, "{p}");
+            assert_eq!(status(&a, p, admin), 200, "{p}");
+            assert_eq!(status(&a, p, Some("admin-token-0123456780")), 401, "{p}");
+        }
+        assert_eq!(status(&a, "/v1/ns/app/e/Doc:1", None), 401);
+        assert_eq!(status(&a, "/v1/ns/app/e/Doc:1", data), 200);
+        assert_eq!(status(&a, "/v1/ns/app/txn", admin), 200);
+        assert_eq!(status(&a, "/v1/ns/other/e/Doc:1", data), 403);
+        assert_eq!(status(&a, "/healthz", None), 200);
+        assert_eq!(status(&a, "/readyz", None), 200);
+        assert_eq!(status(&a, "/", None), 200);
+        // Unknown paths are admin: nothing new is open by default.
+        assert_eq!(status(&a, "/v1/whatever", data), 403);
+    }
+
+    #[test]
+    fn nothing_configured_is_open() {
+        let a = Auth::default();
+        assert_eq!(status(&a, "/v1/admin/fence", None), 200);
+        assert_eq!(status(&a, "/v1/ns/app/e/x", None), 200);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let a = auth();
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("0123456789"), "{shown}");
+    }
+}

@@ -1,0 +1,322 @@
+//! Authentication of the admin and data planes on real nodes: every admin
+//! endpoint refuses a caller without the admin token (401) and one with a
+//! data token (403); data tokens reach only their namespaces; an
+//! orchestrator without the token changes nothing, one with it migrates;
+//! the proxy forwards the caller's own credentials; tokens never show in
+//! logs, status or metrics; a node open to other hosts without a token is
+//! refused at start.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use northwest_tests::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+const ADMIN: &str = "admin-0f3c9a7e5d1b4a2c8e6f0a9b";
+const DATA: &str = "data-app-7c1e5a9d3b2f4e6a8c0d";
+
+struct Authed {
+    dir: tempfile::TempDir,
+    n1: NodeProc,
+    n2: NodeProc,
+    admin_file: std::path::PathBuf,
+}
+
+fn start() -> Authed {
+    require_zk();
+    require_kafka();
+    let dir = tempfile::tempdir().unwrap();
+    let admin_file = dir.path().join("admin.token");
+    std::fs::write(&admin_file, format!("{ADMIN}\n")).unwrap();
+    std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!("[[token]]\nname = \"app-client\"\ntoken = \"{DATA}\"\nnamespaces = [\"app\"]\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let root = format!("/northwest-test/{}", unique("auth"));
+    let topic = unique("journal");
+    let http = format!(
+        "[http]\nadmin_token_file = \"{}\"\ndata_tokens_file = \"{}\"\n",
+        admin_file.display(),
+        tokens.display()
+    );
+    let toml = |name: &str| {
+        node_toml(name, dir.path(), free_port(), &root, &topic, "").replacen("[http]\n", &http, 1)
+    };
+    let n1 = NodeProc::start(dir.path(), "n1", &toml("n1"));
+    let n2 = NodeProc::start(dir.path(), "n2", &toml("n2"));
+    Authed {
+        dir,
+        n1,
+        n2,
+        admin_file,
+    }
+}
+
+async fn call(
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, String) {
+    let mut rb = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    (r.status(), r.text().await.unwrap())
+}
+
+fn migrate(a: &Authed, token_file: Option<&std::path::Path>) -> std::process::Output {
+    let mut c = Command::new(bin_path("northwest"));
+    c.args([
+        "migrate",
+        "--quiet",
+        "--namespace",
+        "app",
+        "--from",
+        &a.n1.base,
+        "--to",
+        &a.n2.base,
+    ])
+    .args(["--zk", &zk_addr(), "--brokers", &kafka_addr()])
+    .env_remove("NORTHWEST_ADMIN_TOKEN_FILE")
+    .current_dir(a.dir.path());
+    if let Some(f) = token_file {
+        c.env("NORTHWEST_ADMIN_TOKEN_FILE", f);
+    }
+    c.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_and_data_planes_need_their_tokens_and_a_migration_runs_with_them() {
+    let a = start();
+    let (n1, n2) = (a.n1.base.clone(), a.n2.base.clone());
+    // Every admin endpoint, on the node that serves it. Bodies name a
+    // namespace nobody uses, so an admitted call changes nothing here.
+    let zz = json!({"namespace": "zz"});
+    let admin_calls: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::GET, format!("{n1}/v1/admin/status"), None),
+        (Method::GET, format!("{n1}/v1/admin/history"), None),
+        (Method::GET, format!("{n2}/v1/admin/offsets"), None),
+        (Method::GET, format!("{n1}/metrics"), None),
+        (Method::GET, format!("{n1}/v1/ns/app/digest"), None),
+        (
+            Method::POST,
+            format!("{n1}/v1/admin/fence"),
+            Some(json!({"namespace": "zz", "max_ms": 100})),
+        ),
+        (
+            Method::POST,
+            format!("{n1}/v1/admin/unfence"),
+            Some(zz.clone()),
+        ),
+        (
+            Method::POST,
+            format!("{n1}/v1/admin/proxy"),
+            Some(json!({"namespace": "zz", "target": "http://127.0.0.1:9", "fence": 0})),
+        ),
+        (
+            Method::DELETE,
+            format!("{n1}/v1/admin/proxy"),
+            Some(zz.clone()),
+        ),
+        (
+            Method::POST,
+            format!("{n2}/v1/admin/promote"),
+            Some(zz.clone()),
+        ),
+        (
+            Method::DELETE,
+            format!("{n2}/v1/admin/promote"),
+            Some(zz.clone()),
+        ),
+        (
+            Method::POST,
+            format!("{n1}/v1/admin/checkpoint"),
+            Some(json!({"name": "authtest"})),
+        ),
+        (
+            Method::DELETE,
+            format!("{n1}/v1/admin/checkpoint/authtest"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("{n2}/v1/admin/load-snapshot"),
+            Some(json!({"topic": "no-such-topic-auth"})),
+        ),
+        (
+            Method::POST,
+            format!("{n2}/v1/admin/replay"),
+            Some(json!({"from_offsets": [{"partition": 99, "offset": 0}]})),
+        ),
+    ];
+    for (m, url, body) in &admin_calls {
+        let (st, text) = call(m.clone(), url, None, body.clone()).await;
+        assert_eq!(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "{m} {url} without a token: {text}"
+        );
+        assert!(text.contains("\"code\":\"unauthorized\""), "{text}");
+        let (st, text) = call(m.clone(), url, Some(DATA), body.clone()).await;
+        assert_eq!(
+            st,
+            StatusCode::FORBIDDEN,
+            "{m} {url} with a data token: {text}"
+        );
+        let (st, text) = call(m.clone(), url, Some(ADMIN), body.clone()).await;
+        assert!(
+            st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN,
+            "{m} {url} with the admin token: {st} {text}"
+        );
+    }
+    // Probes and the page itself stay open.
+    for p in ["/healthz", "/readyz", "/"] {
+        let (st, _) = call(Method::GET, &format!("{n1}{p}"), None, None).await;
+        assert_ne!(st, StatusCode::UNAUTHORIZED, "{p}");
+    }
+
+    // Data tokens reach their namespaces only.
+    let put = |ns: &str, key: &str| format!("{n1}/v1/ns/{ns}/e/{key}");
+    assert_eq!(
+        call(Method::PUT, &put("app", "Doc:1"), None, Some(json!("v")))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call(
+            Method::PUT,
+            &put("app", "Doc:1"),
+            Some(DATA),
+            Some(json!("v"))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            Method::PUT,
+            &put("other", "Doc:1"),
+            Some(DATA),
+            Some(json!("v"))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            Method::PUT,
+            &put("other", "Doc:1"),
+            Some(ADMIN),
+            Some(json!("v"))
+        )
+        .await
+        .0,
+        200
+    );
+
+    // An orchestrator without the token is refused at the first call and
+    // changes nothing.
+    let o = migrate(&a, None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("401"), "{err}");
+    let st: serde_json::Value = serde_json::from_str(
+        &call(
+            Method::GET,
+            &format!("{n1}/v1/admin/status"),
+            Some(ADMIN),
+            None,
+        )
+        .await
+        .1,
+    )
+    .unwrap();
+    assert_eq!(st["fenced"], json!([]), "{st}");
+    assert_eq!(st["proxies"], json!({}), "{st}");
+
+    // With it, the migration runs; n1 then forwards the caller's own
+    // credentials, so n2 applies its rules to the same caller.
+    let o = migrate(&a, Some(&a.admin_file));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (st, text) = call(
+        Method::PUT,
+        &put("app", "Doc:2"),
+        Some(DATA),
+        Some(json!("after")),
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    assert_eq!(
+        call(Method::PUT, &put("app", "Doc:3"), None, Some(json!("x")))
+            .await
+            .0,
+        401
+    );
+    let (st, text) = call(
+        Method::GET,
+        &format!("{n2}/v1/ns/app/e/Doc:2"),
+        Some(DATA),
+        None,
+    )
+    .await;
+    assert_eq!((st, text.as_str()), (StatusCode::OK, "\"after\""));
+
+    // No token in logs, status, history or metrics.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut seen =
+        std::fs::read_to_string(&a.n1.log).unwrap() + &std::fs::read_to_string(&a.n2.log).unwrap();
+    for node in [&n1, &n2] {
+        for p in ["/v1/admin/status", "/v1/admin/history", "/metrics"] {
+            seen += &call(Method::GET, &format!("{node}{p}"), Some(ADMIN), None)
+                .await
+                .1;
+        }
+    }
+    assert!(seen.len() > 1000);
+    assert!(
+        !seen.contains(ADMIN) && !seen.contains(DATA),
+        "a token leaked"
+    );
+}
+
+#[test]
+fn a_node_open_to_other_hosts_without_an_admin_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("n.toml");
+    let toml = node_toml(
+        "n1",
+        dir.path(),
+        free_port(),
+        "/northwest-test/refuse",
+        "t",
+        "",
+    )
+    .replace("listen = \"127.0.0.1:", "listen = \"0.0.0.0:");
+    std::fs::write(&cfg, toml).unwrap();
+    let o = Command::new(bin_path("northwest"))
+        .args(["node", "--config"])
+        .arg(&cfg)
+        .env_remove("NORTHWEST_ADMIN_TOKEN_FILE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("is reachable from other hosts") && err.contains("http.admin_token_file"),
+        "{err}"
+    );
+}
