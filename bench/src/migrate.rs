@@ -207,6 +207,7 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
         namespace: "bench".into(),
         zk: b.zk.clone(),
         brokers: b.brokers.clone(),
+        zk_auth_file: None,
         abort: false,
         ranges: 4,
         chunk: 2000,

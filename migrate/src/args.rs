@@ -16,6 +16,10 @@ pub struct MigrateArgs {
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// A file holding the deployment's ZooKeeper digest credentials
+    /// (`user:password`, the nodes' coordination.auth_file).
+    #[arg(long, env = "NORTHWEST_ZK_AUTH_FILE")]
+    pub zk_auth_file: Option<std::path::PathBuf>,
     /// Roll back instead (any phase before `switch`).
     #[arg(long)]
     pub abort: bool,

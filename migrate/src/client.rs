@@ -60,6 +60,9 @@ pub(crate) struct Ctx {
     /// The state znode's version as last read or written: every save is
     /// conditional on it, so two orchestrators can never interleave writes.
     pub(crate) version: std::sync::Mutex<Option<i32>>,
+    /// ACLs of every znode the orchestrator creates (the deployment's
+    /// credentials, or open without them).
+    pub(crate) acls: zk::Acls<'static>,
 }
 
 impl Ctx {
@@ -92,6 +95,13 @@ impl Ctx {
         }
     }
 
+    /// Creates `path` (under the deployment's root) and its parents.
+    pub(crate) async fn mkdirs(&self, path: &str) -> anyhow::Result<()> {
+        northwest_store::zk::ensure_path(&self.zk, path, &self.root, &self.acls)
+            .await
+            .map_err(|e| anyhow!("creating {path} in ZooKeeper: {e}"))
+    }
+
     pub(crate) async fn save(&self, st: &MigState) -> anyhow::Result<()> {
         let data = serde_json::to_vec(st)?;
         let expected = *self.version.lock().expect("not poisoned");
@@ -107,8 +117,8 @@ impl Ctx {
                 Err(e) => bail!("saving migration state: {e}"),
             },
             None => {
-                mkdirs(&self.zk, &format!("{}/migrations", self.root)).await?;
-                let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                self.mkdirs(&format!("{}/migrations", self.root)).await?;
+                let opts = zk::CreateMode::Persistent.with_acls(self.acls);
                 match self.zk.create(&self.path, &data, &opts).await {
                     Ok((stat, _)) => stat,
                     Err(zk::Error::NodeExists) => bail!(
@@ -128,9 +138,9 @@ impl Ctx {
     /// killed one's goes when its ZooKeeper session expires).
     pub(crate) async fn take_ownership(&self, quiet: bool) -> anyhow::Result<()> {
         let dir = format!("{}/migration-owners", self.root);
-        mkdirs(&self.zk, &dir).await?;
+        self.mkdirs(&dir).await?;
         let path = format!("{dir}/{}", self.a.namespace);
-        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Ephemeral.with_acls(self.acls);
         let me = format!("pid {} on {}", std::process::id(), hostname());
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -188,12 +198,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "?".into())
-}
-
-pub(crate) async fn mkdirs(client: &zk::Client, path: &str) -> anyhow::Result<()> {
-    northwest_store::zk::ensure_path(client, path)
-        .await
-        .with_context(|| format!("creating {path} in ZooKeeper"))
 }
 
 /// Journal high-water marks now (one broker round trip per partition).

@@ -30,7 +30,6 @@ use northwest_producer::KafkaSettings;
 use northwest_store::Namespace;
 use rdkafka::consumer::BaseConsumer;
 use serde_json::Value;
-use zookeeper_client as zk;
 
 pub use args::MigrateArgs;
 pub use client::use_admin_token_file;
@@ -49,7 +48,17 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         .as_str()
         .ok_or_else(|| anyhow!("n1 status has no zk_root"))?
         .to_string();
-    let zk = zk::Client::connector()
+    let digest = match &a.zk_auth_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--zk-auth-file {}", f.display()))?;
+            northwest_store::ZkDigest::new(text.trim())
+                .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))?
+        }
+        None => northwest_store::ZkDigest::default(),
+    };
+    let zk = digest
+        .connector()
         .with_session_timeout(Duration::from_secs(10))
         .connect(&a.zk)
         .await
@@ -72,6 +81,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         kafka,
         hw: Arc::new(hw),
         version: std::sync::Mutex::new(None),
+        acls: digest.acls(),
     };
     ctx.take_ownership(a.quiet).await?;
 

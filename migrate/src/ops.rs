@@ -138,7 +138,16 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let tty = std::io::stdout().is_terminal();
     loop {
-        let s = get_json(&format!("{}/v1/admin/status", a.node)).await?;
+        let s = match get_json(&format!("{}/v1/admin/status", a.node)).await {
+            Ok(s) => s,
+            // A watch outlives a node restart: say so and keep watching.
+            Err(e) if a.watch => {
+                eprintln!("{e:#}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut text = String::new();
         if a.json {
             text = format!("{s}\n");

@@ -11,7 +11,7 @@ use northwest_store::Namespace;
 use serde_json::{json, Value};
 use zookeeper_client as zk;
 
-use crate::client::{high_watermarks, mkdirs, Ctx};
+use crate::client::{high_watermarks, Ctx};
 use crate::state::{MigState, Phase, Refused};
 
 pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
@@ -100,12 +100,12 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
             }
             let rec = json!({"primary": st.to, "replaces": st.from, "namespace": st.ns, "migration": st.id});
             let path = format!("{}/routing/{}", ctx.root, st.ns);
-            mkdirs(&ctx.zk, &format!("{}/routing", ctx.root)).await?;
+            ctx.mkdirs(&format!("{}/routing", ctx.root)).await?;
             let data = serde_json::to_vec(&rec)?;
             match ctx.zk.set_data(&path, &data, None).await {
                 Ok(_) => {}
                 Err(zk::Error::NoNode) => {
-                    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                    let opts = zk::CreateMode::Persistent.with_acls(ctx.acls);
                     ctx.zk
                         .create(&path, &data, &opts)
                         .await
@@ -149,7 +149,13 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
             format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
         })?;
     let progress = Arc::new(
-        ZkProgress::new(ctx.zk.clone(), &format!("{}/snapshot/{}", ctx.path, st.id)).await?,
+        ZkProgress::new(
+            ctx.zk.clone(),
+            &ctx.root,
+            &format!("{}/snapshot/{}", ctx.path, st.id),
+            ctx.acls,
+        )
+        .await?,
     );
     let stats = Arc::new(SnapshotStats::default());
     let cfg = SnapshotConfig {

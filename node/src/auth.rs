@@ -84,7 +84,7 @@ struct TokenEntry {
 const MIN_TOKEN_BYTES: usize = 16;
 
 /// Reads a secret file, warning when other users may read it.
-fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
+pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
     #[cfg(unix)]

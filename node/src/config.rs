@@ -85,6 +85,12 @@ pub struct CoordinationConfig {
     /// also every other deployment under `root` (the paper's behaviour; n1's
     /// writers then contend with n2's apply loop).
     pub lock_scope: LockScope,
+    /// A file holding ZooKeeper digest credentials (`user:password`): every
+    /// znode under `root` is then created readable and writable only with
+    /// them. Every process of the deployment (n1, n2, `migrate
+    /// --zk-auth-file`) uses the same. Takes effect for znodes created from
+    /// then on: start from a fresh root.
+    pub auth_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +201,7 @@ impl Default for CoordinationConfig {
             lease_idle_ms: 2000,
             lease_max_hold_ms: 5000,
             lock_scope: LockScope::Deployment,
+            auth_file: None,
         }
     }
 }
@@ -350,6 +357,7 @@ impl NodeConfig {
                 LockScope::Deployment => self.name.clone(),
                 LockScope::Shared => String::new(),
             },
+            auth: northwest_store::ZkDigest::default(),
         }
     }
 }

@@ -173,7 +173,7 @@ impl Gate {
         let path = format!("{}/{kind}/{ns}", rec.dir);
         let client = rec.zk.client();
         let r = match data {
-            Some(d) => put_znode(&client, &path, d).await,
+            Some(d) => put_znode(&client, &path, d, rec.zk.root(), rec.zk.acls()).await,
             None => match client.delete(&path, None).await {
                 Err(zk::Error::NoNode) => Ok(()),
                 r => r,
@@ -416,16 +416,22 @@ fn proxy_error(status: StatusCode, message: String) -> Response {
 }
 
 /// Creates or overwrites a persistent znode, creating its parents.
-async fn put_znode(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), zk::Error> {
+async fn put_znode(
+    client: &zk::Client,
+    path: &str,
+    data: &[u8],
+    root: &str,
+    acls: zk::Acls<'static>,
+) -> Result<(), zk::Error> {
     match client.set_data(path, data, None).await {
         Ok(_) => return Ok(()),
         Err(zk::Error::NoNode) => {}
         Err(e) => return Err(e),
     }
     if let Some((parent, _)) = path.rsplit_once('/') {
-        northwest_store::zk::ensure_path(client, parent).await?;
+        northwest_store::zk::ensure_path(client, parent, root, &acls).await?;
     }
-    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let opts = zk::CreateMode::Persistent.with_acls(acls);
     match client.create(path, data, &opts).await {
         Ok(_) => Ok(()),
         Err(zk::Error::NodeExists) => client.set_data(path, data, None).await.map(|_| ()),
@@ -470,6 +476,17 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         return next.run(req).await;
     }
     if is_write(req.method()) {
+        // Refused before the namespace gets a gate entry (and metric series):
+        // writes to made-up namespaces on a replica must not grow them.
+        if gate.proxy(&ns).is_none() {
+            if let Some(why) = gate.replica_refusal(&ns) {
+                return (
+                    StatusCode::CONFLICT,
+                    axum::Json(json!({"error": why, "code": "replica"})),
+                )
+                    .into_response();
+            }
+        }
         let g = gate.of(&ns);
         let permit = g.lock.clone().read_owned().await;
         if let Some(target) = gate.proxy(&ns) {

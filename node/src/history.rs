@@ -129,14 +129,17 @@ async fn take_sample(st: &NodeState) -> Sample {
     };
     if let Some(r) = &st.relay {
         let outbox = st.store.outbox();
-        let oldest = outbox.oldest_pending_ts_ms().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "reading the outbox's oldest entry");
-            None
+        let read = outbox.oldest_pending_ts_ms().map_err(|e| {
+            tracing::warn!(error = %e, "reading the outbox's oldest entry failed; its age is unknown (check the node's disk)");
         });
-        st.metrics.observe_outbox_age(oldest, now);
+        st.metrics.observe_outbox_age(read, now);
+        let oldest = read.unwrap_or(None);
         st.metrics.observe_relay(r, outbox.len());
         s.outbox = Some(outbox.len());
-        s.outbox_age_seconds = Some(oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0));
+        s.outbox_age_seconds = match read {
+            Ok(_) => Some(oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)),
+            Err(()) => None,
+        };
         s.shipped = Some(r.shipped.load(Relaxed));
     }
     if let Some(a) = &st.apply {

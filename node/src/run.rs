@@ -95,7 +95,14 @@ async fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Arc<Store>, Option<Arc<
     let (coord, zk): (Arc<dyn Coordinator>, _) = match cfg.coordination.mode {
         CoordinationMode::Local => (Arc::new(LocalCoordinator::default()), None),
         CoordinationMode::Zookeeper => {
-            let z = Arc::new(ZkCoordinator::connect(cfg.zk()).await?);
+            let mut zc = cfg.zk();
+            if let Some(f) = &cfg.coordination.auth_file {
+                let text = crate::auth::read_secret_file(f, "coordination.auth_file")
+                    .map_err(anyhow::Error::msg)?;
+                zc.auth = northwest_store::ZkDigest::new(text.trim())
+                    .map_err(|e| anyhow::anyhow!("coordination.auth_file {}: {e}", f.display()))?;
+            }
+            let z = Arc::new(ZkCoordinator::connect(zc).await?);
             (z.clone(), Some(z))
         }
     };

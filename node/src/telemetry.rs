@@ -280,6 +280,11 @@ impl Metrics {
     /// `route`: the matched route template (never the raw path, whose keys
     /// would make one series per entity).
     pub fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        // Extension methods are client-chosen strings: one series for all.
+        let method = match method {
+            "GET" | "PUT" | "POST" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH" => method,
+            _ => "other",
+        };
         self.http_requests
             .with_label_values(&[method, &status.to_string()])
             .inc();
@@ -290,8 +295,12 @@ impl Metrics {
     }
 
     /// Outbox age: seconds since the oldest unshipped commit (None: empty).
-    pub fn observe_outbox_age(&self, oldest_ts_ms: Option<i64>, now_ms: i64) {
-        let age = oldest_ts_ms.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0);
+    /// `Err`: the outbox could not be read; the age is unknown (NaN).
+    pub fn observe_outbox_age(&self, oldest_ts_ms: Result<Option<i64>, ()>, now_ms: i64) {
+        let age = match oldest_ts_ms {
+            Ok(t) => t.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0),
+            Err(()) => f64::NAN,
+        };
         self.outbox_oldest_age.set(age);
     }
 

@@ -64,6 +64,7 @@ impl ProgressStore for MemProgress {
 pub struct ZkProgress {
     client: zk::Client,
     path: String,
+    acls: zk::Acls<'static>,
 }
 
 fn zerr(e: zk::Error) -> SnapshotError {
@@ -71,13 +72,21 @@ fn zerr(e: zk::Error) -> SnapshotError {
 }
 
 impl ZkProgress {
-    pub async fn new(client: zk::Client, path: &str) -> Result<Self, SnapshotError> {
-        northwest_store::zk::ensure_path(&client, path)
+    /// `path` lies under the deployment's `root`; znodes are created with
+    /// `acls` (see `northwest_store::ZkDigest`).
+    pub async fn new(
+        client: zk::Client,
+        root: &str,
+        path: &str,
+        acls: zk::Acls<'static>,
+    ) -> Result<Self, SnapshotError> {
+        northwest_store::zk::ensure_path(&client, path, root, &acls)
             .await
             .map_err(zerr)?;
         Ok(Self {
             client,
             path: path.to_string(),
+            acls,
         })
     }
 
@@ -100,7 +109,7 @@ impl ZkProgress {
         match self.client.set_data(&path, &data, None).await {
             Ok(_) => Ok(()),
             Err(zk::Error::NoNode) => {
-                let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                let opts = zk::CreateMode::Persistent.with_acls(self.acls);
                 self.client
                     .create(&path, &data, &opts)
                     .await

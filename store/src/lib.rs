@@ -42,4 +42,4 @@ pub use rocks::RocksEngine;
 pub use store::{Entity, Op, OutboxFullPolicy, Store, StoreConfig};
 pub use txn::Transaction;
 pub use types::{Offset, Partition, TxnId, Version};
-pub use zk::{ZkConfig, ZkCoordinator};
+pub use zk::{ZkConfig, ZkCoordinator, ZkDigest};

@@ -50,6 +50,56 @@ pub struct ZkConfig {
     /// apply loop (different stores; version-fenced) do not convoy; an empty
     /// domain shares locks across every deployment under the root.
     pub lock_domain: String,
+    /// Digest credentials: every znode at or under `root` is created
+    /// readable and writable only by sessions holding them.
+    pub auth: ZkDigest,
+}
+
+/// ZooKeeper digest credentials (`user:password`). Never printed.
+#[derive(Clone, Default)]
+pub struct ZkDigest(Option<String>);
+
+impl std::fmt::Debug for ZkDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ZkDigest(<redacted>)"
+        } else {
+            "ZkDigest(none)"
+        })
+    }
+}
+
+impl ZkDigest {
+    /// `user:password`, as ZooKeeper's digest scheme takes it.
+    pub fn new(user_password: &str) -> Result<Self, String> {
+        match user_password.split_once(':') {
+            Some((u, p)) if !u.is_empty() && p.len() >= 8 => Ok(Self(Some(user_password.to_string()))),
+            _ => Err("ZooKeeper credentials must be user:password with a password of 8 or more characters".into()),
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// A connector that authenticates each session it opens.
+    pub fn connector(&self) -> zk::Connector {
+        let c = zk::Client::connector();
+        match &self.0 {
+            Some(d) => c.with_auth("digest", d.as_bytes()),
+            None => c,
+        }
+    }
+
+    /// ACLs for znodes of the deployment: only the credentials' holders
+    /// when set, open otherwise.
+    pub fn acls(&self) -> zk::Acls<'static> {
+        if self.is_set() {
+            zk::Acls::creator_all()
+        } else {
+            zk::Acls::anyone_all()
+        }
+    }
 }
 
 impl Default for ZkConfig {
@@ -62,6 +112,7 @@ impl Default for ZkConfig {
             lease_idle: Duration::from_secs(2),
             lease_max_hold: Duration::from_secs(5),
             lock_domain: String::new(),
+            auth: ZkDigest::default(),
         }
     }
 }
@@ -101,7 +152,9 @@ impl Drop for ZkCoordinator {
 }
 
 async fn connect_client(cfg: &ZkConfig) -> Result<zk::Client, CoordError> {
-    let client = zk::Client::connector()
+    let client = cfg
+        .auth
+        .connector()
         .with_session_timeout(cfg.session_timeout)
         .with_connection_timeout(Duration::from_secs(5))
         .connect(&cfg.connect)
@@ -112,10 +165,13 @@ async fn connect_client(cfg: &ZkConfig) -> Result<zk::Client, CoordError> {
                 cfg.connect
             ))
         })?;
+    let acls = cfg.auth.acls();
     for dir in ["", "/locks", "/blacklist"] {
-        mkdir(&client, &format!("{}{dir}", cfg.root)).await?;
+        ensure_path(&client, &format!("{}{dir}", cfg.root), &cfg.root, &acls)
+            .await
+            .map_err(zk_err)?;
     }
-    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let opts = zk::CreateMode::Persistent.with_acls(acls);
     match client
         .create(&format!("{}/txn_counter", cfg.root), b"1", &opts)
         .await
@@ -125,23 +181,31 @@ async fn connect_client(cfg: &ZkConfig) -> Result<zk::Client, CoordError> {
     }
 }
 
-/// Creates `path` and its missing parents as empty persistent znodes.
-pub async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
-    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+/// Creates `path` and its missing parents as empty persistent znodes:
+/// those at or under the deployment's `root` with `acls`, those above it
+/// (shared by other deployments' roots) open.
+pub async fn ensure_path(
+    client: &zk::Client,
+    path: &str,
+    root: &str,
+    acls: &zk::Acls<'_>,
+) -> Result<(), zk::Error> {
     let mut at = String::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         at.push('/');
         at.push_str(part);
+        let above_root = at.len() < root.len() && root.starts_with(&format!("{at}/"));
+        let opts = if above_root {
+            zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+        } else {
+            zk::CreateMode::Persistent.with_acls(*acls)
+        };
         match client.create(&at, &[], &opts).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
-}
-
-async fn mkdir(client: &zk::Client, path: &str) -> Result<(), CoordError> {
-    ensure_path(client, path).await.map_err(zk_err)
 }
 
 impl ZkCoordinator {
@@ -177,6 +241,11 @@ impl ZkCoordinator {
 
     pub fn root(&self) -> &str {
         &self.inner.cfg.root
+    }
+
+    /// The ACLs for znodes this deployment creates (see [`ZkDigest`]).
+    pub fn acls(&self) -> zk::Acls<'static> {
+        self.inner.cfg.auth.acls()
     }
 
     /// Number of groups this process currently holds a lease on.
@@ -378,7 +447,7 @@ impl Coordinator for ZkCoordinator {
     async fn blacklist(&self, id: TxnId) -> Result<(), CoordError> {
         self.inner.blacklist.write().insert(id.0);
         let s = self.inner.session();
-        let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Persistent.with_acls(self.inner.cfg.auth.acls());
         match s
             .client
             .create(

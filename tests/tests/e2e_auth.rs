@@ -22,6 +22,8 @@ struct Authed {
     n1: NodeProc,
     n2: NodeProc,
     admin_file: std::path::PathBuf,
+    zk_auth: std::path::PathBuf,
+    root: String,
 }
 
 fn start() -> Authed {
@@ -38,6 +40,9 @@ fn start() -> Authed {
     )
     .unwrap();
     std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let zk_auth = dir.path().join("zk.auth");
+    std::fs::write(&zk_auth, "northwest:zk-digest-password\n").unwrap();
+    std::fs::set_permissions(&zk_auth, std::fs::Permissions::from_mode(0o600)).unwrap();
     let root = format!("/northwest-test/{}", unique("auth"));
     let topic = unique("journal");
     let http = format!(
@@ -45,8 +50,11 @@ fn start() -> Authed {
         admin_file.display(),
         tokens.display()
     );
+    let coordination = format!("[coordination]\nauth_file = \"{}\"\n", zk_auth.display());
     let toml = |name: &str| {
-        node_toml(name, dir.path(), free_port(), &root, &topic, "").replacen("[http]\n", &http, 1)
+        node_toml(name, dir.path(), free_port(), &root, &topic, "")
+            .replacen("[http]\n", &http, 1)
+            .replacen("[coordination]\n", &coordination, 1)
     };
     let n1 = NodeProc::start(dir.path(), "n1", &toml("n1"));
     let n2 = NodeProc::start(dir.path(), "n2", &toml("n2"));
@@ -55,6 +63,8 @@ fn start() -> Authed {
         n1,
         n2,
         admin_file,
+        zk_auth,
+        root,
     }
 }
 
@@ -89,6 +99,8 @@ fn migrate(a: &Authed, token_file: Option<&std::path::Path>) -> std::process::Ou
     ])
     .args(["--zk", &zk_addr(), "--brokers", &kafka_addr()])
     .env_remove("NORTHWEST_ADMIN_TOKEN_FILE")
+    .arg("--zk-auth-file")
+    .arg(&a.zk_auth)
     .current_dir(a.dir.path());
     if let Some(f) = token_file {
         c.env("NORTHWEST_ADMIN_TOKEN_FILE", f);
@@ -274,6 +286,29 @@ async fn admin_and_data_planes_need_their_tokens_and_a_migration_runs_with_them(
     )
     .await;
     assert_eq!((st, text.as_str()), (StatusCode::OK, "\"after\""));
+
+    // The deployment's znodes (migration record, routing, proxy state,
+    // leases) are closed to a ZooKeeper client without the credentials.
+    let anon = zookeeper_client::Client::connector()
+        .connect(&zk_addr())
+        .await
+        .unwrap();
+    for path in [
+        "migrations/app",
+        "routing/app",
+        "nodes/n1/proxy/app",
+        "txn_counter",
+    ] {
+        let r = anon.get_data(&format!("{}/{path}", a.root)).await;
+        assert!(
+            matches!(r, Err(zookeeper_client::Error::NoAuth)),
+            "{path} readable without credentials: {r:?}"
+        );
+    }
+    let r = anon
+        .set_data(&format!("{}/routing/app", a.root), b"{}", None)
+        .await;
+    assert!(matches!(r, Err(zookeeper_client::Error::NoAuth)), "{r:?}");
 
     // No token in logs, status, history or metrics.
     tokio::time::sleep(Duration::from_millis(2500)).await;

@@ -11,6 +11,7 @@ use northwest_store::{
     ZkConfig, ZkCoordinator,
 };
 use northwest_tests::{bin_path, require_zk, unique};
+use zookeeper_client as zk;
 
 async fn coord(root: &str, tweak: impl FnOnce(&mut ZkConfig)) -> Arc<ZkCoordinator> {
     let mut cfg = ZkConfig {
@@ -408,4 +409,65 @@ async fn a_failed_lease_hand_back_is_not_orphaned() {
         session,
         "the session must survive (otherwise its znodes vanish with it and nothing is tested)"
     );
+}
+
+/// With credentials, the deployment's znodes are closed to every other
+/// client: a session without them (or with a wrong password) cannot read the
+/// id counter, take or fake a lease, blacklist a transaction or alter the
+/// root; a second process with the same credentials works as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn znodes_created_with_credentials_are_closed_to_others() {
+    use northwest_store::ZkDigest;
+    let root = format!("/northwest-test/{}", unique("acl"));
+    let digest = ZkDigest::new("northwest:acl-test-password").unwrap();
+    let a = coord(&root, |c| c.auth = digest.clone()).await;
+    let ns = Namespace::new("t").unwrap();
+    let g = EntityGroup::of(&ns, &KeyPath::parse("Acct:1").unwrap());
+    let held = a.lock(&g).await.unwrap();
+    a.release(held).await;
+
+    let zk_addr = require_zk();
+    let anon = zk::Client::connector().connect(&zk_addr).await.unwrap();
+    let wrong = ZkDigest::new("northwest:not-the-password")
+        .unwrap()
+        .connector()
+        .connect(&zk_addr)
+        .await
+        .unwrap();
+    let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    for c in [&anon, &wrong] {
+        let denied = |r: Result<(), zk::Error>, what: &str| {
+            assert!(matches!(r, Err(zk::Error::NoAuth)), "{what}: {r:?}");
+        };
+        denied(
+            c.get_data(&format!("{root}/txn_counter")).await.map(|_| ()),
+            "read the id counter",
+        );
+        denied(
+            c.set_data(&format!("{root}/txn_counter"), b"1", None)
+                .await
+                .map(|_| ()),
+            "bump the id counter",
+        );
+        denied(
+            c.create(&format!("{root}/locks/t:Acct:2"), &[], &opts)
+                .await
+                .map(|_| ()),
+            "take a lease",
+        );
+        denied(
+            c.create(&format!("{root}/blacklist/42"), &[], &opts)
+                .await
+                .map(|_| ()),
+            "blacklist",
+        );
+        denied(
+            c.set_data(&root, b"x", None).await.map(|_| ()),
+            "alter the root",
+        );
+    }
+    // The same credentials in another process: locks work as usual.
+    let b = coord(&root, |c| c.auth = digest.clone()).await;
+    let held = b.lock(&g).await.unwrap();
+    b.release(held).await;
 }

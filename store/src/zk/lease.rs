@@ -42,7 +42,7 @@ impl Inner {
         deadline: Instant,
     ) -> Result<(zk::OneshotWatcher, bool), CoordError> {
         let path = self.lease_path(key);
-        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Ephemeral.with_acls(self.cfg.auth.acls());
         let timeout = || CoordError::LockTimeout(self.cfg.lock_timeout, key.to_string());
         loop {
             // Pipelined on one connection: the read sees the create's result.
