@@ -24,11 +24,28 @@ pub fn use_admin_token_file(path: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("--admin-token-file {}", path.display()))?
         .trim()
         .to_string();
-    if t.is_empty() {
-        bail!("--admin-token-file {} is empty", path.display());
+    if t.is_empty() || reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
+        bail!(
+            "--admin-token-file {}: empty, or not a token that fits an HTTP header",
+            path.display()
+        );
     }
-    let _ = ADMIN_TOKEN.set(t);
+    warn_if_world_readable(path);
+    ADMIN_TOKEN
+        .set(t)
+        .map_err(|_| anyhow!("the admin token was already set"))?;
     Ok(())
+}
+
+/// Secrets files should be readable by their owner only.
+pub(crate) fn warn_if_world_readable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+        eprintln!(
+            "warning: {} is readable by every user on this machine; chmod o-r it",
+            path.display()
+        );
+    }
 }
 
 /// An HTTP client for the nodes' admin API, presenting the admin token.

@@ -52,6 +52,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         Some(f) => {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("--zk-auth-file {}", f.display()))?;
+            client::warn_if_world_readable(f);
             northwest_store::ZkDigest::new(text.trim())
                 .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))?
         }

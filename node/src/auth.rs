@@ -141,6 +141,16 @@ impl Auth {
                     if out.iter().any(|t| t.name == e.name) {
                         return Err(format!("{what}: two tokens are named {:?}", e.name));
                     }
+                    // One value, one identity: a data token equal to the
+                    // admin token (or to another) would be ambiguous.
+                    let reused = out.iter().any(|t| t.token.expose() == e.token)
+                        || admin.as_ref().is_some_and(|a| a.expose() == e.token);
+                    if reused {
+                        return Err(format!(
+                            "{what}: token {:?} has the same value as another token; each needs its own",
+                            e.name
+                        ));
+                    }
                     for ns in &e.namespaces {
                         if ns != "*" {
                             northwest_store::Namespace::new(ns).map_err(|err| {

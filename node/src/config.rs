@@ -256,7 +256,14 @@ impl NodeConfig {
     pub fn parse(path: &std::path::Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+        // Not the error's Display: it quotes the offending line, which may
+        // hold a secret (a `[kafka]` password).
+        toml::from_str(&text).map_err(|e| {
+            let line = e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].lines().count().max(1)
+            });
+            format!("config {} line {line}: {}", path.display(), e.message())
+        })
     }
 
     /// Checks values that parse but cannot work, saying what to change.

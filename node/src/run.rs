@@ -365,7 +365,7 @@ fn app(cfg: &NodeConfig, state: &Arc<NodeState>, auth: Arc<crate::auth::Auth>) -
                     .map_or("unmatched", |p| p.as_str())
                     .to_string();
                 let started = std::time::Instant::now();
-                let resp = match uri_too_long(&req) {
+                let resp = match uri_too_long(&req).or_else(|| dot_segments(&req)) {
                     Some(e) => e.into_response(),
                     None => next.run(req).await,
                 };
@@ -387,6 +387,25 @@ fn uri_too_long(req: &Request) -> Option<crate::api::ApiError> {
         status: axum::http::StatusCode::URI_TOO_LONG,
         code: "uri_too_long",
         message: format!("request URI of {len} bytes; the limit is {MAX_URI_BYTES}"),
+    })
+}
+
+/// A path with `.` or `..` segments (also percent-encoded) or a backslash:
+/// neither hyper nor axum normalises them, so the auth layer and the router
+/// would judge one path while a URL parser further on (the proxy's client)
+/// resolves another (`/v1/ns/app/e/../../../admin/promote`). No valid key,
+/// namespace or route has such a segment.
+fn dot_segments(req: &Request) -> Option<crate::api::ApiError> {
+    let path = req.uri().path();
+    let bad = path.contains('\\')
+        || path.split('/').any(|seg| {
+            let s = seg.to_ascii_lowercase().replace("%2e", ".");
+            s == "." || s == ".."
+        });
+    bad.then(|| crate::api::ApiError {
+        status: axum::http::StatusCode::BAD_REQUEST,
+        code: "bad_path",
+        message: "the path has '.' or '..' segments or a backslash; send it normalised".into(),
     })
 }
 

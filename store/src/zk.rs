@@ -176,9 +176,46 @@ async fn connect_client(cfg: &ZkConfig) -> Result<zk::Client, CoordError> {
         .create(&format!("{}/txn_counter", cfg.root), b"1", &opts)
         .await
     {
-        Ok(_) | Err(zk::Error::NodeExists) => Ok(client),
-        Err(e) => Err(zk_err(e)),
+        Ok(_) | Err(zk::Error::NodeExists) => {}
+        Err(zk::Error::NoAuth) => return Err(no_auth(cfg)),
+        Err(e) => return Err(zk_err(e)),
     }
+    if cfg.auth.is_set() {
+        check_closed(&client, cfg).await?;
+    }
+    Ok(client)
+}
+
+fn no_auth(cfg: &ZkConfig) -> CoordError {
+    CoordError::Zk(format!(
+        "ZooKeeper refused access to {} (NoAuth): its znodes were created with credentials; \
+         set coordination.auth_file (or migrate --zk-auth-file) to the deployment's",
+        cfg.root
+    ))
+}
+
+/// With credentials, the protection holds only if the root and the znodes
+/// made with it are closed: a root that already existed with open ACLs (a
+/// run without credentials, or created by someone else) would leave leases,
+/// the id counter and the routing state writable by anyone. Refused.
+async fn check_closed(client: &zk::Client, cfg: &ZkConfig) -> Result<(), CoordError> {
+    for dir in ["", "/locks", "/blacklist", "/txn_counter"] {
+        let path = format!("{}{dir}", cfg.root);
+        let (acls, _) = client.get_acl(&path).await.map_err(|e| match e {
+            zk::Error::NoAuth => no_auth(cfg),
+            e => zk_err(e),
+        })?;
+        if let Some(open) = acls.iter().find(|a| a.scheme() != "digest") {
+            return Err(CoordError::Zk(format!(
+                "{path} exists with an ACL that is not the deployment's credentials \
+                 ({}:{}): it was created without coordination.auth_file. Start on a fresh \
+                 coordination.root, or set its ACLs with ZooKeeper's setAcl",
+                open.scheme(),
+                open.id()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates `path` and its missing parents as empty persistent znodes:

@@ -35,7 +35,8 @@ fn alert_rules_are_valid_and_their_unit_tests_pass() {
 
 #[test]
 fn prometheus_scrape_config_is_valid() {
-    let checked = promtool(&["check", "config", "prometheus.yml"]);
+    // Syntax only: the token file it names exists on a Prometheus host, not here.
+    let checked = promtool(&["check", "config", "--syntax-only", "prometheus.yml"]);
     assert!(checked.contains("SUCCESS"), "{checked}");
 }
 

@@ -16,6 +16,7 @@ use serde_json::json;
 
 const ADMIN: &str = "admin-0f3c9a7e5d1b4a2c8e6f0a9b";
 const DATA: &str = "data-app-7c1e5a9d3b2f4e6a8c0d";
+const N1_ONLY: &str = "data-n1-only-3e8b1f7a9c5d2e4b";
 
 struct Authed {
     dir: tempfile::TempDir,
@@ -33,31 +34,42 @@ fn start() -> Authed {
     let admin_file = dir.path().join("admin.token");
     std::fs::write(&admin_file, format!("{ADMIN}\n")).unwrap();
     std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let tokens = dir.path().join("tokens.toml");
-    std::fs::write(
-        &tokens,
-        format!("[[token]]\nname = \"app-client\"\ntoken = \"{DATA}\"\nnamespaces = [\"app\"]\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // n1 also knows N1_ONLY; n2 does not: a request n1 forwards with it
+    // must be refused by n2 (n1 never lends its own credentials).
+    let token = |name: &str, t: &str| {
+        format!("[[token]]\nname = \"{name}\"\ntoken = \"{t}\"\nnamespaces = [\"app\"]\n")
+    };
+    let write_secret = |file: &str, text: String| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    };
+    let tokens_n1 = write_secret(
+        "tokens-n1.toml",
+        token("app-client", DATA) + &token("n1-only", N1_ONLY),
+    );
+    let tokens_n2 = write_secret("tokens-n2.toml", token("app-client", DATA));
     let zk_auth = dir.path().join("zk.auth");
     std::fs::write(&zk_auth, "northwest:zk-digest-password\n").unwrap();
     std::fs::set_permissions(&zk_auth, std::fs::Permissions::from_mode(0o600)).unwrap();
     let root = format!("/northwest-test/{}", unique("auth"));
     let topic = unique("journal");
-    let http = format!(
-        "[http]\nadmin_token_file = \"{}\"\ndata_tokens_file = \"{}\"\n",
-        admin_file.display(),
-        tokens.display()
-    );
+    let http = |tokens: &std::path::Path| {
+        format!(
+            "[http]\nadmin_token_file = \"{}\"\ndata_tokens_file = \"{}\"\n",
+            admin_file.display(),
+            tokens.display()
+        )
+    };
     let coordination = format!("[coordination]\nauth_file = \"{}\"\n", zk_auth.display());
-    let toml = |name: &str| {
+    let toml = |name: &str, tokens: &std::path::Path| {
         node_toml(name, dir.path(), free_port(), &root, &topic, "")
-            .replacen("[http]\n", &http, 1)
+            .replacen("[http]\n", &http(tokens), 1)
             .replacen("[coordination]\n", &coordination, 1)
     };
-    let n1 = NodeProc::start(dir.path(), "n1", &toml("n1"));
-    let n2 = NodeProc::start(dir.path(), "n2", &toml("n2"));
+    let n1 = NodeProc::start(dir.path(), "n1", &toml("n1", &tokens_n1));
+    let n2 = NodeProc::start(dir.path(), "n2", &toml("n2", &tokens_n2));
     Authed {
         dir,
         n1,
@@ -66,6 +78,22 @@ fn start() -> Authed {
         zk_auth,
         root,
     }
+}
+
+/// One HTTP/1.1 request with `path` sent as is (an HTTP client library
+/// would normalise it); returns the start of the reply.
+async fn raw_request(base: &str, method: &str, path: &str, token: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out
 }
 
 async fn call(
@@ -286,6 +314,55 @@ async fn admin_and_data_planes_need_their_tokens_and_a_migration_runs_with_them(
     )
     .await;
     assert_eq!((st, text.as_str()), (StatusCode::OK, "\"after\""));
+    // A token only n1 knows passes n1 and is forwarded as the caller's: n2
+    // refuses it (were n1 to lend its own admin token, n2 would accept).
+    let (st, text) = call(
+        Method::PUT,
+        &put("app", "Doc:4"),
+        Some(N1_ONLY),
+        Some(json!("x")),
+    )
+    .await;
+    assert_eq!(
+        st, 401,
+        "n2 judged the forwarded request by another identity: {text}"
+    );
+    // Paths that a URL parser would resolve to another endpoint are refused
+    // before any layer judges them (n1 forwards `app` now).
+    for path in [
+        "/v1/ns/app/e/../../../admin/promote",
+        "/v1/ns/app/e/%2e%2e/%2E%2E/.%2e/admin/promote",
+        "/v1/ns/app/e/Doc:1/..",
+        "/v1/ns/app/e/.\\..\\admin",
+    ] {
+        let reply = raw_request(&n1, "POST", path, Some(DATA)).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{path}: {reply}");
+        assert!(reply.contains("bad_path"), "{path}: {reply}");
+    }
+    // Default-deny: a path no route serves still needs the admin token.
+    assert_eq!(
+        call(Method::GET, &format!("{n1}/v1/whatever"), None, None)
+            .await
+            .0,
+        401
+    );
+    // Every znode under the root carries only the deployment's credentials.
+    let digest = northwest_store::ZkDigest::new("northwest:zk-digest-password").unwrap();
+    let authed = digest.connector().connect(&zk_addr()).await.unwrap();
+    let mut stack = vec![a.root.clone()];
+    let mut checked = 0;
+    while let Some(path) = stack.pop() {
+        let (acls, _) = authed.get_acl(&path).await.unwrap();
+        assert!(
+            acls.iter().all(|x| x.scheme() == "digest"),
+            "{path} has an open ACL: {acls:?}"
+        );
+        checked += 1;
+        for c in authed.list_children(&path).await.unwrap() {
+            stack.push(format!("{path}/{c}"));
+        }
+    }
+    assert!(checked > 15, "only {checked} znodes under the root");
 
     // The deployment's znodes (migration record, routing, proxy state,
     // leases) are closed to a ZooKeeper client without the credentials.
@@ -342,14 +419,28 @@ fn a_node_open_to_other_hosts_without_an_admin_token_is_refused() {
     )
     .replace("listen = \"127.0.0.1:", "listen = \"0.0.0.0:");
     std::fs::write(&cfg, toml).unwrap();
-    let o = Command::new(bin_path("northwest"))
+    let mut child = Command::new(bin_path("northwest"))
         .args(["node", "--config"])
         .arg(&cfg)
         .env_remove("NORTHWEST_ADMIN_TOKEN_FILE")
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
+    // A node that wrongly starts would serve forever: bounded wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node started on 0.0.0.0 without an admin token");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
     assert!(
         err.contains("is reachable from other hosts") && err.contains("http.admin_token_file"),
         "{err}"
