@@ -1,5 +1,5 @@
 //! Benchmarks and the load generator: `northwest bench store | journal |
-//! migrate | overhead` print figures measured side by side in one run (nothing here
+//! migrate | overhead | zk` print figures measured side by side in one run (nothing here
 //! asserts on speed), and `northwest loadgen` drives a node's HTTP API.
 //!
 //! Owns: the benchmark drivers and the load generator.
@@ -12,11 +12,13 @@ pub mod loadgen;
 pub mod migrate;
 pub mod overhead;
 pub mod store;
+pub mod zk;
 
 pub use journal::JournalBench;
 pub use migrate::MigrateBench;
 pub use overhead::OverheadBench;
 pub use store::StoreBench;
+pub use zk::ZkBench;
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum BenchCmd {
@@ -30,6 +32,9 @@ pub enum BenchCmd {
     /// n1's own cost, n1 pinned to one core: open-loop latency and CPU per
     /// request with journaling off, on, and during a migration.
     Overhead(OverheadBench),
+    /// The paper's Table 1: a new ZooKeeper client synchronizing 1k / 10k /
+    /// 100k lock entries.
+    Zk(ZkBench),
 }
 
 /// Runs a benchmark; with `json`, stdout is one JSON document of every
@@ -41,12 +46,14 @@ pub async fn run(cmd: BenchCmd, json: bool) -> anyhow::Result<()> {
         BenchCmd::Journal(_) => "journal",
         BenchCmd::Migrate(_) => "migrate",
         BenchCmd::Overhead(_) => "overhead",
+        BenchCmd::Zk(_) => "zk",
     };
     match cmd {
         BenchCmd::Store(b) => store::run(b).await?,
         BenchCmd::Journal(b) => journal::run(b).await?,
         BenchCmd::Migrate(b) => migrate::run(b).await?,
         BenchCmd::Overhead(b) => overhead::run(b).await?,
+        BenchCmd::Zk(b) => zk::run(b).await?,
     }
     if json {
         println!(

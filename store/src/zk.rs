@@ -416,15 +416,20 @@ impl Coordinator for ZkCoordinator {
                 .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
             locks.push(lock);
         }
-        // Local slots are ours; fetch the missing leases concurrently.
+        // Local slots are ours; fetch the missing leases concurrently. Every
+        // take runs to its end even when one fails: a take dropped midway
+        // could leave its create landing as a znode this process holds
+        // without knowing (no watch, so askers would wait out their lock
+        // timeouts). Leases taken meanwhile stay held, like any cached lease.
         let s = self.inner.session();
-        futures::future::try_join_all(
+        let results = futures::future::join_all(
             locks
                 .iter_mut()
                 .filter(|l| l.guard.held_gen != Some(s.gen))
                 .map(|l| self.take_lease(&s, l, deadline)),
         )
-        .await?;
+        .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
         Ok(locks)
     }
 
