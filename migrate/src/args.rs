@@ -31,6 +31,11 @@ pub struct MigrateArgs {
     /// Snapshot rows per second (protects n1's latency); 0 = unlimited.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Longest the cutover may hold the namespace's writes: when draining
+    /// the journal would take longer, the fence is lifted and the cutover
+    /// tried again (up to 5 times, 2 s apart), never holding writes past it.
+    #[arg(long)]
+    pub max_pause_ms: Option<u64>,
     /// Journal lag (records) under which catch-up is done.
     #[arg(long, default_value_t = 500)]
     pub max_lag: i64,

@@ -76,13 +76,29 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
         Phase::Proxy => {
             // A fence that expired under a slow drain is refused by n1; fence
             // and drain again rather than proxy with writes possibly missed.
-            let mut attempt = 0;
+            let (mut expired, mut over_budget) = (0, 0);
             loop {
-                attempt += 1;
                 match proxy(ctx, st).await {
                     Ok(()) => break,
-                    Err(e) if attempt < 3 && format!("{e:#}").contains("fence_expired") => {
+                    Err(e) if expired < 2 && format!("{e:#}").contains("fence_expired") => {
+                        expired += 1;
                         tracing::warn!(error = %format!("{e:#}"), "cutover fence expired; retrying the proxy step");
+                    }
+                    Err(e) if e.downcast_ref::<OverBudget>().is_some() => {
+                        over_budget += 1;
+                        if over_budget == PAUSE_ATTEMPTS {
+                            bail!(
+                                "the cutover did not fit in --max-pause-ms {} in {PAUSE_ATTEMPTS} \
+                                 attempts ({e}); writes were never held longer, and n1 keeps \
+                                 serving the namespace (fence lifted, no proxy). Run again when \
+                                 the write load is lower, or raise --max-pause-ms",
+                                ctx.a.max_pause_ms.unwrap_or_default()
+                            );
+                        }
+                        if !ctx.a.quiet {
+                            eprintln!("cutover: {e}; fence lifted, trying again in 2 s ({over_budget}/{PAUSE_ATTEMPTS})");
+                        }
+                        tokio::time::sleep(Duration::from_secs(2)).await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -330,12 +346,33 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
             json!({"namespace": st.ns, "max_ms": 10000}),
         )
         .await?;
-    if let Err(e) = drain(ctx, st, &f, Duration::from_secs(8)).await {
+    let budget = ctx.a.max_pause_ms.map(Duration::from_millis);
+    let drain_for = budget
+        .map(|b| b.saturating_sub(t.elapsed()))
+        .unwrap_or(Duration::from_secs(8))
+        .min(Duration::from_secs(8));
+    let drained = drain(ctx, st, &f, drain_for).await;
+    // Drained, but past the budget already: the switch would only add to it.
+    let over = budget.is_some_and(|b| t.elapsed() >= b);
+    if let Err(e) = drained.and_then(|()| {
+        if over {
+            bail!("over budget")
+        }
+        Ok(())
+    }) {
         ctx.post(
             &format!("{n1}/v1/admin/unfence"),
             json!({"namespace": st.ns}),
         )
         .await?;
+        if let Some(b) = budget.filter(|b| t.elapsed() >= *b) {
+            return Err(OverBudget(format!(
+                "draining the journal would hold writes past {} ms (held {:.1} ms)",
+                b.as_millis(),
+                t.elapsed().as_secs_f64() * 1000.0
+            ))
+            .into());
+        }
         return Err(e.context("draining the journal at cutover"));
     }
     // n1 promotes n2 and starts forwarding under the fence it still holds.
@@ -347,6 +384,21 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     Ok(())
 }
+
+/// Cutover attempts under `--max-pause-ms` before the migration stops.
+const PAUSE_ATTEMPTS: u32 = 5;
+
+/// The cutover's drain would have held writes past `--max-pause-ms`.
+#[derive(Debug)]
+struct OverBudget(String);
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OverBudget {}
 
 /// With n1 fenced: waits until n1 shipped everything and n2 applied every
 /// journal record up to the high-water marks.

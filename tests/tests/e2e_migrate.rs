@@ -457,3 +457,33 @@ async fn abort_in_each_phase_leaves_n1_serving_without_loss() {
         assert_holds_acked(&s.n1.base, "app", &acked).await;
     }
 }
+
+/// `--max-pause-ms` bounds the cutover: a drain that would hold writes
+/// longer lifts the fence and tries again; after the last attempt the
+/// migration stops with n1 still serving (not fenced, not forwarding), and
+/// running it again without the budget completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cutover_over_its_pause_budget_is_called_off_and_n1_keeps_serving() {
+    let s = setup();
+    random_load(&s.n1.base, "app", 300, 30, 8).await;
+    // No drain (an HTTP round trip to each node at least) fits in 1 ms.
+    let o = migrate(&s, &["--max-pause-ms", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not fit in --max-pause-ms 1") && err.contains("n1 keeps serving"),
+        "{err}"
+    );
+    let st = get_json(&format!("{}/v1/admin/status", s.n1.base)).await;
+    assert_eq!(st["fenced"], serde_json::json!([]), "{st}");
+    assert_eq!(st["proxies"], serde_json::json!({}), "{st}");
+    let r = reqwest::Client::new()
+        .put(format!("{}/v1/ns/app/e/After:1", s.n1.base))
+        .body("\"still n1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "n1 stopped serving");
+    let r = report(&ok(&migrate(&s, &["--json"])));
+    assert_eq!(r["phase"], "done", "{r}");
+}
