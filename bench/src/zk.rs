@@ -48,9 +48,16 @@ pub async fn run(b: ZkBench) -> anyhow::Result<()> {
     let dir = format!("{root}/locks");
     northwest_store::zk::ensure_path(&admin, &dir, &root, &zk::Acls::anyone_all()).await?;
     say!(
-        "bench zk: a new client synchronizes N lock entries (znodes like a lease: `<ns>:<group>`, 6 B of data) from ZooKeeper at {}; median of {} trials",
-        b.zk, b.trials
+        "bench zk: a new client synchronizes N lock entries (persistent znodes named like leases, `<ns>:<group>`, 6 B of data, under {root}) from ZooKeeper at {}; median of {} trials",
+        b.zk, b.trials.max(1)
     );
+    // The entries are removed whatever happens to the measurement.
+    let measured = measure(&admin, &b, &dir).await;
+    let cleaned = cleanup(&admin, &dir, &root).await;
+    measured.and(cleaned)
+}
+
+async fn measure(admin: &zk::Client, b: &ZkBench, dir: &str) -> anyhow::Result<()> {
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let mut have = 0usize;
     let mut rows = Vec::new();
@@ -61,7 +68,7 @@ pub async fn run(b: ZkBench) -> anyhow::Result<()> {
         let t = Instant::now();
         futures::stream::iter(have..n)
             .map(|i| {
-                let (admin, path, opts) = (&admin, format!("{dir}/app:Account:{i}"), &opts);
+                let (path, opts) = (format!("{dir}/app:Account:{i}"), &opts);
                 async move {
                     match admin.create(&path, b"wanted", opts).await {
                         Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
@@ -81,10 +88,10 @@ pub async fn run(b: ZkBench) -> anyhow::Result<()> {
         );
         have = n;
         let (mut list, mut full) = (Vec::new(), Vec::new());
-        for _ in 0..b.trials {
+        for _ in 0..b.trials.max(1) {
             let t = Instant::now();
             let c = connect(&b.zk).await?;
-            let names = c.list_children(&dir).await?;
+            let names = c.list_children(dir).await?;
             list.push(t.elapsed());
             anyhow::ensure!(names.len() == n, "listed {} of {n}", names.len());
             futures::stream::iter(names)
@@ -98,6 +105,9 @@ pub async fn run(b: ZkBench) -> anyhow::Result<()> {
                 .into_iter()
                 .collect::<Result<Vec<()>, _>>()?;
             full.push(t.elapsed());
+            // Closed before the next trial's timer starts.
+            drop(c);
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let paper = PAPER.iter().find(|(k, _)| *k == n).map(|(_, ms)| *ms);
         rows.push((n, median_ms(list), median_ms(full), paper));
@@ -121,19 +131,27 @@ pub async fn run(b: ZkBench) -> anyhow::Result<()> {
             "entries": n, "connect_list_ms": l, "read_all_ms": f, "paper_ms": p,
         })).collect::<Vec<_>>(),
     }));
-    // Clean up: the entries, then the bench root.
+    Ok(())
+}
+
+async fn cleanup(admin: &zk::Client, dir: &str, root: &str) -> anyhow::Result<()> {
     let t = Instant::now();
-    let names = admin.list_children(&dir).await?;
-    futures::stream::iter(names)
+    let names = admin.list_children(dir).await?;
+    let failed = futures::stream::iter(names)
         .map(|name| {
-            let (admin, path) = (&admin, format!("{dir}/{name}"));
+            let path = format!("{dir}/{name}");
             async move { admin.delete(&path, None).await }
         })
         .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<_>>()
+        .filter(|r| std::future::ready(r.is_err()))
+        .count()
         .await;
-    let _ = admin.delete(&dir, None).await;
-    let _ = admin.delete(&root, None).await;
+    admin.delete(dir, None).await?;
+    admin.delete(root, None).await?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} entries under {dir} could not be deleted: remove them with zkCli deleteall {root}"
+    );
     say!(
         "  (removed the entries in {:.1} s)",
         t.elapsed().as_secs_f64()

@@ -31,10 +31,11 @@ pub struct MigrateArgs {
     /// Snapshot rows per second (protects n1's latency); 0 = unlimited.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Longest the cutover may hold the namespace's writes: when draining
-    /// the journal would take longer, the fence is lifted and the cutover
-    /// tried again (up to 5 times, 2 s apart), never holding writes past it.
-    #[arg(long)]
+    /// Budget for the cutover's write pause (fence + drain; the switch
+    /// comes on top): n1 lifts the fence itself when it runs out, and a
+    /// cutover that does not fit is called off and tried again (5 attempts
+    /// in all, 2 s apart) before the migration stops with n1 serving.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=8000))]
     pub max_pause_ms: Option<u64>,
     /// Journal lag (records) under which catch-up is done.
     #[arg(long, default_value_t = 500)]

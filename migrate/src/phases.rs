@@ -89,7 +89,8 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
                         if over_budget == PAUSE_ATTEMPTS {
                             bail!(
                                 "the cutover did not fit in --max-pause-ms {} in {PAUSE_ATTEMPTS} \
-                                 attempts ({e}); writes were never held longer, and n1 keeps \
+                                 attempts ({e}); each attempt held writes about that long at \
+                                 most (n1 lifts the fence itself when it runs out), and n1 keeps \
                                  serving the namespace (fence lifted, no proxy). Run again when \
                                  the write load is lower, or raise --max-pause-ms",
                                 ctx.a.max_pause_ms.unwrap_or_default()
@@ -339,51 +340,98 @@ async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
 /// to n2 under that same fence (n1 refuses if it expired), lift the fence.
 async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
+    let budget = ctx.a.max_pause_ms.map(Duration::from_millis);
     let t = Instant::now();
+    // With a budget, n1 itself lifts the fence when it runs out: the writes
+    // wait no longer than that even if this orchestrator stalls.
+    let max_ms = budget.map_or(10_000, |b| b.as_millis().clamp(1, 10_000) as u64);
     let f = ctx
         .post(
             &format!("{n1}/v1/admin/fence"),
-            json!({"namespace": st.ns, "max_ms": 10000}),
+            json!({"namespace": st.ns, "max_ms": max_ms}),
         )
         .await?;
-    let budget = ctx.a.max_pause_ms.map(Duration::from_millis);
     let drain_for = budget
         .map(|b| b.saturating_sub(t.elapsed()))
         .unwrap_or(Duration::from_secs(8))
         .min(Duration::from_secs(8));
     let drained = drain(ctx, st, &f, drain_for).await;
+    let over_budget = |held: Duration| {
+        OverBudget(format!(
+            "the cutover would hold writes past {} ms (held {:.1} ms)",
+            max_ms,
+            held.as_secs_f64() * 1000.0
+        ))
+    };
     // Drained, but past the budget already: the switch would only add to it.
     let over = budget.is_some_and(|b| t.elapsed() >= b);
-    if let Err(e) = drained.and_then(|()| {
-        if over {
-            bail!("over budget")
+    let failed = match drained {
+        Ok(()) if over => Some(over_budget(t.elapsed()).into()),
+        Ok(()) => None,
+        // Only running out of time is the budget's doing; any other
+        // failure keeps its own cause.
+        Err(e) if budget.is_some() && e.is::<DrainDeadline>() => {
+            Some(over_budget(t.elapsed()).into())
         }
-        Ok(())
-    }) {
-        ctx.post(
-            &format!("{n1}/v1/admin/unfence"),
-            json!({"namespace": st.ns}),
-        )
-        .await?;
-        if let Some(b) = budget.filter(|b| t.elapsed() >= *b) {
-            return Err(OverBudget(format!(
-                "draining the journal would hold writes past {} ms (held {:.1} ms)",
-                b.as_millis(),
-                t.elapsed().as_secs_f64() * 1000.0
-            ))
-            .into());
-        }
-        return Err(e.context("draining the journal at cutover"));
+        Err(e) => Some(e.context("draining the journal at cutover")),
+    };
+    if let Some(e) = failed {
+        return Err(lift_fence(ctx, st, e, max_ms).await);
     }
-    // n1 promotes n2 and starts forwarding under the fence it still holds.
-    ctx.post(
-        &format!("{n1}/v1/admin/proxy"),
-        json!({"namespace": st.ns, "target": n2, "fence": f["fence"]}),
-    )
-    .await?;
+    // n1 promotes n2 and starts forwarding under the fence it still holds
+    // (refused if n1 lifted it meanwhile: the budget ran out).
+    let r = ctx
+        .post(
+            &format!("{n1}/v1/admin/proxy"),
+            json!({"namespace": st.ns, "target": n2, "fence": f["fence"]}),
+        )
+        .await;
+    match r {
+        Ok(_) => {}
+        Err(e) if budget.is_some() && format!("{e:#}").contains("fence_expired") => {
+            return Err(over_budget(t.elapsed()).into());
+        }
+        Err(e) => return Err(e),
+    }
     st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     Ok(())
 }
+
+/// Lifts n1's fence after a failed cutover, trying a few times; returns the
+/// error to report (with the unfence failure, if any, and what happens then).
+async fn lift_fence(ctx: &Ctx, st: &MigState, cause: anyhow::Error, max_ms: u64) -> anyhow::Error {
+    let mut last = None;
+    for _ in 0..3 {
+        match ctx
+            .post(
+                &format!("{}/v1/admin/unfence", st.from),
+                json!({"namespace": st.ns}),
+            )
+            .await
+        {
+            Ok(_) => return cause,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let e = last.expect("failed at least once");
+    anyhow!(
+        "{cause:#}; lifting n1's fence failed too ({e:#}): n1 lifts it by itself {max_ms} ms \
+         after it was taken"
+    )
+}
+
+/// The drain ran out of time (as opposed to failing).
+#[derive(Debug)]
+struct DrainDeadline(String);
+
+impl std::fmt::Display for DrainDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DrainDeadline {}
 
 /// Cutover attempts under `--max-pause-ms` before the migration stops.
 const PAUSE_ATTEMPTS: u32 = 5;
@@ -415,11 +463,12 @@ async fn drain(ctx: &Ctx, st: &MigState, fence: &Value, timeout: Duration) -> an
             break;
         }
         if Instant::now() > deadline {
-            bail!(
+            return Err(DrainDeadline(format!(
                 "n1's outbox did not ship up to entry {below} ({} pending; relay: {}): is the broker up?",
                 s1["outbox_pending"],
                 s1["relay"]["last_error"]
-            );
+            ))
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -434,10 +483,11 @@ async fn drain(ctx: &Ctx, st: &MigState, fence: &Value, timeout: Duration) -> an
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!(
+            return Err(DrainDeadline(format!(
                 "n2 did not apply the journal up to {hw:?} in time (stored {})",
                 off["journal"]
-            );
+            ))
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

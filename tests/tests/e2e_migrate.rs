@@ -467,9 +467,16 @@ async fn a_cutover_over_its_pause_budget_is_called_off_and_n1_keeps_serving() {
     let s = setup();
     random_load(&s.n1.base, "app", 300, 30, 8).await;
     // No drain (an HTTP round trip to each node at least) fits in 1 ms.
+    let t = std::time::Instant::now();
     let o = migrate(&s, &["--max-pause-ms", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
+    // Five attempts, 2 s apart.
+    assert!(
+        t.elapsed() >= Duration::from_secs(8),
+        "{:?}: {err}",
+        t.elapsed()
+    );
     assert!(
         err.contains("did not fit in --max-pause-ms 1") && err.contains("n1 keeps serving"),
         "{err}"
@@ -484,6 +491,13 @@ async fn a_cutover_over_its_pause_budget_is_called_off_and_n1_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "n1 stopped serving");
-    let r = report(&ok(&migrate(&s, &["--json"])));
+    // The rerun resumes the same migration at the cutover.
+    let o = migrate(&s, &["--json"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("resuming migration") && err.contains("at phase proxy"),
+        "{err}"
+    );
+    let r = report(&ok(&o));
     assert_eq!(r["phase"], "done", "{r}");
 }
