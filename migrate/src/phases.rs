@@ -422,31 +422,17 @@ async fn lift_fence(ctx: &Ctx, st: &MigState, cause: anyhow::Error, max_ms: u64)
 }
 
 /// The drain ran out of time (as opposed to failing).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct DrainDeadline(String);
-
-impl std::fmt::Display for DrainDeadline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DrainDeadline {}
 
 /// Cutover attempts under `--max-pause-ms` before the migration stops.
 const PAUSE_ATTEMPTS: u32 = 5;
 
 /// The cutover's drain would have held writes past `--max-pause-ms`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct OverBudget(String);
-
-impl std::fmt::Display for OverBudget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for OverBudget {}
 
 /// With n1 fenced: waits until n1 shipped everything and n2 applied every
 /// journal record up to the high-water marks.

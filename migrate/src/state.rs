@@ -66,16 +66,9 @@ impl Phase {
 /// A migration refused before it changed anything: the command exits with
 /// code 2. Any other error stopped it midway (exit code 1), and running the
 /// same command again resumes.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Refused(pub String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
 
 /// Everything a resumed run needs, persisted after every step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
