@@ -34,6 +34,11 @@ struct Cli {
     /// bearer token they present to the nodes.
     #[arg(long, env = "NORTHWEST_ADMIN_TOKEN_FILE", global = true)]
     admin_token_file: Option<PathBuf>,
+    /// A PEM CA bundle that https:// node URLs given to migrate, status,
+    /// replay and digest are verified against (default: the public web
+    /// roots). A node's own peer calls use http.tls_ca_file.
+    #[arg(long, env = "NORTHWEST_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     /// Crash points to arm, `name=error|abort,...` (tests only).
     #[arg(long, env = "NORTHWEST_CRASH_POINTS", global = true, hide = true)]
     crash_points: Option<String>,
@@ -177,6 +182,9 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(&cli.log, cli.log_json);
     if let (Some(p), false) = (&cli.admin_token_file, matches!(cli.cmd, Cmd::Node(_))) {
         northwest_migrate::use_admin_token_file(p)?;
+    }
+    if let (Some(p), false) = (&cli.ca_file, matches!(cli.cmd, Cmd::Node(_))) {
+        northwest_migrate::use_ca_file(p)?;
     }
     if let Some(spec) = &cli.crash_points {
         northwest_store::failpoint::arm_spec(spec).map_err(anyhow::Error::msg)?;

@@ -37,6 +37,24 @@ pub fn use_admin_token_file(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// CA certificates the nodes' HTTPS certificates must chain to (set once
+/// at start from `--ca-file`); unset: the public web roots.
+static CA_CERTS: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
+
+/// Reads the CA bundle (PEM) that `https://` node URLs are verified with.
+pub fn use_ca_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let pem = std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-file {}", path.display()))?;
+    if certs.is_empty() {
+        bail!("--ca-file {}: no PEM certificate in it", path.display());
+    }
+    CA_CERTS
+        .set(certs)
+        .map_err(|_| anyhow!("the CA file was already set"))?;
+    Ok(())
+}
+
 /// Secrets files should be readable by their owner only.
 pub(crate) fn warn_if_world_readable(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -57,11 +75,15 @@ pub fn admin_http(timeout: Duration) -> reqwest::Client {
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
     }
-    reqwest::Client::builder()
+    let roots = CA_CERTS.get().cloned().unwrap_or_default();
+    let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .default_headers(headers)
-        .build()
-        .expect("static client config")
+        .tls_built_in_root_certs(roots.is_empty());
+    for c in roots {
+        b = b.add_root_certificate(c);
+    }
+    b.build().expect("static client config")
 }
 
 pub(crate) struct Ctx {
@@ -186,13 +208,22 @@ impl Ctx {
     }
 }
 
+/// A request that got no HTTP answer, with what to do about it.
+pub(crate) fn unreachable_node(e: reqwest::Error, what: &str) -> anyhow::Error {
+    let chain = format!("{:#}", anyhow::Error::from(e));
+    let hint = if chain.contains("certificate") {
+        "the node's TLS certificate is not trusted: pass the CA that signed it with --ca-file \
+         (or NORTHWEST_CA_FILE)"
+    } else {
+        "is the node running, and is the URL's scheme (http/https) the one it serves?"
+    };
+    anyhow!("{what}: {chain}; {hint}")
+}
+
 /// Sends a request to a node's API: its JSON reply, or an error naming the
 /// request, the status and the node's error code and message.
 pub(crate) async fn send_json(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-    let r = req
-        .send()
-        .await
-        .with_context(|| format!("{what} (is the node running?)"))?;
+    let r = req.send().await.map_err(|e| unreachable_node(e, what))?;
     let st = r.status();
     let v: Value = r
         .json()

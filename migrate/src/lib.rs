@@ -32,8 +32,8 @@ use rdkafka::consumer::BaseConsumer;
 use serde_json::Value;
 
 pub use args::MigrateArgs;
-pub use client::use_admin_token_file;
 use client::Ctx;
+pub use client::{use_admin_token_file, use_ca_file};
 pub use state::{load_state, MigState, Phase, Refused};
 
 pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::{json, Value};
 
 #[derive(clap::Args, Debug)]
@@ -197,7 +197,7 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         .json(&body)
         .send()
         .await
-        .with_context(|| format!("POST {url} (is the node running?)"))?;
+        .map_err(|e| crate::client::unreachable_node(e, &format!("POST {url}")))?;
     let status = r.status();
     let v: Value = r.json().await?;
     if !status.is_success() {

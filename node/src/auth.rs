@@ -87,6 +87,13 @@ const MIN_TOKEN_BYTES: usize = 16;
 pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    warn_if_world_readable(path, what);
+    Ok(text)
+}
+
+/// Secrets (tokens, credentials, TLS keys) should be readable by their
+/// owner only.
+pub(crate) fn warn_if_world_readable(path: &Path, what: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -96,7 +103,6 @@ pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<String, String
             }
         }
     }
-    Ok(text)
 }
 
 fn check_token(t: &str, what: &str) -> Result<(), String> {

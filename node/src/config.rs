@@ -37,6 +37,15 @@ pub struct HttpConfig {
     /// (`[[token]] name = "...", token = "...", namespaces = ["app"]`).
     /// Unset: the data API takes unauthenticated requests.
     pub data_tokens_file: Option<PathBuf>,
+    /// PEM certificate chain: with `tls_key_file`, the listener serves
+    /// HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle the node's own calls to peers (the proxy forwarding to
+    /// n2, the promote call) verify their certificates against; unset: the
+    /// public web roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +182,9 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8081".parse().expect("literal"),
             max_value_bytes: 1 << 20,
             admin_token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
             data_tokens_file: None,
         }
     }
@@ -281,6 +293,13 @@ impl NodeConfig {
                  -hex 32 > /etc/northwest/admin.token`), or listen on 127.0.0.1",
                 self.http.listen
             ));
+        }
+        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
+            return Err(
+                "http.tls_cert_file and http.tls_key_file go together: set both to serve HTTPS, \
+                 or neither"
+                    .into(),
+            );
         }
         let c = &self.coordination;
         if c.mode == CoordinationMode::Zookeeper {

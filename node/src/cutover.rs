@@ -73,6 +73,8 @@ pub struct Gate {
     /// Presented to the new primary's admin API at cutover (never added to
     /// forwarded client requests, which carry the client's own header).
     peer_token: Option<crate::auth::Secret>,
+    /// Set with a peer CA: proxy targets must be `https://`.
+    https_only: bool,
 }
 
 impl Default for Gate {
@@ -100,6 +102,18 @@ pub enum CutoverError {
     Promote(String),
 }
 
+fn forward_client(roots: Vec<reqwest::Certificate>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(FORWARD_TIMEOUT)
+        .https_only(!roots.is_empty())
+        .tls_built_in_root_certs(roots.is_empty());
+    for c in roots {
+        b = b.add_root_certificate(c);
+    }
+    b.build().expect("static client config")
+}
+
 impl Gate {
     pub fn new(record: Option<ProxyRecord>, replica_of: Option<String>) -> Self {
         Self {
@@ -108,13 +122,25 @@ impl Gate {
             record,
             replica_of,
             promoted: Mutex::new(HashSet::new()),
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
-                .timeout(FORWARD_TIMEOUT)
-                .build()
-                .expect("static client config"),
+            client: forward_client(Vec::new()),
             peer_token: None,
+            https_only: false,
         }
+    }
+
+    /// Peers' certificates must chain to one of `roots` (the public web
+    /// roots when empty).
+    /// With a CA configured the peers are TLS deployments: forwarding to
+    /// an `http://` target is refused rather than sending data in clear.
+    pub fn with_peer_ca(mut self, roots: Vec<reqwest::Certificate>) -> Self {
+        self.https_only = !roots.is_empty();
+        self.client = forward_client(roots);
+        self
+    }
+
+    /// Whether a proxy target must be an `https://` URL.
+    pub fn https_only(&self) -> bool {
+        self.https_only
     }
 
     fn of(&self, ns: &str) -> Arc<NsGate> {

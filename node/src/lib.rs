@@ -17,5 +17,6 @@ pub mod history;
 pub mod migration_api;
 mod run;
 pub mod telemetry;
+pub mod tls;
 
 pub use run::{journal_topic, kafka_settings, open_engine, run, store_config};

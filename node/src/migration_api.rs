@@ -113,8 +113,17 @@ async fn proxy(
 ) -> Result<Json<Value>, ApiError> {
     let req: ProxyReq = parse(&body)?;
     check_ns(&req.namespace)?;
-    if !req.target.starts_with("http://") {
-        return Err(ApiError::bad_request("target must be an http:// base URL"));
+    if s.gate.https_only() {
+        if !req.target.starts_with("https://") {
+            return Err(ApiError::bad_request(
+                "target must be an https:// base URL: this node verifies its peers with \
+                 http.tls_ca_file and never forwards data in clear",
+            ));
+        }
+    } else if !req.target.starts_with("http://") && !req.target.starts_with("https://") {
+        return Err(ApiError::bad_request(
+            "target must be an http:// or https:// base URL",
+        ));
     }
     s.gate
         .cut_over(&req.namespace, req.fence, &req.target)

@@ -133,6 +133,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let auth = Arc::new(crate::auth::Auth::load(&cfg.http).map_err(anyhow::Error::msg)?);
+    let tls = match (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            Some(crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    let peer_ca = match &cfg.http.tls_ca_file {
+        Some(p) => crate::tls::ca_certs(p).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    if tls.is_none() && !cfg.http.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.http.listen,
+            "serving plain HTTP to other hosts: tokens and data cross the network in clear; \
+             set http.tls_cert_file and http.tls_key_file (or terminate TLS in front of the node)"
+        );
+    }
     let (store, zk_client) = open_store(&cfg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
@@ -161,7 +178,8 @@ pub async fn run(
                 }),
                 cfg.journal.apply.then(|| cfg.journal.topic.clone()),
             )
-            .with_peer_token(auth.admin_token().cloned()),
+            .with_peer_token(auth.admin_token().cloned())
+            .with_peer_ca(peer_ca),
         ),
         data_dir: cfg.data_dir.clone(),
         apply_batch: cfg.journal.apply_batch,
@@ -186,14 +204,24 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(
         node = %cfg.name, %addr, role = state.role(), engine = store.engine().name(),
-        coordination = %store.coordinator().describe(), "node serving"
+        coordination = %store.coordinator().describe(), tls = tls.is_some(), "node serving"
     );
     let app = app(&cfg, &state, auth);
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(&stop_rx));
-    let server = tokio::spawn(async move { server.await });
+    let stop = stopped(&stop_rx);
+    let server = match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?;
+            let server = axum::serve(listener, app).with_graceful_shutdown(stop);
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let server = axum::serve(listener, app).with_graceful_shutdown(stop);
+            tokio::spawn(async move { server.await })
+        }
+    };
     shutdown.await;
     tracing::info!(node = %cfg.name, "draining");
     let _ = stop_tx.send(true);

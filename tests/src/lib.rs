@@ -9,6 +9,7 @@ pub mod fault_proxy;
 pub mod history;
 mod load;
 mod node_proc;
+pub mod pki;
 mod stack;
 
 pub use load::*;

@@ -26,9 +26,14 @@ impl NodeProc {
             .find_map(|l| l.trim().strip_prefix("listen = \"127.0.0.1:"))
             .and_then(|r| r.trim_end_matches('"').parse::<u16>().ok())
             .expect("config has listen = \"127.0.0.1:PORT\"");
+        let scheme = if toml.contains("tls_cert_file") {
+            "https"
+        } else {
+            "http"
+        };
         let mut n = Self {
             name: name.into(),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             log: dir.join(format!("{name}.log")),
             config,
             child: None,
@@ -166,6 +171,12 @@ impl Drop for NodeProc {
 mod http_probe {
     use std::io::{Read, Write};
     pub fn blocking_get_ok(url: &str) -> bool {
+        if let Some(rest) = url.strip_prefix("https://") {
+            // A TLS listener: bound (it binds only once it is ready to
+            // serve) is the most this probe checks without a TLS stack.
+            let host = rest.split_once('/').map_or(rest, |(h, _)| h);
+            return std::net::TcpStream::connect(host).is_ok();
+        }
         let Some(rest) = url.strip_prefix("http://") else {
             return false;
         };

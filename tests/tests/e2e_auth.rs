@@ -28,9 +28,14 @@ struct Authed {
 }
 
 fn start() -> Authed {
+    start_in(tempfile::tempdir().unwrap(), None)
+}
+
+/// Two nodes with tokens and ZooKeeper ACLs; with `tls`, both serve HTTPS
+/// with its certificate and n1 verifies n2 against its CA.
+fn start_in(dir: tempfile::TempDir, tls: Option<&pki::TestPki>) -> Authed {
     require_zk();
     require_kafka();
-    let dir = tempfile::tempdir().unwrap();
     let admin_file = dir.path().join("admin.token");
     std::fs::write(&admin_file, format!("{ADMIN}\n")).unwrap();
     std::fs::set_permissions(&admin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -55,9 +60,12 @@ fn start() -> Authed {
     std::fs::set_permissions(&zk_auth, std::fs::Permissions::from_mode(0o600)).unwrap();
     let root = format!("/northwest-test/{}", unique("auth"));
     let topic = unique("journal");
+    let tls_toml = tls.map_or(String::new(), |p| {
+        format!("{}tls_ca_file = \"{}\"\n", p.http_toml(), p.ca.display())
+    });
     let http = |tokens: &std::path::Path| {
         format!(
-            "[http]\nadmin_token_file = \"{}\"\ndata_tokens_file = \"{}\"\n",
+            "[http]\nadmin_token_file = \"{}\"\ndata_tokens_file = \"{}\"\n{tls_toml}",
             admin_file.display(),
             tokens.display()
         )
@@ -114,6 +122,10 @@ async fn call(
 }
 
 fn migrate(a: &Authed, token_file: Option<&std::path::Path>) -> std::process::Output {
+    migrate_cmd(a, token_file).output().unwrap()
+}
+
+fn migrate_cmd(a: &Authed, token_file: Option<&std::path::Path>) -> Command {
     let mut c = Command::new(bin_path("northwest"));
     c.args([
         "migrate",
@@ -127,13 +139,14 @@ fn migrate(a: &Authed, token_file: Option<&std::path::Path>) -> std::process::Ou
     ])
     .args(["--zk", &zk_addr(), "--brokers", &kafka_addr()])
     .env_remove("NORTHWEST_ADMIN_TOKEN_FILE")
+    .env_remove("NORTHWEST_CA_FILE")
     .arg("--zk-auth-file")
     .arg(&a.zk_auth)
     .current_dir(a.dir.path());
     if let Some(f) = token_file {
         c.env("NORTHWEST_ADMIN_TOKEN_FILE", f);
     }
-    c.output().unwrap()
+    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -403,6 +416,124 @@ async fn admin_and_data_planes_need_their_tokens_and_a_migration_runs_with_them(
         !seen.contains(ADMIN) && !seen.contains(DATA),
         "a token leaked"
     );
+}
+
+/// The whole migration with tokens, ZooKeeper ACLs and TLS on both nodes,
+/// under writes through n1: no failed request, every acknowledged write on
+/// n2, digests equal (migrate's verify step). An orchestrator that does not
+/// trust the nodes' CA changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_runs_over_tls_with_tokens_and_acls() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = pki::TestPki::generate(dir.path(), "deploy");
+    let a = start_in(dir, Some(&tls));
+    let (n1, n2) = (a.n1.base.clone(), a.n2.base.clone());
+    assert!(n1.starts_with("https://") && n2.starts_with("https://"));
+    let client = tls.client();
+    let put = {
+        let n1 = n1.clone();
+        move |c: &reqwest::Client, i: u64, v: String| {
+            c.put(format!("{n1}/v1/ns/app/e/Doc:{i}"))
+                .bearer_auth(DATA)
+                .json(&v)
+                .send()
+        }
+    };
+    for i in 0..200 {
+        let r = put(&client, i, format!("v{i}")).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // Without the CA the orchestrator cannot verify n1 and stops at once.
+    let out = tokio::task::spawn_blocking({
+        let mut c = migrate_cmd(&a, Some(&a.admin_file));
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "migrated without trusting the CA");
+    assert!(
+        err.contains("UnknownIssuer") && err.contains("--ca-file"),
+        "{err}"
+    );
+    let st: serde_json::Value = client
+        .get(format!("{n1}/v1/admin/status"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&st["fenced"], &st["proxies"]),
+        (&json!([]), &json!({})),
+        "{st}"
+    );
+
+    // Writes through n1 all along the migration.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (client, stop, put) = (client.clone(), stop.clone(), put.clone());
+        async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut i = 1000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let v = format!("w{i}");
+                match put(&client, i % 300, v.clone()).await {
+                    Ok(r) if r.status() == 200 => acked.push((i % 300, v)),
+                    other => failed.push(format!("{:?}", other.map(|r| r.status()))),
+                }
+                i += 1;
+            }
+            (acked, failed)
+        }
+    });
+    let out = tokio::task::spawn_blocking({
+        let mut c = migrate_cmd(&a, Some(&a.admin_file));
+        c.arg("--ca-file").arg(&tls.ca);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed) = writer.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(
+        acked.len() > 50,
+        "only {} writes during the migration",
+        acked.len()
+    );
+    // The last acknowledged value of every key is what n2 serves.
+    let last: std::collections::BTreeMap<u64, String> = acked.into_iter().collect();
+    for (i, v) in &last {
+        let r = client
+            .get(format!("{n2}/v1/ns/app/e/Doc:{i}"))
+            .bearer_auth(DATA)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "Doc:{i}");
+        assert_eq!(r.json::<String>().await.unwrap(), *v, "Doc:{i}");
+    }
+    let st: serde_json::Value = client
+        .get(format!("{n1}/v1/admin/status"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["proxies"]["app"], json!(n2), "{st}");
 }
 
 #[test]
