@@ -7,7 +7,8 @@
 #   deploy/stack.sh down               stop everything that runs (TERM, then KILL after a grace)
 #   deploy/stack.sh status             up/down, pid, port, data dir, log of each (exit 3 if one is down)
 #   deploy/stack.sh reset              down, then delete all data dirs (ZooKeeper and Kafka)
-#   deploy/stack.sh env                print `export NW_ZK=...` / `export NW_KAFKA=...`
+#   deploy/stack.sh env                print `export NW_ZK=...` / `export NW_KAFKA=...` (and the
+#                                      SASL_SSL listener: NW_KAFKA_SASL, NW_KAFKA_SASL_CONFIG)
 #   deploy/stack.sh logs [LINES]       last lines (default 30) of each service's log
 #   deploy/stack.sh kill-broker N      kill -9 Kafka node N (tests: lose a partition leader)
 #   deploy/stack.sh start-broker N     start Kafka node N again (same data); wait until it serves
@@ -29,6 +30,9 @@ readonly ZK_PORT="${NW_ZK_PORT:-2181}"
 # Kafka node N (1..3) listens on KAFKA_PORT + 2(N-1) for clients and on the port above that for
 # its controller: 9092/9093, 9094/9095, 9096/9097. Node 1 is the same in both cluster sizes.
 readonly KAFKA_PORT="${NW_KAFKA_PORT:-9092}"
+# Node N also has a SASL_SSL listener (SCRAM-SHA-512 over TLS) on KAFKA_SASL_PORT + N-1, with a
+# CA, broker certificate, user and client.properties generated per stack dir ($KAFKA_DIR/tls).
+readonly KAFKA_SASL_PORT="${NW_KAFKA_SASL_PORT:-9192}"
 readonly STACK_DIR="${NW_STACK_DIR:-$REPO_ROOT/.northwest/stack}"
 readonly ZK_TIMEOUT="${NW_ZK_TIMEOUT:-60}"        # seconds; ~5 s is normal with 166k znodes
 readonly KAFKA_TIMEOUT="${NW_KAFKA_TIMEOUT:-90}"  # seconds; ~10 s is normal on 2 cores
@@ -36,7 +40,9 @@ readonly STOP_GRACE="${NW_STOP_GRACE:-20}"        # seconds between TERM and KIL
 
 # chromium (headless) and prometheus (promtool) are for the test suite: the dashboard is
 # tested in a real browser and the alert rules with promtool.
-readonly APT_PACKAGES=(zookeeper build-essential pkg-config libclang-dev cmake chromium prometheus)
+# libssl-dev: librdkafka is built with OpenSSL (SASL_SSL, SCRAM); openssl makes the stack's certificates.
+readonly APT_PACKAGES=(zookeeper build-essential pkg-config libclang-dev cmake libssl-dev openssl
+                       chromium prometheus)
 
 # The Kafka jars are resolved once per machine from Maven Central (deploy/kafka/pom.xml pins the
 # version) and shared by every checkout; Maven's own cache (~/.m2) keeps a second copy.
@@ -67,6 +73,9 @@ readonly KAFKA_DIR="$STACK_DIR/kafka"
 readonly KAFKA_TOOLS_LOG4J="$KAFKA_DIR/tools-log4j2.properties"
 readonly KAFKA_SIZE_FILE="$RUN_DIR/kafka.brokers"   # size of the cluster last started by 'up'
 readonly KAFKA_MAX_NODES=3
+readonly KAFKA_TLS_DIR="$KAFKA_DIR/tls"
+readonly KAFKA_SASL_CONFIG="$KAFKA_TLS_DIR/client.properties"
+readonly KAFKA_SCRAM_USER=northwest
 
 readonly ZK_JARS=(/usr/share/java/zookeeper.jar /usr/share/java/slf4j-log4j12.jar
                   /usr/share/java/log4j-1.2.jar)
@@ -413,6 +422,7 @@ start_zookeeper() {
 
 kafka_port()      { echo $((KAFKA_PORT + 2 * ($1 - 1))); }        # client listener of node $1
 kafka_ctl_port()  { echo $((KAFKA_PORT + 2 * ($1 - 1) + 1)); }    # controller listener of node $1
+kafka_sasl_port() { echo $((KAFKA_SASL_PORT + $1 - 1)); }           # SASL_SSL listener of node $1
 kafka_cluster_dir() { echo "$KAFKA_DIR/cluster-$1"; }
 kafka_node_dir()  { echo "$KAFKA_DIR/cluster-$1/node-$2"; }
 kafka_log()       { echo "$LOG_DIR/kafka-node$1.log"; }   # log4j2 output: the useful one
@@ -420,6 +430,12 @@ kafka_out()       { echo "$LOG_DIR/kafka-node$1.out"; }   # JVM stdout/stderr, f
 kafka_bootstrap() {
   local size=$1 n list=""
   for ((n = 1; n <= size; n++)); do list+="${list:+,}$HOST:$(kafka_port "$n")"; done
+  echo "$list"
+}
+
+kafka_sasl_bootstrap() {
+  local size=$1 n list=""
+  for ((n = 1; n <= size; n++)); do list+="${list:+,}$HOST:$(kafka_sasl_port "$n")"; done
   echo "$list"
 }
 
@@ -513,13 +529,70 @@ rootLogger.appenderRef.err.ref = STDERR
 EOT
 }
 
+# The SASL_SSL listener's material, made once per stack dir: a CA, a broker certificate for
+# 127.0.0.1/localhost signed by it (key encrypted, as Kafka's PEM keystore wants), the SCRAM
+# password of $KAFKA_SCRAM_USER, and the client.properties clients use. Test-only secrets: made
+# here, never committed.
+write_kafka_tls() {
+  [[ -s $KAFKA_SASL_CONFIG ]] && return 0
+  local d=$KAFKA_TLS_DIR tmp
+  command -v openssl >/dev/null || die "openssl not found; run '$0 install'"
+  tmp=$(mktemp -d "$KAFKA_DIR/tls.XXXXXX")
+  (
+    umask 077
+    cd "$tmp"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=northwest dev stack CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout broker.key -out broker.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -days 3650 -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -extfile san.ext -out broker.crt
+    openssl rand -hex 16 >key.password
+    # PBE-SHA1-3DES: the scheme Java 17's keystore reader decrypts (it lacks PBES2).
+    openssl pkcs8 -topk8 -v1 PBE-SHA1-3DES -in broker.key -passout file:key.password -out broker.key.enc
+    cat broker.key.enc broker.crt >broker.keystore.pem
+    rm -f broker.key broker.key.enc broker.csr san.ext ca.srl
+    openssl rand -hex 16 >scram.password
+    cat >client.properties <<EOT
+# Generated by deploy/stack.sh: a client of the dev stack's SASL_SSL listener (NW_KAFKA_SASL).
+security.protocol=SASL_SSL
+sasl.mechanisms=SCRAM-SHA-512
+sasl.username=$KAFKA_SCRAM_USER
+sasl.password=$(<scram.password)
+ssl.ca.location=$d/ca.pem
+EOT
+  ) >>"$LOG_DIR/kafka-tls.log" 2>&1 || { show_tail "$LOG_DIR/kafka-tls.log"; rm -rf "$tmp"
+                                          die "making the SASL_SSL listener's certificates failed"; }
+  rm -rf "$d"
+  mv "$tmp" "$d"
+  log "kafka: SASL_SSL material in $d (CA ca.pem, clients: client.properties)"
+}
+
+# The SCRAM user, once per cluster and password (the credential lives in the cluster's
+# metadata; a stamp of the password's hash says it is there).
+ensure_kafka_scram_user() {
+  local size=$1 stamp want
+  stamp="$(kafka_cluster_dir "$size")/scram.sha256"
+  want=$(sha256sum "$KAFKA_TLS_DIR/scram.password" | cut -d ' ' -f 1)
+  [[ -f $stamp && $(<"$stamp") == "$want" ]] && return 0
+  log "kafka: creating SCRAM-SHA-512 user $KAFKA_SCRAM_USER"
+  "$(java_bin)" -Xmx256m -cp "$KAFKA_LIB/*" -Dlog4j2.configurationFile="$KAFKA_TOOLS_LOG4J" \
+    org.apache.kafka.tools.ConfigCommand --bootstrap-server "$(kafka_bootstrap "$size")" \
+    --alter --entity-type users --entity-name "$KAFKA_SCRAM_USER" \
+    --add-config "SCRAM-SHA-512=[iterations=8192,password=$(<"$KAFKA_TLS_DIR/scram.password")]" \
+    >>"$LOG_DIR/kafka-tls.log" 2>&1 </dev/null ||
+    { show_tail "$LOG_DIR/kafka-tls.log"; die "creating the SCRAM user failed; see $LOG_DIR/kafka-tls.log"; }
+  echo "$want" >"$stamp"
+}
+
 # server.properties and log4j2.properties of node $2 of a $1-node cluster, rewritten by every
 # start (the data dir keeps the state; these only configure the process).
 write_kafka_config() {
-  local size=$1 n=$2 dir port ctl rf isr voters="" m
+  local size=$1 n=$2 dir port ctl sasl rf isr voters="" m
   dir=$(kafka_node_dir "$size" "$n")
   port=$(kafka_port "$n")
   ctl=$(kafka_ctl_port "$n")
+  sasl=$(kafka_sasl_port "$n")
   rf=$((size >= 3 ? 3 : 1))
   isr=$((size >= 3 ? 2 : 1))
   mkdir -p "$dir/data" "$LOG_DIR"
@@ -538,11 +611,17 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=$n
 $quorum
-listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$ctl
-advertised.listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$ctl
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$ctl,SASL_SSL://$HOST:$sasl
+advertised.listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$ctl,SASL_SSL://$HOST:$sasl
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
+# Clients that authenticate: SCRAM-SHA-512 over TLS (client.properties in $KAFKA_TLS_DIR).
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_DIR/broker.keystore.pem
+listener.name.sasl_ssl.ssl.key.password=$(<"$KAFKA_TLS_DIR/key.password")
 log.dirs=$dir/data
 metadata.log.dir=$dir/data
 
@@ -669,7 +748,7 @@ spawn_kafka_node() {
   dir=$(kafka_node_dir "$size" "$n")
   port=$(kafka_port "$n")
   ctl=$(kafka_ctl_port "$n")
-  for p in "$port" "$ctl"; do
+  for p in "$port" "$ctl" "$(kafka_sasl_port "$n")"; do
     if port_in_use "$p"; then
       die "port $p (Kafka node $n) is already taken by another process $(port_owner "$p");" \
           "stop it (another broker?) or set NW_KAFKA_PORT"
@@ -719,12 +798,15 @@ start_kafka() {
   fi
   check_cluster_ports "$size"
   write_kafka_tools_log4j
+  mkdir -p "$KAFKA_DIR" "$LOG_DIR"
+  write_kafka_tls
   for ((n = 1; n <= size; n++)); do write_kafka_config "$size" "$n"; done
   format_kafka "$size"
   echo "$size" >"$KAFKA_SIZE_FILE"
   # All nodes first: in the 3-node cluster none serves before a quorum of controllers is up.
   for ((n = 1; n <= size; n++)); do spawn_kafka_node "$size" "$n"; done
   for ((n = 1; n <= size; n++)); do wait_kafka_node "$size" "$n" all; done
+  ensure_kafka_scram_user "$size"
 }
 
 # TERM every node at once (a node that shuts down alone in a 3-node cluster waits for the
@@ -842,6 +924,8 @@ cmd_reset() {
 cmd_env() {
   echo "export NW_ZK=$HOST:$ZK_PORT"
   echo "export NW_KAFKA=$(kafka_bootstrap "$(active_size)")"
+  echo "export NW_KAFKA_SASL=$(kafka_sasl_bootstrap "$(active_size)")"
+  echo "export NW_KAFKA_SASL_CONFIG=$KAFKA_SASL_CONFIG"
 }
 
 cmd_logs() {
@@ -898,6 +982,7 @@ cmd_start_broker() {
   [[ -f $(kafka_node_dir "$size" "$n")/data/meta.properties ]] ||
     die "Kafka node $n of the $size-node cluster has no data yet; run '$0 up --brokers $size'"
   write_kafka_tools_log4j
+  write_kafka_tls
   write_kafka_config "$size" "$n"
   spawn_kafka_node "$size" "$n"
   wait_kafka_node "$size" "$n" self
@@ -951,7 +1036,7 @@ cmd_kafka() {
 }
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {

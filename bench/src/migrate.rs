@@ -208,6 +208,7 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
         zk: b.zk.clone(),
         brokers: b.brokers.clone(),
         zk_auth_file: None,
+        kafka_config: None,
         abort: false,
         ranges: 4,
         chunk: 2000,

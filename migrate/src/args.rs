@@ -16,6 +16,11 @@ pub struct MigrateArgs {
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
     pub brokers: String,
+    /// A Kafka client properties file (`name=value` lines: security.protocol,
+    /// sasl.*, ssl.ca.location...) for a secured broker: the nodes'
+    /// kafka_properties_file.
+    #[arg(long, env = "NORTHWEST_KAFKA_CONFIG")]
+    pub kafka_config: Option<std::path::PathBuf>,
     /// A file holding the deployment's ZooKeeper digest credentials
     /// (`user:password`, the nodes' coordination.auth_file).
     #[arg(long, env = "NORTHWEST_ZK_AUTH_FILE")]

@@ -66,6 +66,13 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("ZooKeeper at {}", a.zk))?;
     let path = format!("{root}/migrations/{}", a.namespace);
     let mut kafka = KafkaSettings::new(&a.brokers);
+    if let Some(p) = &a.kafka_config {
+        client::warn_if_world_readable(p);
+        kafka.properties = northwest_producer::kafka::read_properties_file(p)
+            .map_err(|e| anyhow::anyhow!("--kafka-config {e}"))?;
+        northwest_producer::kafka::check_properties(&kafka)
+            .with_context(|| format!("--kafka-config {}", p.display()))?;
+    }
     // Snapshot rows are as large as n1's values: the same limits as its journal.
     if let Some(max) = s1["max_message_bytes"].as_u64() {
         kafka.max_message_bytes = max as usize;

@@ -19,6 +19,10 @@ pub struct NodeConfig {
     pub store: StoreSection,
     pub coordination: CoordinationConfig,
     pub journal: JournalConfig,
+    /// A client properties file (`name=value` lines, as Kafka's tools'
+    /// `--command-config`) merged into `[kafka]`: keeps SASL passwords out
+    /// of the main config. A name set in both is refused.
+    pub kafka_properties_file: Option<PathBuf>,
     /// librdkafka properties passed through to every client (e.g. `linger.ms`).
     pub kafka: BTreeMap<String, String>,
 }
@@ -171,6 +175,7 @@ impl Default for NodeConfig {
             store: StoreSection::default(),
             coordination: CoordinationConfig::default(),
             journal: JournalConfig::default(),
+            kafka_properties_file: None,
             kafka: BTreeMap::new(),
         }
     }
@@ -276,6 +281,26 @@ impl NodeConfig {
             });
             format!("config {} line {line}: {}", path.display(), e.message())
         })
+    }
+
+    /// Merges `kafka_properties_file` into `kafka` (once, at start).
+    pub fn merge_kafka_properties_file(&mut self) -> Result<(), String> {
+        let Some(path) = self.kafka_properties_file.take() else {
+            return Ok(());
+        };
+        crate::auth::warn_if_world_readable(&path, "kafka_properties_file");
+        let props = northwest_producer::kafka::read_properties_file(&path)
+            .map_err(|e| format!("kafka_properties_file {e}"))?;
+        for (k, v) in props {
+            if self.kafka.contains_key(&k) {
+                return Err(format!(
+                    "{k} is set both in [kafka] and in kafka_properties_file {}: keep one",
+                    path.display()
+                ));
+            }
+            self.kafka.insert(k, v);
+        }
+        Ok(())
     }
 
     /// Checks values that parse but cannot work, saying what to change.

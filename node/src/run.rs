@@ -131,7 +131,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<()> {
+    let mut cfg = cfg;
     cfg.validate().map_err(anyhow::Error::msg)?;
+    cfg.merge_kafka_properties_file()
+        .map_err(anyhow::Error::msg)?;
     let auth = Arc::new(crate::auth::Auth::load(&cfg.http).map_err(anyhow::Error::msg)?);
     let tls = match (&cfg.http.tls_cert_file, &cfg.http.tls_key_file) {
         (Some(cert), Some(key)) => {

@@ -22,7 +22,8 @@ const TOPIC_SLACK: usize = 128 << 10;
 const PRODUCER_SLACK: usize = 256 << 10;
 
 /// Brokers plus librdkafka properties passed through from the node config.
-#[derive(Debug, Clone)]
+/// Debug output hides the values of secret properties (passwords, keys).
+#[derive(Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub properties: BTreeMap<String, String>,
@@ -30,6 +31,77 @@ pub struct KafkaSettings {
     /// `message.max.bytes` and every topic's `max.message.bytes` are set
     /// (and checked) above it, so no record the API accepted is refused.
     pub max_message_bytes: usize,
+}
+
+/// Whether a librdkafka property holds a secret (`sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`...).
+pub fn is_secret_property(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "key.pem",
+        "sasl.oauthbearer.config",
+        "jaas",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let props: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("properties", &props)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish()
+    }
+}
+
+/// Reads a client properties file as Kafka's tools take it
+/// (`--command-config`): `name=value` lines, `#` or `!` comments, blank
+/// lines. Errors name the line number, never its text (it may hold a
+/// password).
+pub fn read_properties_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .filter(|(k, _)| !k.is_empty() && !k.contains(char::is_whitespace))
+            .ok_or_else(|| {
+                format!(
+                    "{} line {}: expected name=value (e.g. security.protocol=SASL_SSL)",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!(
+                "{} line {}: {k} is set twice",
+                path.display(),
+                i + 1
+            ));
+        }
+    }
+    Ok(out)
 }
 
 impl Default for KafkaSettings {
@@ -147,7 +219,11 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
-    for r in admin.create_topics([&topic], &opts).await? {
+    let created = match admin.create_topics([&topic], &opts).await {
+        Ok(r) => r,
+        Err(e) => return Err(explain(kafka, e).await),
+    };
+    for r in created {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
@@ -163,6 +239,60 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
         tracing::warn!(topic = %spec.name, found, wanted = spec.partitions, "topic exists with a different partition count; using it as is");
     }
     check_message_limit(&admin, kafka, &spec.name, &opts).await
+}
+
+/// Records the client-level errors librdkafka reports only as events, which
+/// requests themselves show as mere timeouts.
+#[derive(Default)]
+struct ErrorRecorder(std::sync::Mutex<Option<String>>);
+
+impl rdkafka::ClientContext for ErrorRecorder {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some(format!("{error} ({reason})"));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ErrorRecorder {}
+
+/// Why the brokers cannot be used, as librdkafka reports it (a refused
+/// login, a failed TLS handshake, a refused connection); `None` when they
+/// answer or nothing was reported within `wait`. Blocking.
+pub fn broker_error(kafka: &KafkaSettings, wait: Duration) -> Option<String> {
+    let c: BaseConsumer<ErrorRecorder> = kafka
+        .client_config(&[("group.id", "northwest-probe")])
+        .create_with_context(ErrorRecorder::default())
+        .ok()?;
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if c.fetch_metadata(None, Duration::from_millis(500)).is_ok() {
+            return None;
+        }
+        // Serves the error events to the recorder.
+        let _ = c.poll(Duration::from_millis(100));
+        let seen = c
+            .context()
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if seen.is_some() {
+            return seen;
+        }
+    }
+    None
+}
+
+/// A failed request, with the brokers' own reason when they gave one.
+async fn explain(kafka: &KafkaSettings, e: rdkafka::error::KafkaError) -> ProducerError {
+    let k = kafka.clone();
+    match tokio::task::spawn_blocking(move || broker_error(&k, Duration::from_secs(5))).await {
+        Ok(Some(reason)) => ProducerError::Broker {
+            cause: e.to_string(),
+            reason,
+        },
+        _ => e.into(),
+    }
 }
 
 /// Refuses a topic (e.g. created earlier by hand) whose `max.message.bytes`
@@ -213,4 +343,45 @@ pub fn partition_count(
         .iter()
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len() as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_properties_file_is_read_and_its_errors_never_quote_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("client.properties");
+        std::fs::write(
+            &p,
+            "# SASL\n\nsecurity.protocol = SASL_SSL\n! also a comment\nsasl.password=p4ss=word\n",
+        )
+        .unwrap();
+        let m = read_properties_file(&p).unwrap();
+        assert_eq!(m["security.protocol"], "SASL_SSL");
+        assert_eq!(m["sasl.password"], "p4ss=word");
+        assert_eq!(m.len(), 2);
+        std::fs::write(&p, "sasl.username=a\nhunter2 secret line\n").unwrap();
+        let e = read_properties_file(&p).unwrap_err();
+        assert!(e.contains("line 2") && !e.contains("hunter2"), "{e}");
+        std::fs::write(&p, "a=1\na=2\n").unwrap();
+        assert!(read_properties_file(&p).unwrap_err().contains("set twice"));
+    }
+
+    #[test]
+    fn debug_output_hides_secret_properties() {
+        let mut k = KafkaSettings::new("b:9092");
+        for (n, v) in [
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "hunter3"),
+            ("sasl.oauthbearer.client.secret", "hunter4"),
+            ("sasl.username", "northwest"),
+        ] {
+            k.properties.insert(n.into(), v.into());
+        }
+        let d = format!("{k:?}");
+        assert!(!d.contains("hunter"), "{d}");
+        assert!(d.contains("northwest") && d.contains("<redacted>"), "{d}");
+    }
 }

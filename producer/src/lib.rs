@@ -21,6 +21,10 @@ pub enum ProducerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
+    /// Requests failed, and the client-level error librdkafka reported says
+    /// why (a refused login, a failed TLS handshake, a refused connection).
+    #[error("Kafka: {cause}; the brokers report: {reason} (check the brokers and the client's security.protocol, sasl.* and ssl.* settings)")]
+    Broker { cause: String, reason: String },
     #[error(transparent)]
     Store(#[from] northwest_store::StoreError),
 }
@@ -28,6 +32,8 @@ pub enum ProducerError {
 impl ProducerError {
     /// Broker outages and timeouts heal; a bad topic setup does not.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, ProducerError::Kafka(_))
+        // A refused login heals once the credentials are fixed on either
+        // side: retried, with the reason shown meanwhile.
+        matches!(self, ProducerError::Kafka(_) | ProducerError::Broker { .. })
     }
 }

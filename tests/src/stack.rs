@@ -33,6 +33,30 @@ pub fn require_kafka() -> String {
     require("the Kafka broker", &kafka_addr())
 }
 
+/// The dev stack's SASL_SSL (SCRAM-SHA-512) listener and the client
+/// properties file for it, both made by `deploy/stack.sh up`; panics with
+/// instructions when either is missing.
+pub fn require_kafka_sasl() -> (String, std::path::PathBuf) {
+    let addr = std::env::var("NW_KAFKA_SASL").unwrap_or_else(|_| "127.0.0.1:9192".into());
+    require(
+        "the Kafka broker's SASL_SSL listener",
+        addr.split(',').next().unwrap_or_default(),
+    );
+    let config = std::env::var("NW_KAFKA_SASL_CONFIG").map_or_else(
+        |_| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../.northwest/stack/kafka/tls/client.properties")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        config.is_file(),
+        "{} is missing: start the dev stack with `deploy/stack.sh up` (or set NW_KAFKA_SASL_CONFIG)",
+        config.display()
+    );
+    (addr, config)
+}
+
 /// A name unique to this test run (znode roots, topics, namespaces).
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
