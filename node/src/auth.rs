@@ -65,6 +65,9 @@ struct DataToken {
 pub struct Auth {
     admin: Option<Secret>,
     data: Option<Vec<DataToken>>,
+    /// The listener is on loopback: only loopback host names are served
+    /// (a DNS-rebinding page names its own host).
+    loopback: bool,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +177,47 @@ impl Auth {
             }
             None => None,
         };
-        Ok(Self { admin, data })
+        Ok(Self {
+            admin,
+            data,
+            loopback: cfg.listen.ip().is_loopback(),
+        })
+    }
+
+    /// Refuses what a web page in a browser on an operator's machine could
+    /// send this node uninvited, whatever the tokens: a cross-site request
+    /// (a form POST needs no CORS preflight, and a node without tokens
+    /// would take it), and, on a loopback listener, a request naming
+    /// another host (DNS rebinding). Clients that are not browsers send no
+    /// `Origin` and name the address they connect to.
+    fn browser_guard(&self, headers: &axum::http::HeaderMap) -> Result<(), Denied> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        if let (true, Some(h)) = (self.loopback, &host) {
+            if !is_loopback_host(h) {
+                return Err(Denied::Forbidden(
+                    "this node listens on loopback: address it as 127.0.0.1 or localhost".into(),
+                ));
+            }
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let same = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.split_once("://"))
+                .is_some_and(|(_, authority)| {
+                    host.as_deref() == Some(authority.to_ascii_lowercase().as_str())
+                });
+            if !same {
+                return Err(Denied::Forbidden(
+                    "cross-origin request refused: a page from another site may not call this node"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The admin token this node presents to its peers (n2's promote).
@@ -238,6 +281,24 @@ fn plane(path: &str) -> Plane<'_> {
     }
 }
 
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(a, _)| a),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn is_digest(path: &str) -> bool {
     path.strip_prefix("/v1/ns/")
         .and_then(|r| r.split_once('/'))
@@ -277,6 +338,9 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
+    if let Err(denied) = auth.browser_guard(req.headers()) {
+        return denied.into_response();
+    }
     match auth.check(req.uri().path(), authz) {
         Ok(()) => next.run(req).await,
         Err(denied) => denied.into_response(),
@@ -295,7 +359,66 @@ mod tests {
                 token: Secret("data-token-app-0123456789".into()),
                 namespaces: vec!["app".into()],
             }]),
+            loopback: true,
         }
+    }
+
+    fn guard(a: &Auth, host: Option<&str>, origin: Option<&str>) -> bool {
+        let mut h = axum::http::HeaderMap::new();
+        if let Some(v) = host {
+            h.insert(header::HOST, v.parse().unwrap());
+        }
+        if let Some(v) = origin {
+            h.insert(header::ORIGIN, v.parse().unwrap());
+        }
+        a.browser_guard(&h).is_ok()
+    }
+
+    #[test]
+    fn browsers_cannot_reach_a_node_from_another_site() {
+        let a = auth();
+        for host in [
+            "127.0.0.1:8081",
+            "localhost:8081",
+            "LOCALHOST",
+            "[::1]:8081",
+            "127.9.9.9",
+        ] {
+            assert!(guard(&a, Some(host), None), "{host}");
+        }
+        // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+        for host in [
+            "evil.example:8081",
+            "evil.example",
+            "10.0.0.5:8081",
+            "[::2]:1",
+        ] {
+            assert!(!guard(&a, Some(host), None), "{host}");
+        }
+        assert!(guard(&a, None, None));
+        // The dashboard's own calls carry its origin; a foreign page's do not.
+        let h = Some("127.0.0.1:8081");
+        assert!(guard(&a, h, Some("http://127.0.0.1:8081")));
+        assert!(guard(&a, h, Some("https://127.0.0.1:8081")));
+        for o in [
+            "http://evil.example",
+            "http://127.0.0.1:9999",
+            "null",
+            "http://localhost:8081",
+        ] {
+            assert!(!guard(&a, h, Some(o)), "{o}");
+        }
+        // Off loopback any host name is served (behind a load balancer, say).
+        let open = Auth {
+            loopback: false,
+            ..auth()
+        };
+        assert!(guard(&open, Some("northwest.internal:8081"), None));
+        assert!(!guard(
+            &open,
+            Some("northwest.internal:8081"),
+            Some("http://evil.example")
+        ));
     }
 
     fn status(a: &Auth, path: &str, token: Option<&str>) -> u16 {

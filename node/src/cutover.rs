@@ -397,7 +397,9 @@ impl Gate {
         };
         let mut rb = self.client.request(parts.method.clone(), &url).body(body);
         for (name, value) in parts.headers.iter() {
-            if name != "host" && name != "content-length" {
+            // Origin was judged here (auth::browser_guard); n2 would see
+            // n1's origin as foreign.
+            if name != "host" && name != "content-length" && name != "origin" {
                 rb = rb.header(name, value);
             }
         }

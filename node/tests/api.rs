@@ -421,3 +421,74 @@ async fn conditional_requests_follow_rfc_9110() {
     assert_eq!(error_code(r).await, (400, "bad_path".into()));
     shutdown(node).await;
 }
+
+/// One request as a browser would send it: `host` and `origin` headers set
+/// by hand (an HTTP client library sets Host itself).
+async fn browser_post(base: &str, path: &str, host: &str, origin: Option<&str>, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out).await;
+    out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A node without tokens on loopback trusts local callers, not web pages
+/// in a local browser: a cross-site form POST (no CORS preflight) and a
+/// DNS-rebound page (its own host name on 127.0.0.1) are refused before
+/// they fence, write or replay anything.
+#[tokio::test]
+async fn web_pages_cannot_drive_a_node_without_tokens() {
+    let node = start(1 << 20).await;
+    let base = node.base.clone();
+    let own = base.trim_start_matches("http://").to_string();
+    let fence = r#"{"namespace":"app","max_ms":20000}"#;
+    let txn = r#"{"ops":[{"op":"put","key":"Doc:1","value_b64":"aGk="}]}"#;
+    for (host, origin) in [
+        (own.as_str(), Some("http://evil.example")),
+        (own.as_str(), Some("null")),
+        ("evil.example:80", None),
+        ("evil.example:80", Some("http://evil.example:80")),
+    ] {
+        let st = browser_post(&base, "/v1/admin/fence", host, origin, fence).await;
+        assert_eq!(st, 403, "fence from {host} {origin:?}");
+        let st = browser_post(&base, "/v1/ns/app/txn", host, origin, txn).await;
+        assert_eq!(st, 403, "txn from {host} {origin:?}");
+    }
+    let c = reqwest::Client::new();
+    let st: Value = c
+        .get(format!("{base}/v1/admin/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["fenced"], json!([]), "{st}");
+    let r = c
+        .get(format!("{base}/v1/ns/app/e/Doc:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // The node's own page (same origin) and plain clients still pass.
+    let st = browser_post(&base, "/v1/ns/app/txn", &own, Some(&base), txn).await;
+    assert_eq!(st, 200);
+    let local = own.replacen("127.0.0.1", "localhost", 1);
+    let st = browser_post(
+        &base,
+        "/v1/admin/unfence",
+        &local,
+        None,
+        r#"{"namespace":"app"}"#,
+    )
+    .await;
+    assert_eq!(st, 200);
+    shutdown(node).await;
+}
