@@ -43,6 +43,8 @@ pub struct NodeState {
     pub zk: Option<Arc<northwest_store::ZkCoordinator>>,
     /// The dashboard's time series.
     pub history: crate::history::History,
+    /// What the last marker GC pass found (status `marker_gc`).
+    pub marker_gc: parking_lot::Mutex<Value>,
 }
 
 /// The snapshot loader started by the orchestrator on a target node.
@@ -192,6 +194,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         "proxies": s.gate.proxies(),
         "promoted": s.gate.promoted(),
         "relay_error": s.store.outbox().error(),
+        "marker_gc": s.marker_gc.lock().clone(),
     });
     let loader = s
         .loader

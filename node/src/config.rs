@@ -69,8 +69,13 @@ pub struct StoreSection {
     pub retries: u32,
     /// Transaction ids fetched from ZooKeeper at a time.
     pub id_block: u64,
-    /// Delete markers older than this are garbage-collected; 0 disables.
-    pub marker_retention_hours: u64,
+    /// Delete markers older than this may be garbage-collected (fractions
+    /// allowed); 0 disables marker GC. On a target node a marker also waits
+    /// until the journal records that could carry an older version of its
+    /// key have left the broker (see DESIGN.md).
+    pub marker_retention_hours: f64,
+    /// Seconds between marker GC passes (each scans every entity).
+    pub marker_gc_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +207,8 @@ impl Default for StoreSection {
             sync_writes: false,
             retries: 3,
             id_block: 1000,
-            marker_retention_hours: 168,
+            marker_retention_hours: 168.0,
+            marker_gc_interval_s: 3600,
         }
     }
 }
@@ -380,8 +386,20 @@ impl NodeConfig {
         // A delete marker must outlive every journal record that could carry
         // an older version of its key: a replay from the oldest retained
         // record would otherwise resurrect the entity once the marker is gone.
-        let marker_ms = self.store.marker_retention_hours.saturating_mul(3_600_000);
-        if (j.enabled || j.apply) && (j.retention_ms < 0 || j.retention_ms as u64 > marker_ms) {
+        let hours = self.store.marker_retention_hours;
+        if !(hours.is_finite() && hours >= 0.0) {
+            return Err(format!(
+                "store.marker_retention_hours = {hours}: must be a number of hours >= 0 (0 disables marker GC)"
+            ));
+        }
+        if !(1..=86_400).contains(&self.store.marker_gc_interval_s) {
+            return Err("store.marker_gc_interval_s must be 1..=86400".into());
+        }
+        let marker_ms = self.marker_retention_ms();
+        if (j.enabled || j.apply)
+            && hours > 0.0
+            && (j.retention_ms < 0 || j.retention_ms as u64 > marker_ms)
+        {
             return Err(format!(
                 "journal.retention_ms = {} outlives store.marker_retention_hours = {} ({marker_ms} ms): \
                  a replay could re-deliver a put older than a removed delete marker and resurrect \
@@ -393,6 +411,11 @@ impl NodeConfig {
             return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());
         }
         Ok(())
+    }
+
+    /// `store.marker_retention_hours` in milliseconds.
+    pub fn marker_retention_ms(&self) -> u64 {
+        (self.store.marker_retention_hours * 3_600_000.0) as u64
     }
 
     pub fn zk(&self) -> northwest_store::ZkConfig {
@@ -452,7 +475,7 @@ mod tests {
         c.journal.retention_ms = -1;
         assert!(c.validate().unwrap_err().contains("marker_retention_hours"));
         c.journal.retention_ms = 7 * 24 * 3_600_000;
-        c.store.marker_retention_hours = 24;
+        c.store.marker_retention_hours = 24.0;
         assert!(c.validate().unwrap_err().contains("resurrect"));
     }
 }

@@ -169,7 +169,7 @@ async fn take_sample(st: &NodeState) -> Sample {
 }
 
 /// Every migration recorded under the deployment's ZooKeeper root.
-async fn read_migrations(st: &NodeState) -> Result<Vec<Value>, String> {
+pub(crate) async fn read_migrations(st: &NodeState) -> Result<Vec<Value>, String> {
     let Some(zk) = &st.zk else {
         return Ok(Vec::new());
     };

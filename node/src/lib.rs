@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod cutover;
 pub mod history;
+mod marker_gc;
 pub mod migration_api;
 mod run;
 pub mod telemetry;

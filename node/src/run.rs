@@ -192,12 +192,22 @@ pub async fn run(
         lag_probe: Arc::default(),
         zk: zk_client.clone(),
         history: Default::default(),
+        marker_gc: Default::default(),
     });
     let (st, stop) = (state.clone(), stopped(&stop_rx));
     tasks.push((
         "sampler",
         tokio::spawn(crate::history::sample_loop(st, stop)),
     ));
+    let retention_ms = cfg.marker_retention_ms();
+    if retention_ms > 0 {
+        let (st, stop) = (state.clone(), stopped(&stop_rx));
+        let every = Duration::from_secs(cfg.store.marker_gc_interval_s);
+        tasks.push((
+            "marker-gc",
+            tokio::spawn(crate::marker_gc::gc_loop(st, every, retention_ms, stop)),
+        ));
+    }
     for (ns, target) in state.gate.load().await? {
         tracing::warn!(namespace = %ns, %target, "namespace was migrated away: proxying it to its new primary");
     }

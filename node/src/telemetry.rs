@@ -49,6 +49,9 @@ pub struct Metrics {
     ns_promoted: IntGaugeVec,
     snapshot_loaded_rows: IntGauge,
     lag_probe_ok: IntGauge,
+    delete_markers: IntGauge,
+    delete_markers_removed: IntCounter,
+    marker_gc_blocked: IntGauge,
     last: Mutex<Seen>,
     /// Every namespace a fenced/proxied/promoted series was exported for:
     /// each is written every round (0 when no longer in its list).
@@ -271,6 +274,22 @@ impl Metrics {
                 "1 when the last lag probe read every partition's position from the broker; \
                  0 when it failed (the lag series then show the last values read)",
             ),
+            delete_markers: g(
+                true,
+                "delete_markers",
+                "Delete markers held, as counted by the last marker GC pass",
+            ),
+            delete_markers_removed: c(
+                true,
+                "delete_markers_removed_total",
+                "Delete markers removed by marker GC",
+            ),
+            marker_gc_blocked: g(
+                true,
+                "marker_gc_blocked",
+                "1 when the last marker GC pass could not decide what is safe to remove \
+                 (the reason is in status: marker_gc.blocked)",
+            ),
             gate_seen: Mutex::new(Default::default()),
             registry,
             last: Mutex::new(Seen::default()),
@@ -365,6 +384,14 @@ impl Metrics {
                 .with_label_values(&[ns])
                 .set(m["error"].is_string() as i64);
         }
+    }
+
+    /// One marker GC pass: markers left and removed, or why it was blocked
+    /// (markers then counted only).
+    pub fn observe_marker_gc(&self, markers: u64, removed: u64, blocked: bool) {
+        self.delete_markers.set(markers as i64);
+        self.delete_markers_removed.inc_by(removed);
+        self.marker_gc_blocked.set(blocked as i64);
     }
 
     pub fn observe_loader(&self, rows: Option<u64>) {

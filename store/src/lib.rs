@@ -35,7 +35,7 @@ pub use error::{CoordError, EngineError, KeyError, StoreError};
 pub use key::{EntityGroup, KeyPath, KeyRange, Namespace};
 pub use outbox::Outbox;
 pub use record::EntityRecord;
-pub use replicated::{ApplyStats, ReplicatedWrite};
+pub use replicated::{ApplyStats, MarkerGcRule, MarkerGcStats, ReplicatedWrite};
 pub use retry::RetryPolicy;
 #[cfg(feature = "rocksdb")]
 pub use rocks::RocksEngine;

@@ -1,6 +1,8 @@
 //! The stored form of an entity: live value or versioned delete marker.
 //!
-//! Layout: `flags u8 | version u64 BE | commit_ts_ms i64 BE | value`.
+//! Layout: `flags u8 | version u64 BE | commit_ts_ms i64 BE | value`; a
+//! delete marker's tail is empty or `written_ms i64 BE` (when this node
+//! wrote it, by its own clock: what marker GC reasons about).
 
 use crate::error::EngineError;
 use crate::types::Version;
@@ -15,6 +17,10 @@ pub struct EntityRecord {
     /// `None` is a delete marker: kept so that a stale snapshot row or a
     /// replayed older put cannot resurrect the entity.
     pub value: Option<Vec<u8>>,
+    /// When this node wrote the delete marker (its own clock); `None` for
+    /// live values and for markers written before it was recorded (which
+    /// marker GC on a replica never removes).
+    pub marker_written_ms: Option<i64>,
 }
 
 impl EntityRecord {
@@ -23,7 +29,15 @@ impl EntityRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let v = self.value.as_deref().unwrap_or(&[]);
+        let written = match (&self.value, self.marker_written_ms) {
+            (None, Some(w)) => w.to_be_bytes(),
+            _ => [0; 8],
+        };
+        let v = match (&self.value, self.marker_written_ms) {
+            (Some(v), _) => v.as_slice(),
+            (None, Some(_)) => &written[..],
+            (None, None) => &[],
+        };
         let mut out = Vec::with_capacity(HEADER + v.len());
         out.push(if self.value.is_none() {
             FLAG_DELETED
@@ -45,15 +59,18 @@ impl EntityRecord {
         }
         let version = Version(u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")));
         let commit_ts_ms = i64::from_be_bytes(b[9..17].try_into().expect("8 bytes"));
-        let value = if b[0] & FLAG_DELETED != 0 {
-            None
+        let (value, marker_written_ms) = if b[0] & FLAG_DELETED != 0 {
+            let tail = &b[HEADER..];
+            let written = <[u8; 8]>::try_from(tail).ok().map(i64::from_be_bytes);
+            (None, written)
         } else {
-            Some(b[HEADER..].to_vec())
+            (Some(b[HEADER..].to_vec()), None)
         };
         Ok(Self {
             version,
             commit_ts_ms,
             value,
+            marker_written_ms,
         })
     }
 
@@ -76,11 +93,17 @@ mod tests {
 
     #[test]
     fn roundtrip_live_and_marker() {
-        for value in [Some(b"hello".to_vec()), Some(vec![]), None] {
+        for (value, marker_written_ms) in [
+            (Some(b"hello".to_vec()), None),
+            (Some(vec![]), None),
+            (None, None),
+            (None, Some(1_795_000_000_123)),
+        ] {
             let r = EntityRecord {
                 version: Version(42),
                 commit_ts_ms: 7,
                 value,
+                marker_written_ms,
             };
             assert_eq!(EntityRecord::decode(&r.encode()).unwrap(), r);
             assert_eq!(

@@ -26,6 +26,37 @@ pub struct ReplicatedWrite {
     pub value: Option<Vec<u8>>,
 }
 
+/// Which delete markers a GC pass may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerGcRule {
+    /// Only markers committed before this (the configured retention).
+    pub committed_before_ms: i64,
+    /// Only markers this node wrote before this time; `None` = no such
+    /// condition. A marker with no recorded write time never passes it.
+    pub written_before_ms: Option<i64>,
+    /// Count only.
+    pub remove: bool,
+}
+
+impl MarkerGcRule {
+    fn allows(&self, r: &EntityRecord) -> bool {
+        self.remove
+            && r.is_deleted()
+            && r.commit_ts_ms < self.committed_before_ms
+            && self
+                .written_before_ms
+                .is_none_or(|before| r.marker_written_ms.is_some_and(|w| w < before))
+    }
+}
+
+/// What a marker GC pass found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerGcStats {
+    /// Markers left.
+    pub markers: u64,
+    pub removed: u64,
+}
+
 /// Counts of what a replicated apply did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -81,6 +112,7 @@ impl Store {
         apply_log: bool,
     ) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
+        let written_ms = crate::store::now_ms_pub();
         let mut effective: std::collections::BTreeSet<u64> = Default::default();
         let mut pending: HashMap<Vec<u8>, (Version, bool)> = HashMap::new();
         let mut batch = WriteBatch::default();
@@ -100,6 +132,7 @@ impl Store {
                         version: w.version,
                         commit_ts_ms: w.commit_ts_ms,
                         value: w.value.clone(),
+                        marker_written_ms: w.value.is_none().then_some(written_ms),
                     };
                     pending.insert(k.clone(), (w.version, w.value.is_none()));
                     batch.put(Cf::Entities, k, rec.encode());
@@ -179,17 +212,16 @@ impl Store {
         Ok(self.engine.scan(Cf::Meta, &range, usize::MAX)?.len())
     }
 
-    /// Removes delete markers committed before `before_ms`, under each
-    /// group's lock. Safe once no journal record or snapshot row older than
-    /// the marker can still arrive (i.e. past the journal's retention and
-    /// with no migration in progress); returns how many were removed.
-    pub async fn gc_delete_markers(
-        &self,
-        ns: &Namespace,
-        before_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let mut removed = 0;
-        let mut cursor = KeyRange::namespace(ns);
+    /// Counts the delete markers of every namespace and removes those
+    /// `rule` allows, each under its group's lock (re-checked there: a newer
+    /// write may have landed). Whether removing is safe is the caller's
+    /// reasoning (see `MarkerGcRule`).
+    pub async fn gc_delete_markers(&self, rule: MarkerGcRule) -> Result<MarkerGcStats, StoreError> {
+        let mut stats = MarkerGcStats::default();
+        let mut cursor = KeyRange {
+            start: Vec::new(),
+            end: None,
+        };
         loop {
             let page = self.engine.scan(Cf::Entities, &cursor, 1024)?;
             let Some((last, _)) = page.last().cloned() else {
@@ -197,20 +229,31 @@ impl Store {
             };
             for (k, v) in &page {
                 let r = EntityRecord::decode(v)?;
-                if r.is_deleted() && r.commit_ts_ms < before_ms {
-                    let (ns, key) = crate::key::decode_key(k)?;
-                    let lock = self.coord.lock(&EntityGroup::of(&ns, &key)).await?;
-                    // Re-check under the lock: a newer write may have landed.
+                if !r.is_deleted() {
+                    continue;
+                }
+                stats.markers += 1;
+                if !rule.allows(&r) {
+                    continue;
+                }
+                let (ns, key) = crate::key::decode_key(k)?;
+                let lock = self.coord.lock(&EntityGroup::of(&ns, &key)).await?;
+                let result = (|| {
                     if let Some(b) = self.engine.get(Cf::Entities, k)? {
                         if EntityRecord::decode(&b)? == r {
                             let mut batch = WriteBatch::default();
                             batch.delete(Cf::Entities, k.clone());
                             self.coord.fence(&lock)?;
                             self.engine.write(batch)?;
-                            removed += 1;
+                            return Ok::<_, StoreError>(true);
                         }
                     }
-                    self.coord.release(lock).await;
+                    Ok(false)
+                })();
+                self.coord.release(lock).await;
+                if result? {
+                    stats.removed += 1;
+                    stats.markers -= 1;
                 }
             }
             if page.len() < 1024 {
@@ -219,6 +262,6 @@ impl Store {
             cursor.start = last;
             cursor.start.push(0);
         }
-        Ok(removed)
+        Ok(stats)
     }
 }

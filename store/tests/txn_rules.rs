@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use northwest_store::{
-    EntityGroup, KeyPath, KeyRange, LocalCoordinator, MemEngine, Namespace, Op, ReplicatedWrite,
-    Store, StoreConfig, StoreError, Version,
+    EntityGroup, KeyPath, KeyRange, LocalCoordinator, MarkerGcRule, MarkerGcStats, MemEngine,
+    Namespace, Op, ReplicatedWrite, Store, StoreConfig, StoreError, Version,
 };
 use proptest::prelude::*;
 
@@ -136,9 +136,33 @@ async fn delete_leaves_a_versioned_marker() {
     let st = s.apply_replicated(&[stale], vec![]).await.unwrap();
     assert_eq!(st.stale, 1);
     assert!(s.get(&ns(), &k("Blog:1")).unwrap().is_none());
-    // GC removes markers past the horizon only.
-    assert_eq!(s.gc_delete_markers(&ns(), 0).await.unwrap(), 0);
-    assert_eq!(s.gc_delete_markers(&ns(), i64::MAX).await.unwrap(), 1);
+    // GC removes markers past both horizons only; counting removes nothing.
+    let rule = |committed_before_ms, written_before_ms, remove| MarkerGcRule {
+        committed_before_ms,
+        written_before_ms,
+        remove,
+    };
+    let gc = |r| s.gc_delete_markers(r);
+    let written = marker
+        .marker_written_ms
+        .expect("a local delete records its write time");
+    let kept = |markers| MarkerGcStats {
+        markers,
+        removed: 0,
+    };
+    assert_eq!(gc(rule(i64::MAX, None, false)).await.unwrap(), kept(1));
+    assert_eq!(gc(rule(0, None, true)).await.unwrap(), kept(1));
+    assert_eq!(
+        gc(rule(i64::MAX, Some(written), true)).await.unwrap(),
+        kept(1)
+    );
+    assert_eq!(
+        gc(rule(i64::MAX, Some(written + 1), true)).await.unwrap(),
+        MarkerGcStats {
+            markers: 0,
+            removed: 1
+        }
+    );
     assert!(s.get_record(&ns(), &k("Blog:1")).unwrap().is_none());
 }
 
