@@ -183,8 +183,13 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(p), false) = (&cli.admin_token_file, matches!(cli.cmd, Cmd::Node(_))) {
         northwest_migrate::use_admin_token_file(p)?;
     }
-    if let (Some(p), false) = (&cli.ca_file, matches!(cli.cmd, Cmd::Node(_))) {
-        northwest_migrate::use_ca_file(p)?;
+    match (&cli.ca_file, matches!(cli.cmd, Cmd::Node(_))) {
+        (Some(p), false) => northwest_migrate::use_ca_file(p)?,
+        (Some(_), true) => anyhow::bail!(
+            "--ca-file (NORTHWEST_CA_FILE) is for the commands that call nodes; a node verifies \
+             its peers with http.tls_ca_file in its config"
+        ),
+        (None, _) => {}
     }
     if let Some(spec) = &cli.crash_points {
         northwest_store::failpoint::arm_spec(spec).map_err(anyhow::Error::msg)?;

@@ -211,9 +211,14 @@ impl Ctx {
 /// A request that got no HTTP answer, with what to do about it.
 pub(crate) fn unreachable_node(e: reqwest::Error, what: &str) -> anyhow::Error {
     let chain = format!("{:#}", anyhow::Error::from(e));
-    let hint = if chain.contains("certificate") {
+    let hint = if chain.contains("UnknownIssuer") {
         "the node's TLS certificate is not trusted: pass the CA that signed it with --ca-file \
          (or NORTHWEST_CA_FILE)"
+    } else if chain.contains("NotValidForName") {
+        "the node's TLS certificate does not name the host in its URL: use a URL with a name \
+         or address the certificate lists"
+    } else if chain.contains("certificate") {
+        "the node's TLS certificate was refused (expired, or not for a server?): check it"
     } else {
         "is the node running, and is the URL's scheme (http/https) the one it serves?"
     };

@@ -139,7 +139,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
 /// ZooKeeper or the broker is unreachable, the relay cannot ship, or the
 /// apply loop is not running or has a halted partition.
 async fn readyz(State(s): State<Arc<NodeState>>) -> Response {
-    let mut problems = Vec::new();
+    let mut problems = s.gate.proxy_problems();
     if let Err(e) = s.store.coordinator().check_ready() {
         problems.push(format!("coordination: {e}"));
     }
@@ -195,6 +195,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         "promoted": s.gate.promoted(),
         "relay_error": s.store.outbox().error(),
         "marker_gc": s.marker_gc.lock().clone(),
+        "proxy_problems": s.gate.proxy_problems(),
     });
     let loader = s
         .loader

@@ -65,9 +65,11 @@ struct DataToken {
 pub struct Auth {
     admin: Option<Secret>,
     data: Option<Vec<DataToken>>,
-    /// The listener is on loopback: only loopback host names are served
-    /// (a DNS-rebinding page names its own host).
-    loopback: bool,
+    /// The listener is on loopback without TLS: only loopback host names
+    /// (and `http.allowed_hosts`) are served; a DNS-rebinding page names
+    /// its own host. With TLS the page's name fails the certificate check.
+    check_host: bool,
+    allowed_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -180,7 +182,12 @@ impl Auth {
         Ok(Self {
             admin,
             data,
-            loopback: cfg.listen.ip().is_loopback(),
+            check_host: cfg.listen.ip().is_loopback() && cfg.tls_cert_file.is_none(),
+            allowed_hosts: cfg
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
         })
     }
 
@@ -190,17 +197,37 @@ impl Auth {
     /// would take it), and, on a loopback listener, a request naming
     /// another host (DNS rebinding). Clients that are not browsers send no
     /// `Origin` and name the address they connect to.
-    fn browser_guard(&self, headers: &axum::http::HeaderMap) -> Result<(), Denied> {
+    fn browser_guard(
+        &self,
+        method: &axum::http::Method,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), Denied> {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_ascii_lowercase);
-        if let (true, Some(h)) = (self.loopback, &host) {
-            if !is_loopback_host(h) {
+        if let (true, Some(h)) = (self.check_host, &host) {
+            let name = host_name(h).trim_end_matches('.');
+            if !is_loopback_name(name) && !self.allowed_hosts.iter().any(|a| a == name) {
                 return Err(Denied::Forbidden(
-                    "this node listens on loopback: address it as 127.0.0.1 or localhost".into(),
+                    "this node listens on loopback: address it as 127.0.0.1 or localhost (a \
+                     proxy on this host that keeps the client's Host: add it to \
+                     http.allowed_hosts)"
+                        .into(),
                 ));
             }
+        }
+        // Browsers that send no Origin on a form POST still say where it
+        // came from.
+        let unsafe_method = !matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD);
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+        if unsafe_method && cross_site {
+            return Err(Denied::Forbidden(
+                "cross-site request refused: a page from another site may not call this node"
+                    .into(),
+            ));
         }
         if let Some(origin) = headers.get(header::ORIGIN) {
             let same = origin
@@ -281,9 +308,9 @@ fn plane(path: &str) -> Plane<'_> {
     }
 }
 
-/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
+/// The name or address of a Host header, without its port.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map_or(v6, |(a, _)| a),
         None => host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
@@ -292,7 +319,11 @@ fn is_loopback_host(host: &str) -> bool {
                 host
             }
         }),
-    };
+    }
+}
+
+/// `localhost`, `127.x.y.z` or `::1`.
+fn is_loopback_name(name: &str) -> bool {
     name == "localhost"
         || name
             .parse::<std::net::IpAddr>()
@@ -338,7 +369,7 @@ pub async fn layer(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> R
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if let Err(denied) = auth.browser_guard(req.headers()) {
+    if let Err(denied) = auth.browser_guard(req.method(), req.headers()) {
         return denied.into_response();
     }
     match auth.check(req.uri().path(), authz) {
@@ -359,7 +390,8 @@ mod tests {
                 token: Secret("data-token-app-0123456789".into()),
                 namespaces: vec!["app".into()],
             }]),
-            loopback: true,
+            check_host: true,
+            allowed_hosts: vec!["proxy.internal".into()],
         }
     }
 
@@ -371,7 +403,7 @@ mod tests {
         if let Some(v) = origin {
             h.insert(header::ORIGIN, v.parse().unwrap());
         }
-        a.browser_guard(&h).is_ok()
+        a.browser_guard(&axum::http::Method::POST, &h).is_ok()
     }
 
     #[test]
@@ -408,9 +440,17 @@ mod tests {
         ] {
             assert!(!guard(&a, h, Some(o)), "{o}");
         }
-        // Off loopback any host name is served (behind a load balancer, say).
+        // A form POST from another site without an Origin header.
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(a.browser_guard(&axum::http::Method::POST, &h).is_err());
+        assert!(a.browser_guard(&axum::http::Method::GET, &h).is_ok());
+        h.insert("sec-fetch-site", "same-origin".parse().unwrap());
+        assert!(a.browser_guard(&axum::http::Method::POST, &h).is_ok());
+        // Off loopback, or with TLS, any host name is served (behind a load
+        // balancer, say; with TLS a rebound name fails the certificate).
         let open = Auth {
-            loopback: false,
+            check_host: false,
             ..auth()
         };
         assert!(guard(&open, Some("northwest.internal:8081"), None));

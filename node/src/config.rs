@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Deployment name (`n1`, `n2`): carried in journal records as the origin.
@@ -25,6 +25,30 @@ pub struct NodeConfig {
     pub kafka_properties_file: Option<PathBuf>,
     /// librdkafka properties passed through to every client (e.g. `linger.ms`).
     pub kafka: BTreeMap<String, String>,
+}
+
+/// Secret `[kafka]` values (passwords, keys) never print.
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kafka: BTreeMap<&str, &str> = self
+            .kafka
+            .iter()
+            .map(|(k, v)| {
+                let secret = northwest_producer::kafka::is_secret_property(k);
+                (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+            })
+            .collect();
+        f.debug_struct("NodeConfig")
+            .field("name", &self.name)
+            .field("data_dir", &self.data_dir)
+            .field("http", &self.http)
+            .field("store", &self.store)
+            .field("coordination", &self.coordination)
+            .field("journal", &self.journal)
+            .field("kafka_properties_file", &self.kafka_properties_file)
+            .field("kafka", &kafka)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +74,11 @@ pub struct HttpConfig {
     /// n2, the promote call) verify their certificates against; unset: the
     /// public web roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Host names, besides localhost and loopback addresses, that requests
+    /// to a loopback listener may name (a reverse proxy on the same host
+    /// that keeps the client's Host). Others are refused: a web page that
+    /// rebinds its own name to 127.0.0.1 must not reach the node.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +224,7 @@ impl Default for HttpConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
+            allowed_hosts: Vec::new(),
             data_tokens_file: None,
         }
     }

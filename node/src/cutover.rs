@@ -107,6 +107,10 @@ fn forward_client(roots: Vec<reqwest::Certificate>) -> reqwest::Client {
         .pool_max_idle_per_host(64)
         .timeout(FORWARD_TIMEOUT)
         .https_only(!roots.is_empty())
+        // A redirect would resend a client's write elsewhere; an
+        // environment proxy would route peer traffic through a third host.
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .tls_built_in_root_certs(roots.is_empty());
     for c in roots {
         b = b.add_root_certificate(c);
@@ -359,7 +363,29 @@ impl Gate {
             .await
             .and_then(reqwest::Response::error_for_status)
             .map(|_| ())
-            .map_err(|e| CutoverError::Promote(format!("{url}: {e}")))
+            .map_err(|e| CutoverError::Promote(format!("{url}: {}", peer_error(&e))))
+    }
+
+    /// Proxies this node cannot serve: with a peer CA, a target recorded
+    /// as `http://` (before TLS was set up) is refused on every request.
+    pub fn proxy_problems(&self) -> Vec<String> {
+        if !self.https_only {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = self
+            .proxies()
+            .into_iter()
+            .filter(|(_, t)| !t.starts_with("https://"))
+            .map(|(ns, t)| {
+                format!(
+                    "namespace {ns} is proxied to {t}, but http.tls_ca_file allows only https:// \
+                     peers: every request to it fails; re-point it with POST /v1/admin/proxy to \
+                     n2's https:// URL, or remove http.tls_ca_file"
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn proxy(&self, ns: &str) -> Option<String> {
@@ -432,10 +458,38 @@ fn upstream_failed(target: &str, e: &reqwest::Error) -> Response {
     } else {
         StatusCode::BAD_GATEWAY
     };
+    // A request that could not be built (a scheme the node refuses) fails
+    // the same way every time.
+    let next = if e.is_builder() {
+        "the node's operator must fix the proxy target (see /readyz)"
+    } else {
+        "retry the request"
+    };
     proxy_error(
         status,
-        format!("proxy to the namespace's new primary {target} failed: {e}; retry the request"),
+        format!(
+            "proxy to the namespace's new primary {target} failed: {}; {next}",
+            peer_error(e)
+        ),
     )
+}
+
+/// A failed peer call with its cause (reqwest's own message stops at
+/// "error sending request"), and what to check for a certificate.
+fn peer_error(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    if out.contains("certificate") {
+        out.push_str(
+            " (the peer's certificate must chain to http.tls_ca_file and name the host in its URL)",
+        );
+    }
+    out
 }
 
 fn proxy_error(status: StatusCode, message: String) -> Response {

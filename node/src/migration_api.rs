@@ -104,6 +104,42 @@ struct ProxyReq {
     fence: u64,
 }
 
+/// A proxy target is a bare base URL: `http(s)://host:port`, https only
+/// when the node has a peer CA, no credentials (they would show in status
+/// and logs, and widen what a forwarded caller presents), no path.
+fn check_target(target: &str, https_only: bool) -> Result<(), ApiError> {
+    let url = reqwest::Url::parse(target)
+        .map_err(|e| ApiError::bad_request(format!("target is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if !https_only => {}
+        "http" => {
+            return Err(ApiError::bad_request(
+                "target must be an https:// base URL: this node verifies its peers with \
+                 http.tls_ca_file and never forwards data in clear",
+            ))
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "target must be an http:// or https:// base URL",
+            ))
+        }
+    }
+    let bare = url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && matches!(url.path(), "" | "/")
+        && url.host().is_some();
+    if !bare || target != target.trim() {
+        return Err(ApiError::bad_request(
+            "target must be a bare base URL, scheme://host:port, with no credentials, path, \
+             query or fragment",
+        ));
+    }
+    Ok(())
+}
+
 /// Turns this node into a data proxy to `target` for one namespace (which
 /// it promotes first) and lifts its fence, so the writes that waited are
 /// forwarded, not failed.
@@ -113,18 +149,7 @@ async fn proxy(
 ) -> Result<Json<Value>, ApiError> {
     let req: ProxyReq = parse(&body)?;
     check_ns(&req.namespace)?;
-    if s.gate.https_only() {
-        if !req.target.starts_with("https://") {
-            return Err(ApiError::bad_request(
-                "target must be an https:// base URL: this node verifies its peers with \
-                 http.tls_ca_file and never forwards data in clear",
-            ));
-        }
-    } else if !req.target.starts_with("http://") && !req.target.starts_with("https://") {
-        return Err(ApiError::bad_request(
-            "target must be an http:// or https:// base URL",
-        ));
-    }
+    check_target(&req.target, s.gate.https_only())?;
     s.gate
         .cut_over(&req.namespace, req.fence, &req.target)
         .await

@@ -211,6 +211,9 @@ pub async fn run(
     for (ns, target) in state.gate.load().await? {
         tracing::warn!(namespace = %ns, %target, "namespace was migrated away: proxying it to its new primary");
     }
+    for problem in state.gate.proxy_problems() {
+        tracing::error!("{problem}");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .with_context(|| format!("binding {} (another node on that port?)", cfg.http.listen))?;

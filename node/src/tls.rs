@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in flight at most; past it the accept loop waits, so a flood
+/// of stalled connections cannot exhaust file descriptors.
+const MAX_HANDSHAKES: usize = 1024;
 
 /// The listener's certificate chain and key, read from PEM files; every
 /// problem is refused at start with the file it is about.
@@ -84,20 +87,31 @@ impl TlsListener {
         let addr = tcp.local_addr()?;
         let (tx, incoming) = mpsc::channel(64);
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         let acceptor = tokio::spawn(async move {
+            let mut last_warn: Option<std::time::Instant> = None;
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
+                    // The peer gave up before we accepted: nothing to do.
+                    Err(e) if is_connection_error(&e) => continue,
                     Err(e) => {
                         // Out of file descriptors and the like: back off
-                        // rather than spin.
-                        tracing::warn!(error = %e, "accepting a connection failed");
+                        // rather than spin, and say so once a minute.
+                        if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                            tracing::warn!(error = %e, "accepting a connection failed");
+                            last_warn = Some(std::time::Instant::now());
+                        }
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
@@ -117,6 +131,14 @@ impl TlsListener {
             acceptor,
         })
     }
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 impl Drop for TlsListener {

@@ -78,13 +78,23 @@ pub fn read_properties_file(path: &std::path::Path) -> Result<BTreeMap<String, S
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
+        let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
+        if line.ends_with('\\') {
+            return Err(format!(
+                "{} line {}: continued lines (a trailing \\) are not supported: put the \
+                 setting on one line",
+                path.display(),
+                i + 1
+            ));
+        }
         let (k, v) = line
             .split_once('=')
-            .map(|(k, v)| (k.trim(), v.trim()))
+            // Values are taken as written after `=` (a password may end
+            // in spaces); only the name is trimmed.
+            .map(|(k, v)| (k.trim(), v.trim_start()))
             .filter(|(k, _)| !k.is_empty() && !k.contains(char::is_whitespace))
             .ok_or_else(|| {
                 format!(
@@ -186,10 +196,49 @@ impl KafkaSettings {
 
 /// Checks the pass-through properties without contacting a broker:
 /// librdkafka refuses unknown names and bad values when a client is created.
+/// Errors name the property and librdkafka's reason, never the value (it
+/// may be a password).
 pub fn check_properties(kafka: &KafkaSettings) -> Result<(), ProducerError> {
-    let _: BaseConsumer = kafka.client_config(&[]).create()?;
-    let _: rdkafka::producer::BaseProducer = kafka.producer_config().create()?;
+    for name in kafka.properties.keys() {
+        if let Some(hint) = java_only(name) {
+            return Err(ProducerError::Property {
+                name: name.clone(),
+                reason: hint.into(),
+            });
+        }
+    }
+    let consumer: Result<BaseConsumer, _> = kafka.client_config(&[]).create();
+    consumer.map_err(property_error)?;
+    let producer: Result<rdkafka::producer::BaseProducer, _> = kafka.producer_config().create();
+    producer.map_err(property_error)?;
     Ok(())
+}
+
+/// Java client settings librdkafka does not take, with what to use.
+fn java_only(name: &str) -> Option<&'static str> {
+    if name == "sasl.jaas.config" {
+        Some("a Java client setting; librdkafka takes sasl.mechanisms, sasl.username and sasl.password")
+    } else if name.starts_with("ssl.truststore.") || name.starts_with("ssl.keystore.type") {
+        Some("a Java client setting; librdkafka takes ssl.ca.location (a PEM file)")
+    } else {
+        None
+    }
+}
+
+fn property_error(e: rdkafka::error::KafkaError) -> ProducerError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, name, _) => {
+            // librdkafka's description quotes a bad value; keep it only
+            // for settings that hold no secret.
+            let reason = if is_secret_property(&name) {
+                "invalid value (not shown: the setting holds a secret)".to_string()
+            } else {
+                desc
+            };
+            ProducerError::Property { name, reason }
+        }
+        e => e.into(),
+    }
 }
 
 /// What a topic must look like.
@@ -244,43 +293,74 @@ pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(),
 /// Records the client-level errors librdkafka reports only as events, which
 /// requests themselves show as mere timeouts.
 #[derive(Default)]
-struct ErrorRecorder(std::sync::Mutex<Option<String>>);
+struct ErrorRecorder(std::sync::Mutex<Vec<String>>);
 
 impl rdkafka::ClientContext for ErrorRecorder {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *last = Some(format!("{error} ({reason})"));
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let line = format!("{error} ({reason})");
+        if !seen.contains(&line) && seen.len() < 8 {
+            seen.push(line);
+        }
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for ErrorRecorder {}
+impl rdkafka::producer::ProducerContext for ErrorRecorder {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// Errors that say why, rather than that, the brokers are unusable.
+fn is_cause(line: &str) -> bool {
+    [
+        "Authentication",
+        "SASL",
+        "SSL",
+        "certificate",
+        "Authorization",
+    ]
+    .iter()
+    .any(|w| line.contains(w))
+}
 
 /// Why the brokers cannot be used, as librdkafka reports it (a refused
 /// login, a failed TLS handshake, a refused connection); `None` when they
 /// answer or nothing was reported within `wait`. Blocking.
 pub fn broker_error(kafka: &KafkaSettings, wait: Duration) -> Option<String> {
-    let c: BaseConsumer<ErrorRecorder> = kafka
-        .client_config(&[("group.id", "northwest-probe")])
+    use rdkafka::producer::Producer as _;
+    // A producer: no consumer group to look up (which on a cluster with
+    // ACLs would report its own authorization error).
+    let c: rdkafka::producer::BaseProducer<ErrorRecorder> = kafka
+        .client_config(&[])
         .create_with_context(ErrorRecorder::default())
         .ok()?;
     let deadline = std::time::Instant::now() + wait;
     while std::time::Instant::now() < deadline {
-        if c.fetch_metadata(None, Duration::from_millis(500)).is_ok() {
+        if c.client()
+            .fetch_metadata(None, Duration::from_millis(500))
+            .is_ok()
+        {
             return None;
         }
         // Serves the error events to the recorder.
-        let _ = c.poll(Duration::from_millis(100));
+        c.poll(Duration::from_millis(100));
         let seen = c
             .context()
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if seen.is_some() {
-            return seen;
+            .clone();
+        if let Some(cause) = seen.iter().find(|l| is_cause(l)) {
+            return Some(cause.clone());
         }
     }
-    None
+    let seen = c
+        .context()
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    (!seen.is_empty()).then(|| seen.join("; "))
 }
 
 /// A failed request, with the brokers' own reason when they gave one.
@@ -367,6 +447,32 @@ mod tests {
         assert!(e.contains("line 2") && !e.contains("hunter2"), "{e}");
         std::fs::write(&p, "a=1\na=2\n").unwrap();
         assert!(read_properties_file(&p).unwrap_err().contains("set twice"));
+        std::fs::write(&p, "sasl.password=abc\\\n  def\n").unwrap();
+        assert!(read_properties_file(&p)
+            .unwrap_err()
+            .contains("continued lines"));
+    }
+
+    #[test]
+    fn refused_settings_are_named_without_their_values() {
+        for (name, value) in [
+            ("sasl.pasword", "hunter2"),
+            (
+                "sasl.jaas.config",
+                "ScramLoginModule required password=\"hunter2\";",
+            ),
+            ("ssl.truststore.password", "hunter2"),
+            ("linger.ms", "hunter2"),
+        ] {
+            let mut k = KafkaSettings::new("127.0.0.1:9092");
+            k.properties.insert(name.into(), value.into());
+            let e = check_properties(&k).unwrap_err().to_string();
+            assert!(e.contains(name) && !e.contains("hunter2"), "{e}");
+        }
+        let mut k = KafkaSettings::new("127.0.0.1:9092");
+        k.properties
+            .insert("sasl.username".into(), "northwest".into());
+        check_properties(&k).unwrap();
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub enum ProducerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
+    /// A Kafka client setting librdkafka refuses (its value never shown).
+    #[error("Kafka setting {name}: {reason}")]
+    Property { name: String, reason: String },
     /// Requests failed, and the client-level error librdkafka reported says
     /// why (a refused login, a failed TLS handshake, a refused connection).
     #[error("Kafka: {cause}; the brokers report: {reason} (check the brokers and the client's security.protocol, sasl.* and ssl.* settings)")]

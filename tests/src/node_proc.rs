@@ -90,6 +90,7 @@ impl NodeProc {
             "NORTHWEST_DLQ_TOPIC",
             "NORTHWEST_ADMIN_TOKEN_FILE",
             "NORTHWEST_DATA_TOKENS_FILE",
+            "NORTHWEST_CA_FILE",
         ] {
             cmd.env_remove(k);
         }

@@ -38,10 +38,16 @@ pub fn require_kafka() -> String {
 /// instructions when either is missing.
 pub fn require_kafka_sasl() -> (String, std::path::PathBuf) {
     let addr = std::env::var("NW_KAFKA_SASL").unwrap_or_else(|_| "127.0.0.1:9192".into());
-    require(
-        "the Kafka broker's SASL_SSL listener",
-        addr.split(',').next().unwrap_or_default(),
-    );
+    let first = addr.split(',').next().unwrap_or_default();
+    if TcpStream::connect_timeout(&first.parse().expect("host:port"), Duration::from_secs(2))
+        .is_err()
+    {
+        panic!(
+            "the Kafka broker's SASL_SSL listener is not reachable at {first}: start the dev stack \
+             with `deploy/stack.sh up` (a broker started before the listener existed needs \
+             `deploy/stack.sh down` first), or set NW_KAFKA_SASL"
+        );
+    }
     let config = std::env::var("NW_KAFKA_SASL_CONFIG").map_or_else(
         |_| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -6,6 +6,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
 
 use northwest_node::config::{CoordinationMode, EngineKind, NodeConfig};
 use northwest_tests::pki::TestPki;
@@ -83,11 +86,25 @@ async fn a_tls_node_answers_only_clients_that_trust_its_ca() {
         "plain HTTP answered: {:?}",
         r.map(|r| r.status())
     );
-    // A client that stalls mid-handshake does not hold up others.
+    // Clients that stall mid-handshake (more of them than the accept
+    // queue holds) do not hold up others, and are dropped after 10 s.
     let addr = node.base.trim_start_matches("https://").to_string();
-    let _stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let r = c.get(&url).send().await.unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..80 {
+        stalled.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // A new client: a pooled connection would need no handshake.
+    let r = tokio::time::timeout(Duration::from_secs(2), pki.client().get(&url).send())
+        .await
+        .expect("a stalled handshake held up another client")
+        .unwrap();
     assert_eq!(r.status(), 200);
+    let mut first = stalled.swap_remove(0);
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(15), first.read(&mut buf))
+        .await
+        .expect("a stalled handshake was kept open past its timeout");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     shutdown(node).await;
 }
 
@@ -134,6 +151,22 @@ async fn a_node_with_a_peer_ca_forwards_only_over_verified_tls() {
         body["error"].as_str().unwrap().contains("https://"),
         "{body}"
     );
+    // Credentials, paths or queries in a target are refused (they would
+    // show in status and logs).
+    let userinfo = n2.base.replacen("https://", "https://u:secret@", 1);
+    for bad in [
+        userinfo,
+        format!("{}/v1", n2.base),
+        format!("{}?x=1", n2.base),
+        "ftp://x".into(),
+    ] {
+        let (st, body) = proxy(&c, &n1.base, &bad, &f).await;
+        assert_eq!(
+            (st, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "{bad}: {body}"
+        );
+    }
     // A peer whose certificate does not chain to the CA is never promoted
     // nor sent data: the cutover fails and n1 keeps the namespace.
     let (st, body) = proxy(&c, &n1.base, &impostor.base, &f).await;
