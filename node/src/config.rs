@@ -417,9 +417,9 @@ impl NodeConfig {
         // an older version of its key: a replay from the oldest retained
         // record would otherwise resurrect the entity once the marker is gone.
         let hours = self.store.marker_retention_hours;
-        if !(hours.is_finite() && hours >= 0.0) {
+        if !(hours.is_finite() && (0.0..=876_000.0).contains(&hours)) {
             return Err(format!(
-                "store.marker_retention_hours = {hours}: must be a number of hours >= 0 (0 disables marker GC)"
+                "store.marker_retention_hours = {hours}: must be 0..=876000 hours (0 disables marker GC)"
             ));
         }
         if !(1..=86_400).contains(&self.store.marker_gc_interval_s) {

@@ -501,7 +501,7 @@ fn proxy_error(status: StatusCode, message: String) -> Response {
 }
 
 /// Creates or overwrites a persistent znode, creating its parents.
-async fn put_znode(
+pub(crate) async fn put_znode(
     client: &zk::Client,
     path: &str,
     data: &[u8],

@@ -86,7 +86,15 @@ pub async fn sample_loop(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> 
             Ok(sample) => st.history.push(sample),
             Err(_) => tracing::warn!("sampling the pipeline took over {STEP_TIMEOUT:?}; skipped"),
         }
-        let migrations = tokio::time::timeout(STEP_TIMEOUT, read_migrations(&st))
+        if st.relay.is_some() {
+            let reported = tokio::time::timeout(STEP_TIMEOUT, crate::marker_gc::report_outbox(&st))
+                .await
+                .unwrap_or_else(|_| Err("ZooKeeper did not answer in time".into()));
+            if let Err(e) = reported {
+                tracing::warn!(error = %e, "reporting the outbox to ZooKeeper failed; targets' marker GC waits for it");
+            }
+        }
+        let migrations = tokio::time::timeout(STEP_TIMEOUT, read_migrations(&st, false))
             .await
             .unwrap_or_else(|_| Err("ZooKeeper did not answer in time".into()));
         match migrations {
@@ -169,7 +177,9 @@ async fn take_sample(st: &NodeState) -> Sample {
 }
 
 /// Every migration recorded under the deployment's ZooKeeper root.
-pub(crate) async fn read_migrations(st: &NodeState) -> Result<Vec<Value>, String> {
+/// `strict`: a record that is not JSON is an error (marker GC must not
+/// overlook a migration), not skipped.
+pub(crate) async fn read_migrations(st: &NodeState, strict: bool) -> Result<Vec<Value>, String> {
     let Some(zk) = &st.zk else {
         return Ok(Vec::new());
     };
@@ -183,11 +193,11 @@ pub(crate) async fn read_migrations(st: &NodeState) -> Result<Vec<Value>, String
     let mut out = Vec::new();
     for n in names {
         match client.get_data(&format!("{dir}/{n}")).await {
-            Ok((d, _)) => {
-                if let Ok(v) = serde_json::from_slice::<Value>(&d) {
-                    out.push(v);
-                }
-            }
+            Ok((d, _)) => match serde_json::from_slice::<Value>(&d) {
+                Ok(v) => out.push(v),
+                Err(e) if strict => return Err(format!("{dir}/{n}: not a migration record: {e}")),
+                Err(_) => {}
+            },
             Err(zookeeper_client::Error::NoNode) => {}
             Err(e) => return Err(e.to_string()),
         }

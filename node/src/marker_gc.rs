@@ -1,28 +1,36 @@
 //! Delete-marker GC: every `store.marker_gc_interval_s`, count the markers
 //! and remove those no journal record or snapshot row can still undercut.
 //!
-//! A marker keeps an older put (a replayed journal record, a stale snapshot
-//! row) from resurrecting its entity. Retention alone does not say when the
-//! older records are gone: Kafka deletes whole segments, so a record can
-//! outlive `retention.ms` by a segment's lifetime, and a relay backlog
-//! ships old commits late. So a target node reasons in offsets, by epochs:
+//! A marker keeps an older put (a replayed or late journal record, a stale
+//! snapshot row) from resurrecting its entity. Retention alone does not say
+//! when the older records are gone: Kafka deletes whole segments, so a
+//! record can outlive `retention.ms`, and a relay backlog, a re-send after a
+//! crash or a retried delivery ships old commits late. So a target node
+//! reasons in offsets and generations, by epochs:
 //!
-//! - At a quiet moment (no snapshot load running, no migration in progress
-//!   in the deployment, every partition's position known) the node records
-//!   an epoch: its time and each journal partition's high-water mark.
-//! - The epoch has *expired* once every partition's log start offset has
-//!   passed its mark and the node has applied past it: every record that
-//!   existed when the epoch was taken has left the broker.
-//! - Then a marker this node wrote before the epoch (its own clock, stored
-//!   in the marker) and committed more than `marker_retention_hours` ago is
-//!   removed: its record, and every older record of its key (same entity
-//!   group, same partition, shipped in commit order), sat below the marks.
-//!   A snapshot marker was loaded by a migration that had finished (or been
-//!   aborted) by the epoch, so n1 had shipped the records it could undercut.
-//!   A new epoch is then recorded.
+//! - Every source reports, in ZooKeeper (`<root>/outbox/<name>`), a horizon:
+//!   every commit older than it has been acknowledged by Kafka.
+//! - At a quiet moment (no snapshot load with rows left, no migration in
+//!   progress in the deployment, every source's report fresh, every
+//!   partition's position known) the node starts a new marker generation
+//!   (markers carry the generation they were written in), then reads the
+//!   sources' horizons, then each journal partition's high-water mark, and
+//!   records the epoch: the generation that ended, the lowest horizon, the
+//!   marks. Generations, not clock time, so a clock step changes nothing.
+//! - The epoch has *expired* once every partition's log start offset and
+//!   this node's applied position have passed its marks: every record that
+//!   was in the broker when it was taken has left.
+//! - Then a marker written in the ended generation or before, committed
+//!   before the epoch's horizon and more than `marker_retention_hours` ago,
+//!   is removed. Every older record of its key was acknowledged before the
+//!   horizon was read (it is older than the marker, which is older than the
+//!   horizon), so it sat below the marks, and is gone. A record that still
+//!   ran into the marker later (a copy, a late delivery) renewed the
+//!   marker's generation when it was skipped. A new epoch is then taken.
 //!
 //! A source node (nothing is applied to it) removes markers by age alone.
-//! The epoch lives in the store's metadata, so a restart keeps its progress.
+//! The epoch and the generation live in the store's metadata, so a restart
+//! keeps their progress.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,11 +44,22 @@ use serde_json::{json, Value};
 use crate::admin::NodeState;
 
 const EPOCH_KEY: &[u8] = b"markergc/epoch";
+/// Commits in flight while a source reads its outbox may carry a time a
+/// little older than the oldest entry it sees.
+const HORIZON_SLACK_MS: i64 = 60_000;
+/// A source report older than this blocks GC (the source may be stuck).
+const REPORT_STALE_MS: i64 = 10 * 60_000;
+/// The first pass runs this soon after start (then every interval).
+const FIRST_PASS: Duration = Duration::from_secs(10);
 
-/// A moment and the journal's high-water marks then.
+/// The generation that ended, the sources' lowest horizon and the journal's
+/// high-water marks, read in that order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Epoch {
+    generation: u64,
     taken_ms: i64,
+    horizon_ms: i64,
+    topic: String,
     marks: BTreeMap<i32, i64>,
 }
 
@@ -52,57 +71,73 @@ pub async fn gc_loop(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(stop);
+    let mut wait = FIRST_PASS.min(interval);
     loop {
         tokio::select! {
             _ = &mut stop => return Ok(()),
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = interval;
         let report = pass(&st, retention_ms).await;
         *st.marker_gc.lock() = report;
     }
 }
 
+/// A source's report of its outbox (called by the sampler).
+pub async fn report_outbox(st: &NodeState) -> Result<(), String> {
+    let Some(zk) = &st.zk else {
+        return Ok(());
+    };
+    let now = northwest_store::store::now_ms_pub();
+    let oldest = st
+        .store
+        .outbox()
+        .oldest_pending_ts_ms()
+        .map_err(|e| e.to_string())?;
+    let horizon = oldest.unwrap_or(now).min(now) - HORIZON_SLACK_MS;
+    let data = json!({"at_ms": now, "horizon_ms": horizon}).to_string();
+    let path = format!("{}/outbox/{}", st.zk_root, st.name);
+    crate::cutover::put_znode(&zk.client(), &path, data.as_bytes(), &st.zk_root, zk.acls())
+        .await
+        .map_err(|e| format!("{path}: {e}"))
+}
+
 /// One pass; returns what status shows as `marker_gc`.
 async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     let now = northwest_store::store::now_ms_pub();
-    let committed_before_ms = now - retention_ms as i64;
-    let (rule, epoch, blocked) = if st.apply.is_none() {
-        let rule = MarkerGcRule {
-            committed_before_ms,
-            written_before_ms: None,
-            remove: true,
-        };
-        (rule, None, None)
+    let retained_before = now.saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
+    let decision = if st.apply.is_none() {
+        Ok(Decision {
+            rule: MarkerGcRule {
+                committed_before_ms: retained_before,
+                generation_at_most: None,
+                remove: true,
+            },
+            next: None,
+            waiting: None,
+        })
     } else {
-        match target_rule(st, now, committed_before_ms).await {
-            Ok((rule, epoch)) => (rule, epoch, None),
-            Err(why) => {
-                let count_only = MarkerGcRule {
-                    committed_before_ms,
-                    written_before_ms: None,
-                    remove: false,
-                };
-                (count_only, None, Some(why))
-            }
-        }
+        target_decision(st, retained_before).await
+    };
+    let (rule, next, waiting, blocked) = match decision {
+        Ok(d) => (d.rule, d.next, d.waiting, None),
+        Err(why) => (count_only(), None, None, Some(why)),
     };
     let stats = match st.store.gc_delete_markers(rule).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "marker GC pass failed; retrying next interval");
-            st.metrics.observe_marker_gc(0, 0, true);
             return json!({"at_ms": now, "blocked": format!("store: {e}")});
         }
     };
-    // The epoch moves on only after the removal it allowed is done: a
-    // crash in between repeats the pass with the old, still valid epoch.
-    if let Some(next) = &epoch {
-        if let Err(e) = save_epoch(st, next) {
-            tracing::warn!(error = %e, "marker GC could not record its epoch; retrying next interval");
+    // The next epoch is taken only after the removal the expired one
+    // allowed: a crash in between repeats the pass with the old epoch.
+    let mut epoch_error = None;
+    if let Some(take) = next {
+        if let Err(e) = take_epoch(st, now, &take).await {
+            tracing::warn!(error = %e, "marker GC could not take its next epoch; retrying next interval");
+            epoch_error = Some(e);
         }
-    }
-    if let Some(why) = &blocked {
-        tracing::debug!(reason = %why, "marker GC counted only");
     }
     if stats.removed > 0 {
         tracing::info!(
@@ -111,6 +146,7 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
             "marker GC removed delete markers"
         );
     }
+    let blocked = blocked.or(epoch_error);
     st.metrics
         .observe_marker_gc(stats.markers, stats.removed, blocked.is_some());
     let held = load_epoch(st).ok().flatten();
@@ -119,39 +155,36 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
         "markers": stats.markers,
         "removed": stats.removed,
         "blocked": blocked,
-        "epoch_taken_ms": held.as_ref().map(|e| e.taken_ms),
-        "epoch_marks": held.map(|e| e.marks),
+        "waiting": waiting,
+        "epoch": held,
     })
 }
 
-/// On a target: the removal rule if the held epoch has expired (and the
-/// epoch to record next), a count-only rule while it has not, or why
-/// nothing can be decided now.
-async fn target_rule(
-    st: &NodeState,
-    now: i64,
-    committed_before_ms: i64,
-) -> Result<(MarkerGcRule, Option<Epoch>), String> {
-    let loading = st
-        .loader
-        .lock()
-        .as_ref()
-        .is_some_and(|l| l.shared.running.load(std::sync::atomic::Ordering::Relaxed));
-    if loading {
-        return Err("a snapshot load is running".into());
+struct Decision {
+    rule: MarkerGcRule,
+    /// Take a new epoch (with this topic's positions) after the pass.
+    next: Option<Journal>,
+    /// Why nothing is removed yet, when nothing is wrong.
+    waiting: Option<String>,
+}
+
+/// The journal topic and partitions a target applies.
+struct Journal {
+    topic: String,
+}
+
+fn count_only() -> MarkerGcRule {
+    MarkerGcRule {
+        committed_before_ms: i64::MIN,
+        generation_at_most: Some(0),
+        remove: false,
     }
-    let migrations = crate::history::read_migrations(st)
-        .await
-        .map_err(|e| format!("cannot read the migration records: {e}"))?;
-    if let Some(m) = migrations
-        .iter()
-        .find(|m| !matches!(m["phase"].as_str(), Some("done" | "aborted")))
-    {
-        return Err(format!(
-            "migration of {} is in progress (phase {})",
-            m["ns"], m["phase"]
-        ));
-    }
+}
+
+/// On a target: whether the held epoch allows removal, or why nothing can
+/// be decided now (an error: GC is blocked and says why).
+async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decision, String> {
+    quiet(st).await?;
     let lag = st
         .lag()
         .await
@@ -159,42 +192,162 @@ async fn target_rule(
     if lag.is_empty() {
         return Err("the journal's partitions are not known yet".into());
     }
-    let marks: BTreeMap<i32, i64> = lag
-        .iter()
-        .map(|p| (p.partition, p.high_watermark))
-        .collect();
-    let next = Epoch {
-        taken_ms: now,
-        marks,
+    let journal = || Journal {
+        topic: st.topic.clone(),
     };
-    let held = load_epoch(st).map_err(|e| format!("reading the epoch: {e}"))?;
-    let Some(held) = held else {
-        save_epoch(st, &next).map_err(|e| format!("recording the epoch: {e}"))?;
-        return Ok((count_only(committed_before_ms), None));
-    };
-    let expired = lag.len() == held.marks.len()
-        && lag.iter().all(|p| {
-            held.marks.get(&p.partition).is_some_and(|&mark| {
-                p.low_watermark >= mark && p.stored.unwrap_or(p.low_watermark) >= mark
-            })
+    let Some(held) = load_epoch(st).map_err(|e| format!("reading the epoch: {e}"))? else {
+        return Ok(Decision {
+            rule: count_only(),
+            next: Some(journal()),
+            waiting: Some("first epoch being taken".into()),
         });
-    if !expired {
-        return Ok((count_only(committed_before_ms), None));
-    }
-    let rule = MarkerGcRule {
-        committed_before_ms,
-        written_before_ms: Some(held.taken_ms),
-        remove: true,
     };
-    Ok((rule, Some(next)))
+    let same_journal = held.topic == st.topic
+        && held.marks.len() == lag.len()
+        && lag.iter().all(|p| held.marks.contains_key(&p.partition));
+    if !same_journal {
+        // Offsets of another topic or partition layout say nothing about
+        // this one: start over.
+        return Ok(Decision {
+            rule: count_only(),
+            next: Some(journal()),
+            waiting: Some(format!(
+                "the journal changed (topic or partitions) since the epoch of {}: a new epoch is taken",
+                held.taken_ms
+            )),
+        });
+    }
+    let behind: Vec<String> = lag
+        .iter()
+        .filter_map(|p| {
+            let mark = held.marks[&p.partition];
+            let applied = p.stored.unwrap_or(p.low_watermark);
+            (p.low_watermark < mark || applied < mark).then(|| {
+                format!(
+                    "partition {}: log start {}, applied {applied}, mark {mark}",
+                    p.partition, p.low_watermark
+                )
+            })
+        })
+        .collect();
+    if !behind.is_empty() {
+        return Ok(Decision {
+            rule: count_only(),
+            next: None,
+            waiting: Some(format!(
+                "the journal still holds records from before the epoch ({})",
+                behind.join("; ")
+            )),
+        });
+    }
+    Ok(Decision {
+        rule: MarkerGcRule {
+            committed_before_ms: retained_before.min(held.horizon_ms),
+            generation_at_most: Some(held.generation),
+            remove: true,
+        },
+        next: Some(journal()),
+        waiting: None,
+    })
 }
 
-fn count_only(committed_before_ms: i64) -> MarkerGcRule {
-    MarkerGcRule {
-        committed_before_ms,
-        written_before_ms: None,
-        remove: false,
+/// No snapshot load with rows left, no migration in progress: otherwise
+/// rows older than a marker may still arrive.
+async fn quiet(st: &NodeState) -> Result<(), String> {
+    let loader = st
+        .loader
+        .lock()
+        .as_ref()
+        .map(|l| (l.topic.clone(), l.shared.clone()));
+    if let Some((topic, shared)) = loader {
+        let lag = st
+            .lag_of(&topic, &shared)
+            .await
+            .map_err(|e| format!("snapshot load position: {e}"))?;
+        if lag.is_empty() || lag.iter().any(|p| p.lag_records > 0) {
+            return Err(format!("the snapshot load of {topic} has rows left"));
+        }
     }
+    if st.zk.is_none() {
+        return Err("local coordination: no migration records or source reports to consult".into());
+    }
+    for m in crate::history::read_migrations(st, true).await? {
+        if !matches!(m["phase"].as_str(), Some("done" | "aborted")) {
+            return Err(format!(
+                "migration of {} is in progress (phase {})",
+                m["ns"], m["phase"]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lowest horizon the sources report; every report must be fresh.
+async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
+    let zk = st.zk.as_ref().ok_or("local coordination")?;
+    let client = zk.client();
+    let dir = format!("{}/outbox", st.zk_root);
+    let names = match client.list_children(&dir).await {
+        Ok(n) => n,
+        Err(zookeeper_client::Error::NoNode) => Vec::new(),
+        Err(e) => return Err(format!("{dir}: {e}")),
+    };
+    if names.is_empty() {
+        return Err(format!(
+            "no source has reported its outbox under {dir} (sources report every 2 s)"
+        ));
+    }
+    let mut lowest = i64::MAX;
+    for n in names {
+        let path = format!("{dir}/{n}");
+        let (data, _) = client
+            .get_data(&path)
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        let v: Value =
+            serde_json::from_slice(&data).map_err(|e| format!("{path}: not a report: {e}"))?;
+        let (Some(at), Some(horizon)) = (v["at_ms"].as_i64(), v["horizon_ms"].as_i64()) else {
+            return Err(format!("{path}: not a report"));
+        };
+        if now - at > REPORT_STALE_MS {
+            return Err(format!(
+                "source {n} last reported its outbox at {at} ({} s ago): it may be stuck; if it \
+                 is retired, delete {path}",
+                (now - at) / 1000
+            ));
+        }
+        lowest = lowest.min(horizon);
+    }
+    Ok(lowest)
+}
+
+/// Starts a generation, then reads the horizons, then the marks: in that
+/// order, every marker of the ended generation was applied before the marks
+/// were read, and every commit before the horizon was in the broker then.
+async fn take_epoch(st: &NodeState, now: i64, journal: &Journal) -> Result<(), String> {
+    let generation = st
+        .store
+        .advance_marker_generation()
+        .map_err(|e| format!("starting a marker generation: {e}"))?;
+    let horizon_ms = sources_horizon(st, now).await?;
+    let lag = st
+        .lag()
+        .await
+        .map_err(|e| format!("journal positions: {e}"))?;
+    if lag.is_empty() {
+        return Err("the journal's partitions are not known yet".into());
+    }
+    let epoch = Epoch {
+        generation,
+        taken_ms: now,
+        horizon_ms,
+        topic: journal.topic.clone(),
+        marks: lag
+            .iter()
+            .map(|p| (p.partition, p.high_watermark))
+            .collect(),
+    };
+    save_epoch(st, &epoch)
 }
 
 fn load_epoch(st: &NodeState) -> Result<Option<Epoch>, String> {
@@ -204,9 +357,8 @@ fn load_epoch(st: &NodeState) -> Result<Option<Epoch>, String> {
         .get(Cf::Meta, EPOCH_KEY)
         .map_err(|e| e.to_string())?
     {
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| format!("corrupt marker GC epoch: {e}")),
+        // An epoch of an earlier layout is dropped: a new one is taken.
+        Some(b) => Ok(serde_json::from_slice(&b).ok()),
         None => Ok(None),
     }
 }

@@ -86,7 +86,7 @@ mod tests {
             version: Version(v),
             commit_ts_ms: 0,
             value: value.map(<[u8]>::to_vec),
-            marker_written_ms: None,
+            marker_gen: None,
         };
         b.put(
             Cf::Entities,

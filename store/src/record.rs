@@ -1,8 +1,8 @@
 //! The stored form of an entity: live value or versioned delete marker.
 //!
 //! Layout: `flags u8 | version u64 BE | commit_ts_ms i64 BE | value`; a
-//! delete marker's tail is empty or `written_ms i64 BE` (when this node
-//! wrote it, by its own clock: what marker GC reasons about).
+//! delete marker's tail is empty or `marker_gen u64 BE` (the marker-GC
+//! generation this node was in when it wrote the marker).
 
 use crate::error::EngineError;
 use crate::types::Version;
@@ -17,10 +17,11 @@ pub struct EntityRecord {
     /// `None` is a delete marker: kept so that a stale snapshot row or a
     /// replayed older put cannot resurrect the entity.
     pub value: Option<Vec<u8>>,
-    /// When this node wrote the delete marker (its own clock); `None` for
-    /// live values and for markers written before it was recorded (which
-    /// marker GC on a replica never removes).
-    pub marker_written_ms: Option<i64>,
+    /// The marker-GC generation this node was in when it wrote the delete
+    /// marker (see `Store::advance_marker_generation`); `None` for live
+    /// values and for markers written before it was recorded (which marker
+    /// GC on a replica never removes).
+    pub marker_gen: Option<u64>,
 }
 
 impl EntityRecord {
@@ -29,11 +30,11 @@ impl EntityRecord {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let written = match (&self.value, self.marker_written_ms) {
-            (None, Some(w)) => w.to_be_bytes(),
+        let written = match (&self.value, self.marker_gen) {
+            (None, Some(g)) => g.to_be_bytes(),
             _ => [0; 8],
         };
-        let v = match (&self.value, self.marker_written_ms) {
+        let v = match (&self.value, self.marker_gen) {
             (Some(v), _) => v.as_slice(),
             (None, Some(_)) => &written[..],
             (None, None) => &[],
@@ -59,9 +60,9 @@ impl EntityRecord {
         }
         let version = Version(u64::from_be_bytes(b[1..9].try_into().expect("8 bytes")));
         let commit_ts_ms = i64::from_be_bytes(b[9..17].try_into().expect("8 bytes"));
-        let (value, marker_written_ms) = if b[0] & FLAG_DELETED != 0 {
+        let (value, marker_gen) = if b[0] & FLAG_DELETED != 0 {
             let tail = &b[HEADER..];
-            let written = <[u8; 8]>::try_from(tail).ok().map(i64::from_be_bytes);
+            let written = <[u8; 8]>::try_from(tail).ok().map(u64::from_be_bytes);
             (None, written)
         } else {
             (Some(b[HEADER..].to_vec()), None)
@@ -70,7 +71,7 @@ impl EntityRecord {
             version,
             commit_ts_ms,
             value,
-            marker_written_ms,
+            marker_gen,
         })
     }
 
@@ -93,17 +94,17 @@ mod tests {
 
     #[test]
     fn roundtrip_live_and_marker() {
-        for (value, marker_written_ms) in [
+        for (value, marker_gen) in [
             (Some(b"hello".to_vec()), None),
             (Some(vec![]), None),
             (None, None),
-            (None, Some(1_795_000_000_123)),
+            (None, Some(17)),
         ] {
             let r = EntityRecord {
                 version: Version(42),
                 commit_ts_ms: 7,
                 value,
-                marker_written_ms,
+                marker_gen,
             };
             assert_eq!(EntityRecord::decode(&r.encode()).unwrap(), r);
             assert_eq!(

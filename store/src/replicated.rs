@@ -29,12 +29,13 @@ pub struct ReplicatedWrite {
 /// Which delete markers a GC pass may remove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkerGcRule {
-    /// Only markers committed before this (the configured retention).
+    /// Only markers committed before this.
     pub committed_before_ms: i64,
-    /// Only markers this node wrote before this time; `None` = no such
-    /// condition. A marker with no recorded write time never passes it.
-    pub written_before_ms: Option<i64>,
-    /// Count only.
+    /// Only markers written in this marker-GC generation or an earlier one;
+    /// `None` = no such condition. A marker with no recorded generation
+    /// never passes it.
+    pub generation_at_most: Option<u64>,
+    /// `false`: count only.
     pub remove: bool,
 }
 
@@ -44,8 +45,8 @@ impl MarkerGcRule {
             && r.is_deleted()
             && r.commit_ts_ms < self.committed_before_ms
             && self
-                .written_before_ms
-                .is_none_or(|before| r.marker_written_ms.is_some_and(|w| w < before))
+                .generation_at_most
+                .is_none_or(|g| r.marker_gen.is_some_and(|m| m <= g))
     }
 }
 
@@ -112,7 +113,7 @@ impl Store {
         apply_log: bool,
     ) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
-        let written_ms = crate::store::now_ms_pub();
+        let gen = self.marker_generation();
         let mut effective: std::collections::BTreeSet<u64> = Default::default();
         let mut pending: HashMap<Vec<u8>, (Version, bool)> = HashMap::new();
         let mut batch = WriteBatch::default();
@@ -132,14 +133,28 @@ impl Store {
                         version: w.version,
                         commit_ts_ms: w.commit_ts_ms,
                         value: w.value.clone(),
-                        marker_written_ms: w.value.is_none().then_some(written_ms),
+                        marker_gen: w.value.is_none().then_some(gen),
                     };
                     pending.insert(k.clone(), (w.version, w.value.is_none()));
                     batch.put(Cf::Entities, k, rec.encode());
                     stats.applied += 1;
                     effective.insert(w.version.0);
                 }
-                crate::apply::Decision::SkipStale => stats.stale += 1,
+                crate::apply::Decision::SkipStale => {
+                    stats.stale += 1;
+                    // A late or repeated older record was just seen: the
+                    // marker it ran into starts its GC wait again (that
+                    // record, or a copy of it, may still be in the broker).
+                    if current.is_some_and(|(_, deleted)| deleted) && !pending.contains_key(&k) {
+                        if let Some(b) = self.engine.get(Cf::Entities, &k)? {
+                            let mut held = EntityRecord::decode(&b)?;
+                            if held.is_deleted() && held.marker_gen != Some(gen) {
+                                held.marker_gen = Some(gen);
+                                batch.put(Cf::Entities, k, held.encode());
+                            }
+                        }
+                    }
+                }
                 crate::apply::Decision::SkipBlacklisted => stats.blacklisted += 1,
             }
         }
@@ -228,10 +243,10 @@ impl Store {
                 break;
             };
             for (k, v) in &page {
-                let r = EntityRecord::decode(v)?;
-                if !r.is_deleted() {
+                if !EntityRecord::peek(v)?.1 {
                     continue;
                 }
+                let r = EntityRecord::decode(v)?;
                 stats.markers += 1;
                 if !rule.allows(&r) {
                     continue;
@@ -261,6 +276,8 @@ impl Store {
             }
             cursor.start = last;
             cursor.start.push(0);
+            // A scan of every entity: let the node's other work run.
+            tokio::task::yield_now().await;
         }
         Ok(stats)
     }

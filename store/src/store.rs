@@ -62,6 +62,8 @@ impl Default for StoreConfig {
 
 /// Meta key of the end of the last id block handed out (u64 BE).
 const ID_FLOOR_KEY: &[u8] = b"id_floor";
+/// Meta key of the current marker-GC generation (u64 BE).
+const MARKER_GEN_KEY: &[u8] = b"markergc/gen";
 
 /// A visible entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +101,8 @@ pub struct Store {
     pub(crate) cfg: StoreConfig,
     ids: tokio::sync::Mutex<Range<u64>>,
     pub(crate) outbox: Outbox,
+    /// Written into every delete marker; see `advance_marker_generation`.
+    marker_gen: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -128,13 +132,45 @@ impl Store {
                 .map_err(|_| EngineError::Corrupt("meta id_floor".into()))?;
             coord.raise_id_floor(floor);
         }
+        let marker_gen = match engine.get(Cf::Meta, MARKER_GEN_KEY)? {
+            Some(b) => b
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| EngineError::Corrupt("meta markergc/gen".into()))?,
+            None => 1,
+        };
         Ok(Arc::new(Self {
             engine,
             coord,
             cfg,
             ids: tokio::sync::Mutex::new(0..0),
             outbox,
+            marker_gen: marker_gen.into(),
         }))
+    }
+
+    /// The marker-GC generation new delete markers are written in.
+    pub fn marker_generation(&self) -> u64 {
+        self.marker_gen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Starts a new marker-GC generation (persisted first, so a restart
+    /// never goes back) and returns the one that ended: every marker
+    /// carrying it or a lower one was written before this call. Marker GC
+    /// reasons with these numbers rather than clock time, which can step.
+    pub fn advance_marker_generation(&self) -> Result<u64, StoreError> {
+        let ended = self.marker_generation();
+        let mut wb = WriteBatch::default();
+        wb.put(
+            Cf::Meta,
+            MARKER_GEN_KEY.to_vec(),
+            (ended + 1).to_be_bytes().to_vec(),
+        );
+        self.engine.write(wb)?;
+        self.marker_gen
+            .store(ended + 1, std::sync::atomic::Ordering::SeqCst);
+        Ok(ended)
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {

@@ -253,7 +253,7 @@ impl<'a> Transaction<'a> {
             let rec = EntityRecord {
                 version: id.version(),
                 commit_ts_ms: ts,
-                marker_written_ms: value.is_none().then_some(ts),
+                marker_gen: value.is_none().then(|| store.marker_generation()),
                 value,
             };
             batch.put(Cf::Entities, encode_key(ns, key), rec.encode());

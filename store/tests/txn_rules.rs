@@ -133,19 +133,19 @@ async fn delete_leaves_a_versioned_marker() {
         commit_ts_ms: 0,
         value: Some(b"old".to_vec()),
     };
-    let st = s.apply_replicated(&[stale], vec![]).await.unwrap();
+    let st = s.apply_replicated(std::slice::from_ref(&stale), vec![]).await.unwrap();
     assert_eq!(st.stale, 1);
     assert!(s.get(&ns(), &k("Blog:1")).unwrap().is_none());
     // GC removes markers past both horizons only; counting removes nothing.
-    let rule = |committed_before_ms, written_before_ms, remove| MarkerGcRule {
+    let rule = |committed_before_ms, generation_at_most, remove| MarkerGcRule {
         committed_before_ms,
-        written_before_ms,
+        generation_at_most,
         remove,
     };
     let gc = |r| s.gc_delete_markers(r);
-    let written = marker
-        .marker_written_ms
-        .expect("a local delete records its write time");
+    let gen = marker
+        .marker_gen
+        .expect("a local delete records its generation");
     let kept = |markers| MarkerGcStats {
         markers,
         removed: 0,
@@ -153,11 +153,16 @@ async fn delete_leaves_a_versioned_marker() {
     assert_eq!(gc(rule(i64::MAX, None, false)).await.unwrap(), kept(1));
     assert_eq!(gc(rule(0, None, true)).await.unwrap(), kept(1));
     assert_eq!(
-        gc(rule(i64::MAX, Some(written), true)).await.unwrap(),
+        gc(rule(i64::MAX, Some(gen - 1), true)).await.unwrap(),
         kept(1)
     );
+    // A stale record running into the marker renews its generation.
+    assert_eq!(s.advance_marker_generation().unwrap(), gen);
+    let st = s.apply_replicated(&[stale], vec![]).await.unwrap();
+    assert_eq!(st.stale, 1);
+    assert_eq!(gc(rule(i64::MAX, Some(gen), true)).await.unwrap(), kept(1));
     assert_eq!(
-        gc(rule(i64::MAX, Some(written + 1), true)).await.unwrap(),
+        gc(rule(i64::MAX, Some(gen + 1), true)).await.unwrap(),
         MarkerGcStats {
             markers: 0,
             removed: 1
