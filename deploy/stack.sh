@@ -30,9 +30,10 @@ readonly ZK_PORT="${NW_ZK_PORT:-2181}"
 # Kafka node N (1..3) listens on KAFKA_PORT + 2(N-1) for clients and on the port above that for
 # its controller: 9092/9093, 9094/9095, 9096/9097. Node 1 is the same in both cluster sizes.
 readonly KAFKA_PORT="${NW_KAFKA_PORT:-9092}"
-# Node N also has a SASL_SSL listener (SCRAM-SHA-512 over TLS) on KAFKA_SASL_PORT + N-1, with a
-# CA, broker certificate, user and client.properties generated per stack dir ($KAFKA_DIR/tls).
-readonly KAFKA_SASL_PORT="${NW_KAFKA_SASL_PORT:-9192}"
+# Node N also has a SASL_SSL listener (SCRAM-SHA-512 over TLS) on KAFKA_SASL_PORT + N-1 (default
+# KAFKA_PORT + 100, so a second stack on other ports gets its own), with a CA, broker certificate,
+# user and client.properties generated per stack dir ($KAFKA_DIR/tls).
+readonly KAFKA_SASL_PORT="${NW_KAFKA_SASL_PORT:-$((KAFKA_PORT + 100))}"
 readonly STACK_DIR="${NW_STACK_DIR:-$REPO_ROOT/.northwest/stack}"
 readonly ZK_TIMEOUT="${NW_ZK_TIMEOUT:-60}"        # seconds; ~5 s is normal with 166k znodes
 readonly KAFKA_TIMEOUT="${NW_KAFKA_TIMEOUT:-90}"  # seconds; ~10 s is normal on 2 cores

@@ -323,6 +323,9 @@ impl Applier {
             match decoded {
                 Ok(t) => {
                     commit_times.push(t.commit_ts_ms);
+                    // Every deployment whose records reached this node:
+                    // marker GC needs each one's outbox report.
+                    meta.insert(offsets::origin_key(&t.origin), Vec::new());
                     writes.extend(t.writes);
                     txns += 1;
                     meta.insert(

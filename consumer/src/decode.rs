@@ -8,6 +8,8 @@ use northwest_store::{EntityGroup, KeyPath, Namespace, ReplicatedWrite, Version}
 pub struct DecodedTxn {
     pub txn_id: u64,
     pub commit_ts_ms: i64,
+    /// The deployment that committed it (marker GC waits on its outbox).
+    pub origin: String,
     pub writes: Vec<ReplicatedWrite>,
 }
 
@@ -44,6 +46,7 @@ pub fn decode(payload: Option<&[u8]>) -> Result<DecodedTxn, String> {
     Ok(DecodedTxn {
         txn_id: rec.txn_id,
         commit_ts_ms: rec.commit_ts_ms,
+        origin: rec.origin,
         writes,
     })
 }
@@ -66,6 +69,7 @@ pub fn decode_snapshot_row(payload: Option<&[u8]>) -> Result<DecodedTxn, String>
     Ok(DecodedTxn {
         txn_id: row.version,
         commit_ts_ms: row.commit_ts_ms,
+        origin: row.origin,
         writes: vec![ReplicatedWrite {
             ns,
             key,

@@ -21,6 +21,26 @@ pub fn applied_ts_key(topic: &str, partition: i32) -> Vec<u8> {
     format!("offts/{topic}/{partition:010}").into_bytes()
 }
 
+/// Meta key recording that records of deployment `origin` were applied here.
+pub fn origin_key(origin: &str) -> Vec<u8> {
+    format!("origin/{origin}").into_bytes()
+}
+
+/// Every deployment whose records were applied here.
+pub fn origins(store: &northwest_store::Store) -> Result<Vec<String>, northwest_store::StoreError> {
+    let p = b"origin/".to_vec();
+    let range = northwest_store::KeyRange {
+        end: northwest_store::key::prefix_end(&p),
+        start: p,
+    };
+    Ok(store
+        .engine()
+        .scan(northwest_store::Cf::Meta, &range, usize::MAX)?
+        .into_iter()
+        .filter_map(|(k, _)| String::from_utf8(k[7..].to_vec()).ok())
+        .collect())
+}
+
 pub fn encode(v: i64) -> Vec<u8> {
     v.to_be_bytes().to_vec()
 }

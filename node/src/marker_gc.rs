@@ -9,7 +9,10 @@
 //! reasons in offsets and generations, by epochs:
 //!
 //! - Every source reports, in ZooKeeper (`<root>/outbox/<name>`), a horizon:
-//!   every commit older than it has been acknowledged by Kafka.
+//!   every commit older than it has been acknowledged by Kafka (commits of
+//!   one entity group are serialised by its lock, so a commit still in
+//!   flight is newer than any marker of its keys already committed). Every
+//!   deployment whose records were applied here must report.
 //! - At a quiet moment (no snapshot load with rows left, no migration in
 //!   progress in the deployment, every source's report fresh, every
 //!   partition's position known) the node starts a new marker generation
@@ -134,7 +137,7 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     // allowed: a crash in between repeats the pass with the old epoch.
     let mut epoch_error = None;
     if let Some(take) = next {
-        if let Err(e) = take_epoch(st, now, &take).await {
+        if let Err(e) = take_epoch(st, &take).await {
             tracing::warn!(error = %e, "marker GC could not take its next epoch; retrying next interval");
             epoch_error = Some(e);
         }
@@ -282,21 +285,33 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
     Ok(())
 }
 
-/// The lowest horizon the sources report; every report must be fresh.
+/// The lowest horizon of the sources: every deployment whose records were
+/// applied here must have a fresh report (or have retired with an empty
+/// outbox); a source that cannot be checked blocks GC.
 async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
     let zk = st.zk.as_ref().ok_or("local coordination")?;
     let client = zk.client();
     let dir = format!("{}/outbox", st.zk_root);
-    let names = match client.list_children(&dir).await {
+    let origins = northwest_consumer::offsets::origins(&st.store)
+        .map_err(|e| format!("reading the journal's origins: {e}"))?;
+    let mut names = match client.list_children(&dir).await {
         Ok(n) => n,
         Err(zookeeper_client::Error::NoNode) => Vec::new(),
         Err(e) => return Err(format!("{dir}: {e}")),
     };
+    if let Some(o) = origins.iter().find(|o| !names.contains(o)) {
+        return Err(format!(
+            "records from {o} were applied here, but it has not reported its outbox under \
+             {dir}/{o} (sources report every 2 s; a source on local coordination or under \
+             another coordination.root cannot be checked)"
+        ));
+    }
     if names.is_empty() {
         return Err(format!(
             "no source has reported its outbox under {dir} (sources report every 2 s)"
         ));
     }
+    names.sort();
     let mut lowest = i64::MAX;
     for n in names {
         let path = format!("{dir}/{n}");
@@ -306,13 +321,17 @@ async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
             .map_err(|e| format!("{path}: {e}"))?;
         let v: Value =
             serde_json::from_slice(&data).map_err(|e| format!("{path}: not a report: {e}"))?;
+        if v["retired"] == true {
+            continue;
+        }
         let (Some(at), Some(horizon)) = (v["at_ms"].as_i64(), v["horizon_ms"].as_i64()) else {
             return Err(format!("{path}: not a report"));
         };
         if now - at > REPORT_STALE_MS {
             return Err(format!(
-                "source {n} last reported its outbox at {at} ({} s ago): it may be stuck; if it \
-                 is retired, delete {path}",
+                "source {n} last reported its outbox at {at} ({} s ago): it may be stuck, and \
+                 commits in its outbox could still undercut markers; a source stopped cleanly \
+                 with an empty outbox reports itself retired",
                 (now - at) / 1000
             ));
         }
@@ -321,15 +340,18 @@ async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
     Ok(lowest)
 }
 
-/// Starts a generation, then reads the horizons, then the marks: in that
-/// order, every marker of the ended generation was applied before the marks
-/// were read, and every commit before the horizon was in the broker then.
-async fn take_epoch(st: &NodeState, now: i64, journal: &Journal) -> Result<(), String> {
+/// Reads the horizons, starts a generation, then reads the marks: every
+/// marker of the ended generation was applied before the marks were read,
+/// and every commit before the horizon was in the broker then.
+async fn take_epoch(st: &NodeState, journal: &Journal) -> Result<(), String> {
+    // The scan may have taken a while: look again.
+    quiet(st).await?;
+    let now = northwest_store::store::now_ms_pub();
+    let horizon_ms = sources_horizon(st, now).await?;
     let generation = st
         .store
         .advance_marker_generation()
         .map_err(|e| format!("starting a marker generation: {e}"))?;
-    let horizon_ms = sources_horizon(st, now).await?;
     let lag = st
         .lag()
         .await
@@ -348,6 +370,27 @@ async fn take_epoch(st: &NodeState, now: i64, journal: &Journal) -> Result<(), S
             .collect(),
     };
     save_epoch(st, &epoch)
+}
+
+/// A source stopping cleanly with nothing left to ship: targets need not
+/// wait for its reports any more (a restart reports again).
+pub async fn report_retired(st: &NodeState) {
+    let (Some(zk), Some(_)) = (&st.zk, &st.relay) else {
+        return;
+    };
+    if st.store.outbox().len() > 0 {
+        return;
+    }
+    let path = format!("{}/outbox/{}", st.zk_root, st.name);
+    let data = json!({"retired": true, "at_ms": northwest_store::store::now_ms_pub()}).to_string();
+    let client = zk.client();
+    let put = crate::cutover::put_znode(&client, &path, data.as_bytes(), &st.zk_root, zk.acls());
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), put)
+        .await
+        .unwrap_or_else(|_| Err(zookeeper_client::Error::Timeout))
+    {
+        tracing::warn!(error = %e, "could not report this source retired; targets' marker GC waits for its reports until it runs again");
+    }
 }
 
 fn load_epoch(st: &NodeState) -> Result<Option<Epoch>, String> {

@@ -246,6 +246,7 @@ pub async fn run(
         .context("HTTP server task")?
         .context("HTTP server");
     let result = join_tasks(tasks, result).await;
+    crate::marker_gc::report_retired(&state).await;
     tracing::info!(node = %cfg.name, "node stopped");
     result
 }

@@ -145,7 +145,11 @@ impl Store {
                     // A late or repeated older record was just seen: the
                     // marker it ran into starts its GC wait again (that
                     // record, or a copy of it, may still be in the broker).
-                    if current.is_some_and(|(_, deleted)| deleted) && !pending.contains_key(&k) {
+                    // An equal version is a copy of the delete itself:
+                    // it can resurrect nothing.
+                    let older_than_marker =
+                        current.is_some_and(|(v, deleted)| deleted && w.version < v);
+                    if older_than_marker && !pending.contains_key(&k) {
                         if let Some(b) = self.engine.get(Cf::Entities, &k)? {
                             let mut held = EntityRecord::decode(&b)?;
                             if held.is_deleted() && held.marker_gen != Some(gen) {

@@ -156,9 +156,11 @@ impl Store {
     }
 
     /// Starts a new marker-GC generation (persisted first, so a restart
-    /// never goes back) and returns the one that ended: every marker
-    /// carrying it or a lower one was written before this call. Marker GC
-    /// reasons with these numbers rather than clock time, which can step.
+    /// never goes back) and returns the one that ended. A write in flight
+    /// during the call may still carry the ended generation: its records
+    /// were read from the journal (or its lock taken) before the call, which
+    /// is all marker GC relies on. Marker GC reasons with these numbers
+    /// rather than clock time, which can step.
     pub fn advance_marker_generation(&self) -> Result<u64, StoreError> {
         let ended = self.marker_generation();
         let mut wb = WriteBatch::default();

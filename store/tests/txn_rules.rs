@@ -133,7 +133,10 @@ async fn delete_leaves_a_versioned_marker() {
         commit_ts_ms: 0,
         value: Some(b"old".to_vec()),
     };
-    let st = s.apply_replicated(std::slice::from_ref(&stale), vec![]).await.unwrap();
+    let st = s
+        .apply_replicated(std::slice::from_ref(&stale), vec![])
+        .await
+        .unwrap();
     assert_eq!(st.stale, 1);
     assert!(s.get(&ns(), &k("Blog:1")).unwrap().is_none());
     // GC removes markers past both horizons only; counting removes nothing.

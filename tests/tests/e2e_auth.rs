@@ -25,6 +25,8 @@ struct Authed {
     admin_file: std::path::PathBuf,
     zk_auth: std::path::PathBuf,
     root: String,
+    /// With TLS: the brokers' SASL_SSL listener and its client properties.
+    kafka: (String, Option<std::path::PathBuf>),
 }
 
 fn start() -> Authed {
@@ -32,7 +34,8 @@ fn start() -> Authed {
 }
 
 /// Two nodes with tokens and ZooKeeper ACLs; with `tls`, both serve HTTPS
-/// with its certificate and n1 verifies n2 against its CA.
+/// with its certificate, n1 verifies n2 against its CA, and both reach Kafka
+/// over SASL_SSL.
 fn start_in(dir: tempfile::TempDir, tls: Option<&pki::TestPki>) -> Authed {
     require_zk();
     require_kafka();
@@ -60,6 +63,13 @@ fn start_in(dir: tempfile::TempDir, tls: Option<&pki::TestPki>) -> Authed {
     std::fs::set_permissions(&zk_auth, std::fs::Permissions::from_mode(0o600)).unwrap();
     let root = format!("/northwest-test/{}", unique("auth"));
     let topic = unique("journal");
+    let kafka = match tls {
+        Some(_) => {
+            let (brokers, props) = require_kafka_sasl();
+            (brokers, Some(props))
+        }
+        None => (kafka_addr(), None),
+    };
     let tls_toml = tls.map_or(String::new(), |p| {
         format!("{}tls_ca_file = \"{}\"\n", p.http_toml(), p.ca.display())
     });
@@ -72,9 +82,21 @@ fn start_in(dir: tempfile::TempDir, tls: Option<&pki::TestPki>) -> Authed {
     };
     let coordination = format!("[coordination]\nauth_file = \"{}\"\n", zk_auth.display());
     let toml = |name: &str, tokens: &std::path::Path| {
-        node_toml(name, dir.path(), free_port(), &root, &topic, "")
-            .replacen("[http]\n", &http(tokens), 1)
-            .replacen("[coordination]\n", &coordination, 1)
+        let (brokers, props) = &kafka;
+        let head = props.as_ref().map_or(String::new(), |p| {
+            format!("kafka_properties_file = \"{}\"\n", p.display())
+        });
+        head + &node_toml_at(
+            &(zk_addr(), brokers.clone()),
+            name,
+            dir.path(),
+            free_port(),
+            &root,
+            &topic,
+            "",
+        )
+        .replacen("[http]\n", &http(tokens), 1)
+        .replacen("[coordination]\n", &coordination, 1)
     };
     let n1 = NodeProc::start(dir.path(), "n1", &toml("n1", &tokens_n1));
     let n2 = NodeProc::start(dir.path(), "n2", &toml("n2", &tokens_n2));
@@ -85,6 +107,7 @@ fn start_in(dir: tempfile::TempDir, tls: Option<&pki::TestPki>) -> Authed {
         admin_file,
         zk_auth,
         root,
+        kafka,
     }
 }
 
@@ -137,14 +160,18 @@ fn migrate_cmd(a: &Authed, token_file: Option<&std::path::Path>) -> Command {
         "--to",
         &a.n2.base,
     ])
-    .args(["--zk", &zk_addr(), "--brokers", &kafka_addr()])
+    .args(["--zk", &zk_addr(), "--brokers", &a.kafka.0])
     .env_remove("NORTHWEST_ADMIN_TOKEN_FILE")
     .env_remove("NORTHWEST_CA_FILE")
+    .env_remove("NORTHWEST_KAFKA_CONFIG")
     .arg("--zk-auth-file")
     .arg(&a.zk_auth)
     .current_dir(a.dir.path());
     if let Some(f) = token_file {
         c.env("NORTHWEST_ADMIN_TOKEN_FILE", f);
+    }
+    if let Some(p) = &a.kafka.1 {
+        c.arg("--kafka-config").arg(p);
     }
     c
 }
@@ -418,8 +445,8 @@ async fn admin_and_data_planes_need_their_tokens_and_a_migration_runs_with_them(
     );
 }
 
-/// The whole migration with tokens, ZooKeeper ACLs and TLS on both nodes,
-/// under writes through n1: no failed request, every acknowledged write on
+/// The whole migration with tokens, ZooKeeper ACLs, TLS on both nodes and
+/// SASL_SSL to Kafka, under writes through n1: no failed request, every acknowledged write on
 /// n2, digests equal (migrate's verify step). An orchestrator that does not
 /// trust the nodes' CA changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
