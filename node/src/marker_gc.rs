@@ -378,7 +378,7 @@ pub async fn report_retired(st: &NodeState) {
     let (Some(zk), Some(_)) = (&st.zk, &st.relay) else {
         return;
     };
-    if st.store.outbox().len() > 0 {
+    if !st.store.outbox().is_empty() {
         return;
     }
     let path = format!("{}/outbox/{}", st.zk_root, st.name);
