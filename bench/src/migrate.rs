@@ -209,6 +209,7 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
         brokers: b.brokers.clone(),
         zk_auth_file: None,
         kafka_config: None,
+        max_source_p99_ms: None,
         abort: false,
         ranges: 4,
         chunk: 2000,

@@ -36,6 +36,12 @@ pub struct MigrateArgs {
     /// Snapshot rows per second (protects n1's latency); 0 = unlimited.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Closed-loop throttle: while the snapshot streams, n1's data-API p99
+    /// over the last 10 s is read every second; above this budget the
+    /// snapshot slows down (halved, down to 100 rows/s), below 80 % of it it
+    /// speeds up again (up to --rate).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60000))]
+    pub max_source_p99_ms: Option<u64>,
     /// Budget for the cutover's write pause (fence + drain; the switch
     /// comes on top): n1 lifts the fence itself when it runs out, and a
     /// cutover that does not fit is called off and tried again (5 attempts

@@ -20,6 +20,7 @@ mod client;
 pub mod ops;
 mod phases;
 mod state;
+mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -212,6 +213,7 @@ fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {
         kinds: Vec::new(),
         phase_seconds: BTreeMap::new(),
         snapshot_rows: 0,
+        throttle: None,
         snapshot_resumed_rows: 0,
         runs: 0,
         max_lag_records: 0,

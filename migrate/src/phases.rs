@@ -183,8 +183,21 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         origin: "n1".into(),
         ranges: ctx.a.ranges,
         chunk: ctx.a.chunk,
-        rows_per_sec: ctx.a.rate,
+        rows_per_sec: Arc::new(std::sync::atomic::AtomicU64::new(ctx.a.rate)),
     };
+    let throttle = ctx.a.max_source_p99_ms.map(|budget| {
+        let t = Arc::new(crate::throttle::ThrottleStats::default());
+        let task = tokio::spawn(crate::throttle::control(
+            ctx.http.clone(),
+            st.from.clone(),
+            budget as f64,
+            ctx.a.rate,
+            cfg.rows_per_sec.clone(),
+            stats.clone(),
+            t.clone(),
+        ));
+        (task, t)
+    });
     let ns = Namespace::new(&st.ns).map_err(|e| anyhow!("{e}"))?;
     let b = bar(0, "snapshot", ctx.a.quiet);
     let ticker = {
@@ -199,6 +212,10 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     };
     let r = stream_snapshot(reader, &ns, &cfg, progress, stats.clone()).await;
     ticker.abort();
+    if let Some((task, t)) = throttle {
+        task.abort();
+        st.throttle = Some(t.report());
+    }
     b.finish_and_clear();
     let rows = r?;
     st.snapshot_rows = rows;

@@ -100,6 +100,9 @@ pub struct MigState {
     /// its age, so a migration stuck in a phase can raise an alert.
     #[serde(default)]
     pub phase_started_ms: Option<i64>,
+    /// What `--max-source-p99-ms` did during the snapshot.
+    #[serde(default)]
+    pub throttle: Option<Value>,
 }
 
 /// The persisted state of the migration of `ns` whose source is `from`.
@@ -149,8 +152,19 @@ pub(crate) fn phase_detail(st: &MigState, p: Phase) -> String {
             } else {
                 String::new()
             };
+            let throttle = match &st.throttle {
+                Some(t) if t["slowed"].as_u64().unwrap_or(0) > 0 => format!(
+                    "; slowed {} times for n1's latency (down to {} rows/s; n1 p99 up to {} ms)",
+                    t["slowed"], t["min_rows_per_sec"], t["max_source_p99_ms"]
+                ),
+                Some(t) => format!(
+                    "; n1 stayed within its latency budget (p99 up to {} ms)",
+                    t["max_source_p99_ms"]
+                ),
+                None => String::new(),
+            };
             format!(
-                "{} rows{rate} ({} resumed from an earlier run)",
+                "{} rows{rate} ({} resumed from an earlier run){throttle}",
                 st.snapshot_rows, st.snapshot_resumed_rows
             )
         }

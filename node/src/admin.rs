@@ -197,6 +197,13 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         "marker_gc": s.marker_gc.lock().clone(),
         "proxy_problems": s.gate.proxy_problems(),
     });
+    let (p99, n) = s.metrics.recent_data_p99();
+    // Infinity is not JSON: the top bucket reads as its lower bound.
+    out["data_latency"] = json!({
+        "window_s": 10,
+        "requests": n,
+        "p99_ms": p99.map(|v| if v.is_finite() { v } else { 5000.0 }),
+    });
     let loader = s
         .loader
         .lock()

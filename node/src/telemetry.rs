@@ -53,9 +53,77 @@ pub struct Metrics {
     delete_markers_removed: IntCounter,
     marker_gc_blocked: IntGauge,
     last: Mutex<Seen>,
+    /// Data-API latency over the last seconds (what a migration throttles on).
+    recent: Mutex<RecentLatency>,
     /// Every namespace a fenced/proxied/promoted series was exported for:
     /// each is written every round (0 when no longer in its list).
     gate_seen: Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// Upper bounds (ms) of the recent-latency buckets; the last is +inf.
+const RECENT_BOUNDS_MS: [f64; 14] = [
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    1000.0,
+    2000.0,
+    5000.0,
+    f64::INFINITY,
+];
+/// Slots of 2 s: the window is the last 10 s.
+const RECENT_SLOTS: usize = 5;
+const RECENT_SLOT_MS: i64 = 2000;
+
+/// Data-API latencies by bucket, per 2 s slot.
+#[derive(Default)]
+struct RecentLatency {
+    slots: [(i64, [u64; 14]); RECENT_SLOTS],
+}
+
+impl RecentLatency {
+    fn record(&mut self, now_ms: i64, ms: f64) {
+        let epoch = now_ms / RECENT_SLOT_MS;
+        let slot = &mut self.slots[(epoch as usize) % RECENT_SLOTS];
+        if slot.0 != epoch {
+            *slot = (epoch, [0; 14]);
+        }
+        let b = RECENT_BOUNDS_MS.iter().position(|&u| ms <= u).unwrap_or(13);
+        slot.1[b] += 1;
+    }
+
+    /// The 99th percentile (a bucket's upper bound) and the request count
+    /// over the last 10 s.
+    fn p99(&self, now_ms: i64) -> (Option<f64>, u64) {
+        let epoch = now_ms / RECENT_SLOT_MS;
+        let mut counts = [0u64; 14];
+        for (e, c) in &self.slots {
+            if epoch - e < RECENT_SLOTS as i64 {
+                for (sum, n) in counts.iter_mut().zip(c) {
+                    *sum += n;
+                }
+            }
+        }
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return (None, 0);
+        }
+        let want = (total * 99).div_ceil(100);
+        let mut seen = 0;
+        for (i, n) in counts.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return (Some(RECENT_BOUNDS_MS[i]), total);
+            }
+        }
+        (None, total)
+    }
 }
 
 /// Counter values already exported (counters advance by deltas).
@@ -293,6 +361,7 @@ impl Metrics {
             gate_seen: Mutex::new(Default::default()),
             registry,
             last: Mutex::new(Seen::default()),
+            recent: Mutex::new(RecentLatency::default()),
         }
     }
 
@@ -311,6 +380,17 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[route, &class])
             .observe(seconds);
+        if route.starts_with("/v1/ns/") && !route.ends_with("/digest") {
+            let now = northwest_store::store::now_ms_pub();
+            self.recent.lock().record(now, seconds * 1000.0);
+        }
+    }
+
+    /// Data-API latency over the last 10 s: the 99th percentile's bucket
+    /// bound in ms (`None` without requests) and the request count.
+    pub fn recent_data_p99(&self) -> (Option<f64>, u64) {
+        let now = northwest_store::store::now_ms_pub();
+        self.recent.lock().p99(now)
     }
 
     /// Outbox age: seconds since the oldest unshipped commit (None: empty).

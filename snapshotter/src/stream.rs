@@ -28,7 +28,9 @@ pub struct SnapshotConfig {
     /// Rows per checkpointed chunk.
     pub chunk: usize,
     /// Rows per second across all ranges (protects n1); 0 = unlimited.
-    pub rows_per_sec: u64,
+    /// Read before every chunk, so a controller can change it while the
+    /// snapshot streams.
+    pub rows_per_sec: Arc<AtomicU64>,
 }
 
 /// Progress counters (rows include delete markers).
@@ -56,20 +58,27 @@ pub fn snapshot_topic(name: &str, partitions: i32, replication: i32) -> TopicSpe
     }
 }
 
+/// Paces chunks at the current rate: each chunk starts when the time the
+/// previous ones reserved has passed, so a rate change applies from the
+/// next chunk on.
 struct Limiter {
-    rate: u64,
-    start: Instant,
-    granted: AtomicU64,
+    rate: Arc<AtomicU64>,
+    next: parking_lot::Mutex<Instant>,
 }
 
 impl Limiter {
     async fn take(&self, n: u64) {
-        if self.rate == 0 {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate == 0 {
             return;
         }
-        let total = self.granted.fetch_add(n, Ordering::Relaxed) + n;
-        let due = self.start + Duration::from_secs_f64(total as f64 / self.rate as f64);
-        tokio::time::sleep_until(due.into()).await;
+        let start = {
+            let mut next = self.next.lock();
+            let start = (*next).max(Instant::now());
+            *next = start + Duration::from_secs_f64(n as f64 / rate as f64);
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
     }
 }
 
@@ -139,9 +148,8 @@ pub async fn stream_snapshot(
     stats.total.store(plan.total_rows, Ordering::Relaxed);
     let producer: FutureProducer = cfg.kafka.producer_config().create()?;
     let limiter = Arc::new(Limiter {
-        rate: cfg.rows_per_sec,
-        start: Instant::now(),
-        granted: AtomicU64::new(0),
+        rate: cfg.rows_per_sec.clone(),
+        next: parking_lot::Mutex::new(Instant::now()),
     });
     let runs = plan.ranges.iter().enumerate().map(|(i, (s, e))| {
         let (reader, progress, stats, producer, limiter) = (

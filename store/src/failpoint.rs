@@ -14,6 +14,9 @@ pub enum Action {
     Error,
     /// The process aborts on the spot, like `kill -9`.
     Abort,
+    /// The calling thread sleeps this many milliseconds, then goes on (a
+    /// slow disk or a loaded host, for tests of what reacts to latency).
+    Delay(u64),
 }
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -36,15 +39,18 @@ pub fn arm_spec(spec: &str) -> Result<(), String> {
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, action) = item
             .split_once('=')
-            .ok_or_else(|| format!("crash point {item:?}: expected name=error|abort"))?;
+            .ok_or_else(|| format!("crash point {item:?}: expected name=error|abort|delay:MS"))?;
         let action = match action {
             "error" => Action::Error,
             "abort" => Action::Abort,
-            other => {
-                return Err(format!(
-                    "crash point {name}: unknown action {other:?} (error|abort)"
-                ))
-            }
+            other => match other.strip_prefix("delay:").map(str::parse) {
+                Some(Ok(ms)) => Action::Delay(ms),
+                _ => {
+                    return Err(format!(
+                        "crash point {name}: unknown action {other:?} (error|abort|delay:MS)"
+                    ))
+                }
+            },
         };
         arm(name, action);
     }
@@ -56,12 +62,17 @@ pub fn hit(name: &str) -> bool {
     if !ARMED.load(Ordering::Relaxed) {
         return false;
     }
-    match POINTS.read().get(name) {
+    let action = POINTS.read().get(name).copied();
+    match action {
         Some(Action::Abort) => {
             eprintln!("crash point {name}: aborting");
             std::process::abort()
         }
         Some(Action::Error) => true,
+        Some(Action::Delay(ms)) => {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            false
+        }
         None => false,
     }
 }

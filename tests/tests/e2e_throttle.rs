@@ -1,0 +1,84 @@
+//! The snapshot's closed-loop throttle on a real n1 -> n2 migration: with
+//! n1's data API slowed past the budget (a delay point on every data
+//! request), `--max-source-p99-ms` slows the snapshot below its `--rate`,
+//! says so in the report, and the migration still loses nothing.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use northwest_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
+    let Pipeline { dir, n1, n2, .. } = Pipeline::start("throttle", "");
+    random_load(&n1.base, "app", 1500, 300, 16).await;
+    let mut n1 = n1;
+    n1.stop();
+    let mut n1 = n1.with_env("NORTHWEST_CRASH_POINTS", "http::data_request=delay:30");
+    n1.spawn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Acked::default());
+    let load = tokio::spawn(tracked_load(
+        n1.base.clone(),
+        "app".into(),
+        300,
+        4,
+        stop.clone(),
+        acked.clone(),
+    ));
+    // n1's latency window fills before the snapshot starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let o = tokio::task::spawn_blocking({
+        let (n1, n2, d) = (n1.base.clone(), n2.base.clone(), dir.path().to_path_buf());
+        move || {
+            Command::new(bin_path("northwest"))
+                .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app"])
+                .args([
+                    "--quiet",
+                    "--json",
+                    "--zk",
+                    &zk_addr(),
+                    "--brokers",
+                    &kafka_addr(),
+                ])
+                .args([
+                    "--rate",
+                    "300",
+                    "--chunk",
+                    "50",
+                    "--max-source-p99-ms",
+                    "10",
+                ])
+                .current_dir(d)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "migrate failed: {out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(r["phase"], "done", "{r}");
+    let t = &r["throttle"];
+    assert!(t["checks"].as_u64().unwrap() >= 2, "{r}");
+    assert!(t["slowed"].as_u64().unwrap() >= 1, "never slowed: {r}");
+    assert!(t["min_rows_per_sec"].as_u64().unwrap() < 300, "{r}");
+    assert!(t["max_source_p99_ms"].as_u64().unwrap() >= 30, "{r}");
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        acked.errors
+    );
+    assert_holds_acked(&n2.base, "app", &acked).await;
+}
