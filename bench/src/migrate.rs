@@ -32,6 +32,10 @@ pub struct MigrateBench {
     /// fast as possible): the knob that trades migration time for n1 latency.
     #[arg(long, default_value_t = 0)]
     pub snapshot_rate: u64,
+    /// The closed-loop snapshot throttle for the Table 2 runs (`migrate
+    /// --max-source-p99-ms`): the snapshot slows while n1's p99 is over it.
+    #[arg(long)]
+    pub max_source_p99_ms: Option<u64>,
     /// Which measurements to run (comma-separated: table2, table3, cutover).
     #[arg(long, default_value = "table2,table3,cutover")]
     pub only: String,
@@ -249,14 +253,16 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
 async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
     let b = b.clone();
     say!(
-        "\nTable 2: request latency (ms), normal vs during migration (snapshot rate limit: {})",
+        "\nTable 2: request latency (ms), normal vs during migration (snapshot rate limit: {}; throttle: {})",
         if b.snapshot_rate == 0 {
             "none".to_string()
         } else {
             format!("{} rows/s", b.snapshot_rate)
-        }
+        },
+        b.max_source_p99_ms
+            .map_or("off".to_string(), |ms| format!("n1 p99 <= {ms} ms"))
     );
-    say!("{:<10} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | paper normal vs migrating", "reads", "mean", "p50", "p99", "max", "mean", "p50", "p99", "max", "overhead");
+    say!("{:<10} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} | {:>9} | paper normal vs migrating", "reads", "mean", "p50", "p99", "max", "mean", "p50", "p99", "max", "overhead", "migrate s");
     for (reads, paper) in [
         (0.2, "107.2 vs 115.8 (7.4%)"),
         (0.5, "n/a"),
@@ -278,12 +284,14 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
         let mut args = migrate_args(&b, &p);
         args.stop_after = Some(northwest_migrate::Phase::CatchUp);
         args.rate = b.snapshot_rate;
+        args.max_source_p99_ms = b.max_source_p99_ms;
         let load = {
             let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
             tokio::spawn(async move { mixed(&n1, &b2, reads, st).await })
         };
         let t = Instant::now();
         northwest_migrate::run(args).await?;
+        let migrate_s = t.elapsed().as_secs_f64();
         if t.elapsed() < b.phase_duration {
             tokio::time::sleep(b.phase_duration - t.elapsed()).await;
         }
@@ -291,11 +299,12 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
         let during = load.await?;
         let f = |v: &serde_json::Value, k: &str| v["latency_ms"][k].as_f64().unwrap_or(0.0);
         say!(
-            "{:<10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>8.1}% | {paper}",
+            "{:<10} {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>9.2} {:>9.2} {:>9.2} {:>9.2} | {:>8.1}% | {:>9.1} | {paper}",
             format!("{:.0}%", reads * 100.0),
             f(&normal, "mean"), f(&normal, "p50"), f(&normal, "p99"), f(&normal, "max"),
             f(&during, "mean"), f(&during, "p50"), f(&during, "p99"), f(&during, "max"),
-            100.0 * (f(&during, "mean") / f(&normal, "mean") - 1.0)
+            100.0 * (f(&during, "mean") / f(&normal, "mean") - 1.0),
+            migrate_s
         );
         p.stop().await;
     }
