@@ -38,9 +38,11 @@ pub struct MigrateArgs {
     pub rate: u64,
     /// Closed-loop throttle: while the snapshot streams, n1's data-API p99
     /// over the last 10 s is read every second; above this budget the
-    /// snapshot slows down (halved, down to 100 rows/s), below 80 % of it it
-    /// speeds up again (up to --rate).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=60000))]
+    /// snapshot slows down (halved at most every 10 s, down to 100 rows/s),
+    /// below 80 % of it it speeds up again (up to --rate). n1 measures in
+    /// buckets (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000 ms), so
+    /// the budget acts at the bucket bounds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=2000))]
     pub max_source_p99_ms: Option<u64>,
     /// Budget for the cutover's write pause (fence + drain; the switch
     /// comes on top): n1 lifts the fence itself when it runs out, and a

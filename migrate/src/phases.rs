@@ -185,6 +185,7 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         chunk: ctx.a.chunk,
         rows_per_sec: Arc::new(std::sync::atomic::AtomicU64::new(ctx.a.rate)),
     };
+    let ns = Namespace::new(&st.ns).map_err(|e| anyhow!("{e}"))?;
     let throttle = ctx.a.max_source_p99_ms.map(|budget| {
         let t = Arc::new(crate::throttle::ThrottleStats::default());
         let task = tokio::spawn(crate::throttle::control(
@@ -198,7 +199,7 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         ));
         (task, t)
     });
-    let ns = Namespace::new(&st.ns).map_err(|e| anyhow!("{e}"))?;
+    st.throttle = None;
     let b = bar(0, "snapshot", ctx.a.quiet);
     let ticker = {
         let (b, stats) = (b.clone(), stats.clone());

@@ -153,6 +153,9 @@ pub(crate) fn phase_detail(st: &MigState, p: Phase) -> String {
                 String::new()
             };
             let throttle = match &st.throttle {
+                Some(t) if t["checks"].as_u64().unwrap_or(0) == 0 => {
+                    "; the throttle did not check n1 (the snapshot took under a second)".into()
+                }
                 Some(t) if t["slowed"].as_u64().unwrap_or(0) > 0 => format!(
                     "; slowed {} times for n1's latency (down to {} rows/s; n1 p99 up to {} ms)",
                     t["slowed"], t["min_rows_per_sec"], t["max_source_p99_ms"]

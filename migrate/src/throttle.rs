@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -25,17 +25,24 @@ pub fn next_rate(
     budget_ms: f64,
     ceiling: u64,
 ) -> u64 {
-    let effective = if current == 0 {
-        streamed.max(FLOOR)
+    // Never faster than --rate, even at the floor.
+    let floor = if ceiling > 0 {
+        FLOOR.min(ceiling)
     } else {
-        current
+        FLOOR
+    };
+    // Halve what is actually streamed, not a limit far above it.
+    let effective = match (current, streamed) {
+        (0, s) => s.max(floor),
+        (c, s) if s > 0 => c.min(s),
+        (c, _) => c,
     };
     match p99_ms {
-        Some(p) if p > budget_ms => (effective / 2).max(FLOOR),
+        Some(p) if p > budget_ms => (effective / 2).max(floor),
         Some(p) if p > budget_ms * 0.8 => current,
         _ if current == 0 => 0,
         _ => {
-            let grown = current + current / 4 + FLOOR;
+            let grown = current.saturating_add(current / 4 + FLOOR);
             match ceiling {
                 0 if grown > UNLIMITED_ABOVE => 0,
                 0 => grown,
@@ -45,12 +52,22 @@ pub fn next_rate(
     }
 }
 
+/// A window with fewer requests says nothing: one slow request would be
+/// its p99.
+const MIN_REQUESTS: u64 = 50;
+/// After a cut, the 10 s window still holds the slow samples that caused
+/// it: the next cut waits until they have left.
+const CUT_SPACING: Duration = Duration::from_secs(10);
+
 /// What the throttle did, for the migration's report.
 #[derive(Debug, Default)]
 pub struct ThrottleStats {
     pub checks: AtomicU64,
+    /// Checks that could not read n1's latency (each held the floor).
+    pub unreadable: AtomicU64,
+    /// Cuts of the rate.
     pub slowed: AtomicU64,
-    /// Lowest rate set (u64::MAX: never limited).
+    /// Lowest rate the throttle set (0: it never set one).
     pub min_rate: AtomicU64,
     pub max_p99_ms: AtomicU64,
 }
@@ -60,8 +77,9 @@ impl ThrottleStats {
         let min = self.min_rate.load(Ordering::Relaxed);
         json!({
             "checks": self.checks.load(Ordering::Relaxed),
+            "unreadable": self.unreadable.load(Ordering::Relaxed),
             "slowed": self.slowed.load(Ordering::Relaxed),
-            "min_rows_per_sec": (min != u64::MAX && min != 0).then_some(min),
+            "min_rows_per_sec": (min != 0).then_some(min),
             "max_source_p99_ms": self.max_p99_ms.load(Ordering::Relaxed),
         })
     }
@@ -77,46 +95,66 @@ pub async fn control(
     streamed: Arc<northwest_snapshotter::SnapshotStats>,
     stats: Arc<ThrottleStats>,
 ) {
-    stats.min_rate.store(u64::MAX, Ordering::Relaxed);
-    let rows_now = || streamed.streamed.load(Ordering::Relaxed);
-    let mut last_rows = rows_now();
-    let mut warned = false;
+    // Rows resumed from an earlier run are not throughput.
+    let sent =
+        || streamed.streamed.load(Ordering::Relaxed) - streamed.resumed.load(Ordering::Relaxed);
+    let mut last_rows = sent();
+    let mut last_warn: Option<Instant> = None;
+    let mut last_cut: Option<Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rows = rows_now();
+        let rows = sent();
         let per_sec = rows.saturating_sub(last_rows);
         last_rows = rows;
         let url = format!("{n1}/v1/admin/status");
-        let p99 = match crate::client::send_json(http.get(&url), &format!("GET {url}")).await {
-            Ok(s) => s["data_latency"]["p99_ms"].as_f64(),
+        // Short: an n1 too loaded to answer in time is over budget.
+        let read = crate::client::send_json(
+            http.get(&url).timeout(Duration::from_millis(900)),
+            &format!("GET {url}"),
+        )
+        .await
+        .and_then(|s| {
+            let l = &s["data_latency"];
+            if !l.is_object() {
+                anyhow::bail!("n1 reports no data_latency (a node older than this command?)");
+            }
+            Ok((l["p99_ms"].as_f64(), l["requests"].as_u64().unwrap_or(0)))
+        });
+        stats.checks.fetch_add(1, Ordering::Relaxed);
+        let p99 = match read {
+            Ok((p, n)) if n >= MIN_REQUESTS => p,
+            Ok(_) => None,
             Err(e) => {
-                // Without a reading, the safe side is the slow one.
-                if !warned {
-                    tracing::warn!(error = %e, "throttle: cannot read n1's latency; holding the snapshot at its floor until it can");
-                    warned = true;
+                stats.unreadable.fetch_add(1, Ordering::Relaxed);
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, rows_per_sec = FLOOR, "throttle: cannot read n1's latency; the snapshot slows to its floor until it can");
+                    last_warn = Some(Instant::now());
                 }
                 Some(f64::INFINITY)
             }
         };
-        stats.checks.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = p99.filter(|p| p.is_finite()) {
             stats
                 .max_p99_ms
                 .fetch_max(p.ceil() as u64, Ordering::Relaxed);
         }
         let current = rate.load(Ordering::Relaxed);
-        let next = next_rate(current, per_sec, p99, budget_ms, ceiling);
-        if next != current {
-            let slower = next != 0 && (current == 0 || next < current);
-            if slower {
-                stats.slowed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(p99_ms = ?p99, budget_ms, rows_per_sec = next, "throttle: n1 is over its latency budget; snapshot slowed");
-            }
-            rate.store(next, Ordering::Relaxed);
+        let mut next = next_rate(current, per_sec, p99, budget_ms, ceiling);
+        let cut = next != 0 && (current == 0 || next < current);
+        if cut && last_cut.is_some_and(|t| t.elapsed() < CUT_SPACING) {
+            // The window still holds the samples behind the last cut.
+            next = current;
+        } else if cut {
+            last_cut = Some(Instant::now());
+            stats.slowed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(p99_ms = ?p99, budget_ms, rows_per_sec = next, "throttle: n1 is over its latency budget; snapshot slowed");
+            let min = stats.min_rate.load(Ordering::Relaxed);
+            stats.min_rate.store(
+                if min == 0 { next } else { min.min(next) },
+                Ordering::Relaxed,
+            );
         }
-        if next != 0 {
-            stats.min_rate.fetch_min(next, Ordering::Relaxed);
-        }
+        rate.store(next, Ordering::Relaxed);
     }
 }
 
@@ -134,6 +172,13 @@ mod tests {
         assert_eq!(next_rate(0, 0, Some(80.0), 20.0, 0), FLOOR);
         // Near the budget: hold.
         assert_eq!(next_rate(2_500, 0, Some(18.0), 20.0, 0), 2_500);
+        // Halves what is streamed when the limit is far above it.
+        assert_eq!(
+            next_rate(1_000_000, 20_000, Some(80.0), 20.0, 1_000_000),
+            10_000
+        );
+        // Never above a --rate below the floor.
+        assert_eq!(next_rate(50, 0, Some(80.0), 20.0, 50), 50);
         // Under it (or idle): grow, up to --rate, or back to unlimited.
         assert_eq!(next_rate(2_500, 0, Some(5.0), 20.0, 0), 2_500 + 625 + FLOOR);
         assert_eq!(next_rate(2_500, 0, None, 20.0, 3_000), 3_000);

@@ -58,9 +58,9 @@ pub fn snapshot_topic(name: &str, partitions: i32, replication: i32) -> TopicSpe
     }
 }
 
-/// Paces chunks at the current rate: each chunk starts when the time the
-/// previous ones reserved has passed, so a rate change applies from the
-/// next chunk on.
+/// Paces rows at the current rate, in slices of about 200 ms of rows that
+/// each re-read the rate, so a controller's change applies within a slice
+/// (not after a chunk booked at the old rate).
 struct Limiter {
     rate: Arc<AtomicU64>,
     next: parking_lot::Mutex<Instant>,
@@ -68,17 +68,23 @@ struct Limiter {
 
 impl Limiter {
     async fn take(&self, n: u64) {
-        let rate = self.rate.load(Ordering::Relaxed);
-        if rate == 0 {
-            return;
+        let mut left = n;
+        while left > 0 {
+            let rate = self.rate.load(Ordering::Relaxed);
+            if rate == 0 {
+                *self.next.lock() = Instant::now();
+                return;
+            }
+            let slice = left.min((rate / 5).max(1));
+            let start = {
+                let mut next = self.next.lock();
+                let start = (*next).max(Instant::now());
+                *next = start + Duration::from_secs_f64(slice as f64 / rate as f64);
+                start
+            };
+            tokio::time::sleep_until(start.into()).await;
+            left -= slice;
         }
-        let start = {
-            let mut next = self.next.lock();
-            let start = (*next).max(Instant::now());
-            *next = start + Duration::from_secs_f64(n as f64 / rate as f64);
-            start
-        };
-        tokio::time::sleep_until(start.into()).await;
     }
 }
 

@@ -74,6 +74,11 @@ async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
     assert!(t["slowed"].as_u64().unwrap() >= 1, "never slowed: {r}");
     assert!(t["min_rows_per_sec"].as_u64().unwrap() < 300, "{r}");
     assert!(t["max_source_p99_ms"].as_u64().unwrap() >= 30, "{r}");
+    // The snapshot really went slower than --rate (the limiter follows the
+    // live rate), not just the report.
+    let secs = r["phase_seconds"]["Snapshot"].as_f64().unwrap();
+    let per_sec = r["snapshot_rows"].as_f64().unwrap() / secs;
+    assert!(per_sec < 250.0, "{per_sec:.0} rows/s: {r}");
     assert_eq!(
         acked.failed.load(Ordering::Relaxed),
         0,
