@@ -13,7 +13,7 @@ use northwest_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
     let Pipeline { dir, n1, n2, .. } = Pipeline::start("throttle", "");
-    random_load(&n1.base, "app", 1500, 300, 16).await;
+    random_load(&n1.base, "app", 3000, 600, 16).await;
     let mut n1 = n1;
     n1.stop();
     let mut n1 = n1.with_env("NORTHWEST_CRASH_POINTS", "http::data_request=delay:30");
