@@ -116,7 +116,7 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
                 generation_at_most: None,
                 remove: true,
             },
-            next: None,
+            next: false,
             waiting: None,
         })
     } else {
@@ -124,7 +124,7 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     };
     let (rule, next, waiting, blocked) = match decision {
         Ok(d) => (d.rule, d.next, d.waiting, None),
-        Err(why) => (count_only(), None, None, Some(why)),
+        Err(why) => (count_only(), false, None, Some(why)),
     };
     let stats = match st.store.gc_delete_markers(rule).await {
         Ok(s) => s,
@@ -136,8 +136,8 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     // The next epoch is taken only after the removal the expired one
     // allowed: a crash in between repeats the pass with the old epoch.
     let mut epoch_error = None;
-    if let Some(take) = next {
-        if let Err(e) = take_epoch(st, &take).await {
+    if next {
+        if let Err(e) = take_epoch(st).await {
             tracing::warn!(error = %e, "marker GC could not take its next epoch; retrying next interval");
             epoch_error = Some(e);
         }
@@ -165,15 +165,10 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
 
 struct Decision {
     rule: MarkerGcRule,
-    /// Take a new epoch (with this topic's positions) after the pass.
-    next: Option<Journal>,
+    /// Take a new epoch after the pass.
+    next: bool,
     /// Why nothing is removed yet, when nothing is wrong.
     waiting: Option<String>,
-}
-
-/// The journal topic and partitions a target applies.
-struct Journal {
-    topic: String,
 }
 
 fn count_only() -> MarkerGcRule {
@@ -195,13 +190,10 @@ async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decisio
     if lag.is_empty() {
         return Err("the journal's partitions are not known yet".into());
     }
-    let journal = || Journal {
-        topic: st.topic.clone(),
-    };
     let Some(held) = load_epoch(st).map_err(|e| format!("reading the epoch: {e}"))? else {
         return Ok(Decision {
             rule: count_only(),
-            next: Some(journal()),
+            next: true,
             waiting: Some("first epoch being taken".into()),
         });
     };
@@ -213,7 +205,7 @@ async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decisio
         // this one: start over.
         return Ok(Decision {
             rule: count_only(),
-            next: Some(journal()),
+            next: true,
             waiting: Some(format!(
                 "the journal changed (topic or partitions) since the epoch of {}: a new epoch is taken",
                 held.taken_ms
@@ -236,7 +228,7 @@ async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decisio
     if !behind.is_empty() {
         return Ok(Decision {
             rule: count_only(),
-            next: None,
+            next: false,
             waiting: Some(format!(
                 "the journal still holds records from before the epoch ({})",
                 behind.join("; ")
@@ -249,7 +241,7 @@ async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decisio
             generation_at_most: Some(held.generation),
             remove: true,
         },
-        next: Some(journal()),
+        next: true,
         waiting: None,
     })
 }
@@ -343,7 +335,7 @@ async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
 /// Reads the horizons, starts a generation, then reads the marks: every
 /// marker of the ended generation was applied before the marks were read,
 /// and every commit before the horizon was in the broker then.
-async fn take_epoch(st: &NodeState, journal: &Journal) -> Result<(), String> {
+async fn take_epoch(st: &NodeState) -> Result<(), String> {
     // The scan may have taken a while: look again.
     quiet(st).await?;
     let now = northwest_store::store::now_ms_pub();
@@ -363,7 +355,7 @@ async fn take_epoch(st: &NodeState, journal: &Journal) -> Result<(), String> {
         generation,
         taken_ms: now,
         horizon_ms,
-        topic: journal.topic.clone(),
+        topic: st.topic.clone(),
         marks: lag
             .iter()
             .map(|p| (p.partition, p.high_watermark))

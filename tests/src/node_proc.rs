@@ -286,3 +286,16 @@ impl Pipeline {
         Self { dir, n1, n2, topic }
     }
 }
+
+/// The JSON report `northwest migrate --json` prints on its last line;
+/// panics with both outputs when the run failed.
+pub fn migrate_report(o: &std::process::Output) -> serde_json::Value {
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "migrate failed: {out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last = out.lines().last().expect("migrate printed nothing");
+    serde_json::from_str(last).expect("a JSON report on the last line")
+}

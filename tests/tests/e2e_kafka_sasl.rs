@@ -87,13 +87,7 @@ async fn a_migration_runs_over_sasl_ssl_with_scram() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "migrate failed: {out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let r = migrate_report(&o);
     assert_eq!(r["phase"], "done", "{r}");
     assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
     assert!(r["snapshot_rows"].as_u64().unwrap() > 100, "{r}");

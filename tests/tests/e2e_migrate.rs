@@ -48,10 +48,6 @@ fn ok(o: &std::process::Output) -> String {
     out
 }
 
-fn report(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.lines().last().unwrap()).expect("JSON report on the last line")
-}
-
 async fn preload(base: &str) {
     random_load(base, "app", 4000, 300, 16).await;
 }
@@ -115,7 +111,7 @@ async fn migration_under_load_cuts_over_with_no_failed_request() {
     })
     .await
     .unwrap();
-    let r = report(&ok(&o));
+    let r = migrate_report(&o);
     // Load keeps running against n1 (now a proxy) after the switch.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
@@ -216,7 +212,7 @@ async fn cutover_moves_one_namespace_and_survives_n1_restart() {
         .unwrap();
     assert_eq!(r.status(), 409);
     // Resuming finishes the switch (it checks n1 really forwards).
-    let r = report(&ok(&migrate(&s, &["--json"])));
+    let r = migrate_report(&migrate(&s, &["--json"]));
     assert_eq!(r["phase"], "done", "{r}");
     // Done already: `--json` prints one JSON document and nothing else.
     let again = ok(&migrate(&s, &["--json"]));
@@ -368,7 +364,7 @@ async fn killed_orchestrator_resumes_and_snapshot_is_not_restarted() {
     ok(&migrate(&s, &["--stop-after", "snapshot"]));
     ok(&migrate(&s, &["--stop-after", "catch-up"]));
     ok(&migrate(&s, &["--stop-after", "verify"]));
-    let r = report(&ok(&migrate(&s, &["--json"])));
+    let r = migrate_report(&migrate(&s, &["--json"]));
     assert_eq!(r["phase"], "done");
     assert!(
         r["snapshot_resumed_rows"].as_u64().unwrap() > 0,
@@ -498,6 +494,6 @@ async fn a_cutover_over_its_pause_budget_is_called_off_and_n1_keeps_serving() {
         err.contains("resuming migration") && err.contains("at phase proxy"),
         "{err}"
     );
-    let r = report(&ok(&o));
+    let r = migrate_report(&o);
     assert_eq!(r["phase"], "done", "{r}");
 }

@@ -61,13 +61,7 @@ async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(
-        o.status.success(),
-        "migrate failed: {out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let r = migrate_report(&o);
     assert_eq!(r["phase"], "done", "{r}");
     let t = &r["throttle"];
     assert!(t["checks"].as_u64().unwrap() >= 2, "{r}");
