@@ -16,6 +16,14 @@ pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     format!("{}{partition:010}", prefix(topic)).into_bytes()
 }
 
+/// Meta key of the offset from which this node has applied a journal
+/// partition without a gap: where it first started (the log start then),
+/// lowered by a replay. A snapshot taken at journal offsets at or after it
+/// plus this node's journal equals the source.
+pub fn applied_from_key(topic: &str, partition: i32) -> Vec<u8> {
+    format!("from/{topic}/{partition:010}").into_bytes()
+}
+
 /// Meta key of the commit time (ms) of the last applied record of a partition.
 pub fn applied_ts_key(topic: &str, partition: i32) -> Vec<u8> {
     format!("offts/{topic}/{partition:010}").into_bytes()
@@ -51,7 +59,17 @@ fn decode(b: &[u8]) -> Option<i64> {
 
 /// Stored next offsets by partition.
 pub fn load(store: &Store, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
-    let p = prefix(topic).into_bytes();
+    load_prefixed(store, prefix(topic).into_bytes())
+}
+
+/// Where this node began applying each journal partition (see
+/// [`applied_from_key`]); a partition it started before this was recorded
+/// has none.
+pub fn applied_from(store: &Store, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
+    load_prefixed(store, format!("from/{topic}/").into_bytes())
+}
+
+fn load_prefixed(store: &Store, p: Vec<u8>) -> Result<BTreeMap<i32, i64>, StoreError> {
     let range = KeyRange {
         end: northwest_store::key::prefix_end(&p),
         start: p.clone(),

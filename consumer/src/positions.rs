@@ -69,6 +69,10 @@ impl Applier {
                         offsets::offset_key(&self.cfg.topic, p),
                         offsets::encode(low),
                     ));
+                    starts.push((
+                        offsets::applied_from_key(&self.cfg.topic, p),
+                        offsets::encode(low),
+                    ));
                     stored.insert(p, low);
                 }
             }
@@ -128,6 +132,7 @@ impl Applier {
         partitions: i32,
     ) -> Result<BTreeMap<i32, i64>, ConsumerError> {
         let stored = offsets::load(&self.store, &self.cfg.topic)?;
+        let from = offsets::applied_from(&self.store, &self.cfg.topic)?;
         let mut meta = Vec::new();
         for &(p, o) in to {
             if p < 0 || p >= partitions {
@@ -146,6 +151,12 @@ impl Applier {
             if let Some(cur) = stored.get(&p) {
                 if o < *cur {
                     meta.push((offsets::offset_key(&self.cfg.topic, p), offsets::encode(o)));
+                    if from.get(&p).is_some_and(|f| o < *f) {
+                        meta.push((
+                            offsets::applied_from_key(&self.cfg.topic, p),
+                            offsets::encode(o),
+                        ));
+                    }
                 }
             }
         }

@@ -25,6 +25,19 @@ pub struct MigrateArgs {
     /// (`user:password`, the nodes' coordination.auth_file).
     #[arg(long, env = "NORTHWEST_ZK_AUTH_FILE")]
     pub zk_auth_file: Option<std::path::PathBuf>,
+    /// Re-migration without n1: build the namespace on --to (a fresh
+    /// target) from its newest complete snapshot topic plus the journal
+    /// alone; --from is not contacted.
+    #[arg(long, conflicts_with_all = ["abort", "stop_after", "max_source_p99_ms", "max_pause_ms"])]
+    pub from_topics: bool,
+    /// With --from-topics: the snapshot to use (its id, as listed in
+    /// `<root>/snapshots/<namespace>`) instead of the newest.
+    #[arg(long, requires = "from_topics")]
+    pub snapshot: Option<String>,
+    /// With --from-topics: a node applying the same journal (n2) to compare
+    /// the rebuilt namespace with, at one journal position.
+    #[arg(long, requires = "from_topics")]
+    pub compare: Option<String>,
     /// Roll back instead (any phase before `switch`).
     #[arg(long)]
     pub abort: bool,

@@ -255,6 +255,16 @@ fn hostname() -> String {
 
 /// Journal high-water marks now (one broker round trip per partition).
 pub(crate) fn high_watermarks(c: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let w = watermarks(c, topic).context("is n1 journaling?")?;
+    Ok(w.into_iter().map(|(p, (_, high))| (p, high)).collect())
+}
+
+/// Every partition's (log start, high-water mark) now; an error if the
+/// topic does not exist.
+pub(crate) fn watermarks(
+    c: &BaseConsumer,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<i32, (i64, i64)>> {
     let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let parts = md
         .topics()
@@ -262,11 +272,11 @@ pub(crate) fn high_watermarks(c: &BaseConsumer, topic: &str) -> anyhow::Result<B
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len() as i32);
     if parts == 0 {
-        bail!("journal topic {topic} does not exist (is n1 journaling?)");
+        bail!("topic {topic} does not exist");
     }
     let mut out = BTreeMap::new();
     for p in 0..parts {
-        out.insert(p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1);
+        out.insert(p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?);
     }
     Ok(out)
 }

@@ -19,6 +19,7 @@ mod args;
 mod client;
 pub mod ops;
 mod phases;
+mod rebuild;
 mod state;
 mod throttle;
 
@@ -39,59 +40,16 @@ pub use state::{load_state, MigState, Phase, Refused};
 
 pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     Namespace::new(&a.namespace).map_err(|e| Refused(format!("namespace: {e}")))?;
+    if a.from_topics {
+        return rebuild::run(a).await;
+    }
     let http = client::admin_http(Duration::from_secs(120));
     let s1 = client::send_json(
         http.get(format!("{}/v1/admin/status", a.from)),
         &format!("n1 at {}: GET /v1/admin/status", a.from),
     )
     .await?;
-    let root = s1["zk_root"]
-        .as_str()
-        .ok_or_else(|| anyhow!("n1 status has no zk_root"))?
-        .to_string();
-    let digest = match &a.zk_auth_file {
-        Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--zk-auth-file {}", f.display()))?;
-            client::warn_if_world_readable(f);
-            northwest_store::ZkDigest::new(text.trim())
-                .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))?
-        }
-        None => northwest_store::ZkDigest::default(),
-    };
-    let zk = digest
-        .connector()
-        .with_session_timeout(Duration::from_secs(10))
-        .connect(&a.zk)
-        .await
-        .with_context(|| format!("ZooKeeper at {}", a.zk))?;
-    let path = format!("{root}/migrations/{}", a.namespace);
-    let mut kafka = KafkaSettings::new(&a.brokers);
-    if let Some(p) = &a.kafka_config {
-        client::warn_if_world_readable(p);
-        kafka.properties = northwest_producer::kafka::read_properties_file(p)
-            .map_err(|e| anyhow::anyhow!("--kafka-config {e}"))?;
-        northwest_producer::kafka::check_properties(&kafka)
-            .with_context(|| format!("--kafka-config {}", p.display()))?;
-    }
-    // Snapshot rows are as large as n1's values: the same limits as its journal.
-    if let Some(max) = s1["max_message_bytes"].as_u64() {
-        kafka.max_message_bytes = max as usize;
-    }
-    let hw: BaseConsumer = kafka
-        .client_config(&[("group.id", "northwest-migrate")])
-        .create()?;
-    let ctx = Ctx {
-        a: a.clone(),
-        http,
-        zk,
-        path,
-        root,
-        kafka,
-        hw: Arc::new(hw),
-        version: std::sync::Mutex::new(None),
-        acls: digest.acls(),
-    };
+    let ctx = connect(&a, http, &s1).await?;
     ctx.take_ownership(a.quiet).await?;
 
     let existing = ctx.load().await?;
@@ -193,6 +151,59 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     state::report(&st, a.json)
 }
 
+/// The orchestrator's connections, for the deployment `status` (a node's
+/// `/v1/admin/status`) belongs to: its ZooKeeper root, the broker (with
+/// the node's message limit) and the admin API.
+async fn connect(a: &MigrateArgs, http: reqwest::Client, status: &Value) -> anyhow::Result<Ctx> {
+    let root = status["zk_root"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the node's status has no zk_root"))?
+        .to_string();
+    let digest = match &a.zk_auth_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--zk-auth-file {}", f.display()))?;
+            client::warn_if_world_readable(f);
+            northwest_store::ZkDigest::new(text.trim())
+                .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))?
+        }
+        None => northwest_store::ZkDigest::default(),
+    };
+    let zk = digest
+        .connector()
+        .with_session_timeout(Duration::from_secs(10))
+        .connect(&a.zk)
+        .await
+        .with_context(|| format!("ZooKeeper at {}", a.zk))?;
+    let path = format!("{root}/migrations/{}", a.namespace);
+    let mut kafka = KafkaSettings::new(&a.brokers);
+    if let Some(p) = &a.kafka_config {
+        client::warn_if_world_readable(p);
+        kafka.properties = northwest_producer::kafka::read_properties_file(p)
+            .map_err(|e| anyhow::anyhow!("--kafka-config {e}"))?;
+        northwest_producer::kafka::check_properties(&kafka)
+            .with_context(|| format!("--kafka-config {}", p.display()))?;
+    }
+    // Snapshot rows are as large as n1's values: the same limits as its journal.
+    if let Some(max) = status["max_message_bytes"].as_u64() {
+        kafka.max_message_bytes = max as usize;
+    }
+    let hw: BaseConsumer = kafka
+        .client_config(&[("group.id", "northwest-migrate")])
+        .create()?;
+    Ok(Ctx {
+        a: a.clone(),
+        http,
+        zk,
+        path,
+        root,
+        kafka,
+        hw: Arc::new(hw),
+        version: std::sync::Mutex::new(None),
+        acls: digest.acls(),
+    })
+}
+
 /// Phases from init to done.
 const PHASES: usize = Phase::Done as usize + 1;
 
@@ -210,6 +221,7 @@ fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {
         phase: Phase::Init,
         checkpoint_dir: None,
         hwms: BTreeMap::new(),
+        hwms_at_ms: None,
         kinds: Vec::new(),
         phase_seconds: BTreeMap::new(),
         snapshot_rows: 0,

@@ -147,6 +147,7 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         // Recorded before the view is taken: everything committed after the
         // view is in the journal at or after these offsets.
         let (c, t) = (ctx.hw.clone(), st.journal_topic.clone());
+        st.hwms_at_ms = Some(northwest_store::store::now_ms_pub());
         st.hwms = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
         ctx.save(st).await?;
     }
@@ -221,7 +222,9 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     let rows = r?;
     st.snapshot_rows = rows;
     st.snapshot_resumed_rows += stats.resumed.load(Ordering::Relaxed);
-    Ok(())
+    // Every row is delivered: the topic is now a complete image at `hwms`,
+    // usable without n1 (`migrate --from-topics`).
+    crate::rebuild::record_manifest(ctx, st).await
 }
 
 async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {

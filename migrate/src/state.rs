@@ -83,6 +83,9 @@ pub struct MigState {
     pub checkpoint_dir: Option<String>,
     /// Journal high-water marks recorded before the snapshot view was taken.
     pub hwms: BTreeMap<i32, i64>,
+    /// When `hwms` were read (ms since the epoch).
+    #[serde(default)]
+    pub hwms_at_ms: Option<i64>,
     pub kinds: Vec<String>,
     pub phase_seconds: BTreeMap<String, f64>,
     pub snapshot_rows: u64,

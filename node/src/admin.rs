@@ -294,17 +294,19 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
     Ok(Json(out))
 }
 
-/// Stored next offsets of the journal (and the snapshot topic being loaded):
+/// Stored next offsets of the journal (and the snapshot topic being loaded),
+/// and where this node began applying each journal partition:
 /// a cheap read of this node's own metadata, no broker round trip.
 async fn stored_offsets(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
     let journal = offsets::load(&s.store, &s.topic)?;
+    let journal_from = offsets::applied_from(&s.store, &s.topic)?;
     let loader = s.loader.lock().as_ref().map(|l| l.topic.clone());
     let snapshot = match &loader {
         Some(t) => Some(offsets::load(&s.store, t)?),
         None => None,
     };
     Ok(Json(
-        json!({"journal": journal, "snapshot": snapshot, "snapshot_topic": loader}),
+        json!({"journal": journal, "journal_from": journal_from, "snapshot": snapshot, "snapshot_topic": loader}),
     ))
 }
 

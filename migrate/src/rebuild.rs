@@ -1,0 +1,480 @@
+//! Re-migration from the topics alone (`migrate --from-topics`): a fresh
+//! target n3 gets a namespace from a complete snapshot topic plus the
+//! journal, with n1 stopped or gone, and is compared with n2 at one journal
+//! position.
+//!
+//! A snapshot topic is an image of the namespace at journal offsets `H`
+//! (the high-water marks read before n1's view was taken). Its manifest is
+//! recorded in ZooKeeper (`<root>/snapshots/<ns>/<id>`) only once every row
+//! was delivered, so a half-streamed topic is never used. The image plus
+//! every journal record at or after `H` is the namespace; so n3 must have
+//! applied each journal partition from an offset at or before `H` without
+//! a gap (its `journal_from`, recorded when it first started).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use zookeeper_client as zk;
+
+use crate::client::{self, high_watermarks, watermarks, Ctx};
+use crate::state::{MigState, Refused};
+use crate::MigrateArgs;
+
+/// A complete snapshot topic: what `--from-topics` needs to use it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub id: String,
+    pub namespace: String,
+    pub topic: String,
+    pub journal_topic: String,
+    /// Journal high-water marks read before the view was taken: every
+    /// commit the image lacks is in the journal at or after them.
+    pub journal_from: BTreeMap<i32, i64>,
+    /// When those marks were read (ms since the epoch): the journal keeps
+    /// records at least its `retention.ms` after they were appended, so the
+    /// image stays usable at least that long after this.
+    pub journal_from_at_ms: Option<i64>,
+    pub rows: u64,
+    /// The node the view came from.
+    pub source: String,
+    pub completed_at_ms: i64,
+}
+
+fn manifest_dir(root: &str, ns: &str) -> String {
+    format!("{root}/snapshots/{ns}")
+}
+
+/// Records `st`'s snapshot as complete (after its last row was delivered).
+pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigState) -> anyhow::Result<()> {
+    let m = Manifest {
+        id: st.id.clone(),
+        namespace: st.ns.clone(),
+        topic: st.snapshot_topic.clone(),
+        journal_topic: st.journal_topic.clone(),
+        journal_from: st.hwms.clone(),
+        journal_from_at_ms: st.hwms_at_ms,
+        rows: st.snapshot_rows,
+        source: st.from_name.clone().unwrap_or_else(|| st.from.clone()),
+        completed_at_ms: northwest_store::store::now_ms_pub(),
+    };
+    let dir = manifest_dir(&ctx.root, &st.ns);
+    ctx.mkdirs(&dir).await?;
+    let path = format!("{dir}/{}", st.id);
+    let data = serde_json::to_vec(&m)?;
+    let opts = zk::CreateMode::Persistent.with_acls(ctx.acls);
+    match ctx.zk.create(&path, &data, &opts).await {
+        Ok(_) => Ok(()),
+        // A resumed run that had recorded it already: the same image.
+        Err(zk::Error::NodeExists) => ctx
+            .zk
+            .set_data(&path, &data, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| anyhow!("recording the snapshot manifest {path}: {e}")),
+        Err(e) => bail!("recording the snapshot manifest {path}: {e}"),
+    }
+}
+
+/// The recorded complete snapshots of `ns`, newest first.
+async fn manifests(ctx: &Ctx, ns: &str) -> anyhow::Result<Vec<Manifest>> {
+    let dir = manifest_dir(&ctx.root, ns);
+    let ids = match ctx.zk.list_children(&dir).await {
+        Ok(ids) => ids,
+        Err(zk::Error::NoNode) => Vec::new(),
+        Err(e) => bail!("listing {dir}: {e}"),
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        let path = format!("{dir}/{id}");
+        match ctx.zk.get_data(&path).await {
+            Ok((d, _)) => out.push(
+                serde_json::from_slice::<Manifest>(&d)
+                    .with_context(|| format!("the snapshot manifest {path} is not readable"))?,
+            ),
+            Err(zk::Error::NoNode) => {}
+            Err(e) => bail!("reading {path}: {e}"),
+        }
+    }
+    out.sort_by_key(|m| std::cmp::Reverse(m.completed_at_ms));
+    Ok(out)
+}
+
+/// The snapshot to rebuild from, or a refusal naming what there is.
+fn choose(
+    all: &[Manifest],
+    want: Option<&str>,
+    ns: &str,
+    journal: &str,
+    dir: &str,
+) -> Result<Manifest, Refused> {
+    let listed = || {
+        all.iter()
+            .map(|m| format!("{} ({} rows, journal {})", m.id, m.rows, m.journal_topic))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(id) = want {
+        return all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
+            Refused(format!(
+                "no complete snapshot {id} of namespace {ns} under {dir}; recorded: [{}]",
+                listed()
+            ))
+        });
+    }
+    all.iter()
+        .find(|m| m.journal_topic == journal)
+        .cloned()
+        .ok_or_else(|| {
+            Refused(format!(
+                "no complete snapshot of namespace {ns} over journal {journal} is recorded under \
+                 {dir} (recorded: [{}]); one is recorded when a `northwest migrate` finishes its \
+                 snapshot phase, which needs the source node up",
+                listed()
+            ))
+        })
+}
+
+pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (ns, n3) = (a.namespace.clone(), a.to.clone());
+    let http = client::admin_http(Duration::from_secs(120));
+    let s3 = client::send_json(
+        http.get(format!("{n3}/v1/admin/status")),
+        &format!("n3 at {n3}: GET /v1/admin/status"),
+    )
+    .await?;
+    if s3["role"] != "target" {
+        return Err(Refused(format!(
+            "{n3} does not apply a journal: set journal.apply = true in its config and restart it"
+        ))
+        .into());
+    }
+    if s3["promoted"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|n| n == ns.as_str()))
+    {
+        return Err(Refused(format!(
+            "{n3} is the primary of namespace {ns} (it takes client writes), not a copy to \
+             rebuild from the topics"
+        ))
+        .into());
+    }
+    let journal = s3["journal_topic"]
+        .as_str()
+        .ok_or_else(|| anyhow!("n3's status has no journal_topic"))?
+        .to_string();
+    let ctx = crate::connect(&a, http, &s3).await?;
+    ctx.take_ownership(a.quiet).await?;
+    let dir = manifest_dir(&ctx.root, &ns);
+    let m = choose(
+        &manifests(&ctx, &ns).await?,
+        a.snapshot.as_deref(),
+        &ns,
+        &journal,
+        &dir,
+    )?;
+    if m.journal_topic != journal {
+        return Err(Refused(format!(
+            "snapshot {} continues journal {}, but {n3} applies {journal}",
+            m.id, m.journal_topic
+        ))
+        .into());
+    }
+    let (c, jt, st) = (ctx.hw.clone(), journal.clone(), m.topic.clone());
+    let (jw, sw) = tokio::task::spawn_blocking(move || {
+        let jw = watermarks(&c, &jt);
+        (jw, watermarks(&c, &st))
+    })
+    .await?;
+    let jw = jw.context("reading the journal's offsets")?;
+    if let Err(e) = sw {
+        return Err(Refused(format!(
+            "snapshot {} is unusable: its topic cannot be read ({e:#}); choose another with \
+             --snapshot, or take a fresh one",
+            m.id
+        ))
+        .into());
+    }
+    if jw.len() != m.journal_from.len() {
+        return Err(Refused(format!(
+            "the journal {journal} has {} partitions but snapshot {} recorded {}: it was \
+             recreated or resized, so the snapshot's offsets mean nothing in it",
+            jw.len(),
+            m.id,
+            m.journal_from.len()
+        ))
+        .into());
+    }
+    // Partitions whose records just after the image are gone from the
+    // journal: no fresh node can use this snapshot any more.
+    let expired: Vec<String> = m
+        .journal_from
+        .iter()
+        .filter(|(p, h)| jw.get(p).is_some_and(|(low, _)| low > h))
+        .map(|(p, h)| format!("partition {p} starts at {} > {h}", jw[p].0))
+        .collect();
+    let from3 = n3_journal_from(&ctx, &n3, &m).await?;
+    let late: Vec<String> = m
+        .journal_from
+        .iter()
+        .filter(|(p, h)| from3.get(p).is_none_or(|f| f > h))
+        .map(|(p, h)| match from3.get(p) {
+            Some(f) => format!("partition {p} from {f} (the image needs {h})"),
+            None => format!("partition {p}: unknown start"),
+        })
+        .collect();
+    if !late.is_empty() {
+        let fix = if expired.is_empty() {
+            "restart it with an empty data directory: a fresh target starts at the journal's log \
+             start, which is still at or before the snapshot's offsets"
+                .to_string()
+        } else {
+            format!(
+                "and the journal no longer holds the records after the snapshot ({}): take a \
+                 fresh snapshot with `northwest migrate` from a live source",
+                expired.join("; ")
+            )
+        };
+        return Err(Refused(format!(
+            "{n3} began applying the journal after snapshot {}'s offsets ({}), so the records \
+             in between would be on neither: {fix}",
+            m.id,
+            late.join("; ")
+        ))
+        .into());
+    }
+    if !a.quiet {
+        eprintln!(
+            "[1/3] checks: snapshot {} of {ns} ({} rows from {}, topic {}); n3 applies the \
+             journal from {:?}, the image needs {:?}",
+            m.id, m.rows, m.source, m.topic, from3, m.journal_from
+        );
+    }
+    let t = Instant::now();
+    let rows = load(&ctx, &n3, &m).await?;
+    if !a.quiet {
+        eprintln!(
+            "[2/3] load: {rows} rows in {:.1} s, journal caught up",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let compared = match &a.compare {
+        Some(n2) => {
+            let t = Instant::now();
+            let c = compare(&ctx, &journal, n2, &n3, &ns).await?;
+            if !a.quiet {
+                eprintln!(
+                    "[3/3] compare: {} at journal position {} in {:.1} s",
+                    if c["equal"] == true {
+                        "equal"
+                    } else {
+                        "DIFFERENT"
+                    },
+                    c["journal_position"],
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let report = json!({
+        "rebuilt": ns,
+        "to": n3,
+        "snapshot": m,
+        "n3_journal_from": from3,
+        "journal_log_start": jw.iter().map(|(p, (low, _))| (p.to_string(), *low)).collect::<BTreeMap<_, _>>(),
+        "loaded_rows": rows,
+        "seconds": started.elapsed().as_secs_f64(),
+        "compare": compared,
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "\nnamespace {ns} rebuilt on {n3} from snapshot {} ({} rows) plus the journal",
+            m.id, rows
+        );
+        if let Some(c) = &compared {
+            println!(
+                "  compared with {} at journal position {}: {}",
+                c["with"],
+                c["journal_position"],
+                if c["equal"] == true {
+                    "equal"
+                } else {
+                    "DIFFERENT"
+                }
+            );
+        }
+    }
+    if let Some(c) = compared.filter(|c| c["equal"] != true) {
+        bail!(
+            "{n3} and {} differ at journal position {}: n3 {}, n2 {}{}",
+            c["with"],
+            c["journal_position"],
+            c["n3"],
+            c["n2"],
+            c["note"]
+                .as_str()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Where n3 began applying each journal partition, once its apply loop has
+/// assigned them all (waited for up to 60 s after a start).
+async fn n3_journal_from(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let off = ctx.get(&format!("{n3}/v1/admin/offsets")).await?;
+        let from: BTreeMap<i32, i64> =
+            serde_json::from_value(off["journal_from"].clone()).unwrap_or_default();
+        let stored: BTreeMap<i32, i64> =
+            serde_json::from_value(off["journal"].clone()).unwrap_or_default();
+        // Every partition assigned: a missing start is then really unknown
+        // (a store from before starts were recorded).
+        if m.journal_from.keys().all(|p| stored.contains_key(p)) || Instant::now() > deadline {
+            return Ok(from);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Starts n3's snapshot loader and waits until it loaded every row and n3's
+/// journal lag is under `--max-lag`; returns the rows n3 loaded.
+async fn load(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<u64> {
+    ctx.post(
+        &format!("{n3}/v1/admin/load-snapshot"),
+        json!({"topic": m.topic}),
+    )
+    .await?;
+    let b = crate::phases::bar(m.rows, "load", ctx.a.quiet);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let s = ctx.get(&format!("{n3}/v1/admin/status")).await?;
+        if let Some(h) = s["apply"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|p| p["halted"].as_str())
+        {
+            bail!("n3 halted a journal partition: {h}");
+        }
+        let l = &s["loader"];
+        if l["topic"] != m.topic.as_str() {
+            bail!(
+                "n3 loads {} instead of {}: another migration replaced the loader",
+                l["topic"],
+                m.topic
+            );
+        }
+        let dead = l["dead_lettered"].as_u64().unwrap_or(0);
+        if dead > 0 {
+            bail!(
+                "n3 dead-lettered {dead} rows of snapshot {} ({}): its copy of the namespace is \
+                 incomplete; see n3's log and its dead-letter topic",
+                m.id,
+                l["last_error"]
+            );
+        }
+        b.set_position(l["rows"].as_u64().unwrap_or(0));
+        let lag = s["apply"]["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["lag_records"].as_i64().unwrap_or(0))
+            .sum::<i64>();
+        b.set_message(format!("journal lag {lag}"));
+        if l["caught_up"] == true && s["apply"]["lag_error"].is_null() && lag <= ctx.a.max_lag {
+            b.finish_and_clear();
+            return Ok(l["rows"].as_u64().unwrap_or(0));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "n3 did not load snapshot {} in 30 min (loader {l}, journal lag {lag})",
+                m.id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Digests of `ns` on n2 and n3 while both stand at the same journal
+/// position: the journal's end, unchanged from before both reached it to
+/// after both digests were read.
+async fn compare(ctx: &Ctx, journal: &str, n2: &str, n3: &str, ns: &str) -> anyhow::Result<Value> {
+    let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
+    if s2["role"] != "target" || s2["journal_topic"] != journal {
+        return Err(Refused(format!(
+            "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
+             applying the same journal stands at a comparable position",
+            s2["role"], s2["journal_topic"]
+        ))
+        .into());
+    }
+    // A promoted n2 took the namespace's writes after its cutover, and those
+    // are in no topic.
+    let note = s2["promoted"]
+        .as_array()
+        .is_some_and(|p| p.iter().any(|n| n == ns))
+        .then(|| {
+            format!(
+                "{n2} is the primary of {ns}: writes it took after its cutover are in no topic, \
+                 so they are not on n3"
+            )
+        });
+    const ATTEMPTS: u32 = 5;
+    for _ in 0..ATTEMPTS {
+        let (c, t) = (ctx.hw.clone(), journal.to_string());
+        let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for node in [n2, n3] {
+            loop {
+                let off = ctx.get(&format!("{node}/v1/admin/offsets")).await?;
+                if hw
+                    .iter()
+                    .all(|(p, h)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *h)
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{node} did not apply the journal up to {hw:?} in 2 min (stored {})",
+                        off["journal"]
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let (u2, u3) = (
+            format!("{n2}/v1/ns/{ns}/digest"),
+            format!("{n3}/v1/ns/{ns}/digest"),
+        );
+        let (d2, d3) = tokio::try_join!(ctx.get(&u2), ctx.get(&u3))?;
+        let (c, t) = (ctx.hw.clone(), journal.to_string());
+        let after = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+        if after != hw {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let pick = |d: &Value| json!({"count": d["count"], "digest": d["digest"]});
+        return Ok(json!({
+            "with": n2,
+            "journal_position": hw,
+            "n2": pick(&d2),
+            "n3": pick(&d3),
+            "equal": d2["count"] == d3["count"] && d2["digest"] == d3["digest"],
+            "note": note,
+        }));
+    }
+    bail!(
+        "the journal moved during each of {ATTEMPTS} comparisons (is the source still writing?): \
+         n3 is rebuilt, but compare it with {n2} while the source is stopped or fenced"
+    )
+}
