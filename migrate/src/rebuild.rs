@@ -301,7 +301,7 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         if let Some(c) = &compared {
             println!(
                 "  compared with {} at journal position {}: {}",
-                c["with"],
+                c["with"].as_str().unwrap_or_default(),
                 c["journal_position"],
                 if c["equal"] == true {
                     "equal"
@@ -314,7 +314,7 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     if let Some(c) = compared.filter(|c| c["equal"] != true) {
         bail!(
             "{n3} and {} differ at journal position {}: n3 {}, n2 {}{}",
-            c["with"],
+            c["with"].as_str().unwrap_or_default(),
             c["journal_position"],
             c["n3"],
             c["n2"],
