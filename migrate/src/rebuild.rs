@@ -38,6 +38,10 @@ pub(crate) struct Manifest {
     /// image stays usable at least that long after this.
     pub journal_from_at_ms: Option<i64>,
     pub rows: u64,
+    /// The snapshot topic's end offsets once every row was delivered: a
+    /// topic that was cut, recreated or lost data is refused.
+    #[serde(default)]
+    pub topic_ends: BTreeMap<i32, i64>,
     /// The node the view came from.
     pub source: String,
     pub completed_at_ms: i64,
@@ -49,7 +53,12 @@ fn manifest_dir(root: &str, ns: &str) -> String {
 
 /// Records `st`'s snapshot as complete (after its last row was delivered).
 pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigState) -> anyhow::Result<()> {
+    let (c, t) = (ctx.hw.clone(), st.snapshot_topic.clone());
+    let ends = tokio::task::spawn_blocking(move || watermarks(&c, &t))
+        .await?
+        .context("reading the snapshot topic's end offsets")?;
     let m = Manifest {
+        topic_ends: ends.into_iter().map(|(p, (_, high))| (p, high)).collect(),
         id: st.id.clone(),
         namespace: st.ns.clone(),
         topic: st.snapshot_topic.clone(),
@@ -90,15 +99,19 @@ async fn manifests(ctx: &Ctx, ns: &str) -> anyhow::Result<Vec<Manifest>> {
     for id in ids {
         let path = format!("{dir}/{id}");
         match ctx.zk.get_data(&path).await {
-            Ok((d, _)) => out.push(
-                serde_json::from_slice::<Manifest>(&d)
-                    .with_context(|| format!("the snapshot manifest {path} is not readable"))?,
-            ),
+            Ok((d, _)) => match serde_json::from_slice::<Manifest>(&d) {
+                Ok(m) => out.push(m),
+                Err(e) => {
+                    tracing::warn!(%path, error = %e, "skipping an unreadable snapshot manifest")
+                }
+            },
             Err(zk::Error::NoNode) => {}
             Err(e) => bail!("reading {path}: {e}"),
         }
     }
-    out.sort_by_key(|m| std::cmp::Reverse(m.completed_at_ms));
+    // Newest image first: by when its journal offsets were read (a resumed
+    // old snapshot can complete after a newer one).
+    out.sort_by_key(|m| std::cmp::Reverse(m.journal_from_at_ms.unwrap_or(m.completed_at_ms)));
     Ok(out)
 }
 
@@ -168,6 +181,32 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         .to_string();
     let ctx = crate::connect(&a, http, &s3).await?;
     ctx.take_ownership(a.quiet).await?;
+    if let Some(h) = halted(&s3) {
+        return Err(Refused(format!(
+            "{n3} halted a journal partition ({h}); restart it with an empty data directory"
+        ))
+        .into());
+    }
+    // The topics hold a namespace only while its writes are journaled: a
+    // cutover moved them to a node that does not journal them.
+    if let Some(mig) = ctx.load().await? {
+        use crate::state::Phase;
+        if matches!(mig.phase, Phase::Proxy | Phase::Switch | Phase::Done) {
+            return Err(Refused(format!(
+                "namespace {ns} was cut over to {} (migration {}): the writes it took since are                  in no topic, so the topics no longer hold the namespace; copy it from {} instead",
+                mig.to, mig.id, mig.to
+            ))
+            .into());
+        }
+        if mig.phase != Phase::Aborted && mig.to == n3 {
+            return Err(Refused(format!(
+                "{n3} is the target of migration {} of {ns} (phase {}): finish or --abort it first",
+                mig.id,
+                mig.phase.cli_name()
+            ))
+            .into());
+        }
+    }
     let dir = manifest_dir(&ctx.root, &ns);
     let m = choose(
         &manifests(&ctx, &ns).await?,
@@ -190,13 +229,35 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     })
     .await?;
     let jw = jw.context("reading the journal's offsets")?;
-    if let Err(e) = sw {
-        return Err(Refused(format!(
-            "snapshot {} is unusable: its topic cannot be read ({e:#}); choose another with \
-             --snapshot, or take a fresh one",
+    let unusable = |why: String| {
+        Refused(format!(
+            "snapshot {} is unusable: {why}; choose another with --snapshot, or take a fresh one",
             m.id
         ))
-        .into());
+    };
+    let sw = sw.map_err(|e| unusable(format!("its topic cannot be read ({e:#})")))?;
+    if !m.topic_ends.is_empty() {
+        if sw.len() != m.topic_ends.len() {
+            return Err(unusable(format!(
+                "its topic {} has {} partitions, {} when it was written",
+                m.topic,
+                sw.len(),
+                m.topic_ends.len()
+            ))
+            .into());
+        }
+        // Compaction keeps offsets and the log start; only a cut, a
+        // recreated topic or lost data moves them.
+        if let Some((p, (low, high))) = sw
+            .iter()
+            .find(|(p, (low, high))| *low > 0 || *high < m.topic_ends[p])
+        {
+            return Err(unusable(format!(
+                "its topic {} partition {p} holds offsets {low}..{high}, but 0..{} were written",
+                m.topic, m.topic_ends[p]
+            ))
+            .into());
+        }
     }
     if jw.len() != m.journal_from.len() {
         return Err(Refused(format!(
@@ -208,14 +269,39 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if let Some((p, h)) = m
+        .journal_from
+        .iter()
+        .find(|(p, h)| jw.get(p).is_some_and(|(_, high)| high < h))
+    {
+        return Err(Refused(format!(
+            "the journal {journal} ends at {} in partition {p}, before snapshot {}'s offset {h}: \
+             it was recreated, so the snapshot's offsets mean nothing in it",
+            jw[p].1, m.id
+        ))
+        .into());
+    }
     // Partitions whose records just after the image are gone from the
-    // journal: no fresh node can use this snapshot any more.
+    // journal. Even a node that applied them must not load this image: its
+    // marker GC may have removed markers of deletes after the image (GC
+    // waits for the journal to drop the records they shadow), and the image's
+    // older rows would resurrect those keys.
     let expired: Vec<String> = m
         .journal_from
         .iter()
         .filter(|(p, h)| jw.get(p).is_some_and(|(low, _)| low > h))
         .map(|(p, h)| format!("partition {p} starts at {} > {h}", jw[p].0))
         .collect();
+    if !expired.is_empty() {
+        return Err(Refused(format!(
+            "snapshot {} is too old: the journal no longer holds the records just after it ({}), \
+             and its rows could undercut deletes whose markers were collected since; take a fresh \
+             snapshot with `northwest migrate` from a live source",
+            m.id,
+            expired.join("; ")
+        ))
+        .into());
+    }
     let from3 = n3_journal_from(&ctx, &n3, &m).await?;
     let late: Vec<String> = m
         .journal_from
@@ -227,20 +313,10 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         })
         .collect();
     if !late.is_empty() {
-        let fix = if expired.is_empty() {
-            "restart it with an empty data directory: a fresh target starts at the journal's log \
-             start, which is still at or before the snapshot's offsets"
-                .to_string()
-        } else {
-            format!(
-                "and the journal no longer holds the records after the snapshot ({}): take a \
-                 fresh snapshot with `northwest migrate` from a live source",
-                expired.join("; ")
-            )
-        };
         return Err(Refused(format!(
             "{n3} began applying the journal after snapshot {}'s offsets ({}), so the records \
-             in between would be on neither: {fix}",
+             in between would be on neither: restart it with an empty data directory (a fresh \
+             target starts at the journal's log start, still at or before those offsets)",
             m.id,
             late.join("; ")
         ))
@@ -281,7 +357,22 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // A dead-lettered journal record was skipped: the copy lacks it if it
+    // was of this namespace (n2 skipped it too, so --compare cannot tell).
+    let s3 = ctx.get(&format!("{n3}/v1/admin/status")).await?;
+    let dead = s3["apply"]["dead_lettered"].as_u64().unwrap_or(0);
+    let warning = (dead > 0).then(|| {
+        format!(
+            "{n3} dead-lettered {dead} journal records (any namespace): any of namespace {ns} is \
+             missing from the copy; see its dead-letter topic"
+        )
+    });
+    if let Some(w) = &warning {
+        tracing::warn!("{w}");
+        eprintln!("warning: {w}");
+    }
     let report = json!({
+        "warning": warning,
         "rebuilt": ns,
         "to": n3,
         "snapshot": m,
@@ -327,6 +418,15 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The reason a journal partition of a node is halted, from its status.
+fn halted(status: &Value) -> Option<String> {
+    status["apply"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|p| p["halted"].as_str().map(str::to_string))
+}
+
 /// Where n3 began applying each journal partition, once its apply loop has
 /// assigned them all (waited for up to 60 s after a start).
 async fn n3_journal_from(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<BTreeMap<i32, i64>> {
@@ -339,8 +439,17 @@ async fn n3_journal_from(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<BT
             serde_json::from_value(off["journal"].clone()).unwrap_or_default();
         // Every partition assigned: a missing start is then really unknown
         // (a store from before starts were recorded).
-        if m.journal_from.keys().all(|p| stored.contains_key(p)) || Instant::now() > deadline {
+        if m.journal_from.keys().all(|p| stored.contains_key(p)) {
             return Ok(from);
+        }
+        if Instant::now() > deadline {
+            let s = ctx.get(&format!("{n3}/v1/admin/status")).await?;
+            bail!(
+                "{n3}'s apply loop has not started on every journal partition after 60 s \
+                 (state {}, error {}): is the broker reachable from it?",
+                s["apply"]["state"],
+                s["apply"]["last_error"]
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -358,20 +467,24 @@ async fn load(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<u64> {
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let s = ctx.get(&format!("{n3}/v1/admin/status")).await?;
-        if let Some(h) = s["apply"]["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|p| p["halted"].as_str())
-        {
-            bail!("n3 halted a journal partition: {h}");
+        if let Some(h) = halted(&s) {
+            bail!("{n3} halted a journal partition: {h}");
         }
         let l = &s["loader"];
+        if l.is_null() {
+            bail!("{n3} has no snapshot loader (was it restarted?): run the same command again");
+        }
         if l["topic"] != m.topic.as_str() {
             bail!(
-                "n3 loads {} instead of {}: another migration replaced the loader",
+                "{n3} loads {} instead of {}: another migration replaced the loader",
                 l["topic"],
                 m.topic
+            );
+        }
+        if s["apply"]["running"] != true {
+            bail!(
+                "{n3}'s journal apply loop is not running ({}): see its log",
+                s["apply"]["last_error"]
             );
         }
         let dead = l["dead_lettered"].as_u64().unwrap_or(0);
@@ -390,7 +503,10 @@ async fn load(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<u64> {
             .flatten()
             .map(|p| p["lag_records"].as_i64().unwrap_or(0))
             .sum::<i64>();
-        b.set_message(format!("journal lag {lag}"));
+        b.set_message(match l["last_error"].as_str() {
+            Some(e) => format!("journal lag {lag}; loader error: {e}"),
+            None => format!("journal lag {lag}"),
+        });
         if l["caught_up"] == true && s["apply"]["lag_error"].is_null() && lag <= ctx.a.max_lag {
             b.finish_and_clear();
             return Ok(l["rows"].as_u64().unwrap_or(0));
@@ -415,6 +531,14 @@ async fn compare(ctx: &Ctx, journal: &str, n2: &str, n3: &str, ns: &str) -> anyh
             "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
              applying the same journal stands at a comparable position",
             s2["role"], s2["journal_topic"]
+        ))
+        .into());
+    }
+    let s3 = ctx.get(&format!("{n3}/v1/admin/status")).await?;
+    if s2["name"] == s3["name"] {
+        return Err(Refused(format!(
+            "--compare {n2} is the node being rebuilt ({}): compare with another one",
+            s2["name"]
         ))
         .into());
     }

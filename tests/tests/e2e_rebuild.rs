@@ -65,6 +65,44 @@ async fn a_fresh_node_is_rebuilt_from_the_topics_with_n1_stopped() {
         acked.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // A snapshot that stops midway gets no manifest: nothing to rebuild from.
+    let root = get_json(&format!("{}/v1/admin/status", p.n2.base)).await["zk_root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut n5 = NodeProc::start(
+        p.dir.path(),
+        "n5",
+        &node_toml("n5", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    let o = tokio::task::spawn_blocking({
+        let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+        move || {
+            migrate(&[
+                "--crash-points",
+                "snapshotter::after_chunk=error",
+                "--from",
+                &n1,
+                "--to",
+                &n2,
+                "--chunk",
+                "100",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = migrate(&["--from-topics", "--to", &n5.base]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "refused: {err}");
+    assert!(err.contains("no complete snapshot"), "{err}");
+    n5.stop();
     let o = tokio::task::spawn_blocking({
         let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
         move || {
@@ -103,10 +141,6 @@ async fn a_fresh_node_is_rebuilt_from_the_topics_with_n1_stopped() {
     p.n1.stop();
     delete_records_below(&p.topic, &st.hwms, p.dir.path());
 
-    let root = get_json(&format!("{}/v1/admin/status", p.n2.base)).await["zk_root"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let n3 = NodeProc::start(
         p.dir.path(),
         "n3",
@@ -145,8 +179,7 @@ async fn a_fresh_node_is_rebuilt_from_the_topics_with_n1_stopped() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "refused: {err}");
     assert!(
-        err.contains("began applying the journal after snapshot")
-            && err.contains("take a fresh snapshot"),
+        err.contains("is too old") && err.contains("take a fresh snapshot"),
         "{err}"
     );
     let s4 = get_json(&format!("{}/v1/admin/status", n4.base)).await;
