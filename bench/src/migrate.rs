@@ -222,6 +222,7 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
         chunk: 2000,
         rate: 0,
         max_lag: 500,
+        warm_keys: 100_000,
         max_pause_ms: None,
         stop_after: None,
         json: false,

@@ -63,6 +63,11 @@ pub struct MigrateArgs {
     /// in all, 2 s apart) before the migration stops with n1 serving.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=8000))]
     pub max_pause_ms: Option<u64>,
+    /// At the end of catch-up, read up to this many of n1's hot keys (its
+    /// read cache) into n2's cache, so n2 serves them from memory right
+    /// after the switch; 0: no warm-up.
+    #[arg(long, default_value_t = 100_000)]
+    pub warm_keys: usize,
     /// Journal lag (records) under which catch-up is done.
     #[arg(long, default_value_t = 500)]
     pub max_lag: i64,

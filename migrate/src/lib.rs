@@ -226,6 +226,7 @@ fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {
         phase_seconds: BTreeMap::new(),
         snapshot_rows: 0,
         throttle: None,
+        warm: None,
         snapshot_resumed_rows: 0,
         runs: 0,
         max_lag_records: 0,

@@ -296,7 +296,44 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     b.finish_and_clear();
+    if ctx.a.warm_keys > 0 {
+        let t = Instant::now();
+        // An optimisation: a failure is reported, never a reason to stop.
+        st.warm = Some(match warm_cache(ctx, st).await {
+            Ok((keys, found)) => {
+                json!({"keys": keys, "found": found, "seconds": t.elapsed().as_secs_f64()})
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cache warm-up failed; n2 starts with the cache it has");
+                json!({"error": format!("{e:#}")})
+            }
+        });
+    }
     Ok(())
+}
+
+/// Copy-on-read, in bulk: n1's hot keys (those in its read cache) are read
+/// into n2's cache. Writes reach n2's cache as it applies them.
+async fn warm_cache(ctx: &Ctx, st: &MigState) -> anyhow::Result<(usize, u64)> {
+    let hot = ctx
+        .get(&format!(
+            "{}/v1/admin/hot-keys/{}?limit={}",
+            st.from, st.ns, ctx.a.warm_keys
+        ))
+        .await?;
+    let keys: Vec<String> = serde_json::from_value(hot["keys"].clone())
+        .context("n1's hot-key list is not a list of keys")?;
+    let mut found = 0;
+    for batch in keys.chunks(10_000) {
+        let r = ctx
+            .post(
+                &format!("{}/v1/admin/warm", st.to),
+                json!({"namespace": st.ns, "keys": batch}),
+            )
+            .await?;
+        found += r["found"].as_u64().unwrap_or(0);
+    }
+    Ok((keys.len(), found))
 }
 
 /// Fences n1's namespace, drains, and compares digests while the fence is

@@ -106,6 +106,10 @@ pub struct MigState {
     /// What `--max-source-p99-ms` did during the snapshot.
     #[serde(default)]
     pub throttle: Option<Value>,
+    /// The cache warm-up at the end of catch-up: n1's hot keys read into
+    /// n2's cache.
+    #[serde(default)]
+    pub warm: Option<Value>,
 }
 
 /// The persisted state of the migration of `ns` whose source is `from`.
@@ -174,7 +178,19 @@ pub(crate) fn phase_detail(st: &MigState, p: Phase) -> String {
                 st.snapshot_rows, st.snapshot_resumed_rows
             )
         }
-        Phase::CatchUp => format!("max journal lag {} records", st.max_lag_records),
+        Phase::CatchUp => {
+            let warm = match &st.warm {
+                Some(w) if w["error"].is_string() => {
+                    format!("; cache warm-up failed: {}", w["error"])
+                }
+                Some(w) => format!(
+                    "; n2's cache warmed with {} of n1's {} hot keys",
+                    w["found"], w["keys"]
+                ),
+                None => String::new(),
+            };
+            format!("max journal lag {} records{warm}", st.max_lag_records)
+        }
         Phase::Verify => match &st.verify {
             Some(v) if v["n1"] == v["n2"] => format!(
                 "n1 = n2: {} entities, digest {} (writes paused {:.1} ms)",

@@ -196,6 +196,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         "relay_error": s.store.outbox().error(),
         "marker_gc": s.marker_gc.lock().clone(),
         "proxy_problems": s.gate.proxy_problems(),
+        "read_cache": s.store.cache_stats(),
     });
     let (p99, n) = s.metrics.recent_data_p99();
     // Infinity is not JSON: the top bucket reads as its lower bound.
@@ -430,6 +431,7 @@ async fn history(State(s): State<Arc<NodeState>>) -> Json<Value> {
 }
 
 async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
+    s.metrics.observe_cache(s.store.cache_stats());
     if let Some(a) = &s.apply {
         s.metrics.observe_apply(a);
     }

@@ -105,6 +105,10 @@ pub struct StoreSection {
     pub marker_retention_hours: f64,
     /// Seconds between marker GC passes (each scans every entity).
     pub marker_gc_interval_s: u64,
+    /// MiB of entity records kept in the read cache (moka, frequency and
+    /// recency based); 0: no cache. A migration warms the target's cache
+    /// with the source's hot keys.
+    pub read_cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +243,7 @@ impl Default for StoreSection {
             id_block: 1000,
             marker_retention_hours: 168.0,
             marker_gc_interval_s: 3600,
+            read_cache_mb: 128,
         }
     }
 }
@@ -420,6 +425,12 @@ impl NodeConfig {
         if !(hours.is_finite() && (0.0..=876_000.0).contains(&hours)) {
             return Err(format!(
                 "store.marker_retention_hours = {hours}: must be 0..=876000 hours (0 disables marker GC)"
+            ));
+        }
+        if self.store.read_cache_mb > 1 << 20 {
+            return Err(format!(
+                "store.read_cache_mb = {}: at most 1048576 (1 TiB); 0 disables the cache",
+                self.store.read_cache_mb
             ));
         }
         if !(1..=86_400).contains(&self.store.marker_gc_interval_s) {

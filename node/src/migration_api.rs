@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use northwest_consumer::{ApplyConfig, ApplyShared, Source};
 use serde::Deserialize;
@@ -25,6 +25,8 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/admin/checkpoint", post(checkpoint))
         .route("/v1/admin/checkpoint/{name}", delete(drop_checkpoint))
         .route("/v1/admin/load-snapshot", post(load_snapshot))
+        .route("/v1/admin/hot-keys/{ns}", get(hot_keys))
+        .route("/v1/admin/warm", post(warm))
         .with_state(state)
 }
 
@@ -261,6 +263,82 @@ async fn drop_checkpoint(
     let dir = checkpoint_dir(&s, &name)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Json(json!({"removed": dir})))
+}
+
+/// Keys per warm-up request, and the most a hot-key list returns.
+const WARM_BATCH: usize = 10_000;
+const HOT_KEYS_MAX: usize = 1_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HotKeysQuery {
+    #[serde(default = "default_hot_keys")]
+    limit: usize,
+}
+
+fn default_hot_keys() -> usize {
+    WARM_BATCH
+}
+
+/// The keys of a namespace in this node's read cache: what a migration
+/// target reads into its own cache before the switch (copy-on-read).
+async fn hot_keys(
+    State(s): State<Arc<NodeState>>,
+    Path(ns): Path<String>,
+    q: Result<axum::extract::Query<HotKeysQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = q.map_err(|e| ApiError::bad_request(format!("malformed query: {e}")))?;
+    let ns = northwest_store::Namespace::new(&ns)
+        .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
+    if q.limit > HOT_KEYS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit {}: at most {HOT_KEYS_MAX}",
+            q.limit
+        )));
+    }
+    let store = s.store.clone();
+    let keys = tokio::task::spawn_blocking(move || store.hot_keys(&ns, q.limit))
+        .await
+        .map_err(|e| ApiError::unavailable("internal", e.to_string()))?;
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    Ok(Json(json!({"keys": keys, "cache": s.store.cache_stats()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarmReq {
+    namespace: String,
+    keys: Vec<String>,
+}
+
+/// Reads the given keys into this node's read cache.
+async fn warm(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: WarmReq = parse(&body)?;
+    let ns = northwest_store::Namespace::new(&req.namespace)
+        .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
+    if req.keys.len() > WARM_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "{} keys: at most {WARM_BATCH} per request",
+            req.keys.len()
+        )));
+    }
+    let keys = req
+        .keys
+        .iter()
+        .map(|k| northwest_store::KeyPath::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
+    if s.store.cache_stats().is_none() {
+        return Ok(Json(json!({"found": 0, "cache": false})));
+    }
+    let store = s.store.clone();
+    let found = tokio::task::spawn_blocking(move || store.warm(&ns, &keys))
+        .await
+        .map_err(|e| ApiError::unavailable("internal", e.to_string()))??;
+    Ok(Json(json!({"found": found, "cache": true})))
 }
 
 #[derive(Deserialize)]

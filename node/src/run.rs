@@ -58,6 +58,7 @@ pub fn store_config(cfg: &NodeConfig) -> StoreConfig {
         sync_journal: (cfg.journal.enabled && cfg.journal.durability == Durability::Sync)
             .then(|| Duration::from_secs(10)),
         journal_message_limit: cfg.journal.max_message_bytes,
+        read_cache_bytes: cfg.store.read_cache_mb << 20,
     }
 }
 

@@ -52,6 +52,11 @@ pub struct Metrics {
     delete_markers: IntGauge,
     delete_markers_removed: IntCounter,
     marker_gc_blocked: IntGauge,
+    read_cache_hits: IntCounter,
+    read_cache_misses: IntCounter,
+    read_cache_warmed: IntCounter,
+    read_cache_entries: IntGauge,
+    read_cache_bytes: IntGauge,
     last: Mutex<Seen>,
     /// Data-API latency over the last seconds (what a migration throttles on).
     recent: Mutex<RecentLatency>,
@@ -138,6 +143,9 @@ struct Seen {
     retries: u64,
     shipped: u64,
     send_errors: u64,
+    cache_hits: u64,
+    cache_misses: u64,
+    cache_warmed: u64,
 }
 
 fn delta(counter: &IntCounter, last: &mut u64, now: u64) {
@@ -358,6 +366,27 @@ impl Metrics {
                 "1 when the last marker GC pass could not decide what is safe to remove \
                  (the reason is in status: marker_gc.blocked)",
             ),
+            read_cache_hits: c(
+                true,
+                "read_cache_hits_total",
+                "Entity reads answered by the read cache",
+            ),
+            read_cache_misses: c(
+                true,
+                "read_cache_misses_total",
+                "Entity reads that went to the engine",
+            ),
+            read_cache_warmed: c(
+                true,
+                "read_cache_warmed_total",
+                "Keys read into the cache by a migration's warm-up (the source's hot keys)",
+            ),
+            read_cache_entries: g(true, "read_cache_entries", "Records in the read cache"),
+            read_cache_bytes: g(
+                true,
+                "read_cache_bytes",
+                "Weighted size of the read cache (keys, records and per-entry overhead)",
+            ),
             gate_seen: Mutex::new(Default::default()),
             registry,
             last: Mutex::new(Seen::default()),
@@ -472,6 +501,17 @@ impl Metrics {
         self.delete_markers.set(markers as i64);
         self.delete_markers_removed.inc_by(removed);
         self.marker_gc_blocked.set(blocked as i64);
+    }
+
+    /// The read cache's counters now (None: the node has no cache).
+    pub fn observe_cache(&self, c: Option<northwest_store::CacheStats>) {
+        let c = c.unwrap_or_default();
+        let mut s = self.last.lock();
+        delta(&self.read_cache_hits, &mut s.cache_hits, c.hits);
+        delta(&self.read_cache_misses, &mut s.cache_misses, c.misses);
+        delta(&self.read_cache_warmed, &mut s.cache_warmed, c.warmed);
+        self.read_cache_entries.set(c.entries as i64);
+        self.read_cache_bytes.set(c.bytes as i64);
     }
 
     pub fn observe_loader(&self, rows: Option<u64>) {

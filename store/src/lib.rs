@@ -11,6 +11,7 @@
 //! build on this one.
 
 pub mod apply;
+pub mod cache;
 pub mod coord;
 pub mod digest;
 pub mod engine;
@@ -29,6 +30,7 @@ pub mod types;
 pub mod wire;
 pub mod zk;
 
+pub use cache::{CacheStats, ReadCache};
 pub use coord::{Coordinator, LocalCoordinator};
 pub use engine::{Cf, Engine, MemEngine};
 pub use error::{CoordError, EngineError, KeyError, StoreError};

@@ -183,7 +183,7 @@ impl Store {
             return Err(StoreError::Injected("store::before_apply_write"));
         }
         if !batch.is_empty() {
-            self.engine.write(batch)?;
+            self.write(batch)?;
         }
         Ok(stats)
     }
@@ -263,7 +263,7 @@ impl Store {
                             let mut batch = WriteBatch::default();
                             batch.delete(Cf::Entities, k.clone());
                             self.coord.fence(&lock)?;
-                            self.engine.write(batch)?;
+                            self.write(batch)?;
                             return Ok::<_, StoreError>(true);
                         }
                     }

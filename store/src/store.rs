@@ -42,6 +42,8 @@ pub struct StoreConfig {
     /// limit): a transaction whose record could exceed it is refused before
     /// it commits, so the relay is never handed an entry it cannot ship.
     pub journal_message_limit: usize,
+    /// Bytes of entity records the read cache holds; 0: no cache.
+    pub read_cache_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +58,7 @@ impl Default for StoreConfig {
             retry: RetryPolicy::default(),
             sync_journal: None,
             journal_message_limit: 10 << 20,
+            read_cache_bytes: 0,
         }
     }
 }
@@ -103,6 +106,7 @@ pub struct Store {
     pub(crate) outbox: Outbox,
     /// Written into every delete marker; see `advance_marker_generation`.
     marker_gen: std::sync::atomic::AtomicU64,
+    cache: Option<crate::cache::ReadCache>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -143,6 +147,8 @@ impl Store {
         Ok(Arc::new(Self {
             engine,
             coord,
+            cache: (cfg.read_cache_bytes > 0)
+                .then(|| crate::cache::ReadCache::new(cfg.read_cache_bytes)),
             cfg,
             ids: tokio::sync::Mutex::new(0..0),
             outbox,
@@ -206,10 +212,71 @@ impl Store {
         ns: &Namespace,
         key: &KeyPath,
     ) -> Result<Option<EntityRecord>, StoreError> {
-        match self.engine.get(Cf::Entities, &encode_key(ns, key))? {
-            Some(b) => Ok(Some(EntityRecord::decode(&b)?)),
-            None => Ok(None),
+        let k = encode_key(ns, key);
+        let Some(cache) = &self.cache else {
+            return match self.engine.get(Cf::Entities, &k)? {
+                Some(b) => Ok(Some(EntityRecord::decode(&b)?)),
+                None => Ok(None),
+            };
+        };
+        match cache.get(&k) {
+            Ok(b) => Ok(Some(EntityRecord::decode(&b)?)),
+            Err(ticket) => match self.engine.get(Cf::Entities, &k)? {
+                Some(b) => {
+                    cache.fill(&k, ticket, &b);
+                    Ok(Some(EntityRecord::decode(&b)?))
+                }
+                None => Ok(None),
+            },
         }
+    }
+
+    /// Writes `batch` and brings the read cache up to date with the entity
+    /// records in it. Every write of entity records goes through here, with
+    /// their group locks held, so the cache never lags a completed write.
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let Some(cache) = &self.cache else {
+            return Ok(self.engine.write(batch)?);
+        };
+        let ops = crate::cache::ReadCache::entity_ops(&batch);
+        self.engine.write(batch)?;
+        cache.written(ops);
+        Ok(())
+    }
+
+    /// The read cache's counters (None: no cache configured).
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
+    }
+
+    /// Up to `limit` keys of `ns` in the read cache: what this node serves
+    /// most (moka keeps the frequently and recently used).
+    pub fn hot_keys(&self, ns: &Namespace, limit: usize) -> Vec<KeyPath> {
+        let Some(cache) = &self.cache else {
+            return Vec::new();
+        };
+        let prefix = crate::key::KeyRange::namespace(ns).start;
+        cache
+            .keys_with_prefix(&prefix, limit)
+            .iter()
+            .filter_map(|k| crate::key::decode_key(k).ok().map(|(_, key)| key))
+            .collect()
+    }
+
+    /// Reads `keys` of `ns` into the read cache (a migration target warming
+    /// up with the source's hot set); returns how many were stored here.
+    pub fn warm(&self, ns: &Namespace, keys: &[KeyPath]) -> Result<u64, StoreError> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        let mut found = 0;
+        for key in keys {
+            if self.get_record(ns, key)?.is_some() {
+                cache.count_warmed();
+                found += 1;
+            }
+        }
+        Ok(found)
     }
 
     /// Up to `limit` live entities in `range`, in key order.

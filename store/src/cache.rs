@@ -1,0 +1,203 @@
+//! The bounded read cache of stored entity records (delete markers too),
+//! kept coherent with the engine: every batch the store writes updates it
+//! after the write, while the writer still holds the entity-group lock.
+//!
+//! A reader that missed fills the cache only if no write touched its key's
+//! stripe since it began reading the engine; a writer bumps the stripe
+//! before it updates the cache, and both go through moka's per-key compute
+//! lock, so a value read before a write can never land after it.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use moka::ops::compute::Op;
+
+use crate::engine::{BatchOp, Cf, WriteBatch};
+
+const STRIPES: usize = 4096;
+
+/// Hits, misses and size, for metrics and status.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub capacity_bytes: u64,
+    /// Keys read into the cache by a warm-up request.
+    pub warmed: u64,
+}
+
+pub struct ReadCache {
+    entries: moka::sync::Cache<Vec<u8>, Arc<[u8]>>,
+    stripes: Box<[AtomicU64]>,
+    hasher: std::collections::hash_map::RandomState,
+    capacity: u64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    warmed: AtomicU64,
+}
+
+/// What a reader saw of its key's stripe before it read the engine.
+pub struct MissTicket(usize, u64);
+
+impl ReadCache {
+    /// A cache holding up to `capacity_bytes` of keys and encoded records.
+    pub fn new(capacity_bytes: u64) -> Self {
+        Self {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity_bytes)
+                .weigher(|k: &Vec<u8>, v: &Arc<[u8]>| {
+                    (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX)
+                })
+                .build(),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            hasher: Default::default(),
+            capacity: capacity_bytes,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            warmed: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(&self, key: &[u8]) -> usize {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        (h.finish() as usize) % STRIPES
+    }
+
+    /// The cached record bytes of `key`, or a ticket to fill it with.
+    pub fn get(&self, key: &[u8]) -> Result<Arc<[u8]>, MissTicket> {
+        let s = self.stripe(key);
+        // Read the stripe before the lookup: a write after it invalidates
+        // whatever the engine read then returns.
+        let seen = self.stripes[s].load(Ordering::SeqCst);
+        match self.entries.get(key) {
+            Some(v) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(v)
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Err(MissTicket(s, seen))
+            }
+        }
+    }
+
+    /// Caches what the engine returned for a miss, unless a write to the
+    /// key's stripe came in between.
+    pub fn fill(&self, key: &[u8], ticket: MissTicket, value: &[u8]) {
+        let MissTicket(s, seen) = ticket;
+        let value: Arc<[u8]> = Arc::from(value);
+        self.entries.entry(key.to_vec()).and_compute_with(|_| {
+            if self.stripes[s].load(Ordering::SeqCst) == seen {
+                Op::Put(value)
+            } else {
+                Op::Nop
+            }
+        });
+    }
+
+    /// Counts a key read on behalf of a warm-up request.
+    pub fn count_warmed(&self) {
+        self.warmed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The entity records `batch` writes, to hand to [`Self::written`]
+    /// once the engine took it.
+    pub fn entity_ops(batch: &WriteBatch) -> Vec<(Vec<u8>, Option<Arc<[u8]>>)> {
+        batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                BatchOp::Put {
+                    cf: Cf::Entities,
+                    key,
+                    value,
+                } => Some((key.clone(), Some(Arc::from(value.as_slice())))),
+                BatchOp::Delete {
+                    cf: Cf::Entities,
+                    key,
+                } => Some((key.clone(), None)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Applies written records (the caller holds their group locks).
+    pub fn written(&self, ops: Vec<(Vec<u8>, Option<Arc<[u8]>>)>) {
+        for (key, value) in ops {
+            let s = self.stripe(&key);
+            self.stripes[s].fetch_add(1, Ordering::SeqCst);
+            self.entries.entry(key).and_compute_with(|_| match value {
+                Some(v) => Op::Put(v),
+                None => Op::Remove,
+            });
+        }
+    }
+
+    /// Up to `limit` cached keys starting with `prefix` (the hot set a
+    /// migration target warms its cache with).
+    pub fn keys_with_prefix(&self, prefix: &[u8], limit: usize) -> Vec<Vec<u8>> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, _)| k.as_ref().clone())
+            .collect()
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.entries.entry_count(),
+            bytes: self.entries.weighted_size(),
+            capacity_bytes: self.capacity,
+            warmed: self.warmed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_read_before_a_write_is_not_cached_after_it() {
+        let c = ReadCache::new(1 << 20);
+        let ticket = c.get(b"k").unwrap_err();
+        // The reader read "old" from the engine; a writer then wrote "new".
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"k".to_vec(), b"new".to_vec());
+        c.written(ReadCache::entity_ops(&b));
+        c.fill(b"k", ticket, b"old");
+        assert_eq!(&*c.get(b"k").ok().unwrap(), b"new");
+        // Even with the written entry evicted meanwhile.
+        let ticket = c.get(b"j").unwrap_err();
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"j".to_vec(), b"new".to_vec());
+        c.written(ReadCache::entity_ops(&b));
+        c.entries.invalidate(b"j".as_slice());
+        c.fill(b"j", ticket, b"old");
+        assert!(c.get(b"j").is_err(), "the stale read was not cached");
+    }
+
+    #[test]
+    fn writes_and_deletes_go_through_and_other_columns_do_not() {
+        let c = ReadCache::new(1 << 20);
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"a".to_vec(), b"1".to_vec());
+        b.put(Cf::Meta, b"m".to_vec(), b"x".to_vec());
+        c.written(ReadCache::entity_ops(&b));
+        assert_eq!(&*c.get(b"a").ok().unwrap(), b"1");
+        assert!(c.get(b"m").is_err());
+        let mut b = WriteBatch::default();
+        b.delete(Cf::Entities, b"a".to_vec());
+        c.written(ReadCache::entity_ops(&b));
+        assert!(c.get(b"a").is_err());
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses), (1, 2));
+    }
+}
