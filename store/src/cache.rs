@@ -126,12 +126,16 @@ impl ReadCache {
     }
 
     /// Applies written records (the caller holds their group locks).
-    pub fn written(&self, ops: Vec<(Vec<u8>, Option<Arc<[u8]>>)>) {
+    /// `insert`: cache records not cached yet (a client's commit: what is
+    /// written is read soon); otherwise only refresh cached ones, so a
+    /// journal or snapshot applied in bulk does not push out the hot set.
+    pub fn written(&self, ops: Vec<(Vec<u8>, Option<Arc<[u8]>>)>, insert: bool) {
         for (key, value) in ops {
             let s = self.stripe(&key);
             self.stripes[s].fetch_add(1, Ordering::SeqCst);
-            self.entries.entry(key).and_compute_with(|_| match value {
-                Some(v) => Op::Put(v),
+            self.entries.entry(key).and_compute_with(|cur| match value {
+                Some(v) if insert || cur.is_some() => Op::Put(v),
+                Some(_) => Op::Nop,
                 None => Op::Remove,
             });
         }
@@ -171,14 +175,14 @@ mod tests {
         // The reader read "old" from the engine; a writer then wrote "new".
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"k".to_vec(), b"new".to_vec());
-        c.written(ReadCache::entity_ops(&b));
+        c.written(ReadCache::entity_ops(&b), true);
         c.fill(b"k", ticket, b"old");
         assert_eq!(&*c.get(b"k").ok().unwrap(), b"new");
         // Even with the written entry evicted meanwhile.
         let ticket = c.get(b"j").unwrap_err();
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"j".to_vec(), b"new".to_vec());
-        c.written(ReadCache::entity_ops(&b));
+        c.written(ReadCache::entity_ops(&b), true);
         c.entries.invalidate(b"j".as_slice());
         c.fill(b"j", ticket, b"old");
         assert!(c.get(b"j").is_err(), "the stale read was not cached");
@@ -190,14 +194,24 @@ mod tests {
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"a".to_vec(), b"1".to_vec());
         b.put(Cf::Meta, b"m".to_vec(), b"x".to_vec());
-        c.written(ReadCache::entity_ops(&b));
+        c.written(ReadCache::entity_ops(&b), true);
         assert_eq!(&*c.get(b"a").ok().unwrap(), b"1");
         assert!(c.get(b"m").is_err());
         let mut b = WriteBatch::default();
         b.delete(Cf::Entities, b"a".to_vec());
-        c.written(ReadCache::entity_ops(&b));
+        c.written(ReadCache::entity_ops(&b), true);
         assert!(c.get(b"a").is_err());
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (1, 2));
+        // Applied records refresh cached keys only.
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"x".to_vec(), b"1".to_vec());
+        c.written(ReadCache::entity_ops(&b), true);
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"x".to_vec(), b"2".to_vec());
+        b.put(Cf::Entities, b"y".to_vec(), b"1".to_vec());
+        c.written(ReadCache::entity_ops(&b), false);
+        assert_eq!(&*c.get(b"x").ok().unwrap(), b"2");
+        assert!(c.get(b"y").is_err());
     }
 }

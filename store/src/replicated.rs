@@ -183,7 +183,7 @@ impl Store {
             return Err(StoreError::Injected("store::before_apply_write"));
         }
         if !batch.is_empty() {
-            self.write(batch)?;
+            self.write(batch, false)?;
         }
         Ok(stats)
     }
@@ -263,7 +263,7 @@ impl Store {
                             let mut batch = WriteBatch::default();
                             batch.delete(Cf::Entities, k.clone());
                             self.coord.fence(&lock)?;
-                            self.write(batch)?;
+                            self.write(batch, false)?;
                             return Ok::<_, StoreError>(true);
                         }
                     }

@@ -234,13 +234,15 @@ impl Store {
     /// Writes `batch` and brings the read cache up to date with the entity
     /// records in it. Every write of entity records goes through here, with
     /// their group locks held, so the cache never lags a completed write.
-    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    /// `client`: a client's commit, whose records are cached; applied ones
+    /// only refresh what is cached.
+    pub(crate) fn write(&self, batch: WriteBatch, client: bool) -> Result<(), StoreError> {
         let Some(cache) = &self.cache else {
             return Ok(self.engine.write(batch)?);
         };
         let ops = crate::cache::ReadCache::entity_ops(&batch);
         self.engine.write(batch)?;
-        cache.written(ops);
+        cache.written(ops, client);
         Ok(())
     }
 

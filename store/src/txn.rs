@@ -236,7 +236,7 @@ impl<'a> Transaction<'a> {
             return Err(StoreError::Injected("store::before_commit_write"));
         }
         self.store.coord.fence(&self.lock)?;
-        self.store.write(batch)
+        self.store.write(batch, true)
     }
 
     async fn write(&self, id: TxnId) -> Result<Option<u64>, StoreError> {
