@@ -7,7 +7,7 @@
 //! before it updates the cache, and both go through moka's per-key compute
 //! lock, so a value read before a write can never land after it.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,6 +16,9 @@ use moka::ops::compute::Op;
 use crate::engine::{BatchOp, Cf, WriteBatch};
 
 const STRIPES: usize = 4096;
+
+/// Entity records a batch wrote: key and encoded record (None: removed).
+pub type EntityOps = Vec<(Vec<u8>, Option<Arc<[u8]>>)>;
 
 /// Hits, misses and size, for metrics and status.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -62,9 +65,7 @@ impl ReadCache {
     }
 
     fn stripe(&self, key: &[u8]) -> usize {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        (h.finish() as usize) % STRIPES
+        (self.hasher.hash_one(key) as usize) % STRIPES
     }
 
     /// The cached record bytes of `key`, or a ticket to fill it with.
@@ -106,7 +107,7 @@ impl ReadCache {
 
     /// The entity records `batch` writes, to hand to [`Self::written`]
     /// once the engine took it.
-    pub fn entity_ops(batch: &WriteBatch) -> Vec<(Vec<u8>, Option<Arc<[u8]>>)> {
+    pub fn entity_ops(batch: &WriteBatch) -> EntityOps {
         batch
             .ops
             .iter()
@@ -129,7 +130,7 @@ impl ReadCache {
     /// `insert`: cache records not cached yet (a client's commit: what is
     /// written is read soon); otherwise only refresh cached ones, so a
     /// journal or snapshot applied in bulk does not push out the hot set.
-    pub fn written(&self, ops: Vec<(Vec<u8>, Option<Arc<[u8]>>)>, insert: bool) {
+    pub fn written(&self, ops: EntityOps, insert: bool) {
         for (key, value) in ops {
             let s = self.stripe(&key);
             self.stripes[s].fetch_add(1, Ordering::SeqCst);
