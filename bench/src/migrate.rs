@@ -36,8 +36,9 @@ pub struct MigrateBench {
     /// --max-source-p99-ms`): the snapshot slows while n1's p99 is over it.
     #[arg(long)]
     pub max_source_p99_ms: Option<u64>,
-    /// Which measurements to run (comma-separated: table2, table3, cutover).
-    #[arg(long, default_value = "table2,table3,cutover")]
+    /// Which measurements to run (comma-separated: table2, table3, cutover,
+    /// warm).
+    #[arg(long, default_value = "table2,table3,cutover,warm")]
     pub only: String,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
@@ -65,6 +66,15 @@ impl Pair {
 }
 
 async fn pair(b: &MigrateBench, tag: &str) -> anyhow::Result<Pair> {
+    pair_with(b, tag, |_| {}).await
+}
+
+/// A pair whose node configs `tweak` adjusts.
+async fn pair_with(
+    b: &MigrateBench,
+    tag: &str,
+    tweak: impl Fn(&mut NodeConfig),
+) -> anyhow::Result<Pair> {
     let dir = tempfile::tempdir()?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -91,6 +101,7 @@ async fn pair(b: &MigrateBench, tag: &str) -> anyhow::Result<Pair> {
         c.journal.enabled = name == "n1";
         c.journal.apply = name == "n2";
         c.http.max_value_bytes = 1 << 20;
+        tweak(&mut c);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, addr) = tokio::sync::oneshot::channel();
         // Each node on its own runtime and threads, as separate processes
@@ -250,6 +261,9 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
     }
     if want("cutover") {
         cutover(&b).await?;
+    }
+    if want("warm") {
+        warm(&b).await?;
     }
     Ok(())
 }
@@ -425,5 +439,141 @@ async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
         q(0.99),
         pauses.last().copied().unwrap_or(0.0)
     );
+    Ok(())
+}
+
+/// Reads (or, with `write`, 5 KB puts) of Acct:*/Item:0..keys at the
+/// bench's rate for `d`.
+async fn hot_load(
+    base: &str,
+    b: &MigrateBench,
+    keys: u64,
+    write: bool,
+    d: Duration,
+) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(d).await;
+        s2.store(true, Ordering::Relaxed);
+    });
+    let base = base.to_string();
+    let t = Instant::now();
+    drive(b.clients, None, stop, b.rate, tally.clone(), move |_| {
+        let (c, base) = (client.clone(), base.clone());
+        async move {
+            let i = {
+                use rand::Rng;
+                rand::rng().random_range(0..keys)
+            };
+            let url = format!("{base}/v1/ns/bench/e/Acct:{}/Item:{i}", i / 10);
+            let resp = if write {
+                c.put(url).body(vec![b'w'; 5120]).send().await
+            } else {
+                c.get(url).send().await
+            };
+            match resp {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+    tally.summary(t.elapsed())
+}
+
+async fn cache_counts(base: &str) -> anyhow::Result<(u64, u64)> {
+    let s: serde_json::Value = reqwest::get(format!("{base}/v1/admin/status"))
+        .await?
+        .json()
+        .await?;
+    let c = &s["read_cache"];
+    Ok((
+        c["hits"].as_u64().unwrap_or(0),
+        c["misses"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// Paper section 3.3: n2's hit rate and latency in the first 10 s after the
+/// switch with and without the warm-up, and what the cache costs n1 per
+/// request (5 KB values).
+async fn warm(b: &MigrateBench) -> anyhow::Result<()> {
+    let b = b.clone();
+    let hot = (b.entities / 10).max(1);
+    say!(
+        "\nCache warm-up: reads of n1's {hot} hot keys (5 KB) on n2 in the first 10 s after the switch"
+    );
+    say!(
+        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "n2 cache",
+        "hit rate",
+        "mean ms",
+        "p50 ms",
+        "p99 ms",
+        "warm s",
+        "keys"
+    );
+    for warmed in [false, true] {
+        let p = pair(&b, if warmed { "warm" } else { "cold" }).await?;
+        preload(&p.n1, b.entities, 5120).await?;
+        // n1 serves its hot set for a while before the migration.
+        hot_load(&p.n1, &b, hot, false, Duration::from_secs(3)).await;
+        let mut args = migrate_args(&b, &p);
+        args.warm_keys = if warmed { 100_000 } else { 0 };
+        northwest_migrate::run(args).await?;
+        let st = last_report(&b, &p).await?;
+        let (h0, m0) = cache_counts(&p.n2).await?;
+        let r = hot_load(&p.n1, &b, hot, false, Duration::from_secs(10)).await;
+        let (h1, m1) = cache_counts(&p.n2).await?;
+        let f = |k: &str| r["latency_ms"][k].as_f64().unwrap_or(0.0);
+        let reads = (h1 - h0) + (m1 - m0);
+        say!(
+            "{:<8} {:>8.1}% {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}",
+            if warmed { "warmed" } else { "cold" },
+            100.0 * (h1 - h0) as f64 / reads.max(1) as f64,
+            f("mean"),
+            f("p50"),
+            f("p99"),
+            st.warm
+                .as_ref()
+                .and_then(|w| w["seconds"].as_f64())
+                .unwrap_or(0.0),
+            st.warm
+                .as_ref()
+                .map_or(serde_json::Value::Null, |w| w["found"].clone())
+        );
+        p.stop().await;
+    }
+    say!("(reads go to n1, which forwards them to n2, as clients of n1 do after a switch)");
+    say!(
+        "\nWhat the cache costs n1 per request (5 KB values, {} req/s, {:?} each; paper: COW +0.17 ms, COR +0.85 ms)",
+        b.rate, b.phase_duration
+    );
+    say!(
+        "{:<22} {:>9} {:>9} {:>9}",
+        "",
+        "mean ms",
+        "p50 ms",
+        "p99 ms"
+    );
+    for (label, mb) in [("cache off", 0u64), ("cache on (128 MiB)", 128)] {
+        let p = pair_with(&b, &format!("cost{mb}"), |c| c.store.read_cache_mb = mb).await?;
+        preload(&p.n1, hot, 5120).await?;
+        for (what, write) in [("put", true), ("get", false)] {
+            let r = hot_load(&p.n1, &b, hot, write, b.phase_duration).await;
+            let f = |k: &str| r["latency_ms"][k].as_f64().unwrap_or(0.0);
+            say!(
+                "{:<22} {:>9.3} {:>9.3} {:>9.3}",
+                format!("{what}, {label}"),
+                f("mean"),
+                f("p50"),
+                f("p99")
+            );
+        }
+        p.stop().await;
+    }
     Ok(())
 }

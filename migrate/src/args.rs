@@ -65,8 +65,8 @@ pub struct MigrateArgs {
     pub max_pause_ms: Option<u64>,
     /// At the end of catch-up, read up to this many of n1's hot keys (its
     /// read cache) into n2's cache, so n2 serves them from memory right
-    /// after the switch; 0: no warm-up.
-    #[arg(long, default_value_t = 100_000)]
+    /// after the switch; 0: no warm-up, at most 200000.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=200_000))]
     pub warm_keys: usize,
     /// Journal lag (records) under which catch-up is done.
     #[arg(long, default_value_t = 500)]

@@ -236,6 +236,36 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     .await?;
     let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
+    wait_caught_up(ctx, st, &b, deadline).await?;
+    if ctx.a.warm_keys > 0 {
+        let t = Instant::now();
+        // An optimisation: a failure is reported, never a reason to stop.
+        st.warm = Some(match warm_cache(ctx, st).await {
+            Ok((keys, found)) => {
+                json!({"keys": keys, "found": found, "seconds": t.elapsed().as_secs_f64()})
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cache warm-up failed; n2 starts with the cache it has");
+                json!({"error": format!("{e:#}")})
+            }
+        });
+        // n1 kept writing meanwhile: catch up again, so verify's fenced
+        // drain stays short.
+        wait_caught_up(ctx, st, &b, deadline).await?;
+    }
+    b.finish_and_clear();
+    Ok(())
+}
+
+/// Waits until n2 loaded the snapshot, passed the recorded journal marks and
+/// its lag is under `--max-lag`.
+async fn wait_caught_up(
+    ctx: &Ctx,
+    st: &mut MigState,
+    b: &indicatif::ProgressBar,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let n2 = st.to.clone();
     // Lag over the last 10 s: the catch-up ETA is the rate it shrinks at.
     let mut recent: std::collections::VecDeque<(Instant, i64)> = Default::default();
     loop {
@@ -295,20 +325,6 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    b.finish_and_clear();
-    if ctx.a.warm_keys > 0 {
-        let t = Instant::now();
-        // An optimisation: a failure is reported, never a reason to stop.
-        st.warm = Some(match warm_cache(ctx, st).await {
-            Ok((keys, found)) => {
-                json!({"keys": keys, "found": found, "seconds": t.elapsed().as_secs_f64()})
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cache warm-up failed; n2 starts with the cache it has");
-                json!({"error": format!("{e:#}")})
-            }
-        });
-    }
     Ok(())
 }
 
@@ -331,6 +347,9 @@ async fn warm_cache(ctx: &Ctx, st: &MigState) -> anyhow::Result<(usize, u64)> {
                 json!({"namespace": st.ns, "keys": batch}),
             )
             .await?;
+        if r["cache"] == false {
+            bail!("n2 has no read cache (store.read_cache_mb = 0)");
+        }
         found += r["found"].as_u64().unwrap_or(0);
     }
     Ok((keys.len(), found))

@@ -267,7 +267,7 @@ async fn drop_checkpoint(
 
 /// Keys per warm-up request, and the most a hot-key list returns.
 const WARM_BATCH: usize = 10_000;
-const HOT_KEYS_MAX: usize = 1_000_000;
+const HOT_KEYS_MAX: usize = 200_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -2,10 +2,15 @@
 //! kept coherent with the engine: every batch the store writes updates it
 //! after the write, while the writer still holds the entity-group lock.
 //!
-//! A reader that missed fills the cache only if no write touched its key's
-//! stripe since it began reading the engine; a writer bumps the stripe
-//! before it updates the cache, and both go through moka's per-key compute
-//! lock, so a value read before a write can never land after it.
+//! Each key hashes to a stripe with a write sequence and a count of writes
+//! in progress. A writer bumps both before it writes the engine, updates
+//! the cache after, then bumps the sequence again and ends its count. A
+//! reader that missed fills the cache only if no write was in progress on
+//! its stripe when it looked and the sequence has not moved since; fills
+//! and updates of a key are serialised by moka's per-key compute lock. So a
+//! value read before a write never lands after it, and no reader caches a
+//! value while a write of it is half done (which could make two readers
+//! see the new value and then the old).
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +40,7 @@ pub struct CacheStats {
 pub struct ReadCache {
     entries: moka::sync::Cache<Vec<u8>, Arc<[u8]>>,
     stripes: Box<[AtomicU64]>,
+    writing: Box<[AtomicU64]>,
     hasher: std::collections::hash_map::RandomState,
     capacity: u64,
     hits: AtomicU64,
@@ -42,8 +48,13 @@ pub struct ReadCache {
     warmed: AtomicU64,
 }
 
-/// What a reader saw of its key's stripe before it read the engine.
-pub struct MissTicket(usize, u64);
+/// What a reader saw of its key's stripe before it read the engine (None:
+/// a write was in progress, so the read must not be cached).
+pub struct MissTicket(usize, Option<u64>);
+
+/// Per-entry bookkeeping moka keeps beyond key and value (an estimate, so
+/// small records do not overrun `read_cache_mb` by much).
+const ENTRY_OVERHEAD: usize = 200;
 
 impl ReadCache {
     /// A cache holding up to `capacity_bytes` of keys and encoded records.
@@ -52,10 +63,13 @@ impl ReadCache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(capacity_bytes)
                 .weigher(|k: &Vec<u8>, v: &Arc<[u8]>| {
-                    (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX)
+                    (k.len() + v.len() + ENTRY_OVERHEAD)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
                 })
                 .build(),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            writing: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             hasher: Default::default(),
             capacity: capacity_bytes,
             hits: AtomicU64::new(0),
@@ -74,6 +88,7 @@ impl ReadCache {
         // Read the stripe before the lookup: a write after it invalidates
         // whatever the engine read then returns.
         let seen = self.stripes[s].load(Ordering::SeqCst);
+        let seen = (self.writing[s].load(Ordering::SeqCst) == 0).then_some(seen);
         match self.entries.get(key) {
             Some(v) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -89,7 +104,9 @@ impl ReadCache {
     /// Caches what the engine returned for a miss, unless a write to the
     /// key's stripe came in between.
     pub fn fill(&self, key: &[u8], ticket: MissTicket, value: &[u8]) {
-        let MissTicket(s, seen) = ticket;
+        let MissTicket(s, Some(seen)) = ticket else {
+            return;
+        };
         let value: Arc<[u8]> = Arc::from(value);
         self.entries.entry(key.to_vec()).and_compute_with(|_| {
             if self.stripes[s].load(Ordering::SeqCst) == seen {
@@ -126,6 +143,21 @@ impl ReadCache {
             .collect()
     }
 
+    /// Marks the writes of `ops` in progress: call before the engine write,
+    /// and [`Self::written`] (or [`Self::failed`]) after it.
+    pub fn begin(&self, ops: &EntityOps) {
+        for (key, _) in ops {
+            let s = self.stripe(key);
+            self.writing[s].fetch_add(1, Ordering::SeqCst);
+            self.stripes[s].fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn end(&self, s: usize) {
+        self.stripes[s].fetch_add(1, Ordering::SeqCst);
+        self.writing[s].fetch_sub(1, Ordering::SeqCst);
+    }
+
     /// Applies written records (the caller holds their group locks).
     /// `insert`: cache records not cached yet (a client's commit: what is
     /// written is read soon); otherwise only refresh cached ones, so a
@@ -133,12 +165,22 @@ impl ReadCache {
     pub fn written(&self, ops: EntityOps, insert: bool) {
         for (key, value) in ops {
             let s = self.stripe(&key);
-            self.stripes[s].fetch_add(1, Ordering::SeqCst);
             self.entries.entry(key).and_compute_with(|cur| match value {
                 Some(v) if insert || cur.is_some() => Op::Put(v),
                 Some(_) => Op::Nop,
                 None => Op::Remove,
             });
+            self.end(s);
+        }
+    }
+
+    /// The engine refused the batch: its keys are dropped from the cache
+    /// (the engine may still show the batch after a restart).
+    pub fn failed(&self, ops: EntityOps) {
+        for (key, _) in ops {
+            let s = self.stripe(&key);
+            self.entries.entry(key).and_compute_with(|_| Op::Remove);
+            self.end(s);
         }
     }
 
@@ -169,24 +211,47 @@ impl ReadCache {
 mod tests {
     use super::*;
 
+    fn write(c: &ReadCache, b: &WriteBatch, insert: bool) {
+        let ops = ReadCache::entity_ops(b);
+        c.begin(&ops);
+        c.written(ops, insert);
+    }
+
     #[test]
     fn a_value_read_before_a_write_is_not_cached_after_it() {
         let c = ReadCache::new(1 << 20);
         let ticket = c.get(b"k").unwrap_err();
         // The reader read "old" from the engine; a writer then wrote "new".
+        // (A read during the write is covered by the ticket's None.)
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"k".to_vec(), b"new".to_vec());
-        c.written(ReadCache::entity_ops(&b), true);
+        write(&c, &b, true);
         c.fill(b"k", ticket, b"old");
         assert_eq!(&*c.get(b"k").ok().unwrap(), b"new");
         // Even with the written entry evicted meanwhile.
         let ticket = c.get(b"j").unwrap_err();
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"j".to_vec(), b"new".to_vec());
-        c.written(ReadCache::entity_ops(&b), true);
+        write(&c, &b, true);
         c.entries.invalidate(b"j".as_slice());
         c.fill(b"j", ticket, b"old");
         assert!(c.get(b"j").is_err(), "the stale read was not cached");
+    }
+
+    #[test]
+    fn a_value_read_while_a_write_is_in_progress_is_not_cached() {
+        let c = ReadCache::new(1 << 20);
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"k".to_vec(), b"new".to_vec());
+        let ops = ReadCache::entity_ops(&b);
+        c.begin(&ops);
+        // The engine may already show "new" to this reader and "old" to one
+        // that looked just before; neither may be cached before the write ends.
+        let ticket = c.get(b"k").unwrap_err();
+        c.fill(b"k", ticket, b"old");
+        assert!(c.get(b"k").is_err());
+        c.written(ops, false);
+        assert!(c.get(b"k").is_err(), "an applied record is not inserted");
     }
 
     #[test]
@@ -195,23 +260,23 @@ mod tests {
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"a".to_vec(), b"1".to_vec());
         b.put(Cf::Meta, b"m".to_vec(), b"x".to_vec());
-        c.written(ReadCache::entity_ops(&b), true);
+        write(&c, &b, true);
         assert_eq!(&*c.get(b"a").ok().unwrap(), b"1");
         assert!(c.get(b"m").is_err());
         let mut b = WriteBatch::default();
         b.delete(Cf::Entities, b"a".to_vec());
-        c.written(ReadCache::entity_ops(&b), true);
+        write(&c, &b, true);
         assert!(c.get(b"a").is_err());
         let s = c.stats();
         assert_eq!((s.hits, s.misses), (1, 2));
         // Applied records refresh cached keys only.
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"x".to_vec(), b"1".to_vec());
-        c.written(ReadCache::entity_ops(&b), true);
+        write(&c, &b, true);
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"x".to_vec(), b"2".to_vec());
         b.put(Cf::Entities, b"y".to_vec(), b"1".to_vec());
-        c.written(ReadCache::entity_ops(&b), false);
+        write(&c, &b, false);
         assert_eq!(&*c.get(b"x").ok().unwrap(), b"2");
         assert!(c.get(b"y").is_err());
     }

@@ -241,9 +241,17 @@ impl Store {
             return Ok(self.engine.write(batch)?);
         };
         let ops = crate::cache::ReadCache::entity_ops(&batch);
-        self.engine.write(batch)?;
-        cache.written(ops, client);
-        Ok(())
+        cache.begin(&ops);
+        match self.engine.write(batch) {
+            Ok(()) => {
+                cache.written(ops, client);
+                Ok(())
+            }
+            Err(e) => {
+                cache.failed(ops);
+                Err(e.into())
+            }
+        }
     }
 
     /// The read cache's counters (None: no cache configured).
