@@ -225,6 +225,7 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
         zk_auth_file: None,
         kafka_config: None,
         max_source_p99_ms: None,
+        max_apply_lag: None,
         abort: false,
         from_topics: false,
         snapshot: None,

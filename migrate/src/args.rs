@@ -28,7 +28,7 @@ pub struct MigrateArgs {
     /// Re-migration without n1: build the namespace on --to (a fresh
     /// target) from its newest complete snapshot topic plus the journal
     /// alone; --from is not contacted.
-    #[arg(long, conflicts_with_all = ["abort", "stop_after", "max_source_p99_ms", "max_pause_ms"])]
+    #[arg(long, conflicts_with_all = ["abort", "stop_after", "max_source_p99_ms", "max_apply_lag", "max_pause_ms"])]
     pub from_topics: bool,
     /// With --from-topics: the snapshot to use (its id, as listed in
     /// `<root>/snapshots/<namespace>`) instead of the newest.
@@ -57,6 +57,12 @@ pub struct MigrateArgs {
     /// the budget acts at the bucket bounds.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=2000))]
     pub max_source_p99_ms: Option<u64>,
+    /// Closed-loop throttle on n2: while the snapshot streams, n2's journal
+    /// lag (records, all partitions) is read every second, and above this
+    /// budget the snapshot slows down the same way (with
+    /// --max-source-p99-ms too, the worse of the two decides).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_apply_lag: Option<u64>,
     /// Budget for the cutover's write pause (fence + drain; the switch
     /// comes on top): n1 lifts the fence itself when it runs out, and a
     /// cutover that does not fit is called off and tried again (5 attempts

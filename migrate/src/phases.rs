@@ -187,12 +187,18 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         rows_per_sec: Arc::new(std::sync::atomic::AtomicU64::new(ctx.a.rate)),
     };
     let ns = Namespace::new(&st.ns).map_err(|e| anyhow!("{e}"))?;
-    let throttle = ctx.a.max_source_p99_ms.map(|budget| {
+    let budgets = crate::throttle::Budgets {
+        n1: st.from.clone(),
+        n2: st.to.clone(),
+        source_p99_ms: ctx.a.max_source_p99_ms.map(|b| b as f64),
+        apply_lag: ctx.a.max_apply_lag,
+    };
+    let watched = budgets.source_p99_ms.is_some() || budgets.apply_lag.is_some();
+    let throttle = watched.then(|| {
         let t = Arc::new(crate::throttle::ThrottleStats::default());
         let task = tokio::spawn(crate::throttle::control(
             ctx.http.clone(),
-            st.from.clone(),
-            budget as f64,
+            budgets,
             ctx.a.rate,
             cfg.rows_per_sec.clone(),
             stats.clone(),

@@ -161,15 +161,15 @@ pub(crate) fn phase_detail(st: &MigState, p: Phase) -> String {
             };
             let throttle = match &st.throttle {
                 Some(t) if t["checks"].as_u64().unwrap_or(0) == 0 => {
-                    "; the throttle did not check n1 (the snapshot took under a second)".into()
+                    "; the throttle did not check (the snapshot took under a second)".into()
                 }
                 Some(t) if t["slowed"].as_u64().unwrap_or(0) > 0 => format!(
-                    "; slowed {} times for n1's latency (down to {} rows/s; n1 p99 up to {} ms)",
-                    t["slowed"], t["min_rows_per_sec"], t["max_source_p99_ms"]
+                    "; slowed {} times (down to {} rows/s; n1 p99 up to {} ms, n2 journal lag up to {} records)",
+                    t["slowed"], t["min_rows_per_sec"], t["max_source_p99_ms"], t["max_apply_lag_records"]
                 ),
                 Some(t) => format!(
-                    "; n1 stayed within its latency budget (p99 up to {} ms)",
-                    t["max_source_p99_ms"]
+                    "; stayed within its budgets (n1 p99 up to {} ms, n2 journal lag up to {} records)",
+                    t["max_source_p99_ms"], t["max_apply_lag_records"]
                 ),
                 None => String::new(),
             };

@@ -1,8 +1,10 @@
-//! The snapshot's closed-loop throttle (`--max-source-p99-ms`): while the
-//! snapshot streams, n1's data-API p99 over the last 10 s is read every
-//! second; above the budget the snapshot's rate is halved, below 80 % of it
-//! the rate grows again, up to `--rate` (or unlimited). Like Vitess's
-//! tablet throttler, it keeps the migration from hurting n1's users.
+//! The snapshot's closed-loop throttle (`--max-source-p99-ms`,
+//! `--max-apply-lag`): while the snapshot streams, n1's data-API p99 over
+//! the last 10 s and n2's journal lag are read every second; the pressure is
+//! the larger of each over its budget. Above 1 the snapshot's rate is
+//! halved, below 0.8 it grows again, up to `--rate` (or unlimited). Like
+//! Vitess's tablet throttler, it keeps the migration from hurting n1's
+//! users or leaving n2 behind on the journal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,14 +19,9 @@ const UNLIMITED_ABOVE: u64 = 1_000_000;
 
 /// The next rate (rows/s, 0 = unlimited). `streamed`: rows/s streamed over
 /// the last check (the starting point when the rate was unlimited);
-/// `ceiling`: `--rate` (0 = none). No p99 (no requests) is no pressure.
-pub fn next_rate(
-    current: u64,
-    streamed: u64,
-    p99_ms: Option<f64>,
-    budget_ms: f64,
-    ceiling: u64,
-) -> u64 {
+/// `pressure`: the worst signal over its budget (1 = at the budget; None:
+/// nothing measured); `ceiling`: `--rate` (0 = none).
+pub fn next_rate(current: u64, streamed: u64, pressure: Option<f64>, ceiling: u64) -> u64 {
     // Never faster than --rate, even at the floor.
     let floor = if ceiling > 0 {
         FLOOR.min(ceiling)
@@ -37,9 +34,9 @@ pub fn next_rate(
         (c, s) if s > 0 => c.min(s),
         (c, _) => c,
     };
-    match p99_ms {
-        Some(p) if p > budget_ms => (effective / 2).max(floor),
-        Some(p) if p > budget_ms * 0.8 => current,
+    match pressure {
+        Some(p) if p > 1.0 => (effective / 2).max(floor),
+        Some(p) if p > 0.8 => current,
         _ if current == 0 => 0,
         _ => {
             let grown = current.saturating_add(current / 4 + FLOOR);
@@ -70,6 +67,8 @@ pub struct ThrottleStats {
     /// Lowest rate the throttle set (0: it never set one).
     pub min_rate: AtomicU64,
     pub max_p99_ms: AtomicU64,
+    /// Highest journal lag of n2 seen (records; with `--max-apply-lag`).
+    pub max_apply_lag: AtomicU64,
 }
 
 impl ThrottleStats {
@@ -81,15 +80,83 @@ impl ThrottleStats {
             "slowed": self.slowed.load(Ordering::Relaxed),
             "min_rows_per_sec": (min != 0).then_some(min),
             "max_source_p99_ms": self.max_p99_ms.load(Ordering::Relaxed),
+            "max_apply_lag_records": self.max_apply_lag.load(Ordering::Relaxed),
         })
     }
 }
 
-/// Runs until aborted: reads n1's p99 every second and sets `rate`.
+/// What the throttle holds the migration to.
+#[derive(Debug, Clone)]
+pub struct Budgets {
+    pub n1: String,
+    pub n2: String,
+    /// n1's data-API p99 (ms).
+    pub source_p99_ms: Option<f64>,
+    /// n2's journal lag (records, summed over partitions).
+    pub apply_lag: Option<u64>,
+}
+
+/// A node's status, read with a short timeout: a node too loaded to answer
+/// in time is over budget.
+async fn status_now(http: &reqwest::Client, node: &str) -> anyhow::Result<Value> {
+    let url = format!("{node}/v1/admin/status");
+    crate::client::send_json(
+        http.get(&url).timeout(Duration::from_millis(900)),
+        &format!("GET {url}"),
+    )
+    .await
+}
+
+/// n1's p99 over the budget (None: too few requests to say).
+async fn source_pressure(
+    http: &reqwest::Client,
+    b: &Budgets,
+    budget: f64,
+    stats: &ThrottleStats,
+) -> anyhow::Result<Option<f64>> {
+    let s = status_now(http, &b.n1).await?;
+    let l = &s["data_latency"];
+    if !l.is_object() {
+        anyhow::bail!("n1 reports no data_latency (a node older than this command?)");
+    }
+    if l["requests"].as_u64().unwrap_or(0) < MIN_REQUESTS {
+        return Ok(None);
+    }
+    let p = l["p99_ms"].as_f64();
+    if let Some(p) = p.filter(|p| p.is_finite()) {
+        stats
+            .max_p99_ms
+            .fetch_max(p.ceil() as u64, Ordering::Relaxed);
+    }
+    Ok(p.map(|p| p / budget))
+}
+
+/// n2's journal lag over the budget.
+async fn lag_pressure(
+    http: &reqwest::Client,
+    b: &Budgets,
+    budget: u64,
+    stats: &ThrottleStats,
+) -> anyhow::Result<Option<f64>> {
+    let s = status_now(http, &b.n2).await?;
+    if let Some(e) = s["apply"]["lag_error"].as_str() {
+        anyhow::bail!("n2 cannot tell its journal lag: {e}");
+    }
+    let lag: u64 = s["apply"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["lag_records"].as_u64().unwrap_or(0))
+        .sum();
+    stats.max_apply_lag.fetch_max(lag, Ordering::Relaxed);
+    Ok(Some(lag as f64 / budget.max(1) as f64))
+}
+
+/// Runs until aborted: reads the budgets' signals every second and sets
+/// `rate`.
 pub async fn control(
     http: reqwest::Client,
-    n1: String,
-    budget_ms: f64,
+    budgets: Budgets,
     ceiling: u64,
     rate: Arc<AtomicU64>,
     streamed: Arc<northwest_snapshotter::SnapshotStats>,
@@ -106,40 +173,38 @@ pub async fn control(
         let rows = sent();
         let per_sec = rows.saturating_sub(last_rows);
         last_rows = rows;
-        let url = format!("{n1}/v1/admin/status");
-        // Short: an n1 too loaded to answer in time is over budget.
-        let read = crate::client::send_json(
-            http.get(&url).timeout(Duration::from_millis(900)),
-            &format!("GET {url}"),
-        )
-        .await
-        .and_then(|s| {
-            let l = &s["data_latency"];
-            if !l.is_object() {
-                anyhow::bail!("n1 reports no data_latency (a node older than this command?)");
-            }
-            Ok((l["p99_ms"].as_f64(), l["requests"].as_u64().unwrap_or(0)))
-        });
-        stats.checks.fetch_add(1, Ordering::Relaxed);
-        let p99 = match read {
-            Ok((p, n)) if n >= MIN_REQUESTS => p,
-            Ok(_) => None,
-            Err(e) => {
-                stats.unreadable.fetch_add(1, Ordering::Relaxed);
-                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    tracing::warn!(error = %e, rows_per_sec = FLOOR, "throttle: cannot read n1's latency; the snapshot slows to its floor until it can");
-                    last_warn = Some(Instant::now());
-                }
-                Some(f64::INFINITY)
-            }
+        let source = match budgets.source_p99_ms {
+            Some(budget) => Some(source_pressure(&http, &budgets, budget, &stats).await),
+            None => None,
         };
-        if let Some(p) = p99.filter(|p| p.is_finite()) {
-            stats
-                .max_p99_ms
-                .fetch_max(p.ceil() as u64, Ordering::Relaxed);
+        let lag = match budgets.apply_lag {
+            Some(budget) => Some(lag_pressure(&http, &budgets, budget, &stats).await),
+            None => None,
+        };
+        stats.checks.fetch_add(1, Ordering::Relaxed);
+        let mut pressure: Option<f64> = None;
+        let mut unreadable = false;
+        for r in [source, lag].into_iter().flatten() {
+            let p = match r {
+                Ok(p) => p,
+                Err(e) => {
+                    unreadable = true;
+                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        tracing::warn!(error = %format!("{e:#}"), rows_per_sec = FLOOR, "throttle: cannot read what it watches; the snapshot slows to its floor until it can");
+                        last_warn = Some(Instant::now());
+                    }
+                    Some(f64::INFINITY)
+                }
+            };
+            if let Some(p) = p {
+                pressure = Some(pressure.map_or(p, |q| q.max(p)));
+            }
+        }
+        if unreadable {
+            stats.unreadable.fetch_add(1, Ordering::Relaxed);
         }
         let current = rate.load(Ordering::Relaxed);
-        let mut next = next_rate(current, per_sec, p99, budget_ms, ceiling);
+        let mut next = next_rate(current, per_sec, pressure, ceiling);
         let cut = next != 0 && (current == 0 || next < current);
         if cut && last_cut.is_some_and(|t| t.elapsed() < CUT_SPACING) {
             // The window still holds the samples behind the last cut.
@@ -147,7 +212,11 @@ pub async fn control(
         } else if cut {
             last_cut = Some(Instant::now());
             stats.slowed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(p99_ms = ?p99, budget_ms, rows_per_sec = next, "throttle: n1 is over its latency budget; snapshot slowed");
+            tracing::info!(
+                ?pressure,
+                rows_per_sec = next,
+                "throttle: over budget (n1's latency or n2's journal lag); snapshot slowed"
+            );
             let min = stats.min_rate.load(Ordering::Relaxed);
             stats.min_rate.store(
                 if min == 0 { next } else { min.min(next) },
@@ -165,24 +234,21 @@ mod tests {
     #[test]
     fn over_budget_halves_under_it_grows_back_to_the_ceiling() {
         // Unlimited and over budget: half of what was streamed.
-        assert_eq!(next_rate(0, 10_000, Some(80.0), 20.0, 0), 5_000);
-        assert_eq!(next_rate(5_000, 0, Some(80.0), 20.0, 0), 2_500);
+        assert_eq!(next_rate(0, 10_000, Some(4.0), 0), 5_000);
+        assert_eq!(next_rate(5_000, 0, Some(4.0), 0), 2_500);
         // Never below the floor.
-        assert_eq!(next_rate(150, 0, Some(80.0), 20.0, 0), FLOOR);
-        assert_eq!(next_rate(0, 0, Some(80.0), 20.0, 0), FLOOR);
+        assert_eq!(next_rate(150, 0, Some(4.0), 0), FLOOR);
+        assert_eq!(next_rate(0, 0, Some(4.0), 0), FLOOR);
         // Near the budget: hold.
-        assert_eq!(next_rate(2_500, 0, Some(18.0), 20.0, 0), 2_500);
+        assert_eq!(next_rate(2_500, 0, Some(0.9), 0), 2_500);
         // Halves what is streamed when the limit is far above it.
-        assert_eq!(
-            next_rate(1_000_000, 20_000, Some(80.0), 20.0, 1_000_000),
-            10_000
-        );
+        assert_eq!(next_rate(1_000_000, 20_000, Some(4.0), 1_000_000), 10_000);
         // Never above a --rate below the floor.
-        assert_eq!(next_rate(50, 0, Some(80.0), 20.0, 50), 50);
+        assert_eq!(next_rate(50, 0, Some(4.0), 50), 50);
         // Under it (or idle): grow, up to --rate, or back to unlimited.
-        assert_eq!(next_rate(2_500, 0, Some(5.0), 20.0, 0), 2_500 + 625 + FLOOR);
-        assert_eq!(next_rate(2_500, 0, None, 20.0, 3_000), 3_000);
-        assert_eq!(next_rate(900_000, 0, Some(1.0), 20.0, 0), 0);
-        assert_eq!(next_rate(0, 50_000, Some(1.0), 20.0, 0), 0);
+        assert_eq!(next_rate(2_500, 0, Some(0.25), 0), 2_500 + 625 + FLOOR);
+        assert_eq!(next_rate(2_500, 0, None, 3_000), 3_000);
+        assert_eq!(next_rate(900_000, 0, Some(0.05), 0), 0);
+        assert_eq!(next_rate(0, 50_000, Some(0.05), 0), 0);
     }
 }

@@ -81,3 +81,58 @@ async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
     );
     assert_holds_acked(&n2.base, "app", &acked).await;
 }
+
+/// With n2 applying the journal slowly (a delay before every batch) while n1
+/// takes writes, `--max-apply-lag` slows the snapshot below `--rate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_slows_down_while_n2_lags_on_the_journal() {
+    let Pipeline { dir, n1, n2, .. } = Pipeline::start("lagthrottle", "");
+    random_load(&n1.base, "app", 3000, 600, 16).await;
+    wait_caught_up(&n1.base, &n2.base, Duration::from_secs(60)).await;
+    let mut n2 = n2;
+    n2.stop();
+    let mut n2 = n2.with_env(
+        "NORTHWEST_CRASH_POINTS",
+        "consumer::before_batch_write=delay:400",
+    );
+    n2.spawn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Acked::default());
+    let load = tokio::spawn(tracked_load(
+        n1.base.clone(),
+        "app".into(),
+        300,
+        4,
+        stop.clone(),
+        acked.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let o = tokio::task::spawn_blocking({
+        let (n1, n2, d) = (n1.base.clone(), n2.base.clone(), dir.path().to_path_buf());
+        move || {
+            Command::new(bin_path("northwest"))
+                .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app"])
+                .args(["--quiet", "--zk", &zk_addr(), "--brokers", &kafka_addr()])
+                .args(["--rate", "300", "--chunk", "50", "--max-apply-lag", "5"])
+                .args(["--stop-after", "snapshot"])
+                .current_dir(d)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st = northwest_migrate::load_state(&zk_addr(), &n1.base, "app")
+        .await
+        .unwrap();
+    let t = st.throttle.clone().expect("the throttle ran");
+    assert!(t["slowed"].as_u64().unwrap() >= 1, "never slowed: {t}");
+    assert!(t["min_rows_per_sec"].as_u64().unwrap() < 300, "{t}");
+    assert!(t["max_apply_lag_records"].as_u64().unwrap() > 5, "{t}");
+    let secs = st.phase_seconds["Snapshot"];
+    let per_sec = st.snapshot_rows as f64 / secs;
+    assert!(per_sec < 250.0, "{per_sec:.0} rows/s: {t}");
+}
