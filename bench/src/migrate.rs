@@ -227,6 +227,7 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
         max_source_p99_ms: None,
         max_apply_lag: None,
         abort: false,
+        rollback: false,
         from_topics: false,
         snapshot: None,
         compare: None,

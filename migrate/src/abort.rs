@@ -13,8 +13,8 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
     match st.phase {
         Phase::Done | Phase::Switch => bail!(
             "migration {} already switched to {}: writes exist only there, so it cannot be \
-             aborted. Run the same command without --abort to finish the switch; moving the \
-             namespace back needs reverse replication, which is not built yet",
+             aborted. Run the same command without --abort to finish the switch, then --rollback \
+             to move the namespace back (n1 has applied the writes n2 took)",
             st.id,
             st.to
         ),
@@ -34,7 +34,7 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
         bail!(
             "n1 already forwards namespace {} to {t}: the cutover happened and writes may exist \
              only there, so it cannot be aborted. Run the same command without --abort to finish \
-             the switch",
+             the switch, then --rollback to move the namespace back",
             st.ns
         );
     }

@@ -41,6 +41,11 @@ pub struct MigrateArgs {
     /// Roll back instead (any phase before `switch`).
     #[arg(long)]
     pub abort: bool,
+    /// Move the primary back to n1 after the cutover: n1 catches up with the
+    /// writes n2 took (the reverse journal), then a fenced switch like the
+    /// forward one makes n1 serve the namespace and n2 forward it there.
+    #[arg(long, conflicts_with_all = ["abort", "from_topics", "stop_after"])]
+    pub rollback: bool,
     /// Key ranges snapshotted in parallel.
     #[arg(long, default_value_t = 4)]
     pub ranges: usize,

@@ -20,6 +20,7 @@ mod client;
 pub mod ops;
 mod phases;
 mod rebuild;
+mod rollback;
 mod state;
 mod throttle;
 
@@ -55,6 +56,9 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     let existing = ctx.load().await?;
     if a.abort {
         return abort::abort(&ctx, existing).await;
+    }
+    if a.rollback {
+        return rollback::rollback(&ctx, existing).await;
     }
     let mut st = match existing {
         Some(st) if st.phase == Phase::Done && (st.from != a.from || st.to != a.to) => {
@@ -227,6 +231,7 @@ fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {
         snapshot_rows: 0,
         throttle: None,
         warm: None,
+        rolled_back: None,
         snapshot_resumed_rows: 0,
         runs: 0,
         max_lag_records: 0,

@@ -41,6 +41,21 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
                 .into());
             }
             st.from_name = s1["name"].as_str().map(str::to_string);
+            // A rollback left n2 forwarding the namespace to n1: it must
+            // hold its own copy again (verify reads it), and is promoted
+            // back at the cutover.
+            if s2["proxies"][&st.ns].is_string() {
+                ctx.delete(&format!("{n2}/v1/admin/proxy"), json!({"namespace": st.ns}))
+                    .await
+                    .context("n2 forwards the namespace (a rollback); removing that")?;
+                if !ctx.a.quiet {
+                    eprintln!(
+                        "n2 forwarded {} to {} since a rollback: it is a replica of it again \
+                         (its clients' writes are refused until the cutover)",
+                        st.ns, s2["proxies"][&st.ns]
+                    );
+                }
+            }
         }
         Phase::MetadataSync => {
             // The store is schemaless: the metadata to carry is the namespace

@@ -110,6 +110,10 @@ pub struct MigState {
     /// n2's cache.
     #[serde(default)]
     pub warm: Option<Value>,
+    /// Set when `--rollback` moved the primary back to n1 (the record is
+    /// then `aborted`, so the namespace can be migrated again).
+    #[serde(default)]
+    pub rolled_back: Option<Value>,
 }
 
 /// The persisted state of the migration of `ns` whose source is `from`.

@@ -27,6 +27,12 @@ pub struct NodeState {
     pub kafka: KafkaSettings,
     pub topic: String,
     pub relay: Option<Arc<RelayStats>>,
+    /// On a target: the relay of its reverse journal (client writes to the
+    /// namespaces it was promoted for, shipped for the old primary).
+    pub reverse_relay: Option<Arc<RelayStats>>,
+    /// On a source: the loop applying the reverse journal once it forwards
+    /// a namespace (started at the cutover, or at start when it forwards).
+    pub reverse_apply: parking_lot::Mutex<Option<Arc<ApplyShared>>>,
     pub apply: Option<Arc<ApplyShared>>,
     pub control: Option<mpsc::Sender<Control>>,
     pub metrics: Arc<Metrics>,
@@ -234,6 +240,39 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         });
         s.metrics.observe_relay(r, s.store.outbox().len());
     }
+    if let Some(r) = &s.reverse_relay {
+        use std::sync::atomic::Ordering::Relaxed;
+        out["reverse_relay"] = json!({
+            "topic": crate::run::reverse_topic_name(&s.topic),
+            "shipped": r.shipped.load(Relaxed),
+            "send_errors": r.send_errors.load(Relaxed),
+            "last_error": *r.last_error.lock(),
+            "pending": s.store.outbox().len(),
+        });
+    }
+    let reverse = s.reverse_apply.lock().clone();
+    if let Some(a) = reverse {
+        use std::sync::atomic::Ordering::Relaxed;
+        let topic = crate::run::reverse_topic_name(&s.topic);
+        let lag = s.lag_of(&topic, &a).await;
+        let halted = a.partitions.lock().values().find_map(|p| p.halted.clone());
+        let lag_records = lag
+            .as_ref()
+            .map(|l| l.iter().map(|p| p.lag_records).sum::<i64>())
+            .ok();
+        s.metrics.observe_reverse_lag(lag_records);
+        out["reverse_apply"] = json!({
+            "topic": topic,
+            "running": a.running.load(Relaxed),
+            "transactions": a.txns.load(Relaxed),
+            "writes_applied": a.writes_applied.load(Relaxed),
+            "dead_lettered": a.dead_lettered.load(Relaxed),
+            "last_error": *a.last_error.lock(),
+            "halted": halted,
+            "lag_records": lag_records,
+            "lag_error": lag.as_ref().err(),
+        });
+    }
     if let Some(a) = &s.apply {
         use std::sync::atomic::Ordering::Relaxed;
         let lag = s.lag().await;
@@ -301,13 +340,20 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
 async fn stored_offsets(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
     let journal = offsets::load(&s.store, &s.topic)?;
     let journal_from = offsets::applied_from(&s.store, &s.topic)?;
+    let reverse = match s.reverse_apply.lock().is_some() {
+        true => Some(offsets::load(
+            &s.store,
+            &crate::run::reverse_topic_name(&s.topic),
+        )?),
+        false => None,
+    };
     let loader = s.loader.lock().as_ref().map(|l| l.topic.clone());
     let snapshot = match &loader {
         Some(t) => Some(offsets::load(&s.store, t)?),
         None => None,
     };
     Ok(Json(
-        json!({"journal": journal, "journal_from": journal_from, "snapshot": snapshot, "snapshot_topic": loader}),
+        json!({"journal": journal, "journal_from": journal_from, "snapshot": snapshot, "snapshot_topic": loader, "reverse": reverse}),
     ))
 }
 
@@ -388,6 +434,10 @@ struct RangeQuery {
     prefix: Option<String>,
     start: Option<String>,
     end: Option<String>,
+    /// This node's own copy even while it forwards the namespace (the
+    /// gate reads it; a rollback compares both nodes' copies).
+    #[allow(dead_code)]
+    local: Option<bool>,
 }
 
 async fn digest(

@@ -590,9 +590,19 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         return resp;
     }
     match gate.proxy(&ns) {
+        Some(_) if local_digest(&req) => next.run(req).await,
         Some(target) => gate.forward(&target, req).await,
         None => next.run(req).await,
     }
+}
+
+/// A digest asking for this node's own copy (`?local=true`, an admin read).
+fn local_digest(req: &Request) -> bool {
+    req.uri().path().ends_with("/digest")
+        && req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv == "local=true"))
 }
 
 #[cfg(test)]

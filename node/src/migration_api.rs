@@ -26,6 +26,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/admin/checkpoint/{name}", delete(drop_checkpoint))
         .route("/v1/admin/load-snapshot", post(load_snapshot))
         .route("/v1/admin/hot-keys/{ns}", get(hot_keys))
+        .route("/v1/admin/reverse-apply", post(reverse_apply))
         .route("/v1/admin/warm", post(warm))
         .with_state(state)
 }
@@ -168,22 +169,39 @@ async fn proxy(
             }
         })?;
     tracing::info!(namespace = %req.namespace, target = %req.target, "namespace is now proxied");
+    // The new primary journals the namespace's writes from now on: apply
+    // them here, so a rollback finds this node up to date.
+    if s.relay.is_some() {
+        start_reverse_apply(&s);
+    }
     Ok(Json(
         json!({"proxy": req.target, "namespace": req.namespace}),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnproxyReq {
+    namespace: String,
+    /// Keep the namespace's fence (a rollback lifts it after the new
+    /// primary forwards back).
+    #[serde(default)]
+    keep_fence: bool,
 }
 
 async fn unproxy(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: NsReq = parse(&body)?;
+    let req: UnproxyReq = parse(&body)?;
     check_ns(&req.namespace)?;
     s.gate
         .set_proxy(&req.namespace, None)
         .await
         .map_err(|e| ApiError::unavailable("coordination", e.to_string()))?;
-    s.gate.unfence(&req.namespace).await;
+    if !req.keep_fence {
+        s.gate.unfence(&req.namespace).await;
+    }
     Ok(Json(json!({"proxy": null, "namespace": req.namespace})))
 }
 
@@ -206,10 +224,32 @@ async fn demote(
 async fn set_promoted(s: &NodeState, body: &[u8], on: bool) -> Result<Json<Value>, ApiError> {
     let req: NsReq = parse(body)?;
     check_ns(&req.namespace)?;
+    let ns = northwest_store::Namespace::new(&req.namespace)
+        .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
+    let coordination =
+        |e: crate::cutover::ProxyRecordError| ApiError::unavailable("coordination", e.to_string());
+    // A target journals a promoted namespace's client writes (for the old
+    // primary) from before it takes the first one.
+    let reverse = s.reverse_relay.is_some();
+    if on {
+        if reverse {
+            s.store.set_journaled(&ns, true);
+        }
+        // Promoted here: serve it here (a rollback left it forwarding back).
+        if s.gate.proxy(&req.namespace).is_some() {
+            s.gate
+                .set_proxy(&req.namespace, None)
+                .await
+                .map_err(coordination)?;
+        }
+    }
     s.gate
         .promote(&req.namespace, on)
         .await
-        .map_err(|e| ApiError::unavailable("coordination", e.to_string()))?;
+        .map_err(coordination)?;
+    if !on && reverse {
+        s.store.set_journaled(&ns, false);
+    }
     if on {
         tracing::warn!(namespace = %req.namespace, "replica promoted: it now takes client writes for this namespace");
     }
@@ -395,4 +435,51 @@ async fn load_snapshot(
         stop: own_stop,
     });
     Ok(Json(json!({"loading": req.topic})))
+}
+
+/// Starts (once) the loop applying the reverse journal on a source node.
+pub fn start_reverse_apply(s: &Arc<NodeState>) {
+    let mut slot = s.reverse_apply.lock();
+    if slot.is_some() {
+        return;
+    }
+    let topic = crate::run::reverse_topic_name(&s.topic);
+    let shared = Arc::new(ApplyShared::default());
+    let cfg = ApplyConfig {
+        batch: s.apply_batch,
+        ..ApplyConfig::new(
+            Source::Journal,
+            s.kafka.clone(),
+            &topic,
+            &format!("northwest-reverse-{}", s.name),
+        )
+    };
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut stop = s.stop.clone();
+    let (store, sh) = (s.store.clone(), shared.clone());
+    tracing::info!(%topic, "applying the reverse journal (writes the new primary takes)");
+    tokio::spawn(async move {
+        let _keep = _tx;
+        let stopped = async move {
+            let _ = stop.wait_for(|v| *v).await;
+        };
+        if let Err(e) = northwest_consumer::run(store, cfg, sh.clone(), rx, stopped).await {
+            tracing::error!(error = %e, "the reverse journal's apply loop failed: a rollback cannot catch up; restart the node");
+            *sh.last_error.lock() = Some(e.to_string());
+        }
+    });
+    *slot = Some(shared);
+}
+
+/// Starts the reverse journal's apply loop here (a source), if not running.
+async fn reverse_apply(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
+    if s.relay.is_none() {
+        return Err(ApiError::bad_request(
+            "only a source node applies the reverse journal",
+        ));
+    }
+    start_reverse_apply(&s);
+    Ok(Json(
+        json!({"topic": crate::run::reverse_topic_name(&s.topic)}),
+    ))
 }

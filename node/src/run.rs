@@ -70,6 +70,12 @@ pub fn kafka_settings(cfg: &NodeConfig) -> KafkaSettings {
     }
 }
 
+/// The topic a promoted target journals its client writes to, for the old
+/// primary to apply (rollback after a cutover).
+pub fn reverse_topic_name(journal: &str) -> String {
+    format!("{journal}.reverse")
+}
+
 pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
     TopicSpec {
         name: cfg.journal.topic.clone(),
@@ -157,7 +163,17 @@ pub async fn run(
     let (store, zk_client) = open_store(&cfg).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
-    let relay = start_relay(&cfg, &store, &stop_rx, &mut tasks);
+    let relay = cfg
+        .journal
+        .enabled
+        .then(|| start_relay(&cfg, journal_topic(&cfg), &store, &stop_rx, &mut tasks));
+    // A target ships the writes of namespaces it is promoted for (none
+    // until a cutover) to the reverse journal.
+    let reverse_relay = cfg.journal.apply.then(|| {
+        let mut spec = journal_topic(&cfg);
+        spec.name = reverse_topic_name(&cfg.journal.topic);
+        start_relay(&cfg, spec, &store, &stop_rx, &mut tasks)
+    });
     let (control, apply) = start_apply(&cfg, &store, &stop_rx, &mut tasks);
     let state = Arc::new(NodeState {
         name: cfg.name.clone(),
@@ -165,6 +181,8 @@ pub async fn run(
         kafka: kafka_settings(&cfg),
         topic: cfg.journal.topic.clone(),
         relay,
+        reverse_relay,
+        reverse_apply: parking_lot::Mutex::new(None),
         apply,
         control,
         metrics: Arc::new(Metrics::new(
@@ -209,8 +227,19 @@ pub async fn run(
             tokio::spawn(crate::marker_gc::gc_loop(st, every, retention_ms, stop)),
         ));
     }
-    for (ns, target) in state.gate.load().await? {
+    let proxied = state.gate.load().await?;
+    for (ns, target) in &proxied {
         tracing::warn!(namespace = %ns, %target, "namespace was migrated away: proxying it to its new primary");
+    }
+    if cfg.journal.apply {
+        for ns in state.gate.promoted() {
+            if let Ok(ns) = northwest_store::Namespace::new(&ns) {
+                state.store.set_journaled(&ns, true);
+            }
+        }
+    }
+    if cfg.journal.enabled && !proxied.is_empty() {
+        crate::migration_api::start_reverse_apply(&state);
     }
     for problem in state.gate.proxy_problems() {
         tracing::error!("{problem}");
@@ -252,20 +281,19 @@ pub async fn run(
     result
 }
 
-/// The journal relay of a source node.
+/// The relay shipping the store's outbox to `topic`: a source's journal, or
+/// a target's reverse journal.
 fn start_relay(
     cfg: &NodeConfig,
+    topic: TopicSpec,
     store: &Arc<Store>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
-) -> Option<Arc<RelayStats>> {
-    if !cfg.journal.enabled {
-        return None;
-    }
+) -> Arc<RelayStats> {
     let stats = Arc::new(RelayStats::default());
     let relay_cfg = RelayConfig {
         kafka: kafka_settings(cfg),
-        topic: journal_topic(cfg),
+        topic,
         batch: 2000,
         max_in_flight: 20_000,
     };
@@ -332,7 +360,7 @@ fn start_relay(
             }
         }),
     ));
-    Some(stats)
+    stats
 }
 
 /// The apply loop of a target node, and the channel its admin API drives it by.

@@ -52,6 +52,7 @@ pub struct Metrics {
     delete_markers: IntGauge,
     delete_markers_removed: IntCounter,
     marker_gc_blocked: IntGauge,
+    reverse_lag: IntGauge,
     read_cache_hits: IntCounter,
     read_cache_misses: IntCounter,
     read_cache_warmed: IntCounter,
@@ -366,6 +367,12 @@ impl Metrics {
                 "1 when the last marker GC pass could not decide what is safe to remove \
                  (the reason is in status: marker_gc.blocked)",
             ),
+            reverse_lag: g(
+                src,
+                "reverse_lag_records",
+                "Records of the reverse journal (writes the new primary took after a cutover) \
+                 not yet applied here; -1 when unknown or not applying it",
+            ),
             read_cache_hits: c(
                 true,
                 "read_cache_hits_total",
@@ -501,6 +508,10 @@ impl Metrics {
         self.delete_markers.set(markers as i64);
         self.delete_markers_removed.inc_by(removed);
         self.marker_gc_blocked.set(blocked as i64);
+    }
+
+    pub fn observe_reverse_lag(&self, lag: Option<i64>) {
+        self.reverse_lag.set(lag.unwrap_or(-1));
     }
 
     /// The read cache's counters now (None: the node has no cache).

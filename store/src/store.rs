@@ -107,6 +107,9 @@ pub struct Store {
     /// Written into every delete marker; see `advance_marker_generation`.
     marker_gen: std::sync::atomic::AtomicU64,
     cache: Option<crate::cache::ReadCache>,
+    /// Namespaces journaled although `cfg.journal` is off: those a replica
+    /// was promoted for, whose client writes go to the reverse journal.
+    journaled: parking_lot::RwLock<std::collections::HashSet<String>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -149,6 +152,7 @@ impl Store {
             coord,
             cache: (cfg.read_cache_bytes > 0)
                 .then(|| crate::cache::ReadCache::new(cfg.read_cache_bytes)),
+            journaled: Default::default(),
             cfg,
             ids: tokio::sync::Mutex::new(0..0),
             outbox,
@@ -362,8 +366,26 @@ impl Store {
         ))))
     }
 
-    pub(crate) async fn wait_for_outbox_room(&self) -> Result<(), StoreError> {
-        if !self.cfg.journal {
+    /// Whether commits to `ns` are journaled (into the outbox).
+    pub fn journals(&self, ns: &Namespace) -> bool {
+        self.cfg.journal || self.journaled.read().contains(ns.as_str())
+    }
+
+    /// Journals (or stops journaling) client commits to `ns` on a node whose
+    /// config does not journal: a promoted replica's writes go to the
+    /// reverse journal. Turn it on before the namespace takes writes and
+    /// off only once none are in flight (under its fence).
+    pub fn set_journaled(&self, ns: &Namespace, on: bool) {
+        let mut j = self.journaled.write();
+        if on {
+            j.insert(ns.as_str().to_string());
+        } else {
+            j.remove(ns.as_str());
+        }
+    }
+
+    pub(crate) async fn wait_for_outbox_room(&self, ns: &Namespace) -> Result<(), StoreError> {
+        if !self.journals(ns) {
             return Ok(());
         }
         let full = || self.outbox.len() >= self.cfg.outbox_limit;

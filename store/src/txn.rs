@@ -181,11 +181,11 @@ impl<'a> Transaction<'a> {
             store.coord.release(self.lock).await;
             return Ok((Version::ABSENT, None));
         }
-        if store.cfg.journal {
+        let ns = self.ns().clone();
+        if store.journals(&ns) {
             self.check_journal_size()?;
         }
-        store.wait_for_outbox_room().await?;
-        let ns = self.ns().clone();
+        store.wait_for_outbox_room(&ns).await?;
         let mut above = Version::ABSENT;
         for key in self.writes.keys() {
             if let Some(r) = store.get_record(&ns, key)? {
@@ -245,6 +245,7 @@ impl<'a> Transaction<'a> {
         let ts = now_ms();
         let mut batch = WriteBatch::default();
         let mut ops = Vec::with_capacity(self.writes.len());
+        let journal = store.journals(ns);
         for (key, w) in &self.writes {
             let value = match w {
                 Write::Put(v) => Some(v.clone()),
@@ -257,7 +258,7 @@ impl<'a> Transaction<'a> {
                 value,
             };
             batch.put(Cf::Entities, encode_key(ns, key), rec.encode());
-            if store.cfg.journal {
+            if journal {
                 ops.push(match w {
                     Write::Put(v) => JournalOp::Put {
                         key: key.to_string(),
@@ -270,7 +271,7 @@ impl<'a> Transaction<'a> {
             }
         }
         let mut seq = None;
-        if store.cfg.journal {
+        if journal {
             let record = JournalRecord {
                 txn_id: id.0,
                 namespace: ns.to_string(),

@@ -1,0 +1,342 @@
+//! `migrate --rollback`: moves a namespace's primary back to n1 after the
+//! cutover. From the switch on, n2 journals the namespace's client writes to
+//! the reverse journal (`<journal>.reverse`) and n1 applies it with the same
+//! lock + version + stored-offset rules; the rollback waits for n1 to catch
+//! up, then, with both nodes fenced, drains n2's writes into n1, makes n1
+//! serve the namespace again and n2 forward it back, and lifts the fences.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+
+use crate::client::{high_watermarks, Ctx};
+use crate::state::{MigState, Phase, Refused};
+
+pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
+    let ns = ctx.a.namespace.clone();
+    let Some(mut st) = st else {
+        return Err(Refused(format!("no migration of namespace {ns} is recorded")).into());
+    };
+    if st.from != ctx.a.from || st.to != ctx.a.to {
+        return Err(Refused(format!(
+            "migration {} of {ns} went from {} to {}: run --rollback with those --from and --to",
+            st.id, st.from, st.to
+        ))
+        .into());
+    }
+    match st.phase {
+        Phase::Proxy | Phase::Switch | Phase::Done => {}
+        Phase::Aborted => {
+            return Err(Refused(format!(
+                "migration {} was already aborted or rolled back",
+                st.id
+            ))
+            .into())
+        }
+        _ => {
+            return Err(Refused(format!(
+                "migration {} has not cut over (phase {}): n1 still serves the namespace; use \
+                 --abort",
+                st.id,
+                st.phase.cli_name()
+            ))
+            .into())
+        }
+    }
+    let (n1, n2) = (st.from.clone(), st.to.clone());
+    let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
+    if s1["proxies"][&ns].as_str() != Some(n2.as_str()) {
+        return Err(Refused(format!(
+            "n1 does not forward {ns} to {n2} (its proxies: {}): nothing to roll back; use \
+             --abort for a cutover that did not happen",
+            s1["proxies"]
+        ))
+        .into());
+    }
+    let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
+    if s2["reverse_relay"].is_null() {
+        return Err(Refused(format!(
+            "n2 ({n2}) does not journal the writes it takes (a node older than this command?): \
+             rolling back would lose them"
+        ))
+        .into());
+    }
+    let topic = s2["reverse_relay"]["topic"]
+        .as_str()
+        .ok_or_else(|| anyhow!("n2's status names no reverse topic"))?
+        .to_string();
+    ctx.post(&format!("{n1}/v1/admin/reverse-apply"), json!({}))
+        .await?;
+    let t = Instant::now();
+    catch_up(ctx, &n1, &n2).await?;
+    let catch_up_s = t.elapsed().as_secs_f64();
+    let verified = verify(ctx, &ns, &n1, &n2, &topic).await?;
+    if !ctx.a.quiet {
+        eprintln!(
+            "rollback: n1 caught up in {catch_up_s:.2} s; n1 = n2: {} entities (writes paused {:.1} ms)",
+            verified["count"], verified["pause_ms"]
+        );
+    }
+    let mut expired = 0;
+    let pause_ms = loop {
+        match switch_back(ctx, &ns, &n1, &n2, &topic).await {
+            Ok(p) => break p,
+            Err(e) if expired < 2 && format!("{e:#}").contains("fence_expired") => {
+                expired += 1;
+                tracing::warn!(error = %format!("{e:#}"), "n2's fence expired during the rollback; n2 keeps the namespace, trying again");
+            }
+            Err(e) => {
+                return Err(e.context(
+                    "the rollback stopped; n2 still serves the namespace (n1 forwards to it). \
+                     Run the same command again",
+                ))
+            }
+        }
+    };
+    // Clients that follow the routing record go to n1 again.
+    let rec = json!({"primary": n1, "replaces": n2, "namespace": ns, "migration": st.id, "rolled_back": true});
+    let path = format!("{}/routing/{ns}", ctx.root);
+    ctx.mkdirs(&format!("{}/routing", ctx.root)).await?;
+    let data = serde_json::to_vec(&rec)?;
+    match ctx.zk.set_data(&path, &data, None).await {
+        Ok(_) => {}
+        Err(zookeeper_client::Error::NoNode) => {
+            let opts = zookeeper_client::CreateMode::Persistent.with_acls(ctx.acls);
+            ctx.zk
+                .create(&path, &data, &opts)
+                .await
+                .map_err(|e| anyhow!("writing the routing record: {e}"))?;
+        }
+        Err(e) => bail!("writing the routing record: {e}"),
+    }
+    st.phase = Phase::Aborted;
+    st.rolled_back = Some(json!({
+        "at_ms": northwest_store::store::now_ms_pub(),
+        "catch_up_seconds": catch_up_s,
+        "write_pause_ms": pause_ms,
+        "verify": verified,
+    }));
+    ctx.save(&st).await?;
+    let report = json!({"rolled_back": ns, "primary": n1, "forwarding": n2, "migration": st.id,
+        "catch_up_seconds": catch_up_s, "write_pause_ms": pause_ms, "reverse_topic": topic,
+        "verify": verified});
+    if ctx.a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "namespace {ns} rolled back: {n1} is its primary again and {n2} forwards it there \
+             (catch-up {catch_up_s:.2} s, write pause {pause_ms:.1} ms)"
+        );
+    }
+    Ok(())
+}
+
+/// Waits until n1 applied the reverse journal to within `--max-lag`.
+async fn catch_up(ctx: &Ctx, n1: &str, n2: &str) -> anyhow::Result<()> {
+    let b = crate::phases::bar(0, "reverse", ctx.a.quiet);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
+        let r = &s1["reverse_apply"];
+        if let Some(h) = r["halted"].as_str() {
+            bail!("n1 halted a partition of the reverse journal: {h}");
+        }
+        let lag = r["lag_records"].as_i64();
+        b.set_message(format!(
+            "n1 behind n2 by {} records{}",
+            lag.map_or("?".into(), |l| l.to_string()),
+            r["last_error"]
+                .as_str()
+                .map(|e| format!("; apply error: {e}"))
+                .unwrap_or_default()
+        ));
+        if r["running"] == true
+            && r["lag_error"].is_null()
+            && lag.is_some_and(|l| l <= ctx.a.max_lag)
+        {
+            b.finish_and_clear();
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("n1 did not catch up with n2's writes in 30 min (reverse apply: {r}); is {n2}'s reverse relay shipping? (its status: reverse_relay)");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Fences both nodes, drains n2's writes into n1 and compares the two
+/// copies of the namespace (n1's own, not the one it forwards to), then
+/// lifts the fences.
+async fn verify(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> anyhow::Result<Value> {
+    let t = Instant::now();
+    let body = json!({"namespace": ns});
+    ctx.post(
+        &format!("{n1}/v1/admin/fence"),
+        json!({"namespace": ns, "max_ms": 30_000}),
+    )
+    .await?;
+    let r = async {
+        let f2 = ctx
+            .post(
+                &format!("{n2}/v1/admin/fence"),
+                json!({"namespace": ns, "max_ms": 30_000}),
+            )
+            .await?;
+        drain(ctx, n1, n2, topic, &f2).await?;
+        let (u1, u2) = (
+            format!("{n1}/v1/ns/{ns}/digest?local=true"),
+            format!("{n2}/v1/ns/{ns}/digest"),
+        );
+        let (d1, d2) = tokio::try_join!(ctx.get(&u1), ctx.get(&u2))?;
+        anyhow::Ok((d1, d2))
+    }
+    .await;
+    let _ = ctx
+        .post(&format!("{n2}/v1/admin/unfence"), body.clone())
+        .await;
+    let _ = ctx.post(&format!("{n1}/v1/admin/unfence"), body).await;
+    let (d1, d2) = r.context("verifying n1 against n2 before the switch back")?;
+    if d1["count"] != d2["count"] || d1["digest"] != d2["digest"] {
+        bail!(
+            "n1 and n2 differ after n1 applied n2's writes (n1 {} entities {}, n2 {} entities {}): \
+             the rollback stopped, n2 still serves the namespace",
+            d1["count"],
+            d1["digest"],
+            d2["count"],
+            d2["digest"]
+        );
+    }
+    Ok(
+        json!({"count": d1["count"], "digest": d1["digest"], "pause_ms": t.elapsed().as_secs_f64() * 1000.0}),
+    )
+}
+
+/// The switch back, under both fences; returns the write pause (ms).
+async fn switch_back(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let body = json!({"namespace": ns});
+    // n1's fence holds its clients while the proxies flip; n2's guarantees
+    // n2 takes no write after the drain (the proxy step checks it held).
+    let f1 = ctx
+        .post(
+            &format!("{n1}/v1/admin/fence"),
+            json!({"namespace": ns, "max_ms": 20_000}),
+        )
+        .await?;
+    let f2 = match ctx
+        .post(
+            &format!("{n2}/v1/admin/fence"),
+            json!({"namespace": ns, "max_ms": 10_000}),
+        )
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = ctx
+                .post(&format!("{n1}/v1/admin/unfence"), body.clone())
+                .await;
+            return Err(e);
+        }
+    };
+    let lift = |e: anyhow::Error| async move {
+        let _ = ctx
+            .post(&format!("{n2}/v1/admin/unfence"), json!({"namespace": ns}))
+            .await;
+        let _ = ctx
+            .post(&format!("{n1}/v1/admin/unfence"), json!({"namespace": ns}))
+            .await;
+        e
+    };
+    if let Err(e) = drain(ctx, n1, n2, topic, &f2).await {
+        return Err(lift(e.context("draining n2's writes into n1")).await);
+    }
+    if let Err(e) = ctx
+        .delete(
+            &format!("{n1}/v1/admin/proxy"),
+            json!({"namespace": ns, "keep_fence": true}),
+        )
+        .await
+    {
+        return Err(lift(e.context("making n1 serve the namespace again")).await);
+    }
+    // n2 forwards to n1 under its fence (refused if the fence lapsed: n2 may
+    // have taken writes after the drain).
+    let r = ctx
+        .post(
+            &format!("{n2}/v1/admin/proxy"),
+            json!({"namespace": ns, "target": n1, "fence": f2["fence"]}),
+        )
+        .await;
+    if let Err(e) = r {
+        // n2 keeps the namespace: n1 forwards to it again, under n1's fence.
+        let back = ctx
+            .post(
+                &format!("{n1}/v1/admin/proxy"),
+                json!({"namespace": ns, "target": n2, "fence": f1["fence"]}),
+            )
+            .await;
+        let _ = ctx
+            .post(&format!("{n2}/v1/admin/unfence"), body.clone())
+            .await;
+        if let Err(b) = back {
+            let _ = ctx
+                .post(&format!("{n1}/v1/admin/unfence"), body.clone())
+                .await;
+            return Err(e.context(format!(
+                "n2 did not forward back, and n1 could not forward to n2 again ({b:#}): both may \
+                 serve the namespace; run the rollback again at once"
+            )));
+        }
+        return Err(e);
+    }
+    let pause = t.elapsed().as_secs_f64() * 1000.0;
+    ctx.post(&format!("{n1}/v1/admin/unfence"), body.clone())
+        .await
+        .context("lifting n1's fence (it lifts itself after 20 s)")?;
+    // n2 is a replica again: writes reaching it are forwarded to n1.
+    ctx.delete(&format!("{n2}/v1/admin/promote"), body)
+        .await
+        .context("demoting n2 (it forwards the namespace to n1 already)")?;
+    Ok(pause)
+}
+
+/// With n2 fenced: its outbox shipped up to the fence, and n1 applied the
+/// reverse journal up to its end.
+async fn drain(ctx: &Ctx, n1: &str, n2: &str, topic: &str, fence: &Value) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let below = fence["outbox_next"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("n2's fence reply has no outbox_next: {fence}"))?;
+    loop {
+        let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
+        if s2["outbox_shipped_below"].as_u64().unwrap_or(0) >= below {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "n2's reverse relay did not ship up to entry {below} in time ({}): is the broker up?",
+                s2["reverse_relay"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (c, t) = (ctx.hw.clone(), topic.to_string());
+    let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+    loop {
+        let off = ctx.get(&format!("{n1}/v1/admin/offsets")).await?;
+        if hw
+            .iter()
+            .all(|(p, h)| off["reverse"][p.to_string()].as_i64().unwrap_or(0) >= *h)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "n1 did not apply the reverse journal up to {hw:?} in time (stored {})",
+                off["reverse"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -1,0 +1,108 @@
+//! Reverse replication and rollback: after a migration under load, clients
+//! keep writing (through n1's proxy) to n2, which journals those writes to
+//! the reverse topic that n1 applies; `migrate --rollback` then moves the
+//! primary back to n1 with no failed request, n1 holds every acknowledged
+//! write, and n2 forwards the namespace to n1 again.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use northwest_tests::*;
+
+fn migrate(n1: &str, n2: &str, extra: &[&str]) -> std::process::Output {
+    Command::new(bin_path("northwest"))
+        .args(["migrate", "--from", n1, "--to", n2, "--namespace", "app"])
+        .args([
+            "--quiet",
+            "--json",
+            "--zk",
+            &zk_addr(),
+            "--brokers",
+            &kafka_addr(),
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migration_is_rolled_back_with_no_lost_write() {
+    let p = Pipeline::start("rollback", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    random_load(&n1, "app", 1000, 150, 8).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Acked::default());
+    let load = tokio::spawn(tracked_load(
+        n1.clone(),
+        "app".into(),
+        150,
+        6,
+        stop.clone(),
+        acked.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let o = tokio::task::spawn_blocking({
+        let (n1, n2) = (n1.clone(), n2.clone());
+        move || migrate(&n1, &n2, &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(migrate_report(&o)["phase"], "done");
+    // Writes after the switch exist on n2 first; n1 applies them from the
+    // reverse journal.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s2 = get_json(&format!("{n2}/v1/admin/status")).await;
+    assert!(
+        s2["reverse_relay"]["shipped"].as_u64().unwrap() > 0,
+        "n2 journals the writes it takes: {s2}"
+    );
+    let o = tokio::task::spawn_blocking({
+        let (n1, n2) = (n1.clone(), n2.clone());
+        move || migrate(&n1, &n2, &["--rollback"])
+    })
+    .await
+    .unwrap();
+    let r = migrate_report(&o);
+    assert_eq!(r["rolled_back"], "app", "{r}");
+    assert!(r["write_pause_ms"].as_f64().unwrap() < 5000.0, "{r}");
+    // Clients keep writing to n1, which serves the namespace itself again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {:?}",
+        acked.errors.lock().unwrap()
+    );
+    assert_eq!(
+        acked.stale_reads.load(Ordering::Relaxed),
+        0,
+        "a read went back in time"
+    );
+    let s1 = get_json(&format!("{n1}/v1/admin/status")).await;
+    assert!(s1["proxies"]["app"].is_null(), "n1 serves app again: {s1}");
+    let s2 = get_json(&format!("{n2}/v1/admin/status")).await;
+    assert_eq!(s2["proxies"]["app"], n1.as_str(), "{s2}");
+    assert_eq!(s2["promoted"], serde_json::json!([]), "{s2}");
+    // n1 holds every acknowledged write, including those n2 took.
+    assert_holds_acked(&n1, "app", &acked).await;
+    // n2 applies n1's journal again: its own copy catches up with n1.
+    wait_caught_up(&n1, &n2, Duration::from_secs(60)).await;
+    let d1 = digest(&n1, "app").await;
+    let d2 = get_json(&format!("{n2}/v1/ns/app/digest?local=true")).await;
+    assert_eq!(d1["digest"], d2["digest"], "n1 {d1} n2 {d2}");
+    assert_eq!(d1["count"], d2["count"]);
+    // The namespace can be migrated to n2 again.
+    let o = tokio::task::spawn_blocking({
+        let (n1, n2) = (n1.clone(), n2.clone());
+        move || migrate(&n1, &n2, &[])
+    })
+    .await
+    .unwrap();
+    let r = migrate_report(&o);
+    assert_eq!(r["phase"], "done", "{r}");
+    assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
+}
