@@ -41,21 +41,6 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
                 .into());
             }
             st.from_name = s1["name"].as_str().map(str::to_string);
-            // A rollback left n2 forwarding the namespace to n1: it must
-            // hold its own copy again (verify reads it), and is promoted
-            // back at the cutover.
-            if s2["proxies"][&st.ns].is_string() {
-                ctx.delete(&format!("{n2}/v1/admin/proxy"), json!({"namespace": st.ns}))
-                    .await
-                    .context("n2 forwards the namespace (a rollback); removing that")?;
-                if !ctx.a.quiet {
-                    eprintln!(
-                        "n2 forwarded {} to {} since a rollback: it is a replica of it again \
-                         (its clients' writes are refused until the cutover)",
-                        st.ns, s2["proxies"][&st.ns]
-                    );
-                }
-            }
         }
         Phase::MetadataSync => {
             // The store is schemaless: the metadata to carry is the namespace
@@ -391,7 +376,9 @@ async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         drain(ctx, st, &f, Duration::from_secs(25)).await?;
         let (u1, u2) = (
             format!("{n1}/v1/ns/{}/digest", st.ns),
-            format!("{}/v1/ns/{}/digest", st.to, st.ns),
+            // n2's own copy: after a rollback it forwards the namespace to
+            // n1 until the cutover promotes it again.
+            format!("{}/v1/ns/{}/digest?local=true", st.to, st.ns),
         );
         let (d1, d2) = tokio::try_join!(ctx.get(&u1), ctx.get(&u2))?;
         anyhow::Ok((d1, d2))

@@ -15,7 +15,7 @@ use crate::state::{MigState, Phase, Refused};
 
 pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
     let ns = ctx.a.namespace.clone();
-    let Some(mut st) = st else {
+    let Some(st) = st else {
         return Err(Refused(format!("no migration of namespace {ns} is recorded")).into());
     };
     if st.from != ctx.a.from || st.to != ctx.a.to {
@@ -46,15 +46,23 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<
     }
     let (n1, n2) = (st.from.clone(), st.to.clone());
     let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
-    if s1["proxies"][&ns].as_str() != Some(n2.as_str()) {
+    let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
+    let n1_forwards = s1["proxies"][&ns].as_str() == Some(n2.as_str());
+    let n2_forwards = s2["proxies"][&ns].as_str() == Some(n1.as_str());
+    if !n1_forwards && n2_forwards {
+        // A rollback stopped after its switch: finish it.
+        eprintln!("rollback: n1 serves {ns} and n2 forwards it there already; finishing");
+        finish(ctx, &ns, &n1, &n2).await?;
+        return done(ctx, st, &ns, json!({"resumed_after_switch": true})).await;
+    }
+    if !n1_forwards {
         return Err(Refused(format!(
-            "n1 does not forward {ns} to {n2} (its proxies: {}): nothing to roll back; use \
-             --abort for a cutover that did not happen",
+            "n1 does not forward {ns} to {n2} (its proxies: {}), nor n2 to n1: nothing to roll \
+             back; use --abort for a cutover that did not happen",
             s1["proxies"]
         ))
         .into());
     }
-    let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
     if s2["reverse_relay"].is_null() {
         return Err(Refused(format!(
             "n2 ({n2}) does not journal the writes it takes (a node older than this command?): \
@@ -88,12 +96,25 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<
             }
             Err(e) => {
                 return Err(e.context(
-                    "the rollback stopped; n2 still serves the namespace (n1 forwards to it). \
-                     Run the same command again",
+                    "the rollback stopped (the cause says at which step); run the same command \
+                     again: it continues from where the nodes are",
                 ))
             }
         }
     };
+    done(
+        ctx,
+        st,
+        &ns,
+        json!({"catch_up_seconds": catch_up_s, "write_pause_ms": pause_ms, "verify": verified,
+            "reverse_topic": topic}),
+    )
+    .await
+}
+
+/// Points the routing record at n1, records the rollback, reports.
+async fn done(ctx: &Ctx, mut st: MigState, ns: &str, mut detail: Value) -> anyhow::Result<()> {
+    let (n1, n2) = (st.from.clone(), st.to.clone());
     // Clients that follow the routing record go to n1 again.
     let rec = json!({"primary": n1, "replaces": n2, "namespace": ns, "migration": st.id, "rolled_back": true});
     let path = format!("{}/routing/{ns}", ctx.root);
@@ -110,23 +131,21 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<
         }
         Err(e) => bail!("writing the routing record: {e}"),
     }
+    detail["at_ms"] = json!(northwest_store::store::now_ms_pub());
     st.phase = Phase::Aborted;
-    st.rolled_back = Some(json!({
-        "at_ms": northwest_store::store::now_ms_pub(),
-        "catch_up_seconds": catch_up_s,
-        "write_pause_ms": pause_ms,
-        "verify": verified,
-    }));
+    st.rolled_back = Some(detail.clone());
     ctx.save(&st).await?;
-    let report = json!({"rolled_back": ns, "primary": n1, "forwarding": n2, "migration": st.id,
-        "catch_up_seconds": catch_up_s, "write_pause_ms": pause_ms, "reverse_topic": topic,
-        "verify": verified});
+    let mut report =
+        json!({"rolled_back": ns, "primary": n1, "forwarding": n2, "migration": st.id});
+    if let (Some(r), Some(d)) = (report.as_object_mut(), detail.as_object()) {
+        r.extend(d.clone());
+    }
     if ctx.a.json {
         println!("{report}");
     } else {
         println!(
             "namespace {ns} rolled back: {n1} is its primary again and {n2} forwards it there \
-             (catch-up {catch_up_s:.2} s, write pause {pause_ms:.1} ms)"
+             ({detail})"
         );
     }
     Ok(())
@@ -186,7 +205,7 @@ async fn verify(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> anyhow:
         drain(ctx, n1, n2, topic, &f2).await?;
         let (u1, u2) = (
             format!("{n1}/v1/ns/{ns}/digest?local=true"),
-            format!("{n2}/v1/ns/{ns}/digest"),
+            format!("{n2}/v1/ns/{ns}/digest?local=true"),
         );
         let (d1, d2) = tokio::try_join!(ctx.get(&u1), ctx.get(&u2))?;
         anyhow::Ok((d1, d2))
@@ -218,12 +237,11 @@ async fn switch_back(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> an
     let body = json!({"namespace": ns});
     // n1's fence holds its clients while the proxies flip; n2's guarantees
     // n2 takes no write after the drain (the proxy step checks it held).
-    let f1 = ctx
-        .post(
-            &format!("{n1}/v1/admin/fence"),
-            json!({"namespace": ns, "max_ms": 20_000}),
-        )
-        .await?;
+    ctx.post(
+        &format!("{n1}/v1/admin/fence"),
+        json!({"namespace": ns, "max_ms": 20_000}),
+    )
+    .await?;
     let f2 = match ctx
         .post(
             &format!("{n2}/v1/admin/fence"),
@@ -251,54 +269,47 @@ async fn switch_back(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> an
     if let Err(e) = drain(ctx, n1, n2, topic, &f2).await {
         return Err(lift(e.context("draining n2's writes into n1")).await);
     }
+    // n2 forwards to n1 first, under its fence (refused if it lapsed: n2 may
+    // have taken writes after the drain). From here until n1 stops
+    // forwarding, neither node serves the namespace itself, so a crash in
+    // between leaves no two primaries: requests bounce once and are refused
+    // (508) until the rollback is run again.
     if let Err(e) = ctx
-        .delete(
-            &format!("{n1}/v1/admin/proxy"),
-            json!({"namespace": ns, "keep_fence": true}),
-        )
-        .await
-    {
-        return Err(lift(e.context("making n1 serve the namespace again")).await);
-    }
-    // n2 forwards to n1 under its fence (refused if the fence lapsed: n2 may
-    // have taken writes after the drain).
-    let r = ctx
         .post(
             &format!("{n2}/v1/admin/proxy"),
             json!({"namespace": ns, "target": n1, "fence": f2["fence"]}),
         )
-        .await;
-    if let Err(e) = r {
-        // n2 keeps the namespace: n1 forwards to it again, under n1's fence.
-        let back = ctx
-            .post(
-                &format!("{n1}/v1/admin/proxy"),
-                json!({"namespace": ns, "target": n2, "fence": f1["fence"]}),
-            )
-            .await;
-        let _ = ctx
-            .post(&format!("{n2}/v1/admin/unfence"), body.clone())
-            .await;
-        if let Err(b) = back {
-            let _ = ctx
-                .post(&format!("{n1}/v1/admin/unfence"), body.clone())
-                .await;
-            return Err(e.context(format!(
-                "n2 did not forward back, and n1 could not forward to n2 again ({b:#}): both may \
-                 serve the namespace; run the rollback again at once"
-            )));
-        }
-        return Err(e);
+        .await
+    {
+        return Err(lift(e.context("making n2 forward the namespace to n1")).await);
     }
+    if northwest_store::failpoint::hit("rollback::between_switches") {
+        bail!("injected failure at rollback::between_switches");
+    }
+    ctx.delete(
+        &format!("{n1}/v1/admin/proxy"),
+        json!({"namespace": ns, "keep_fence": true}),
+    )
+    .await
+    .context(
+        "making n1 serve the namespace again (n2 already forwards it to n1, so requests are \
+         refused meanwhile): run --rollback again",
+    )?;
     let pause = t.elapsed().as_secs_f64() * 1000.0;
+    finish(ctx, ns, n1, n2).await?;
+    Ok(pause)
+}
+
+/// After the switch: n1's fence lifted, n2 demoted (it forwards already).
+async fn finish(ctx: &Ctx, ns: &str, n1: &str, n2: &str) -> anyhow::Result<()> {
+    let body = json!({"namespace": ns});
     ctx.post(&format!("{n1}/v1/admin/unfence"), body.clone())
         .await
         .context("lifting n1's fence (it lifts itself after 20 s)")?;
-    // n2 is a replica again: writes reaching it are forwarded to n1.
     ctx.delete(&format!("{n2}/v1/admin/promote"), body)
         .await
         .context("demoting n2 (it forwards the namespace to n1 already)")?;
-    Ok(pause)
+    Ok(())
 }
 
 /// With n2 fenced: its outbox shipped up to the fence, and n1 applied the

@@ -256,6 +256,14 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         let topic = crate::run::reverse_topic_name(&s.topic);
         let lag = s.lag_of(&topic, &a).await;
         let halted = a.partitions.lock().values().find_map(|p| p.halted.clone());
+        // No partition assigned yet is not "caught up".
+        let lag = lag.and_then(|l| {
+            if l.is_empty() {
+                Err("no partition of the reverse journal assigned yet".to_string())
+            } else {
+                Ok(l)
+            }
+        });
         let lag_records = lag
             .as_ref()
             .map(|l| l.iter().map(|p| p.lag_records).sum::<i64>())

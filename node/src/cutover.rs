@@ -22,6 +22,22 @@ use serde_json::json;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use zookeeper_client as zk;
 
+/// How many times a request was forwarded between nodes. A request
+/// forwarded to a node that forwards it back (in flight across a rollback's
+/// switch) is served there; one that would bounce again is refused (both
+/// nodes forwarding the namespace would otherwise bounce it until it timed
+/// out).
+const FORWARDED: &str = "x-northwest-forwarded";
+const MAX_HOPS: u32 = 2;
+
+fn hops(req: &Request) -> u32 {
+    req.headers()
+        .get(FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// How long a forwarded request may take before the client gets a 504.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -407,6 +423,7 @@ impl Gate {
     }
 
     async fn forward(&self, target: &str, req: Request) -> Response {
+        let hops = hops(&req) + 1;
         let (parts, body) = req.into_parts();
         let path = parts
             .uri
@@ -421,11 +438,15 @@ impl Gate {
             Ok(b) => b,
             Err(e) => return proxy_error(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
         };
-        let mut rb = self.client.request(parts.method.clone(), &url).body(body);
+        let mut rb = self
+            .client
+            .request(parts.method.clone(), &url)
+            .header(FORWARDED, hops.to_string())
+            .body(body);
         for (name, value) in parts.headers.iter() {
             // Origin was judged here (auth::browser_guard); n2 would see
             // n1's origin as foreign.
-            if name != "host" && name != "content-length" && name != "origin" {
+            if name != "host" && name != "content-length" && name != "origin" && name != FORWARDED {
                 rb = rb.header(name, value);
             }
         }
@@ -576,6 +597,9 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         let permit = g.lock.clone().read_owned().await;
         if let Some(target) = gate.proxy(&ns) {
             drop(permit);
+            if hops(&req) >= MAX_HOPS {
+                return forward_loop(&ns, &target);
+            }
             return gate.forward(&target, req).await;
         }
         if let Some(why) = gate.replica_refusal(&ns) {
@@ -590,15 +614,32 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         return resp;
     }
     match gate.proxy(&ns) {
-        Some(_) if local_digest(&req) => next.run(req).await,
+        Some(_) if local_digest(&req, &ns) => next.run(req).await,
+        Some(target) if hops(&req) >= MAX_HOPS => forward_loop(&ns, &target),
         Some(target) => gate.forward(&target, req).await,
         None => next.run(req).await,
     }
 }
 
-/// A digest asking for this node's own copy (`?local=true`, an admin read).
-fn local_digest(req: &Request) -> bool {
-    req.uri().path().ends_with("/digest")
+/// A request another node forwarded here, for a namespace this node
+/// forwards too.
+fn forward_loop(ns: &str, target: &str) -> Response {
+    tracing::warn!(namespace = ns, %target, "a request forwarded twice would be forwarded again: both nodes forward this namespace");
+    proxy_error(
+        StatusCode::LOOP_DETECTED,
+        format!(
+            "namespace {ns} is forwarded by this node to {target} and by the node that sent \
+             this here: a rollback or cutover stopped midway; run `northwest migrate --rollback` \
+             (or the migration) again to finish it"
+        ),
+    )
+}
+
+/// The namespace digest itself (`GET /v1/ns/{ns}/digest?local=true`, an
+/// admin read) asking for this node's own copy.
+fn local_digest(req: &Request, ns: &str) -> bool {
+    req.method() == Method::GET
+        && req.uri().path() == format!("/v1/ns/{ns}/digest")
         && req
             .uri()
             .query()

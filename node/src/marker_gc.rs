@@ -109,7 +109,15 @@ pub async fn report_outbox(st: &NodeState) -> Result<(), String> {
 async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     let now = northwest_store::store::now_ms_pub();
     let retained_before = now.saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
-    let decision = if st.apply.is_none() {
+    let decision = if st.reverse_apply.lock().is_some() {
+        // Records n2 took after a cutover arrive here late and may be sent
+        // twice: a marker removed by age could be undercut by one.
+        Err(
+            "this node applies a reverse journal (a namespace it forwards): markers are kept \
+             while it does"
+                .to_string(),
+        )
+    } else if st.apply.is_none() {
         Ok(Decision {
             rule: MarkerGcRule {
                 committed_before_ms: retained_before,

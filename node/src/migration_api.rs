@@ -235,8 +235,11 @@ async fn set_promoted(s: &NodeState, body: &[u8], on: bool) -> Result<Json<Value
         if reverse {
             s.store.set_journaled(&ns, true);
         }
-        // Promoted here: serve it here (a rollback left it forwarding back).
-        if s.gate.proxy(&req.namespace).is_some() {
+        // A replica promoted here serves it here (a rollback left it
+        // forwarding back). A source's proxy is only ever lifted by the
+        // rollback itself, after the new primary forwards back: clearing it
+        // here could leave both serving if the promoter's cutover failed.
+        if reverse && s.gate.proxy(&req.namespace).is_some() {
             s.gate
                 .set_proxy(&req.namespace, None)
                 .await
@@ -456,7 +459,7 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
     };
     let (_tx, rx) = tokio::sync::mpsc::channel(1);
     let mut stop = s.stop.clone();
-    let (store, sh) = (s.store.clone(), shared.clone());
+    let (store, sh, st) = (s.store.clone(), shared.clone(), s.clone());
     tracing::info!(%topic, "applying the reverse journal (writes the new primary takes)");
     tokio::spawn(async move {
         let _keep = _tx;
@@ -464,8 +467,13 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
             let _ = stop.wait_for(|v| *v).await;
         };
         if let Err(e) = northwest_consumer::run(store, cfg, sh.clone(), rx, stopped).await {
-            tracing::error!(error = %e, "the reverse journal's apply loop failed: a rollback cannot catch up; restart the node");
+            tracing::error!(error = %e, "the reverse journal's apply loop failed: a rollback cannot catch up until it runs again; POST /v1/admin/reverse-apply (or run `northwest migrate --rollback`) starts it from its stored offsets");
             *sh.last_error.lock() = Some(e.to_string());
+            // A finished loop can be started again.
+            let mut slot = st.reverse_apply.lock();
+            if slot.as_ref().is_some_and(|a| Arc::ptr_eq(a, &sh)) {
+                *slot = None;
+            }
         }
     });
     *slot = Some(shared);

@@ -238,7 +238,10 @@ pub async fn run(
             }
         }
     }
-    if cfg.journal.enabled && !proxied.is_empty() {
+    // Also after a rollback: records n2 took may still be on their way.
+    let reverse_offsets =
+        northwest_consumer::offsets::load(&store, &reverse_topic_name(&cfg.journal.topic))?;
+    if cfg.journal.enabled && (!proxied.is_empty() || !reverse_offsets.is_empty()) {
         crate::migration_api::start_reverse_apply(&state);
     }
     for problem in state.gate.proxy_problems() {

@@ -106,3 +106,90 @@ async fn a_migration_is_rolled_back_with_no_lost_write() {
     assert_eq!(r["phase"], "done", "{r}");
     assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
 }
+
+/// The orchestrator dies between the two halves of the switch (n2 already
+/// forwards to n1, n1 still forwards to n2): neither node accepts a write
+/// (no two primaries; requests are refused, not bounced forever), and
+/// running --rollback again finishes with every acknowledged write on n1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollback_killed_midway_takes_no_write_twice_and_resumes() {
+    let mut p = Pipeline::start("rollback-crash", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    random_load(&n1, "app", 300, 50, 4).await;
+    let o = migrate(&n1, &n2, &[]);
+    assert_eq!(migrate_report(&o)["phase"], "done");
+    let c = reqwest::Client::new();
+    for i in 0..50 {
+        let r = c
+            .put(format!("{n1}/v1/ns/app/e/After:{i}"))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a write after the switch (on n2)");
+    }
+    // Both nodes killed: n2's reverse outbox and n1's reverse position
+    // survive, and the reverse journal flows again after the restart.
+    p.n2.kill9();
+    p.n1.kill9();
+    p.n2.spawn();
+    p.n1.spawn();
+    let o = Command::new(bin_path("northwest"))
+        .args(["--crash-points", "rollback::between_switches=error"])
+        .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app"])
+        .args([
+            "--quiet",
+            "--rollback",
+            "--zk",
+            &zk_addr(),
+            "--brokers",
+            &kafka_addr(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("rollback::between_switches"), "{err}");
+    // Half switched: a write to either node is refused by neither taking it.
+    for base in [&n1, &n2] {
+        let r = c
+            .put(format!("{base}/v1/ns/app/e/Midway:1"))
+            .body("x")
+            .timeout(Duration::from_secs(40))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 508, "{base}: {}", r.text().await.unwrap());
+    }
+    let o = migrate(&n1, &n2, &["--rollback"]);
+    let r = migrate_report(&o);
+    assert_eq!(r["rolled_back"], "app", "{r}");
+    for i in 0..50 {
+        let r = c
+            .get(format!("{n1}/v1/ns/app/e/After:{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), format!("v{i}"));
+    }
+    let r = c
+        .get(format!("{n1}/v1/ns/app/e/Midway:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "the refused write was taken by no node");
+    let s1 = get_json(&format!("{n1}/v1/admin/status")).await;
+    assert!(s1["proxies"]["app"].is_null(), "{s1}");
+    let r = c
+        .put(format!("{n2}/v1/ns/app/e/Later:1"))
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "n2 forwards writes to n1 again");
+    wait_caught_up(&n1, &n2, Duration::from_secs(60)).await;
+    let d1 = digest(&n1, "app").await;
+    let d2 = get_json(&format!("{n2}/v1/ns/app/digest?local=true")).await;
+    assert_eq!(d1["digest"], d2["digest"], "n1 {d1} n2 {d2}");
+}
