@@ -58,6 +58,22 @@ async fn a_migration_is_rolled_back_with_no_lost_write() {
         s2["reverse_relay"]["shipped"].as_u64().unwrap() > 0,
         "n2 journals the writes it takes: {s2}"
     );
+    let s1 = get_json(&format!("{n1}/v1/admin/status")).await;
+    assert!(
+        s1["reverse_apply"]["lag_records"].is_i64(),
+        "n1 shows its reverse lag: {s1}"
+    );
+    let page = tokio::task::spawn_blocking({
+        let url = format!("{n1}/");
+        move || northwest_tests::browser::load(&url, 3000, None)
+    })
+    .await
+    .unwrap();
+    let summary = page.text_of("summary").unwrap_or_default();
+    assert!(
+        summary.contains("reverse journal: behind the new primary by"),
+        "the dashboard shows the reverse lag: {summary}"
+    );
     let o = tokio::task::spawn_blocking({
         let (n1, n2) = (n1.clone(), n2.clone());
         move || migrate(&n1, &n2, &["--rollback"])
