@@ -172,6 +172,26 @@ impl Ctx {
         Ok(())
     }
 
+    /// Writes the routing record `<root>/routing/<ns>`: where clients of the
+    /// namespace should go.
+    pub(crate) async fn write_routing(&self, ns: &str, rec: Value) -> anyhow::Result<()> {
+        let path = format!("{}/routing/{ns}", self.root);
+        self.mkdirs(&format!("{}/routing", self.root)).await?;
+        let data = serde_json::to_vec(&rec)?;
+        match self.zk.set_data(&path, &data, None).await {
+            Ok(_) => Ok(()),
+            Err(zk::Error::NoNode) => {
+                let opts = zk::CreateMode::Persistent.with_acls(self.acls);
+                self.zk
+                    .create(&path, &data, &opts)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("writing the routing record {path}: {e}"))
+            }
+            Err(e) => bail!("writing the routing record {path}: {e}"),
+        }
+    }
+
     /// Makes this run the only orchestrator of the namespace: an ephemeral
     /// owner znode, waited for while another live orchestrator holds it (a
     /// killed one's goes when its ZooKeeper session expires).

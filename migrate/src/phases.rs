@@ -9,7 +9,6 @@ use anyhow::{anyhow, bail, Context};
 use northwest_snapshotter::{stream_snapshot, SnapshotConfig, SnapshotStats, ZkProgress};
 use northwest_store::Namespace;
 use serde_json::{json, Value};
-use zookeeper_client as zk;
 
 use crate::client::{high_watermarks, Ctx};
 use crate::state::{MigState, Phase, Refused};
@@ -115,21 +114,11 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
                     s1["proxies"]
                 );
             }
-            let rec = json!({"primary": st.to, "replaces": st.from, "namespace": st.ns, "migration": st.id});
-            let path = format!("{}/routing/{}", ctx.root, st.ns);
-            ctx.mkdirs(&format!("{}/routing", ctx.root)).await?;
-            let data = serde_json::to_vec(&rec)?;
-            match ctx.zk.set_data(&path, &data, None).await {
-                Ok(_) => {}
-                Err(zk::Error::NoNode) => {
-                    let opts = zk::CreateMode::Persistent.with_acls(ctx.acls);
-                    ctx.zk
-                        .create(&path, &data, &opts)
-                        .await
-                        .map_err(|e| anyhow!("{e}"))?;
-                }
-                Err(e) => bail!("writing the routing record: {e}"),
-            }
+            ctx.write_routing(
+                &st.ns,
+                json!({"primary": st.to, "replaces": st.from, "namespace": st.ns, "migration": st.id}),
+            )
+            .await?;
             let name = st.id.clone();
             let _ = ctx
                 .http

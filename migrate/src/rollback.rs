@@ -116,21 +116,11 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<
 async fn done(ctx: &Ctx, mut st: MigState, ns: &str, mut detail: Value) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
     // Clients that follow the routing record go to n1 again.
-    let rec = json!({"primary": n1, "replaces": n2, "namespace": ns, "migration": st.id, "rolled_back": true});
-    let path = format!("{}/routing/{ns}", ctx.root);
-    ctx.mkdirs(&format!("{}/routing", ctx.root)).await?;
-    let data = serde_json::to_vec(&rec)?;
-    match ctx.zk.set_data(&path, &data, None).await {
-        Ok(_) => {}
-        Err(zookeeper_client::Error::NoNode) => {
-            let opts = zookeeper_client::CreateMode::Persistent.with_acls(ctx.acls);
-            ctx.zk
-                .create(&path, &data, &opts)
-                .await
-                .map_err(|e| anyhow!("writing the routing record: {e}"))?;
-        }
-        Err(e) => bail!("writing the routing record: {e}"),
-    }
+    ctx.write_routing(
+        ns,
+        json!({"primary": n1, "replaces": n2, "namespace": ns, "migration": st.id, "rolled_back": true}),
+    )
+    .await?;
     detail["at_ms"] = json!(northwest_store::store::now_ms_pub());
     st.phase = Phase::Aborted;
     st.rolled_back = Some(detail.clone());
