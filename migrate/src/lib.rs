@@ -69,6 +69,14 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
             ))
             .into());
         }
+        Some(st) if st.phase == Phase::Done && s1["proxies"][&st.ns].is_null() => {
+            return Err(Refused(format!(
+                "migration {} of {} is recorded done, but n1 does not forward the namespace: a \
+                 rollback stopped after its switch; run with --rollback to finish it",
+                st.id, st.ns
+            ))
+            .into());
+        }
         Some(st) if st.phase == Phase::Done => {
             eprintln!(
                 "migration {} of namespace {} is already done (n2 {} is primary)",

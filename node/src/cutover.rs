@@ -615,7 +615,17 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     }
     match gate.proxy(&ns) {
         Some(_) if local_digest(&req, &ns) => next.run(req).await,
-        Some(target) if hops(&req) >= MAX_HOPS => forward_loop(&ns, &target),
+        // Forwarded here by a node that forwards the namespace, while this
+        // one does too: a switch is under way. Wait out this node's fence
+        // (the switch holds it), then decide.
+        Some(_) if hops(&req) >= 1 => {
+            drop(gate.of(&ns).lock.clone().read_owned().await);
+            match gate.proxy(&ns) {
+                None => next.run(req).await,
+                Some(target) if hops(&req) >= MAX_HOPS => forward_loop(&ns, &target),
+                Some(target) => gate.forward(&target, req).await,
+            }
+        }
         Some(target) => gate.forward(&target, req).await,
         None => next.run(req).await,
     }

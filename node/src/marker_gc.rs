@@ -109,12 +109,15 @@ pub async fn report_outbox(st: &NodeState) -> Result<(), String> {
 async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     let now = northwest_store::store::now_ms_pub();
     let retained_before = now.saturating_sub(retention_ms.min(i64::MAX as u64) as i64);
-    let decision = if st.reverse_apply.lock().is_some() {
-        // Records n2 took after a cutover arrive here late and may be sent
-        // twice: a marker removed by age could be undercut by one.
+    let forwarding = !st.gate.proxies().is_empty();
+    let decision = if forwarding && st.reverse_apply.lock().is_some() {
+        // While it forwards a namespace, records its new primary takes
+        // arrive here late through the reverse journal and may be sent
+        // twice: a marker removed by age could be undercut by one. (After a
+        // rollback the reverse journal was applied to its end.)
         Err(
-            "this node applies a reverse journal (a namespace it forwards): markers are kept \
-             while it does"
+            "this node forwards a namespace and applies its reverse journal: markers are kept \
+             until it serves every namespace itself again"
                 .to_string(),
         )
     } else if st.apply.is_none() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use northwest_consumer::{ApplyConfig, ApplyShared, Source};
+use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, Source};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -231,25 +231,23 @@ async fn set_promoted(s: &NodeState, body: &[u8], on: bool) -> Result<Json<Value
     // A target journals a promoted namespace's client writes (for the old
     // primary) from before it takes the first one.
     let reverse = s.reverse_relay.is_some();
-    if on {
-        if reverse {
-            s.store.set_journaled(&ns, true);
-        }
-        // A replica promoted here serves it here (a rollback left it
-        // forwarding back). A source's proxy is only ever lifted by the
-        // rollback itself, after the new primary forwards back: clearing it
-        // here could leave both serving if the promoter's cutover failed.
-        if reverse && s.gate.proxy(&req.namespace).is_some() {
-            s.gate
-                .set_proxy(&req.namespace, None)
-                .await
-                .map_err(coordination)?;
-        }
+    if on && reverse {
+        s.store.set_journaled(&ns, true);
     }
     s.gate
         .promote(&req.namespace, on)
         .await
         .map_err(coordination)?;
+    // A replica promoted here serves it here (a rollback left it forwarding
+    // back), once the promotion is recorded. A source's proxy is only ever
+    // lifted by the rollback itself, after the new primary forwards back:
+    // clearing it here could leave both serving if the cutover failed.
+    if on && reverse && s.gate.proxy(&req.namespace).is_some() {
+        s.gate
+            .set_proxy(&req.namespace, None)
+            .await
+            .map_err(coordination)?;
+    }
     if !on && reverse {
         s.store.set_journaled(&ns, false);
     }
@@ -450,6 +448,9 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
     let shared = Arc::new(ApplyShared::default());
     let cfg = ApplyConfig {
         batch: s.apply_batch,
+        // A record n1 cannot apply is a write n2 acknowledged: halt (the
+        // rollback then stops and says why) rather than skip it.
+        poison: PoisonPolicy::Halt,
         ..ApplyConfig::new(
             Source::Journal,
             s.kafka.clone(),

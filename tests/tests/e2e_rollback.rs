@@ -209,3 +209,34 @@ async fn a_rollback_killed_midway_takes_no_write_twice_and_resumes() {
     let d2 = get_json(&format!("{n2}/v1/ns/app/digest?local=true")).await;
     assert_eq!(d1["digest"], d2["digest"], "n1 {d1} n2 {d2}");
 }
+
+/// A reverse-journal record n1 cannot apply (a write n2 acknowledged) halts
+/// n1's reverse apply instead of being skipped, and the rollback stops
+/// saying so, with n2 still serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reverse_record_n1_cannot_apply_stops_the_rollback() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let p = Pipeline::start("rollback-poison", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    random_load(&n1, "app", 200, 40, 4).await;
+    assert_eq!(migrate_report(&migrate(&n1, &n2, &[]))["phase"], "done");
+    let prod: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .create()
+        .unwrap();
+    prod.send(
+        FutureRecord::to(&format!("{}.reverse", p.topic))
+            .key("app/Doc")
+            .payload(b"not an avro journal record".as_slice()),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let o = migrate(&n1, &n2, &["--rollback"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("halted"), "{err}");
+    let s1 = get_json(&format!("{n1}/v1/admin/status")).await;
+    assert_eq!(s1["proxies"]["app"], n2.as_str(), "n2 still serves: {s1}");
+    assert!(s1["reverse_apply"]["halted"].is_string(), "{s1}");
+}
