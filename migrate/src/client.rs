@@ -273,6 +273,25 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The reason a journal partition of a node is halted, from its status.
+pub(crate) fn halted(status: &Value) -> Option<String> {
+    status["apply"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|p| p["halted"].as_str().map(str::to_string))
+}
+
+/// A node's journal lag (records, all partitions), from its status.
+pub(crate) fn journal_lag(status: &Value) -> i64 {
+    status["apply"]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["lag_records"].as_i64().unwrap_or(0))
+        .sum()
+}
+
 /// Journal high-water marks now (one broker round trip per partition).
 pub(crate) fn high_watermarks(c: &BaseConsumer, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
     let w = watermarks(c, topic).context("is n1 journaling?")?;

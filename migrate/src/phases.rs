@@ -266,22 +266,12 @@ async fn wait_caught_up(
     loop {
         let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
         let off = ctx.get(&format!("{n2}/v1/admin/offsets")).await?;
-        if let Some(h) = s2["apply"]["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|p| p["halted"].as_str())
-        {
+        if let Some(h) = crate::client::halted(&s2) {
             bail!("n2 halted a journal partition, so it cannot catch up: {h}");
         }
         let loaded = s2["loader"]["caught_up"] == true;
         b.set_position(s2["loader"]["rows"].as_u64().unwrap_or(0));
-        let lag: i64 = s2["apply"]["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| p["lag_records"].as_i64().unwrap_or(0))
-            .sum();
+        let lag = crate::client::journal_lag(&s2);
         st.max_lag_records = st.max_lag_records.max(lag);
         let past_hwm = st
             .hwms
@@ -362,7 +352,7 @@ async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         )
         .await?;
     let r = async {
-        drain(ctx, st, &f, Duration::from_secs(25)).await?;
+        drain(ctx, &forward(st), &f, Duration::from_secs(25)).await?;
         let (u1, u2) = (
             format!("{n1}/v1/ns/{}/digest", st.ns),
             // n2's own copy: after a rollback it forwards the namespace to
@@ -429,7 +419,7 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         .map(|b| b.saturating_sub(t.elapsed()))
         .unwrap_or(Duration::from_secs(8))
         .min(Duration::from_secs(8));
-    let drained = drain(ctx, st, &f, drain_for).await;
+    let drained = drain(ctx, &forward(st), &f, drain_for).await;
     let over_budget = |held: Duration| {
         OverBudget(format!(
             "the cutover would hold writes past {} ms (held {:.1} ms)",
@@ -495,6 +485,16 @@ async fn lift_fence(ctx: &Ctx, st: &MigState, cause: anyhow::Error, max_ms: u64)
     )
 }
 
+/// The forward journal's drain path: n1's outbox into n2.
+fn forward(st: &MigState) -> DrainPath<'_> {
+    DrainPath {
+        from: &st.from,
+        to: &st.to,
+        topic: &st.journal_topic,
+        offsets: "journal",
+    }
+}
+
 /// The drain ran out of time (as opposed to failing).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -508,44 +508,65 @@ const PAUSE_ATTEMPTS: u32 = 5;
 #[error("{0}")]
 struct OverBudget(String);
 
-/// With n1 fenced: waits until n1 shipped everything and n2 applied every
-/// journal record up to the high-water marks.
-async fn drain(ctx: &Ctx, st: &MigState, fence: &Value, timeout: Duration) -> anyhow::Result<()> {
+/// Where a drain moves writes: `from`'s outbox ships to `topic`, which `to`
+/// applies (its stored offsets under `offsets` in `GET /v1/admin/offsets`):
+/// the journal n1 -> n2 at cutover, the reverse journal n2 -> n1 at rollback.
+pub(crate) struct DrainPath<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub topic: &'a str,
+    pub offsets: &'a str,
+}
+
+/// With `from` fenced: waits until its outbox shipped everything below the
+/// fence and `to` applied `topic` up to its high-water marks.
+pub(crate) async fn drain(
+    ctx: &Ctx,
+    path: &DrainPath<'_>,
+    fence: &Value,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let DrainPath {
+        from,
+        to,
+        topic,
+        offsets,
+    } = *path;
     let deadline = Instant::now() + timeout;
     // Every entry of the fenced namespace is below the fence's `outbox_next`:
     // wait for those to ship, not for other namespaces' ongoing writes.
     let below = fence["outbox_next"]
         .as_u64()
-        .ok_or_else(|| anyhow!("n1's fence reply has no outbox_next: {fence}"))?;
+        .ok_or_else(|| anyhow!("{from}'s fence reply has no outbox_next: {fence}"))?;
     loop {
-        let s1 = ctx.get(&format!("{}/v1/admin/status", st.from)).await?;
-        if s1["outbox_shipped_below"].as_u64().unwrap_or(0) >= below {
+        let s = ctx.get(&format!("{from}/v1/admin/status")).await?;
+        if s["outbox_shipped_below"].as_u64().unwrap_or(0) >= below {
             break;
         }
         if Instant::now() > deadline {
             return Err(DrainDeadline(format!(
-                "n1's outbox did not ship up to entry {below} ({} pending; relay: {}): is the broker up?",
-                s1["outbox_pending"],
-                s1["relay"]["last_error"]
+                "{from}'s outbox did not ship up to entry {below} ({} pending; relay: {}): is the \
+                 broker up?",
+                s["outbox_pending"], s["relay_error"]
             ))
             .into());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let (c, t) = (ctx.hw.clone(), st.journal_topic.clone());
+    let (c, t) = (ctx.hw.clone(), topic.to_string());
     let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
     loop {
-        let off = ctx.get(&format!("{}/v1/admin/offsets", st.to)).await?;
+        let off = ctx.get(&format!("{to}/v1/admin/offsets")).await?;
         if hw
             .iter()
-            .all(|(p, h)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *h)
+            .all(|(p, h)| off[offsets][p.to_string()].as_i64().unwrap_or(0) >= *h)
         {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(DrainDeadline(format!(
-                "n2 did not apply the journal up to {hw:?} in time (stored {})",
-                off["journal"]
+                "{to} did not apply {topic} up to {hw:?} in time (stored {})",
+                off[offsets]
             ))
             .into());
         }

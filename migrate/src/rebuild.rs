@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use zookeeper_client as zk;
 
-use crate::client::{self, high_watermarks, watermarks, Ctx};
+use crate::client::{self, halted, high_watermarks, journal_lag, watermarks, Ctx};
 use crate::state::{MigState, Refused};
 use crate::MigrateArgs;
 
@@ -418,15 +418,6 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The reason a journal partition of a node is halted, from its status.
-fn halted(status: &Value) -> Option<String> {
-    status["apply"]["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|p| p["halted"].as_str().map(str::to_string))
-}
-
 /// Where n3 began applying each journal partition, once its apply loop has
 /// assigned them all (waited for up to 60 s after a start).
 async fn n3_journal_from(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<BTreeMap<i32, i64>> {
@@ -497,12 +488,7 @@ async fn load(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<u64> {
             );
         }
         b.set_position(l["rows"].as_u64().unwrap_or(0));
-        let lag = s["apply"]["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| p["lag_records"].as_i64().unwrap_or(0))
-            .sum::<i64>();
+        let lag = journal_lag(&s);
         b.set_message(match l["last_error"].as_str() {
             Some(e) => format!("journal lag {lag}; loader error: {e}"),
             None => format!("journal lag {lag}"),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
-use crate::client::{high_watermarks, Ctx};
+use crate::client::Ctx;
+use crate::phases::{drain, DrainPath};
 use crate::state::{MigState, Phase, Refused};
 
 pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
@@ -192,7 +193,7 @@ async fn verify(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> anyhow:
                 json!({"namespace": ns, "max_ms": 30_000}),
             )
             .await?;
-        drain(ctx, n1, n2, topic, &f2).await?;
+        drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await?;
         let (u1, u2) = (
             format!("{n1}/v1/ns/{ns}/digest?local=true"),
             format!("{n2}/v1/ns/{ns}/digest?local=true"),
@@ -219,6 +220,19 @@ async fn verify(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> anyhow:
     Ok(
         json!({"count": d1["count"], "digest": d1["digest"], "pause_ms": t.elapsed().as_secs_f64() * 1000.0}),
     )
+}
+
+/// How long a drain under the fences may hold writes.
+const DRAIN_FOR: Duration = Duration::from_secs(8);
+
+/// The reverse journal's drain path: n2's outbox into n1.
+fn reverse<'a>(n1: &'a str, n2: &'a str, topic: &'a str) -> DrainPath<'a> {
+    DrainPath {
+        from: n2,
+        to: n1,
+        topic,
+        offsets: "reverse",
+    }
 }
 
 /// The switch back, under both fences; returns the write pause (ms).
@@ -256,7 +270,7 @@ async fn switch_back(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> an
             .await;
         e
     };
-    if let Err(e) = drain(ctx, n1, n2, topic, &f2).await {
+    if let Err(e) = drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await {
         return Err(lift(e.context("draining n2's writes into n1")).await);
     }
     // n2 forwards to n1 first, under its fence (refused if it lapsed: n2 may
@@ -300,44 +314,4 @@ async fn finish(ctx: &Ctx, ns: &str, n1: &str, n2: &str) -> anyhow::Result<()> {
         .await
         .context("demoting n2 (it forwards the namespace to n1 already)")?;
     Ok(())
-}
-
-/// With n2 fenced: its outbox shipped up to the fence, and n1 applied the
-/// reverse journal up to its end.
-async fn drain(ctx: &Ctx, n1: &str, n2: &str, topic: &str, fence: &Value) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let below = fence["outbox_next"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("n2's fence reply has no outbox_next: {fence}"))?;
-    loop {
-        let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
-        if s2["outbox_shipped_below"].as_u64().unwrap_or(0) >= below {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "n2's reverse relay did not ship up to entry {below} in time ({}): is the broker up?",
-                s2["reverse_relay"]
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let (c, t) = (ctx.hw.clone(), topic.to_string());
-    let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
-    loop {
-        let off = ctx.get(&format!("{n1}/v1/admin/offsets")).await?;
-        if hw
-            .iter()
-            .all(|(p, h)| off["reverse"][p.to_string()].as_i64().unwrap_or(0) >= *h)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "n1 did not apply the reverse journal up to {hw:?} in time (stored {})",
-                off["reverse"]
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }

@@ -142,12 +142,7 @@ async fn lag_pressure(
     if let Some(e) = s["apply"]["lag_error"].as_str() {
         anyhow::bail!("n2 cannot tell its journal lag: {e}");
     }
-    let lag: u64 = s["apply"]["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| p["lag_records"].as_u64().unwrap_or(0))
-        .sum();
+    let lag = crate::client::journal_lag(&s).max(0) as u64;
     stats.max_apply_lag.fetch_max(lag, Ordering::Relaxed);
     Ok(Some(lag as f64 / budget.max(1) as f64))
 }

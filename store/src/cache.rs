@@ -22,8 +22,21 @@ use crate::engine::{BatchOp, Cf, WriteBatch};
 
 const STRIPES: usize = 4096;
 
-/// Entity records a batch wrote: key and encoded record (None: removed).
-pub type EntityOps = Vec<(Vec<u8>, Option<Arc<[u8]>>)>;
+/// What a written entity record does to the cache.
+pub enum Update {
+    /// A client's commit: cached (what is written is read soon).
+    Insert(Arc<[u8]>),
+    /// An applied record of a key cached when the write began: refreshed.
+    Refresh(Arc<[u8]>),
+    /// An applied record of a key not cached: left out (no copy is made),
+    /// so a journal or snapshot applied in bulk does not push out the hot
+    /// set. Nothing can cache the key while the write is in progress.
+    Untouched,
+    Remove,
+}
+
+/// The entity records of one batch and what each does to the cache.
+pub type EntityOps = Vec<(Vec<u8>, Update)>;
 
 /// Hits, misses and size, for metrics and status.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -122,35 +135,41 @@ impl ReadCache {
         self.warmed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The entity records `batch` writes, to hand to [`Self::written`]
-    /// once the engine took it.
-    pub fn entity_ops(batch: &WriteBatch) -> EntityOps {
-        batch
-            .ops
-            .iter()
-            .filter_map(|op| match op {
+    /// Marks the entity records `batch` writes in progress and says what
+    /// each will do to the cache: call before the engine write, and hand the
+    /// result to [`Self::written`] (or [`Self::failed`]) after it. `insert`:
+    /// a client's commit (cached) rather than applied records (only cached
+    /// keys refreshed).
+    pub fn begin(&self, batch: &WriteBatch, insert: bool) -> EntityOps {
+        let mut ops = Vec::new();
+        for op in &batch.ops {
+            let (key, value) = match op {
                 BatchOp::Put {
                     cf: Cf::Entities,
                     key,
                     value,
-                } => Some((key.clone(), Some(Arc::from(value.as_slice())))),
+                } => (key, Some(value)),
                 BatchOp::Delete {
                     cf: Cf::Entities,
                     key,
-                } => Some((key.clone(), None)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Marks the writes of `ops` in progress: call before the engine write,
-    /// and [`Self::written`] (or [`Self::failed`]) after it.
-    pub fn begin(&self, ops: &EntityOps) {
-        for (key, _) in ops {
+                } => (key, None),
+                _ => continue,
+            };
             let s = self.stripe(key);
             self.writing[s].fetch_add(1, Ordering::SeqCst);
             self.stripes[s].fetch_add(1, Ordering::SeqCst);
+            // Looked at once marked: from here no fill can add the key.
+            let update = match value {
+                None => Update::Remove,
+                Some(v) if insert => Update::Insert(Arc::from(v.as_slice())),
+                Some(v) if self.entries.contains_key(key) => {
+                    Update::Refresh(Arc::from(v.as_slice()))
+                }
+                Some(_) => Update::Untouched,
+            };
+            ops.push((key.clone(), update));
         }
+        ops
     }
 
     fn end(&self, s: usize) {
@@ -159,17 +178,25 @@ impl ReadCache {
     }
 
     /// Applies written records (the caller holds their group locks).
-    /// `insert`: cache records not cached yet (a client's commit: what is
-    /// written is read soon); otherwise only refresh cached ones, so a
-    /// journal or snapshot applied in bulk does not push out the hot set.
-    pub fn written(&self, ops: EntityOps, insert: bool) {
-        for (key, value) in ops {
+    pub fn written(&self, ops: EntityOps) {
+        for (key, update) in ops {
             let s = self.stripe(&key);
-            self.entries.entry(key).and_compute_with(|cur| match value {
-                Some(v) if insert || cur.is_some() => Op::Put(v),
-                Some(_) => Op::Nop,
-                None => Op::Remove,
-            });
+            match update {
+                Update::Untouched => {}
+                Update::Insert(v) => {
+                    self.entries.entry(key).and_compute_with(|_| Op::Put(v));
+                }
+                // Evicted meanwhile: stays out.
+                Update::Refresh(v) => {
+                    self.entries.entry(key).and_compute_with(|cur| match cur {
+                        Some(_) => Op::Put(v),
+                        None => Op::Nop,
+                    });
+                }
+                Update::Remove => {
+                    self.entries.entry(key).and_compute_with(|_| Op::Remove);
+                }
+            }
             self.end(s);
         }
     }
@@ -212,9 +239,8 @@ mod tests {
     use super::*;
 
     fn write(c: &ReadCache, b: &WriteBatch, insert: bool) {
-        let ops = ReadCache::entity_ops(b);
-        c.begin(&ops);
-        c.written(ops, insert);
+        let ops = c.begin(b, insert);
+        c.written(ops);
     }
 
     #[test]
@@ -243,14 +269,13 @@ mod tests {
         let c = ReadCache::new(1 << 20);
         let mut b = WriteBatch::default();
         b.put(Cf::Entities, b"k".to_vec(), b"new".to_vec());
-        let ops = ReadCache::entity_ops(&b);
-        c.begin(&ops);
+        let ops = c.begin(&b, false);
         // The engine may already show "new" to this reader and "old" to one
         // that looked just before; neither may be cached before the write ends.
         let ticket = c.get(b"k").unwrap_err();
         c.fill(b"k", ticket, b"old");
         assert!(c.get(b"k").is_err());
-        c.written(ops, false);
+        c.written(ops);
         assert!(c.get(b"k").is_err(), "an applied record is not inserted");
     }
 

@@ -244,11 +244,10 @@ impl Store {
         let Some(cache) = &self.cache else {
             return Ok(self.engine.write(batch)?);
         };
-        let ops = crate::cache::ReadCache::entity_ops(&batch);
-        cache.begin(&ops);
+        let ops = cache.begin(&batch, client);
         match self.engine.write(batch) {
             Ok(()) => {
-                cache.written(ops, client);
+                cache.written(ops);
                 Ok(())
             }
             Err(e) => {
