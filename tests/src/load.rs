@@ -376,20 +376,30 @@ pub fn high_water_marks_at(
 /// that stayed away too long). `dir` holds the tool's offset file.
 pub fn expire_partition_backlog(topic: &str, partition: i32, dir: &std::path::Path) {
     let end = records_per_partition(topic)[&partition];
-    let spec = dir.join(format!("delete-{partition}.json"));
+    delete_records_below(topic, &[(partition, end)].into(), dir);
+}
+
+/// Deletes the records of `topic` below `to` (per partition) with Kafka's
+/// own `kafka-delete-records`: what retention does to old segments. `dir`
+/// holds the tool's offset file.
+pub fn delete_records_below(
+    topic: &str,
+    to: &std::collections::BTreeMap<i32, i64>,
+    dir: &std::path::Path,
+) {
+    let parts: Vec<_> = to
+        .iter()
+        .map(|(p, o)| serde_json::json!({"topic": topic, "partition": p, "offset": o}))
+        .collect();
+    let spec = dir.join(format!("delete-{}.json", crate::unique("below")));
     std::fs::write(
         &spec,
-        serde_json::json!({"version": 1, "partitions": [{"topic": topic, "partition": partition, "offset": end}]})
-            .to_string(),
+        serde_json::json!({"version": 1, "partitions": parts}).to_string(),
     )
     .unwrap();
     let out = std::process::Command::new(crate::stack_script())
-        .args([
-            "kafka",
-            "kafka-delete-records",
-            "--bootstrap-server",
-            &crate::kafka_addr(),
-        ])
+        .args(["kafka", "kafka-delete-records", "--bootstrap-server"])
+        .arg(crate::kafka_addr())
         .arg("--offset-json-file")
         .arg(&spec)
         .output()

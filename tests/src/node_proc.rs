@@ -287,6 +287,16 @@ impl Pipeline {
     }
 }
 
+/// Runs `northwest migrate ARGS --quiet` against the dev stack.
+pub fn run_migrate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin_path("northwest"))
+        .arg("migrate")
+        .args(args)
+        .args(["--quiet", "--zk", &zk_addr(), "--brokers", &kafka_addr()])
+        .output()
+        .expect("run northwest migrate")
+}
+
 /// The JSON report `northwest migrate --json` prints on its last line;
 /// panics with both outputs when the run failed.
 pub fn migrate_report(o: &std::process::Output) -> serde_json::Value {

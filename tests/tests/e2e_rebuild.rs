@@ -4,7 +4,6 @@
 //! acknowledged write; a node that began applying the journal after the
 //! snapshot's offsets is refused.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,40 +11,7 @@ use std::time::Duration;
 use northwest_tests::*;
 
 fn migrate(args: &[&str]) -> std::process::Output {
-    Command::new(bin_path("northwest"))
-        .arg("migrate")
-        .args(args)
-        .args(["--namespace", "app", "--quiet", "--zk", &zk_addr()])
-        .args(["--brokers", &kafka_addr()])
-        .output()
-        .unwrap()
-}
-
-/// Deletes the journal's records below `to` (per partition) with Kafka's own
-/// tool: what retention does to old segments.
-fn delete_records_below(
-    topic: &str,
-    to: &std::collections::BTreeMap<i32, i64>,
-    dir: &std::path::Path,
-) {
-    let parts: Vec<_> = to
-        .iter()
-        .map(|(p, o)| serde_json::json!({"topic": topic, "partition": p, "offset": o}))
-        .collect();
-    let spec = dir.join("delete-below.json");
-    std::fs::write(
-        &spec,
-        serde_json::json!({"version": 1, "partitions": parts}).to_string(),
-    )
-    .unwrap();
-    let out = Command::new(stack_script())
-        .args(["kafka", "kafka-delete-records", "--bootstrap-server"])
-        .arg(kafka_addr())
-        .arg("--offset-json-file")
-        .arg(&spec)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kafka-delete-records: {out:?}");
+    run_migrate(&[args, &["--namespace", "app"]].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,7 +4,6 @@
 //! primary back to n1 with no failed request, n1 holds every acknowledged
 //! write, and n2 forwards the namespace to n1 again.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,19 +11,8 @@ use std::time::Duration;
 use northwest_tests::*;
 
 fn migrate(n1: &str, n2: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(bin_path("northwest"))
-        .args(["migrate", "--from", n1, "--to", n2, "--namespace", "app"])
-        .args([
-            "--quiet",
-            "--json",
-            "--zk",
-            &zk_addr(),
-            "--brokers",
-            &kafka_addr(),
-        ])
-        .args(extra)
-        .output()
-        .unwrap()
+    let base = ["--from", n1, "--to", n2, "--namespace", "app", "--json"];
+    run_migrate(&[&base[..], extra].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -150,19 +138,15 @@ async fn a_rollback_killed_midway_takes_no_write_twice_and_resumes() {
     p.n1.kill9();
     p.n2.spawn();
     p.n1.spawn();
-    let o = Command::new(bin_path("northwest"))
-        .args(["--crash-points", "rollback::between_switches=error"])
-        .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app"])
-        .args([
-            "--quiet",
+    let o = migrate(
+        &n1,
+        &n2,
+        &[
             "--rollback",
-            "--zk",
-            &zk_addr(),
-            "--brokers",
-            &kafka_addr(),
-        ])
-        .output()
-        .unwrap();
+            "--crash-points",
+            "rollback::between_switches=error",
+        ],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("rollback::between_switches"), "{err}");

@@ -3,25 +3,13 @@
 //! from the journal afterwards refresh the cached copies (never a stale
 //! read), and without the warm-up the same reads all miss.
 
-use std::process::Command;
 use std::time::Duration;
 
 use northwest_tests::*;
 
 fn migrate(n1: &str, n2: &str, ns: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(bin_path("northwest"))
-        .args(["migrate", "--from", n1, "--to", n2, "--namespace", ns])
-        .args([
-            "--quiet",
-            "--json",
-            "--zk",
-            &zk_addr(),
-            "--brokers",
-            &kafka_addr(),
-        ])
-        .args(extra)
-        .output()
-        .unwrap()
+    let base = ["--from", n1, "--to", n2, "--namespace", ns, "--json"];
+    run_migrate(&[&base[..], extra].concat())
 }
 
 async fn cache_hits(base: &str) -> u64 {
