@@ -192,6 +192,38 @@ impl KafkaSettings {
         }
         c
     }
+
+    /// The journal relay's producer: the idempotent producer that never
+    /// gives up on a record by itself. librdkafka fails a record after
+    /// `message.timeout.ms` and may then deliver later records of the same
+    /// partition (its gap-less guarantee does not cover timeouts), so a
+    /// group's records could land out of commit order; with no timeout they
+    /// wait, in order, until the broker takes them. Any other error that
+    /// would leave a gap is fatal (`enable.gapless.guarantee`): the relay
+    /// then builds a new producer and sends again from the first entry not
+    /// acknowledged. A configured `message.timeout.ms` (or its alias
+    /// `delivery.timeout.ms`) only says how long a record may wait before
+    /// the relay reports it as stuck ([`KafkaSettings::relay_stall_after`]).
+    pub fn relay_producer_config(&self) -> ClientConfig {
+        let mut c = self.producer_config();
+        c.remove("delivery.timeout.ms");
+        c.set("message.timeout.ms", "0");
+        c.set("enable.gapless.guarantee", "true");
+        c
+    }
+
+    /// How long a journal record may wait for its acknowledgement before
+    /// the relay reports it: the configured `message.timeout.ms` (or
+    /// `delivery.timeout.ms`), 30 s by default.
+    pub fn relay_stall_after(&self) -> std::time::Duration {
+        let ms = ["message.timeout.ms", "delivery.timeout.ms"]
+            .iter()
+            .find_map(|k| self.properties.get(*k))
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or(30_000);
+        std::time::Duration::from_millis(ms)
+    }
 }
 
 /// Checks the pass-through properties without contacting a broker:

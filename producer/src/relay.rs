@@ -1,10 +1,15 @@
 //! The outbox relay: reads outbox entries in commit order, produces them keyed
 //! by entity group, and deletes each only after Kafka acknowledged it.
 //!
-//! Order: the idempotent producer keeps a partition's records in send order
-//! and never delivers a record after a failed earlier one of the same
-//! partition; the relay acknowledges the successes and re-sends from the
-//! lowest failed entry, so a group's records stay in commit order. A crash
+//! Order: the idempotent producer keeps a partition's records in send order.
+//! It never times a record out (librdkafka would then deliver later records
+//! of the partition past the failed one) and any other error that would leave
+//! a gap is fatal to it (`enable.gapless.guarantee`): so no record is ever
+//! delivered after an earlier one of its partition failed. The relay
+//! acknowledges the successes and, with a new producer after a fatal error,
+//! re-sends from the lowest failed entry, so a group's records stay in
+//! commit order. A record waiting longer than the configured
+//! `message.timeout.ms` is reported (status, log), not failed. A crash
 //! between delivery and acknowledgement re-sends entries on restart: the
 //! journal is at-least-once and N2's version check absorbs the duplicates.
 
@@ -56,7 +61,7 @@ impl Relay {
         stats: Arc<RelayStats>,
     ) -> Result<Self, ProducerError> {
         ensure_topic(&cfg.kafka, &cfg.topic).await?;
-        let producer: FutureProducer = cfg.kafka.producer_config().create()?;
+        let producer: FutureProducer = cfg.kafka.relay_producer_config().create()?;
         Ok(Self {
             store,
             producer,
@@ -79,7 +84,15 @@ impl Relay {
         tokio::pin!(shutdown);
         let mut p = Pipeline::default();
         let mut stopping = false;
+        let stall_after = self.cfg.kafka.relay_stall_after();
+        // Records never time out: on shutdown the relay waits this long for
+        // the ones in flight; the rest stay in the outbox and are re-sent
+        // at the next start.
+        let mut give_up = None;
         loop {
+            if stopping && give_up.is_none() {
+                give_up = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+            }
             if !stopping && p.failed.is_none() {
                 self.send_more(&mut p)?;
             }
@@ -108,8 +121,14 @@ impl Relay {
             }
             let can_send =
                 !stopping && p.failed.is_none() && p.in_flight.len() < self.cfg.max_in_flight;
+            // The oldest record waiting: reported once it waited
+            // `stall_after`, then every second while it still waits.
+            let stall_check = {
+                let sent = p.in_flight.front().expect("not empty").1;
+                (sent + stall_after).max(p.stall_checked + Duration::from_secs(1))
+            };
             let delivered = {
-                let front = &mut p.in_flight.front_mut().expect("not empty").1;
+                let front = &mut p.in_flight.front_mut().expect("not empty").2;
                 tokio::select! {
                     biased;
                     r = front => Some(r),
@@ -118,18 +137,36 @@ impl Relay {
                         stopping = true;
                         None
                     }
+                    _ = tokio::time::sleep_until(stall_check.into()) => {
+                        p.stall_checked = Instant::now();
+                        self.stalled(&mut p, stall_after);
+                        // A fatal error can leave records in flight that
+                        // will never resolve (nothing is sent after it, and
+                        // they never time out): a new producer cancels them,
+                        // and sending resumes from the lowest of them.
+                        self.recreate_if_fatal()?;
+                        None
+                    }
+                    _ = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
+                        tracing::warn!(
+                            in_flight = p.in_flight.len(),
+                            "journal relay stopping with records not yet acknowledged by Kafka; \
+                             they stay in the outbox and are sent again at the next start"
+                        );
+                        break;
+                    }
                 }
             };
             if let Some(r) = delivered {
-                let (seq, _) = p.in_flight.pop_front().expect("not empty");
+                let (seq, _, _) = p.in_flight.pop_front().expect("not empty");
                 let mut done = vec![(seq, r)];
                 // Settle every report already in, in one store write.
                 while let Some(r) = p
                     .in_flight
                     .front_mut()
-                    .and_then(|f| (&mut f.1).now_or_never())
+                    .and_then(|f| (&mut f.2).now_or_never())
                 {
-                    let (seq, _) = p.in_flight.pop_front().expect("not empty");
+                    let (seq, _, _) = p.in_flight.pop_front().expect("not empty");
                     done.push((seq, r));
                 }
                 self.settle(&mut p, done)?;
@@ -166,7 +203,7 @@ impl Relay {
                     .timestamp(e.ts_ms);
                 match self.producer.send_result(rec) {
                     Ok(f) => {
-                        p.in_flight.push_back((*seq, f));
+                        p.in_flight.push_back((*seq, Instant::now(), f));
                         p.sent.insert(*seq);
                         sent_any = true;
                     }
@@ -244,29 +281,72 @@ impl Relay {
         }
     }
 
+    /// The oldest record in flight waited past `after` without an
+    /// acknowledgement: shown in status, to `sync` writers and in the log
+    /// (rate-limited as in [`Relay::failed`]); it keeps waiting, in order.
+    fn stalled(&self, p: &mut Pipeline, after: Duration) {
+        let Some((seq, sent, _)) = p.in_flight.front() else {
+            return;
+        };
+        let waited = sent.elapsed().as_secs();
+        let text = format!(
+            "journal entry {seq} not acknowledged by Kafka for {waited} s (over {} s): the \
+             broker is unreachable or the partition has no leader; later entries wait behind it",
+            after.as_secs()
+        );
+        *self.stats.last_error.lock() = Some(text.clone());
+        self.store.outbox().set_error(Some(text.clone()));
+        let due = match &p.logged {
+            Some((_, at)) => at.elapsed() >= Duration::from_secs(30),
+            None => true,
+        };
+        if due {
+            tracing::warn!(
+                seq, waited_s = waited, topic = %self.cfg.topic.name,
+                "journal relay waiting for Kafka; records are kept and sent in order once it \
+                 answers. Check the broker (deploy/stack.sh status)"
+            );
+            p.logged = Some((text, Instant::now()));
+        }
+    }
+
     /// A fatal idempotent-producer error leaves the producer unusable: only a
     /// new producer (a new producer id) can send again.
     fn recreate_if_fatal(&mut self) -> Result<(), ProducerError> {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             tracing::error!(?code, %reason, "fatal producer error; recreating the journal producer");
             *self.stats.last_error.lock() = Some(format!("fatal producer error: {reason}"));
-            self.producer = self.cfg.kafka.producer_config().create()?;
+            self.producer = self.cfg.kafka.relay_producer_config().create()?;
         }
         Ok(())
     }
 }
 
 /// The relay's sending state.
-#[derive(Default)]
 struct Pipeline {
     /// Next outbox sequence to read.
     from: u64,
-    /// Sent, delivery outstanding, in send order.
-    in_flight: VecDeque<(u64, DeliveryFuture)>,
+    /// Sent (when), delivery outstanding, in send order.
+    in_flight: VecDeque<(u64, Instant, DeliveryFuture)>,
     /// The sequences of `in_flight` (a re-read below the watermark skips them).
     sent: HashSet<u64>,
     /// Lowest entry whose delivery failed since the last restart of sending.
     failed: Option<u64>,
     /// The last error logged and when.
     logged: Option<(String, Instant)>,
+    /// When the oldest record in flight was last checked for a stall.
+    stall_checked: Instant,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self {
+            from: 0,
+            in_flight: VecDeque::new(),
+            sent: HashSet::new(),
+            failed: None,
+            logged: None,
+            stall_checked: Instant::now(),
+        }
+    }
 }
