@@ -114,6 +114,14 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
                     s1["proxies"]
                 );
             }
+            // n1 forwards: n2's promotion is confirmed, so it serves its
+            // own clients too (until now only what n1 forwarded).
+            ctx.post(
+                &format!("{n2}/v1/admin/promote"),
+                json!({"namespace": st.ns}),
+            )
+            .await
+            .context("confirming n2's promotion")?;
             ctx.write_routing(
                 &st.ns,
                 json!({"primary": st.to, "replaces": st.from, "namespace": st.ns, "migration": st.id}),
@@ -170,7 +178,7 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         topic: st.snapshot_topic.clone(),
         partitions: 4,
         snapshot_id: st.id.clone(),
-        origin: "n1".into(),
+        origin: source_name(ctx, st).await?,
         ranges: ctx.a.ranges,
         chunk: ctx.a.chunk,
         rows_per_sec: Arc::new(std::sync::atomic::AtomicU64::new(ctx.a.rate)),
@@ -400,6 +408,21 @@ async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The source deployment's name, which its rows carry as their origin (a
+/// target's marker GC waits on that deployment's outbox reports).
+async fn source_name(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<String> {
+    if let Some(n) = &st.from_name {
+        return Ok(n.clone());
+    }
+    let s1 = ctx.get(&format!("{}/v1/admin/status", st.from)).await?;
+    let name = s1["name"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{}'s status has no name", st.from))?
+        .to_string();
+    st.from_name = Some(name.clone());
+    Ok(name)
+}
+
 /// The cutover: fence n1's namespace, drain, make n1 forward the namespace
 /// to n2 under that same fence (n1 refuses if it expired), lift the fence.
 async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
@@ -455,7 +478,9 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         Err(e) if budget.is_some() && format!("{e:#}").contains("fence_expired") => {
             return Err(over_budget(t.elapsed()).into());
         }
-        Err(e) => return Err(e),
+        // n1 lifts its fence itself when the step fails (and forwards when
+        // the outcome is unknown); lifting it again covers a lost answer.
+        Err(e) => return Err(lift_fence(ctx, st, e, max_ms).await),
     }
     st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     Ok(())

@@ -55,8 +55,18 @@ struct NsGate {
 
 struct Fence {
     gen: u64,
+    /// When the fence lifts itself: the cutover's own steps fit before it.
+    deadline: tokio::time::Instant,
     _guard: OwnedRwLockWriteGuard<()>,
 }
+
+/// How long n1 waits for the new primary to undo a promotion whose answer
+/// was lost, after the fence's time ran out (the only wait past it).
+const DEMOTE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Promotion attempts a replica remembers as cancelled (a demotion that
+/// names one overtook it): a late promotion with that id is refused.
+const CANCELLED_KEPT: usize = 256;
 
 /// Clears a namespace's `fencing` flag unless the fence was taken.
 struct TakingFence<'a>(&'a std::sync::atomic::AtomicBool);
@@ -91,6 +101,17 @@ pub struct Gate {
     peer_token: Option<crate::auth::Secret>,
     /// Set with a peer CA: proxy targets must be `https://`.
     https_only: bool,
+    /// Promotions and demotions run one at a time, so a demotion that
+    /// cancels an attempt is ordered against that attempt's promotion.
+    promoting: tokio::sync::Mutex<()>,
+    /// Attempts whose demotion came first (most recent last).
+    cancelled: Mutex<std::collections::VecDeque<String>>,
+    /// Promoted by a cutover that is not confirmed yet (its switch has not
+    /// run): the replica serves only requests the old primary forwarded,
+    /// and keeps forwarding (or refusing) the rest. If the cutover fails
+    /// after the promotion (its answer lost), the old primary serves again
+    /// and this replica has taken no write of its own meanwhile.
+    unconfirmed: Mutex<HashSet<String>>,
 }
 
 impl Default for Gate {
@@ -116,6 +137,39 @@ pub enum CutoverError {
     Record(#[from] ProxyRecordError),
     #[error("the new primary did not take the namespace: {0}")]
     Promote(String),
+    #[error(
+        "the new primary may hold an unconfirmed promotion (promote: {promote}) that could not \
+         be cancelled (demote: {demote}); it serves nothing of the namespace but what this node \
+         forwards, and this node serves the namespace again. Run the migration again to finish \
+         the cutover, or --abort to demote it"
+    )]
+    Unknown { promote: String, demote: String },
+}
+
+/// A promotion or demotion sent to the target that did not succeed.
+#[derive(Debug)]
+enum PeerCall {
+    /// The target answered that it did not do it.
+    Refused(String),
+    /// No answer, or one that does not say what the target did.
+    NoAnswer(String),
+}
+
+impl std::fmt::Display for PeerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(e) | Self::NoAnswer(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Why a promotion or demotion was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum PromoteError {
+    #[error(transparent)]
+    Record(#[from] ProxyRecordError),
+    #[error("promotion attempt {0} was cancelled by a demotion that arrived first")]
+    Cancelled(String),
 }
 
 fn forward_client(roots: Vec<reqwest::Certificate>) -> reqwest::Client {
@@ -145,6 +199,9 @@ impl Gate {
             client: forward_client(Vec::new()),
             peer_token: None,
             https_only: false,
+            promoting: tokio::sync::Mutex::new(()),
+            cancelled: Mutex::new(std::collections::VecDeque::new()),
+            unconfirmed: Mutex::new(HashSet::new()),
         }
     }
 
@@ -175,10 +232,15 @@ impl Gate {
             *self.of(&ns).proxy.lock() = Some(target.clone());
             out.push((ns, target));
         }
-        let promoted = self.list("primary").await?;
-        self.promoted
-            .lock()
-            .extend(promoted.into_iter().map(|(ns, _)| ns));
+        for (ns, data) in self.list("primary").await? {
+            // Records before confirmation existed hold "primary": confirmed.
+            let unconfirmed = serde_json::from_str::<serde_json::Value>(&data)
+                .is_ok_and(|v| v["confirmed"] == false);
+            if unconfirmed {
+                self.unconfirmed.lock().insert(ns.clone());
+            }
+            self.promoted.lock().insert(ns);
+        }
         Ok(out)
     }
 
@@ -228,17 +290,69 @@ impl Gate {
         r.map_err(|source| ProxyRecordError { path, source })
     }
 
-    /// Lets this replica take client writes for `ns` (or refuse them again).
-    pub async fn promote(&self, ns: &str, on: bool) -> Result<(), ProxyRecordError> {
-        self.record("primary", ns, on.then_some(&b"primary"[..]))
-            .await?;
-        let mut p = self.promoted.lock();
-        if on {
-            p.insert(ns.to_string());
+    /// Lets this replica take client writes for `ns` (or refuse them
+    /// again). A cutover's promotion names its `attempt` and is unconfirmed:
+    /// the replica then serves only what the old primary forwards (so a
+    /// cutover that fails after it leaves one primary), until the switch
+    /// confirms it with a promotion without attempt, which is also how an
+    /// operator promotes on purpose. A confirmed promotion stops the
+    /// replica's own forwarding (to the primary a rollback moved the
+    /// namespace back to) once it is recorded. A demotion naming an attempt
+    /// cancels it: a promotion arriving after its own demotion is refused.
+    pub async fn promote(
+        &self,
+        ns: &str,
+        on: bool,
+        attempt: Option<&str>,
+    ) -> Result<(), PromoteError> {
+        let _one_at_a_time = self.promoting.lock().await;
+        let replica = self.replica_of.is_some();
+        if !on {
+            if let Some(a) = attempt {
+                let mut c = self.cancelled.lock();
+                c.push_back(a.to_string());
+                while c.len() > CANCELLED_KEPT {
+                    c.pop_front();
+                }
+            }
+            self.record("primary", ns, None).await?;
+            self.unconfirmed.lock().remove(ns);
+            self.promoted.lock().remove(ns);
+            return Ok(());
+        }
+        if let Some(a) = attempt {
+            if self.cancelled.lock().iter().any(|c| c == a) {
+                return Err(PromoteError::Cancelled(a.to_string()));
+            }
+            if self.promoted.lock().contains(ns) {
+                return Ok(());
+            }
+        }
+        let confirmed = attempt.is_none();
+        let data = json!({"confirmed": confirmed}).to_string();
+        self.record("primary", ns, Some(data.as_bytes())).await?;
+        if confirmed {
+            self.unconfirmed.lock().remove(ns);
         } else {
-            p.remove(ns);
+            self.unconfirmed.lock().insert(ns.to_string());
+        }
+        self.promoted.lock().insert(ns.to_string());
+        // A source's proxy is only ever lifted by the rollback itself, after
+        // the new primary forwards back: clearing it here could leave both
+        // serving if the cutover failed.
+        if confirmed && replica && self.proxy(ns).is_some() {
+            self.set_proxy(ns, None).await?;
         }
         Ok(())
+    }
+
+    /// Whether this replica serves a request to `ns` itself although it
+    /// forwards or refuses the namespace otherwise: it is promoted, and
+    /// either confirmed or the request was forwarded by the old primary.
+    fn serves_promoted(&self, ns: &str, hops: u32) -> bool {
+        self.replica_of.is_some()
+            && self.promoted.lock().contains(ns)
+            && (hops >= 1 || !self.unconfirmed.lock().contains(ns))
     }
 
     /// The admin token presented to the new primary at cutover.
@@ -247,17 +361,31 @@ impl Gate {
         self
     }
 
-    /// Why a client write to `ns` is refused here, if it is.
-    fn replica_refusal(&self, ns: &str) -> Option<String> {
+    /// Why a client write to `ns` (forwarded `hops` times) is refused here,
+    /// if it is.
+    fn replica_refusal(&self, ns: &str, hops: u32) -> Option<String> {
         let journal = self.replica_of.as_ref()?;
-        if self.promoted.lock().contains(ns) {
+        if self.serves_promoted(ns, hops) {
             return None;
+        }
+        if self.promoted.lock().contains(ns) {
+            return Some(format!(
+                "namespace {ns} is being cut over to this node and the switch is not done: \
+                 write to its current primary (which forwards here once the switch is done)"
+            ));
         }
         Some(format!(
             "namespace {ns} on this node is a read-only replica (it applies the journal \
              {journal}): write to its source deployment, or promote it on purpose with \
              POST /v1/admin/promote {{\"namespace\": \"{ns}\"}}"
         ))
+    }
+
+    /// Namespaces promoted by a cutover whose switch has not confirmed it.
+    pub fn unconfirmed(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.unconfirmed.lock().iter().cloned().collect();
+        v.sort();
+        v
     }
 
     /// Namespaces this replica takes writes for.
@@ -274,8 +402,12 @@ impl Gate {
         let g = self.of(ns);
         let mut slot = g.fence.lock().await;
         let gen = self.fence_gen.fetch_add(1, Ordering::Relaxed) + 1;
+        let deadline = tokio::time::Instant::now() + max;
         match slot.as_mut() {
-            Some(f) => f.gen = gen,
+            Some(f) => {
+                f.gen = gen;
+                f.deadline = deadline;
+            }
             None => {
                 // Shown as fenced while in-flight writes drain; a request
                 // dropped meanwhile (its caller gone) leaves no fence.
@@ -283,7 +415,12 @@ impl Gate {
                 let taking = TakingFence(&g.fencing);
                 let guard = g.lock.clone().write_owned().await;
                 std::mem::forget(taking);
-                *slot = Some(Fence { gen, _guard: guard });
+                *slot = Some(Fence {
+                    gen,
+                    // Counted from when the fence is held, like its lift.
+                    deadline: tokio::time::Instant::now() + max,
+                    _guard: guard,
+                });
             }
         }
         drop(slot);
@@ -336,34 +473,112 @@ impl Gate {
     }
 
     /// The cutover on n1, under the fence `gen` on `ns`, whose lock is held
-    /// throughout so it cannot expire midway: record the proxy (a restart
+    /// throughout so it cannot lift midway: record the proxy (a restart
     /// from here on comes back forwarding), have the new primary take the
     /// namespace's writes, start forwarding, lift the fence. n1 takes no
     /// client write for `ns` while the new primary is promoted and n1 not yet
     /// forwarding: at no instant do both accept them.
+    ///
+    /// Every step fits in the fence's remaining time (so a pause budget
+    /// holds). The promotion is unconfirmed until the switch: the target
+    /// serves only what n1 forwards. If it fails or its answer is lost, n1
+    /// demotes the target under the same attempt id (waiting
+    /// [`DEMOTE_TIMEOUT`] at most) and serves again, fence lifted: whatever
+    /// the target did, it takes none of the namespace's writes of its own.
+    /// A step that fails lifts the fence itself.
     pub async fn cut_over(&self, ns: &str, gen: u64, target: &str) -> Result<(), CutoverError> {
         let g = self.of(ns);
         let mut slot = g.fence.lock().await;
-        if slot.as_ref().map(|f| f.gen) != Some(gen) {
+        let Some(deadline) = slot.as_ref().filter(|f| f.gen == gen).map(|f| f.deadline) else {
             return Err(CutoverError::FenceExpired(gen));
+        };
+        let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+        let lift = |slot: &mut Option<Fence>| {
+            *slot = None;
+            g.fencing.store(false, Ordering::Release);
+        };
+        let recorded =
+            tokio::time::timeout(left(), self.record("proxy", ns, Some(target.as_bytes()))).await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            // The target was never asked: n1 keeps the namespace.
+            lift(&mut slot);
+            drop(slot);
+            self.forget_proxy_record(ns).await;
+            return Err(match recorded {
+                Ok(Err(e)) => e.into(),
+                _ => CutoverError::FenceExpired(gen),
+            });
         }
-        self.record("proxy", ns, Some(target.as_bytes())).await?;
-        if let Err(e) = self.remote_promote(target, ns, true).await {
-            // n1 keeps the namespace; make sure the target does not (its
-            // reply may have been lost after it promoted itself).
-            if let Err(d) = self.remote_promote(target, ns, false).await {
-                tracing::error!(error = %d, %target, namespace = ns, "could not demote the target after a failed cutover; run `northwest migrate --abort`");
+        let attempt = format!("{}-{gen}", northwest_store::store::now_ms_pub());
+        let e = match self
+            .remote_promote(target, ns, true, &attempt, left())
+            .await
+        {
+            Ok(()) => {
+                *g.proxy.lock() = Some(target.to_string());
+                lift(&mut slot);
+                return Ok(());
             }
-            self.record("proxy", ns, None).await?;
-            return Err(e);
-        }
-        *g.proxy.lock() = Some(target.to_string());
-        *slot = None;
-        g.fencing.store(false, Ordering::Release);
-        Ok(())
+            // It answered that it did not take the namespace.
+            Err(PeerCall::Refused(e)) => e,
+            // It may have taken it with the answer lost: cancel this
+            // attempt there. Serving again is safe either way: an
+            // unconfirmed promotion serves only what this node forwards.
+            Err(PeerCall::NoAnswer(e)) => {
+                match self
+                    .remote_promote(target, ns, false, &attempt, DEMOTE_TIMEOUT)
+                    .await
+                {
+                    Ok(()) => e,
+                    Err(d) => {
+                        let (promote, demote) = (e, d.to_string());
+                        tracing::error!(%promote, %demote, %target, namespace = ns, "cutover outcome unknown: the target may hold an unconfirmed promotion (it serves nothing of the namespace but what this node forwards); serving the namespace here again");
+                        lift(&mut slot);
+                        drop(slot);
+                        self.forget_proxy_record(ns).await;
+                        return Err(CutoverError::Unknown { promote, demote });
+                    }
+                }
+            }
+        };
+        // n1 serves again; the record goes after the fence is lifted (a
+        // restart before it forwards to an unpromoted target, which
+        // refuses writes: never a second primary).
+        let expired = left().is_zero();
+        lift(&mut slot);
+        drop(slot);
+        self.forget_proxy_record(ns).await;
+        // Out of the fence's time: the orchestrator's budget handling
+        // (fence and drain again) applies.
+        Err(if expired {
+            CutoverError::FenceExpired(gen)
+        } else {
+            CutoverError::Promote(e)
+        })
     }
 
-    async fn remote_promote(&self, target: &str, ns: &str, on: bool) -> Result<(), CutoverError> {
+    /// Removes the proxy record of a cutover that did not happen, within
+    /// a bound (ZooKeeper may be why it failed).
+    async fn forget_proxy_record(&self, ns: &str) {
+        match tokio::time::timeout(DEMOTE_TIMEOUT, self.record("proxy", ns, None)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, namespace = ns, "could not remove the proxy record of a failed cutover; a restart would forward the namespace (to a target that refuses its writes): run `northwest migrate --abort`")
+            }
+            Err(_) => {
+                tracing::error!(namespace = ns, "removing the proxy record of a failed cutover timed out; a restart would forward the namespace (to a target that refuses its writes): run `northwest migrate --abort`")
+            }
+        }
+    }
+
+    async fn remote_promote(
+        &self,
+        target: &str,
+        ns: &str,
+        on: bool,
+        attempt: &str,
+        timeout: Duration,
+    ) -> Result<(), PeerCall> {
         let url = format!("{}/v1/admin/promote", target.trim_end_matches('/'));
         let method = if on {
             reqwest::Method::POST
@@ -374,12 +589,28 @@ impl Gate {
         if let Some(t) = &self.peer_token {
             rb = rb.bearer_auth(t.expose());
         }
-        rb.json(&json!({"namespace": ns}))
+        let r = rb
+            .timeout(timeout.max(Duration::from_millis(1)))
+            .json(&json!({"namespace": ns, "attempt": attempt}))
             .send()
             .await
-            .and_then(reqwest::Response::error_for_status)
-            .map(|_| ())
-            .map_err(|e| CutoverError::Promote(format!("{url}: {}", peer_error(&e))))
+            .map_err(|e| PeerCall::NoAnswer(format!("{url}: {}", peer_error(&e))))?;
+        let status = r.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = r.text().await.unwrap_or_default();
+        let e = format!(
+            "{url}: {status}: {}",
+            text.chars().take(300).collect::<String>()
+        );
+        // A 4xx is the target's own refusal; anything else (a 5xx, a
+        // gateway's answer) says nothing certain about what it did.
+        Err(if status.is_client_error() {
+            PeerCall::Refused(e)
+        } else {
+            PeerCall::NoAnswer(e)
+        })
     }
 
     /// Proxies this node cannot serve: with a peer CA, a target recorded
@@ -581,11 +812,12 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     if northwest_store::key::Namespace::new(&ns).is_err() {
         return next.run(req).await;
     }
+    let hops_in = hops(&req);
     if is_write(req.method()) {
         // Refused before the namespace gets a gate entry (and metric series):
         // writes to made-up namespaces on a replica must not grow them.
         if gate.proxy(&ns).is_none() {
-            if let Some(why) = gate.replica_refusal(&ns) {
+            if let Some(why) = gate.replica_refusal(&ns, hops_in) {
                 return (
                     StatusCode::CONFLICT,
                     axum::Json(json!({"error": why, "code": "replica"})),
@@ -595,14 +827,17 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         }
         let g = gate.of(&ns);
         let permit = g.lock.clone().read_owned().await;
-        if let Some(target) = gate.proxy(&ns) {
+        if let Some(target) = gate
+            .proxy(&ns)
+            .filter(|_| !gate.serves_promoted(&ns, hops_in))
+        {
             drop(permit);
-            if hops(&req) >= MAX_HOPS {
+            if hops_in >= MAX_HOPS {
                 return forward_loop(&ns, &target);
             }
             return gate.forward(&target, req).await;
         }
-        if let Some(why) = gate.replica_refusal(&ns) {
+        if let Some(why) = gate.replica_refusal(&ns, hops_in) {
             return (
                 StatusCode::CONFLICT,
                 axum::Json(json!({"error": why, "code": "replica"})),
@@ -615,6 +850,7 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     }
     match gate.proxy(&ns) {
         Some(_) if local_digest(&req, &ns) => next.run(req).await,
+        Some(_) if gate.serves_promoted(&ns, hops_in) => next.run(req).await,
         // Forwarded here by a node that forwards the namespace, while this
         // one does too: a switch is under way. Wait out this node's fence
         // (the switch holds it), then decide.

@@ -153,21 +153,25 @@ async fn proxy(
     let req: ProxyReq = parse(&body)?;
     check_ns(&req.namespace)?;
     check_target(&req.target, s.gate.https_only())?;
-    s.gate
-        .cut_over(&req.namespace, req.fence, &req.target)
+    // Spawned: a caller that hangs up must not cut the cutover off midway
+    // (with its fence held, its proxy recorded, the target promoted).
+    let (gate, ns, target) = (s.gate.clone(), req.namespace.clone(), req.target.clone());
+    let cut = tokio::spawn(async move { gate.cut_over(&ns, req.fence, &target).await })
         .await
-        .map_err(|e| {
-            let (status, code) = match &e {
-                CutoverError::FenceExpired(_) => (StatusCode::CONFLICT, "fence_expired"),
-                CutoverError::Record(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordination"),
-                CutoverError::Promote(_) => (StatusCode::BAD_GATEWAY, "promote_failed"),
-            };
-            ApiError {
-                status,
-                code,
-                message: e.to_string(),
-            }
-        })?;
+        .map_err(|e| ApiError::unavailable("cutover", format!("cutover task failed: {e}")))?;
+    cut.map_err(|e| {
+        let (status, code) = match &e {
+            CutoverError::FenceExpired(_) => (StatusCode::CONFLICT, "fence_expired"),
+            CutoverError::Record(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordination"),
+            CutoverError::Promote(_) => (StatusCode::BAD_GATEWAY, "promote_failed"),
+            CutoverError::Unknown { .. } => (StatusCode::BAD_GATEWAY, "promote_unknown"),
+        };
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    })?;
     tracing::info!(namespace = %req.namespace, target = %req.target, "namespace is now proxied");
     // The new primary journals the namespace's writes from now on: apply
     // them here, so a rollback finds this node up to date.
@@ -221,33 +225,43 @@ async fn demote(
     set_promoted(&s, &body, false).await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteReq {
+    namespace: String,
+    /// The cutover attempt (n1 names it so a demotion can cancel it).
+    #[serde(default)]
+    attempt: Option<String>,
+}
+
 async fn set_promoted(s: &NodeState, body: &[u8], on: bool) -> Result<Json<Value>, ApiError> {
-    let req: NsReq = parse(body)?;
+    let req: PromoteReq = parse(body)?;
     check_ns(&req.namespace)?;
     let ns = northwest_store::Namespace::new(&req.namespace)
         .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
-    let coordination =
-        |e: crate::cutover::ProxyRecordError| ApiError::unavailable("coordination", e.to_string());
     // A target journals a promoted namespace's client writes (for the old
     // primary) from before it takes the first one.
     let reverse = s.reverse_relay.is_some();
     if on && reverse {
         s.store.set_journaled(&ns, true);
     }
-    s.gate
-        .promote(&req.namespace, on)
-        .await
-        .map_err(coordination)?;
-    // A replica promoted here serves it here (a rollback left it forwarding
-    // back), once the promotion is recorded. A source's proxy is only ever
-    // lifted by the rollback itself, after the new primary forwards back:
-    // clearing it here could leave both serving if the cutover failed.
-    if on && reverse && s.gate.proxy(&req.namespace).is_some() {
-        s.gate
-            .set_proxy(&req.namespace, None)
-            .await
-            .map_err(coordination)?;
+    let done = s
+        .gate
+        .promote(&req.namespace, on, req.attempt.as_deref())
+        .await;
+    if done.is_err() && on && reverse && !s.gate.promoted().contains(&req.namespace) {
+        s.store.set_journaled(&ns, false);
     }
+    done.map_err(|e| match e {
+        crate::cutover::PromoteError::Record(e) => {
+            ApiError::unavailable("coordination", e.to_string())
+        }
+        e @ crate::cutover::PromoteError::Cancelled(_) => ApiError {
+            status: StatusCode::CONFLICT,
+            code: "promote_cancelled",
+            message: e.to_string(),
+        },
+    })?;
     if !on && reverse {
         s.store.set_journaled(&ns, false);
     }

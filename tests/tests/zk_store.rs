@@ -303,7 +303,7 @@ async fn gate_records_through_a_new_session_after_expiry() {
         }),
         Some("journal".into()),
     );
-    gate.promote("app", true)
+    gate.promote("app", true, None)
         .await
         .expect("record under the first session");
     let old = c.client().session_id();
@@ -321,7 +321,7 @@ async fn gate_records_through_a_new_session_after_expiry() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    gate.promote("other", true)
+    gate.promote("other", true, None)
         .await
         .expect("record under the new session");
     gate.load().await.expect("read back under the new session");
