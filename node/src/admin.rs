@@ -23,6 +23,8 @@ use crate::telemetry::Metrics;
 /// Everything the admin endpoints read.
 pub struct NodeState {
     pub name: String,
+    /// This process's claim on the name (ZooKeeper coordination only).
+    pub instance: Option<String>,
     pub store: Arc<Store>,
     pub kafka: KafkaSettings,
     pub topic: String,
@@ -189,6 +191,7 @@ async fn readyz(State(s): State<Arc<NodeState>>) -> Response {
 async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
     let mut out = json!({
         "name": s.name,
+        "instance": s.instance,
         "role": s.role(),
         "outbox_pending": s.store.outbox().len(),
         "outbox_shipped_below": s.store.outbox().shipped_below(),
@@ -199,6 +202,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
         "fenced": s.gate.fenced_namespaces().await,
         "proxies": s.gate.proxies(),
         "promoted": s.gate.promoted(),
+        "promotion_unconfirmed": s.gate.unconfirmed(),
         "relay_error": s.store.outbox().error(),
         "marker_gc": s.marker_gc.lock().clone(),
         "proxy_problems": s.gate.proxy_problems(),

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod claim;
 pub mod config;
 pub mod cutover;
 pub mod history;

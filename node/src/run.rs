@@ -55,8 +55,10 @@ pub fn store_config(cfg: &NodeConfig) -> StoreConfig {
             attempts: cfg.store.retries,
             ..RetryPolicy::default()
         },
-        sync_journal: (cfg.journal.enabled && cfg.journal.durability == Durability::Sync)
-            .then(|| Duration::from_secs(10)),
+        // Also on a target: once promoted it journals the namespace's client
+        // writes (to the reverse journal) and acknowledges them under the
+        // same promise.
+        sync_journal: (cfg.journal.durability == Durability::Sync).then(|| Duration::from_secs(10)),
         journal_message_limit: cfg.journal.max_message_bytes,
         read_cache_bytes: cfg.store.read_cache_mb << 20,
     }
@@ -161,6 +163,25 @@ pub async fn run(
         );
     }
     let (store, zk_client) = open_store(&cfg).await?;
+    // Before anything acts under the name: relay, apply loop, records.
+    let claim = match &zk_client {
+        Some(zk) => {
+            let wait =
+                Duration::from_millis(cfg.coordination.session_timeout_ms) + Duration::from_secs(2);
+            let c = crate::claim::NameClaim::take(
+                zk.clone(),
+                &cfg.coordination.root,
+                &cfg.name,
+                cfg.http.listen,
+                wait,
+            )
+            .await?;
+            tracing::info!(node = %cfg.name, instance = %c.instance, "node name claimed");
+            Some(c)
+        }
+        None => None,
+    };
+    let instance = claim.as_ref().map(|c| c.instance.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
     let relay = cfg
@@ -177,6 +198,7 @@ pub async fn run(
     let (control, apply) = start_apply(&cfg, &store, &stop_rx, &mut tasks);
     let state = Arc::new(NodeState {
         name: cfg.name.clone(),
+        instance,
         store: store.clone(),
         kafka: kafka_settings(&cfg),
         topic: cfg.journal.topic.clone(),
@@ -271,7 +293,19 @@ pub async fn run(
             tokio::spawn(async move { server.await })
         }
     };
-    shutdown.await;
+    let lost_claim = async move {
+        match claim {
+            Some(c) => c.keep().await,
+            None => std::future::pending().await,
+        }
+    };
+    let lost = tokio::select! {
+        _ = shutdown => None,
+        why = lost_claim => {
+            tracing::error!(node = %cfg.name, "{why}");
+            Some(why)
+        }
+    };
     tracing::info!(node = %cfg.name, "draining");
     let _ = stop_tx.send(true);
     let result = server
@@ -279,9 +313,15 @@ pub async fn run(
         .context("HTTP server task")?
         .context("HTTP server");
     let result = join_tasks(tasks, result).await;
-    crate::marker_gc::report_retired(&state).await;
+    // Another instance now acts under the name: its report is not ours.
+    if lost.is_none() {
+        crate::marker_gc::report_retired(&state).await;
+    }
     tracing::info!(node = %cfg.name, "node stopped");
-    result
+    match lost {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => result,
+    }
 }
 
 /// The relay shipping the store's outbox to `topic`: a source's journal, or
