@@ -244,7 +244,7 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
 }
 
 async fn last_report(b: &MigrateBench, p: &Pair) -> anyhow::Result<northwest_migrate::MigState> {
-    northwest_migrate::load_state(&b.zk, &p.n1, "bench").await
+    northwest_migrate::load_state(&b.zk, None, &p.n1, "bench").await
 }
 
 pub async fn run(b: MigrateBench) -> anyhow::Result<()> {

@@ -171,16 +171,7 @@ async fn connect(a: &MigrateArgs, http: reqwest::Client, status: &Value) -> anyh
         .as_str()
         .ok_or_else(|| anyhow!("the node's status has no zk_root"))?
         .to_string();
-    let digest = match &a.zk_auth_file {
-        Some(f) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--zk-auth-file {}", f.display()))?;
-            client::warn_if_world_readable(f);
-            northwest_store::ZkDigest::new(text.trim())
-                .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))?
-        }
-        None => northwest_store::ZkDigest::default(),
-    };
+    let digest = zk_digest(a.zk_auth_file.as_deref())?;
     let zk = digest
         .connector()
         .with_session_timeout(Duration::from_secs(10))
@@ -214,6 +205,21 @@ async fn connect(a: &MigrateArgs, http: reqwest::Client, status: &Value) -> anyh
         version: std::sync::Mutex::new(None),
         acls: digest.acls(),
     })
+}
+
+/// The deployment's ZooKeeper credentials from `--zk-auth-file` (none
+/// without one).
+pub(crate) fn zk_digest(
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<northwest_store::ZkDigest> {
+    let Some(f) = file else {
+        return Ok(northwest_store::ZkDigest::default());
+    };
+    let text =
+        std::fs::read_to_string(f).with_context(|| format!("--zk-auth-file {}", f.display()))?;
+    client::warn_if_world_readable(f);
+    northwest_store::ZkDigest::new(text.trim())
+        .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))
 }
 
 /// Phases from init to done.

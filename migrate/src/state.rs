@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use zookeeper_client as zk;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
@@ -117,7 +116,15 @@ pub struct MigState {
 }
 
 /// The persisted state of the migration of `ns` whose source is `from`.
-pub async fn load_state(zk_addr: &str, from: &str, ns: &str) -> anyhow::Result<MigState> {
+/// The migration record of `ns` on `from`'s deployment, read with the
+/// deployment's ZooKeeper credentials (`zk_auth_file`, as `--zk-auth-file`)
+/// and the admin token set with [`crate::client::use_admin_token_file`].
+pub async fn load_state(
+    zk_addr: &str,
+    zk_auth_file: Option<&std::path::Path>,
+    from: &str,
+    ns: &str,
+) -> anyhow::Result<MigState> {
     let s1: Value = crate::client::admin_http(std::time::Duration::from_secs(30))
         .get(format!("{from}/v1/admin/status"))
         .send()
@@ -127,7 +134,10 @@ pub async fn load_state(zk_addr: &str, from: &str, ns: &str) -> anyhow::Result<M
     let root = s1["zk_root"]
         .as_str()
         .ok_or_else(|| anyhow!("no zk_root"))?;
-    let zk = zk::Client::connector().connect(zk_addr).await?;
+    let zk = crate::zk_digest(zk_auth_file)?
+        .connector()
+        .connect(zk_addr)
+        .await?;
     let (d, _) = zk.get_data(&format!("{root}/migrations/{ns}")).await?;
     Ok(serde_json::from_slice(&d)?)
 }

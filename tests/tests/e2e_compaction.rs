@@ -85,7 +85,7 @@ async fn fresh_target_from_compacted_snapshot_and_journal_equals_n1() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let st = northwest_migrate::load_state(&zk_addr(), &p.n1.base, "app")
+    let st = northwest_migrate::load_state(&zk_addr(), None, &p.n1.base, "app")
         .await
         .unwrap();
     let topic = st.snapshot_topic.clone();

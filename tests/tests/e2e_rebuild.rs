@@ -98,7 +98,7 @@ async fn a_fresh_node_is_rebuilt_from_the_topics_with_n1_stopped() {
         "{:?}",
         acked.errors.lock().unwrap()
     );
-    let st = northwest_migrate::load_state(&zk_addr(), &p.n1.base, "app")
+    let st = northwest_migrate::load_state(&zk_addr(), None, &p.n1.base, "app")
         .await
         .unwrap();
     // n1 stops (cleanly: everything it acknowledged is in the journal) and

@@ -125,7 +125,7 @@ async fn a_snapshot_slows_down_while_n2_lags_on_the_journal() {
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let st = northwest_migrate::load_state(&zk_addr(), &n1.base, "app")
+    let st = northwest_migrate::load_state(&zk_addr(), None, &n1.base, "app")
         .await
         .unwrap();
     let t = st.throttle.clone().expect("the throttle ran");

@@ -59,7 +59,7 @@ async fn n2_answers_n1s_hot_keys_from_its_cache_after_the_switch() {
     .await
     .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let st = northwest_migrate::load_state(&zk_addr(), &n1, "hot")
+    let st = northwest_migrate::load_state(&zk_addr(), None, &n1, "hot")
         .await
         .unwrap();
     let warm = st.warm.clone().expect("the warm-up ran");
