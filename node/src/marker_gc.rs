@@ -265,12 +265,17 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
         .lock()
         .as_ref()
         .map(|l| (l.topic.clone(), l.shared.clone()));
+    // A loader that never found its topic (deleted, or a typo) has no
+    // position: it blocks only while a migration could still fill it.
+    let mut idle_loader = None;
     if let Some((topic, shared)) = loader {
         let lag = st
             .lag_of(&topic, &shared)
             .await
             .map_err(|e| format!("snapshot load position: {e}"))?;
-        if lag.is_empty() || lag.iter().any(|p| p.lag_records > 0) {
+        if lag.is_empty() {
+            idle_loader = Some(topic);
+        } else if lag.iter().any(|p| p.lag_records > 0) {
             return Err(format!("the snapshot load of {topic} has rows left"));
         }
     }
@@ -283,6 +288,15 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
                 "migration of {} is in progress (phase {})",
                 m["ns"], m["phase"]
             ));
+        }
+    }
+    if let Some(topic) = idle_loader {
+        let mut slot = st.loader.lock();
+        if slot.as_ref().is_some_and(|l| l.topic == topic) {
+            tracing::warn!(%topic, "stopping the snapshot loader: its topic never appeared and no migration is in progress");
+            if let Some(l) = slot.take() {
+                let _ = l.stop.send(true);
+            }
         }
     }
     Ok(())

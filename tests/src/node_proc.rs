@@ -226,7 +226,31 @@ pub fn node_toml_at(
     topic: &str,
     extra: &str,
 ) -> String {
-    let (source, target) = (name == "n1", name != "n1");
+    role_toml_at(
+        (zk, kafka),
+        name,
+        name == "n1",
+        data_dir,
+        port,
+        zk_root,
+        topic,
+        extra,
+    )
+}
+
+/// Config text for a source (`source`) or target node named `name`.
+#[allow(clippy::too_many_arguments)]
+pub fn role_toml_at(
+    (zk, kafka): (&str, &str),
+    name: &str,
+    source: bool,
+    data_dir: &std::path::Path,
+    port: u16,
+    zk_root: &str,
+    topic: &str,
+    extra: &str,
+) -> String {
+    let target = !source;
     format!(
         r#"name = "{name}"
 data_dir = "{data}"
@@ -267,22 +291,33 @@ impl Pipeline {
     /// `extra_n1` and `extra_n2` are appended to each node's `[journal]`
     /// section (and may open further sections, e.g. `[kafka]`).
     pub fn start_with(tag: &str, extra_n1: &str, extra_n2: &str) -> Self {
+        Self::start_named(tag, ("n1", "n2"), extra_n1, extra_n2)
+    }
+
+    /// Like [`Pipeline::start_with`], with the source and the target named
+    /// `names` (each node's `n1`/`n2` handle keeps its role).
+    pub fn start_named(tag: &str, names: (&str, &str), extra_n1: &str, extra_n2: &str) -> Self {
         require_zk();
         require_kafka();
         let dir = tempfile::tempdir().expect("tempdir");
         let root = format!("/northwest-test/{}", unique(tag));
         let topic = unique("journal");
         let (p1, p2) = (free_port(), free_port());
-        let n1 = NodeProc::start(
-            dir.path(),
-            "n1",
-            &node_toml("n1", dir.path(), p1, &root, &topic, extra_n1),
-        );
-        let n2 = NodeProc::start(
-            dir.path(),
-            "n2",
-            &node_toml("n2", dir.path(), p2, &root, &topic, extra_n2),
-        );
+        let (zk, kafka) = (zk_addr(), kafka_addr());
+        let toml = |name: &str, source: bool, port: u16, extra: &str| {
+            role_toml_at(
+                (&zk, &kafka),
+                name,
+                source,
+                dir.path(),
+                port,
+                &root,
+                &topic,
+                extra,
+            )
+        };
+        let n1 = NodeProc::start(dir.path(), names.0, &toml(names.0, true, p1, extra_n1));
+        let n2 = NodeProc::start(dir.path(), names.1, &toml(names.1, false, p2, extra_n2));
         Self { dir, n1, n2, topic }
     }
 }

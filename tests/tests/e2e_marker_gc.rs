@@ -162,3 +162,42 @@ async fn markers_go_only_after_the_journal_that_could_undercut_them() {
     absent(&c, &n2, 1..=21).await;
     assert_eq!(digest(&n2, "app").await, digest(&n1, "app").await);
 }
+
+/// Snapshot rows carry the source's own name: a target that loaded a
+/// snapshot from a source named anything but `n1` still takes GC epochs
+/// (rows marked with a name no source reports under would block it forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_rows_name_their_real_source() {
+    let p = Pipeline::start_named("gcorigin", ("east", "west"), "", N2_GC);
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    let c = reqwest::Client::new();
+    for i in 1..=30 {
+        put(&c, &n1, i, &format!("v1-{i}")).await;
+    }
+    for i in 1..=5 {
+        delete(&c, &n1, i).await;
+    }
+    let o = run_migrate(&["--from", &n1, "--to", &n2, "--namespace", "app", "--json"]);
+    let report = migrate_report(&o);
+    assert!(
+        report["snapshot_rows"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let g = gc_status(&n2).await;
+        let blocked = g["blocked"].as_str().unwrap_or_default().to_string();
+        assert!(
+            !blocked.contains("records from n1"),
+            "snapshot rows named a source that does not exist: {g}"
+        );
+        if g["epoch"]["generation"].is_u64() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no GC epoch after the migration: {g}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
