@@ -164,6 +164,15 @@ pub trait Coordinator: Send + Sync + 'static {
     /// obtained before this call returned.
     async fn allocate_ids(&self, count: u64) -> Result<Range<u64>, CoordError>;
 
+    /// A block like [`Coordinator::allocate_ids`] whose ids are all at least
+    /// `min`: a shared counter jumps up to it (ids need only be unique and
+    /// increasing), so a version applied here from another deployment is
+    /// never undercut by a later local one.
+    async fn allocate_ids_above(&self, count: u64, min: u64) -> Result<Range<u64>, CoordError> {
+        self.raise_id_floor(min);
+        self.allocate_ids(count).await
+    }
+
     /// Records that `id` failed: its writes must never become visible anywhere.
     async fn blacklist(&self, id: TxnId) -> Result<(), CoordError>;
 

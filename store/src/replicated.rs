@@ -185,6 +185,10 @@ impl Store {
         if !batch.is_empty() {
             self.write(batch, false)?;
         }
+        // Every version seen, applied or stale: a copy elsewhere holds it.
+        if let Some(top) = writes.iter().map(|w| w.version).max() {
+            self.applied_version(top);
+        }
         Ok(stats)
     }
 

@@ -110,6 +110,13 @@ pub struct Store {
     /// Namespaces journaled although `cfg.journal` is off: those a replica
     /// was promoted for, whose client writes go to the reverse journal.
     journaled: parking_lot::RwLock<std::collections::HashSet<String>>,
+    /// The highest version this process applied from another deployment
+    /// (journal, reverse journal, snapshot). A new local version must exceed
+    /// it even where no copy of the key is held here any more (its delete
+    /// marker collected) while another copy still holds it: otherwise that
+    /// copy would skip the new write as stale. A restart needs no record of
+    /// it: the first block after a restart is above every id handed out.
+    applied_floor: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -157,6 +164,7 @@ impl Store {
             ids: tokio::sync::Mutex::new(0..0),
             outbox,
             marker_gen: marker_gen.into(),
+            applied_floor: 0.into(),
         }))
     }
 
@@ -335,12 +343,21 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh transaction id greater than `above`.
+    /// Raises the floor of local versions to `version`, applied here from
+    /// another deployment.
+    pub(crate) fn applied_version(&self, version: Version) {
+        self.applied_floor
+            .fetch_max(version.0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A fresh transaction id greater than `above` and than every version
+    /// applied here from another deployment.
     pub(crate) async fn next_id(&self, above: Version) -> Result<TxnId, StoreError> {
+        let floor = self.applied_floor.load(std::sync::atomic::Ordering::SeqCst);
         let mut ids = self.ids.lock().await;
         for _ in 0..4 {
             if let Some(id) = ids.next() {
-                if id > above.0 {
+                if id > above.0 && id > floor {
                     return Ok(TxnId(id));
                 }
                 // Another process (or this one before a restart) wrote a newer
@@ -348,7 +365,13 @@ impl Store {
                 // block of a shared counter is above every id handed out.
                 self.coord.raise_id_floor(above.0 + 1);
             }
-            let block = self.coord.allocate_ids(self.cfg.id_block).await?;
+            // Applied versions come from other deployments' blocks of the
+            // same counter, or (a foreign or crafted record) from beyond it:
+            // the block starts above them either way.
+            let block = self
+                .coord
+                .allocate_ids_above(self.cfg.id_block, floor.saturating_add(1))
+                .await?;
             // Recorded before any id of the block is used, so a restarted
             // process-local counter never hands an id out twice.
             let mut wb = WriteBatch::default();

@@ -465,6 +465,10 @@ impl Coordinator for ZkCoordinator {
     }
 
     async fn allocate_ids(&self, count: u64) -> Result<Range<u64>, CoordError> {
+        self.allocate_ids_above(count, 0).await
+    }
+
+    async fn allocate_ids_above(&self, count: u64, min: u64) -> Result<Range<u64>, CoordError> {
         let s = self.inner.session();
         let path = format!("{}/txn_counter", self.inner.cfg.root);
         loop {
@@ -473,13 +477,14 @@ impl Coordinator for ZkCoordinator {
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
                 .ok_or_else(|| CoordError::Zk(format!("{path} holds {data:?}, not a number")))?;
-            let next = (cur + count).to_string();
+            let start = cur.max(min);
+            let next = (start + count).to_string();
             match s
                 .client
                 .set_data(&path, next.as_bytes(), Some(stat.version))
                 .await
             {
-                Ok(_) => return Ok(cur..cur + count),
+                Ok(_) => return Ok(start..start + count),
                 Err(zk::Error::BadVersion) => continue,
                 Err(e) => return Err(zk_err(e)),
             }

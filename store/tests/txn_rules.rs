@@ -397,3 +397,44 @@ proptest! {
         })?;
     }
 }
+
+/// A version applied from another deployment (a delete n2 took, applied
+/// here from its reverse journal) bounds the next local version from below
+/// even once this copy's marker is collected: n2 still holds the marker and
+/// would skip a lower-versioned new write as stale forever.
+#[tokio::test]
+async fn local_versions_exceed_every_applied_version_after_marker_gc() {
+    let s = store(false);
+    // A local write takes an id block starting low.
+    let first = s.run(&ns(), &[put("Other:1", b"x")]).await.unwrap();
+    // A delete from another deployment, with a version far above the block.
+    let remote = Version(first.0 + 50_000);
+    s.apply_replicated(
+        &[ReplicatedWrite {
+            ns: ns(),
+            key: k("Acct:7"),
+            version: remote,
+            commit_ts_ms: 1,
+            value: None,
+        }],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    // Its marker is collected here (age-only GC on a source).
+    let gc = s
+        .gc_delete_markers(MarkerGcRule {
+            committed_before_ms: i64::MAX,
+            generation_at_most: None,
+            remove: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(gc.removed, 1);
+    assert!(s.get(&ns(), &k("Acct:7")).unwrap().is_none());
+    let v = s.run(&ns(), &[put("Acct:7", b"new")]).await.unwrap();
+    assert!(
+        v > remote,
+        "a new write got version {v:?}, below the delete {remote:?} another copy still holds"
+    );
+}
