@@ -40,7 +40,7 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
     say!(
-        "bench store: {} single-op put transactions per variant, {} concurrent clients, {} entity groups, {} B values, RocksDB (no fsync)",
+        "bench store: {} single-op put transactions per variant, {} concurrent clients, {} entity groups, {} B values, RocksDB (no fsync unless a row says so)",
         b.ops, b.clients, b.groups, b.value_bytes
     );
 
@@ -77,7 +77,11 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     let synced = mk_with("sync", Arc::new(LocalCoordinator::default()), true)?;
     rows.push(Row {
         name: "(b) store, local locks, in-process, fsync per commit".into(),
-        summary: in_process(&shape, synced).await,
+        summary: in_process(&shape, synced.clone()).await,
+    });
+    rows.push(Row {
+        name: "(b) store, local locks, HTTP API, fsync per commit".into(),
+        summary: over_http(&shape, synced).await?,
     });
     rows.push(Row {
         name: "(b) store, local locks, HTTP API".into(),
@@ -100,6 +104,20 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     rows.push(Row {
         name: "(c) store, ZooKeeper group leases, HTTP API".into(),
         summary: over_http(&shape, zk_store).await?,
+    });
+    // The node's default: ZooKeeper leases and an fsync before every
+    // acknowledgement (store.sync_writes = true).
+    let zk_durable = ZkCoordinator::connect(ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}-durable"),
+        ..ZkConfig::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk_durable = mk_with("zk-durable", Arc::new(zk_durable), true)?;
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, HTTP API, fsync per commit (default)".into(),
+        summary: over_http(&shape, zk_durable).await?,
     });
 
     // Every transaction pays a ZooKeeper lock round trip: no lease reuse.

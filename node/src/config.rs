@@ -92,7 +92,10 @@ pub enum EngineKind {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     pub engine: EngineKind,
-    /// fsync every commit (survives power loss, not just a process crash).
+    /// fsync every commit before acknowledging it (the default: survives
+    /// power loss, not just a process crash; concurrent commits share one
+    /// fsync). `false` is the fast mode: a kernel crash or power loss may
+    /// drop the last acknowledged writes.
     pub sync_writes: bool,
     /// Attempts per transaction on retriable failures (the paper uses 3).
     pub retries: u32,
@@ -238,7 +241,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         Self {
             engine: EngineKind::Rocksdb,
-            sync_writes: false,
+            sync_writes: true,
             retries: 3,
             id_block: 1000,
             marker_retention_hours: 168.0,

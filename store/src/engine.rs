@@ -95,6 +95,12 @@ pub trait Engine: Reader {
     }
     /// Short engine name for logs and metrics.
     fn name(&self) -> &'static str;
+    /// Whether `write` returns only once the batch is on disk (fsync):
+    /// callers then write from a thread that may block, so concurrent
+    /// writes reach the engine together and share one sync.
+    fn syncs_writes(&self) -> bool {
+        false
+    }
 }
 
 type Tables = BTreeMap<Cf, BTreeMap<Vec<u8>, Vec<u8>>>;

@@ -101,6 +101,10 @@ impl Engine for RocksEngine {
         self.db.write_opt(wb, &wo).map_err(io)
     }
 
+    fn syncs_writes(&self) -> bool {
+        self.sync_writes
+    }
+
     fn snapshot(&self) -> Result<Arc<dyn Reader>, EngineError> {
         let n = self.next_snapshot.fetch_add(1, Ordering::Relaxed);
         let path = self

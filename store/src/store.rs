@@ -250,10 +250,10 @@ impl Store {
     /// only refresh what is cached.
     pub(crate) fn write(&self, batch: WriteBatch, client: bool) -> Result<(), StoreError> {
         let Some(cache) = &self.cache else {
-            return Ok(self.engine.write(batch)?);
+            return Ok(self.engine_write(batch)?);
         };
         let ops = cache.begin(&batch, client);
-        match self.engine.write(batch) {
+        match self.engine_write(batch) {
             Ok(()) => {
                 cache.written(ops);
                 Ok(())
@@ -262,6 +262,21 @@ impl Store {
                 cache.failed(ops);
                 Err(e.into())
             }
+        }
+    }
+
+    /// A write that waits for the disk leaves its runtime worker to other
+    /// tasks meanwhile (`block_in_place`: synchronous, so a dropped request
+    /// cannot cut it off between the write and its bookkeeping), so many
+    /// commits reach RocksDB at once and its group commit gives them one
+    /// fsync.
+    fn engine_write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.engine.syncs_writes() && multi_thread {
+            tokio::task::block_in_place(|| self.engine.write(batch))
+        } else {
+            self.engine.write(batch)
         }
     }
 
