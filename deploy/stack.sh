@@ -12,6 +12,8 @@
 #   deploy/stack.sh logs [LINES]       last lines (default 30) of each service's log
 #   deploy/stack.sh kill-broker N      kill -9 Kafka node N (tests: lose a partition leader)
 #   deploy/stack.sh start-broker N     start Kafka node N again (same data); wait until it serves
+#   deploy/stack.sh pause-broker N     SIGSTOP Kafka node N (tests: a broker that hangs, not dies)
+#   deploy/stack.sh resume-broker N    SIGCONT Kafka node N
 #   deploy/stack.sh kill-zk            kill -9 ZooKeeper (tests and `northwest chaos`)
 #   deploy/stack.sh start-zk           start ZooKeeper again (same data); wait until it serves
 #   deploy/stack.sh kafka TOOL [ARGS]  run a Kafka CLI tool from the cached jars, e.g.
@@ -983,6 +985,18 @@ cmd_kill_broker() {
   kill9_service "kafka-node$n"
 }
 
+# SIGSTOP / SIGCONT of one Kafka node: connections stay open and hang.
+signal_broker() {
+  local sig=$1 size n pid
+  lock_stack
+  size=$(active_size)
+  n=$(node_arg "${2:-}" "$size")
+  pid=$(find_pid "kafka-node$n")
+  [[ -n $pid ]] || die "kafka-node$n: not running"
+  log "kafka-node$n: kill -$sig pid $pid"
+  kill "-$sig" "$pid"
+}
+
 cmd_start_broker() {
   lock_stack
   local size n
@@ -1077,6 +1091,8 @@ main() {
     env)          cmd_env ;;
     logs)         cmd_logs "${args[@]}" ;;
     kill-broker)  cmd_kill_broker "${args[@]}" ;;
+    pause-broker) signal_broker STOP "${args[@]}" ;;
+    resume-broker) signal_broker CONT "${args[@]}" ;;
     start-broker) cmd_start_broker "${args[@]}" ;;
     kill-zk)      cmd_kill_zk ;;
     start-zk)     cmd_start_zk ;;

@@ -70,16 +70,29 @@ pub enum Fault {
     RestartZookeeper,
     /// Stop the orchestrator (SIGSTOP) while n1 is fenced, past the fence.
     ExpireFence,
+    /// Stop the broker (SIGSTOP) past the nodes' `message.timeout.ms`:
+    /// deliveries hang rather than fail fast, and a relay that gave up on a
+    /// record would deliver later ones of its group before it.
+    PauseBroker,
+    /// n2's answers to promotions are lost and demotions never reach it
+    /// (n1 reaches n2 through a fault proxy): the cutover cannot learn
+    /// whether n2 took the namespace.
+    LosePromote,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 8] = [
+    Fault::LosePromote,
     Fault::KillN1,
     Fault::KillN2,
     Fault::KillOrchestrator,
     Fault::RestartBroker,
     Fault::RestartZookeeper,
     Fault::ExpireFence,
+    Fault::PauseBroker,
 ];
+
+/// The nodes' delivery timeout: a broker pause outlasts it.
+const MESSAGE_TIMEOUT_MS: u64 = 2000;
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Planned {
@@ -280,6 +293,8 @@ struct World {
     orchestrator: Mutex<Option<u32>>,
     migration_done: AtomicBool,
     stack: Arc<OwnStack>,
+    /// In front of n2 for n1 and the orchestrator.
+    n2_proxy: crate::fault_proxy::FaultProxy,
 }
 
 async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
@@ -359,8 +374,9 @@ async fn drive(
     let (d, r, t) = (dir.to_path_buf(), root.clone(), topic.clone());
     let a1 = addrs.clone();
     let started = tokio::task::spawn_blocking(move || {
-        let n1 = NodeProc::start(&d, "n1", &node_toml_at(&a1, "n1", &d, p1, &r, &t, ""));
-        let n2 = NodeProc::start(&d, "n2", &node_toml_at(&a1, "n2", &d, p2, &r, &t, ""));
+        let kafka = format!("\n[kafka]\n\"message.timeout.ms\" = \"{MESSAGE_TIMEOUT_MS}\"\n");
+        let n1 = NodeProc::start(&d, "n1", &node_toml_at(&a1, "n1", &d, p1, &r, &t, &kafka));
+        let n2 = NodeProc::start(&d, "n2", &node_toml_at(&a1, "n2", &d, p2, &r, &t, &kafka));
         (n1, n2)
     })
     .await;
@@ -379,12 +395,16 @@ async fn drive(
         }
     };
     let (base1, base2) = (n1.base.clone(), n2.base.clone());
+    let n2_proxy = crate::fault_proxy::FaultProxy::start(base2.trim_start_matches("http://")).await;
+    // n1 forwards to n2, and the orchestrator promotes it, through the proxy.
+    let via2 = format!("http://{}", n2_proxy.addr);
     let world = Arc::new(World {
         n1: Mutex::new(n1),
         n2: Mutex::new(n2),
         orchestrator: Mutex::new(None),
         migration_done: AtomicBool::new(false),
         stack,
+        n2_proxy,
     });
     let history = Arc::new(History::default());
     if let Err(e) = preload(&base1, a.entities, &history).await {
@@ -407,7 +427,7 @@ async fn drive(
         world.clone(),
         dir.to_path_buf(),
         base1.clone(),
-        base2.clone(),
+        via2,
         addrs.clone(),
         Duration::from_secs(a.window_s + a.finish_timeout_s),
         a.snapshot_rate,
@@ -426,7 +446,7 @@ async fn drive(
     let mut error = err.or_else(|| {
         faults
             .iter()
-            .find(|(_, what)| what.starts_with("RESTART FAILED"))
+            .find(|(_, what)| what.contains(" FAILED"))
             .map(|(f, what)| format!("{f:?}: {what}"))
     });
     let (check, dlq, halted) = if error.is_none() {
@@ -733,6 +753,37 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
                 .unwrap_or_else(|e| e.to_string())
             }
             Fault::ExpireFence => expire_fence(&w, n1).await,
+            Fault::LosePromote => {
+                let before = w.n2_proxy.promotions_lost();
+                w.n2_proxy.lose_promotions(true);
+                // Long enough to span a proxy step more often than not.
+                tokio::time::sleep(down * 5).await;
+                w.n2_proxy.lose_promotions(false);
+                let lost = w.n2_proxy.promotions_lost() - before;
+                if lost > 0 {
+                    format!("injected: {lost} promote answer(s) lost")
+                } else {
+                    "injected: no promotion meanwhile".to_string()
+                }
+            }
+            Fault::PauseBroker => {
+                let w = w.clone();
+                // Past the delivery timeout whatever the drawn duration.
+                let paused = down.max(Duration::from_millis(MESSAGE_TIMEOUT_MS + 1500));
+                tokio::task::spawn_blocking(move || {
+                    if !w.stack.stack(&["pause-broker", "1"]) {
+                        return "PAUSE FAILED: stack.sh pause-broker 1".to_string();
+                    }
+                    std::thread::sleep(paused);
+                    if w.stack.stack(&["resume-broker", "1"]) {
+                        "injected".to_string()
+                    } else {
+                        "RESUME FAILED: stack.sh resume-broker 1".to_string()
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| e.to_string())
+            }
         };
         let what = if after_switch && what == "injected" {
             "injected after the switch".to_string()
