@@ -61,6 +61,9 @@ pub struct Loader {
     pub shared: Arc<ApplyShared>,
     pub _control: mpsc::Sender<Control>,
     pub stop: tokio::sync::watch::Sender<bool>,
+    /// When it started: one that has found no partition for long (its
+    /// topic never appeared) stops blocking marker GC.
+    pub started: std::time::Instant,
 }
 
 impl NodeState {

@@ -101,6 +101,9 @@ pub struct Gate {
     peer_token: Option<crate::auth::Secret>,
     /// Set with a peer CA: proxy targets must be `https://`.
     https_only: bool,
+    /// Set when this process lost its node-name claim to another instance:
+    /// it serves no namespace any more (it drains and stops).
+    retired: Mutex<Option<String>>,
     /// Promotions and demotions run one at a time, so a demotion that
     /// cancels an attempt is ordered against that attempt's promotion.
     promoting: tokio::sync::Mutex<()>,
@@ -149,7 +152,7 @@ pub enum CutoverError {
 /// A promotion or demotion sent to the target that did not succeed.
 #[derive(Debug)]
 enum PeerCall {
-    /// The target answered that it did not do it.
+    /// The target did not do it: it answered so, or was never reached.
     Refused(String),
     /// No answer, or one that does not say what the target did.
     NoAnswer(String),
@@ -199,6 +202,7 @@ impl Gate {
             client: forward_client(Vec::new()),
             peer_token: None,
             https_only: false,
+            retired: Mutex::new(None),
             promoting: tokio::sync::Mutex::new(()),
             cancelled: Mutex::new(std::collections::VecDeque::new()),
             unconfirmed: Mutex::new(HashSet::new()),
@@ -349,10 +353,21 @@ impl Gate {
     /// Whether this replica serves a request to `ns` itself although it
     /// forwards or refuses the namespace otherwise: it is promoted, and
     /// either confirmed or the request was forwarded by the old primary.
+    ///
+    /// While it forwards the namespace (a rollback moved it back to the old
+    /// primary), only an unconfirmed promotion serves, and only what was
+    /// forwarded: a confirmed one whose node forwards is being rolled back,
+    /// and its forwarding wins.
     fn serves_promoted(&self, ns: &str, hops: u32) -> bool {
-        self.replica_of.is_some()
-            && self.promoted.lock().contains(ns)
-            && (hops >= 1 || !self.unconfirmed.lock().contains(ns))
+        if self.replica_of.is_none() || !self.promoted.lock().contains(ns) {
+            return false;
+        }
+        let unconfirmed = self.unconfirmed.lock().contains(ns);
+        if self.proxy(ns).is_some() {
+            unconfirmed && hops >= 1
+        } else {
+            !unconfirmed || hops >= 1
+        }
     }
 
     /// The admin token presented to the new primary at cutover.
@@ -379,6 +394,12 @@ impl Gate {
              {journal}): write to its source deployment, or promote it on purpose with \
              POST /v1/admin/promote {{\"namespace\": \"{ns}\"}}"
         ))
+    }
+
+    /// This process lost its node name to another instance: from now on it
+    /// serves no data request (another process acts under the name).
+    pub fn retire(&self, why: String) {
+        *self.retired.lock() = Some(why);
     }
 
     /// Namespaces promoted by a cutover whose switch has not confirmed it.
@@ -594,7 +615,16 @@ impl Gate {
             .json(&json!({"namespace": ns, "attempt": attempt}))
             .send()
             .await
-            .map_err(|e| PeerCall::NoAnswer(format!("{url}: {}", peer_error(&e))))?;
+            .map_err(|e| {
+                let text = format!("{url}: {}", peer_error(&e));
+                // No connection (refused, or a peer that failed TLS
+                // verification): the request never reached it.
+                if e.is_connect() {
+                    PeerCall::Refused(text)
+                } else {
+                    PeerCall::NoAnswer(text)
+                }
+            })?;
         let status = r.status();
         if status.is_success() {
             return Ok(());
@@ -795,6 +825,13 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     let Some(ns) = data_namespace(req.uri().path()).map(str::to_string) else {
         return next.run(req).await;
     };
+    if let Some(why) = gate.retired.lock().clone() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": why, "code": "name_taken"})),
+        )
+            .into_response();
+    }
     // The handlers see the percent-decoded namespace: an encoded one would
     // be gated under another name. Valid namespaces never need encoding.
     if ns.contains('%') {

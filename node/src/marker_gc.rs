@@ -257,6 +257,10 @@ async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decisio
     })
 }
 
+/// How long a snapshot loader may find no partition before marker GC
+/// stops waiting on it.
+const LOADER_TOPIC_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// No snapshot load with rows left, no migration in progress: otherwise
 /// rows older than a marker may still arrive.
 async fn quiet(st: &NodeState) -> Result<(), String> {
@@ -264,18 +268,20 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
         .loader
         .lock()
         .as_ref()
-        .map(|l| (l.topic.clone(), l.shared.clone()));
+        .map(|l| (l.topic.clone(), l.shared.clone(), l.started.elapsed()));
     // A loader that never found its topic (deleted, or a typo) has no
-    // position: it blocks only while a migration could still fill it.
+    // position: once it has waited for it a while (a rebuild's loader has
+    // no migration record, and a new one takes a moment to assign its
+    // partitions) it blocks only while a migration could still fill it.
     let mut idle_loader = None;
-    if let Some((topic, shared)) = loader {
+    if let Some((topic, shared, age)) = loader {
         let lag = st
             .lag_of(&topic, &shared)
             .await
             .map_err(|e| format!("snapshot load position: {e}"))?;
-        if lag.is_empty() {
+        if lag.is_empty() && age >= LOADER_TOPIC_WAIT {
             idle_loader = Some(topic);
-        } else if lag.iter().any(|p| p.lag_records > 0) {
+        } else if lag.is_empty() || lag.iter().any(|p| p.lag_records > 0) {
             return Err(format!("the snapshot load of {topic} has rows left"));
         }
     }

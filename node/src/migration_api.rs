@@ -448,6 +448,7 @@ async fn load_snapshot(
         shared,
         _control: _tx,
         stop: own_stop,
+        started: std::time::Instant::now(),
     });
     Ok(Json(json!({"loading": req.topic})))
 }

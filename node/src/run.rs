@@ -303,6 +303,7 @@ pub async fn run(
         _ = shutdown => None,
         why = lost_claim => {
             tracing::error!(node = %cfg.name, "{why}");
+            state.gate.retire(why.clone());
             Some(why)
         }
     };

@@ -74,14 +74,18 @@ pub enum Fault {
     /// deliveries hang rather than fail fast, and a relay that gave up on a
     /// record would deliver later ones of its group before it.
     PauseBroker,
+    /// Stop n2 (SIGSTOP) past its ZooKeeper session: its leases and name
+    /// claim expire while it believes it holds them.
+    StopN2,
     /// n2's answers to promotions are lost and demotions never reach it
     /// (n1 reaches n2 through a fault proxy): the cutover cannot learn
     /// whether n2 took the namespace.
     LosePromote,
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 9] = [
     Fault::LosePromote,
+    Fault::StopN2,
     Fault::KillN1,
     Fault::KillN2,
     Fault::KillOrchestrator,
@@ -93,6 +97,20 @@ const FAULTS: [Fault; 8] = [
 
 /// The nodes' delivery timeout: a broker pause outlasts it.
 const MESSAGE_TIMEOUT_MS: u64 = 2000;
+
+/// The nodes' ZooKeeper session timeout (`node_toml_at`): a stopped n2
+/// outlasts it.
+const SESSION_TIMEOUT_MS: u64 = 4000;
+
+/// Whether n2 runs marker GC with retention in seconds in run `seed`.
+fn marker_gc_on(seed: u64) -> bool {
+    seed.is_multiple_of(2)
+}
+
+/// n2's marker GC: markers kept 0.72 s past the journal it is told it has
+/// (0.5 s), a pass every second; goes in its `[journal]` section.
+const N2_MARKER_GC: &str =
+    "retention_ms = 500\n[store]\nmarker_retention_hours = 0.0002\nmarker_gc_interval_s = 1\n";
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Planned {
@@ -129,6 +147,9 @@ pub struct RunReport {
     pub halted_partitions: u64,
     pub error: Option<String>,
     pub seconds: f64,
+    /// n2 collected delete markers (retention in seconds, a pass every
+    /// second) during the run: every second seed.
+    pub marker_gc: bool,
 }
 
 impl RunReport {
@@ -311,6 +332,7 @@ async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
         halted_partitions: 0,
         error: None,
         seconds: 0.0,
+        marker_gc: marker_gc_on(seed),
     };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -375,8 +397,17 @@ async fn drive(
     let a1 = addrs.clone();
     let started = tokio::task::spawn_blocking(move || {
         let kafka = format!("\n[kafka]\n\"message.timeout.ms\" = \"{MESSAGE_TIMEOUT_MS}\"\n");
+        let n2_extra = if marker_gc_on(seed) {
+            format!("{N2_MARKER_GC}{kafka}")
+        } else {
+            kafka.clone()
+        };
         let n1 = NodeProc::start(&d, "n1", &node_toml_at(&a1, "n1", &d, p1, &r, &t, &kafka));
-        let n2 = NodeProc::start(&d, "n2", &node_toml_at(&a1, "n2", &d, p2, &r, &t, &kafka));
+        let n2 = NodeProc::start(
+            &d,
+            "n2",
+            &node_toml_at(&a1, "n2", &d, p2, &r, &t, &n2_extra),
+        );
         (n1, n2)
     })
     .await;
@@ -753,6 +784,18 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
                 .unwrap_or_else(|e| e.to_string())
             }
             Fault::ExpireFence => expire_fence(&w, n1).await,
+            Fault::StopN2 => {
+                let w = w.clone();
+                let stopped = down.max(Duration::from_millis(SESSION_TIMEOUT_MS + 2000));
+                tokio::task::spawn_blocking(move || {
+                    w.n2.lock().unwrap().signal("STOP");
+                    std::thread::sleep(stopped);
+                    w.n2.lock().unwrap().signal("CONT");
+                    "injected".to_string()
+                })
+                .await
+                .unwrap_or_else(|e| format!("RESUME FAILED: {e}"))
+            }
             Fault::LosePromote => {
                 let before = w.n2_proxy.promotions_lost();
                 w.n2_proxy.lose_promotions(true);
