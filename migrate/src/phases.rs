@@ -118,7 +118,7 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
             // own clients too (until now only what n1 forwarded).
             ctx.post(
                 &format!("{n2}/v1/admin/promote"),
-                json!({"namespace": st.ns}),
+                json!({"namespace": st.ns, "confirm": true}),
             )
             .await
             .context("confirming n2's promotion")?;

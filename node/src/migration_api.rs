@@ -155,10 +155,18 @@ async fn proxy(
     check_target(&req.target, s.gate.https_only())?;
     // Spawned: a caller that hangs up must not cut the cutover off midway
     // (with its fence held, its proxy recorded, the target promoted).
-    let (gate, ns, target) = (s.gate.clone(), req.namespace.clone(), req.target.clone());
-    let cut = tokio::spawn(async move { gate.cut_over(&ns, req.fence, &target).await })
-        .await
-        .map_err(|e| ApiError::unavailable("cutover", format!("cutover task failed: {e}")))?;
+    let (st, ns, target) = (s.clone(), req.namespace.clone(), req.target.clone());
+    let cut = tokio::spawn(async move {
+        let cut = st.gate.cut_over(&ns, req.fence, &target).await;
+        // The new primary journals the namespace's writes from now on:
+        // apply them here, so a rollback finds this node up to date.
+        if cut.is_ok() && st.relay.is_some() {
+            start_reverse_apply(&st);
+        }
+        cut
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("cutover", format!("cutover task failed: {e}")))?;
     cut.map_err(|e| {
         let (status, code) = match &e {
             CutoverError::FenceExpired(_) => (StatusCode::CONFLICT, "fence_expired"),
@@ -173,11 +181,6 @@ async fn proxy(
         }
     })?;
     tracing::info!(namespace = %req.namespace, target = %req.target, "namespace is now proxied");
-    // The new primary journals the namespace's writes from now on: apply
-    // them here, so a rollback finds this node up to date.
-    if s.relay.is_some() {
-        start_reverse_apply(&s);
-    }
     Ok(Json(
         json!({"proxy": req.target, "namespace": req.namespace}),
     ))
@@ -215,14 +218,14 @@ async fn promote(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    set_promoted(&s, &body, true).await
+    set_promoted(s, &body, true).await
 }
 
 async fn demote(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    set_promoted(&s, &body, false).await
+    set_promoted(s, &body, false).await
 }
 
 #[derive(Deserialize)]
@@ -232,39 +235,66 @@ struct PromoteReq {
     /// The cutover attempt (n1 names it so a demotion can cancel it).
     #[serde(default)]
     attempt: Option<String>,
+    /// The switch confirms the cutover's promotion.
+    #[serde(default)]
+    confirm: bool,
+    /// An operator's promotion of a replica that forwards the namespace.
+    #[serde(default)]
+    force: bool,
 }
 
-async fn set_promoted(s: &NodeState, body: &[u8], on: bool) -> Result<Json<Value>, ApiError> {
+async fn set_promoted(s: Arc<NodeState>, body: &[u8], on: bool) -> Result<Json<Value>, ApiError> {
+    use crate::cutover::{PromoteError, Promotion};
     let req: PromoteReq = parse(body)?;
     check_ns(&req.namespace)?;
     let ns = northwest_store::Namespace::new(&req.namespace)
         .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
-    // A target journals a promoted namespace's client writes (for the old
-    // primary) from before it takes the first one.
-    let reverse = s.reverse_relay.is_some();
-    if on && reverse {
-        s.store.set_journaled(&ns, true);
+    if on && req.confirm && req.attempt.is_some() {
+        return Err(ApiError::bad_request("confirm takes no attempt"));
     }
-    let done = s
-        .gate
-        .promote(&req.namespace, on, req.attempt.as_deref())
-        .await;
-    if done.is_err() && on && reverse && !s.gate.promoted().contains(&req.namespace) {
-        s.store.set_journaled(&ns, false);
-    }
+    // Spawned: a caller that hangs up must not leave the record and the
+    // node's state apart.
+    let s2 = s.clone();
+    let name = req.namespace.clone();
+    let done = tokio::spawn(async move {
+        let change = match (on, req.attempt.as_deref()) {
+            (false, a) => Promotion::Demote(a),
+            (true, Some(a)) => Promotion::Attempt(a),
+            (true, None) if req.confirm => Promotion::Confirm,
+            (true, None) => Promotion::Operator { force: req.force },
+        };
+        // A target journals a promoted namespace's client writes (for the
+        // old primary) from before it takes the first one.
+        let reverse = s2.reverse_relay.is_some();
+        let store = s2.store.clone();
+        s2.gate
+            .promote(&name, change, |on| {
+                if reverse {
+                    store.set_journaled(&ns, on);
+                }
+            })
+            .await
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("coordination", format!("promotion task failed: {e}")))?;
     done.map_err(|e| match e {
-        crate::cutover::PromoteError::Record(e) => {
-            ApiError::unavailable("coordination", e.to_string())
-        }
-        e @ crate::cutover::PromoteError::Cancelled(_) => ApiError {
+        PromoteError::Record(e) => ApiError::unavailable("coordination", e.to_string()),
+        e @ PromoteError::Cancelled(_) => ApiError {
             status: StatusCode::CONFLICT,
             code: "promote_cancelled",
             message: e.to_string(),
         },
+        e @ PromoteError::NotPromoted(_) => ApiError {
+            status: StatusCode::CONFLICT,
+            code: "not_promoted",
+            message: e.to_string(),
+        },
+        e @ PromoteError::Forwards { .. } => ApiError {
+            status: StatusCode::CONFLICT,
+            code: "forwards",
+            message: e.to_string(),
+        },
     })?;
-    if !on && reverse {
-        s.store.set_journaled(&ns, false);
-    }
     if on {
         tracing::warn!(namespace = %req.namespace, "replica promoted: it now takes client writes for this namespace");
     }

@@ -285,7 +285,7 @@ async fn versions_increase_across_sessions() {
 /// found by `northwest chaos --seed 1003`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_records_through_a_new_session_after_expiry() {
-    use northwest_node::cutover::{Gate, ProxyRecord};
+    use northwest_node::cutover::{Gate, Promotion, ProxyRecord};
     let root = format!("/northwest-test/{}", unique("gate-expiry"));
     // Through a fault proxy: cutting ZooKeeper off for longer than the
     // session timeout makes the server expire the session.
@@ -303,7 +303,7 @@ async fn gate_records_through_a_new_session_after_expiry() {
         }),
         Some("journal".into()),
     );
-    gate.promote("app", true, None)
+    gate.promote("app", Promotion::Operator { force: false }, |_| {})
         .await
         .expect("record under the first session");
     let old = c.client().session_id();
@@ -321,7 +321,7 @@ async fn gate_records_through_a_new_session_after_expiry() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    gate.promote("other", true, None)
+    gate.promote("other", Promotion::Operator { force: false }, |_| {})
         .await
         .expect("record under the new session");
     gate.load().await.expect("read back under the new session");
