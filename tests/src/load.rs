@@ -406,3 +406,64 @@ pub fn delete_records_below(
         .unwrap();
     assert!(out.status.success(), "kafka-delete-records: {out:?}");
 }
+
+/// Every journal record on `topic`, partition by partition in offset order
+/// (assigned, not subscribed: a group join right after a broker restart can
+/// outlast the idle cut-off); stops after 5 s with nothing new.
+pub fn journal_records(topic: &str) -> Vec<northwest_schemas::JournalRecord> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr())
+        .set("group.id", crate::stack::unique("order"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("journal topic metadata");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    assert!(tpl.count() > 0, "journal topic {topic} has no partitions");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 10 {
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                idle = 0;
+                let payload = m.payload().expect("journal record with a payload");
+                out.push(northwest_schemas::decode_journal(payload).expect("journal record"));
+            }
+            _ => idle += 1,
+        }
+    }
+    out
+}
+
+/// Per entity group, each transaction first appears on the journal after
+/// every earlier one of its group (a re-sent duplicate may repeat an earlier
+/// record later, never jump back past a newer one). Returns the distinct
+/// transactions seen.
+pub fn assert_group_order(records: &[northwest_schemas::JournalRecord]) -> usize {
+    let mut last: std::collections::HashMap<&str, u64> = Default::default();
+    let mut seen = std::collections::HashSet::new();
+    for rec in records {
+        if !seen.insert(rec.txn_id) {
+            continue;
+        }
+        let prev = last.entry(rec.entity_group.as_str()).or_insert(0);
+        assert!(
+            rec.txn_id > *prev,
+            "group {} went from txn {} to {} on the journal",
+            rec.entity_group,
+            prev,
+            rec.txn_id
+        );
+        *prev = rec.txn_id;
+    }
+    seen.len()
+}

@@ -4,14 +4,11 @@
 //! outage shows in n1's status while it lasts. Own test binary: it stops the
 //! shared dev-stack broker, so no other test may run beside it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use northwest_tests::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 
 fn stack() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack.sh")
@@ -110,53 +107,7 @@ async fn broker_restart_loses_and_reorders_nothing() {
         "n2 differs after a broker restart"
     );
 
-    // Per group, the journal holds transactions in commit order (re-sent
-    // duplicates may repeat an earlier record, never jump back past a newer one).
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_addr())
-        .set("group.id", unique("order"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    // Assigned, not subscribed: a group join right after the broker restart
-    // can take longer than the idle cut-off below.
-    let md = c
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    assert!(tpl.count() > 0, "journal topic {topic} has no partitions");
-    c.assign(&tpl).unwrap();
-    let mut last: HashMap<String, u64> = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut idle = 0;
-    while idle < 10 {
-        match c.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                let rec = northwest_schemas::decode_journal(m.payload().unwrap()).unwrap();
-                if !seen.insert(rec.txn_id) {
-                    continue;
-                }
-                let prev = last.entry(rec.entity_group.clone()).or_insert(0);
-                assert!(
-                    rec.txn_id > *prev,
-                    "group {} went from txn {} to {}",
-                    rec.entity_group,
-                    prev,
-                    rec.txn_id
-                );
-                *prev = rec.txn_id;
-            }
-            _ => idle += 1,
-        }
-    }
-    assert!(
-        seen.len() >= 8000,
-        "journal holds {} transactions",
-        seen.len()
-    );
+    // Per group, the journal holds transactions in commit order.
+    let seen = assert_group_order(&journal_records(&topic));
+    assert!(seen >= 8000, "journal holds {seen} transactions");
 }

@@ -5,14 +5,12 @@
 //! later write's effect without the earlier one's). Own test binary: it
 //! stops the shared dev-stack broker, so no other test may run beside it.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use northwest_tests::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 
 fn stack_cmd(args: &[&str]) {
     let stack = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/stack.sh");
@@ -37,40 +35,6 @@ async fn present(c: &reqwest::Client, base: &str, key: &str) -> bool {
         .await
         .unwrap();
     r.status() == 200
-}
-
-/// Transaction ids of `group`'s records in `topic`, in partition order.
-fn group_records(topic: &str, group: &str) -> Vec<u64> {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", kafka_addr())
-        .set("group.id", unique("order"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in md.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let mut idle = 0;
-    while idle < 10 {
-        match c.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                idle = 0;
-                let rec = northwest_schemas::decode_journal(m.payload().unwrap()).unwrap();
-                if rec.entity_group == group || rec.entity_group.ends_with(&format!("/{group}")) {
-                    out.push(rec.txn_id);
-                }
-            }
-            _ => idle += 1,
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -137,19 +101,17 @@ async fn a_group_stays_in_commit_order_across_a_delivery_timeout() {
 
     // On the topic, each record first appears after every earlier one of
     // its group (a re-sent duplicate may repeat an earlier record later).
-    let ids = group_records(&p.topic, "Acct:7");
-    let mut seen = HashSet::new();
-    let mut last = 0;
-    for id in &ids {
-        if !seen.insert(*id) {
-            continue;
-        }
-        assert!(
-            *id > last,
-            "group Acct:7 went from txn {last} to {id} on the topic: {ids:?}"
-        );
-        last = *id;
-    }
-    assert_eq!(seen.len(), 2, "both writes are on the topic: {ids:?}");
+    let records = journal_records(&p.topic);
+    let group: Vec<_> = records
+        .iter()
+        .filter(|r| r.entity_group == "Acct:7" || r.entity_group.ends_with("/Acct:7"))
+        .cloned()
+        .collect();
+    let ids: Vec<u64> = group.iter().map(|r| r.txn_id).collect();
+    assert_eq!(
+        assert_group_order(&group),
+        2,
+        "both writes of Acct:7 are on the topic: {ids:?}"
+    );
     assert_eq!(digest(&n1, "app").await, digest(&n2, "app").await);
 }
