@@ -39,7 +39,7 @@ pub enum Update {
 pub type EntityOps = Vec<(Vec<u8>, Update)>;
 
 /// Hits, misses and size, for metrics and status.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,

@@ -1,0 +1,185 @@
+//! What a deployment records in ZooKeeper about its migrations: the
+//! migration record the orchestrator persists after every step (so a killed
+//! one resumes) and the routing record clients follow to the primary.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Phase;
+
+/// Everything a resumed run needs, persisted after every step at
+/// [`crate::ZkLayout::migration`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    pub id: String,
+    pub ns: String,
+    pub from: String,
+    pub to: String,
+    pub phase: Phase,
+    pub journal_topic: String,
+    pub snapshot_topic: String,
+    pub checkpoint_dir: Option<String>,
+    /// Journal high-water marks recorded before the snapshot view was taken.
+    pub hwms: BTreeMap<i32, i64>,
+    /// When `hwms` were read (ms since the epoch).
+    #[serde(default)]
+    pub hwms_at_ms: Option<i64>,
+    pub kinds: Vec<String>,
+    /// Seconds each phase took, keyed by the phase's Rust name
+    /// (`MetadataSync`), as the records have always spelt it.
+    pub phase_seconds: BTreeMap<String, f64>,
+    pub snapshot_rows: u64,
+    pub snapshot_resumed_rows: u64,
+    pub runs: u32,
+    pub max_lag_records: i64,
+    pub verify: Option<VerifyReport>,
+    pub verify_pause_ms: Option<f64>,
+    pub write_pause_ms: Option<f64>,
+    pub error: Option<String>,
+    /// n1's node name (where its proxy state lives in ZooKeeper).
+    #[serde(default)]
+    pub from_name: Option<String>,
+    /// When the current phase began (ms since the epoch): the nodes export
+    /// its age, so a migration stuck in a phase can raise an alert.
+    #[serde(default)]
+    pub phase_started_ms: Option<i64>,
+    /// What `--max-source-p99-ms` did during the snapshot.
+    #[serde(default)]
+    pub throttle: Option<ThrottleReport>,
+    /// The cache warm-up at the end of catch-up: n1's hot keys read into
+    /// n2's cache.
+    #[serde(default)]
+    pub warm: Option<WarmReport>,
+    /// Set when `--rollback` moved the primary back to n1 (the record is
+    /// then `aborted`, so the namespace can be migrated again).
+    #[serde(default)]
+    pub rolled_back: Option<RollbackReport>,
+}
+
+impl MigrationRecord {
+    /// Seconds phase `p` took, if it ran.
+    pub fn seconds_of(&self, p: Phase) -> Option<f64> {
+        self.phase_seconds.get(&format!("{p:?}")).copied()
+    }
+}
+
+/// One copy's digest of the namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestSummary {
+    pub count: u64,
+    pub digest: String,
+}
+
+/// Verify's comparison of both copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub n1: DigestSummary,
+    pub n2: DigestSummary,
+    pub differing_kinds: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn equal(&self) -> bool {
+        self.n1 == self.n2
+    }
+}
+
+/// What the snapshot's throttle did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleReport {
+    pub checks: u64,
+    /// Checks whose node status could not be read (counted over budget).
+    pub unreadable: u64,
+    pub slowed: u64,
+    pub min_rows_per_sec: Option<u64>,
+    pub max_source_p99_ms: u64,
+    pub max_apply_lag_records: u64,
+}
+
+/// The cache warm-up's outcome: keys asked for and found, or why it failed
+/// (an optimisation: a failure never stops the migration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WarmReport {
+    Warmed { keys: u64, found: u64, seconds: f64 },
+    Failed { error: String },
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackReport {
+    pub catch_up_seconds: f64,
+    pub write_pause_ms: f64,
+    /// The comparison of both copies under the fence, when one ran.
+    pub verify: Option<serde_json::Value>,
+    pub reverse_topic: String,
+    /// When the rollback finished (ms since the epoch).
+    #[serde(default)]
+    pub at_ms: Option<i64>,
+}
+
+/// Where clients of a namespace go, at [`crate::ZkLayout::routing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingRecord {
+    /// The base URL of the node that serves the namespace.
+    pub primary: String,
+    /// The node it took over from (which forwards to it meanwhile).
+    pub replaces: String,
+    pub namespace: String,
+    /// The migration that wrote this record.
+    pub migration: String,
+    /// Written by a rollback: `primary` is the original node again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rolled_back: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_written_before_the_optional_fields_still_reads() {
+        let old = serde_json::json!({
+            "id": "m1", "ns": "app", "from": "http://a", "to": "http://b", "phase": "catch-up",
+            "journal_topic": "j", "snapshot_topic": "s", "checkpoint_dir": null,
+            "hwms": {"0": 5}, "kinds": ["Doc"], "phase_seconds": {"Init": 0.1},
+            "snapshot_rows": 3, "snapshot_resumed_rows": 0, "runs": 1, "max_lag_records": 0,
+            "verify": null, "verify_pause_ms": null, "write_pause_ms": null, "error": null
+        });
+        let r: MigrationRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(r.phase, Phase::CatchUp);
+        assert_eq!(r.hwms.get(&0), Some(&5));
+        assert_eq!(r.seconds_of(Phase::Init), Some(0.1));
+        assert!(r.throttle.is_none() && r.rolled_back.is_none());
+    }
+
+    #[test]
+    fn warm_reports_read_both_ways() {
+        let ok: WarmReport =
+            serde_json::from_str(r#"{"keys": 10, "found": 7, "seconds": 0.5}"#).unwrap();
+        assert!(matches!(ok, WarmReport::Warmed { found: 7, .. }));
+        let failed: WarmReport = serde_json::from_str(r#"{"error": "timed out"}"#).unwrap();
+        assert_eq!(
+            failed,
+            WarmReport::Failed {
+                error: "timed out".into()
+            }
+        );
+    }
+
+    #[test]
+    fn routing_rolled_back_is_written_only_when_true() {
+        let r = RoutingRecord {
+            primary: "http://b".into(),
+            replaces: "http://a".into(),
+            namespace: "app".into(),
+            migration: "m1".into(),
+            rolled_back: false,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("rolled_back").is_none());
+        let back: RoutingRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}
