@@ -215,6 +215,13 @@ async fn mixed(
     tally.summary(t.elapsed())
 }
 
+/// The benchmark's deployments have no admin token.
+use northwest_control::record::WarmReport;
+
+fn admin() -> northwest_control::AdminClient {
+    northwest_control::AdminClient::new(None, Vec::new(), northwest_migrate::ADMIN_TIMEOUT)
+}
+
 fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
     northwest_migrate::MigrateArgs {
         from: p.n1.clone(),
@@ -243,8 +250,11 @@ fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
     }
 }
 
-async fn last_report(b: &MigrateBench, p: &Pair) -> anyhow::Result<northwest_migrate::MigState> {
-    northwest_migrate::load_state(&b.zk, None, &p.n1, "bench").await
+async fn last_report(
+    b: &MigrateBench,
+    p: &Pair,
+) -> anyhow::Result<northwest_migrate::MigrationRecord> {
+    northwest_migrate::load_state(&b.zk, None, &admin(), &p.n1, "bench").await
 }
 
 pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
@@ -310,7 +320,7 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
             tokio::spawn(async move { mixed(&n1, &b2, reads, st).await })
         };
         let t = Instant::now();
-        northwest_migrate::run(args).await?;
+        northwest_migrate::run(args, admin()).await?;
         let migrate_s = t.elapsed().as_secs_f64();
         if t.elapsed() < b.phase_duration {
             tokio::time::sleep(b.phase_duration - t.elapsed()).await;
@@ -359,7 +369,7 @@ async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
         preload(&p.n1, n, size).await?;
         let mut args = migrate_args(&b, &p);
         args.stop_after = Some(northwest_migrate::Phase::CatchUp);
-        northwest_migrate::run(args).await?;
+        northwest_migrate::run(args, admin()).await?;
         let st = last_report(&b, &p).await?;
         let snap = st.phase_seconds.get("Snapshot").copied().unwrap_or(0.0);
         let load = st.phase_seconds.get("CatchUp").copied().unwrap_or(0.0);
@@ -419,7 +429,7 @@ async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
                 .await
             })
         };
-        northwest_migrate::run(migrate_args(&b, &p)).await?;
+        northwest_migrate::run(migrate_args(&b, &p), admin()).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         let l = load.await?;
@@ -525,7 +535,7 @@ async fn warm(b: &MigrateBench) -> anyhow::Result<()> {
         hot_load(&p.n1, &b, hot, false, Duration::from_secs(3)).await;
         let mut args = migrate_args(&b, &p);
         args.warm_keys = if warmed { 100_000 } else { 0 };
-        northwest_migrate::run(args).await?;
+        northwest_migrate::run(args, admin()).await?;
         let st = last_report(&b, &p).await?;
         let (h0, m0) = cache_counts(&p.n2).await?;
         let r = hot_load(&p.n1, &b, hot, false, Duration::from_secs(10)).await;
@@ -539,13 +549,15 @@ async fn warm(b: &MigrateBench) -> anyhow::Result<()> {
             f("mean"),
             f("p50"),
             f("p99"),
-            st.warm
-                .as_ref()
-                .and_then(|w| w["seconds"].as_f64())
-                .unwrap_or(0.0),
-            st.warm
-                .as_ref()
-                .map_or(serde_json::Value::Null, |w| w["found"].clone())
+            match &st.warm {
+                Some(WarmReport::Warmed { seconds, .. }) => *seconds,
+                _ => 0.0,
+            },
+            match &st.warm {
+                Some(WarmReport::Warmed { found, .. }) => found.to_string(),
+                Some(WarmReport::Failed { error }) => format!("failed: {error}"),
+                None => "-".into(),
+            }
         );
         p.stop().await;
     }

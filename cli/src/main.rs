@@ -2,7 +2,9 @@
 //!
 //! Owns: argument parsing (flags with env fallbacks), the tracing subscriber,
 //! signal handling, and anyhow at the top. May use: `northwest-node`,
-//! `northwest-migrate`, `northwest-bench` (and the store's crash points).
+//! `northwest-migrate`, `northwest-control` (the admin client),
+//! `northwest-bench` (and the store's crash points); never the test harness
+//! (the fault campaign is its own binary, `northwest-chaos`).
 
 use std::path::PathBuf;
 
@@ -60,9 +62,6 @@ enum Cmd {
     Replay(northwest_migrate::ops::ReplayArgs),
     /// Order-independent digest of a namespace; --compare proves N1 == N2.
     Digest(northwest_migrate::ops::DigestArgs),
-    /// Seeded fault campaign: migrations under load while processes, the
-    /// broker and ZooKeeper are killed; every acknowledged write is checked.
-    Chaos(northwest_tests::chaos::ChaosArgs),
     /// Benchmarks (not tests): print side-by-side figures.
     Bench {
         /// Print one JSON document of every table and note (text to stderr).
@@ -180,17 +179,21 @@ fn node_config(a: &NodeArgs, admin_token_file: Option<&PathBuf>) -> anyhow::Resu
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
-    if let (Some(p), false) = (&cli.admin_token_file, matches!(cli.cmd, Cmd::Node(_))) {
-        northwest_migrate::use_admin_token_file(p)?;
-    }
-    match (&cli.ca_file, matches!(cli.cmd, Cmd::Node(_))) {
-        (Some(p), false) => northwest_migrate::use_ca_file(p)?,
-        (Some(_), true) => anyhow::bail!(
+    if cli.ca_file.is_some() && matches!(cli.cmd, Cmd::Node(_)) {
+        anyhow::bail!(
             "--ca-file (NORTHWEST_CA_FILE) is for the commands that call nodes; a node verifies \
              its peers with http.tls_ca_file in its config"
-        ),
-        (None, _) => {}
+        );
     }
+    // The client of the nodes' admin API for migrate, status, replay and
+    // digest: their token and CA, and the longest one call may take.
+    let admin = || {
+        northwest_control::AdminClient::from_files(
+            cli.admin_token_file.as_deref(),
+            cli.ca_file.as_deref(),
+            northwest_migrate::ADMIN_TIMEOUT,
+        )
+    };
     if let Some(spec) = &cli.crash_points {
         northwest_store::failpoint::arm_spec(spec).map_err(anyhow::Error::msg)?;
     }
@@ -205,24 +208,16 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Migrate(a) => {
             // Exit codes: 0 done (or stopped where asked), 1 stopped midway
             // (run the same command to resume), 2 refused (nothing changed).
-            if let Err(e) = northwest_migrate::run(a).await {
+            if let Err(e) = northwest_migrate::run(a, admin()?).await {
                 let refused = e.downcast_ref::<northwest_migrate::Refused>().is_some();
                 eprintln!("{}: {e:#}", if refused { "refused" } else { "error" });
                 std::process::exit(if refused { 2 } else { 1 });
             }
             Ok(())
         }
-        Cmd::Status(a) => northwest_migrate::ops::status(a).await,
-        Cmd::Replay(a) => northwest_migrate::ops::replay(a).await,
-        Cmd::Digest(a) => northwest_migrate::ops::digest(a).await,
-        Cmd::Chaos(a) => {
-            northwest_tests::use_binary(std::env::current_exe()?);
-            northwest_tests::chaos::run(a)
-                .await
-                .map(|_| ())
-                .map_err(anyhow::Error::msg)
-        }
-
+        Cmd::Status(a) => northwest_migrate::ops::status(a, &admin()?).await,
+        Cmd::Replay(a) => northwest_migrate::ops::replay(a, &admin()?).await,
+        Cmd::Digest(a) => northwest_migrate::ops::digest(a, &admin()?).await,
         Cmd::Bench { json, what } => northwest_bench::run(what, json).await,
     }
 }

@@ -56,6 +56,10 @@ impl ZkLayout {
         format!("{}/snapshots/{ns}", self.root)
     }
 
+    pub fn snapshot(&self, ns: &str, id: &str) -> String {
+        format!("{}/snapshots/{ns}/{id}", self.root)
+    }
+
     pub fn outboxes(&self) -> String {
         format!("{}/outbox", self.root)
     }

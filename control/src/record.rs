@@ -107,16 +107,56 @@ pub enum WarmReport {
 }
 
 /// What a rollback did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RollbackReport {
-    pub catch_up_seconds: f64,
-    pub write_pause_ms: f64,
-    /// The comparison of both copies under the fence, when one ran.
-    pub verify: Option<serde_json::Value>,
-    pub reverse_topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_pause_ms: Option<f64>,
+    /// The comparison of both copies under the fences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<RollbackVerify>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_topic: Option<String>,
+    /// A rollback stopped after its switch was finished by a later run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed_after_switch: bool,
     /// When the rollback finished (ms since the epoch).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_ms: Option<i64>,
+}
+
+/// Both copies equal under the rollback's fences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackVerify {
+    pub count: u64,
+    pub digest: String,
+    pub pause_ms: f64,
+}
+
+/// A complete snapshot topic, at [`crate::ZkLayout::snapshot`]: what
+/// `migrate --from-topics` needs to use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    pub id: String,
+    pub namespace: String,
+    pub topic: String,
+    pub journal_topic: String,
+    /// Journal high-water marks read before the view was taken: every
+    /// commit the image lacks is in the journal at or after them.
+    pub journal_from: BTreeMap<i32, i64>,
+    /// When those marks were read (ms since the epoch): the journal keeps
+    /// records at least its `retention.ms` after they were appended, so the
+    /// image stays usable at least that long after this.
+    pub journal_from_at_ms: Option<i64>,
+    pub rows: u64,
+    /// The snapshot topic's end offsets once every row was delivered: a
+    /// topic that was cut, recreated or lost data is refused.
+    #[serde(default)]
+    pub topic_ends: BTreeMap<i32, i64>,
+    /// The node the view came from.
+    pub source: String,
+    pub completed_at_ms: i64,
 }
 
 /// Where clients of a namespace go, at [`crate::ZkLayout::routing`].

@@ -2,10 +2,11 @@
 
 use anyhow::{bail, Context};
 
-use crate::client::Ctx;
-use crate::state::{MigState, Phase};
+use northwest_control::{MigrationRecord, Phase};
 
-pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
+use crate::client::Ctx;
+
+pub(crate) async fn abort(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Result<()> {
     let Some(mut st) = st else {
         println!("no migration of {} in progress", ctx.a.namespace);
         return Ok(());
@@ -26,11 +27,8 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
     }
     // Once n1 forwards to n2, writes exist only on n2: that is the cutover,
     // and rolling back would lose them.
-    let s1 = ctx
-        .get(&format!("{}/v1/admin/status", st.from))
-        .await
-        .context("n1 unreachable")?;
-    if let Some(t) = s1["proxies"][&st.ns].as_str() {
+    let s1 = ctx.status(&st.from).await.context("n1 unreachable")?;
+    if let Some(t) = s1.forwards(&st.ns) {
         bail!(
             "n1 already forwards namespace {} to {t}: the cutover happened and writes may exist \
              only there, so it cannot be aborted. Run the same command without --abort to finish \
@@ -40,10 +38,7 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
     }
     // n2 is a read-only replica again (a cutover that failed after n1
     // promoted it may have left it promoted) before n1 takes writes again.
-    let ns = serde_json::json!({"namespace": st.ns});
-    let demoted = ctx
-        .delete(&format!("{}/v1/admin/promote", st.to), ns.clone())
-        .await;
+    let demoted = ctx.demote(&st.to).await;
     match demoted {
         Ok(_) => {}
         // Only the proxy step promotes n2: before it, an unreachable n2
@@ -58,16 +53,12 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()>
         }
     }
     // n1 serves exactly as before: no fence, no proxy.
-    ctx.delete(&format!("{}/v1/admin/proxy", st.from), ns)
+    ctx.unproxy(&st.from, false)
         .await
         .context("cannot lift n1's fence; run --abort again once it is reachable")?;
-    let _ = ctx
-        .http
-        .delete(format!("{}/v1/admin/checkpoint/{}", st.from, st.id))
-        .send()
-        .await;
+    ctx.drop_checkpoint(&st.from, &st.id).await;
     let done = match st.phase.completed() {
-        Some(p) => format!("after phase {}", p.cli_name()),
+        Some(p) => format!("after phase {}", p.name()),
         None => "before completing any phase".to_string(),
     };
     st.phase = Phase::Aborted;

@@ -1,6 +1,6 @@
 //! What `northwest migrate` is asked to do.
 
-use crate::state::Phase;
+use northwest_control::Phase;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MigrateArgs {
@@ -83,7 +83,7 @@ pub struct MigrateArgs {
     #[arg(long, default_value_t = 500)]
     pub max_lag: i64,
     /// Stop after this phase (tests; the next run resumes).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_phase)]
     pub stop_after: Option<Phase>,
     /// Print the final report as JSON.
     #[arg(long)]
@@ -91,4 +91,8 @@ pub struct MigrateArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_phase(s: &str) -> Result<Phase, String> {
+    s.parse()
 }

@@ -6,59 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use northwest_control::api::{
+    self, DigestResponse, FenceRequest, FenceResponse, NamespaceRequest, NodeStatus,
+    OffsetsResponse, PromoteRequest, PromoteResponse, ProxyRequest, ProxyResponse, UnfenceResponse,
+    UnproxyRequest,
+};
+use northwest_control::{AdminClient, AdminError, MigrationRecord, RoutingRecord, ZkLayout};
 use northwest_producer::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use serde_json::Value;
 use zookeeper_client as zk;
 
 use crate::args::MigrateArgs;
-use crate::state::MigState;
 
-/// The admin token every command presents to the nodes (set once at start
-/// from `--admin-token-file`; see the node's `http.admin_token_file`).
-static ADMIN_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Reads the admin token the nodes require from `path`.
-pub fn use_admin_token_file(path: &std::path::Path) -> anyhow::Result<()> {
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("--admin-token-file {}", path.display()))?
-        .trim()
-        .to_string();
-    if t.is_empty() || reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err() {
-        bail!(
-            "--admin-token-file {}: empty, or not a token that fits an HTTP header",
-            path.display()
-        );
-    }
-    warn_if_world_readable(path);
-    ADMIN_TOKEN
-        .set(t)
-        .map_err(|_| anyhow!("the admin token was already set"))?;
-    Ok(())
-}
-
-/// CA certificates the nodes' HTTPS certificates must chain to (set once
-/// at start from `--ca-file`); unset: the public web roots.
-static CA_CERTS: std::sync::OnceLock<Vec<reqwest::Certificate>> = std::sync::OnceLock::new();
-
-/// Reads the CA bundle (PEM) that `https://` node URLs are verified with.
-pub fn use_ca_file(path: &std::path::Path) -> anyhow::Result<()> {
-    let pem = std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .with_context(|| format!("--ca-file {}", path.display()))?;
-    if certs.is_empty() {
-        bail!("--ca-file {}: no PEM certificate in it", path.display());
-    }
-    CA_CERTS
-        .set(certs)
-        .map_err(|_| anyhow!("the CA file was already set"))?;
-    Ok(())
-}
-
-/// Secrets files should be readable by their owner only.
+/// Warns on stderr about a secrets file every user can read.
 pub(crate) fn warn_if_world_readable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0) {
+    if northwest_control::client::world_readable(path) {
         eprintln!(
             "warning: {} is readable by every user on this machine; chmod o-r it",
             path.display()
@@ -66,32 +28,13 @@ pub(crate) fn warn_if_world_readable(path: &std::path::Path) {
     }
 }
 
-/// An HTTP client for the nodes' admin API, presenting the admin token.
-pub fn admin_http(timeout: Duration) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(t) = ADMIN_TOKEN.get() {
-        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) {
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
-    }
-    let roots = CA_CERTS.get().cloned().unwrap_or_default();
-    let mut b = reqwest::Client::builder()
-        .timeout(timeout)
-        .default_headers(headers)
-        .tls_built_in_root_certs(roots.is_empty());
-    for c in roots {
-        b = b.add_root_certificate(c);
-    }
-    b.build().expect("static client config")
-}
-
 pub(crate) struct Ctx {
     pub(crate) a: MigrateArgs,
-    pub(crate) http: reqwest::Client,
+    pub(crate) admin: AdminClient,
     pub(crate) zk: zk::Client,
+    /// The migration record's path.
     pub(crate) path: String,
-    pub(crate) root: String,
+    pub(crate) layout: ZkLayout,
     pub(crate) kafka: KafkaSettings,
     /// One client for high-water marks: creating one per drain check costs
     /// a bootstrap round trip inside the cutover pause.
@@ -105,22 +48,91 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub(crate) async fn get(&self, url: &str) -> anyhow::Result<Value> {
-        send_json(self.http.get(url), &format!("GET {url}")).await
+    pub(crate) async fn status(&self, node: &str) -> Result<NodeStatus, AdminError> {
+        self.admin.status(node).await
     }
 
-    pub(crate) async fn post(&self, url: &str, body: Value) -> anyhow::Result<Value> {
-        send_json(self.http.post(url).json(&body), &format!("POST {url}")).await
+    pub(crate) async fn offsets(&self, node: &str) -> Result<OffsetsResponse, AdminError> {
+        self.admin.get(node, api::path::OFFSETS).await
     }
 
-    /// DELETE with a JSON body; an error status is an error.
-    pub(crate) async fn delete(&self, url: &str, body: Value) -> anyhow::Result<()> {
-        send_json(self.http.delete(url).json(&body), &format!("DELETE {url}"))
-            .await
-            .map(|_| ())
+    /// `node`'s digest of the namespace; `local`: its own copy even while it
+    /// forwards the namespace.
+    pub(crate) async fn digest(
+        &self,
+        node: &str,
+        local: bool,
+    ) -> Result<DigestResponse, AdminError> {
+        let path = api::path::digest(&self.a.namespace, local);
+        self.admin.get(node, &path).await
     }
 
-    pub(crate) async fn load(&self) -> anyhow::Result<Option<MigState>> {
+    pub(crate) async fn fence(&self, node: &str, max_ms: u64) -> Result<FenceResponse, AdminError> {
+        let req = FenceRequest {
+            namespace: self.a.namespace.clone(),
+            max_ms,
+        };
+        self.admin.post(node, api::path::FENCE, &req).await
+    }
+
+    pub(crate) async fn unfence(&self, node: &str) -> Result<UnfenceResponse, AdminError> {
+        let req = NamespaceRequest {
+            namespace: self.a.namespace.clone(),
+        };
+        self.admin.post(node, api::path::UNFENCE, &req).await
+    }
+
+    /// Makes `node` forward the namespace to `target` under fence `fence`.
+    pub(crate) async fn proxy(
+        &self,
+        node: &str,
+        target: &str,
+        fence: u64,
+    ) -> Result<ProxyResponse, AdminError> {
+        let req = ProxyRequest {
+            namespace: self.a.namespace.clone(),
+            target: target.to_string(),
+            fence,
+        };
+        self.admin.post(node, api::path::PROXY, &req).await
+    }
+
+    /// Makes `node` serve the namespace again.
+    pub(crate) async fn unproxy(
+        &self,
+        node: &str,
+        keep_fence: bool,
+    ) -> Result<ProxyResponse, AdminError> {
+        let req = UnproxyRequest {
+            namespace: self.a.namespace.clone(),
+            keep_fence,
+        };
+        self.admin.delete(node, api::path::PROXY, &req).await
+    }
+
+    pub(crate) async fn promote(
+        &self,
+        node: &str,
+        req: &PromoteRequest,
+    ) -> Result<PromoteResponse, AdminError> {
+        self.admin.post(node, api::path::PROMOTE, req).await
+    }
+
+    pub(crate) async fn demote(&self, node: &str) -> Result<PromoteResponse, AdminError> {
+        let req = PromoteRequest {
+            namespace: self.a.namespace.clone(),
+            ..Default::default()
+        };
+        self.admin.delete(node, api::path::PROMOTE, &req).await
+    }
+
+    /// Removes n1's checkpoint `name`; best effort (n1 removes stale ones too).
+    pub(crate) async fn drop_checkpoint(&self, node: &str, name: &str) {
+        let path = api::path::checkpoint(name);
+        let _: Result<serde_json::Value, _> = self.admin.delete(node, &path, &()).await;
+    }
+
+    pub(crate) async fn load(&self) -> anyhow::Result<Option<MigrationRecord>> {
         match self.zk.get_data(&self.path).await {
             Ok((d, stat)) => {
                 *self.version.lock().expect("not poisoned") = Some(stat.version);
@@ -136,12 +148,12 @@ impl Ctx {
 
     /// Creates `path` (under the deployment's root) and its parents.
     pub(crate) async fn mkdirs(&self, path: &str) -> anyhow::Result<()> {
-        northwest_store::zk::ensure_path(&self.zk, path, &self.root, &self.acls)
+        northwest_store::zk::ensure_path(&self.zk, path, self.layout.root(), &self.acls)
             .await
             .map_err(|e| anyhow!("creating {path} in ZooKeeper: {e}"))
     }
 
-    pub(crate) async fn save(&self, st: &MigState) -> anyhow::Result<()> {
+    pub(crate) async fn save(&self, st: &MigrationRecord) -> anyhow::Result<()> {
         let data = serde_json::to_vec(st)?;
         let expected = *self.version.lock().expect("not poisoned");
         let stat = match expected {
@@ -156,7 +168,7 @@ impl Ctx {
                 Err(e) => bail!("saving migration state: {e}"),
             },
             None => {
-                self.mkdirs(&format!("{}/migrations", self.root)).await?;
+                self.mkdirs(&self.layout.migrations()).await?;
                 let opts = zk::CreateMode::Persistent.with_acls(self.acls);
                 match self.zk.create(&self.path, &data, &opts).await {
                     Ok((stat, _)) => stat,
@@ -174,10 +186,10 @@ impl Ctx {
 
     /// Writes the routing record `<root>/routing/<ns>`: where clients of the
     /// namespace should go.
-    pub(crate) async fn write_routing(&self, ns: &str, rec: Value) -> anyhow::Result<()> {
-        let path = format!("{}/routing/{ns}", self.root);
-        self.mkdirs(&format!("{}/routing", self.root)).await?;
-        let data = serde_json::to_vec(&rec)?;
+    pub(crate) async fn write_routing(&self, rec: &RoutingRecord) -> anyhow::Result<()> {
+        let path = self.layout.routing(&rec.namespace);
+        self.mkdirs(&self.layout.routings()).await?;
+        let data = serde_json::to_vec(rec)?;
         match self.zk.set_data(&path, &data, None).await {
             Ok(_) => Ok(()),
             Err(zk::Error::NoNode) => {
@@ -196,9 +208,8 @@ impl Ctx {
     /// owner znode, waited for while another live orchestrator holds it (a
     /// killed one's goes when its ZooKeeper session expires).
     pub(crate) async fn take_ownership(&self, quiet: bool) -> anyhow::Result<()> {
-        let dir = format!("{}/migration-owners", self.root);
-        self.mkdirs(&dir).await?;
-        let path = format!("{dir}/{}", self.a.namespace);
+        self.mkdirs(&self.layout.owners()).await?;
+        let path = self.layout.owner(&self.a.namespace);
         let opts = zk::CreateMode::Ephemeral.with_acls(self.acls);
         let me = format!("pid {} on {}", std::process::id(), hostname());
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -228,68 +239,10 @@ impl Ctx {
     }
 }
 
-/// A request that got no HTTP answer, with what to do about it.
-pub(crate) fn unreachable_node(e: reqwest::Error, what: &str) -> anyhow::Error {
-    let chain = format!("{:#}", anyhow::Error::from(e));
-    let hint = if chain.contains("UnknownIssuer") {
-        "the node's TLS certificate is not trusted: pass the CA that signed it with --ca-file \
-         (or NORTHWEST_CA_FILE)"
-    } else if chain.contains("NotValidForName") {
-        "the node's TLS certificate does not name the host in its URL: use a URL with a name \
-         or address the certificate lists"
-    } else if chain.contains("certificate") {
-        "the node's TLS certificate was refused (expired, or not for a server?): check it"
-    } else {
-        "is the node running, and is the URL's scheme (http/https) the one it serves?"
-    };
-    anyhow!("{what}: {chain}; {hint}")
-}
-
-/// Sends a request to a node's API: its JSON reply, or an error naming the
-/// request, the status and the node's error code and message.
-pub(crate) async fn send_json(req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-    let r = req.send().await.map_err(|e| unreachable_node(e, what))?;
-    let st = r.status();
-    let v: Value = r
-        .json()
-        .await
-        .with_context(|| format!("{what}: response is not JSON"))?;
-    if st == reqwest::StatusCode::UNAUTHORIZED || st == reqwest::StatusCode::FORBIDDEN {
-        bail!(
-            "{what}: {st}: {}; pass the nodes' admin token with --admin-token-file \
-             (or NORTHWEST_ADMIN_TOKEN_FILE)",
-            v["error"]
-        );
-    }
-    if !st.is_success() {
-        bail!("{what}: {st} {}: {}", v["code"], v["error"]);
-    }
-    Ok(v)
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "?".into())
-}
-
-/// The reason a journal partition of a node is halted, from its status.
-pub(crate) fn halted(status: &Value) -> Option<String> {
-    status["apply"]["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|p| p["halted"].as_str().map(str::to_string))
-}
-
-/// A node's journal lag (records, all partitions), from its status.
-pub(crate) fn journal_lag(status: &Value) -> i64 {
-    status["apply"]["partitions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| p["lag_records"].as_i64().unwrap_or(0))
-        .sum()
 }
 
 /// Journal high-water marks now (one broker round trip per partition).
@@ -318,4 +271,10 @@ pub(crate) fn watermarks(
         out.insert(p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?);
     }
     Ok(out)
+}
+
+/// Whether `e`, or a cause under it, is a node's error answer with `code`.
+pub(crate) fn answered(e: &anyhow::Error, code: northwest_control::ErrorCode) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<AdminError>().and_then(AdminError::code) == Some(code))
 }

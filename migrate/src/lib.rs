@@ -19,6 +19,7 @@ mod args;
 mod client;
 pub mod ops;
 mod phases;
+mod progress;
 mod rebuild;
 mod rollback;
 mod state;
@@ -29,28 +30,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use northwest_control::api::NodeStatus;
+use northwest_control::{AdminClient, ZkLayout};
 use northwest_producer::KafkaSettings;
 use northwest_store::Namespace;
 use rdkafka::consumer::BaseConsumer;
-use serde_json::Value;
 
 pub use args::MigrateArgs;
 use client::Ctx;
-pub use client::{use_admin_token_file, use_ca_file};
-pub use state::{load_state, MigState, Phase, Refused};
+pub use northwest_control::{MigrationRecord, Phase};
+pub use state::{load_state, Refused};
 
-pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
+/// How long one admin call of a migration may take (a digest of a large
+/// namespace is the slowest).
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `northwest migrate` with `admin` (the nodes' admin token and CA).
+pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
     Namespace::new(&a.namespace).map_err(|e| Refused(format!("namespace: {e}")))?;
     if a.from_topics {
-        return rebuild::run(a).await;
+        return rebuild::run(a, admin).await;
     }
-    let http = client::admin_http(Duration::from_secs(120));
-    let s1 = client::send_json(
-        http.get(format!("{}/v1/admin/status", a.from)),
-        &format!("n1 at {}: GET /v1/admin/status", a.from),
-    )
-    .await?;
-    let ctx = connect(&a, http, &s1).await?;
+    let s1 = admin
+        .status(&a.from)
+        .await
+        .with_context(|| format!("n1 at {}", a.from))?;
+    let ctx = connect(&a, admin, &s1).await?;
     ctx.take_ownership(a.quiet).await?;
 
     let existing = ctx.load().await?;
@@ -69,7 +74,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
             ))
             .into());
         }
-        Some(st) if st.phase == Phase::Done && s1["proxies"][&st.ns].is_null() => {
+        Some(st) if st.phase == Phase::Done && s1.forwards(&st.ns).is_none() => {
             return Err(Refused(format!(
                 "migration {} of {} is recorded done, but n1 does not forward the namespace: a \
                  rollback stopped after its switch; run with --rollback to finish it",
@@ -96,7 +101,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
                 st.id,
                 st.from,
                 st.to,
-                st.phase.cli_name()
+                st.phase.name()
             );
             new_state(&a, &s1)
         }
@@ -108,11 +113,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            eprintln!(
-                "resuming migration {} at phase {}",
-                st.id,
-                st.phase.cli_name()
-            );
+            eprintln!("resuming migration {} at phase {}", st.id, st.phase.name());
             st
         }
         _ => new_state(&a, &s1),
@@ -138,13 +139,13 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
             }
             st.error = Some(format!("{e:#}"));
             ctx.save(&st).await?;
-            bail!("migration stopped in phase {}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back", phase.cli_name());
+            bail!("migration stopped in phase {}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back", phase.name());
         }
         if !a.quiet {
             eprintln!(
                 "[{}/{total}] {:<14} {:>7.2} s  {}",
                 phase as usize + 1,
-                phase.cli_name(),
+                phase.name(),
                 t.elapsed().as_secs_f64(),
                 state::phase_detail(&st, phase)
             );
@@ -155,7 +156,7 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         if Some(phase) == a.stop_after {
             eprintln!(
                 "stopped after phase {} as asked; run again to resume",
-                phase.cli_name()
+                phase.name()
             );
             return Ok(());
         }
@@ -166,11 +167,8 @@ pub async fn run(a: MigrateArgs) -> anyhow::Result<()> {
 /// The orchestrator's connections, for the deployment `status` (a node's
 /// `/v1/admin/status`) belongs to: its ZooKeeper root, the broker (with
 /// the node's message limit) and the admin API.
-async fn connect(a: &MigrateArgs, http: reqwest::Client, status: &Value) -> anyhow::Result<Ctx> {
-    let root = status["zk_root"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the node's status has no zk_root"))?
-        .to_string();
+async fn connect(a: &MigrateArgs, admin: AdminClient, status: &NodeStatus) -> anyhow::Result<Ctx> {
+    let layout = ZkLayout::new(status.zk_root.clone());
     let digest = zk_digest(a.zk_auth_file.as_deref())?;
     let zk = digest
         .connector()
@@ -178,7 +176,7 @@ async fn connect(a: &MigrateArgs, http: reqwest::Client, status: &Value) -> anyh
         .connect(&a.zk)
         .await
         .with_context(|| format!("ZooKeeper at {}", a.zk))?;
-    let path = format!("{root}/migrations/{}", a.namespace);
+    let path = layout.migration(&a.namespace);
     let mut kafka = KafkaSettings::new(&a.brokers);
     if let Some(p) = &a.kafka_config {
         client::warn_if_world_readable(p);
@@ -188,18 +186,16 @@ async fn connect(a: &MigrateArgs, http: reqwest::Client, status: &Value) -> anyh
             .with_context(|| format!("--kafka-config {}", p.display()))?;
     }
     // Snapshot rows are as large as n1's values: the same limits as its journal.
-    if let Some(max) = status["max_message_bytes"].as_u64() {
-        kafka.max_message_bytes = max as usize;
-    }
+    kafka.max_message_bytes = status.max_message_bytes;
     let hw: BaseConsumer = kafka
         .client_config(&[("group.id", "northwest-migrate")])
         .create()?;
     Ok(Ctx {
         a: a.clone(),
-        http,
+        admin,
         zk,
         path,
-        root,
+        layout,
         kafka,
         hw: Arc::new(hw),
         version: std::sync::Mutex::new(None),
@@ -226,10 +222,10 @@ pub(crate) fn zk_digest(
 const PHASES: usize = Phase::Done as usize + 1;
 
 /// A fresh migration record for `a`, given n1's status.
-fn new_state(a: &MigrateArgs, s1: &Value) -> MigState {
+fn new_state(a: &MigrateArgs, s1: &NodeStatus) -> MigrationRecord {
     let id = format!("m{}", northwest_store::store::now_ms_pub());
-    let topic = s1["journal_topic"].as_str().unwrap_or_default().to_string();
-    MigState {
+    let topic = s1.journal_topic.clone();
+    MigrationRecord {
         snapshot_topic: format!("{topic}.snapshot.{}.{id}", a.namespace),
         journal_topic: topic,
         id,

@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
-use serde_json::{json, Value};
+use anyhow::{bail, Context};
+use northwest_control::api::{
+    self, ApplyStatus, DigestResponse, NodeStatus, PartitionOffset, ReplayRequest, ReplayResponse,
+};
+use northwest_control::AdminClient;
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -60,85 +63,81 @@ fn parse_part_offset(s: &str) -> Result<(i32, i64), String> {
     ))
 }
 
-fn client() -> reqwest::Client {
-    crate::client::admin_http(Duration::from_secs(60))
-}
-
-async fn get_json(url: &str) -> anyhow::Result<Value> {
-    crate::client::send_json(client().get(url), &format!("GET {url}")).await
-}
-
 /// The status as aligned text lines.
-fn status_text(s: &Value) -> String {
+fn status_text(s: &NodeStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
         "node {} ({}), outbox pending {}",
-        s["name"].as_str().unwrap_or("?"),
-        s["role"].as_str().unwrap_or("?"),
-        s["outbox_pending"].as_u64().unwrap_or(0)
+        s.name, s.role, s.outbox_pending
     );
-    if let Some(r) = s.get("relay") {
+    if let Some(r) = &s.relay {
         let _ = writeln!(
             out,
             "  relay: shipped {}, send errors {}, last error {}",
-            r["shipped"], r["send_errors"], r["last_error"]
+            r.shipped,
+            r.send_errors,
+            r.last_error.as_deref().unwrap_or("none")
         );
     }
-    if let Some(a) = s.get("apply") {
-        let _ = writeln!(
-        out,
-            "  apply: {} transactions, writes applied {} / stale {} / blacklisted {}, dead-lettered {}, {}",
-            a["transactions"], a["writes_applied"], a["writes_stale"], a["writes_blacklisted"], a["dead_lettered"],
-            a["state"].as_str().unwrap_or("?").replace('_', " ").to_uppercase()
-        );
-        if let Some(e) = a["lag_error"].as_str() {
-            let _ = writeln!(out, "  lag unavailable: {e}");
-        }
-        let _ = writeln!(
-            out,
-            "  {:>4} {:>12} {:>12} {:>10} {:>9}  progress",
-            "part", "stored", "high-water", "lag", "lag s"
-        );
-        for p in a["partitions"].as_array().into_iter().flatten() {
-            let (stored, hw) = (
-                p["stored"].as_i64().unwrap_or(0),
-                p["high_watermark"].as_i64().unwrap_or(0),
-            );
-            let frac = if hw > 0 {
-                stored as f64 / hw as f64
-            } else {
-                1.0
-            };
-            let filled = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
-            let _ = writeln!(
-                out,
-                "  {:>4} {:>12} {:>12} {:>10} {:>9}  [{}{}]{}",
-                p["partition"].as_i64().unwrap_or(-1),
-                stored,
-                hw,
-                p["lag_records"].as_i64().unwrap_or(0),
-                p["lag_seconds"]
-                    .as_f64()
-                    .map_or("?".to_string(), |s| format!("{s:.1}")),
-                "=".repeat(filled),
-                " ".repeat(30 - filled),
-                p["halted"]
-                    .as_str()
-                    .map(|h| format!(" HALTED: {h}"))
-                    .unwrap_or_default()
-            );
-        }
+    if let Some(a) = &s.apply {
+        apply_text(&mut out, a);
     }
     out
 }
 
-pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
+fn apply_text(out: &mut String, a: &ApplyStatus) {
+    use std::fmt::Write as _;
+    let state = serde_json::to_value(a.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  apply: {} transactions, writes applied {} / stale {} / blacklisted {}, dead-lettered {}, {}",
+        a.transactions, a.writes_applied, a.writes_stale, a.writes_blacklisted, a.dead_lettered,
+        state.replace('_', " ").to_uppercase()
+    );
+    if let Some(e) = &a.lag_error {
+        let _ = writeln!(out, "  lag unavailable: {e}");
+    }
+    let _ = writeln!(
+        out,
+        "  {:>4} {:>12} {:>12} {:>10} {:>9}  progress",
+        "part", "stored", "high-water", "lag", "lag s"
+    );
+    for p in &a.partitions {
+        let (stored, hw) = (p.stored.unwrap_or(0), p.high_watermark);
+        let frac = if hw > 0 {
+            stored as f64 / hw as f64
+        } else {
+            1.0
+        };
+        let filled = (frac.clamp(0.0, 1.0) * 30.0).round() as usize;
+        let _ = writeln!(
+            out,
+            "  {:>4} {:>12} {:>12} {:>10} {:>9}  [{}{}]{}",
+            p.partition,
+            stored,
+            hw,
+            p.lag_records,
+            p.lag_seconds.map_or("?".to_string(), |s| format!("{s:.1}")),
+            "=".repeat(filled),
+            " ".repeat(30 - filled),
+            p.halted
+                .as_deref()
+                .map(|h| format!(" HALTED: {h}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+pub async fn status(a: StatusArgs, admin: &AdminClient) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let tty = std::io::stdout().is_terminal();
     loop {
-        let s = match get_json(&format!("{}/v1/admin/status", a.node)).await {
+        let s = match admin.status(&a.node).await {
             Ok(s) => s,
             // A watch outlives a node restart: say so and keep watching.
             Err(e) if a.watch => {
@@ -146,11 +145,11 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let mut text = String::new();
         if a.json {
-            text = format!("{s}\n");
+            text = format!("{}\n", serde_json::to_string(&s)?);
         } else {
             if a.watch {
                 if tty {
@@ -179,65 +178,71 @@ pub async fn status(a: StatusArgs) -> anyhow::Result<()> {
     }
 }
 
-pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
-    let body = if a.from_beginning {
-        json!({"from_beginning": true})
+pub async fn replay(a: ReplayArgs, admin: &AdminClient) -> anyhow::Result<()> {
+    let req = if a.from_beginning {
+        ReplayRequest {
+            from_beginning: true,
+            ..Default::default()
+        }
     } else if let Some(ts) = a.from_timestamp {
-        json!({"from_timestamp_ms": ts})
+        ReplayRequest {
+            from_timestamp_ms: Some(ts),
+            ..Default::default()
+        }
     } else if !a.from_offset.is_empty() {
-        json!({"from_offsets": a.from_offset.iter().map(|(p, o)| json!({"partition": p, "offset": o})).collect::<Vec<_>>()})
+        ReplayRequest {
+            from_offsets: a
+                .from_offset
+                .iter()
+                .map(|&(partition, offset)| PartitionOffset { partition, offset })
+                .collect(),
+            ..Default::default()
+        }
     } else {
         bail!(
             "say where to replay from: --from-offset P:O, --from-timestamp MS or --from-beginning"
         );
     };
-    let url = format!("{}/v1/admin/replay", a.node);
-    let r = client()
-        .post(&url)
-        .json(&body)
-        .send()
+    let r: ReplayResponse = admin
+        .post(&a.node, api::path::REPLAY, &req)
         .await
-        .map_err(|e| crate::client::unreachable_node(e, &format!("POST {url}")))?;
-    let status = r.status();
-    let v: Value = r.json().await?;
-    if !status.is_success() {
-        bail!("replay refused: {}", v["error"]);
-    }
-    println!("replay started; stored offsets now {}", v["rewound_to"]);
+        .context("replay refused")?;
+    println!("replay started; stored offsets now {:?}", r.rewound_to);
     println!("follow progress with: northwest status --node {}", a.node);
     Ok(())
 }
 
-async fn fetch_digest(node: &str, a: &DigestArgs) -> anyhow::Result<Value> {
-    let mut url = format!("{node}/v1/ns/{}/digest", a.ns);
+async fn fetch_digest(
+    admin: &AdminClient,
+    node: &str,
+    a: &DigestArgs,
+) -> anyhow::Result<DigestResponse> {
+    let mut path = api::path::digest(&a.ns, false);
     if let Some(p) = &a.prefix {
-        url.push_str(&format!("?prefix={p}"));
+        path.push_str(&format!("?prefix={p}"));
     }
-    get_json(&url).await
+    Ok(admin.get(node, &path).await?)
 }
 
 /// The node that really serves namespace `ns` when asked at `node`: itself,
 /// or the target it forwards to after a cutover (whose digest it returns).
 /// Named by the deployment's own name, so two spellings of one URL match.
-async fn served_by(node: &str, ns: &str) -> anyhow::Result<(String, String)> {
-    let s = get_json(&format!("{node}/v1/admin/status")).await?;
-    let Some(t) = s["proxies"][ns].as_str() else {
-        return Ok((
-            node.to_string(),
-            s["name"].as_str().unwrap_or(node).to_string(),
-        ));
+async fn served_by(admin: &AdminClient, node: &str, ns: &str) -> anyhow::Result<(String, String)> {
+    let s = admin.status(node).await?;
+    let Some(t) = s.forwards(ns) else {
+        return Ok((node.to_string(), s.name));
     };
     println!(
         "{node} no longer serves namespace {ns} (cut over): it forwards to {t}, so its digest below is {t}'s"
     );
-    let st = get_json(&format!("{t}/v1/admin/status")).await?;
-    Ok((t.to_string(), st["name"].as_str().unwrap_or(t).to_string()))
+    let st = admin.status(t).await?;
+    Ok((t.to_string(), st.name))
 }
 
-pub async fn digest(a: DigestArgs) -> anyhow::Result<()> {
+pub async fn digest(a: DigestArgs, admin: &AdminClient) -> anyhow::Result<()> {
     if let Some(other) = &a.compare {
-        let (x, nx) = served_by(&a.node, &a.ns).await?;
-        let (_, ny) = served_by(other, &a.ns).await?;
+        let (x, nx) = served_by(admin, &a.node, &a.ns).await?;
+        let (_, ny) = served_by(admin, other, &a.ns).await?;
         if nx == ny {
             bail!(
                 "{} and {other} both serve namespace {} from deployment {nx} ({x}): comparing it \
@@ -248,41 +253,23 @@ pub async fn digest(a: DigestArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let d1 = fetch_digest(&a.node, &a).await?;
-    println!(
-        "{}: {} entities, digest {}",
-        a.node,
-        d1["count"],
-        d1["digest"].as_str().unwrap_or("")
-    );
+    let d1 = fetch_digest(admin, &a.node, &a).await?;
+    println!("{}: {} entities, digest {}", a.node, d1.count, d1.digest);
     let Some(other) = &a.compare else {
-        for (k, v) in d1["kinds"].as_object().into_iter().flatten() {
-            println!(
-                "  {k:<24} {:>10} {}",
-                v["count"],
-                v["digest"].as_str().unwrap_or("")
-            );
+        for (k, v) in &d1.kinds {
+            println!("  {k:<24} {:>10} {}", v.count, v.digest);
         }
         return Ok(());
     };
-    let d2 = fetch_digest(other, &a).await?;
-    println!(
-        "{other}: {} entities, digest {}",
-        d2["count"],
-        d2["digest"].as_str().unwrap_or("")
-    );
-    let empty = serde_json::Map::new();
-    let (k1, k2) = (
-        d1["kinds"].as_object().unwrap_or(&empty),
-        d2["kinds"].as_object().unwrap_or(&empty),
-    );
-    let mut differ = Vec::new();
-    for k in k1.keys().chain(k2.keys().filter(|k| !k1.contains_key(*k))) {
-        if k1.get(k) != k2.get(k) {
-            differ.push(k.clone());
-        }
-    }
-    if d1["digest"] == d2["digest"] && d1["count"] == d2["count"] {
+    let d2 = fetch_digest(admin, other, &a).await?;
+    println!("{other}: {} entities, digest {}", d2.count, d2.digest);
+    let differ: Vec<&String> = d1
+        .kinds
+        .keys()
+        .chain(d2.kinds.keys().filter(|k| !d1.kinds.contains_key(*k)))
+        .filter(|k| d1.kinds.get(*k) != d2.kinds.get(*k))
+        .collect();
+    if d1.digest == d2.digest && d1.count == d2.count {
         println!("EQUAL");
         Ok(())
     } else {

@@ -6,64 +6,63 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use northwest_control::api::{
+    self, CheckpointRequest, CheckpointResponse, FenceResponse, HotKeysResponse,
+    LoadSnapshotRequest, LoadSnapshotResponse, PromoteRequest, WarmRequest, WarmResponse,
+};
+use northwest_control::record::{DigestSummary, VerifyReport, WarmReport};
+use northwest_control::{ErrorCode, MigrationRecord, Phase, RoutingRecord};
 use northwest_snapshotter::{stream_snapshot, SnapshotConfig, SnapshotStats, ZkProgress};
 use northwest_store::Namespace;
-use serde_json::{json, Value};
 
-use crate::client::{high_watermarks, Ctx};
-use crate::state::{MigState, Phase, Refused};
+use crate::client::{answered, high_watermarks, Ctx};
+use crate::progress::bar;
+use crate::state::Refused;
 
-pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
     match st.phase {
         Phase::Init => {
-            let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
-            let s2 = ctx
-                .get(&format!("{n2}/v1/admin/status"))
-                .await
-                .context("n2 unreachable")?;
-            if s1["role"] != "source" {
+            let s1 = ctx.status(&n1).await?;
+            let s2 = ctx.status(&n2).await.context("n2 unreachable")?;
+            if s1.role != "source" {
                 return Err(Refused(format!("n1 ({n1}) is not journaling: set journal.enabled = true in its config and restart it")).into());
             }
-            if s2["role"] != "target" {
+            if s2.role != "target" {
                 return Err(Refused(format!("n2 ({n2}) does not apply a journal: set journal.apply = true in its config and restart it")).into());
             }
-            if s1["journal_topic"] != s2["journal_topic"] || s1["zk_root"] != s2["zk_root"] {
+            if s1.journal_topic != s2.journal_topic || s1.zk_root != s2.zk_root {
                 return Err(Refused(format!("n1 and n2 must share the journal topic and the ZooKeeper root: n1 {} {}, n2 {} {}",
-                    s1["journal_topic"], s1["zk_root"], s2["journal_topic"], s2["zk_root"])).into());
+                    s1.journal_topic, s1.zk_root, s2.journal_topic, s2.zk_root)).into());
             }
-            if let Some(t) = s1["proxies"][&st.ns].as_str() {
+            if let Some(t) = s1.forwards(&st.ns) {
                 return Err(Refused(format!(
                     "n1 already forwards namespace {} to {t}: it was migrated already",
                     st.ns
                 ))
                 .into());
             }
-            st.from_name = s1["name"].as_str().map(str::to_string);
+            st.from_name = Some(s1.name);
         }
         Phase::MetadataSync => {
             // The store is schemaless: the metadata to carry is the namespace
             // and its kinds, recorded so the report and verify can name them.
-            let d = ctx.get(&format!("{n1}/v1/ns/{}/digest", st.ns)).await?;
-            st.kinds = d["kinds"]
-                .as_object()
-                .map(|k| k.keys().cloned().collect())
-                .unwrap_or_default();
+            st.kinds = ctx.digest(&n1, false).await?.kinds.into_keys().collect();
         }
         Phase::Journaling => {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
-                let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
-                let relay_ok = s1["relay"]["last_error"].is_null();
-                if relay_ok && s2["apply"]["running"] == true {
+                let s1 = ctx.status(&n1).await?;
+                let s2 = ctx.status(&n2).await?;
+                let relay_error = s1.relay.and_then(|r| r.last_error);
+                let applying = s2.apply.is_some_and(|a| a.running);
+                if relay_error.is_none() && applying {
                     break;
                 }
                 if Instant::now() > deadline {
                     bail!(
-                        "journal not flowing: n1 relay error {}, n2 apply running {}",
-                        s1["relay"]["last_error"],
-                        s2["apply"]["running"]
+                        "journal not flowing: n1 relay error {}, n2 apply running {applying}",
+                        relay_error.as_deref().unwrap_or("none"),
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -79,7 +78,7 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
             loop {
                 match proxy(ctx, st).await {
                     Ok(()) => break,
-                    Err(e) if expired < 2 && format!("{e:#}").contains("fence_expired") => {
+                    Err(e) if expired < 2 && answered(&e, ErrorCode::FenceExpired) => {
                         expired += 1;
                         tracing::warn!(error = %format!("{e:#}"), "cutover fence expired; retrying the proxy step");
                     }
@@ -105,41 +104,41 @@ pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()
             }
         }
         Phase::Switch => {
-            let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
-            if s1["proxies"][&st.ns].as_str() != Some(n2.as_str()) {
+            let s1 = ctx.status(&n1).await?;
+            if s1.forwards(&st.ns) != Some(n2.as_str()) {
                 bail!(
-                    "n1 does not forward namespace {} to {n2} (its proxies: {}); run the \
+                    "n1 does not forward namespace {} to {n2} (its proxies: {:?}); run the \
                      migration again to redo the proxy step",
                     st.ns,
-                    s1["proxies"]
+                    s1.proxies
                 );
             }
             // n1 forwards: n2's promotion is confirmed, so it serves its
             // own clients too (until now only what n1 forwarded).
-            ctx.post(
-                &format!("{n2}/v1/admin/promote"),
-                json!({"namespace": st.ns, "confirm": true}),
-            )
-            .await
-            .context("confirming n2's promotion")?;
-            ctx.write_routing(
-                &st.ns,
-                json!({"primary": st.to, "replaces": st.from, "namespace": st.ns, "migration": st.id}),
-            )
+            let confirm = PromoteRequest {
+                namespace: st.ns.clone(),
+                confirm: true,
+                ..Default::default()
+            };
+            ctx.promote(&n2, &confirm)
+                .await
+                .context("confirming n2's promotion")?;
+            ctx.write_routing(&RoutingRecord {
+                primary: st.to.clone(),
+                replaces: st.from.clone(),
+                namespace: st.ns.clone(),
+                migration: st.id.clone(),
+                rolled_back: false,
+            })
             .await?;
-            let name = st.id.clone();
-            let _ = ctx
-                .http
-                .delete(format!("{n1}/v1/admin/checkpoint/{name}"))
-                .send()
-                .await;
+            ctx.drop_checkpoint(&n1, &st.id).await;
         }
         Phase::Done | Phase::Aborted => {}
     }
     Ok(())
 }
 
-async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     if st.hwms.is_empty() {
         // Recorded before the view is taken: everything committed after the
         // view is in the journal at or after these offsets.
@@ -149,13 +148,14 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         ctx.save(st).await?;
     }
     if st.checkpoint_dir.is_none() {
-        let r = ctx
-            .post(
-                &format!("{}/v1/admin/checkpoint", st.from),
-                json!({"name": st.id}),
-            )
+        let req = CheckpointRequest {
+            name: st.id.clone(),
+        };
+        let r: CheckpointResponse = ctx
+            .admin
+            .post(&st.from, api::path::CHECKPOINT, &req)
             .await?;
-        st.checkpoint_dir = r["dir"].as_str().map(str::to_string);
+        st.checkpoint_dir = Some(r.dir);
         ctx.save(st).await?;
     }
     let dir = st.checkpoint_dir.clone().expect("set above");
@@ -166,7 +166,7 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     let progress = Arc::new(
         ZkProgress::new(
             ctx.zk.clone(),
-            &ctx.root,
+            ctx.layout.root(),
             &format!("{}/snapshot/{}", ctx.path, st.id),
             ctx.acls,
         )
@@ -194,7 +194,7 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     let throttle = watched.then(|| {
         let t = Arc::new(crate::throttle::ThrottleStats::default());
         let task = tokio::spawn(crate::throttle::control(
-            ctx.http.clone(),
+            ctx.admin.with_timeout(Duration::from_millis(900)),
             budgets,
             ctx.a.rate,
             cfg.rows_per_sec.clone(),
@@ -230,13 +230,12 @@ async fn snapshot(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     crate::rebuild::record_manifest(ctx, st).await
 }
 
-async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+async fn catch_up(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let n2 = st.to.clone();
-    ctx.post(
-        &format!("{n2}/v1/admin/load-snapshot"),
-        json!({"topic": st.snapshot_topic}),
-    )
-    .await?;
+    let req = LoadSnapshotRequest {
+        topic: st.snapshot_topic.clone(),
+    };
+    let _: LoadSnapshotResponse = ctx.admin.post(&n2, api::path::LOAD_SNAPSHOT, &req).await?;
     let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
     wait_caught_up(ctx, st, &b, deadline).await?;
@@ -244,12 +243,16 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
         let t = Instant::now();
         // An optimisation: a failure is reported, never a reason to stop.
         st.warm = Some(match warm_cache(ctx, st).await {
-            Ok((keys, found)) => {
-                json!({"keys": keys, "found": found, "seconds": t.elapsed().as_secs_f64()})
-            }
+            Ok((keys, found)) => WarmReport::Warmed {
+                keys: keys as u64,
+                found,
+                seconds: t.elapsed().as_secs_f64(),
+            },
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cache warm-up failed; n2 starts with the cache it has");
-                json!({"error": format!("{e:#}")})
+                WarmReport::Failed {
+                    error: format!("{e:#}"),
+                }
             }
         });
         // n1 kept writing meanwhile: catch up again, so verify's fenced
@@ -264,7 +267,7 @@ async fn catch_up(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
 /// its lag is under `--max-lag`.
 async fn wait_caught_up(
     ctx: &Ctx,
-    st: &mut MigState,
+    st: &mut MigrationRecord,
     b: &indicatif::ProgressBar,
     deadline: Instant,
 ) -> anyhow::Result<()> {
@@ -272,21 +275,22 @@ async fn wait_caught_up(
     // Lag over the last 10 s: the catch-up ETA is the rate it shrinks at.
     let mut recent: std::collections::VecDeque<(Instant, i64)> = Default::default();
     loop {
-        let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
-        let off = ctx.get(&format!("{n2}/v1/admin/offsets")).await?;
-        if let Some(h) = crate::client::halted(&s2) {
+        let s2 = ctx.status(&n2).await?;
+        let off = ctx.offsets(&n2).await?;
+        if let Some(h) = s2.halted() {
             bail!("n2 halted a journal partition, so it cannot catch up: {h}");
         }
-        let loaded = s2["loader"]["caught_up"] == true;
-        b.set_position(s2["loader"]["rows"].as_u64().unwrap_or(0));
-        let lag = crate::client::journal_lag(&s2);
+        let loaded = s2.loader.as_ref().is_some_and(|l| l.caught_up);
+        b.set_position(s2.loader.as_ref().map_or(0, |l| l.rows));
+        let lag = s2.journal_lag();
         st.max_lag_records = st.max_lag_records.max(lag);
         let past_hwm = st
             .hwms
             .iter()
-            .all(|(p, hw)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *hw);
+            .all(|(p, hw)| off.journal.get(p).copied().unwrap_or(0) >= *hw);
         let now = Instant::now();
-        if let Some(e) = s2["apply"]["lag_error"].as_str() {
+        let lag_error = s2.apply.as_ref().and_then(|a| a.lag_error.as_deref());
+        if let Some(e) = lag_error {
             // No partitions read: 0 here would be a false "caught up".
             recent.clear();
             b.set_message(format!("lag unknown: {e}"));
@@ -310,7 +314,7 @@ async fn wait_caught_up(
                 catch_up_eta(&recent)
             ));
         }
-        if loaded && past_hwm && lag <= ctx.a.max_lag && s2["apply"]["lag_error"].is_null() {
+        if loaded && past_hwm && lag <= ctx.a.max_lag && lag_error.is_none() {
             break;
         }
         if Instant::now() > deadline {
@@ -323,86 +327,72 @@ async fn wait_caught_up(
 
 /// Copy-on-read, in bulk: n1's hot keys (those in its read cache) are read
 /// into n2's cache. Writes reach n2's cache as it applies them.
-async fn warm_cache(ctx: &Ctx, st: &MigState) -> anyhow::Result<(usize, u64)> {
-    let hot = ctx
-        .get(&format!(
-            "{}/v1/admin/hot-keys/{}?limit={}",
-            st.from, st.ns, ctx.a.warm_keys
-        ))
+async fn warm_cache(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<(usize, u64)> {
+    let hot: HotKeysResponse = ctx
+        .admin
+        .get(&st.from, &api::path::hot_keys(&st.ns, ctx.a.warm_keys))
         .await?;
-    let keys: Vec<String> = serde_json::from_value(hot["keys"].clone())
-        .context("n1's hot-key list is not a list of keys")?;
+    let keys = hot.keys;
     let mut found = 0;
     for batch in keys.chunks(10_000) {
-        let r = ctx
-            .post(
-                &format!("{}/v1/admin/warm", st.to),
-                json!({"namespace": st.ns, "keys": batch}),
-            )
-            .await?;
-        if r["cache"] == false {
+        let req = WarmRequest {
+            namespace: st.ns.clone(),
+            keys: batch.to_vec(),
+        };
+        let r: WarmResponse = ctx.admin.post(&st.to, api::path::WARM, &req).await?;
+        if !r.cache {
             bail!("n2 has no read cache (store.read_cache_mb = 0)");
         }
-        found += r["found"].as_u64().unwrap_or(0);
+        found += r.found;
     }
     Ok((keys.len(), found))
 }
 
 /// Fences n1's namespace, drains, and compares digests while the fence is
 /// still held (a fence that lifted meanwhile makes the comparison moot).
-async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+async fn verify(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let n1 = st.from.clone();
     let t = Instant::now();
-    let f = ctx
-        .post(
-            &format!("{n1}/v1/admin/fence"),
-            json!({"namespace": st.ns, "max_ms": 30000}),
-        )
-        .await?;
+    let f = ctx.fence(&n1, 30_000).await?;
     let r = async {
         drain(ctx, &forward(st), &f, Duration::from_secs(25)).await?;
-        let (u1, u2) = (
-            format!("{n1}/v1/ns/{}/digest", st.ns),
-            // n2's own copy: after a rollback it forwards the namespace to
-            // n1 until the cutover promotes it again.
-            format!("{}/v1/ns/{}/digest?local=true", st.to, st.ns),
-        );
-        let (d1, d2) = tokio::try_join!(ctx.get(&u1), ctx.get(&u2))?;
+        // n2's own copy: after a rollback it forwards the namespace to n1
+        // until the cutover promotes it again.
+        let (d1, d2) = tokio::try_join!(ctx.digest(&n1, false), ctx.digest(&st.to, true))?;
         anyhow::Ok((d1, d2))
     }
     .await;
-    let lifted = ctx
-        .post(
-            &format!("{n1}/v1/admin/unfence"),
-            json!({"namespace": st.ns}),
-        )
-        .await?;
+    let lifted = ctx.unfence(&n1).await?;
     st.verify_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     let (d1, d2) = r?;
-    if lifted["lifted"] != f["fence"] {
+    if lifted.lifted != Some(f.fence) {
         bail!("n1's write fence expired before the digests were taken; run again to re-verify");
     }
-    let mut differ = Vec::new();
-    let empty = serde_json::Map::new();
-    let (k1, k2) = (
-        d1["kinds"].as_object().unwrap_or(&empty),
-        d2["kinds"].as_object().unwrap_or(&empty),
-    );
-    for k in k1.keys().chain(k2.keys()) {
-        if k1.get(k) != k2.get(k) && !differ.contains(k) {
+    let mut differ: Vec<String> = Vec::new();
+    for k in d1.kinds.keys().chain(d2.kinds.keys()) {
+        if d1.kinds.get(k) != d2.kinds.get(k) && !differ.contains(k) {
             differ.push(k.clone());
         }
     }
-    st.verify = Some(
-        json!({"n1": {"count": d1["count"], "digest": d1["digest"]}, "n2": {"count": d2["count"], "digest": d2["digest"]}, "differing_kinds": differ}),
-    );
-    if d1["digest"] != d2["digest"] || d1["count"] != d2["count"] {
+    let summary = |d: &api::DigestResponse| DigestSummary {
+        count: d.count,
+        digest: d.digest.clone(),
+    };
+    let report = VerifyReport {
+        n1: summary(&d1),
+        n2: summary(&d2),
+        differing_kinds: differ,
+    };
+    let equal = report.equal();
+    st.verify = Some(report);
+    if !equal {
         bail!(
-            "n1 and n2 differ (n1 {} entities {}, n2 {} entities {}); differing kinds: {differ:?}",
-            d1["count"],
-            d1["digest"],
-            d2["count"],
-            d2["digest"]
+            "n1 and n2 differ (n1 {} entities {}, n2 {} entities {}); differing kinds: {:?}",
+            d1.count,
+            d1.digest,
+            d2.count,
+            d2.digest,
+            st.verify.as_ref().map(|v| &v.differing_kinds)
         );
     }
     Ok(())
@@ -410,34 +400,25 @@ async fn verify(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
 
 /// The source deployment's name, which its rows carry as their origin (a
 /// target's marker GC waits on that deployment's outbox reports).
-async fn source_name(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<String> {
+async fn source_name(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<String> {
     if let Some(n) = &st.from_name {
         return Ok(n.clone());
     }
-    let s1 = ctx.get(&format!("{}/v1/admin/status", st.from)).await?;
-    let name = s1["name"]
-        .as_str()
-        .ok_or_else(|| anyhow!("{}'s status has no name", st.from))?
-        .to_string();
+    let name = ctx.status(&st.from).await?.name;
     st.from_name = Some(name.clone());
     Ok(name)
 }
 
 /// The cutover: fence n1's namespace, drain, make n1 forward the namespace
 /// to n2 under that same fence (n1 refuses if it expired), lift the fence.
-async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
+async fn proxy(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
     let budget = ctx.a.max_pause_ms.map(Duration::from_millis);
     let t = Instant::now();
     // With a budget, n1 itself lifts the fence when it runs out: the writes
     // wait no longer than that even if this orchestrator stalls.
     let max_ms = budget.map_or(10_000, |b| b.as_millis().clamp(1, 10_000) as u64);
-    let f = ctx
-        .post(
-            &format!("{n1}/v1/admin/fence"),
-            json!({"namespace": st.ns, "max_ms": max_ms}),
-        )
-        .await?;
+    let f = ctx.fence(&n1, max_ms).await?;
     let drain_for = budget
         .map(|b| b.saturating_sub(t.elapsed()))
         .unwrap_or(Duration::from_secs(8))
@@ -467,20 +448,14 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
     }
     // n1 promotes n2 and starts forwarding under the fence it still holds
     // (refused if n1 lifted it meanwhile: the budget ran out).
-    let r = ctx
-        .post(
-            &format!("{n1}/v1/admin/proxy"),
-            json!({"namespace": st.ns, "target": n2, "fence": f["fence"]}),
-        )
-        .await;
-    match r {
+    match ctx.proxy(&n1, &n2, f.fence).await {
         Ok(_) => {}
-        Err(e) if budget.is_some() && format!("{e:#}").contains("fence_expired") => {
+        Err(e) if budget.is_some() && e.code() == Some(ErrorCode::FenceExpired) => {
             return Err(over_budget(t.elapsed()).into());
         }
         // n1 lifts its fence itself when the step fails (and forwards when
         // the outcome is unknown); lifting it again covers a lost answer.
-        Err(e) => return Err(lift_fence(ctx, st, e, max_ms).await),
+        Err(e) => return Err(lift_fence(ctx, st, e.into(), max_ms).await),
     }
     st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     Ok(())
@@ -488,16 +463,15 @@ async fn proxy(ctx: &Ctx, st: &mut MigState) -> anyhow::Result<()> {
 
 /// Lifts n1's fence after a failed cutover, trying a few times; returns the
 /// error to report (with the unfence failure, if any, and what happens then).
-async fn lift_fence(ctx: &Ctx, st: &MigState, cause: anyhow::Error, max_ms: u64) -> anyhow::Error {
+async fn lift_fence(
+    ctx: &Ctx,
+    st: &MigrationRecord,
+    cause: anyhow::Error,
+    max_ms: u64,
+) -> anyhow::Error {
     let mut last = None;
     for _ in 0..3 {
-        match ctx
-            .post(
-                &format!("{}/v1/admin/unfence", st.from),
-                json!({"namespace": st.ns}),
-            )
-            .await
-        {
+        match ctx.unfence(&st.from).await {
             Ok(_) => return cause,
             Err(e) => last = Some(e),
         }
@@ -511,12 +485,12 @@ async fn lift_fence(ctx: &Ctx, st: &MigState, cause: anyhow::Error, max_ms: u64)
 }
 
 /// The forward journal's drain path: n1's outbox into n2.
-fn forward(st: &MigState) -> DrainPath<'_> {
+fn forward(st: &MigrationRecord) -> DrainPath<'_> {
     DrainPath {
         from: &st.from,
         to: &st.to,
         topic: &st.journal_topic,
-        offsets: "journal",
+        applied: Applied::Journal,
     }
 }
 
@@ -534,13 +508,29 @@ const PAUSE_ATTEMPTS: u32 = 5;
 struct OverBudget(String);
 
 /// Where a drain moves writes: `from`'s outbox ships to `topic`, which `to`
-/// applies (its stored offsets under `offsets` in `GET /v1/admin/offsets`):
-/// the journal n1 -> n2 at cutover, the reverse journal n2 -> n1 at rollback.
+/// applies: the journal n1 -> n2 at cutover, the reverse journal n2 -> n1
+/// at rollback.
 pub(crate) struct DrainPath<'a> {
     pub from: &'a str,
     pub to: &'a str,
     pub topic: &'a str,
-    pub offsets: &'a str,
+    pub applied: Applied,
+}
+
+/// Which of `to`'s stored offsets (`GET /v1/admin/offsets`) a drain reads.
+#[derive(Clone, Copy)]
+pub(crate) enum Applied {
+    Journal,
+    Reverse,
+}
+
+impl Applied {
+    fn of(self, off: &api::OffsetsResponse) -> std::collections::BTreeMap<i32, i64> {
+        match self {
+            Applied::Journal => off.journal.clone(),
+            Applied::Reverse => off.reverse.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// With `from` fenced: waits until its outbox shipped everything below the
@@ -548,31 +538,30 @@ pub(crate) struct DrainPath<'a> {
 pub(crate) async fn drain(
     ctx: &Ctx,
     path: &DrainPath<'_>,
-    fence: &Value,
+    fence: &FenceResponse,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let DrainPath {
         from,
         to,
         topic,
-        offsets,
+        applied,
     } = *path;
     let deadline = Instant::now() + timeout;
     // Every entry of the fenced namespace is below the fence's `outbox_next`:
     // wait for those to ship, not for other namespaces' ongoing writes.
-    let below = fence["outbox_next"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("{from}'s fence reply has no outbox_next: {fence}"))?;
+    let below = fence.outbox_next;
     loop {
-        let s = ctx.get(&format!("{from}/v1/admin/status")).await?;
-        if s["outbox_shipped_below"].as_u64().unwrap_or(0) >= below {
+        let s = ctx.status(from).await?;
+        if s.outbox_shipped_below >= below {
             break;
         }
         if Instant::now() > deadline {
             return Err(DrainDeadline(format!(
                 "{from}'s outbox did not ship up to entry {below} ({} pending; relay: {}): is the \
                  broker up?",
-                s["outbox_pending"], s["relay_error"]
+                s.outbox_pending,
+                s.relay_error.as_deref().unwrap_or("no error")
             ))
             .into());
         }
@@ -581,17 +570,16 @@ pub(crate) async fn drain(
     let (c, t) = (ctx.hw.clone(), topic.to_string());
     let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
     loop {
-        let off = ctx.get(&format!("{to}/v1/admin/offsets")).await?;
+        let stored = applied.of(&ctx.offsets(to).await?);
         if hw
             .iter()
-            .all(|(p, h)| off[offsets][p.to_string()].as_i64().unwrap_or(0) >= *h)
+            .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
         {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(DrainDeadline(format!(
-                "{to} did not apply {topic} up to {hw:?} in time (stored {})",
-                off[offsets]
+                "{to} did not apply {topic} up to {hw:?} in time (stored {stored:?})"
             ))
             .into());
         }
@@ -617,21 +605,4 @@ fn catch_up_eta(recent: &std::collections::VecDeque<(Instant, i64)>) -> String {
     } else {
         "lag not shrinking".into()
     }
-}
-
-pub(crate) fn bar(len: u64, msg: &str, quiet: bool) -> indicatif::ProgressBar {
-    let b = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(len)
-    };
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix:>10} [{bar:40}] {pos}/{len} rows {per_sec} {msg}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    b.set_prefix(msg.to_string());
-    b
 }

@@ -15,44 +15,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use northwest_control::api::{self, LoadSnapshotRequest, LoadSnapshotResponse, NodeStatus};
+use northwest_control::record::{DigestSummary, SnapshotManifest as Manifest};
+use northwest_control::{AdminClient, MigrationRecord, Phase};
+use serde::Serialize;
 use zookeeper_client as zk;
 
-use crate::client::{self, halted, high_watermarks, journal_lag, watermarks, Ctx};
-use crate::state::{MigState, Refused};
+use crate::client::{high_watermarks, watermarks, Ctx};
+use crate::state::Refused;
 use crate::MigrateArgs;
 
-/// A complete snapshot topic: what `--from-topics` needs to use it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Manifest {
-    pub id: String,
-    pub namespace: String,
-    pub topic: String,
-    pub journal_topic: String,
-    /// Journal high-water marks read before the view was taken: every
-    /// commit the image lacks is in the journal at or after them.
-    pub journal_from: BTreeMap<i32, i64>,
-    /// When those marks were read (ms since the epoch): the journal keeps
-    /// records at least its `retention.ms` after they were appended, so the
-    /// image stays usable at least that long after this.
-    pub journal_from_at_ms: Option<i64>,
-    pub rows: u64,
-    /// The snapshot topic's end offsets once every row was delivered: a
-    /// topic that was cut, recreated or lost data is refused.
-    #[serde(default)]
-    pub topic_ends: BTreeMap<i32, i64>,
-    /// The node the view came from.
-    pub source: String,
-    pub completed_at_ms: i64,
-}
-
-fn manifest_dir(root: &str, ns: &str) -> String {
-    format!("{root}/snapshots/{ns}")
-}
-
 /// Records `st`'s snapshot as complete (after its last row was delivered).
-pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigState) -> anyhow::Result<()> {
+pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
     let (c, t) = (ctx.hw.clone(), st.snapshot_topic.clone());
     let ends = tokio::task::spawn_blocking(move || watermarks(&c, &t))
         .await?
@@ -69,9 +43,8 @@ pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigState) -> anyhow::Result<
         source: st.from_name.clone().unwrap_or_else(|| st.from.clone()),
         completed_at_ms: northwest_store::store::now_ms_pub(),
     };
-    let dir = manifest_dir(&ctx.root, &st.ns);
-    ctx.mkdirs(&dir).await?;
-    let path = format!("{dir}/{}", st.id);
+    ctx.mkdirs(&ctx.layout.snapshots(&st.ns)).await?;
+    let path = ctx.layout.snapshot(&st.ns, &st.id);
     let data = serde_json::to_vec(&m)?;
     let opts = zk::CreateMode::Persistent.with_acls(ctx.acls);
     match ctx.zk.create(&path, &data, &opts).await {
@@ -89,7 +62,7 @@ pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigState) -> anyhow::Result<
 
 /// The recorded complete snapshots of `ns`, newest first.
 async fn manifests(ctx: &Ctx, ns: &str) -> anyhow::Result<Vec<Manifest>> {
-    let dir = manifest_dir(&ctx.root, ns);
+    let dir = ctx.layout.snapshots(ns);
     let ids = match ctx.zk.list_children(&dir).await {
         Ok(ids) => ids,
         Err(zk::Error::NoNode) => Vec::new(),
@@ -150,38 +123,30 @@ fn choose(
         })
 }
 
-pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
     let started = Instant::now();
     let (ns, n3) = (a.namespace.clone(), a.to.clone());
-    let http = client::admin_http(Duration::from_secs(120));
-    let s3 = client::send_json(
-        http.get(format!("{n3}/v1/admin/status")),
-        &format!("n3 at {n3}: GET /v1/admin/status"),
-    )
-    .await?;
-    if s3["role"] != "target" {
+    let s3 = admin
+        .status(&n3)
+        .await
+        .with_context(|| format!("n3 at {n3}"))?;
+    if s3.role != "target" {
         return Err(Refused(format!(
             "{n3} does not apply a journal: set journal.apply = true in its config and restart it"
         ))
         .into());
     }
-    if s3["promoted"]
-        .as_array()
-        .is_some_and(|p| p.iter().any(|n| n == ns.as_str()))
-    {
+    if s3.promoted.contains(&ns) {
         return Err(Refused(format!(
             "{n3} is the primary of namespace {ns} (it takes client writes), not a copy to \
              rebuild from the topics"
         ))
         .into());
     }
-    let journal = s3["journal_topic"]
-        .as_str()
-        .ok_or_else(|| anyhow!("n3's status has no journal_topic"))?
-        .to_string();
-    let ctx = crate::connect(&a, http, &s3).await?;
+    let journal = s3.journal_topic.clone();
+    let ctx = crate::connect(&a, admin, &s3).await?;
     ctx.take_ownership(a.quiet).await?;
-    if let Some(h) = halted(&s3) {
+    if let Some(h) = s3.halted() {
         return Err(Refused(format!(
             "{n3} halted a journal partition ({h}); restart it with an empty data directory"
         ))
@@ -190,10 +155,10 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     // The topics hold a namespace only while its writes are journaled: a
     // cutover moved them to a node that does not journal them.
     if let Some(mig) = ctx.load().await? {
-        use crate::state::Phase;
         if matches!(mig.phase, Phase::Proxy | Phase::Switch | Phase::Done) {
             return Err(Refused(format!(
-                "namespace {ns} was cut over to {} (migration {}): the writes it took since are                  in no topic, so the topics no longer hold the namespace; copy it from {} instead",
+                "namespace {ns} was cut over to {} (migration {}): the writes it took since are \
+                 in no topic, so the topics no longer hold the namespace; copy it from {} instead",
                 mig.to, mig.id, mig.to
             ))
             .into());
@@ -202,12 +167,12 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
             return Err(Refused(format!(
                 "{n3} is the target of migration {} of {ns} (phase {}): finish or --abort it first",
                 mig.id,
-                mig.phase.cli_name()
+                mig.phase.name()
             ))
             .into());
         }
     }
-    let dir = manifest_dir(&ctx.root, &ns);
+    let dir = ctx.layout.snapshots(&ns);
     let m = choose(
         &manifests(&ctx, &ns).await?,
         a.snapshot.as_deref(),
@@ -343,13 +308,9 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
             let c = compare(&ctx, &journal, n2, &n3, &ns).await?;
             if !a.quiet {
                 eprintln!(
-                    "[3/3] compare: {} at journal position {} in {:.1} s",
-                    if c["equal"] == true {
-                        "equal"
-                    } else {
-                        "DIFFERENT"
-                    },
-                    c["journal_position"],
+                    "[3/3] compare: {} at journal position {:?} in {:.1} s",
+                    if c.equal { "equal" } else { "DIFFERENT" },
+                    c.journal_position,
                     t.elapsed().as_secs_f64()
                 );
             }
@@ -359,8 +320,8 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
     };
     // A dead-lettered journal record was skipped: the copy lacks it if it
     // was of this namespace (n2 skipped it too, so --compare cannot tell).
-    let s3 = ctx.get(&format!("{n3}/v1/admin/status")).await?;
-    let dead = s3["apply"]["dead_lettered"].as_u64().unwrap_or(0);
+    let s3 = ctx.status(&n3).await?;
+    let dead = s3.apply.as_ref().map_or(0, |a| a.dead_lettered);
     let warning = (dead > 0).then(|| {
         format!(
             "{n3} dead-lettered {dead} journal records (any namespace): any of namespace {ns} is \
@@ -371,19 +332,19 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         tracing::warn!("{w}");
         eprintln!("warning: {w}");
     }
-    let report = json!({
-        "warning": warning,
-        "rebuilt": ns,
-        "to": n3,
-        "snapshot": m,
-        "n3_journal_from": from3,
-        "journal_log_start": jw.iter().map(|(p, (low, _))| (p.to_string(), *low)).collect::<BTreeMap<_, _>>(),
-        "loaded_rows": rows,
-        "seconds": started.elapsed().as_secs_f64(),
-        "compare": compared,
-    });
+    let report = RebuildReport {
+        warning,
+        rebuilt: &ns,
+        to: &n3,
+        snapshot: &m,
+        n3_journal_from: &from3,
+        journal_log_start: jw.iter().map(|(p, (low, _))| (*p, *low)).collect(),
+        loaded_rows: rows,
+        seconds: started.elapsed().as_secs_f64(),
+        compare: compared.as_ref(),
+    };
     if a.json {
-        println!("{report}");
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
             "\nnamespace {ns} rebuilt on {n3} from snapshot {} ({} rows) plus the journal",
@@ -391,28 +352,23 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
         );
         if let Some(c) = &compared {
             println!(
-                "  compared with {} at journal position {}: {}",
-                c["with"].as_str().unwrap_or_default(),
-                c["journal_position"],
-                if c["equal"] == true {
-                    "equal"
-                } else {
-                    "DIFFERENT"
-                }
+                "  compared with {} at journal position {:?}: {}",
+                c.with,
+                c.journal_position,
+                if c.equal { "equal" } else { "DIFFERENT" }
             );
         }
     }
-    if let Some(c) = compared.filter(|c| c["equal"] != true) {
+    if let Some(c) = compared.filter(|c| !c.equal) {
         bail!(
-            "{n3} and {} differ at journal position {}: n3 {}, n2 {}{}",
-            c["with"].as_str().unwrap_or_default(),
-            c["journal_position"],
-            c["n3"],
-            c["n2"],
-            c["note"]
-                .as_str()
-                .map(|n| format!("; {n}"))
-                .unwrap_or_default()
+            "{n3} and {} differ at journal position {:?}: n3 {} entities {}, n2 {} entities {}{}",
+            c.with,
+            c.journal_position,
+            c.n3.count,
+            c.n3.digest,
+            c.n2.count,
+            c.n2.digest,
+            c.note.map(|n| format!("; {n}")).unwrap_or_default()
         );
     }
     Ok(())
@@ -423,23 +379,20 @@ pub(crate) async fn run(a: MigrateArgs) -> anyhow::Result<()> {
 async fn n3_journal_from(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<BTreeMap<i32, i64>> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let off = ctx.get(&format!("{n3}/v1/admin/offsets")).await?;
-        let from: BTreeMap<i32, i64> =
-            serde_json::from_value(off["journal_from"].clone()).unwrap_or_default();
-        let stored: BTreeMap<i32, i64> =
-            serde_json::from_value(off["journal"].clone()).unwrap_or_default();
+        let off = ctx.offsets(n3).await?;
+        let (from, stored) = (off.journal_from, off.journal);
         // Every partition assigned: a missing start is then really unknown
         // (a store from before starts were recorded).
         if m.journal_from.keys().all(|p| stored.contains_key(p)) {
             return Ok(from);
         }
         if Instant::now() > deadline {
-            let s = ctx.get(&format!("{n3}/v1/admin/status")).await?;
+            let a = ctx.status(n3).await?.apply;
             bail!(
                 "{n3}'s apply loop has not started on every journal partition after 60 s \
-                 (state {}, error {}): is the broker reachable from it?",
-                s["apply"]["state"],
-                s["apply"]["last_error"]
+                 (state {:?}, error {:?}): is the broker reachable from it?",
+                a.as_ref().map(|a| a.state),
+                a.as_ref().and_then(|a| a.last_error.as_deref())
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -449,96 +402,136 @@ async fn n3_journal_from(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<BT
 /// Starts n3's snapshot loader and waits until it loaded every row and n3's
 /// journal lag is under `--max-lag`; returns the rows n3 loaded.
 async fn load(ctx: &Ctx, n3: &str, m: &Manifest) -> anyhow::Result<u64> {
-    ctx.post(
-        &format!("{n3}/v1/admin/load-snapshot"),
-        json!({"topic": m.topic}),
-    )
-    .await?;
-    let b = crate::phases::bar(m.rows, "load", ctx.a.quiet);
+    let req = LoadSnapshotRequest {
+        topic: m.topic.clone(),
+    };
+    let _: LoadSnapshotResponse = ctx.admin.post(n3, api::path::LOAD_SNAPSHOT, &req).await?;
+    let b = crate::progress::bar(m.rows, "load", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let s = ctx.get(&format!("{n3}/v1/admin/status")).await?;
-        if let Some(h) = halted(&s) {
-            bail!("{n3} halted a journal partition: {h}");
-        }
-        let l = &s["loader"];
-        if l.is_null() {
-            bail!("{n3} has no snapshot loader (was it restarted?): run the same command again");
-        }
-        if l["topic"] != m.topic.as_str() {
-            bail!(
-                "{n3} loads {} instead of {}: another migration replaced the loader",
-                l["topic"],
-                m.topic
-            );
-        }
-        if s["apply"]["running"] != true {
-            bail!(
-                "{n3}'s journal apply loop is not running ({}): see its log",
-                s["apply"]["last_error"]
-            );
-        }
-        let dead = l["dead_lettered"].as_u64().unwrap_or(0);
-        if dead > 0 {
-            bail!(
-                "n3 dead-lettered {dead} rows of snapshot {} ({}): its copy of the namespace is \
-                 incomplete; see n3's log and its dead-letter topic",
-                m.id,
-                l["last_error"]
-            );
-        }
-        b.set_position(l["rows"].as_u64().unwrap_or(0));
-        let lag = journal_lag(&s);
-        b.set_message(match l["last_error"].as_str() {
-            Some(e) => format!("journal lag {lag}; loader error: {e}"),
-            None => format!("journal lag {lag}"),
-        });
-        if l["caught_up"] == true && s["apply"]["lag_error"].is_null() && lag <= ctx.a.max_lag {
+        let s = ctx.status(n3).await?;
+        if let Some(rows) = loaded(&s, n3, m, ctx.a.max_lag, &b)? {
             b.finish_and_clear();
-            return Ok(l["rows"].as_u64().unwrap_or(0));
+            return Ok(rows);
         }
         if Instant::now() > deadline {
             bail!(
-                "n3 did not load snapshot {} in 30 min (loader {l}, journal lag {lag})",
-                m.id
+                "n3 did not load snapshot {} in 30 min (loader {:?}, journal lag {})",
+                m.id,
+                s.loader,
+                s.journal_lag()
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
+/// From n3's status: the rows loaded once the load is done (`None`: not
+/// yet), or why it cannot finish.
+fn loaded(
+    s: &NodeStatus,
+    n3: &str,
+    m: &Manifest,
+    max_lag: i64,
+    b: &indicatif::ProgressBar,
+) -> anyhow::Result<Option<u64>> {
+    if let Some(h) = s.halted() {
+        bail!("{n3} halted a journal partition: {h}");
+    }
+    let Some(l) = &s.loader else {
+        bail!("{n3} has no snapshot loader (was it restarted?): run the same command again");
+    };
+    if l.topic != m.topic {
+        bail!(
+            "{n3} loads {} instead of {}: another migration replaced the loader",
+            l.topic,
+            m.topic
+        );
+    }
+    let Some(apply) = s.apply.as_ref().filter(|a| a.running) else {
+        bail!(
+            "{n3}'s journal apply loop is not running ({:?}): see its log",
+            s.apply.as_ref().and_then(|a| a.last_error.as_deref())
+        );
+    };
+    if l.dead_lettered > 0 {
+        bail!(
+            "n3 dead-lettered {} rows of snapshot {} ({:?}): its copy of the namespace is \
+             incomplete; see n3's log and its dead-letter topic",
+            l.dead_lettered,
+            m.id,
+            l.last_error
+        );
+    }
+    b.set_position(l.rows);
+    let lag = s.journal_lag();
+    b.set_message(match &l.last_error {
+        Some(e) => format!("journal lag {lag}; loader error: {e}"),
+        None => format!("journal lag {lag}"),
+    });
+    Ok((l.caught_up && apply.lag_error.is_none() && lag <= max_lag).then_some(l.rows))
+}
+
+/// What `--from-topics --json` prints.
+#[derive(Serialize)]
+struct RebuildReport<'a> {
+    warning: Option<String>,
+    rebuilt: &'a str,
+    to: &'a str,
+    snapshot: &'a Manifest,
+    n3_journal_from: &'a BTreeMap<i32, i64>,
+    journal_log_start: BTreeMap<i32, i64>,
+    loaded_rows: u64,
+    seconds: f64,
+    compare: Option<&'a Comparison>,
+}
+
+/// n2 and n3 compared at one journal position.
+#[derive(Debug, Serialize)]
+struct Comparison {
+    with: String,
+    journal_position: BTreeMap<i32, i64>,
+    n2: DigestSummary,
+    n3: DigestSummary,
+    equal: bool,
+    note: Option<String>,
+}
+
 /// Digests of `ns` on n2 and n3 while both stand at the same journal
 /// position: the journal's end, unchanged from before both reached it to
 /// after both digests were read.
-async fn compare(ctx: &Ctx, journal: &str, n2: &str, n3: &str, ns: &str) -> anyhow::Result<Value> {
-    let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
-    if s2["role"] != "target" || s2["journal_topic"] != journal {
+async fn compare(
+    ctx: &Ctx,
+    journal: &str,
+    n2: &str,
+    n3: &str,
+    ns: &str,
+) -> anyhow::Result<Comparison> {
+    let s2 = ctx.status(n2).await?;
+    if s2.role != "target" || s2.journal_topic != journal {
         return Err(Refused(format!(
             "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
              applying the same journal stands at a comparable position",
-            s2["role"], s2["journal_topic"]
+            s2.role, s2.journal_topic
         ))
         .into());
     }
-    let s3 = ctx.get(&format!("{n3}/v1/admin/status")).await?;
-    if s2["name"] == s3["name"] {
+    let s3 = ctx.status(n3).await?;
+    if s2.name == s3.name {
         return Err(Refused(format!(
             "--compare {n2} is the node being rebuilt ({}): compare with another one",
-            s2["name"]
+            s2.name
         ))
         .into());
     }
     // A promoted n2 took the namespace's writes after its cutover, and those
     // are in no topic.
-    let note = s2["promoted"]
-        .as_array()
-        .is_some_and(|p| p.iter().any(|n| n == ns))
-        .then(|| {
-            format!(
-                "{n2} is the primary of {ns}: writes it took after its cutover are in no topic, \
-                 so they are not on n3"
-            )
-        });
+    let note = s2.promoted.iter().any(|n| n == ns).then(|| {
+        format!(
+            "{n2} is the primary of {ns}: writes it took after its cutover are in no topic, \
+             so they are not on n3"
+        )
+    });
     const ATTEMPTS: u32 = 5;
     for _ in 0..ATTEMPTS {
         let (c, t) = (ctx.hw.clone(), journal.to_string());
@@ -546,42 +539,40 @@ async fn compare(ctx: &Ctx, journal: &str, n2: &str, n3: &str, ns: &str) -> anyh
         let deadline = Instant::now() + Duration::from_secs(120);
         for node in [n2, n3] {
             loop {
-                let off = ctx.get(&format!("{node}/v1/admin/offsets")).await?;
+                let stored = ctx.offsets(node).await?.journal;
                 if hw
                     .iter()
-                    .all(|(p, h)| off["journal"][p.to_string()].as_i64().unwrap_or(0) >= *h)
+                    .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
                 {
                     break;
                 }
                 if Instant::now() > deadline {
                     bail!(
-                        "{node} did not apply the journal up to {hw:?} in 2 min (stored {})",
-                        off["journal"]
+                        "{node} did not apply the journal up to {hw:?} in 2 min (stored {stored:?})"
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let (u2, u3) = (
-            format!("{n2}/v1/ns/{ns}/digest"),
-            format!("{n3}/v1/ns/{ns}/digest"),
-        );
-        let (d2, d3) = tokio::try_join!(ctx.get(&u2), ctx.get(&u3))?;
+        let (d2, d3) = tokio::try_join!(ctx.digest(n2, false), ctx.digest(n3, false))?;
         let (c, t) = (ctx.hw.clone(), journal.to_string());
         let after = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
         if after != hw {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        let pick = |d: &Value| json!({"count": d["count"], "digest": d["digest"]});
-        return Ok(json!({
-            "with": n2,
-            "journal_position": hw,
-            "n2": pick(&d2),
-            "n3": pick(&d3),
-            "equal": d2["count"] == d3["count"] && d2["digest"] == d3["digest"],
-            "note": note,
-        }));
+        let pick = |d: &api::DigestResponse| DigestSummary {
+            count: d.count,
+            digest: d.digest.clone(),
+        };
+        return Ok(Comparison {
+            with: n2.to_string(),
+            journal_position: hw,
+            equal: d2.count == d3.count && d2.digest == d3.digest,
+            n2: pick(&d2),
+            n3: pick(&d3),
+            note,
+        });
     }
     bail!(
         "the journal moved during each of {ATTEMPTS} comparisons (is the source still writing?): \

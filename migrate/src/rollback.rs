@@ -7,14 +7,17 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-use serde_json::{json, Value};
+use anyhow::{bail, Context};
+use northwest_control::api::{self, ReverseApplyResponse};
+use northwest_control::record::{RollbackReport, RollbackVerify};
+use northwest_control::{ErrorCode, MigrationRecord, Phase, RoutingRecord};
+use serde::Serialize;
 
-use crate::client::Ctx;
-use crate::phases::{drain, DrainPath};
-use crate::state::{MigState, Phase, Refused};
+use crate::client::{answered, Ctx};
+use crate::phases::{drain, Applied, DrainPath};
+use crate::state::Refused;
 
-pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<()> {
+pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Result<()> {
     let ns = ctx.a.namespace.clone();
     let Some(st) = st else {
         return Err(Refused(format!("no migration of namespace {ns} is recorded")).into());
@@ -40,42 +43,45 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<
                 "migration {} has not cut over (phase {}): n1 still serves the namespace; use \
                  --abort",
                 st.id,
-                st.phase.cli_name()
+                st.phase.name()
             ))
             .into())
         }
     }
     let (n1, n2) = (st.from.clone(), st.to.clone());
-    let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
-    let s2 = ctx.get(&format!("{n2}/v1/admin/status")).await?;
-    let n1_forwards = s1["proxies"][&ns].as_str() == Some(n2.as_str());
-    let n2_forwards = s2["proxies"][&ns].as_str() == Some(n1.as_str());
+    let s1 = ctx.status(&n1).await?;
+    let s2 = ctx.status(&n2).await?;
+    let n1_forwards = s1.forwards(&ns) == Some(n2.as_str());
+    let n2_forwards = s2.forwards(&ns) == Some(n1.as_str());
     if !n1_forwards && n2_forwards {
         // A rollback stopped after its switch: finish it.
         eprintln!("rollback: n1 serves {ns} and n2 forwards it there already; finishing");
-        finish(ctx, &ns, &n1, &n2).await?;
-        return done(ctx, st, &ns, json!({"resumed_after_switch": true})).await;
+        finish(ctx, &n1, &n2).await?;
+        let detail = RollbackReport {
+            resumed_after_switch: true,
+            ..Default::default()
+        };
+        return done(ctx, st, &ns, detail).await;
     }
     if !n1_forwards {
         return Err(Refused(format!(
-            "n1 does not forward {ns} to {n2} (its proxies: {}), nor n2 to n1: nothing to roll \
+            "n1 does not forward {ns} to {n2} (its proxies: {:?}), nor n2 to n1: nothing to roll \
              back; use --abort for a cutover that did not happen",
-            s1["proxies"]
+            s1.proxies
         ))
         .into());
     }
-    if s2["reverse_relay"].is_null() {
+    let Some(reverse) = s2.reverse_relay else {
         return Err(Refused(format!(
             "n2 ({n2}) does not journal the writes it takes (a node older than this command?): \
              rolling back would lose them"
         ))
         .into());
-    }
-    let topic = s2["reverse_relay"]["topic"]
-        .as_str()
-        .ok_or_else(|| anyhow!("n2's status names no reverse topic"))?
-        .to_string();
-    ctx.post(&format!("{n1}/v1/admin/reverse-apply"), json!({}))
+    };
+    let topic = reverse.topic;
+    let _: ReverseApplyResponse = ctx
+        .admin
+        .post(&n1, api::path::REVERSE_APPLY, &serde_json::json!({}))
         .await?;
     let t = Instant::now();
     catch_up(ctx, &n1, &n2).await?;
@@ -84,14 +90,14 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<
     if !ctx.a.quiet {
         eprintln!(
             "rollback: n1 caught up in {catch_up_s:.2} s; n1 = n2: {} entities (writes paused {:.1} ms)",
-            verified["count"], verified["pause_ms"]
+            verified.count, verified.pause_ms
         );
     }
     let mut expired = 0;
     let pause_ms = loop {
-        match switch_back(ctx, &ns, &n1, &n2, &topic).await {
+        match switch_back(ctx, &n1, &n2, &topic).await {
             Ok(p) => break p,
-            Err(e) if expired < 2 && format!("{e:#}").contains("fence_expired") => {
+            Err(e) if expired < 2 && answered(&e, ErrorCode::FenceExpired) => {
                 expired += 1;
                 tracing::warn!(error = %format!("{e:#}"), "n2's fence expired during the rollback; n2 keeps the namespace, trying again");
             }
@@ -103,40 +109,62 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigState>) -> anyhow::Result<
             }
         }
     };
-    done(
-        ctx,
-        st,
-        &ns,
-        json!({"catch_up_seconds": catch_up_s, "write_pause_ms": pause_ms, "verify": verified,
-            "reverse_topic": topic}),
-    )
-    .await
+    let detail = RollbackReport {
+        catch_up_seconds: Some(catch_up_s),
+        write_pause_ms: Some(pause_ms),
+        verify: Some(verified),
+        reverse_topic: Some(topic),
+        ..Default::default()
+    };
+    done(ctx, st, &ns, detail).await
+}
+
+/// What `--rollback --json` prints.
+#[derive(Serialize)]
+struct RollbackOutput<'a> {
+    rolled_back: &'a str,
+    primary: &'a str,
+    forwarding: &'a str,
+    migration: &'a str,
+    #[serde(flatten)]
+    detail: &'a RollbackReport,
 }
 
 /// Points the routing record at n1, records the rollback, reports.
-async fn done(ctx: &Ctx, mut st: MigState, ns: &str, mut detail: Value) -> anyhow::Result<()> {
+async fn done(
+    ctx: &Ctx,
+    mut st: MigrationRecord,
+    ns: &str,
+    mut detail: RollbackReport,
+) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
     // Clients that follow the routing record go to n1 again.
-    ctx.write_routing(
-        ns,
-        json!({"primary": n1, "replaces": n2, "namespace": ns, "migration": st.id, "rolled_back": true}),
-    )
+    ctx.write_routing(&RoutingRecord {
+        primary: n1.clone(),
+        replaces: n2.clone(),
+        namespace: ns.to_string(),
+        migration: st.id.clone(),
+        rolled_back: true,
+    })
     .await?;
-    detail["at_ms"] = json!(northwest_store::store::now_ms_pub());
+    detail.at_ms = Some(northwest_store::store::now_ms_pub());
     st.phase = Phase::Aborted;
     st.rolled_back = Some(detail.clone());
     ctx.save(&st).await?;
-    let mut report =
-        json!({"rolled_back": ns, "primary": n1, "forwarding": n2, "migration": st.id});
-    if let (Some(r), Some(d)) = (report.as_object_mut(), detail.as_object()) {
-        r.extend(d.clone());
-    }
+    let report = RollbackOutput {
+        rolled_back: ns,
+        primary: &n1,
+        forwarding: &n2,
+        migration: &st.id,
+        detail: &detail,
+    };
     if ctx.a.json {
-        println!("{report}");
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
             "namespace {ns} rolled back: {n1} is its primary again and {n2} forwards it there \
-             ({detail})"
+             ({})",
+            serde_json::to_string(&detail)?
         );
     }
     Ok(())
@@ -144,32 +172,35 @@ async fn done(ctx: &Ctx, mut st: MigState, ns: &str, mut detail: Value) -> anyho
 
 /// Waits until n1 applied the reverse journal to within `--max-lag`.
 async fn catch_up(ctx: &Ctx, n1: &str, n2: &str) -> anyhow::Result<()> {
-    let b = crate::phases::bar(0, "reverse", ctx.a.quiet);
+    let b = crate::progress::bar(0, "reverse", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let s1 = ctx.get(&format!("{n1}/v1/admin/status")).await?;
-        let r = &s1["reverse_apply"];
-        if let Some(h) = r["halted"].as_str() {
+        let s1 = ctx.status(n1).await?;
+        let r = s1.reverse_apply;
+        if let Some(h) = r.as_ref().and_then(|r| r.halted.as_deref()) {
             bail!("n1 halted a partition of the reverse journal: {h}");
         }
-        let lag = r["lag_records"].as_i64();
+        let lag = r.as_ref().and_then(|r| r.lag_records);
+        let last_error = r.as_ref().and_then(|r| r.last_error.as_deref());
         b.set_message(format!(
             "n1 behind n2 by {} records{}",
             lag.map_or("?".into(), |l| l.to_string()),
-            r["last_error"]
-                .as_str()
+            last_error
                 .map(|e| format!("; apply error: {e}"))
                 .unwrap_or_default()
         ));
-        if r["running"] == true
-            && r["lag_error"].is_null()
-            && lag.is_some_and(|l| l <= ctx.a.max_lag)
-        {
+        let running = r.as_ref().is_some_and(|r| r.running);
+        let lag_error = r.as_ref().and_then(|r| r.lag_error.as_deref());
+        if running && lag_error.is_none() && lag.is_some_and(|l| l <= ctx.a.max_lag) {
             b.finish_and_clear();
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("n1 did not catch up with n2's writes in 30 min (reverse apply: {r}); is {n2}'s reverse relay shipping? (its status: reverse_relay)");
+            bail!(
+                "n1 did not catch up with n2's writes in 30 min (reverse apply running {running}, \
+                 lag {lag:?}, lag error {lag_error:?}, apply error {last_error:?}); is {n2}'s \
+                 reverse relay shipping? (its status: reverse_relay)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -178,48 +209,40 @@ async fn catch_up(ctx: &Ctx, n1: &str, n2: &str) -> anyhow::Result<()> {
 /// Fences both nodes, drains n2's writes into n1 and compares the two
 /// copies of the namespace (n1's own, not the one it forwards to), then
 /// lifts the fences.
-async fn verify(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> anyhow::Result<Value> {
+async fn verify(
+    ctx: &Ctx,
+    ns: &str,
+    n1: &str,
+    n2: &str,
+    topic: &str,
+) -> anyhow::Result<RollbackVerify> {
     let t = Instant::now();
-    let body = json!({"namespace": ns});
-    ctx.post(
-        &format!("{n1}/v1/admin/fence"),
-        json!({"namespace": ns, "max_ms": 30_000}),
-    )
-    .await?;
+    ctx.fence(n1, 30_000).await?;
     let r = async {
-        let f2 = ctx
-            .post(
-                &format!("{n2}/v1/admin/fence"),
-                json!({"namespace": ns, "max_ms": 30_000}),
-            )
-            .await?;
+        let f2 = ctx.fence(n2, 30_000).await?;
         drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await?;
-        let (u1, u2) = (
-            format!("{n1}/v1/ns/{ns}/digest?local=true"),
-            format!("{n2}/v1/ns/{ns}/digest?local=true"),
-        );
-        let (d1, d2) = tokio::try_join!(ctx.get(&u1), ctx.get(&u2))?;
+        let (d1, d2) = tokio::try_join!(ctx.digest(n1, true), ctx.digest(n2, true))?;
         anyhow::Ok((d1, d2))
     }
     .await;
-    let _ = ctx
-        .post(&format!("{n2}/v1/admin/unfence"), body.clone())
-        .await;
-    let _ = ctx.post(&format!("{n1}/v1/admin/unfence"), body).await;
+    let _ = ctx.unfence(n2).await;
+    let _ = ctx.unfence(n1).await;
     let (d1, d2) = r.context("verifying n1 against n2 before the switch back")?;
-    if d1["count"] != d2["count"] || d1["digest"] != d2["digest"] {
+    if d1.count != d2.count || d1.digest != d2.digest {
         bail!(
-            "n1 and n2 differ after n1 applied n2's writes (n1 {} entities {}, n2 {} entities {}): \
-             the rollback stopped, n2 still serves the namespace",
-            d1["count"],
-            d1["digest"],
-            d2["count"],
-            d2["digest"]
+            "n1 and n2 differ after n1 applied n2's writes (n1 {} entities {}, n2 {} entities {}) \
+             in namespace {ns}: the rollback stopped, n2 still serves the namespace",
+            d1.count,
+            d1.digest,
+            d2.count,
+            d2.digest
         );
     }
-    Ok(
-        json!({"count": d1["count"], "digest": d1["digest"], "pause_ms": t.elapsed().as_secs_f64() * 1000.0}),
-    )
+    Ok(RollbackVerify {
+        count: d1.count,
+        digest: d1.digest,
+        pause_ms: t.elapsed().as_secs_f64() * 1000.0,
+    })
 }
 
 /// How long a drain under the fences may hold writes.
@@ -231,43 +254,26 @@ fn reverse<'a>(n1: &'a str, n2: &'a str, topic: &'a str) -> DrainPath<'a> {
         from: n2,
         to: n1,
         topic,
-        offsets: "reverse",
+        applied: Applied::Reverse,
     }
 }
 
 /// The switch back, under both fences; returns the write pause (ms).
-async fn switch_back(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> anyhow::Result<f64> {
+async fn switch_back(ctx: &Ctx, n1: &str, n2: &str, topic: &str) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let body = json!({"namespace": ns});
     // n1's fence holds its clients while the proxies flip; n2's guarantees
     // n2 takes no write after the drain (the proxy step checks it held).
-    ctx.post(
-        &format!("{n1}/v1/admin/fence"),
-        json!({"namespace": ns, "max_ms": 20_000}),
-    )
-    .await?;
-    let f2 = match ctx
-        .post(
-            &format!("{n2}/v1/admin/fence"),
-            json!({"namespace": ns, "max_ms": 10_000}),
-        )
-        .await
-    {
+    ctx.fence(n1, 20_000).await?;
+    let f2 = match ctx.fence(n2, 10_000).await {
         Ok(f) => f,
         Err(e) => {
-            let _ = ctx
-                .post(&format!("{n1}/v1/admin/unfence"), body.clone())
-                .await;
-            return Err(e);
+            let _ = ctx.unfence(n1).await;
+            return Err(e.into());
         }
     };
     let lift = |e: anyhow::Error| async move {
-        let _ = ctx
-            .post(&format!("{n2}/v1/admin/unfence"), json!({"namespace": ns}))
-            .await;
-        let _ = ctx
-            .post(&format!("{n1}/v1/admin/unfence"), json!({"namespace": ns}))
-            .await;
+        let _ = ctx.unfence(n2).await;
+        let _ = ctx.unfence(n1).await;
         e
     };
     if let Err(e) = drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await {
@@ -278,39 +284,28 @@ async fn switch_back(ctx: &Ctx, ns: &str, n1: &str, n2: &str, topic: &str) -> an
     // forwarding, neither node serves the namespace itself, so a crash in
     // between leaves no two primaries: requests bounce once and are refused
     // (508) until the rollback is run again.
-    if let Err(e) = ctx
-        .post(
-            &format!("{n2}/v1/admin/proxy"),
-            json!({"namespace": ns, "target": n1, "fence": f2["fence"]}),
-        )
-        .await
-    {
-        return Err(lift(e.context("making n2 forward the namespace to n1")).await);
+    if let Err(e) = ctx.proxy(n2, n1, f2.fence).await {
+        let e = anyhow::Error::from(e).context("making n2 forward the namespace to n1");
+        return Err(lift(e).await);
     }
     if northwest_store::failpoint::hit("rollback::between_switches") {
         bail!("injected failure at rollback::between_switches");
     }
-    ctx.delete(
-        &format!("{n1}/v1/admin/proxy"),
-        json!({"namespace": ns, "keep_fence": true}),
-    )
-    .await
-    .context(
+    ctx.unproxy(n1, true).await.context(
         "making n1 serve the namespace again (n2 already forwards it to n1, so requests are \
          refused meanwhile): run --rollback again",
     )?;
     let pause = t.elapsed().as_secs_f64() * 1000.0;
-    finish(ctx, ns, n1, n2).await?;
+    finish(ctx, n1, n2).await?;
     Ok(pause)
 }
 
 /// After the switch: n1's fence lifted, n2 demoted (it forwards already).
-async fn finish(ctx: &Ctx, ns: &str, n1: &str, n2: &str) -> anyhow::Result<()> {
-    let body = json!({"namespace": ns});
-    ctx.post(&format!("{n1}/v1/admin/unfence"), body.clone())
+async fn finish(ctx: &Ctx, n1: &str, n2: &str) -> anyhow::Result<()> {
+    ctx.unfence(n1)
         .await
         .context("lifting n1's fence (it lifts itself after 20 s)")?;
-    ctx.delete(&format!("{n2}/v1/admin/promote"), body)
+    ctx.demote(n2)
         .await
         .context("demoting n2 (it forwards the namespace to n1 already)")?;
     Ok(())

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use northwest_control::api::NodeStatus;
+use northwest_control::record::ThrottleReport;
+use northwest_control::AdminClient;
 
 /// The snapshot never stops entirely: it keeps at least this many rows/s.
 pub const FLOOR: u64 = 100;
@@ -72,16 +74,16 @@ pub struct ThrottleStats {
 }
 
 impl ThrottleStats {
-    pub fn report(&self) -> Value {
+    pub fn report(&self) -> ThrottleReport {
         let min = self.min_rate.load(Ordering::Relaxed);
-        json!({
-            "checks": self.checks.load(Ordering::Relaxed),
-            "unreadable": self.unreadable.load(Ordering::Relaxed),
-            "slowed": self.slowed.load(Ordering::Relaxed),
-            "min_rows_per_sec": (min != 0).then_some(min),
-            "max_source_p99_ms": self.max_p99_ms.load(Ordering::Relaxed),
-            "max_apply_lag_records": self.max_apply_lag.load(Ordering::Relaxed),
-        })
+        ThrottleReport {
+            checks: self.checks.load(Ordering::Relaxed),
+            unreadable: self.unreadable.load(Ordering::Relaxed),
+            slowed: self.slowed.load(Ordering::Relaxed),
+            min_rows_per_sec: (min != 0).then_some(min),
+            max_source_p99_ms: self.max_p99_ms.load(Ordering::Relaxed),
+            max_apply_lag_records: self.max_apply_lag.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -98,31 +100,22 @@ pub struct Budgets {
 
 /// A node's status, read with a short timeout: a node too loaded to answer
 /// in time is over budget.
-async fn status_now(http: &reqwest::Client, node: &str) -> anyhow::Result<Value> {
-    let url = format!("{node}/v1/admin/status");
-    crate::client::send_json(
-        http.get(&url).timeout(Duration::from_millis(900)),
-        &format!("GET {url}"),
-    )
-    .await
+async fn status_now(admin: &AdminClient, node: &str) -> anyhow::Result<NodeStatus> {
+    Ok(admin.status(node).await?)
 }
 
 /// n1's p99 over the budget (None: too few requests to say).
 async fn source_pressure(
-    http: &reqwest::Client,
+    admin: &AdminClient,
     b: &Budgets,
     budget: f64,
     stats: &ThrottleStats,
 ) -> anyhow::Result<Option<f64>> {
-    let s = status_now(http, &b.n1).await?;
-    let l = &s["data_latency"];
-    if !l.is_object() {
-        anyhow::bail!("n1 reports no data_latency (a node older than this command?)");
-    }
-    if l["requests"].as_u64().unwrap_or(0) < MIN_REQUESTS {
+    let l = status_now(admin, &b.n1).await?.data_latency;
+    if l.requests < MIN_REQUESTS {
         return Ok(None);
     }
-    let p = l["p99_ms"].as_f64();
+    let p = l.p99_ms;
     if let Some(p) = p.filter(|p| p.is_finite()) {
         stats
             .max_p99_ms
@@ -133,16 +126,16 @@ async fn source_pressure(
 
 /// n2's journal lag over the budget.
 async fn lag_pressure(
-    http: &reqwest::Client,
+    admin: &AdminClient,
     b: &Budgets,
     budget: u64,
     stats: &ThrottleStats,
 ) -> anyhow::Result<Option<f64>> {
-    let s = status_now(http, &b.n2).await?;
-    if let Some(e) = s["apply"]["lag_error"].as_str() {
+    let s = status_now(admin, &b.n2).await?;
+    if let Some(e) = s.apply.as_ref().and_then(|a| a.lag_error.as_deref()) {
         anyhow::bail!("n2 cannot tell its journal lag: {e}");
     }
-    let lag = crate::client::journal_lag(&s).max(0) as u64;
+    let lag = s.journal_lag().max(0) as u64;
     stats.max_apply_lag.fetch_max(lag, Ordering::Relaxed);
     Ok(Some(lag as f64 / budget.max(1) as f64))
 }
@@ -150,7 +143,7 @@ async fn lag_pressure(
 /// Runs until aborted: reads the budgets' signals every second and sets
 /// `rate`.
 pub async fn control(
-    http: reqwest::Client,
+    admin: AdminClient,
     budgets: Budgets,
     ceiling: u64,
     rate: Arc<AtomicU64>,
@@ -169,11 +162,11 @@ pub async fn control(
         let per_sec = rows.saturating_sub(last_rows);
         last_rows = rows;
         let source = match budgets.source_p99_ms {
-            Some(budget) => Some(source_pressure(&http, &budgets, budget, &stats).await),
+            Some(budget) => Some(source_pressure(&admin, &budgets, budget, &stats).await),
             None => None,
         };
         let lag = match budgets.apply_lag {
-            Some(budget) => Some(lag_pressure(&http, &budgets, budget, &stats).await),
+            Some(budget) => Some(lag_pressure(&admin, &budgets, budget, &stats).await),
             None => None,
         };
         stats.checks.fetch_add(1, Ordering::Relaxed);

@@ -15,3 +15,8 @@ mod stack;
 pub use load::*;
 pub use node_proc::*;
 pub use stack::*;
+
+/// An admin client for the tests' deployments (no token, no CA).
+pub fn admin_client() -> northwest_control::AdminClient {
+    northwest_control::AdminClient::new(None, Vec::new(), northwest_migrate::ADMIN_TIMEOUT)
+}

@@ -334,8 +334,13 @@ async fn admin_and_data_planes_need_their_tokens_and_a_migration_runs_with_them(
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The record of the migration is readable with the deployment's
     // credentials (its znodes carry ACLs).
-    northwest_migrate::use_admin_token_file(&a.admin_file).unwrap();
-    let rec = northwest_migrate::load_state(&zk_addr(), Some(&a.zk_auth), &n1, "app")
+    let admin = northwest_control::AdminClient::from_files(
+        Some(&a.admin_file),
+        None,
+        northwest_migrate::ADMIN_TIMEOUT,
+    )
+    .unwrap();
+    let rec = northwest_migrate::load_state(&zk_addr(), Some(&a.zk_auth), &admin, &n1, "app")
         .await
         .expect("the migration record, read with the deployment's credentials");
     assert_eq!(rec.phase, northwest_migrate::Phase::Done, "{rec:?}");

@@ -85,9 +85,15 @@ async fn fresh_target_from_compacted_snapshot_and_journal_equals_n1() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let st = northwest_migrate::load_state(&zk_addr(), None, &p.n1.base, "app")
-        .await
-        .unwrap();
+    let st = northwest_migrate::load_state(
+        &zk_addr(),
+        None,
+        &northwest_tests::admin_client(),
+        &p.n1.base,
+        "app",
+    )
+    .await
+    .unwrap();
     let topic = st.snapshot_topic.clone();
     // Writes after the snapshot: overwrites and deletes only the journal has.
     random_load(&p.n1.base, "app", 500, 100, 8).await;

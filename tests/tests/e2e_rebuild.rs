@@ -98,9 +98,15 @@ async fn a_fresh_node_is_rebuilt_from_the_topics_with_n1_stopped() {
         "{:?}",
         acked.errors.lock().unwrap()
     );
-    let st = northwest_migrate::load_state(&zk_addr(), None, &p.n1.base, "app")
-        .await
-        .unwrap();
+    let st = northwest_migrate::load_state(
+        &zk_addr(),
+        None,
+        &northwest_tests::admin_client(),
+        &p.n1.base,
+        "app",
+    )
+    .await
+    .unwrap();
     // n1 stops (cleanly: everything it acknowledged is in the journal) and
     // the journal loses every record before the snapshot's offsets, so n3
     // can get the older history from the snapshot topic only.
