@@ -11,19 +11,34 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
-    /// Deployment name (`n1`, `n2`): carried in journal records as the origin.
+    /// Deployment name (`n1`, `n2`; default `n1`; letters, digits, `_`,
+    /// `.`, `-`): carried in journal records as the origin, claimed in
+    /// ZooKeeper as `<root>/nodes/<name>/claim` (one process per name), and the
+    /// lock domain under `coordination.lock_scope = "deployment"`.
     pub name: String,
-    /// Where the store keeps its data.
+    /// Where the store keeps its data: the RocksDB directory and the
+    /// checkpoints a snapshot streams from (default `.northwest/n1`).
+    /// Overridden by `--data-dir` (`NORTHWEST_DATA_DIR`).
     pub data_dir: PathBuf,
+    /// `[http]`: the listener of the data API, the admin API, the dashboard
+    /// and `/metrics`, and its authentication and TLS.
     pub http: HttpConfig,
+    /// `[store]`: the storage engine, transactions, delete markers and the
+    /// read cache.
     pub store: StoreSection,
+    /// `[coordination]`: ZooKeeper (or in-process) locks, transaction ids,
+    /// and the cutover and migration records.
     pub coordination: CoordinationConfig,
+    /// `[journal]`: the Kafka journal this node writes (a source) or
+    /// applies (a target).
     pub journal: JournalConfig,
     /// A client properties file (`name=value` lines, as Kafka's tools'
     /// `--command-config`) merged into `[kafka]`: keeps SASL passwords out
-    /// of the main config. A name set in both is refused.
+    /// of the main config. A name set in both is refused. Default: unset.
     pub kafka_properties_file: Option<PathBuf>,
-    /// librdkafka properties passed through to every client (e.g. `linger.ms`).
+    /// `[kafka]`: librdkafka properties passed through to every client
+    /// (e.g. `"linger.ms" = "5"`; default: none). Unknown or invalid ones are
+    /// refused at start with librdkafka's message.
     pub kafka: BTreeMap<String, String>,
 }
 
@@ -54,21 +69,29 @@ impl std::fmt::Debug for NodeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
+    /// Address and port the node serves on (default `127.0.0.1:8081`). An
+    /// address other hosts can reach requires `admin_token_file`.
+    /// Overridden by `--listen` (`NORTHWEST_LISTEN`).
     pub listen: SocketAddr,
-    /// Largest accepted entity value; larger requests get 413.
+    /// Largest accepted entity value, bytes (default 1048576 = 1 MiB;
+    /// 1..=67108864); larger requests get 413. A transaction body may be 8
+    /// times this.
     pub max_value_bytes: usize,
     /// A file holding the admin bearer token (status, metrics, replay,
     /// fence, proxy, promote, checkpoint, snapshot load, digest). Required
-    /// when `listen` is not a loopback address.
+    /// when `listen` is not a loopback address. Default: unset (admin API
+    /// open to loopback callers). Overridden by `--admin-token-file`
+    /// (`NORTHWEST_ADMIN_TOKEN_FILE`).
     pub admin_token_file: Option<PathBuf>,
     /// A TOML file of data-API tokens, each scoped to namespaces
     /// (`[[token]] name = "...", token = "...", namespaces = ["app"]`).
-    /// Unset: the data API takes unauthenticated requests.
+    /// Unset (the default): the data API takes unauthenticated requests.
+    /// Overridden by `--data-tokens-file` (`NORTHWEST_DATA_TOKENS_FILE`).
     pub data_tokens_file: Option<PathBuf>,
     /// PEM certificate chain: with `tls_key_file`, the listener serves
-    /// HTTPS only.
+    /// HTTPS only. Default: unset (plain HTTP); set both or neither.
     pub tls_cert_file: Option<PathBuf>,
-    /// PEM private key of `tls_cert_file`.
+    /// PEM private key of `tls_cert_file` (default: unset).
     pub tls_key_file: Option<PathBuf>,
     /// PEM CA bundle the node's own calls to peers (the proxy forwarding to
     /// n2, the promote call) verify their certificates against; unset: the
@@ -78,6 +101,7 @@ pub struct HttpConfig {
     /// to a loopback listener may name (a reverse proxy on the same host
     /// that keeps the client's Host). Others are refused: a web page that
     /// rebinds its own name to 127.0.0.1 must not reach the node.
+    /// Default: none.
     pub allowed_hosts: Vec<String>,
 }
 
@@ -91,26 +115,36 @@ pub enum EngineKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
+    /// `rocksdb` (the default: RocksDB under `data_dir`) or `memory` (in
+    /// process, lost when it exits; for tests).
     pub engine: EngineKind,
     /// fsync every commit before acknowledging it (the default: survives
     /// power loss, not just a process crash; concurrent commits share one
     /// fsync). `false` is the fast mode: a kernel crash or power loss may
     /// drop the last acknowledged writes.
     pub sync_writes: bool,
-    /// Attempts per transaction on retriable failures (the paper uses 3).
+    /// Attempts per transaction, the first included (default 3, as in the
+    /// paper; >= 1): a coordination failure (lock timeout, lost ZooKeeper
+    /// session) is retried with backoff, nothing else is.
     pub retries: u32,
-    /// Transaction ids fetched from ZooKeeper at a time.
+    /// Transaction ids fetched from ZooKeeper at a time (at least 1;
+    /// default 1000).
     pub id_block: u64,
     /// Delete markers older than this may be garbage-collected (fractions
     /// allowed); 0 disables marker GC. On a target node a marker also waits
     /// until the journal records that could carry an older version of its
-    /// key have left the broker (see DESIGN.md).
+    /// key have left the broker (see DESIGN.md). Default 168 (7 days);
+    /// 0..=876000. On a source or a target (`journal.enabled` or
+    /// `journal.apply`) a nonzero value must not be shorter than
+    /// `journal.retention_ms`.
     pub marker_retention_hours: f64,
-    /// Seconds between marker GC passes (each scans every entity).
+    /// Seconds between marker GC passes (each scans every entity; default
+    /// 3600; 1..=86400). The first pass runs 10 s after start, or after
+    /// one interval if that is shorter.
     pub marker_gc_interval_s: u64,
     /// MiB of entity records kept in the read cache (moka, frequency and
-    /// recency based); 0: no cache. A migration warms the target's cache
-    /// with the source's hot keys.
+    /// recency based; default 128; at most 1048576); 0: no cache. A
+    /// migration warms the target's cache with the source's hot keys.
     pub read_cache_mb: u64,
 }
 
@@ -125,25 +159,44 @@ pub enum CoordinationMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoordinationConfig {
+    /// `zookeeper` (the default) or `local`: in-process locks and ids, no
+    /// name claim, proxy and promotion state not kept across restarts; one
+    /// process only, for development. The other fields of this table apply
+    /// to `zookeeper` only.
     pub mode: CoordinationMode,
-    /// ZooKeeper connect string `host:port[,host:port]`.
+    /// ZooKeeper connect string `host:port[,host:port]` (default
+    /// `127.0.0.1:2181`). Overridden by `--zk` (`NW_ZK`).
     pub connect: String,
-    /// Root znode shared by every deployment of one migration (n1 and n2).
+    /// Root znode shared by every deployment of one migration (n1 and n2;
+    /// default `/northwest/default`; `/a[/b...]`, no trailing `/`).
+    /// Overridden by `--zk-root` (`NORTHWEST_ZK_ROOT`).
     pub root: String,
+    /// ZooKeeper session timeout, ms (default 6000; 4000..=40000): a
+    /// crashed process's leases and name claim vanish this long after it
+    /// last reached ZooKeeper, and a restarted node may wait this + 2 s for
+    /// its old claim to go.
     pub session_timeout_ms: u64,
+    /// How long a transaction waits for its entity groups' leases, ms
+    /// (default 10000; > 0); then it fails with a lock timeout (retried per
+    /// `store.retries`, then 503 `coordination`).
     pub lock_timeout_ms: u64,
+    /// A lease not used for this long is given back, ms (more than 0;
+    /// default 2000).
     pub lease_idle_ms: u64,
+    /// A lease held this long is given back at the end of its next
+    /// transaction even if no other process asked for it, ms (default
+    /// 5000): the backstop should the hand-over signal be lost.
     pub lease_max_hold_ms: u64,
     /// `deployment`: entity-group locks exclude the processes of this
     /// deployment (its writers, apply loop and snapshot loader); `shared`:
     /// also every other deployment under `root` (the paper's behaviour; n1's
-    /// writers then contend with n2's apply loop).
+    /// writers then contend with n2's apply loop). Default `deployment`.
     pub lock_scope: LockScope,
     /// A file holding ZooKeeper digest credentials (`user:password`): every
     /// znode under `root` is then created readable and writable only with
     /// them. Every process of the deployment (n1, n2, `migrate
     /// --zk-auth-file`) uses the same. Takes effect for znodes created from
-    /// then on: start from a fresh root.
+    /// then on: start from a fresh root. Default: unset (open ACLs).
     pub auth_file: Option<PathBuf>,
 }
 
@@ -173,30 +226,58 @@ pub enum OutboxFull {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
-    /// Journal every commit to Kafka (N1 during a migration).
+    /// Journal every commit to Kafka (N1 during a migration; default
+    /// false). Not together with `apply`.
     pub enabled: bool,
-    /// Apply the journal into this node's store (N2).
+    /// Apply the journal into this node's store (N2; default false): the
+    /// node is then a read-only replica until a namespace is promoted.
     pub apply: bool,
+    /// Kafka bootstrap servers `host:port[,host:port]` for every client of
+    /// the node (default `127.0.0.1:9092`). Overridden by `--brokers`
+    /// (`NW_KAFKA`).
     pub brokers: String,
+    /// The journal topic (default `northwest.journal`): a source writes it,
+    /// its target applies the same one; a promoted target writes
+    /// `<topic>.reverse`. Overridden by `--topic` (`NORTHWEST_TOPIC`).
     pub topic: String,
+    /// Partitions of the journal topics the node creates (at least 1;
+    /// default 8). An existing topic with another count is used as it is.
     pub partitions: i32,
+    /// `async` (the default): acknowledge a write after the local commit
+    /// (its outbox entry is in the same write); `sync`: also wait, up to
+    /// 10 s, until Kafka acknowledged its journal record, else 503
+    /// `journal_pending` (committed, still to be shipped).
     pub durability: Durability,
+    /// Most journal entries committed and not yet shipped to Kafka the
+    /// outbox holds (default 1000000; >= 1); then `outbox_full` decides.
     pub outbox_limit: u64,
+    /// With the outbox full: `reject` (the default) the write with 503
+    /// `outbox_full`, or `block`: wait up to 10 s for room, then reject.
     pub outbox_full: OutboxFull,
-    /// Where undecodable journal records go.
+    /// Where undecodable journal records go (default
+    /// `northwest.journal.dlq`; must differ from `topic`). Overridden by
+    /// `--dlq-topic` (`NORTHWEST_DLQ_TOPIC`).
     pub dead_letter_topic: String,
-    /// `dead-letter` or `halt` when a journal record cannot be decoded.
+    /// `dead-letter` (the default) or `halt` (stop that partition) when a
+    /// journal record cannot be decoded.
     pub poison_policy: PoisonPolicy,
-    /// Records applied per RocksDB write.
+    /// Records applied per RocksDB write (default 2000; >= 1).
     pub apply_batch: usize,
-    /// Count effects per transaction on the target (tests prove no double apply).
+    /// Count effects per transaction on the target (default false; tests
+    /// prove no double apply).
     pub apply_log: bool,
+    /// Replication factor of the journal topics the node creates (default
+    /// 1); they get `min.insync.replicas` = this − 1, at least 1.
     pub replication_factor: i32,
-    /// Journal retention; a re-migration from offset 0 needs all of it.
+    /// Retention of the journal topics the node creates, ms (default
+    /// 604800000 = 7 days); a re-migration from offset 0 needs all of it.
+    /// On a source or a target it must not outlive
+    /// `store.marker_retention_hours` (nor be -1) unless marker GC is off.
     pub retention_ms: i64,
-    /// The largest journal record (bytes). Producers and every topic the
-    /// node creates are configured above it, and it must carry the largest
-    /// transaction the API accepts (8 × http.max_value_bytes of body).
+    /// The largest journal record (bytes; default 10485760 = 10 MiB, at most
+    /// 90 MiB). Producers and every topic the node creates are configured
+    /// above it, and it must carry the largest transaction the API accepts
+    /// (8 × http.max_value_bytes of body, plus 64 KiB).
     pub max_message_bytes: usize,
 }
 

@@ -273,7 +273,7 @@ fn summary_line(r: &RunReport) -> String {
     )
 }
 
-/// The soak table README records: faults by kind and the checker's totals.
+/// The soak table docs/verification.md records: faults by kind and the checker's totals.
 pub fn table(reports: &[RunReport]) -> String {
     let mut by_kind: BTreeMap<(String, String), u64> = BTreeMap::new();
     for r in reports {
