@@ -14,7 +14,7 @@
 #   deploy/stack.sh start-broker N     start Kafka node N again (same data); wait until it serves
 #   deploy/stack.sh pause-broker N     SIGSTOP Kafka node N (tests: a broker that hangs, not dies)
 #   deploy/stack.sh resume-broker N    SIGCONT Kafka node N
-#   deploy/stack.sh kill-zk            kill -9 ZooKeeper (tests and `northwest chaos`)
+#   deploy/stack.sh kill-zk            kill -9 ZooKeeper (tests and `northwest-chaos`)
 #   deploy/stack.sh start-zk           start ZooKeeper again (same data); wait until it serves
 #   deploy/stack.sh kafka TOOL [ARGS]  run a Kafka CLI tool from the cached jars, e.g.
 #                                      `kafka kafka-topics --bootstrap-server 127.0.0.1:9092 --list`
@@ -960,7 +960,7 @@ node_arg() {
   echo "$n"
 }
 
-# kill -9 of one service (tests and `northwest chaos` inject faults with it).
+# kill -9 of one service (tests and `northwest-chaos` inject faults with it).
 kill9_service() {
   local name=$1 pid
   pid=$(find_pid "$name")

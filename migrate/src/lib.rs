@@ -17,11 +17,16 @@
 mod abort;
 mod args;
 mod client;
+mod compare;
+mod cutover;
+mod drain;
+mod manifest;
 pub mod ops;
 mod phases;
 mod progress;
 mod rebuild;
 mod rollback;
+mod snapshot_phase;
 mod state;
 mod throttle;
 
@@ -65,7 +70,21 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
     if a.rollback {
         return rollback::rollback(&ctx, existing).await;
     }
-    let mut st = match existing {
+    let Some(mut st) = resume_or_start(existing, &a, &s1)? else {
+        return Ok(());
+    };
+    drive(&ctx, &mut st).await
+}
+
+/// The record this run continues (a new one when there is none, or when the
+/// recorded one may be replaced); `None`: the migration is done already
+/// (reported). Refused when the record belongs to another migration.
+fn resume_or_start(
+    existing: Option<MigrationRecord>,
+    a: &MigrateArgs,
+    s1: &NodeStatus,
+) -> anyhow::Result<Option<MigrationRecord>> {
+    let st = match existing {
         Some(st) if st.phase == Phase::Done && (st.from != a.from || st.to != a.to) => {
             return Err(Refused(format!(
                 "namespace {} was already migrated from {} to {} (migration {}); \
@@ -87,7 +106,8 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
                 "migration {} of namespace {} is already done (n2 {} is primary)",
                 st.id, st.ns, st.to
             );
-            return state::report(&st, a.json);
+            state::report(&st, a.json)?;
+            return Ok(None);
         }
         // A record that never got past the checks (no checkpoint, no fence)
         // is replaced by a corrected command rather than blocking it.
@@ -103,7 +123,7 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
                 st.to,
                 st.phase.name()
             );
-            new_state(&a, &s1)
+            new_state(a, s1)
         }
         Some(st) if st.phase != Phase::Aborted => {
             if st.from != a.from || st.to != a.to {
@@ -116,8 +136,15 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
             eprintln!("resuming migration {} at phase {}", st.id, st.phase.name());
             st
         }
-        _ => new_state(&a, &s1),
+        _ => new_state(a, s1),
     };
+    Ok(Some(st))
+}
+
+/// Runs the phases from the record's phase to done, saving the record after
+/// every step; a failure is recorded and says how to resume.
+async fn drive(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
+    let a = &ctx.a;
     st.runs += 1;
     st.error = None;
     st.phase_started_ms
@@ -125,20 +152,20 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
     // A run refused by the init checks writes nothing: the record is saved
     // from the first step that passed (or failed rather than refused).
     if st.phase != Phase::Init {
-        ctx.save(&st).await?;
+        ctx.save(st).await?;
     }
     let total = PHASES - 1;
     while st.phase != Phase::Done {
         let phase = st.phase;
         let t = Instant::now();
-        let r = phases::run_phase(&ctx, &mut st).await;
+        let r = phases::run_phase(ctx, st).await;
         *st.phase_seconds.entry(format!("{phase:?}")).or_default() += t.elapsed().as_secs_f64();
         if let Err(e) = r {
             if let (Some(r), Phase::Init) = (e.downcast_ref::<Refused>(), phase) {
                 return Err(Refused(r.0.clone()).into());
             }
             st.error = Some(format!("{e:#}"));
-            ctx.save(&st).await?;
+            ctx.save(st).await?;
             bail!("migration stopped in phase {}: {e:#}\nfix the cause and run the same command again to resume, or run it with --abort to roll back", phase.name());
         }
         if !a.quiet {
@@ -147,12 +174,12 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
                 phase as usize + 1,
                 phase.name(),
                 t.elapsed().as_secs_f64(),
-                state::phase_detail(&st, phase)
+                state::phase_detail(st, phase)
             );
         }
         st.phase = phase.next();
         st.phase_started_ms = Some(northwest_store::store::now_ms_pub());
-        ctx.save(&st).await?;
+        ctx.save(st).await?;
         if Some(phase) == a.stop_after {
             eprintln!(
                 "stopped after phase {} as asked; run again to resume",
@@ -161,7 +188,7 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    state::report(&st, a.json)
+    state::report(st, a.json)
 }
 
 /// The orchestrator's connections, for the deployment `status` (a node's

@@ -14,117 +14,76 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use northwest_control::api::{self, LoadSnapshotRequest, LoadSnapshotResponse, NodeStatus};
-use northwest_control::record::{DigestSummary, SnapshotManifest as Manifest};
-use northwest_control::{AdminClient, MigrationRecord, Phase};
+use northwest_control::record::SnapshotManifest as Manifest;
+use northwest_control::{AdminClient, Phase};
 use serde::Serialize;
-use zookeeper_client as zk;
 
-use crate::client::{high_watermarks, watermarks, Ctx};
+use crate::client::{watermarks, Ctx};
+use crate::compare::{compare, Comparison};
+use crate::manifest::{choose, manifests};
 use crate::state::Refused;
 use crate::MigrateArgs;
 
-/// Records `st`'s snapshot as complete (after its last row was delivered).
-pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
-    let (c, t) = (ctx.hw.clone(), st.snapshot_topic.clone());
-    let ends = tokio::task::spawn_blocking(move || watermarks(&c, &t))
-        .await?
-        .context("reading the snapshot topic's end offsets")?;
-    let m = Manifest {
-        topic_ends: ends.into_iter().map(|(p, (_, high))| (p, high)).collect(),
-        id: st.id.clone(),
-        namespace: st.ns.clone(),
-        topic: st.snapshot_topic.clone(),
-        journal_topic: st.journal_topic.clone(),
-        journal_from: st.hwms.clone(),
-        journal_from_at_ms: st.hwms_at_ms,
-        rows: st.snapshot_rows,
-        source: st.from_name.clone().unwrap_or_else(|| st.from.clone()),
-        completed_at_ms: northwest_store::store::now_ms_pub(),
-    };
-    ctx.mkdirs(&ctx.layout.snapshots(&st.ns)).await?;
-    let path = ctx.layout.snapshot(&st.ns, &st.id);
-    let data = serde_json::to_vec(&m)?;
-    let opts = zk::CreateMode::Persistent.with_acls(ctx.acls);
-    match ctx.zk.create(&path, &data, &opts).await {
-        Ok(_) => Ok(()),
-        // A resumed run that had recorded it already: the same image.
-        Err(zk::Error::NodeExists) => ctx
-            .zk
-            .set_data(&path, &data, None)
-            .await
-            .map(|_| ())
-            .map_err(|e| anyhow!("recording the snapshot manifest {path}: {e}")),
-        Err(e) => bail!("recording the snapshot manifest {path}: {e}"),
-    }
-}
-
-/// The recorded complete snapshots of `ns`, newest first.
-async fn manifests(ctx: &Ctx, ns: &str) -> anyhow::Result<Vec<Manifest>> {
-    let dir = ctx.layout.snapshots(ns);
-    let ids = match ctx.zk.list_children(&dir).await {
-        Ok(ids) => ids,
-        Err(zk::Error::NoNode) => Vec::new(),
-        Err(e) => bail!("listing {dir}: {e}"),
-    };
-    let mut out = Vec::new();
-    for id in ids {
-        let path = format!("{dir}/{id}");
-        match ctx.zk.get_data(&path).await {
-            Ok((d, _)) => match serde_json::from_slice::<Manifest>(&d) {
-                Ok(m) => out.push(m),
-                Err(e) => {
-                    tracing::warn!(%path, error = %e, "skipping an unreadable snapshot manifest")
-                }
-            },
-            Err(zk::Error::NoNode) => {}
-            Err(e) => bail!("reading {path}: {e}"),
-        }
-    }
-    // Newest image first: by when its journal offsets were read (a resumed
-    // old snapshot can complete after a newer one).
-    out.sort_by_key(|m| std::cmp::Reverse(m.journal_from_at_ms.unwrap_or(m.completed_at_ms)));
-    Ok(out)
-}
-
-/// The snapshot to rebuild from, or a refusal naming what there is.
-fn choose(
-    all: &[Manifest],
-    want: Option<&str>,
-    ns: &str,
-    journal: &str,
-    dir: &str,
-) -> Result<Manifest, Refused> {
-    let listed = || {
-        all.iter()
-            .map(|m| format!("{} ({} rows, journal {})", m.id, m.rows, m.journal_topic))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(id) = want {
-        return all.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
-            Refused(format!(
-                "no complete snapshot {id} of namespace {ns} under {dir}; recorded: [{}]",
-                listed()
-            ))
-        });
-    }
-    all.iter()
-        .find(|m| m.journal_topic == journal)
-        .cloned()
-        .ok_or_else(|| {
-            Refused(format!(
-                "no complete snapshot of namespace {ns} over journal {journal} is recorded under \
-                 {dir} (recorded: [{}]); one is recorded when a `northwest migrate` finishes its \
-                 snapshot phase, which needs the source node up",
-                listed()
-            ))
-        })
-}
-
 pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
     let started = Instant::now();
+    let (ns, n3) = (a.namespace.clone(), a.to.clone());
+    let (ctx, journal) = preflight(&a, admin).await?;
+    let dir = ctx.layout.snapshots(&ns);
+    let m = choose(
+        &manifests(&ctx, &ns).await?,
+        a.snapshot.as_deref(),
+        &ns,
+        &journal,
+        &dir,
+    )?;
+    let (c, jt, st) = (ctx.hw.clone(), journal.clone(), m.topic.clone());
+    let (jw, sw) = tokio::task::spawn_blocking(move || {
+        let jw = watermarks(&c, &jt);
+        (jw, watermarks(&c, &st))
+    })
+    .await?;
+    let jw = jw.context("reading the journal's offsets")?;
+    let sw = sw.map_err(|e| format!("its topic cannot be read ({e:#})"));
+    check_offsets(&m, &journal, &n3, &jw, sw)?;
+    let from3 = n3_journal_from(&ctx, &n3, &m).await?;
+    check_n3_start(&m, &n3, &from3)?;
+    if !a.quiet {
+        eprintln!(
+            "[1/3] checks: snapshot {} of {ns} ({} rows from {}, topic {}); n3 applies the \
+             journal from {:?}, the image needs {:?}",
+            m.id, m.rows, m.source, m.topic, from3, m.journal_from
+        );
+    }
+    let t = Instant::now();
+    let rows = load(&ctx, &n3, &m).await?;
+    if !a.quiet {
+        eprintln!(
+            "[2/3] load: {rows} rows in {:.1} s, journal caught up",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let compared = compare_if_asked(&ctx, &a, &journal).await?;
+    let warning = dead_letter_warning(&ctx, &n3, &ns).await?;
+    let report = RebuildReport {
+        warning,
+        rebuilt: &ns,
+        to: &n3,
+        snapshot: &m,
+        n3_journal_from: &from3,
+        journal_log_start: jw.iter().map(|(p, (low, _))| (*p, *low)).collect(),
+        loaded_rows: rows,
+        seconds: started.elapsed().as_secs_f64(),
+        compare: compared.as_ref(),
+    };
+    finish(&a, &report)
+}
+
+/// n3 is a target that may be rebuilt, and no migration holds the
+/// namespace in a way that puts writes outside the topics: the orchestrator's
+/// connections and n3's journal topic.
+async fn preflight(a: &MigrateArgs, admin: AdminClient) -> anyhow::Result<(Ctx, String)> {
     let (ns, n3) = (a.namespace.clone(), a.to.clone());
     let s3 = admin
         .status(&n3)
@@ -144,7 +103,7 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
         .into());
     }
     let journal = s3.journal_topic.clone();
-    let ctx = crate::connect(&a, admin, &s3).await?;
+    let ctx = crate::connect(a, admin, &s3).await?;
     ctx.take_ownership(a.quiet).await?;
     if let Some(h) = s3.halted() {
         return Err(Refused(format!(
@@ -158,7 +117,8 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
         if matches!(mig.phase, Phase::Proxy | Phase::Switch | Phase::Done) {
             return Err(Refused(format!(
                 "namespace {ns} was cut over to {} (migration {}): the writes it took since are \
-                 in no topic, so the topics no longer hold the namespace; copy it from {} instead",
+                 in its reverse journal, which a rebuild does not read, so the journal and \
+                 snapshot topics no longer hold the namespace; copy it from {} instead",
                 mig.to, mig.id, mig.to
             ))
             .into());
@@ -172,58 +132,27 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
             .into());
         }
     }
-    let dir = ctx.layout.snapshots(&ns);
-    let m = choose(
-        &manifests(&ctx, &ns).await?,
-        a.snapshot.as_deref(),
-        &ns,
-        &journal,
-        &dir,
-    )?;
+    Ok((ctx, journal))
+}
+
+/// The snapshot topic and the journal still hold what snapshot `m` needs:
+/// the topic every row it was written with, the journal the same partitions,
+/// not recreated, and every record just after the image. `jw`/`sw`: the
+/// journal's and the snapshot topic's (log start, end) per partition.
+fn check_offsets(
+    m: &Manifest,
+    journal: &str,
+    n3: &str,
+    jw: &BTreeMap<i32, (i64, i64)>,
+    sw: Result<BTreeMap<i32, (i64, i64)>, String>,
+) -> Result<(), Refused> {
     if m.journal_topic != journal {
         return Err(Refused(format!(
             "snapshot {} continues journal {}, but {n3} applies {journal}",
             m.id, m.journal_topic
-        ))
-        .into());
+        )));
     }
-    let (c, jt, st) = (ctx.hw.clone(), journal.clone(), m.topic.clone());
-    let (jw, sw) = tokio::task::spawn_blocking(move || {
-        let jw = watermarks(&c, &jt);
-        (jw, watermarks(&c, &st))
-    })
-    .await?;
-    let jw = jw.context("reading the journal's offsets")?;
-    let unusable = |why: String| {
-        Refused(format!(
-            "snapshot {} is unusable: {why}; choose another with --snapshot, or take a fresh one",
-            m.id
-        ))
-    };
-    let sw = sw.map_err(|e| unusable(format!("its topic cannot be read ({e:#})")))?;
-    if !m.topic_ends.is_empty() {
-        if sw.len() != m.topic_ends.len() {
-            return Err(unusable(format!(
-                "its topic {} has {} partitions, {} when it was written",
-                m.topic,
-                sw.len(),
-                m.topic_ends.len()
-            ))
-            .into());
-        }
-        // Compaction keeps offsets and the log start; only a cut, a
-        // recreated topic or lost data moves them.
-        if let Some((p, (low, high))) = sw
-            .iter()
-            .find(|(p, (low, high))| *low > 0 || *high < m.topic_ends[p])
-        {
-            return Err(unusable(format!(
-                "its topic {} partition {p} holds offsets {low}..{high}, but 0..{} were written",
-                m.topic, m.topic_ends[p]
-            ))
-            .into());
-        }
-    }
+    check_snapshot_topic(m, sw)?;
     if jw.len() != m.journal_from.len() {
         return Err(Refused(format!(
             "the journal {journal} has {} partitions but snapshot {} recorded {}: it was \
@@ -231,8 +160,7 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
             jw.len(),
             m.id,
             m.journal_from.len()
-        ))
-        .into());
+        )));
     }
     if let Some((p, h)) = m
         .journal_from
@@ -243,8 +171,7 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
             "the journal {journal} ends at {} in partition {p}, before snapshot {}'s offset {h}: \
              it was recreated, so the snapshot's offsets mean nothing in it",
             jw[p].1, m.id
-        ))
-        .into());
+        )));
     }
     // Partitions whose records just after the image are gone from the
     // journal. Even a node that applied them must not load this image: its
@@ -264,10 +191,51 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
              snapshot with `northwest migrate` from a live source",
             m.id,
             expired.join("; ")
-        ))
-        .into());
+        )));
     }
-    let from3 = n3_journal_from(&ctx, &n3, &m).await?;
+    Ok(())
+}
+
+/// The snapshot topic holds every row it was written with (`sw`: its log
+/// start and end per partition, or why they could not be read).
+fn check_snapshot_topic(
+    m: &Manifest,
+    sw: Result<BTreeMap<i32, (i64, i64)>, String>,
+) -> Result<(), Refused> {
+    let unusable = |why: String| {
+        Refused(format!(
+            "snapshot {} is unusable: {why}; choose another with --snapshot, or take a fresh one",
+            m.id
+        ))
+    };
+    let sw = sw.map_err(unusable)?;
+    if !m.topic_ends.is_empty() {
+        if sw.len() != m.topic_ends.len() {
+            return Err(unusable(format!(
+                "its topic {} has {} partitions, {} when it was written",
+                m.topic,
+                sw.len(),
+                m.topic_ends.len()
+            )));
+        }
+        // Compaction keeps offsets and the log start; only a cut, a
+        // recreated topic or lost data moves them.
+        if let Some((p, (low, high))) = sw
+            .iter()
+            .find(|(p, (low, high))| *low > 0 || *high < m.topic_ends[p])
+        {
+            return Err(unusable(format!(
+                "its topic {} partition {p} holds offsets {low}..{high}, but 0..{} were written",
+                m.topic, m.topic_ends[p]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// n3 applied every journal partition from at or before the image's offsets
+/// (`from3`: where it began), so no record between image and journal is lost.
+fn check_n3_start(m: &Manifest, n3: &str, from3: &BTreeMap<i32, i64>) -> Result<(), Refused> {
     let late: Vec<String> = m
         .journal_from
         .iter()
@@ -284,28 +252,22 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
              target starts at the journal's log start, still at or before those offsets)",
             m.id,
             late.join("; ")
-        ))
-        .into());
+        )));
     }
-    if !a.quiet {
-        eprintln!(
-            "[1/3] checks: snapshot {} of {ns} ({} rows from {}, topic {}); n3 applies the \
-             journal from {:?}, the image needs {:?}",
-            m.id, m.rows, m.source, m.topic, from3, m.journal_from
-        );
-    }
-    let t = Instant::now();
-    let rows = load(&ctx, &n3, &m).await?;
-    if !a.quiet {
-        eprintln!(
-            "[2/3] load: {rows} rows in {:.1} s, journal caught up",
-            t.elapsed().as_secs_f64()
-        );
-    }
-    let compared = match &a.compare {
+    Ok(())
+}
+
+/// With `--compare n2`: n3 and n2 compared at one journal position.
+async fn compare_if_asked(
+    ctx: &Ctx,
+    a: &MigrateArgs,
+    journal: &str,
+) -> anyhow::Result<Option<Comparison>> {
+    let (ns, n3) = (&a.namespace, &a.to);
+    Ok(match &a.compare {
         Some(n2) => {
             let t = Instant::now();
-            let c = compare(&ctx, &journal, n2, &n3, &ns).await?;
+            let c = compare(ctx, journal, n2, n3, ns).await?;
             if !a.quiet {
                 eprintln!(
                     "[3/3] compare: {} at journal position {:?} in {:.1} s",
@@ -317,10 +279,13 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
             Some(c)
         }
         None => None,
-    };
-    // A dead-lettered journal record was skipped: the copy lacks it if it
-    // was of this namespace (n2 skipped it too, so --compare cannot tell).
-    let s3 = ctx.status(&n3).await?;
+    })
+}
+
+/// A dead-lettered journal record was skipped: the copy lacks it if it was
+/// of this namespace (n2 skipped it too, so `--compare` cannot tell).
+async fn dead_letter_warning(ctx: &Ctx, n3: &str, ns: &str) -> anyhow::Result<Option<String>> {
+    let s3 = ctx.status(n3).await?;
     let dead = s3.apply.as_ref().map_or(0, |a| a.dead_lettered);
     let warning = (dead > 0).then(|| {
         format!(
@@ -332,19 +297,20 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
         tracing::warn!("{w}");
         eprintln!("warning: {w}");
     }
-    let report = RebuildReport {
-        warning,
-        rebuilt: &ns,
-        to: &n3,
-        snapshot: &m,
-        n3_journal_from: &from3,
-        journal_log_start: jw.iter().map(|(p, (low, _))| (*p, *low)).collect(),
-        loaded_rows: rows,
-        seconds: started.elapsed().as_secs_f64(),
-        compare: compared.as_ref(),
-    };
+    Ok(warning)
+}
+
+/// Prints the report; a comparison that found a difference fails the run.
+fn finish(a: &MigrateArgs, report: &RebuildReport<'_>) -> anyhow::Result<()> {
+    let (ns, n3, m, rows, compared) = (
+        &a.namespace,
+        &a.to,
+        report.snapshot,
+        report.loaded_rows,
+        report.compare,
+    );
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", serde_json::to_string(report)?);
     } else {
         println!(
             "\nnamespace {ns} rebuilt on {n3} from snapshot {} ({} rows) plus the journal",
@@ -368,7 +334,10 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
             c.n3.digest,
             c.n2.count,
             c.n2.digest,
-            c.note.map(|n| format!("; {n}")).unwrap_or_default()
+            c.note
+                .as_ref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
         );
     }
     Ok(())
@@ -486,96 +455,83 @@ struct RebuildReport<'a> {
     compare: Option<&'a Comparison>,
 }
 
-/// n2 and n3 compared at one journal position.
-#[derive(Debug, Serialize)]
-struct Comparison {
-    with: String,
-    journal_position: BTreeMap<i32, i64>,
-    n2: DigestSummary,
-    n3: DigestSummary,
-    equal: bool,
-    note: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Digests of `ns` on n2 and n3 while both stand at the same journal
-/// position: the journal's end, unchanged from before both reached it to
-/// after both digests were read.
-async fn compare(
-    ctx: &Ctx,
-    journal: &str,
-    n2: &str,
-    n3: &str,
-    ns: &str,
-) -> anyhow::Result<Comparison> {
-    let s2 = ctx.status(n2).await?;
-    if s2.role != "target" || s2.journal_topic != journal {
-        return Err(Refused(format!(
-            "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
-             applying the same journal stands at a comparable position",
-            s2.role, s2.journal_topic
-        ))
-        .into());
-    }
-    let s3 = ctx.status(n3).await?;
-    if s2.name == s3.name {
-        return Err(Refused(format!(
-            "--compare {n2} is the node being rebuilt ({}): compare with another one",
-            s2.name
-        ))
-        .into());
-    }
-    // A promoted n2 took the namespace's writes after its cutover, and those
-    // are in no topic.
-    let note = s2.promoted.iter().any(|n| n == ns).then(|| {
-        format!(
-            "{n2} is the primary of {ns}: writes it took after its cutover are in no topic, \
-             so they are not on n3"
-        )
-    });
-    const ATTEMPTS: u32 = 5;
-    for _ in 0..ATTEMPTS {
-        let (c, t) = (ctx.hw.clone(), journal.to_string());
-        let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for node in [n2, n3] {
-            loop {
-                let stored = ctx.offsets(node).await?.journal;
-                if hw
-                    .iter()
-                    .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
-                {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "{node} did not apply the journal up to {hw:?} in 2 min (stored {stored:?})"
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    fn manifest() -> Manifest {
+        Manifest {
+            id: "m1".into(),
+            namespace: "app".into(),
+            topic: "j.snapshot.app.m1".into(),
+            journal_topic: "j".into(),
+            journal_from: BTreeMap::from([(0, 100), (1, 50)]),
+            journal_from_at_ms: Some(1),
+            rows: 10,
+            topic_ends: BTreeMap::from([(0, 6), (1, 4)]),
+            source: "n1".into(),
+            completed_at_ms: 2,
         }
-        let (d2, d3) = tokio::try_join!(ctx.digest(n2, false), ctx.digest(n3, false))?;
-        let (c, t) = (ctx.hw.clone(), journal.to_string());
-        let after = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
-        if after != hw {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        let pick = |d: &api::DigestResponse| DigestSummary {
-            count: d.count,
-            digest: d.digest.clone(),
-        };
-        return Ok(Comparison {
-            with: n2.to_string(),
-            journal_position: hw,
-            equal: d2.count == d3.count && d2.digest == d3.digest,
-            n2: pick(&d2),
-            n3: pick(&d3),
-            note,
-        });
     }
-    bail!(
-        "the journal moved during each of {ATTEMPTS} comparisons (is the source still writing?): \
-         n3 is rebuilt, but compare it with {n2} while the source is stopped or fenced"
-    )
+
+    fn check(jw: &[(i32, (i64, i64))], sw: &[(i32, (i64, i64))]) -> Result<(), Refused> {
+        let jw: BTreeMap<_, _> = jw.iter().copied().collect();
+        let sw = Ok(sw.iter().copied().collect());
+        check_offsets(&manifest(), "j", "n3", &jw, sw)
+    }
+
+    #[test]
+    fn an_intact_image_with_its_journal_records_passes() {
+        // The journal's log start at or before the image's offsets, the
+        // snapshot topic whole (compaction keeps its offsets).
+        check(&[(0, (90, 200)), (1, (0, 50))], &[(0, (0, 6)), (1, (0, 4))]).unwrap();
+    }
+
+    #[test]
+    fn a_journal_that_dropped_records_after_the_image_is_refused() {
+        let e = check(
+            &[(0, (101, 200)), (1, (0, 50))],
+            &[(0, (0, 6)), (1, (0, 4))],
+        );
+        assert!(e.unwrap_err().0.contains("too old"));
+    }
+
+    #[test]
+    fn a_recreated_or_resized_journal_is_refused() {
+        let shorter = check(&[(0, (0, 99)), (1, (0, 50))], &[(0, (0, 6)), (1, (0, 4))]);
+        assert!(shorter.unwrap_err().0.contains("recreated"));
+        let resized = check(&[(0, (0, 200))], &[(0, (0, 6)), (1, (0, 4))]);
+        assert!(resized.unwrap_err().0.contains("resized"));
+    }
+
+    #[test]
+    fn a_cut_or_lost_snapshot_topic_is_refused() {
+        let cut = check(&[(0, (0, 200)), (1, (0, 50))], &[(0, (2, 6)), (1, (0, 4))]);
+        assert!(cut.unwrap_err().0.contains("unusable"));
+        let short = check(&[(0, (0, 200)), (1, (0, 50))], &[(0, (0, 5)), (1, (0, 4))]);
+        assert!(short.unwrap_err().0.contains("unusable"));
+        let jw = BTreeMap::from([(0, (0, 200)), (1, (0, 50))]);
+        let unreadable = check_offsets(&manifest(), "j", "n3", &jw, Err("gone".into()));
+        assert!(unreadable.unwrap_err().0.contains("gone"));
+    }
+
+    #[test]
+    fn another_journal_is_refused() {
+        let jw = BTreeMap::from([(0, (0, 200)), (1, (0, 50))]);
+        let e = check_offsets(&manifest(), "other", "n3", &jw, Ok(BTreeMap::new()));
+        assert!(e.unwrap_err().0.contains("continues journal j"));
+    }
+
+    #[test]
+    fn n3_must_have_applied_from_the_image_on() {
+        let m = manifest();
+        check_n3_start(&m, "n3", &BTreeMap::from([(0, 100), (1, 0)])).unwrap();
+        let late = check_n3_start(&m, "n3", &BTreeMap::from([(0, 101), (1, 0)]));
+        assert!(late.unwrap_err().0.contains("partition 0 from 101"));
+        let unknown = check_n3_start(&m, "n3", &BTreeMap::from([(0, 0)]));
+        assert!(unknown
+            .unwrap_err()
+            .0
+            .contains("partition 1: unknown start"));
+    }
 }

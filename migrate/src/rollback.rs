@@ -14,40 +14,12 @@ use northwest_control::{ErrorCode, MigrationRecord, Phase, RoutingRecord};
 use serde::Serialize;
 
 use crate::client::{answered, Ctx};
-use crate::phases::{drain, Applied, DrainPath};
+use crate::drain::{drain, Applied, DrainPath};
 use crate::state::Refused;
 
 pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Result<()> {
     let ns = ctx.a.namespace.clone();
-    let Some(st) = st else {
-        return Err(Refused(format!("no migration of namespace {ns} is recorded")).into());
-    };
-    if st.from != ctx.a.from || st.to != ctx.a.to {
-        return Err(Refused(format!(
-            "migration {} of {ns} went from {} to {}: run --rollback with those --from and --to",
-            st.id, st.from, st.to
-        ))
-        .into());
-    }
-    match st.phase {
-        Phase::Proxy | Phase::Switch | Phase::Done => {}
-        Phase::Aborted => {
-            return Err(Refused(format!(
-                "migration {} was already aborted or rolled back",
-                st.id
-            ))
-            .into())
-        }
-        _ => {
-            return Err(Refused(format!(
-                "migration {} has not cut over (phase {}): n1 still serves the namespace; use \
-                 --abort",
-                st.id,
-                st.phase.name()
-            ))
-            .into())
-        }
-    }
+    let st = rollable(ctx, st)?;
     let (n1, n2) = (st.from.clone(), st.to.clone());
     let s1 = ctx.status(&n1).await?;
     let s2 = ctx.status(&n2).await?;
@@ -117,6 +89,41 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         ..Default::default()
     };
     done(ctx, st, &ns, detail).await
+}
+
+/// The recorded migration of the namespace, if it is one a rollback can
+/// move back: this pair's, and cut over.
+fn rollable(ctx: &Ctx, st: Option<MigrationRecord>) -> Result<MigrationRecord, Refused> {
+    let ns = &ctx.a.namespace;
+    let Some(st) = st else {
+        return Err(Refused(format!(
+            "no migration of namespace {ns} is recorded"
+        )));
+    };
+    if st.from != ctx.a.from || st.to != ctx.a.to {
+        return Err(Refused(format!(
+            "migration {} of {ns} went from {} to {}: run --rollback with those --from and --to",
+            st.id, st.from, st.to
+        )));
+    }
+    match st.phase {
+        Phase::Proxy | Phase::Switch | Phase::Done => {}
+        Phase::Aborted => {
+            return Err(Refused(format!(
+                "migration {} was already aborted or rolled back",
+                st.id
+            )))
+        }
+        _ => {
+            return Err(Refused(format!(
+                "migration {} has not cut over (phase {}): n1 still serves the namespace; use \
+                 --abort",
+                st.id,
+                st.phase.name()
+            )))
+        }
+    }
+    Ok(st)
 }
 
 /// What `--rollback --json` prints.

@@ -19,7 +19,7 @@ pub enum OutboxFullPolicy {
     /// Refuse the write with [`StoreError::OutboxFull`].
     #[default]
     Reject,
-    /// Wait (up to the lock timeout) for the relay to make room.
+    /// Wait (up to 10 s) for the relay to make room.
     Block,
 }
 

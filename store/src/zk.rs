@@ -13,7 +13,8 @@
 //! the lease was taken under the current, connected session. A crashed holder's
 //! znode disappears when its session expires (after `session_timeout`).
 //!
-//! Layout under `root`: `locks/<ns>:<group>` (ephemeral leases),
+//! Layout under `root`: `locks/[<domain>:]<ns>:<group>` (ephemeral leases;
+//! the domain is the node's name under `lock_scope = "deployment"`),
 //! `txn_counter` (next free transaction id, decimal, CAS-updated in blocks),
 //! `blacklist/<id>` (failed transactions).
 

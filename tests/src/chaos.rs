@@ -1,4 +1,4 @@
-//! `northwest chaos`: a seeded fault campaign. Each run migrates a namespace
+//! `northwest-chaos`: a seeded fault campaign. Each run migrates a namespace
 //! from n1 to n2 under mixed load while a schedule drawn from the seed kills
 //! -9 and restarts n1, n2 and the orchestrator, restarts the broker and
 //! ZooKeeper, and stalls the orchestrator while n1 is fenced so the fence
@@ -205,7 +205,7 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
         eprintln!("run {}/{} {}", i + 1, a.runs, summary_line(&r));
         if !r.ok() {
             eprintln!(
-                "  FAILED; replay with: northwest chaos --seed {seed} --runs 1 --faults {} --window-s {} --entities {} --snapshot-rate {} --clients {} --finish-timeout-s {}\n  schedule: {}\n  error: {:?}\n  examples: {:#?}",
+                "  FAILED; replay with: northwest-chaos --seed {seed} --runs 1 --faults {} --window-s {} --entities {} --snapshot-rate {} --clients {} --finish-timeout-s {}\n  schedule: {}\n  error: {:?}\n  examples: {:#?}",
                 a.faults,
                 a.window_s,
                 a.entities,

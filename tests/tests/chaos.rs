@@ -1,4 +1,4 @@
-//! A few seeds of the fault campaign (`northwest chaos`): a migration under
+//! A few seeds of the fault campaign (`northwest-chaos`): a migration under
 //! load while n1, n2, the orchestrator, the broker and ZooKeeper are killed
 //! and restarted on a seeded schedule; the history checker then holds n2 to
 //! every acknowledged write. The 100-run soak is recorded in docs/verification.md.

@@ -282,7 +282,7 @@ async fn versions_increase_across_sessions() {
 /// coordinator reconnects, recording works again (the gate once kept the
 /// first session's client, so after a ZooKeeper outage longer than the
 /// session timeout every cutover failed with "session expired" forever;
-/// found by `northwest chaos --seed 1003`).
+/// found by `northwest-chaos --seed 1003`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_records_through_a_new_session_after_expiry() {
     use northwest_node::cutover::{Gate, Promotion, ProxyRecord};

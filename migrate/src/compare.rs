@@ -1,0 +1,106 @@
+//! A rebuilt n3 compared with n2 while both stand at one journal position.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use northwest_control::api;
+use northwest_control::record::DigestSummary;
+use serde::Serialize;
+
+use crate::client::{high_watermarks, Ctx};
+use crate::state::Refused;
+
+/// n2 and n3 compared at one journal position.
+#[derive(Debug, Serialize)]
+pub(crate) struct Comparison {
+    pub with: String,
+    pub journal_position: BTreeMap<i32, i64>,
+    pub n2: DigestSummary,
+    pub n3: DigestSummary,
+    pub equal: bool,
+    pub note: Option<String>,
+}
+
+/// Digests of `ns` on n2 and n3 while both stand at the same journal
+/// position: the journal's end, unchanged from before both reached it to
+/// after both digests were read.
+pub(crate) async fn compare(
+    ctx: &Ctx,
+    journal: &str,
+    n2: &str,
+    n3: &str,
+    ns: &str,
+) -> anyhow::Result<Comparison> {
+    let s2 = ctx.status(n2).await?;
+    if s2.role != "target" || s2.journal_topic != journal {
+        return Err(Refused(format!(
+            "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
+             applying the same journal stands at a comparable position",
+            s2.role, s2.journal_topic
+        ))
+        .into());
+    }
+    let s3 = ctx.status(n3).await?;
+    if s2.name == s3.name {
+        return Err(Refused(format!(
+            "--compare {n2} is the node being rebuilt ({}): compare with another one",
+            s2.name
+        ))
+        .into());
+    }
+    // A promoted n2 took the namespace's writes after its cutover, and those
+    // are in its reverse journal, which a rebuild does not read.
+    let note = s2.promoted.iter().any(|n| n == ns).then(|| {
+        format!(
+            "{n2} is the primary of {ns}: writes it took after its cutover are in its reverse \
+             journal, which a rebuild does not read, so they are not on n3"
+        )
+    });
+    const ATTEMPTS: u32 = 5;
+    for _ in 0..ATTEMPTS {
+        let (c, t) = (ctx.hw.clone(), journal.to_string());
+        let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for node in [n2, n3] {
+            loop {
+                let stored = ctx.offsets(node).await?.journal;
+                if hw
+                    .iter()
+                    .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{node} did not apply the journal up to {hw:?} in 2 min (stored {stored:?})"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let (d2, d3) = tokio::try_join!(ctx.digest(n2, false), ctx.digest(n3, false))?;
+        let (c, t) = (ctx.hw.clone(), journal.to_string());
+        let after = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+        if after != hw {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let pick = |d: &api::DigestResponse| DigestSummary {
+            count: d.count,
+            digest: d.digest.clone(),
+        };
+        return Ok(Comparison {
+            with: n2.to_string(),
+            journal_position: hw,
+            equal: d2.count == d3.count && d2.digest == d3.digest,
+            n2: pick(&d2),
+            n3: pick(&d3),
+            note,
+        });
+    }
+    bail!(
+        "the journal moved during each of {ATTEMPTS} comparisons (is the source still writing?): \
+         n3 is rebuilt, but compare it with {n2} while the source is stopped or fenced"
+    )
+}

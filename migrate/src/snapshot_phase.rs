@@ -1,0 +1,276 @@
+//! The snapshot and catch-up phases: n1's checkpoint streamed to the
+//! snapshot topic (throttled to the budgets), n2's loader started, and the
+//! wait until n2 is past the snapshot's journal position and close behind;
+//! then n2's cache warmed with n1's hot keys.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use northwest_control::api::{
+    self, CheckpointRequest, CheckpointResponse, HotKeysResponse, LoadSnapshotRequest,
+    LoadSnapshotResponse, WarmRequest, WarmResponse,
+};
+use northwest_control::record::WarmReport;
+use northwest_control::MigrationRecord;
+use northwest_snapshotter::{stream_snapshot, SnapshotConfig, SnapshotStats, ZkProgress};
+use northwest_store::Namespace;
+
+use crate::client::{high_watermarks, Ctx};
+use crate::progress::bar;
+
+pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
+    if st.hwms.is_empty() {
+        // Recorded before the view is taken: everything committed after the
+        // view is in the journal at or after these offsets.
+        let (c, t) = (ctx.hw.clone(), st.journal_topic.clone());
+        st.hwms_at_ms = Some(northwest_store::store::now_ms_pub());
+        st.hwms = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+        ctx.save(st).await?;
+    }
+    if st.checkpoint_dir.is_none() {
+        let req = CheckpointRequest {
+            name: st.id.clone(),
+        };
+        let r: CheckpointResponse = ctx
+            .admin
+            .post(&st.from, api::path::CHECKPOINT, &req)
+            .await?;
+        st.checkpoint_dir = Some(r.dir);
+        ctx.save(st).await?;
+    }
+    let dir = st.checkpoint_dir.clone().expect("set above");
+    let reader =
+        northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir)).with_context(|| {
+            format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
+        })?;
+    let progress = Arc::new(
+        ZkProgress::new(
+            ctx.zk.clone(),
+            ctx.layout.root(),
+            &format!("{}/snapshot/{}", ctx.path, st.id),
+            ctx.acls,
+        )
+        .await?,
+    );
+    let stats = Arc::new(SnapshotStats::default());
+    let cfg = SnapshotConfig {
+        kafka: ctx.kafka.clone(),
+        topic: st.snapshot_topic.clone(),
+        partitions: 4,
+        snapshot_id: st.id.clone(),
+        origin: source_name(ctx, st).await?,
+        ranges: ctx.a.ranges,
+        chunk: ctx.a.chunk,
+        rows_per_sec: Arc::new(std::sync::atomic::AtomicU64::new(ctx.a.rate)),
+    };
+    let ns = Namespace::new(&st.ns).map_err(|e| anyhow!("{e}"))?;
+    let throttle = start_throttle(ctx, st, &cfg, &stats);
+    st.throttle = None;
+    let b = bar(0, "snapshot", ctx.a.quiet);
+    let ticker = {
+        let (b, stats) = (b.clone(), stats.clone());
+        tokio::spawn(async move {
+            loop {
+                b.set_length(stats.total.load(Ordering::Relaxed));
+                b.set_position(stats.streamed.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let r = stream_snapshot(reader, &ns, &cfg, progress, stats.clone()).await;
+    ticker.abort();
+    if let Some((task, t)) = throttle {
+        task.abort();
+        st.throttle = Some(t.report());
+    }
+    b.finish_and_clear();
+    let rows = r?;
+    st.snapshot_rows = rows;
+    st.snapshot_resumed_rows += stats.resumed.load(Ordering::Relaxed);
+    // Every row is delivered: the topic is now a complete image at `hwms`,
+    // usable without n1 (`migrate --from-topics`).
+    crate::manifest::record_manifest(ctx, st).await
+}
+
+/// The source deployment's name, which its rows carry as their origin (a
+/// The snapshot's closed-loop throttle, when `--max-source-p99-ms` or
+/// `--max-apply-lag` asks for one: it sets `cfg.rows_per_sec` every second.
+fn start_throttle(
+    ctx: &Ctx,
+    st: &MigrationRecord,
+    cfg: &SnapshotConfig,
+    stats: &Arc<SnapshotStats>,
+) -> Option<(
+    tokio::task::JoinHandle<()>,
+    Arc<crate::throttle::ThrottleStats>,
+)> {
+    let budgets = crate::throttle::Budgets {
+        n1: st.from.clone(),
+        n2: st.to.clone(),
+        source_p99_ms: ctx.a.max_source_p99_ms.map(|b| b as f64),
+        apply_lag: ctx.a.max_apply_lag,
+    };
+    let watched = budgets.source_p99_ms.is_some() || budgets.apply_lag.is_some();
+    watched.then(|| {
+        let t = Arc::new(crate::throttle::ThrottleStats::default());
+        let task = tokio::spawn(crate::throttle::control(
+            ctx.admin.with_timeout(Duration::from_millis(900)),
+            budgets,
+            ctx.a.rate,
+            cfg.rows_per_sec.clone(),
+            stats.clone(),
+            t.clone(),
+        ));
+        (task, t)
+    })
+}
+
+/// target's marker GC waits on that deployment's outbox reports).
+async fn source_name(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<String> {
+    if let Some(n) = &st.from_name {
+        return Ok(n.clone());
+    }
+    let name = ctx.status(&st.from).await?.name;
+    st.from_name = Some(name.clone());
+    Ok(name)
+}
+
+pub(crate) async fn catch_up(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
+    let n2 = st.to.clone();
+    let req = LoadSnapshotRequest {
+        topic: st.snapshot_topic.clone(),
+    };
+    let _: LoadSnapshotResponse = ctx.admin.post(&n2, api::path::LOAD_SNAPSHOT, &req).await?;
+    let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    wait_caught_up(ctx, st, &b, deadline).await?;
+    if ctx.a.warm_keys > 0 {
+        let t = Instant::now();
+        // An optimisation: a failure is reported, never a reason to stop.
+        st.warm = Some(match warm_cache(ctx, st).await {
+            Ok((keys, found)) => WarmReport::Warmed {
+                keys: keys as u64,
+                found,
+                seconds: t.elapsed().as_secs_f64(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cache warm-up failed; n2 starts with the cache it has");
+                WarmReport::Failed {
+                    error: format!("{e:#}"),
+                }
+            }
+        });
+        // n1 kept writing meanwhile: catch up again, so verify's fenced
+        // drain stays short.
+        wait_caught_up(ctx, st, &b, deadline).await?;
+    }
+    b.finish_and_clear();
+    Ok(())
+}
+
+/// Waits until n2 loaded the snapshot, passed the recorded journal marks and
+/// its lag is under `--max-lag`.
+async fn wait_caught_up(
+    ctx: &Ctx,
+    st: &mut MigrationRecord,
+    b: &indicatif::ProgressBar,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let n2 = st.to.clone();
+    // Lag over the last 10 s: the catch-up ETA is the rate it shrinks at.
+    let mut recent: std::collections::VecDeque<(Instant, i64)> = Default::default();
+    loop {
+        let s2 = ctx.status(&n2).await?;
+        let off = ctx.offsets(&n2).await?;
+        if let Some(h) = s2.halted() {
+            bail!("n2 halted a journal partition, so it cannot catch up: {h}");
+        }
+        let loaded = s2.loader.as_ref().is_some_and(|l| l.caught_up);
+        b.set_position(s2.loader.as_ref().map_or(0, |l| l.rows));
+        let lag = s2.journal_lag();
+        st.max_lag_records = st.max_lag_records.max(lag);
+        let past_hwm = st
+            .hwms
+            .iter()
+            .all(|(p, hw)| off.journal.get(p).copied().unwrap_or(0) >= *hw);
+        let now = Instant::now();
+        let lag_error = s2.apply.as_ref().and_then(|a| a.lag_error.as_deref());
+        if let Some(e) = lag_error {
+            // No partitions read: 0 here would be a false "caught up".
+            recent.clear();
+            b.set_message(format!("lag unknown: {e}"));
+        } else {
+            recent.push_back((now, lag));
+            while recent
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10))
+            {
+                recent.pop_front();
+            }
+            let waiting = if !loaded {
+                ", loading the snapshot"
+            } else if !past_hwm {
+                ", applying up to the snapshot's journal position"
+            } else {
+                ""
+            };
+            b.set_message(format!(
+                "lag {lag} records, {}{waiting}",
+                catch_up_eta(&recent)
+            ));
+        }
+        if loaded && past_hwm && lag <= ctx.a.max_lag && lag_error.is_none() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("n2 did not catch up in 30 min (lag {lag}, snapshot loaded {loaded})");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}
+
+/// Copy-on-read, in bulk: n1's hot keys (those in its read cache) are read
+/// into n2's cache. Writes reach n2's cache as it applies them.
+async fn warm_cache(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<(usize, u64)> {
+    let hot: HotKeysResponse = ctx
+        .admin
+        .get(&st.from, &api::path::hot_keys(&st.ns, ctx.a.warm_keys))
+        .await?;
+    let keys = hot.keys;
+    let mut found = 0;
+    for batch in keys.chunks(10_000) {
+        let req = WarmRequest {
+            namespace: st.ns.clone(),
+            keys: batch.to_vec(),
+        };
+        let r: WarmResponse = ctx.admin.post(&st.to, api::path::WARM, &req).await?;
+        if !r.cache {
+            bail!("n2 has no read cache (store.read_cache_mb = 0)");
+        }
+        found += r.found;
+    }
+    Ok((keys.len(), found))
+}
+
+/// "caught up", "eta 12 s" or "lag not shrinking", from (time, lag) samples.
+fn catch_up_eta(recent: &std::collections::VecDeque<(Instant, i64)>) -> String {
+    let (Some((t0, l0)), Some((t1, l1))) = (recent.front(), recent.back()) else {
+        return String::new();
+    };
+    if *l1 == 0 {
+        return "no journal lag".into();
+    }
+    let dt = t1.duration_since(*t0).as_secs_f64();
+    if dt < 1.0 {
+        return "eta ?".into();
+    }
+    let shrink = (l0 - l1) as f64 / dt;
+    if shrink > 0.0 {
+        format!("eta {:.0} s", *l1 as f64 / shrink)
+    } else {
+        "lag not shrinking".into()
+    }
+}
