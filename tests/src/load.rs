@@ -467,3 +467,34 @@ pub fn assert_group_order(records: &[northwest_schemas::JournalRecord]) -> usize
     }
     seen.len()
 }
+
+/// [`tracked_load`] running in the background until [`LoadRun::stop`].
+pub struct LoadRun {
+    pub acked: std::sync::Arc<Acked>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoadRun {
+    /// `clients` writing `groups` entity groups of `ns` through `base`.
+    pub fn start(base: &str, ns: &str, groups: u64, clients: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(Acked::default());
+        let task = tokio::spawn(tracked_load(
+            base.to_string(),
+            ns.to_string(),
+            groups,
+            clients,
+            stop.clone(),
+            acked.clone(),
+        ));
+        Self { acked, stop, task }
+    }
+
+    /// Stops the clients and waits for their last requests.
+    pub async fn stop(self) -> std::sync::Arc<Acked> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("load task");
+        self.acked
+    }
+}

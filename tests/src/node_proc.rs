@@ -332,6 +332,24 @@ pub fn run_migrate(args: &[&str]) -> std::process::Output {
         .expect("run northwest migrate")
 }
 
+/// `northwest migrate --from n1 --to n2 --namespace ns --quiet` against the
+/// dev stack, for a test to add its flags to.
+pub fn migrate_cmd(n1: &str, n2: &str, ns: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(bin_path("northwest"));
+    c.args(["migrate", "--from", n1, "--to", n2, "--namespace", ns])
+        .args(["--quiet", "--zk", &zk_addr(), "--brokers", &kafka_addr()]);
+    c
+}
+
+/// `northwest migrate` of `ns` from n1 to n2 with `--json` and `extra`.
+pub fn migrate_json(n1: &str, n2: &str, ns: &str, extra: &[&str]) -> std::process::Output {
+    migrate_cmd(n1, n2, ns)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .expect("run northwest migrate")
+}
+
 /// The JSON report `northwest migrate --json` prints on its last line;
 /// panics with both outputs when the run failed.
 pub fn migrate_report(o: &std::process::Output) -> serde_json::Value {

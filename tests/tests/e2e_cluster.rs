@@ -10,7 +10,7 @@
 //! in the cache; fails loudly when the cluster cannot start.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,16 +89,7 @@ async fn killing_a_journal_leader_loses_and_repeats_nothing() {
             "replication_factor = 3\napply_log = true",
         ),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(
-        n1.base.clone(),
-        "app".into(),
-        100,
-        8,
-        stop.clone(),
-        acked.clone(),
-    ));
+    let load = LoadRun::start(&n1.base, "app", 100, 8);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let Some(leader) = leader_of(&addrs.1, &topic, 0) else {
         let st = get_json(&format!("{}/v1/admin/status", n1.base)).await;
@@ -111,8 +102,7 @@ async fn killing_a_journal_leader_loses_and_repeats_nothing() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(cluster.stack(&["start-broker", &leader.to_string()]));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let acked = load.stop().await;
     assert_eq!(
         acked.failed.load(Ordering::Relaxed),
         0,

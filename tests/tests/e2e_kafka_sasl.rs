@@ -6,8 +6,7 @@
 //! serving, as through any broker outage) without the password.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use northwest_tests::*;
@@ -49,16 +48,7 @@ async fn a_migration_runs_over_sasl_ssl_with_scram() {
         &sasl_toml("n2", dir.path(), &root, &topic, &sasl),
     );
     random_load(&n1.base, "app", 1500, 200, 8).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(
-        n1.base.clone(),
-        "app".into(),
-        200,
-        4,
-        stop.clone(),
-        acked.clone(),
-    ));
+    let load = LoadRun::start(&n1.base, "app", 200, 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let o = tokio::task::spawn_blocking({
         let (n1, n2, d) = (n1.base.clone(), n2.base.clone(), dir.path().to_path_buf());
@@ -85,8 +75,7 @@ async fn a_migration_runs_over_sasl_ssl_with_scram() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let acked = load.stop().await;
     let r = migrate_report(&o);
     assert_eq!(r["phase"], "done", "{r}");
     assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");

@@ -3,8 +3,7 @@
 //! killed; abort before the switch.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use northwest_tests::*;
@@ -16,21 +15,7 @@ fn setup() -> Setup {
 }
 
 fn migrate(s: &Setup, extra: &[&str]) -> std::process::Output {
-    Command::new(bin_path("northwest"))
-        .args([
-            "migrate",
-            "--from",
-            &s.n1.base,
-            "--to",
-            &s.n2.base,
-            "--namespace",
-            "app",
-            "--quiet",
-            "--zk",
-            &zk_addr(),
-            "--brokers",
-            &kafka_addr(),
-        ])
+    migrate_cmd(&s.n1.base, &s.n2.base, "app")
         .args(extra)
         .current_dir(s.dir.path())
         .output()
@@ -68,16 +53,7 @@ async fn migration_under_load_cuts_over_with_no_failed_request() {
     s.n1.stop();
     std::fs::write(&s.n1.config, &cfg).unwrap();
     s.n1.spawn();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(
-        s.n1.base.clone(),
-        "app".into(),
-        300,
-        8,
-        stop.clone(),
-        acked.clone(),
-    ));
+    let load = LoadRun::start(&s.n1.base, "app", 300, 8);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let o = tokio::task::spawn_blocking({
         let (n1, n2, d) = (
@@ -114,8 +90,7 @@ async fn migration_under_load_cuts_over_with_no_failed_request() {
     let r = migrate_report(&o);
     // Load keeps running against n1 (now a proxy) after the switch.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let acked = load.stop().await;
     assert_eq!(r["phase"], "done");
     assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
     assert!(r["snapshot_rows"].as_u64().unwrap() > 500, "{r}");
@@ -390,16 +365,7 @@ async fn abort_in_each_phase_leaves_n1_serving_without_loss() {
         "catch-up",
         "verify",
     ] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Acked::default());
-        let load = tokio::spawn(tracked_load(
-            s.n1.base.clone(),
-            "app".into(),
-            100,
-            4,
-            stop.clone(),
-            acked.clone(),
-        ));
+        let load = LoadRun::start(&s.n1.base, "app", 100, 4);
         let (n1, n2, d) = (
             s.n1.base.clone(),
             s.n2.base.clone(),
@@ -408,21 +374,7 @@ async fn abort_in_each_phase_leaves_n1_serving_without_loss() {
         let ph = phase.to_string();
         let out = tokio::task::spawn_blocking(move || {
             let run = |extra: &[&str]| {
-                Command::new(bin_path("northwest"))
-                    .args([
-                        "migrate",
-                        "--from",
-                        &n1,
-                        "--to",
-                        &n2,
-                        "--namespace",
-                        "app",
-                        "--quiet",
-                        "--zk",
-                        &zk_addr(),
-                        "--brokers",
-                        &kafka_addr(),
-                    ])
+                migrate_cmd(&n1, &n2, "app")
                     .args(extra)
                     .current_dir(&d)
                     .output()
@@ -439,8 +391,7 @@ async fn abort_in_each_phase_leaves_n1_serving_without_loss() {
             "abort after --stop-after {phase} said: {said}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.store(true, Ordering::Relaxed);
-        load.await.unwrap();
+        let acked = load.stop().await;
         assert_eq!(
             acked.failed.load(Ordering::Relaxed),
             0,

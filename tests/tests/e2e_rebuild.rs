@@ -4,8 +4,7 @@
 //! acknowledged write; a node that began applying the journal after the
 //! snapshot's offsets is refused.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use northwest_tests::*;
@@ -20,16 +19,7 @@ async fn a_fresh_node_is_rebuilt_from_the_topics_with_n1_stopped() {
     random_load(&p.n1.base, "app", 600, 80, 8).await;
     // Writes (puts, deletes, transactions) go on while the snapshot streams:
     // the journal after the snapshot's offsets carries them.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(
-        p.n1.base.clone(),
-        "app".into(),
-        200,
-        6,
-        stop.clone(),
-        acked.clone(),
-    ));
+    let load = LoadRun::start(&p.n1.base, "app", 200, 6);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A snapshot that stops midway gets no manifest: nothing to rebuild from.
     let root = get_json(&format!("{}/v1/admin/status", p.n2.base)).await["zk_root"]
@@ -90,8 +80,7 @@ async fn a_fresh_node_is_rebuilt_from_the_topics_with_n1_stopped() {
     .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let acked = load.stop().await;
     assert_eq!(
         acked.failed.load(Ordering::Relaxed),
         0,

@@ -14,8 +14,7 @@ use northwest_tests::*;
 use serde_json::Value;
 
 fn migrate(n1: &str, n2: &str, extra: &[&str]) -> std::process::Output {
-    let base = ["--from", n1, "--to", n2, "--namespace", "app", "--json"];
-    run_migrate(&[&base[..], extra].concat())
+    migrate_json(n1, n2, "app", extra)
 }
 
 async fn migrate_async(n1: &str, n2: &str, extra: &[&str]) -> std::process::Output {

@@ -4,15 +4,13 @@
 //! primary back to n1 with no failed request, n1 holds every acknowledged
 //! write, and n2 forwards the namespace to n1 again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use northwest_tests::*;
 
 fn migrate(n1: &str, n2: &str, extra: &[&str]) -> std::process::Output {
-    let base = ["--from", n1, "--to", n2, "--namespace", "app", "--json"];
-    run_migrate(&[&base[..], extra].concat())
+    migrate_json(n1, n2, "app", extra)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -20,16 +18,7 @@ async fn a_migration_is_rolled_back_with_no_lost_write() {
     let p = Pipeline::start("rollback", "");
     let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
     random_load(&n1, "app", 1000, 150, 8).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(
-        n1.clone(),
-        "app".into(),
-        150,
-        6,
-        stop.clone(),
-        acked.clone(),
-    ));
+    let load = LoadRun::start(&n1, "app", 150, 6);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let o = tokio::task::spawn_blocking({
         let (n1, n2) = (n1.clone(), n2.clone());
@@ -73,8 +62,7 @@ async fn a_migration_is_rolled_back_with_no_lost_write() {
     assert!(r["write_pause_ms"].as_f64().unwrap() < 5000.0, "{r}");
     // Clients keep writing to n1, which serves the namespace itself again.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let acked = load.stop().await;
     assert_eq!(
         acked.failed.load(Ordering::Relaxed),
         0,

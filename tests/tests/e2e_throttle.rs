@@ -4,8 +4,7 @@
 //! says so in the report, and the migration still loses nothing.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use northwest_tests::*;
@@ -18,16 +17,7 @@ async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
     n1.stop();
     let mut n1 = n1.with_env("NORTHWEST_CRASH_POINTS", "http::data_request=delay:30");
     n1.spawn();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(
-        n1.base.clone(),
-        "app".into(),
-        300,
-        4,
-        stop.clone(),
-        acked.clone(),
-    ));
+    let load = LoadRun::start(&n1.base, "app", 300, 4);
     // n1's latency window fills before the snapshot starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let o = tokio::task::spawn_blocking({
@@ -59,8 +49,7 @@ async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let acked = load.stop().await;
     let r = migrate_report(&o);
     assert_eq!(r["phase"], "done", "{r}");
     let t = &r["throttle"];
@@ -96,16 +85,7 @@ async fn a_snapshot_slows_down_while_n2_lags_on_the_journal() {
         "consumer::before_batch_write=delay:400",
     );
     n2.spawn();
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Acked::default());
-    let load = tokio::spawn(tracked_load(
-        n1.base.clone(),
-        "app".into(),
-        300,
-        4,
-        stop.clone(),
-        acked.clone(),
-    ));
+    let load = LoadRun::start(&n1.base, "app", 300, 4);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let o = tokio::task::spawn_blocking({
         let (n1, n2, d) = (n1.base.clone(), n2.base.clone(), dir.path().to_path_buf());
@@ -122,9 +102,14 @@ async fn a_snapshot_slows_down_while_n2_lags_on_the_journal() {
     })
     .await
     .unwrap();
-    stop.store(true, Ordering::Relaxed);
-    load.await.unwrap();
+    let acked = load.stop().await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests while the throttle held n2's lag: {:?}",
+        acked.errors.lock().unwrap()
+    );
     let st = northwest_migrate::load_state(
         &zk_addr(),
         None,

@@ -7,11 +7,6 @@ use std::time::Duration;
 
 use northwest_tests::*;
 
-fn migrate(n1: &str, n2: &str, ns: &str, extra: &[&str]) -> std::process::Output {
-    let base = ["--from", n1, "--to", n2, "--namespace", ns, "--json"];
-    run_migrate(&[&base[..], extra].concat())
-}
-
 async fn cache_hits(base: &str) -> u64 {
     get_json(&format!("{base}/v1/admin/status")).await["read_cache"]["hits"]
         .as_u64()
@@ -54,7 +49,7 @@ async fn n2_answers_n1s_hot_keys_from_its_cache_after_the_switch() {
 
     let o = tokio::task::spawn_blocking({
         let (n1, n2) = (n1.clone(), n2.clone());
-        move || migrate(&n1, &n2, "hot", &["--stop-after", "catch-up"])
+        move || migrate_json(&n1, &n2, "hot", &["--stop-after", "catch-up"])
     })
     .await
     .unwrap();
@@ -88,7 +83,7 @@ async fn n2_answers_n1s_hot_keys_from_its_cache_after_the_switch() {
     wait_caught_up(&n1, &n2, Duration::from_secs(60)).await;
     let o = tokio::task::spawn_blocking({
         let (n1, n2) = (n1.clone(), n2.clone());
-        move || migrate(&n1, &n2, "hot", &[])
+        move || migrate_json(&n1, &n2, "hot", &[])
     })
     .await
     .unwrap();
@@ -112,7 +107,7 @@ async fn n2_answers_n1s_hot_keys_from_its_cache_after_the_switch() {
     // cached none of them.
     let o = tokio::task::spawn_blocking({
         let (n1, n2) = (n1.clone(), n2.clone());
-        move || migrate(&n1, &n2, "cold", &["--warm-keys", "0"])
+        move || migrate_json(&n1, &n2, "cold", &["--warm-keys", "0"])
     })
     .await
     .unwrap();
