@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use northwest_producer::kafka::{ensure_topic, partition_count, KafkaSettings, TopicSpec};
+use northwest_kafka::{ensure_topic, partition_count, KafkaSettings, TopicSpec};
 use northwest_store::engine::Cf;
 use northwest_store::{failpoint, Store};
 use parking_lot::Mutex;

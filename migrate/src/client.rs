@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use northwest_producer::KafkaSettings;
+use northwest_kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 use zookeeper_client as zk;
