@@ -4,15 +4,17 @@
 //!
 //! Owns: Kafka client settings (brokers, pass-through librdkafka properties
 //! and their checks, the message-size limits every topic and producer gets),
-//! topic administration, the brokers' diagnostics when requests fail, and the
-//! error type of all of these.
+//! topic administration, the brokers' diagnostics when requests fail, typed
+//! partitions and offsets, and the error type of all of these.
 //! May use: no other Northwest crate (it sits beside `northwest-store`, not
 //! on it); `rdkafka` for the brokers.
 
 mod admin;
+mod offsets;
 mod settings;
 
 pub use admin::{broker_error, ensure_topic, partition_count, TopicSpec};
+pub use offsets::{Offset, Partition, PartitionOffsets};
 pub use settings::{
     check_properties, is_secret_property, read_properties_file, KafkaSettings,
     DEFAULT_MAX_MESSAGE_BYTES,
