@@ -14,7 +14,7 @@ use rand::Rng;
 use crate::loadgen::{drive, Tally};
 
 use northwest_consumer::{ApplyConfig, ApplyShared, Source};
-use northwest_producer::KafkaSettings;
+use northwest_kafka::KafkaSettings;
 
 static JSON: AtomicBool = AtomicBool::new(false);
 static SECTIONS: parking_lot::Mutex<Vec<serde_json::Value>> = parking_lot::Mutex::new(Vec::new());

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use northwest_consumer::{ApplyConfig, ApplyShared, Source};
-use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
+use northwest_kafka::{KafkaSettings, TopicSpec};
+use northwest_producer::{Relay, RelayConfig, RelayStats};
 use northwest_store::{
     Coordinator, Engine, KeyPath, LocalCoordinator, Namespace, Op, RocksEngine, Store, StoreConfig,
     ZkConfig, ZkCoordinator,
@@ -185,7 +186,7 @@ async fn raw_latency(
 ) -> anyhow::Result<Vec<u32>> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let kafka = KafkaSettings::new(brokers);
-    northwest_producer::kafka::ensure_topic(&kafka, &topic_spec(topic)).await?;
+    northwest_kafka::ensure_topic(&kafka, &topic_spec(topic)).await?;
     let producer: FutureProducer = kafka.producer_config().create()?;
     let c = consumer_at(brokers, topic, "bench-raw-lat", Offset::End)?;
     // Let the consumer reach the end before the first record.

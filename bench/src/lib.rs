@@ -4,7 +4,8 @@
 //!
 //! Owns: the benchmark drivers and the load generator.
 //! May use: `northwest-node` (in-process nodes and the HTTP router),
-//! `northwest-migrate` (driving migrations), the pipeline crates and the store.
+//! `northwest-migrate` (driving migrations), `northwest-kafka`, the pipeline
+//! crates and the store.
 
 mod common;
 pub mod journal;

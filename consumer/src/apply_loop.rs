@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use northwest_producer::kafka::{ensure_topic, partition_count, KafkaSettings, TopicSpec};
+use northwest_kafka::{
+    ensure_topic, partition_count, KafkaSettings, Offset, Partition, PartitionOffsets, TopicSpec,
+};
 use northwest_store::engine::Cf;
 use northwest_store::{failpoint, Store};
 use parking_lot::Mutex;
@@ -79,19 +81,19 @@ impl ApplyConfig {
 pub enum Control {
     /// Rewind partitions to offsets (never forward); replies with new positions.
     Rewind {
-        to: Vec<(i32, i64)>,
-        reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>>,
+        to: PartitionOffsets,
+        reply: oneshot::Sender<Result<PartitionOffsets, String>>,
     },
     /// Rewind every partition to the first record at or after `ts_ms`.
     RewindToTime {
         ts_ms: i64,
-        reply: oneshot::Sender<Result<BTreeMap<i32, i64>, String>>,
+        reply: oneshot::Sender<Result<PartitionOffsets, String>>,
     },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionState {
-    pub next_offset: Option<i64>,
+    pub next_offset: Option<Offset>,
     pub halted: Option<String>,
 }
 
@@ -122,10 +124,19 @@ pub(crate) struct Applier {
     pub(crate) shared: Arc<ApplyShared>,
     pub(crate) consumer: StreamConsumer,
     dlq: DeadLetters,
-    pub(crate) halted: BTreeMap<i32, String>,
+    pub(crate) halted: BTreeMap<Partition, String>,
 }
 
-type Msg = (i32, i64, Option<Vec<u8>>);
+type Msg = (Partition, Offset, Option<Vec<u8>>);
+
+/// A consumed record: where it sits and its payload.
+fn msg(m: &impl Message) -> Msg {
+    (
+        Partition(m.partition()),
+        Offset(m.offset()),
+        m.payload().map(<[u8]>::to_vec),
+    )
+}
 
 /// Runs the apply loop until `shutdown`; the batch in progress is finished.
 ///
@@ -252,7 +263,7 @@ impl Applier {
                 _ = shutdown.as_mut() => Ev::Stop,
                 Some(c) = control.recv() => Ev::Ctl(c),
                 _ = tick.tick() => Ev::Tick,
-                m = self.consumer.recv() => Ev::Msg(m.map(|m| (m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)))),
+                m = self.consumer.recv() => Ev::Msg(m.map(|m| msg(&m))),
             };
             let mut msgs: Vec<Msg> = Vec::new();
             match ev {
@@ -287,9 +298,7 @@ impl Applier {
             let deadline = tokio::time::Instant::now() + self.cfg.linger;
             while msgs.len() < self.cfg.batch {
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(m)) => {
-                        msgs.push((m.partition(), m.offset(), m.payload().map(<[u8]>::to_vec)))
-                    }
+                    Ok(Ok(m)) => msgs.push(msg(&m)),
                     _ => break,
                 }
             }
@@ -304,7 +313,7 @@ impl Applier {
     ) -> Result<(), ConsumerError> {
         let mut writes = Vec::with_capacity(msgs.len());
         let mut meta: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut next = PartitionOffsets::new();
         let (mut txns, mut dead) = (0u64, 0u64);
         let mut newly_halted = BTreeSet::new();
         let mut commit_times = Vec::new();
@@ -335,7 +344,7 @@ impl Applier {
                 }
                 Err(reason) => match self.cfg.poison {
                     PoisonPolicy::DeadLetter => {
-                        tracing::warn!(partition = p, offset = o, %reason, "journal record dead-lettered");
+                        tracing::warn!(partition = p.0, offset = o.0, %reason, "journal record dead-lettered");
                         let sent = self.dlq.send(p, o, &payload, &reason).await;
                         if sent.is_ok() && failpoint::hit("consumer::after_dead_letter") {
                             return Err(northwest_store::StoreError::Injected(
@@ -346,8 +355,8 @@ impl Applier {
                         if let Err(e) = sent {
                             let why = format!("offset {o}: {reason}; and it could not be dead-lettered ({e}): fix the dead-letter topic {} and restart", self.cfg.dead_letter_topic);
                             tracing::error!(
-                                partition = p,
-                                offset = o,
+                                partition = p.0,
+                                offset = o.0,
                                 "journal partition halted: {why}"
                             );
                             self.halted.insert(p, why);
@@ -357,17 +366,17 @@ impl Applier {
                         dead += 1;
                     }
                     PoisonPolicy::Halt => {
-                        tracing::error!(partition = p, offset = o, %reason, "journal partition halted on a bad record; set poison_policy = \"dead-letter\" and restart to move past it");
+                        tracing::error!(partition = p.0, offset = o.0, %reason, "journal partition halted on a bad record; set poison_policy = \"dead-letter\" and restart to move past it");
                         self.halted.insert(p, format!("offset {o}: {reason}"));
                         newly_halted.insert(p);
                         continue;
                     }
                 },
             }
-            next.insert(p, o + 1);
+            next.insert(p, o.next());
             meta.insert(
                 offsets::offset_key(&self.cfg.topic, p),
-                offsets::encode(o + 1),
+                offsets::encode(o.next().0),
             );
             if self.cfg.apply_log {
                 let key = offsets::delivery_key(&self.cfg.topic, p, o);
@@ -434,7 +443,8 @@ impl Applier {
         if !next.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in &next {
-                let _ = tpl.add_partition_offset(&self.cfg.topic, *p, rdkafka::Offset::Offset(*o));
+                let _ =
+                    tpl.add_partition_offset(&self.cfg.topic, p.0, rdkafka::Offset::Offset(o.0));
             }
             if let Err(e) = self
                 .consumer
@@ -445,16 +455,16 @@ impl Applier {
         }
         let mut states = s.partitions.lock();
         for (p, o) in next {
-            states.entry(p).or_default().next_offset = Some(o);
+            states.entry(p.0).or_default().next_offset = Some(o);
         }
         for p in &newly_halted {
-            states.entry(*p).or_default().halted = self.halted.get(p).cloned();
+            states.entry(p.0).or_default().halted = self.halted.get(p).cloned();
         }
         drop(states);
         if !newly_halted.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for p in newly_halted {
-                tpl.add_partition(&self.cfg.topic, p);
+                tpl.add_partition(&self.cfg.topic, p.0);
             }
             self.consumer.pause(&tpl)?;
         }

@@ -13,16 +13,15 @@
 //! a broker without transactions only matters once a record is poison (the
 //! partition then halts with the reason).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use northwest_producer::kafka::KafkaSettings;
+use northwest_kafka::{KafkaSettings, Offset, Partition, PartitionOffsets};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 
 pub(crate) struct DeadLetters {
     kafka: KafkaSettings,
@@ -36,7 +35,7 @@ struct Writer {
     producer: FutureProducer,
     progress: Arc<BaseConsumer>,
     /// Per source partition: every record below this offset is dead-lettered.
-    done: BTreeMap<i32, i64>,
+    done: PartitionOffsets,
 }
 
 /// Bound of each blocking Kafka call (they run off the async workers).
@@ -86,7 +85,7 @@ impl DeadLetters {
             self.writer = Some(Writer {
                 producer,
                 progress: Arc::new(progress),
-                done: BTreeMap::new(),
+                done: PartitionOffsets::new(),
             });
         }
         Ok(self.writer.as_mut().expect("just created"))
@@ -97,8 +96,8 @@ impl DeadLetters {
     /// error if it could not be sent (the caller then halts the partition).
     pub(crate) async fn send(
         &mut self,
-        p: i32,
-        o: i64,
+        p: Partition,
+        o: Offset,
         payload: &Option<Vec<u8>>,
         reason: &str,
     ) -> Result<(), String> {
@@ -109,7 +108,7 @@ impl DeadLetters {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt >= 6 => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, partition = p, offset = o, attempt, "dead-letter send failed; retrying");
+                    tracing::warn!(error = %e, partition = p.0, offset = o.0, attempt, "dead-letter send failed; retrying");
                     self.writer = None;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -119,8 +118,8 @@ impl DeadLetters {
 
     async fn send_once(
         &mut self,
-        p: i32,
-        o: i64,
+        p: Partition,
+        o: Offset,
         payload: &Option<Vec<u8>>,
         reason: &str,
     ) -> Result<(), String> {
@@ -128,8 +127,8 @@ impl DeadLetters {
         let w = self.writer().await?;
         if w.done_below(&topic, p).await? > o {
             tracing::info!(
-                partition = p,
-                offset = o,
+                partition = p.0,
+                offset = o.0,
                 "record already dead-lettered by an earlier run; not sent again"
             );
             return Ok(());
@@ -160,7 +159,7 @@ impl DeadLetters {
             Err((e, _)) => Err(e.to_string()),
             Ok(_) => blocking(move || {
                 let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&topic, p, Offset::Offset(o + 1))?;
+                tpl.add_partition_offset(&topic, p.0, rdkafka::Offset::Offset(o.next().0))?;
                 // No metadata for a configured group.id cannot happen; say so
                 // as an invalid group rather than panic.
                 let group = progress.group_metadata().ok_or(KafkaError::MetadataFetch(
@@ -177,7 +176,7 @@ impl DeadLetters {
             let _ = blocking(move || prod.abort_transaction(TIMEOUT)).await;
             return Err(e);
         }
-        w.done.insert(p, o + 1);
+        w.done.insert(p, o.next());
         Ok(())
     }
 }
@@ -185,12 +184,12 @@ impl DeadLetters {
 impl Writer {
     /// The progress group's committed offset for `p` (records below it are
     /// already dead-lettered), read once per writer.
-    async fn done_below(&mut self, topic: &str, p: i32) -> Result<i64, String> {
-        if let Some(d) = self.done.get(&p) {
-            return Ok(*d);
+    async fn done_below(&mut self, topic: &str, p: Partition) -> Result<Offset, String> {
+        if let Some(d) = self.done.get(p) {
+            return Ok(d);
         }
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(topic, p);
+        tpl.add_partition(topic, p.0);
         let progress = self.progress.clone();
         let c = blocking(move || progress.committed_offsets(tpl, TIMEOUT))
             .await
@@ -199,10 +198,10 @@ impl Writer {
             .elements()
             .first()
             .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
+                rdkafka::Offset::Offset(o) => Some(Offset(o)),
                 _ => None,
             })
-            .unwrap_or(0);
+            .unwrap_or(Offset(0));
         self.done.insert(p, d);
         Ok(d)
     }

@@ -2,10 +2,9 @@
 //! seconds (age of the oldest unapplied record; 0 when caught up, so an idle
 //! source shows neither false lag nor a false "caught up").
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use northwest_producer::KafkaSettings;
+use northwest_kafka::{KafkaSettings, Partition, PartitionOffsets};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -62,7 +61,7 @@ impl LagProbe {
     pub fn probe(
         &self,
         topic: &str,
-        stored: &BTreeMap<i32, i64>,
+        stored: &PartitionOffsets,
         partitions: i32,
         now_ms: i64,
     ) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
@@ -70,7 +69,8 @@ impl LagProbe {
         let mut out = Vec::new();
         for p in 0..partitions {
             let (lo, hw) = c.fetch_watermarks(topic, p, Duration::from_secs(5))?;
-            let pos = stored.get(&p).copied().unwrap_or(lo).max(lo);
+            let stored_at = stored.get(Partition(p)).map(|o| o.0);
+            let pos = stored_at.unwrap_or(lo).max(lo);
             let lag_records = (hw - pos).max(0);
             let mut lag_seconds = Some(0.0);
             if lag_records > 0 {
@@ -87,7 +87,7 @@ impl LagProbe {
             }
             out.push(PartitionLag {
                 partition: p,
-                stored: stored.get(&p).copied(),
+                stored: stored_at,
                 low_watermark: lo,
                 high_watermark: hw,
                 lag_records,

@@ -3,7 +3,9 @@
 //! dead-lettering of undecodable records, replay by rewinding the stored
 //! offsets, and lag probes.
 //!
-//! May use: `northwest-producer` (Kafka settings, topic admin),
+//! Owns: the apply loop, the consumed offsets in the store's metadata,
+//! dead letters, lag probes.
+//! May use: `northwest-kafka` (Kafka settings, topic admin),
 //! `northwest-store`, `northwest-schemas`.
 
 pub mod apply_loop;
@@ -18,14 +20,13 @@ pub use apply_loop::{
 };
 pub use lag::{LagProbe, PartitionLag};
 
+use northwest_kafka::KafkaClientError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ConsumerError {
-    #[error("Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
-    Producer(#[from] northwest_producer::ProducerError),
+    Kafka(#[from] KafkaClientError),
     #[error(transparent)]
     Store(#[from] northwest_store::StoreError),
     #[error("journal topic {0} does not exist yet")]
@@ -34,4 +35,10 @@ pub enum ConsumerError {
     BadRequest(String),
     #[error("the journal topic now has {now} partitions (was {was}); the apply loop restarts to assign them")]
     PartitionsChanged { was: i32, now: i32 },
+}
+
+impl From<rdkafka::error::KafkaError> for ConsumerError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        ConsumerError::Kafka(e.into())
+    }
 }

@@ -2,11 +2,11 @@
 //! target's own store, detection of records that expired unapplied, and
 //! replay (rewinding stored offsets, never raising them).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use northwest_kafka::{Offset, Partition, PartitionOffsets};
 use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::TopicPartitionList;
 
 use crate::apply_loop::{Applier, Control, Source};
 use crate::{offsets, ConsumerError};
@@ -27,17 +27,17 @@ impl Applier {
         let mut tpl = TopicPartitionList::new();
         let mut states = self.shared.partitions.lock();
         states.retain(|p, _| *p < partitions);
-        for p in 0..partitions {
-            let st = states.entry(p).or_default();
-            st.next_offset = stored.get(&p).copied();
+        for p in (0..partitions).map(Partition) {
+            let st = states.entry(p.0).or_default();
+            st.next_offset = stored.get(p);
             st.halted = self.halted.get(&p).cloned();
             if self.halted.contains_key(&p) {
                 continue;
             }
             let at = stored
-                .get(&p)
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            tpl.add_partition_offset(&self.cfg.topic, p, at)?;
+                .get(p)
+                .map_or(rdkafka::Offset::Beginning, |o| rdkafka::Offset::Offset(o.0));
+            tpl.add_partition_offset(&self.cfg.topic, p.0, at)?;
         }
         self.consumer.assign(&tpl)?;
         Ok(())
@@ -46,32 +46,38 @@ impl Applier {
     fn check_retention(
         &mut self,
         partitions: i32,
-        stored: &mut BTreeMap<i32, i64>,
+        stored: &mut PartitionOffsets,
     ) -> Result<(), ConsumerError> {
         let mut starts = Vec::new();
-        for p in 0..partitions {
+        for p in (0..partitions).map(Partition) {
             let (low, _) =
                 self.consumer
-                    .fetch_watermarks(&self.cfg.topic, p, Duration::from_secs(10))?;
-            match stored.get(&p) {
-                Some(&s) if s < low => {
+                    .fetch_watermarks(&self.cfg.topic, p.0, Duration::from_secs(10))?;
+            let low = Offset(low);
+            match stored.get(p) {
+                Some(s) if s < low => {
                     let reason = format!(
                         "records {s}..{low} expired (journal retention) before this node applied \
                          them: its data is incomplete. Re-migrate it from a snapshot, or raise \
                          journal.retention_ms for the future"
                     );
-                    tracing::error!(partition = p, stored = s, low, "journal gap: {reason}");
+                    tracing::error!(
+                        partition = p.0,
+                        stored = s.0,
+                        low = low.0,
+                        "journal gap: {reason}"
+                    );
                     self.halted.insert(p, reason);
                 }
                 Some(_) => {}
                 None => {
                     starts.push((
                         offsets::offset_key(&self.cfg.topic, p),
-                        offsets::encode(low),
+                        offsets::encode(low.0),
                     ));
                     starts.push((
                         offsets::applied_from_key(&self.cfg.topic, p),
-                        offsets::encode(low),
+                        offsets::encode(low.0),
                     ));
                     stored.insert(p, low);
                 }
@@ -100,15 +106,15 @@ impl Applier {
         &self,
         ts_ms: i64,
         partitions: i32,
-    ) -> Result<Vec<(i32, i64)>, ConsumerError> {
+    ) -> Result<PartitionOffsets, ConsumerError> {
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
-            tpl.add_partition_offset(&self.cfg.topic, p, Offset::Offset(ts_ms))?;
+            tpl.add_partition_offset(&self.cfg.topic, p, rdkafka::Offset::Offset(ts_ms))?;
         }
         let found = self
             .consumer
             .offsets_for_times(tpl, Duration::from_secs(10))?;
-        let mut out = Vec::new();
+        let mut out = PartitionOffsets::new();
         for e in found.elements() {
             let (_, hw) = self.consumer.fetch_watermarks(
                 &self.cfg.topic,
@@ -116,11 +122,11 @@ impl Applier {
                 Duration::from_secs(5),
             )?;
             let off = match e.offset() {
-                Offset::Offset(o) => o,
+                rdkafka::Offset::Offset(o) => o,
                 // No record at or after ts: nothing to replay in this partition.
                 _ => hw,
             };
-            out.push((e.partition(), off));
+            out.insert(Partition(e.partition()), Offset(off));
         }
         Ok(out)
     }
@@ -128,33 +134,36 @@ impl Applier {
     /// Lowers stored offsets (a replay); never raises them, which would skip records.
     fn rewind(
         &mut self,
-        to: &[(i32, i64)],
+        to: &PartitionOffsets,
         partitions: i32,
-    ) -> Result<BTreeMap<i32, i64>, ConsumerError> {
+    ) -> Result<PartitionOffsets, ConsumerError> {
         let stored = offsets::load(&self.store, &self.cfg.topic)?;
         let from = offsets::applied_from(&self.store, &self.cfg.topic)?;
         let mut meta = Vec::new();
-        for &(p, o) in to {
-            if p < 0 || p >= partitions {
+        for (p, o) in to {
+            if p.0 < 0 || p.0 >= partitions {
                 return Err(ConsumerError::BadRequest(format!(
                     "partition {p}: out of range (0..{partitions})"
                 )));
             }
             let (low, high) =
                 self.consumer
-                    .fetch_watermarks(&self.cfg.topic, p, Duration::from_secs(10))?;
-            if o < low || o > high {
+                    .fetch_watermarks(&self.cfg.topic, p.0, Duration::from_secs(10))?;
+            if o.0 < low || o.0 > high {
                 return Err(ConsumerError::BadRequest(format!(
                     "partition {p} offset {o}: the journal holds offsets {low}..{high} there"
                 )));
             }
-            if let Some(cur) = stored.get(&p) {
-                if o < *cur {
-                    meta.push((offsets::offset_key(&self.cfg.topic, p), offsets::encode(o)));
-                    if from.get(&p).is_some_and(|f| o < *f) {
+            if let Some(cur) = stored.get(p) {
+                if o < cur {
+                    meta.push((
+                        offsets::offset_key(&self.cfg.topic, p),
+                        offsets::encode(o.0),
+                    ));
+                    if from.get(p).is_some_and(|f| o < f) {
                         meta.push((
                             offsets::applied_from_key(&self.cfg.topic, p),
-                            offsets::encode(o),
+                            offsets::encode(o.0),
                         ));
                     }
                 }
@@ -171,20 +180,21 @@ impl Applier {
     /// position fell below it); halts the partition if so.
     pub(crate) fn skipped_expired(
         &mut self,
-        p: i32,
-        o: i64,
-        batch_next: &BTreeMap<i32, i64>,
+        p: Partition,
+        o: Offset,
+        batch_next: &PartitionOffsets,
     ) -> Result<bool, ConsumerError> {
-        let expected = batch_next.get(&p).copied().or_else(|| {
+        let expected = batch_next.get(p).or_else(|| {
             let states = self.shared.partitions.lock();
-            states.get(&p).and_then(|s| s.next_offset)
+            states.get(&p.0).and_then(|s| s.next_offset)
         });
         let Some(expected) = expected.filter(|e| o > *e) else {
             return Ok(false);
         };
         let (low, _) =
             self.consumer
-                .fetch_watermarks(&self.cfg.topic, p, Duration::from_secs(10))?;
+                .fetch_watermarks(&self.cfg.topic, p.0, Duration::from_secs(10))?;
+        let low = Offset(low);
         if low <= expected {
             return Ok(false);
         }
@@ -193,7 +203,12 @@ impl Applier {
              them: its data is incomplete. Re-migrate it from a snapshot, or raise \
              journal.retention_ms for the future"
         );
-        tracing::error!(partition = p, expected, low, "journal gap: {reason}");
+        tracing::error!(
+            partition = p.0,
+            expected = expected.0,
+            low = low.0,
+            "journal gap: {reason}"
+        );
         self.halted.insert(p, reason);
         Ok(true)
     }

@@ -12,7 +12,7 @@ use northwest_control::api::{
     UnproxyRequest,
 };
 use northwest_control::{AdminClient, AdminError, MigrationRecord, RoutingRecord, ZkLayout};
-use northwest_producer::KafkaSettings;
+use northwest_kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use zookeeper_client as zk;
 

@@ -11,7 +11,7 @@
 //! Owns: the migration state machine and its phases, the client of the
 //! nodes' admin API, verify, and the operator commands (`status`, `replay`,
 //! `digest`) that talk to running nodes.
-//! May use: `northwest-snapshotter`, `northwest-producer` (Kafka settings) and
+//! May use: `northwest-snapshotter`, `northwest-kafka` (Kafka settings) and
 //! `northwest-store`; it talks to nodes only over HTTP, never links them.
 
 mod abort;
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use northwest_control::api::NodeStatus;
 use northwest_control::{AdminClient, ZkLayout};
-use northwest_producer::KafkaSettings;
+use northwest_kafka::KafkaSettings;
 use northwest_store::Namespace;
 use rdkafka::consumer::BaseConsumer;
 
@@ -207,9 +207,9 @@ async fn connect(a: &MigrateArgs, admin: AdminClient, status: &NodeStatus) -> an
     let mut kafka = KafkaSettings::new(&a.brokers);
     if let Some(p) = &a.kafka_config {
         client::warn_if_world_readable(p);
-        kafka.properties = northwest_producer::kafka::read_properties_file(p)
+        kafka.properties = northwest_kafka::read_properties_file(p)
             .map_err(|e| anyhow::anyhow!("--kafka-config {e}"))?;
-        northwest_producer::kafka::check_properties(&kafka)
+        northwest_kafka::check_properties(&kafka)
             .with_context(|| format!("--kafka-config {}", p.display()))?;
     }
     // Snapshot rows are as large as n1's values: the same limits as its journal.

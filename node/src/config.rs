@@ -49,7 +49,7 @@ impl std::fmt::Debug for NodeConfig {
             .kafka
             .iter()
             .map(|(k, v)| {
-                let secret = northwest_producer::kafka::is_secret_property(k);
+                let secret = northwest_kafka::is_secret_property(k);
                 (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
             })
             .collect();
@@ -365,7 +365,7 @@ impl Default for JournalConfig {
             apply_log: false,
             replication_factor: 1,
             retention_ms: 7 * 24 * 3600 * 1000,
-            max_message_bytes: northwest_producer::kafka::DEFAULT_MAX_MESSAGE_BYTES,
+            max_message_bytes: northwest_kafka::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -414,7 +414,7 @@ impl NodeConfig {
             return Ok(());
         };
         crate::auth::warn_if_world_readable(&path, "kafka_properties_file");
-        let props = northwest_producer::kafka::read_properties_file(&path)
+        let props = northwest_kafka::read_properties_file(&path)
             .map_err(|e| format!("kafka_properties_file {e}"))?;
         for (k, v) in props {
             if self.kafka.contains_key(&k) {

@@ -5,8 +5,8 @@
 //!
 //! Owns: node configuration and its validation, HTTP contracts, the cutover
 //! gate (fence, proxy, routing record), telemetry.
-//! May use: `northwest-producer`, `northwest-consumer`, `northwest-snapshotter`
-//! and `northwest-store`; never the orchestrator, the benchmarks or the binary.
+//! May use: `northwest-kafka`, `northwest-producer`, `northwest-consumer` and
+//! `northwest-store`; never the orchestrator, the benchmarks or the binary.
 
 pub mod admin;
 pub mod api;

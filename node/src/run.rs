@@ -12,7 +12,8 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
-use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
+use northwest_kafka::{KafkaSettings, TopicSpec};
+use northwest_producer::{Relay, RelayConfig, RelayStats};
 use northwest_store::{
     Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine,
     Store, StoreConfig, ZkCoordinator,
@@ -115,7 +116,7 @@ async fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Arc<Store>, Option<Arc<
             (z.clone(), Some(z))
         }
     };
-    northwest_producer::kafka::check_properties(&kafka_settings(cfg)).map_err(|e| {
+    northwest_kafka::check_properties(&kafka_settings(cfg)).map_err(|e| {
         anyhow::anyhow!(
             "[kafka] properties: {e}; fix or remove them (see librdkafka's CONFIGURATION.md)"
         )

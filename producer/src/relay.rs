@@ -20,12 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use northwest_kafka::{ensure_topic, KafkaSettings, TopicSpec};
 use northwest_store::Store;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::kafka::{ensure_topic, KafkaSettings, TopicSpec};
 use crate::ProducerError;
 
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 //! is checkpointed so a killed snapshotter resumes where it stopped. The
 //! loader side on n2 is the consumer's apply loop with the snapshot decoder.
 //!
-//! May use: `northwest-producer` (Kafka settings, topic admin),
+//! Owns: the snapshot stream, its plan and per-range progress.
+//! May use: `northwest-kafka` (Kafka settings, topic admin),
 //! `northwest-store`, `northwest-schemas`.
 
 pub mod progress;
@@ -13,14 +14,13 @@ pub mod stream;
 pub use progress::{MemProgress, Plan, ProgressStore, RangeCursor, ZkProgress};
 pub use stream::{snapshot_topic, stream_snapshot, SnapshotConfig, SnapshotStats};
 
+use northwest_kafka::KafkaClientError;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum SnapshotError {
-    #[error("Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
-    Producer(#[from] northwest_producer::ProducerError),
+    Kafka(#[from] KafkaClientError),
     #[error(transparent)]
     Store(#[from] northwest_store::StoreError),
     #[error(transparent)]
@@ -29,4 +29,10 @@ pub enum SnapshotError {
     Progress(String),
     #[error("encoding a snapshot row: {0}")]
     Encode(String),
+}
+
+impl From<rdkafka::error::KafkaError> for SnapshotError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        SnapshotError::Kafka(e.into())
+    }
 }

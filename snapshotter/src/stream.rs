@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use northwest_producer::kafka::{ensure_topic, KafkaSettings, TopicSpec};
+use northwest_kafka::{ensure_topic, KafkaSettings, TopicSpec};
 use northwest_schemas::{encode_snapshot, SnapshotRecord};
 use northwest_store::engine::{Cf, Reader};
 use northwest_store::key::decode_key;

@@ -43,5 +43,5 @@ pub use retry::RetryPolicy;
 pub use rocks::RocksEngine;
 pub use store::{Entity, Op, OutboxFullPolicy, Store, StoreConfig};
 pub use txn::Transaction;
-pub use types::{Offset, Partition, TxnId, Version};
+pub use types::{TxnId, Version};
 pub use zk::{ZkConfig, ZkCoordinator, ZkDigest};

@@ -1,15 +1,13 @@
-//! Kafka client settings and topic administration.
+//! Kafka client settings: brokers, pass-through librdkafka properties (read
+//! from a client properties file, checked without a broker, secrets never
+//! shown) and the message-size limits every topic and producer gets.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::consumer::BaseConsumer;
 
-use crate::ProducerError;
+use crate::KafkaClientError;
 
 /// The largest journal message by default (`journal.max_message_bytes`).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 << 20;
@@ -230,10 +228,10 @@ impl KafkaSettings {
 /// librdkafka refuses unknown names and bad values when a client is created.
 /// Errors name the property and librdkafka's reason, never the value (it
 /// may be a password).
-pub fn check_properties(kafka: &KafkaSettings) -> Result<(), ProducerError> {
+pub fn check_properties(kafka: &KafkaSettings) -> Result<(), KafkaClientError> {
     for name in kafka.properties.keys() {
         if let Some(hint) = java_only(name) {
-            return Err(ProducerError::Property {
+            return Err(KafkaClientError::Property {
                 name: name.clone(),
                 reason: hint.into(),
             });
@@ -257,7 +255,7 @@ fn java_only(name: &str) -> Option<&'static str> {
     }
 }
 
-fn property_error(e: rdkafka::error::KafkaError) -> ProducerError {
+fn property_error(e: rdkafka::error::KafkaError) -> KafkaClientError {
     match e {
         rdkafka::error::KafkaError::ClientConfig(_, desc, name, _) => {
             // librdkafka's description quotes a bad value; keep it only
@@ -267,194 +265,10 @@ fn property_error(e: rdkafka::error::KafkaError) -> ProducerError {
             } else {
                 desc
             };
-            ProducerError::Property { name, reason }
+            KafkaClientError::Property { name, reason }
         }
         e => e.into(),
     }
-}
-
-/// What a topic must look like.
-#[derive(Debug, Clone)]
-pub struct TopicSpec {
-    pub name: String,
-    pub partitions: i32,
-    pub replication: i32,
-    /// Topic configs, e.g. `cleanup.policy=compact`.
-    pub configs: Vec<(String, String)>,
-}
-
-/// Creates the topic if absent; checks the partition count if present.
-pub async fn ensure_topic(kafka: &KafkaSettings, spec: &TopicSpec) -> Result<(), ProducerError> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
-    let mut topic = NewTopic::new(
-        &spec.name,
-        spec.partitions,
-        TopicReplication::Fixed(spec.replication),
-    );
-    let max = kafka.topic_message_max().to_string();
-    topic = topic.set("max.message.bytes", &max);
-    for (k, v) in &spec.configs {
-        topic = topic.set(k, v);
-    }
-    // Bounded: an unreachable broker is an error within 10 s, not a silent wait.
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(10)));
-    let created = match admin.create_topics([&topic], &opts).await {
-        Ok(r) => r,
-        Err(e) => return Err(explain(kafka, e).await),
-    };
-    for r in created {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => {
-                return Err(ProducerError::Topic {
-                    topic: t,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    let found = partition_count(kafka, &spec.name, Duration::from_secs(10))?;
-    if found != spec.partitions {
-        tracing::warn!(topic = %spec.name, found, wanted = spec.partitions, "topic exists with a different partition count; using it as is");
-    }
-    check_message_limit(&admin, kafka, &spec.name, &opts).await
-}
-
-/// Records the client-level errors librdkafka reports only as events, which
-/// requests themselves show as mere timeouts.
-#[derive(Default)]
-struct ErrorRecorder(std::sync::Mutex<Vec<String>>);
-
-impl rdkafka::ClientContext for ErrorRecorder {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let line = format!("{error} ({reason})");
-        if !seen.contains(&line) && seen.len() < 8 {
-            seen.push(line);
-        }
-    }
-}
-
-impl rdkafka::producer::ProducerContext for ErrorRecorder {
-    type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
-}
-
-/// Errors that say why, rather than that, the brokers are unusable.
-fn is_cause(line: &str) -> bool {
-    [
-        "Authentication",
-        "SASL",
-        "SSL",
-        "certificate",
-        "Authorization",
-    ]
-    .iter()
-    .any(|w| line.contains(w))
-}
-
-/// Why the brokers cannot be used, as librdkafka reports it (a refused
-/// login, a failed TLS handshake, a refused connection); `None` when they
-/// answer or nothing was reported within `wait`. Blocking.
-pub fn broker_error(kafka: &KafkaSettings, wait: Duration) -> Option<String> {
-    use rdkafka::producer::Producer as _;
-    // A producer: no consumer group to look up (which on a cluster with
-    // ACLs would report its own authorization error).
-    let c: rdkafka::producer::BaseProducer<ErrorRecorder> = kafka
-        .client_config(&[])
-        .create_with_context(ErrorRecorder::default())
-        .ok()?;
-    let deadline = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < deadline {
-        if c.client()
-            .fetch_metadata(None, Duration::from_millis(500))
-            .is_ok()
-        {
-            return None;
-        }
-        // Serves the error events to the recorder.
-        c.poll(Duration::from_millis(100));
-        let seen = c
-            .context()
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(cause) = seen.iter().find(|l| is_cause(l)) {
-            return Some(cause.clone());
-        }
-    }
-    let seen = c
-        .context()
-        .0
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    (!seen.is_empty()).then(|| seen.join("; "))
-}
-
-/// A failed request, with the brokers' own reason when they gave one.
-async fn explain(kafka: &KafkaSettings, e: rdkafka::error::KafkaError) -> ProducerError {
-    let k = kafka.clone();
-    match tokio::task::spawn_blocking(move || broker_error(&k, Duration::from_secs(5))).await {
-        Ok(Some(reason)) => ProducerError::Broker {
-            cause: e.to_string(),
-            reason,
-        },
-        _ => e.into(),
-    }
-}
-
-/// Refuses a topic (e.g. created earlier by hand) whose `max.message.bytes`
-/// is below what the pipeline may produce: every record above it would stop
-/// its partition for good.
-async fn check_message_limit(
-    admin: &AdminClient<DefaultClientContext>,
-    kafka: &KafkaSettings,
-    topic: &str,
-    opts: &AdminOptions,
-) -> Result<(), ProducerError> {
-    let wanted = kafka.topic_message_max();
-    let found = admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], opts)
-        .await?
-        .into_iter()
-        .flatten()
-        .flat_map(|r| r.entries)
-        .find(|e| e.name == "max.message.bytes")
-        .and_then(|e| e.value)
-        .and_then(|v| v.parse::<usize>().ok());
-    match found {
-        Some(found) if found < wanted => Err(ProducerError::Topic {
-            topic: topic.into(),
-            reason: format!(
-                "max.message.bytes is {found}, below the {wanted} the pipeline may produce \
-                 (journal.max_message_bytes {} plus framing); raise it with \
-                 `kafka-configs --alter --entity-type topics --entity-name {topic} \
-                 --add-config max.message.bytes={wanted}` or lower journal.max_message_bytes \
-                 and http.max_value_bytes",
-                kafka.max_message_bytes
-            ),
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Number of partitions of `topic` (0 if it does not exist).
-pub fn partition_count(
-    kafka: &KafkaSettings,
-    topic: &str,
-    timeout: Duration,
-) -> Result<i32, ProducerError> {
-    let c: BaseConsumer = kafka.client_config(&[]).create()?;
-    let md = c.fetch_metadata(Some(topic), timeout)?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len() as i32))
 }
 
 #[cfg(test)]
@@ -521,5 +335,74 @@ mod tests {
         let d = format!("{k:?}");
         assert!(!d.contains("hunter"), "{d}");
         assert!(d.contains("northwest") && d.contains("<redacted>"), "{d}");
+    }
+
+    #[test]
+    fn secret_properties_are_recognised_by_name() {
+        for name in [
+            "sasl.password",
+            "SSL.Key.Password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "ssl.key.pem",
+            "sasl.oauthbearer.config",
+            "sasl.jaas.config",
+        ] {
+            assert!(is_secret_property(name), "{name}");
+        }
+        for name in [
+            "sasl.username",
+            "security.protocol",
+            "ssl.ca.location",
+            "linger.ms",
+        ] {
+            assert!(!is_secret_property(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn limits_leave_room_above_the_largest_record() {
+        let k = KafkaSettings::new("b:9092");
+        assert_eq!(k.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert!(k.topic_message_max() > k.max_message_bytes);
+        // A producer's cap passes a dead letter of the largest record a
+        // topic holds (the dead-letter topic allows 64 KiB more).
+        assert!(k.producer_message_max() >= k.topic_message_max() + (64 << 10));
+        let c = k.producer_config();
+        assert_eq!(
+            c.get("message.max.bytes"),
+            Some(k.producer_message_max().to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn required_settings_win_and_consumer_defaults_yield_to_the_user() {
+        let mut k = KafkaSettings::new("b:9092");
+        k.properties.insert("acks".into(), "1".into());
+        k.properties
+            .insert("fetch.wait.max.ms".into(), "100".into());
+        let p = k.producer_config();
+        assert_eq!(p.get("acks"), Some("all"));
+        assert_eq!(p.get("enable.idempotence"), Some("true"));
+        assert_eq!(p.get("bootstrap.servers"), Some("b:9092"));
+        let c = k.consumer_config(&[("group.id", "g")]);
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(c.get("fetch.error.backoff.ms"), Some("10"));
+        assert_eq!(c.get("group.id"), Some("g"));
+    }
+
+    #[test]
+    fn the_relay_never_times_a_record_out_but_reports_it_after_the_configured_wait() {
+        let mut k = KafkaSettings::new("b:9092");
+        assert_eq!(k.relay_stall_after(), std::time::Duration::from_secs(30));
+        k.properties
+            .insert("delivery.timeout.ms".into(), "2000".into());
+        let c = k.relay_producer_config();
+        assert_eq!(c.get("message.timeout.ms"), Some("0"));
+        assert_eq!(c.get("delivery.timeout.ms"), None);
+        assert_eq!(c.get("enable.gapless.guarantee"), Some("true"));
+        assert_eq!(k.relay_stall_after(), std::time::Duration::from_secs(2));
+        k.properties.insert("message.timeout.ms".into(), "0".into());
+        assert_eq!(k.relay_stall_after(), std::time::Duration::from_secs(30));
     }
 }
