@@ -6,13 +6,14 @@
 //!
 //! The snapshot is streamed from a RocksDB checkpoint that n1 writes on
 //! request; the orchestrator opens it read-only, so it must run on n1's host.
-
 //!
-//! Owns: the migration state machine and its phases, the client of the
-//! nodes' admin API, verify, and the operator commands (`status`, `replay`,
+//! Owns: the migration state machine and its phases, verify, the rebuild
+//! from the topics, and the operator commands (`status`, `replay`,
 //! `digest`) that talk to running nodes.
-//! May use: `northwest-snapshotter`, `northwest-kafka` (Kafka settings) and
-//! `northwest-store`; it talks to nodes only over HTTP, never links them.
+//! May use: `northwest-control` (the admin API's types and client, the
+//! records and the ZooKeeper layout), `northwest-snapshotter`,
+//! `northwest-kafka` (Kafka settings) and `northwest-store`; it talks to
+//! nodes only over HTTP, never links them.
 
 mod abort;
 mod args;

@@ -9,7 +9,8 @@
 //! fingerprint is an error, never a guess. See `README.md` for external
 //! consumers and the evolution rules.
 //!
-//! May use: no other Northwest crate (every other crate depends on this one).
+//! May use: no other Northwest crate (the store and the pipeline crates
+//! build on this one).
 
 mod canonical;
 mod convert;
