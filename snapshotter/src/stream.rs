@@ -271,3 +271,98 @@ async fn stream_range(
     }
     Ok(cursor.rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use northwest_store::engine::WriteBatch;
+    use northwest_store::key::encode_key;
+    use northwest_store::types::Version;
+    use northwest_store::{Engine, KeyPath, MemEngine};
+
+    use super::*;
+
+    fn put(e: &MemEngine, ns: &str, key: &str) {
+        let rec = EntityRecord {
+            version: Version(1),
+            commit_ts_ms: 0,
+            value: Some(b"v".to_vec()),
+            marker_gen: None,
+        };
+        let mut b = WriteBatch::default();
+        let k = encode_key(&Namespace::new(ns).unwrap(), &KeyPath::parse(key).unwrap());
+        b.put(Cf::Entities, k, rec.encode());
+        e.write(b).unwrap();
+    }
+
+    /// Rows of `ns` whose keys fall in the plan's range `i`.
+    fn rows_in(e: &MemEngine, ns: &Namespace, plan: &Plan, i: usize) -> usize {
+        let (start, end) = &plan.ranges[i];
+        let mut r = KeyRange::namespace(ns);
+        r.start = from_hex(start).unwrap();
+        r.end = end.as_ref().map(|e| from_hex(e).unwrap());
+        e.scan(Cf::Entities, &r, 100_000).unwrap().len()
+    }
+
+    #[test]
+    fn a_plan_splits_the_namespace_into_contiguous_even_ranges() {
+        let e = MemEngine::new();
+        for i in 0..1000 {
+            put(&e, "app", &format!("Doc:{i:04}"));
+        }
+        // Another namespace's rows are in no range.
+        for i in 0..50 {
+            put(&e, "other", &format!("Doc:{i}"));
+        }
+        let ns = Namespace::new("app").unwrap();
+        let plan = compute_plan(&e, &ns, 4).unwrap();
+        assert_eq!(plan.total_rows, 1000);
+        assert_eq!(plan.ranges.len(), 4);
+        // Each range starts where the previous one ends; the first starts
+        // at the namespace's start, the last ends at its end.
+        let all = KeyRange::namespace(&ns);
+        assert_eq!(from_hex(&plan.ranges[0].0).unwrap(), all.start);
+        for w in plan.ranges.windows(2) {
+            assert_eq!(w[0].1.as_deref(), Some(w[1].0.as_str()));
+        }
+        assert_eq!(
+            plan.ranges[3].1.as_ref().map(|e| from_hex(e).unwrap()),
+            all.end
+        );
+        let counts: Vec<usize> = (0..4).map(|i| rows_in(&e, &ns, &plan, i)).collect();
+        assert_eq!(counts.iter().sum::<usize>(), 1000, "{counts:?}");
+        assert!(counts.iter().all(|c| *c == 250), "{counts:?}");
+    }
+
+    #[test]
+    fn a_small_or_empty_namespace_still_gets_a_plan_that_covers_it() {
+        let e = MemEngine::new();
+        let ns = Namespace::new("app").unwrap();
+        let empty = compute_plan(&e, &ns, 4).unwrap();
+        assert_eq!(empty.total_rows, 0);
+        assert_eq!(empty.ranges.len(), 1, "{empty:?}");
+        put(&e, "app", "Doc:1");
+        put(&e, "app", "Doc:2");
+        let small = compute_plan(&e, &ns, 8).unwrap();
+        let rows: usize = (0..small.ranges.len())
+            .map(|i| rows_in(&e, &ns, &small, i))
+            .sum();
+        assert_eq!(rows, 2, "{small:?}");
+    }
+
+    #[test]
+    fn hex_round_trips_and_bad_hex_is_an_error() {
+        let b = vec![0u8, 1, 0x7f, 0xff];
+        assert_eq!(from_hex(&to_hex(&b)).unwrap(), b);
+        assert!(from_hex("abc").is_err());
+        assert!(from_hex("zz").is_err());
+    }
+
+    #[test]
+    fn the_snapshot_topic_is_compacted() {
+        let t = snapshot_topic("s", 4, 1);
+        assert!(t
+            .configs
+            .iter()
+            .any(|(k, v)| k == "cleanup.policy" && v == "compact"));
+    }
+}
