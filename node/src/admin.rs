@@ -10,128 +10,15 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use northwest_consumer::{offsets, ApplyShared, Control, LagProbe, PartitionLag};
-use northwest_producer::{KafkaSettings, RelayStats};
-use northwest_store::{KeyRange, Namespace, Store};
+use northwest_consumer::{offsets, Control};
+use northwest_store::{KeyRange, Namespace};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::api::ApiError;
-use crate::telemetry::Metrics;
-
-/// Everything the admin endpoints read.
-pub struct NodeState {
-    pub name: String,
-    /// This process's claim on the name (ZooKeeper coordination only).
-    pub instance: Option<String>,
-    pub store: Arc<Store>,
-    pub kafka: KafkaSettings,
-    pub topic: String,
-    pub relay: Option<Arc<RelayStats>>,
-    /// On a target: the relay of its reverse journal (client writes to the
-    /// namespaces it was promoted for, shipped for the old primary).
-    pub reverse_relay: Option<Arc<RelayStats>>,
-    /// On a source: the loop applying the reverse journal once it forwards
-    /// a namespace (started at the cutover, or at start when it forwards).
-    pub reverse_apply: parking_lot::Mutex<Option<Arc<ApplyShared>>>,
-    pub apply: Option<Arc<ApplyShared>>,
-    pub control: Option<mpsc::Sender<Control>>,
-    pub metrics: Arc<Metrics>,
-    pub gate: Arc<crate::cutover::Gate>,
-    pub data_dir: std::path::PathBuf,
-    pub apply_batch: usize,
-    /// Flips to true when the node shuts down.
-    pub stop: tokio::sync::watch::Receiver<bool>,
-    pub loader: parking_lot::Mutex<Option<Loader>>,
-    pub zk_root: String,
-    /// One broker client for every lag probe (created on first use).
-    pub lag_probe: Arc<parking_lot::Mutex<Option<LagProbe>>>,
-    /// Where migrations record their state (None: local coordination).
-    pub zk: Option<Arc<northwest_store::ZkCoordinator>>,
-    /// The dashboard's time series.
-    pub history: crate::history::History,
-    /// What the last marker GC pass found (status `marker_gc`).
-    pub marker_gc: parking_lot::Mutex<Value>,
-}
-
-/// The snapshot loader started by the orchestrator on a target node.
-pub struct Loader {
-    pub topic: String,
-    pub shared: Arc<ApplyShared>,
-    pub _control: mpsc::Sender<Control>,
-    pub stop: tokio::sync::watch::Sender<bool>,
-    /// When it started: one that has found no partition for long (its
-    /// topic never appeared) stops blocking marker GC.
-    pub started: std::time::Instant,
-}
-
-impl NodeState {
-    pub fn role(&self) -> &'static str {
-        match (self.relay.is_some(), self.apply.is_some()) {
-            (true, _) => "source",
-            (_, true) => "target",
-            _ => "standalone",
-        }
-    }
-
-    /// Probes journal lag now (blocking Kafka calls run on a blocking thread).
-    pub async fn lag(&self) -> Result<Vec<PartitionLag>, String> {
-        let Some(apply) = &self.apply else {
-            return Ok(Vec::new());
-        };
-        self.lag_of(&self.topic.clone(), apply).await
-    }
-
-    /// Whether the broker serves the journal topic now (a source's
-    /// readiness: an idle relay would not notice a dead broker).
-    pub async fn broker_reachable(&self) -> Result<(), String> {
-        let (kafka, topic, probe) = (
-            self.kafka.clone(),
-            self.topic.clone(),
-            self.lag_probe.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let mut probe = probe.lock();
-            if probe.is_none() {
-                *probe = Some(LagProbe::new(&kafka)?);
-            }
-            probe.as_ref().expect("just created").reachable(&topic)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("the broker does not serve {}: {e}", self.topic))
-    }
-
-    /// Probes the lag of any applied topic.
-    pub async fn lag_of(
-        &self,
-        topic: &str,
-        apply: &ApplyShared,
-    ) -> Result<Vec<PartitionLag>, String> {
-        let stored = offsets::load(&self.store, topic).map_err(|e| e.to_string())?;
-        let partitions = apply.partitions.lock().len() as i32;
-        if partitions == 0 {
-            return Ok(Vec::new());
-        }
-        let (kafka, topic) = (self.kafka.clone(), topic.to_string());
-        let now = northwest_store::store::now_ms_pub();
-        let probe = self.lag_probe.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut probe = probe.lock();
-            if probe.is_none() {
-                *probe = Some(LagProbe::new(&kafka)?);
-            }
-            probe
-                .as_ref()
-                .expect("just created")
-                .probe(&topic, &stored, partitions, now)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("lag probe: {e}"))
-    }
-}
+use crate::state::NodeState;
+use crate::topics::reverse_topic_name;
 
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
@@ -250,7 +137,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
     if let Some(r) = &s.reverse_relay {
         use std::sync::atomic::Ordering::Relaxed;
         out["reverse_relay"] = json!({
-            "topic": crate::run::reverse_topic_name(&s.topic),
+            "topic": reverse_topic_name(&s.topic),
             "shipped": r.shipped.load(Relaxed),
             "send_errors": r.send_errors.load(Relaxed),
             "last_error": *r.last_error.lock(),
@@ -260,7 +147,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError
     let reverse = s.reverse_apply.lock().clone();
     if let Some(a) = reverse {
         use std::sync::atomic::Ordering::Relaxed;
-        let topic = crate::run::reverse_topic_name(&s.topic);
+        let topic = reverse_topic_name(&s.topic);
         let lag = s.lag_of(&topic, &a).await;
         let halted = a.partitions.lock().values().find_map(|p| p.halted.clone());
         // No partition assigned yet is not "caught up".
@@ -358,7 +245,7 @@ async fn stored_offsets(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, 
     let reverse = match s.reverse_apply.lock().is_some() {
         true => Some(offsets::load(
             &s.store,
-            &crate::run::reverse_topic_name(&s.topic),
+            &reverse_topic_name(&s.topic),
         )?),
         false => None,
     };

@@ -316,3 +316,28 @@ async fn scan(
         .collect();
     Ok(Json(serde_json::Value::Array(items)))
 }
+
+/// The namespace of a data-API route (`/v1/ns/{ns}/e/...`, `/txn`, `/scan`,
+/// `/digest`), matched segment by segment; `None` for every other path.
+pub fn data_namespace(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/ns/")?;
+    let (ns, route) = rest.split_once('/')?;
+    let route = route.split('/').next().unwrap_or_default();
+    (!ns.is_empty() && matches!(route, "e" | "txn" | "scan" | "digest")).then_some(ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_namespace;
+
+    #[test]
+    fn routes_are_matched_not_searched() {
+        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/digests/e/Doc:1"), Some("digests"));
+        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1/digest:2"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/app/txn"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/app/digest"), Some("app"));
+        assert_eq!(data_namespace("/v1/admin/status"), None);
+        assert_eq!(data_namespace("/v1/ns//e/x"), None);
+    }
+}

@@ -22,6 +22,9 @@ use serde_json::json;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use zookeeper_client as zk;
 
+use crate::api::data_namespace;
+use crate::secrets::Secret;
+
 /// How many times a request was forwarded between nodes. A request
 /// forwarded to a node that forwards it back (in flight across a rollback's
 /// switch) is served there; one that would bounce again is refused (both
@@ -98,7 +101,7 @@ pub struct Gate {
     client: reqwest::Client,
     /// Presented to the new primary's admin API at cutover (never added to
     /// forwarded client requests, which carry the client's own header).
-    peer_token: Option<crate::auth::Secret>,
+    peer_token: Option<Secret>,
     /// Set with a peer CA: proxy targets must be `https://`.
     https_only: bool,
     /// Set when this process lost its node-name claim to another instance:
@@ -466,7 +469,7 @@ impl Gate {
     }
 
     /// The admin token presented to the new primary at cutover.
-    pub fn with_peer_token(mut self, token: Option<crate::auth::Secret>) -> Self {
+    pub fn with_peer_token(mut self, token: Option<Secret>) -> Self {
         self.peer_token = token;
         self
     }
@@ -911,15 +914,6 @@ fn is_write(m: &Method) -> bool {
     m == Method::PUT || m == Method::DELETE || m == Method::POST
 }
 
-/// The namespace of a data-API route (`/v1/ns/{ns}/e/...`, `/txn`, `/scan`,
-/// `/digest`), matched segment by segment; `None` for every other path.
-pub fn data_namespace(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/v1/ns/")?;
-    let (ns, route) = rest.split_once('/')?;
-    let route = route.split('/').next().unwrap_or_default();
-    (!ns.is_empty() && matches!(route, "e" | "txn" | "scan" | "digest")).then_some(ns)
-}
-
 /// Application-API middleware: writes to a namespace pass its fence; every
 /// request of a proxied namespace is forwarded.
 pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
@@ -1028,22 +1022,6 @@ fn local_digest(req: &Request, ns: &str) -> bool {
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv == "local=true"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::data_namespace;
-
-    #[test]
-    fn routes_are_matched_not_searched() {
-        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1"), Some("app"));
-        assert_eq!(data_namespace("/v1/ns/digests/e/Doc:1"), Some("digests"));
-        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1/digest:2"), Some("app"));
-        assert_eq!(data_namespace("/v1/ns/app/txn"), Some("app"));
-        assert_eq!(data_namespace("/v1/ns/app/digest"), Some("app"));
-        assert_eq!(data_namespace("/v1/admin/status"), None);
-        assert_eq!(data_namespace("/v1/ns//e/x"), None);
-    }
 }
 
 #[cfg(test)]

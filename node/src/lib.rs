@@ -15,10 +15,15 @@ pub mod claim;
 pub mod config;
 pub mod cutover;
 pub mod history;
+mod housekeeping;
 mod marker_gc;
 pub mod migration_api;
+mod records;
 mod run;
+pub mod secrets;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod topics;
 
 pub use run::{journal_topic, kafka_settings, open_engine, run, store_config};

@@ -44,7 +44,8 @@ use northwest_store::{Cf, MarkerGcRule};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::admin::NodeState;
+use crate::records::read_migrations;
+use crate::state::NodeState;
 
 const EPOCH_KEY: &[u8] = b"markergc/epoch";
 /// Commits in flight while a source reads its outbox may carry a time a
@@ -288,7 +289,7 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
     if st.zk.is_none() {
         return Err("local coordination: no migration records or source reports to consult".into());
     }
-    for m in crate::history::read_migrations(st, true).await? {
+    for m in read_migrations(st, true).await? {
         if !matches!(m["phase"].as_str(), Some("done" | "aborted")) {
             return Err(format!(
                 "migration of {} is in progress (phase {})",

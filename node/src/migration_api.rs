@@ -11,9 +11,10 @@ use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, Source};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::admin::{Loader, NodeState};
 use crate::api::ApiError;
 use crate::cutover::CutoverError;
+use crate::state::{Loader, NodeState};
+use crate::topics::reverse_topic_name;
 use axum::http::StatusCode;
 
 pub fn router(state: Arc<NodeState>) -> Router {
@@ -489,7 +490,7 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
     if slot.is_some() {
         return;
     }
-    let topic = crate::run::reverse_topic_name(&s.topic);
+    let topic = reverse_topic_name(&s.topic);
     let shared = Arc::new(ApplyShared::default());
     let cfg = ApplyConfig {
         batch: s.apply_batch,
@@ -534,6 +535,6 @@ async fn reverse_apply(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, A
     }
     start_reverse_apply(&s);
     Ok(Json(
-        json!({"topic": crate::run::reverse_topic_name(&s.topic)}),
+        json!({"topic": reverse_topic_name(&s.topic)}),
     ))
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
+use northwest_control::client::read_ca_bundle;
 use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
 use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
 use northwest_store::{
@@ -19,11 +20,12 @@ use northwest_store::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::NodeState;
 use crate::api::{router, ApiState};
 use crate::config::{CoordinationMode, Durability, EngineKind, NodeConfig, OutboxFull};
 use crate::cutover::{Gate, ProxyRecord};
+use crate::state::NodeState;
 use crate::telemetry::{Metrics, Roles};
+use crate::topics::reverse_topic_name;
 
 /// Opens the engine named by the config.
 pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
@@ -72,12 +74,6 @@ pub fn kafka_settings(cfg: &NodeConfig) -> KafkaSettings {
     }
 }
 
-/// The topic a promoted target journals its client writes to, for the old
-/// primary to apply (rollback after a cutover).
-pub fn reverse_topic_name(journal: &str) -> String {
-    format!("{journal}.reverse")
-}
-
 pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
     TopicSpec {
         name: cfg.journal.topic.clone(),
@@ -106,7 +102,7 @@ async fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Arc<Store>, Option<Arc<
         CoordinationMode::Zookeeper => {
             let mut zc = cfg.zk();
             if let Some(f) = &cfg.coordination.auth_file {
-                let text = crate::auth::read_secret_file(f, "coordination.auth_file")
+                let text = crate::secrets::read_secret_file(f, "coordination.auth_file")
                     .map_err(anyhow::Error::msg)?;
                 zc.auth = northwest_store::ZkDigest::new(text.trim())
                     .map_err(|e| anyhow::anyhow!("coordination.auth_file {}: {e}", f.display()))?;
@@ -152,7 +148,7 @@ pub async fn run(
         _ => None,
     };
     let peer_ca = match &cfg.http.tls_ca_file {
-        Some(p) => crate::tls::ca_certs(p).map_err(anyhow::Error::msg)?,
+        Some(p) => read_ca_bundle(p, "http.tls_ca_file").map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
     if tls.is_none() && !cfg.http.listen.ip().is_loopback() {
@@ -238,7 +234,7 @@ pub async fn run(
     let (st, stop) = (state.clone(), stopped(&stop_rx));
     tasks.push((
         "sampler",
-        tokio::spawn(crate::history::sample_loop(st, stop)),
+        tokio::spawn(crate::housekeeping::sample_loop(st, stop)),
     ));
     let retention_ms = cfg.marker_retention_ms();
     if retention_ms > 0 {
