@@ -20,8 +20,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use northwest_control::{ErrorBody, ErrorCode};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::api::data_namespace;
 use crate::config::HttpConfig;
@@ -302,12 +302,18 @@ impl IntoResponse for Denied {
             Denied::Unauthorized(m) => (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(json!({"error": m, "code": "unauthorized"})),
+                axum::Json(ErrorBody {
+                    code: ErrorCode::Unauthorized,
+                    error: m.to_string(),
+                }),
             )
                 .into_response(),
             Denied::Forbidden(m) => (
                 StatusCode::FORBIDDEN,
-                axum::Json(json!({"error": m, "code": "forbidden"})),
+                axum::Json(ErrorBody {
+                    code: ErrorCode::Forbidden,
+                    error: m,
+                }),
             )
                 .into_response(),
         }

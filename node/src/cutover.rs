@@ -17,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use northwest_control::{api, ErrorBody, ErrorCode};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
@@ -704,7 +705,7 @@ impl Gate {
         attempt: &str,
         timeout: Duration,
     ) -> Result<(), PeerCall> {
-        let url = format!("{}/v1/admin/promote", target.trim_end_matches('/'));
+        let url = format!("{}{}", target.trim_end_matches('/'), api::path::PROMOTE);
         let method = if on {
             reqwest::Method::POST
         } else {
@@ -716,7 +717,11 @@ impl Gate {
         }
         let r = rb
             .timeout(timeout.max(Duration::from_millis(1)))
-            .json(&json!({"namespace": ns, "attempt": attempt}))
+            .json(&api::PromoteRequest {
+                namespace: ns.to_string(),
+                attempt: Some(attempt.to_string()),
+                ..Default::default()
+            })
             .send()
             .await
             .map_err(|e| {
@@ -878,12 +883,12 @@ fn peer_error(e: &reqwest::Error) -> String {
     out
 }
 
+fn error_body(code: ErrorCode, error: String) -> axum::Json<ErrorBody> {
+    axum::Json(ErrorBody { code, error })
+}
+
 fn proxy_error(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": message, "code": "proxy"})),
-    )
-        .into_response()
+    (status, error_body(ErrorCode::Proxy, message)).into_response()
 }
 
 /// Creates or overwrites a persistent znode, creating its parents.
@@ -923,7 +928,7 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     if let Some(why) = gate.retired.lock().clone() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": why, "code": "name_taken"})),
+            error_body(ErrorCode::NameTaken, why),
         )
             .into_response();
     }
@@ -932,10 +937,10 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     if ns.contains('%') {
         return (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({
-                "error": "namespace must be written unencoded ([A-Za-z0-9_.-])",
-                "code": "bad_namespace",
-            })),
+            error_body(
+                ErrorCode::BadNamespace,
+                "namespace must be written unencoded ([A-Za-z0-9_.-])".into(),
+            ),
         )
             .into_response();
     }
@@ -950,11 +955,7 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         // writes to made-up namespaces on a replica must not grow them.
         if gate.proxy(&ns).is_none() {
             if let Some(why) = gate.replica_refusal(&ns, hops_in) {
-                return (
-                    StatusCode::CONFLICT,
-                    axum::Json(json!({"error": why, "code": "replica"})),
-                )
-                    .into_response();
+                return (StatusCode::CONFLICT, error_body(ErrorCode::Replica, why)).into_response();
             }
         }
         let g = gate.of(&ns);
@@ -970,11 +971,7 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
             return gate.forward(&target, req).await;
         }
         if let Some(why) = gate.replica_refusal(&ns, hops_in) {
-            return (
-                StatusCode::CONFLICT,
-                axum::Json(json!({"error": why, "code": "replica"})),
-            )
-                .into_response();
+            return (StatusCode::CONFLICT, error_body(ErrorCode::Replica, why)).into_response();
         }
         let resp = next.run(req).await;
         drop(permit);

@@ -11,8 +11,9 @@ use anyhow::Context;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
-use northwest_control::client::read_ca_bundle;
 use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
+use northwest_control::client::read_ca_bundle;
+use northwest_control::ErrorCode;
 use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
 use northwest_store::{
     Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine,
@@ -459,7 +460,7 @@ fn app(cfg: &NodeConfig, state: &Arc<NodeState>, auth: Arc<crate::auth::Auth>) -
     .method_not_allowed_fallback(|| async {
         crate::api::ApiError {
             status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            code: "method_not_allowed",
+            code: ErrorCode::MethodNotAllowed,
             message: "method not allowed on this path; the Allow header lists the methods".into(),
         }
     })
@@ -505,7 +506,7 @@ fn uri_too_long(req: &Request) -> Option<crate::api::ApiError> {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     (len > MAX_URI_BYTES).then(|| crate::api::ApiError {
         status: axum::http::StatusCode::URI_TOO_LONG,
-        code: "uri_too_long",
+        code: ErrorCode::UriTooLong,
         message: format!("request URI of {len} bytes; the limit is {MAX_URI_BYTES}"),
     })
 }
@@ -524,7 +525,7 @@ fn dot_segments(req: &Request) -> Option<crate::api::ApiError> {
         });
     bad.then(|| crate::api::ApiError {
         status: axum::http::StatusCode::BAD_REQUEST,
-        code: "bad_path",
+        code: ErrorCode::BadPath,
         message: "the path has '.' or '..' segments or a backslash; send it normalised".into(),
     })
 }
