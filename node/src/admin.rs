@@ -17,10 +17,9 @@ use northwest_control::api::{
     NodeStatus, OffsetsResponse, PartitionStatus, RelayStatus, ReplayRequest, ReplayResponse,
     ReverseApplyStatus, ReverseRelayStatus,
 };
-use northwest_control::ErrorCode;
+use northwest_control::{ErrorCode, MigrationRecord};
 use northwest_store::{KeyRange, Namespace};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::api::ApiError;
@@ -108,7 +107,7 @@ async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> {
         outbox_next: outbox.next_seq(),
         journal_topic: s.topic.clone(),
         max_message_bytes: s.kafka.max_message_bytes,
-        zk_root: s.zk_root.clone(),
+        zk_root: s.layout.root().to_string(),
         fenced: s.gate.fenced_namespaces().await,
         proxies: s.gate.proxies(),
         promoted: s.gate.promoted(),
@@ -431,7 +430,7 @@ struct HistoryView {
     role: &'static str,
     interval_ms: u64,
     samples: Vec<Sample>,
-    migrations: Vec<Value>,
+    migrations: Vec<MigrationRecord>,
 }
 
 /// The dashboard's data: the sampled time series and the migrations.

@@ -7,9 +7,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use northwest_control::MigrationRecord;
 use parking_lot::Mutex;
 use serde::Serialize;
-use serde_json::Value;
 
 pub const INTERVAL: Duration = Duration::from_secs(2);
 /// Ten minutes of samples.
@@ -41,7 +41,7 @@ pub struct Sample {
 #[derive(Default)]
 pub struct History {
     samples: Mutex<VecDeque<Sample>>,
-    migrations: Mutex<Vec<Value>>,
+    migrations: Mutex<Vec<MigrationRecord>>,
 }
 
 impl History {
@@ -58,11 +58,11 @@ impl History {
     }
 
     /// The migrations' persisted states as last read from ZooKeeper.
-    pub fn migrations(&self) -> Vec<Value> {
+    pub fn migrations(&self) -> Vec<MigrationRecord> {
         self.migrations.lock().clone()
     }
 
-    pub fn set_migrations(&self, m: Vec<Value>) {
+    pub fn set_migrations(&self, m: Vec<MigrationRecord>) {
         *self.migrations.lock() = m;
     }
 }

@@ -40,9 +40,12 @@ pub async fn sample_loop(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> 
                 tracing::warn!(error = %e, "reporting the outbox to ZooKeeper failed; targets' marker GC waits for it");
             }
         }
-        let migrations = tokio::time::timeout(STEP_TIMEOUT, read_migrations(&st, false))
-            .await
-            .unwrap_or_else(|_| Err("ZooKeeper did not answer in time".into()));
+        let migrations = tokio::time::timeout(
+            STEP_TIMEOUT,
+            read_migrations(st.zk.as_deref(), &st.layout, false),
+        )
+        .await
+        .unwrap_or_else(|_| Err("ZooKeeper did not answer in time".into()));
         match migrations {
             Ok(m) => {
                 st.metrics

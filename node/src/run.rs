@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
 use northwest_control::client::read_ca_bundle;
-use northwest_control::ErrorCode;
+use northwest_control::{ErrorCode, ZkLayout};
 use northwest_producer::{KafkaSettings, Relay, RelayConfig, RelayStats, TopicSpec};
 use northwest_store::{
     Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine,
@@ -160,6 +160,7 @@ pub async fn run(
         );
     }
     let (store, zk_client) = open_store(&cfg).await?;
+    let layout = ZkLayout::new(cfg.coordination.root.clone());
     // Before anything acts under the name: relay, apply loop, records.
     let claim = match &zk_client {
         Some(zk) => {
@@ -167,7 +168,7 @@ pub async fn run(
                 Duration::from_millis(cfg.coordination.session_timeout_ms) + Duration::from_secs(2);
             let c = crate::claim::NameClaim::take(
                 zk.clone(),
-                &cfg.coordination.root,
+                &layout,
                 &cfg.name,
                 cfg.http.listen,
                 wait,
@@ -215,7 +216,7 @@ pub async fn run(
             Gate::new(
                 zk_client.as_ref().map(|zk| ProxyRecord {
                     zk: zk.clone(),
-                    dir: format!("{}/nodes/{}", cfg.coordination.root, cfg.name),
+                    dir: layout.node(&cfg.name),
                 }),
                 cfg.journal.apply.then(|| cfg.journal.topic.clone()),
             )
@@ -226,7 +227,7 @@ pub async fn run(
         apply_batch: cfg.journal.apply_batch,
         stop: stop_rx.clone(),
         loader: parking_lot::Mutex::new(None),
-        zk_root: cfg.coordination.root.clone(),
+        layout: layout.clone(),
         lag_probe: Arc::default(),
         zk: zk_client.clone(),
         history: Default::default(),

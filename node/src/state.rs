@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use northwest_consumer::{offsets, ApplyShared, Control, LagProbe, PartitionLag};
+use northwest_control::ZkLayout;
 use northwest_producer::{KafkaSettings, RelayStats};
 use northwest_store::Store;
 use serde_json::Value;
@@ -38,7 +39,8 @@ pub struct NodeState {
     /// Flips to true when the node shuts down.
     pub stop: tokio::sync::watch::Receiver<bool>,
     pub loader: parking_lot::Mutex<Option<Loader>>,
-    pub zk_root: String,
+    /// Where the deployment keeps its control-plane state in ZooKeeper.
+    pub layout: ZkLayout,
     /// One broker client for every lag probe (created on first use).
     pub lag_probe: Arc<parking_lot::Mutex<Option<LagProbe>>>,
     /// Where migrations record their state (None: local coordination).
