@@ -3,10 +3,13 @@
 //! the journal relay (source) or apply loop (target) per its config,
 //! Prometheus telemetry and the dashboard. Entry point: [`run`].
 //!
-//! Owns: node configuration and its validation, HTTP contracts, the cutover
-//! gate (fence, proxy, routing record), telemetry.
-//! May use: `northwest-producer`, `northwest-consumer`, `northwest-snapshotter`
-//! and `northwest-store`; never the orchestrator, the benchmarks or the binary.
+//! Owns: node configuration and its validation, the HTTP API's routes and
+//! handlers, the cutover gate (fence, proxy, routing record), telemetry.
+//! The admin API's request and response types, its error codes, the records
+//! and the ZooKeeper layout are `northwest-control`'s contracts, served here.
+//! May use: `northwest-control`, `northwest-producer`, `northwest-consumer`,
+//! `northwest-snapshotter` and `northwest-store`; never the orchestrator, the
+//! benchmarks or the binary.
 
 pub mod admin;
 pub mod api;
