@@ -15,7 +15,7 @@ use crate::cutover::Gate;
 use crate::history::History;
 use crate::telemetry::Metrics;
 
-/// Everything the admin endpoints read.
+/// Everything a running node's endpoints and background tasks read.
 pub struct NodeState {
     pub name: String,
     /// This process's claim on the name (ZooKeeper coordination only).
