@@ -49,6 +49,14 @@ pub enum ErrorCode {
     BadRequest,
     BadNamespace,
     BadPath,
+    /// A key that does not parse.
+    BadKey,
+    /// A transaction's key outside its entity group.
+    CrossGroup,
+    /// A transaction writing one key twice.
+    DuplicateKey,
+    /// An `If-Match` (or a transaction's `if_version`) that did not hold.
+    VersionMismatch,
     NotFound,
     MethodNotAllowed,
     TooLarge,
@@ -58,6 +66,13 @@ pub enum ErrorCode {
     NotReady,
     Internal,
     Coordination,
+    /// The journal outbox is full (is the relay or the broker down?).
+    OutboxFull,
+    /// Committed locally, but the journal entry is not acknowledged yet
+    /// (sync durability).
+    JournalPending,
+    /// The transaction was aborted.
+    Aborted,
     /// A replica refuses writes.
     Replica,
     /// The namespace is forwarded and the forward failed.
@@ -91,6 +106,10 @@ impl ErrorCode {
             BadRequest => "bad_request",
             BadNamespace => "bad_namespace",
             BadPath => "bad_path",
+            BadKey => "bad_key",
+            CrossGroup => "cross_group",
+            DuplicateKey => "duplicate_key",
+            VersionMismatch => "version_mismatch",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             TooLarge => "too_large",
@@ -100,6 +119,9 @@ impl ErrorCode {
             NotReady => "not_ready",
             Internal => "internal",
             Coordination => "coordination",
+            OutboxFull => "outbox_full",
+            JournalPending => "journal_pending",
+            Aborted => "aborted",
             Replica => "replica",
             Proxy => "proxy",
             Cutover => "cutover",
@@ -390,6 +412,13 @@ pub struct CheckpointResponse {
     pub dir: String,
 }
 
+/// `DELETE /v1/admin/checkpoint/{name}` (removing one that is not there is
+/// no error).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DropCheckpointResponse {
+    pub removed: String,
+}
+
 /// `POST /v1/admin/load-snapshot`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -494,6 +523,8 @@ mod tests {
             (ErrorCode::FenceExpired, "\"fence_expired\""),
             (ErrorCode::NameTaken, "\"name_taken\""),
             (ErrorCode::ApplyUnavailable, "\"apply_unavailable\""),
+            (ErrorCode::VersionMismatch, "\"version_mismatch\""),
+            (ErrorCode::OutboxFull, "\"outbox_full\""),
         ] {
             assert_eq!(serde_json::to_string(&c).unwrap(), s);
             assert_eq!(format!("\"{c}\""), s);

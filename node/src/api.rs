@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use northwest_control::{ErrorBody, ErrorCode};
 use northwest_store::{KeyError, KeyPath, KeyRange, Namespace, Op, Store, StoreError, Version};
 use serde::Deserialize;
 use serde_json::json;
@@ -23,11 +24,12 @@ pub struct ApiState {
     pub max_value_bytes: usize,
 }
 
-/// An API error: status plus a JSON body `{"error": ..., "code": ...}`.
+/// An API error: status plus a JSON body `{"error": ..., "code": ...}`
+/// (the control plane's [`ErrorBody`]).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -35,12 +37,12 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
-            code: "bad_request",
+            code: ErrorCode::BadRequest,
             message: message.into(),
         }
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code,
@@ -66,7 +68,10 @@ impl IntoResponse for ApiError {
         }
         (
             self.status,
-            Json(json!({"error": message, "code": self.code})),
+            Json(ErrorBody {
+                code: self.code,
+                error: message,
+            }),
         )
             .into_response()
     }
@@ -76,24 +81,26 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = match &e {
             StoreError::Key(KeyError::BadNamespace(_)) => {
-                (StatusCode::BAD_REQUEST, "bad_namespace")
+                (StatusCode::BAD_REQUEST, ErrorCode::BadNamespace)
             }
-            StoreError::Key(_) => (StatusCode::BAD_REQUEST, "bad_key"),
-            StoreError::CrossGroup { .. } => (StatusCode::BAD_REQUEST, "cross_group"),
-            StoreError::DuplicateKey(_) => (StatusCode::BAD_REQUEST, "duplicate_key"),
+            StoreError::Key(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadKey),
+            StoreError::CrossGroup { .. } => (StatusCode::BAD_REQUEST, ErrorCode::CrossGroup),
+            StoreError::DuplicateKey(_) => (StatusCode::BAD_REQUEST, ErrorCode::DuplicateKey),
             StoreError::VersionMismatch { .. } => {
-                (StatusCode::PRECONDITION_FAILED, "version_mismatch")
+                (StatusCode::PRECONDITION_FAILED, ErrorCode::VersionMismatch)
             }
-            StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            StoreError::OutboxFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "outbox_full"),
-            StoreError::JournalTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            StoreError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge),
+            StoreError::OutboxFull(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::OutboxFull),
+            StoreError::JournalTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge)
+            }
             StoreError::JournalPending { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "journal_pending")
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::JournalPending)
             }
-            StoreError::Coord(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordination"),
-            StoreError::Aborted(_) => (StatusCode::CONFLICT, "aborted"),
+            StoreError::Coord(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Coordination),
+            StoreError::Aborted(_) => (StatusCode::CONFLICT, ErrorCode::Aborted),
             StoreError::Engine(_) | StoreError::Injected(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
             }
         };
         Self {
@@ -118,7 +125,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
-                code: "not_found",
+                code: ErrorCode::NotFound,
                 message: "no such endpoint; see README".into(),
             }
         })
@@ -166,7 +173,7 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
         .await
         .map_err(|_| ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "too_large",
+            code: ErrorCode::TooLarge,
             message: format!("request body exceeds the limit of {limit} bytes"),
         })
 }
@@ -180,7 +187,7 @@ fn path_args<T>(p: PathArgs<T>) -> ApiResult<T> {
         message.truncate(200);
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            code: "bad_path",
+            code: ErrorCode::BadPath,
             message,
         }
     })
@@ -217,7 +224,7 @@ async fn get_entity(
         Some(e) => Ok(([(header::ETAG, format!("\"{}\"", e.version))], e.value).into_response()),
         None => Err(ApiError {
             status: StatusCode::NOT_FOUND,
-            code: "not_found",
+            code: ErrorCode::NotFound,
             message: format!("{ns}/{key} does not exist"),
         }),
     }
@@ -315,4 +322,29 @@ async fn scan(
         .map(|e| json!({"key": e.key.as_str(), "version": e.version.0, "value_b64": B64.encode(&e.value)}))
         .collect();
     Ok(Json(serde_json::Value::Array(items)))
+}
+
+/// The namespace of a data-API route (`/v1/ns/{ns}/e/...`, `/txn`, `/scan`,
+/// `/digest`), matched segment by segment; `None` for every other path.
+pub fn data_namespace(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/ns/")?;
+    let (ns, route) = rest.split_once('/')?;
+    let route = route.split('/').next().unwrap_or_default();
+    (!ns.is_empty() && matches!(route, "e" | "txn" | "scan" | "digest")).then_some(ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_namespace;
+
+    #[test]
+    fn routes_are_matched_not_searched() {
+        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/digests/e/Doc:1"), Some("digests"));
+        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1/digest:2"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/app/txn"), Some("app"));
+        assert_eq!(data_namespace("/v1/ns/app/digest"), Some("app"));
+        assert_eq!(data_namespace("/v1/admin/status"), None);
+        assert_eq!(data_namespace("/v1/ns//e/x"), None);
+    }
 }

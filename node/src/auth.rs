@@ -14,44 +14,18 @@
 //! `name`). A proxied request is forwarded with the client's own
 //! `Authorization` header, so n2 applies its own rules to the same caller.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use northwest_control::{ErrorBody, ErrorCode};
 use serde::Deserialize;
-use serde_json::json;
 
+use crate::api::data_namespace;
 use crate::config::HttpConfig;
-
-/// A bearer token; its Debug output never shows it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant-time in the token's content (the length may show).
-    fn matches(&self, presented: &[u8]) -> bool {
-        let mine = self.0.as_bytes();
-        mine.len() == presented.len()
-            && mine
-                .iter()
-                .zip(presented)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
-}
+use crate::secrets::{read_secret_file, Secret};
 
 #[derive(Debug)]
 struct DataToken {
@@ -88,28 +62,6 @@ struct TokenEntry {
 
 const MIN_TOKEN_BYTES: usize = 16;
 
-/// Reads a secret file, warning when other users may read it.
-pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    warn_if_world_readable(path, what);
-    Ok(text)
-}
-
-/// Secrets (tokens, credentials, TLS keys) should be readable by their
-/// owner only.
-pub(crate) fn warn_if_world_readable(path: &Path, what: &str) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = std::fs::metadata(path) {
-            if m.permissions().mode() & 0o004 != 0 {
-                tracing::warn!(path = %path.display(), "{what} is readable by every user on this machine; chmod o-r it");
-            }
-        }
-    }
-}
-
 fn check_token(t: &str, what: &str) -> Result<(), String> {
     if t.len() < MIN_TOKEN_BYTES || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
@@ -130,7 +82,7 @@ impl Auth {
                     .trim()
                     .to_string();
                 check_token(&t, &format!("http.admin_token_file {}", p.display()))?;
-                Some(Secret(t))
+                Some(Secret::new(t))
             }
             None => None,
         };
@@ -171,7 +123,7 @@ impl Auth {
                     }
                     out.push(DataToken {
                         name: e.name,
-                        token: Secret(e.token),
+                        token: Secret::new(e.token),
                         namespaces: e.namespaces,
                     });
                 }
@@ -302,7 +254,7 @@ fn plane(path: &str) -> Plane<'_> {
     }
     // The digest reads a whole namespace: admin, like the rest of the
     // operator surface.
-    match crate::cutover::data_namespace(path) {
+    match data_namespace(path) {
         Some(ns) if !is_digest(path) => Plane::Data(ns),
         _ => Plane::Admin,
     }
@@ -350,12 +302,18 @@ impl IntoResponse for Denied {
             Denied::Unauthorized(m) => (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
-                axum::Json(json!({"error": m, "code": "unauthorized"})),
+                axum::Json(ErrorBody {
+                    code: ErrorCode::Unauthorized,
+                    error: m.to_string(),
+                }),
             )
                 .into_response(),
             Denied::Forbidden(m) => (
                 StatusCode::FORBIDDEN,
-                axum::Json(json!({"error": m, "code": "forbidden"})),
+                axum::Json(ErrorBody {
+                    code: ErrorCode::Forbidden,
+                    error: m,
+                }),
             )
                 .into_response(),
         }
@@ -384,10 +342,10 @@ mod tests {
 
     fn auth() -> Auth {
         Auth {
-            admin: Some(Secret("admin-token-0123456789".into())),
+            admin: Some(Secret::new("admin-token-0123456789")),
             data: Some(vec![DataToken {
                 name: "app-client".into(),
-                token: Secret("data-token-app-0123456789".into()),
+                token: Secret::new("data-token-app-0123456789"),
                 namespaces: vec!["app".into()],
             }]),
             check_host: true,

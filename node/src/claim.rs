@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use northwest_control::ZkLayout;
 use northwest_store::ZkCoordinator;
 use serde_json::{json, Value};
 use zookeeper_client as zk;
@@ -61,7 +62,7 @@ impl NameClaim {
     /// margin) for a crashed holder's claim to expire.
     pub async fn take(
         zk: Arc<ZkCoordinator>,
-        root: &str,
+        layout: &ZkLayout,
         name: &str,
         listen: SocketAddr,
         wait: Duration,
@@ -80,7 +81,7 @@ impl NameClaim {
         .into_bytes();
         let claim = Self {
             zk,
-            path: format!("{root}/nodes/{name}/claim"),
+            path: layout.claim(name),
             name: name.to_string(),
             instance,
             data,

@@ -413,7 +413,7 @@ impl NodeConfig {
         let Some(path) = self.kafka_properties_file.take() else {
             return Ok(());
         };
-        crate::auth::warn_if_world_readable(&path, "kafka_properties_file");
+        crate::secrets::warn_if_world_readable(&path, "kafka_properties_file");
         let props = northwest_kafka::read_properties_file(&path)
             .map_err(|e| format!("kafka_properties_file {e}"))?;
         for (k, v) in props {

@@ -17,10 +17,14 @@ use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use northwest_control::{api, ErrorBody, ErrorCode};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
 use zookeeper_client as zk;
+
+use crate::api::data_namespace;
+use crate::secrets::Secret;
 
 /// How many times a request was forwarded between nodes. A request
 /// forwarded to a node that forwards it back (in flight across a rollback's
@@ -98,7 +102,7 @@ pub struct Gate {
     client: reqwest::Client,
     /// Presented to the new primary's admin API at cutover (never added to
     /// forwarded client requests, which carry the client's own header).
-    peer_token: Option<crate::auth::Secret>,
+    peer_token: Option<Secret>,
     /// Set with a peer CA: proxy targets must be `https://`.
     https_only: bool,
     /// Set when this process lost its node-name claim to another instance:
@@ -466,7 +470,7 @@ impl Gate {
     }
 
     /// The admin token presented to the new primary at cutover.
-    pub fn with_peer_token(mut self, token: Option<crate::auth::Secret>) -> Self {
+    pub fn with_peer_token(mut self, token: Option<Secret>) -> Self {
         self.peer_token = token;
         self
     }
@@ -701,7 +705,7 @@ impl Gate {
         attempt: &str,
         timeout: Duration,
     ) -> Result<(), PeerCall> {
-        let url = format!("{}/v1/admin/promote", target.trim_end_matches('/'));
+        let url = format!("{}{}", target.trim_end_matches('/'), api::path::PROMOTE);
         let method = if on {
             reqwest::Method::POST
         } else {
@@ -713,7 +717,11 @@ impl Gate {
         }
         let r = rb
             .timeout(timeout.max(Duration::from_millis(1)))
-            .json(&json!({"namespace": ns, "attempt": attempt}))
+            .json(&api::PromoteRequest {
+                namespace: ns.to_string(),
+                attempt: Some(attempt.to_string()),
+                ..Default::default()
+            })
             .send()
             .await
             .map_err(|e| {
@@ -875,12 +883,12 @@ fn peer_error(e: &reqwest::Error) -> String {
     out
 }
 
+fn error_body(code: ErrorCode, error: String) -> axum::Json<ErrorBody> {
+    axum::Json(ErrorBody { code, error })
+}
+
 fn proxy_error(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": message, "code": "proxy"})),
-    )
-        .into_response()
+    (status, error_body(ErrorCode::Proxy, message)).into_response()
 }
 
 /// Creates or overwrites a persistent znode, creating its parents.
@@ -911,15 +919,6 @@ fn is_write(m: &Method) -> bool {
     m == Method::PUT || m == Method::DELETE || m == Method::POST
 }
 
-/// The namespace of a data-API route (`/v1/ns/{ns}/e/...`, `/txn`, `/scan`,
-/// `/digest`), matched segment by segment; `None` for every other path.
-pub fn data_namespace(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/v1/ns/")?;
-    let (ns, route) = rest.split_once('/')?;
-    let route = route.split('/').next().unwrap_or_default();
-    (!ns.is_empty() && matches!(route, "e" | "txn" | "scan" | "digest")).then_some(ns)
-}
-
 /// Application-API middleware: writes to a namespace pass its fence; every
 /// request of a proxied namespace is forwarded.
 pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
@@ -929,7 +928,7 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     if let Some(why) = gate.retired.lock().clone() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": why, "code": "name_taken"})),
+            error_body(ErrorCode::NameTaken, why),
         )
             .into_response();
     }
@@ -938,10 +937,10 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
     if ns.contains('%') {
         return (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({
-                "error": "namespace must be written unencoded ([A-Za-z0-9_.-])",
-                "code": "bad_namespace",
-            })),
+            error_body(
+                ErrorCode::BadNamespace,
+                "namespace must be written unencoded ([A-Za-z0-9_.-])".into(),
+            ),
         )
             .into_response();
     }
@@ -956,11 +955,7 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
         // writes to made-up namespaces on a replica must not grow them.
         if gate.proxy(&ns).is_none() {
             if let Some(why) = gate.replica_refusal(&ns, hops_in) {
-                return (
-                    StatusCode::CONFLICT,
-                    axum::Json(json!({"error": why, "code": "replica"})),
-                )
-                    .into_response();
+                return (StatusCode::CONFLICT, error_body(ErrorCode::Replica, why)).into_response();
             }
         }
         let g = gate.of(&ns);
@@ -976,11 +971,7 @@ pub async fn gate_layer(State(gate): State<Arc<Gate>>, req: Request, next: Next)
             return gate.forward(&target, req).await;
         }
         if let Some(why) = gate.replica_refusal(&ns, hops_in) {
-            return (
-                StatusCode::CONFLICT,
-                axum::Json(json!({"error": why, "code": "replica"})),
-            )
-                .into_response();
+            return (StatusCode::CONFLICT, error_body(ErrorCode::Replica, why)).into_response();
         }
         let resp = next.run(req).await;
         drop(permit);
@@ -1028,22 +1019,6 @@ fn local_digest(req: &Request, ns: &str) -> bool {
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv == "local=true"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::data_namespace;
-
-    #[test]
-    fn routes_are_matched_not_searched() {
-        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1"), Some("app"));
-        assert_eq!(data_namespace("/v1/ns/digests/e/Doc:1"), Some("digests"));
-        assert_eq!(data_namespace("/v1/ns/app/e/Doc:1/digest:2"), Some("app"));
-        assert_eq!(data_namespace("/v1/ns/app/txn"), Some("app"));
-        assert_eq!(data_namespace("/v1/ns/app/digest"), Some("app"));
-        assert_eq!(data_namespace("/v1/admin/status"), None);
-        assert_eq!(data_namespace("/v1/ns//e/x"), None);
-    }
 }
 
 #[cfg(test)]

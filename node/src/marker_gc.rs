@@ -44,7 +44,8 @@ use northwest_store::{Cf, MarkerGcRule};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::admin::NodeState;
+use crate::records::read_migrations;
+use crate::state::NodeState;
 
 const EPOCH_KEY: &[u8] = b"markergc/epoch";
 /// Commits in flight while a source reads its outbox may carry a time a
@@ -99,10 +100,16 @@ pub async fn report_outbox(st: &NodeState) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let horizon = oldest.unwrap_or(now).min(now) - HORIZON_SLACK_MS;
     let data = json!({"at_ms": now, "horizon_ms": horizon}).to_string();
-    let path = format!("{}/outbox/{}", st.zk_root, st.name);
-    crate::cutover::put_znode(&zk.client(), &path, data.as_bytes(), &st.zk_root, zk.acls())
-        .await
-        .map_err(|e| format!("{path}: {e}"))
+    let path = st.layout.outbox(&st.name);
+    crate::cutover::put_znode(
+        &zk.client(),
+        &path,
+        data.as_bytes(),
+        st.layout.root(),
+        zk.acls(),
+    )
+    .await
+    .map_err(|e| format!("{path}: {e}"))
 }
 
 /// One pass; returns what status shows as `marker_gc`.
@@ -288,11 +295,13 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
     if st.zk.is_none() {
         return Err("local coordination: no migration records or source reports to consult".into());
     }
-    for m in crate::history::read_migrations(st, true).await? {
-        if !matches!(m["phase"].as_str(), Some("done" | "aborted")) {
+    for m in read_migrations(st.zk.as_deref(), &st.layout, true).await? {
+        if m.phase.in_progress() {
+            // Quoted, as the record's JSON spells them.
             return Err(format!(
-                "migration of {} is in progress (phase {})",
-                m["ns"], m["phase"]
+                "migration of {:?} is in progress (phase {:?})",
+                m.ns,
+                m.phase.name()
             ));
         }
     }
@@ -314,7 +323,7 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
 async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
     let zk = st.zk.as_ref().ok_or("local coordination")?;
     let client = zk.client();
-    let dir = format!("{}/outbox", st.zk_root);
+    let dir = st.layout.outboxes();
     let origins = northwest_consumer::offsets::origins(&st.store)
         .map_err(|e| format!("reading the journal's origins: {e}"))?;
     let mut names = match client.list_children(&dir).await {
@@ -337,7 +346,7 @@ async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
     names.sort();
     let mut lowest = i64::MAX;
     for n in names {
-        let path = format!("{dir}/{n}");
+        let path = st.layout.outbox(&n);
         let (data, _) = client
             .get_data(&path)
             .await
@@ -404,10 +413,11 @@ pub async fn report_retired(st: &NodeState) {
     if !st.store.outbox().is_empty() {
         return;
     }
-    let path = format!("{}/outbox/{}", st.zk_root, st.name);
+    let path = st.layout.outbox(&st.name);
     let data = json!({"retired": true, "at_ms": northwest_store::store::now_ms_pub()}).to_string();
     let client = zk.client();
-    let put = crate::cutover::put_znode(&client, &path, data.as_bytes(), &st.zk_root, zk.acls());
+    let put =
+        crate::cutover::put_znode(&client, &path, data.as_bytes(), st.layout.root(), zk.acls());
     if let Err(e) = tokio::time::timeout(Duration::from_secs(5), put)
         .await
         .unwrap_or_else(|_| Err(zookeeper_client::Error::Timeout))

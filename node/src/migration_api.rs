@@ -9,43 +9,39 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, Source};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
-use crate::admin::{Loader, NodeState};
+use northwest_control::api::{
+    path, CheckpointRequest, CheckpointResponse, DropCheckpointResponse, FenceRequest,
+    FenceResponse, HotKeysResponse, LoadSnapshotRequest, LoadSnapshotResponse, NamespaceRequest,
+    PromoteRequest, PromoteResponse, ProxyRequest, ProxyResponse, ReverseApplyResponse,
+    UnfenceResponse, UnproxyRequest, WarmRequest, WarmResponse,
+};
+use northwest_control::ErrorCode;
+
 use crate::api::ApiError;
 use crate::cutover::CutoverError;
+use crate::state::{Loader, NodeState};
+use crate::topics::reverse_topic_name;
 use axum::http::StatusCode;
 
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
-        .route("/v1/admin/fence", post(fence))
-        .route("/v1/admin/unfence", post(unfence))
-        .route("/v1/admin/proxy", post(proxy).delete(unproxy))
-        .route("/v1/admin/promote", post(promote).delete(demote))
-        .route("/v1/admin/checkpoint", post(checkpoint))
+        .route(path::FENCE, post(fence))
+        .route(path::UNFENCE, post(unfence))
+        .route(path::PROXY, post(proxy).delete(unproxy))
+        .route(path::PROMOTE, post(promote).delete(demote))
+        .route(path::CHECKPOINT, post(checkpoint))
         .route("/v1/admin/checkpoint/{name}", delete(drop_checkpoint))
-        .route("/v1/admin/load-snapshot", post(load_snapshot))
+        .route(path::LOAD_SNAPSHOT, post(load_snapshot))
         .route("/v1/admin/hot-keys/{ns}", get(hot_keys))
-        .route("/v1/admin/reverse-apply", post(reverse_apply))
-        .route("/v1/admin/warm", post(warm))
+        .route(path::REVERSE_APPLY, post(reverse_apply))
+        .route(path::WARM, post(warm))
         .with_state(state)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed request: {e}")))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FenceReq {
-    namespace: String,
-    #[serde(default = "default_fence_ms")]
-    max_ms: u64,
-}
-
-fn default_fence_ms() -> u64 {
-    10_000
 }
 
 fn check_ns(ns: &str) -> Result<(), ApiError> {
@@ -59,8 +55,8 @@ fn check_ns(ns: &str) -> Result<(), ApiError> {
 async fn fence(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: FenceReq = parse(&body)?;
+) -> Result<Json<FenceResponse>, ApiError> {
+    let req: FenceRequest = parse(&body)?;
     check_ns(&req.namespace)?;
     if req.max_ms == 0 || req.max_ms > 120_000 {
         return Err(ApiError::bad_request("max_ms must be 1..=120000"));
@@ -69,42 +65,28 @@ async fn fence(
         .gate
         .fence(&req.namespace, Duration::from_millis(req.max_ms))
         .await;
-    Ok(Json(json!({
-        "fenced": true,
-        "namespace": req.namespace,
-        "fence": gen,
-        "outbox_pending": s.store.outbox().len(),
+    Ok(Json(FenceResponse {
+        fenced: true,
+        namespace: req.namespace,
+        fence: gen,
+        outbox_pending: s.store.outbox().len(),
         // Every entry of the fenced namespace is below this sequence.
-        "outbox_next": s.store.outbox().next_seq(),
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NsReq {
-    namespace: String,
+        outbox_next: s.store.outbox().next_seq(),
+    }))
 }
 
 async fn unfence(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: NsReq = parse(&body)?;
+) -> Result<Json<UnfenceResponse>, ApiError> {
+    let req: NamespaceRequest = parse(&body)?;
     check_ns(&req.namespace)?;
     let lifted = s.gate.unfence(&req.namespace).await;
-    Ok(Json(
-        json!({"fenced": false, "namespace": req.namespace, "lifted": lifted}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProxyReq {
-    namespace: String,
-    target: String,
-    /// The generation of the fence the caller drained under: the proxy is
-    /// refused if that fence has lifted (expired) meanwhile.
-    fence: u64,
+    Ok(Json(UnfenceResponse {
+        fenced: false,
+        namespace: req.namespace,
+        lifted,
+    }))
 }
 
 /// A proxy target is a bare base URL: `http(s)://host:port`, https only
@@ -149,8 +131,8 @@ fn check_target(target: &str, https_only: bool) -> Result<(), ApiError> {
 async fn proxy(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: ProxyReq = parse(&body)?;
+) -> Result<Json<ProxyResponse>, ApiError> {
+    let req: ProxyRequest = parse(&body)?;
     check_ns(&req.namespace)?;
     check_target(&req.target, s.gate.https_only())?;
     // Spawned: a caller that hangs up must not cut the cutover off midway
@@ -166,13 +148,13 @@ async fn proxy(
         cut
     })
     .await
-    .map_err(|e| ApiError::unavailable("cutover", format!("cutover task failed: {e}")))?;
+    .map_err(|e| ApiError::unavailable(ErrorCode::Cutover, format!("cutover task failed: {e}")))?;
     cut.map_err(|e| {
         let (status, code) = match &e {
-            CutoverError::FenceExpired(_) => (StatusCode::CONFLICT, "fence_expired"),
-            CutoverError::Record(_) => (StatusCode::SERVICE_UNAVAILABLE, "coordination"),
-            CutoverError::Promote(_) => (StatusCode::BAD_GATEWAY, "promote_failed"),
-            CutoverError::Unknown { .. } => (StatusCode::BAD_GATEWAY, "promote_unknown"),
+            CutoverError::FenceExpired(_) => (StatusCode::CONFLICT, ErrorCode::FenceExpired),
+            CutoverError::Record(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Coordination),
+            CutoverError::Promote(_) => (StatusCode::BAD_GATEWAY, ErrorCode::PromoteFailed),
+            CutoverError::Unknown { .. } => (StatusCode::BAD_GATEWAY, ErrorCode::PromoteUnknown),
         };
         ApiError {
             status,
@@ -181,35 +163,29 @@ async fn proxy(
         }
     })?;
     tracing::info!(namespace = %req.namespace, target = %req.target, "namespace is now proxied");
-    Ok(Json(
-        json!({"proxy": req.target, "namespace": req.namespace}),
-    ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UnproxyReq {
-    namespace: String,
-    /// Keep the namespace's fence (a rollback lifts it after the new
-    /// primary forwards back).
-    #[serde(default)]
-    keep_fence: bool,
+    Ok(Json(ProxyResponse {
+        namespace: req.namespace,
+        proxy: Some(req.target),
+    }))
 }
 
 async fn unproxy(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: UnproxyReq = parse(&body)?;
+) -> Result<Json<ProxyResponse>, ApiError> {
+    let req: UnproxyRequest = parse(&body)?;
     check_ns(&req.namespace)?;
     s.gate
         .set_proxy(&req.namespace, None)
         .await
-        .map_err(|e| ApiError::unavailable("coordination", e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(ErrorCode::Coordination, e.to_string()))?;
     if !req.keep_fence {
         s.gate.unfence(&req.namespace).await;
     }
-    Ok(Json(json!({"proxy": null, "namespace": req.namespace})))
+    Ok(Json(ProxyResponse {
+        namespace: req.namespace,
+        proxy: None,
+    }))
 }
 
 /// Lets a replica take client writes for one namespace (the cutover does
@@ -217,35 +193,24 @@ async fn unproxy(
 async fn promote(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PromoteResponse>, ApiError> {
     set_promoted(s, &body, true).await
 }
 
 async fn demote(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PromoteResponse>, ApiError> {
     set_promoted(s, &body, false).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PromoteReq {
-    namespace: String,
-    /// The cutover attempt (n1 names it so a demotion can cancel it).
-    #[serde(default)]
-    attempt: Option<String>,
-    /// The switch confirms the cutover's promotion.
-    #[serde(default)]
-    confirm: bool,
-    /// An operator's promotion of a replica that forwards the namespace.
-    #[serde(default)]
-    force: bool,
-}
-
-async fn set_promoted(s: Arc<NodeState>, body: &[u8], on: bool) -> Result<Json<Value>, ApiError> {
+async fn set_promoted(
+    s: Arc<NodeState>,
+    body: &[u8],
+    on: bool,
+) -> Result<Json<PromoteResponse>, ApiError> {
     use crate::cutover::{PromoteError, Promotion};
-    let req: PromoteReq = parse(body)?;
+    let req: PromoteRequest = parse(body)?;
     check_ns(&req.namespace)?;
     let ns = northwest_store::Namespace::new(&req.namespace)
         .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
@@ -276,35 +241,37 @@ async fn set_promoted(s: Arc<NodeState>, body: &[u8], on: bool) -> Result<Json<V
             .await
     })
     .await
-    .map_err(|e| ApiError::unavailable("coordination", format!("promotion task failed: {e}")))?;
+    .map_err(|e| {
+        ApiError::unavailable(
+            ErrorCode::Coordination,
+            format!("promotion task failed: {e}"),
+        )
+    })?;
     done.map_err(|e| match e {
-        PromoteError::Record(e) => ApiError::unavailable("coordination", e.to_string()),
+        PromoteError::Record(e) => ApiError::unavailable(ErrorCode::Coordination, e.to_string()),
         e @ PromoteError::Cancelled(_) => ApiError {
             status: StatusCode::CONFLICT,
-            code: "promote_cancelled",
+            code: ErrorCode::PromoteCancelled,
             message: e.to_string(),
         },
         e @ PromoteError::NotPromoted(_) => ApiError {
             status: StatusCode::CONFLICT,
-            code: "not_promoted",
+            code: ErrorCode::NotPromoted,
             message: e.to_string(),
         },
         e @ PromoteError::Forwards { .. } => ApiError {
             status: StatusCode::CONFLICT,
-            code: "forwards",
+            code: ErrorCode::Forwards,
             message: e.to_string(),
         },
     })?;
     if on {
         tracing::warn!(namespace = %req.namespace, "replica promoted: it now takes client writes for this namespace");
     }
-    Ok(Json(json!({"namespace": req.namespace, "promoted": on})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckpointReq {
-    name: String,
+    Ok(Json(PromoteResponse {
+        namespace: req.namespace,
+        promoted: on,
+    }))
 }
 
 fn checkpoint_dir(s: &NodeState, name: &str) -> Result<std::path::PathBuf, ApiError> {
@@ -327,8 +294,8 @@ fn checkpoint_dir(s: &NodeState, name: &str) -> Result<std::path::PathBuf, ApiEr
 async fn checkpoint(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: CheckpointReq = parse(&body)?;
+) -> Result<Json<CheckpointResponse>, ApiError> {
+    let req: CheckpointRequest = parse(&body)?;
     let dir = checkpoint_dir(&s, &req.name)?;
     if !dir.join("CURRENT").exists() {
         let _ = std::fs::remove_dir_all(&dir);
@@ -338,16 +305,20 @@ async fn checkpoint(
             .map_err(|e| ApiError::bad_request(e.to_string()))?
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    Ok(Json(json!({"dir": dir})))
+    Ok(Json(CheckpointResponse {
+        dir: dir.display().to_string(),
+    }))
 }
 
 async fn drop_checkpoint(
     State(s): State<Arc<NodeState>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DropCheckpointResponse>, ApiError> {
     let dir = checkpoint_dir(&s, &name)?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Json(json!({"removed": dir})))
+    Ok(Json(DropCheckpointResponse {
+        removed: dir.display().to_string(),
+    }))
 }
 
 /// Keys per warm-up request, and the most a hot-key list returns.
@@ -371,7 +342,7 @@ async fn hot_keys(
     State(s): State<Arc<NodeState>>,
     Path(ns): Path<String>,
     q: Result<axum::extract::Query<HotKeysQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<HotKeysResponse>, ApiError> {
     let q = q.map_err(|e| ApiError::bad_request(format!("malformed query: {e}")))?;
     let ns = northwest_store::Namespace::new(&ns)
         .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
@@ -384,24 +355,20 @@ async fn hot_keys(
     let store = s.store.clone();
     let keys = tokio::task::spawn_blocking(move || store.hot_keys(&ns, q.limit))
         .await
-        .map_err(|e| ApiError::unavailable("internal", e.to_string()))?;
+        .map_err(|e| ApiError::unavailable(ErrorCode::Internal, e.to_string()))?;
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    Ok(Json(json!({"keys": keys, "cache": s.store.cache_stats()})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WarmReq {
-    namespace: String,
-    keys: Vec<String>,
+    Ok(Json(HotKeysResponse {
+        keys,
+        cache: s.store.cache_stats(),
+    }))
 }
 
 /// Reads the given keys into this node's read cache.
 async fn warm(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: WarmReq = parse(&body)?;
+) -> Result<Json<WarmResponse>, ApiError> {
+    let req: WarmRequest = parse(&body)?;
     let ns = northwest_store::Namespace::new(&req.namespace)
         .map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
     if req.keys.len() > WARM_BATCH {
@@ -417,19 +384,16 @@ async fn warm(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
     if s.store.cache_stats().is_none() {
-        return Ok(Json(json!({"found": 0, "cache": false})));
+        return Ok(Json(WarmResponse {
+            found: 0,
+            cache: false,
+        }));
     }
     let store = s.store.clone();
     let found = tokio::task::spawn_blocking(move || store.warm(&ns, &keys))
         .await
-        .map_err(|e| ApiError::unavailable("internal", e.to_string()))??;
-    Ok(Json(json!({"found": found, "cache": true})))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoadReq {
-    topic: String,
+        .map_err(|e| ApiError::unavailable(ErrorCode::Internal, e.to_string()))??;
+    Ok(Json(WarmResponse { found, cache: true }))
 }
 
 /// Starts (once) the loader that applies the snapshot topic with the same
@@ -437,12 +401,15 @@ struct LoadReq {
 async fn load_snapshot(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let req: LoadReq = parse(&body)?;
+) -> Result<Json<LoadSnapshotResponse>, ApiError> {
+    let req: LoadSnapshotRequest = parse(&body)?;
     let mut slot = s.loader.lock();
     if let Some(l) = slot.as_ref() {
         if l.topic == req.topic {
-            return Ok(Json(json!({"loading": req.topic, "already": true})));
+            return Ok(Json(LoadSnapshotResponse {
+                loading: req.topic,
+                already: true,
+            }));
         }
         // A new migration supersedes an aborted one's loader.
         tracing::info!(old = %l.topic, new = %req.topic, "replacing the snapshot loader");
@@ -480,7 +447,10 @@ async fn load_snapshot(
         stop: own_stop,
         started: std::time::Instant::now(),
     });
-    Ok(Json(json!({"loading": req.topic})))
+    Ok(Json(LoadSnapshotResponse {
+        loading: req.topic,
+        already: false,
+    }))
 }
 
 /// Starts (once) the loop applying the reverse journal on a source node.
@@ -489,7 +459,7 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
     if slot.is_some() {
         return;
     }
-    let topic = crate::run::reverse_topic_name(&s.topic);
+    let topic = reverse_topic_name(&s.topic);
     let shared = Arc::new(ApplyShared::default());
     let cfg = ApplyConfig {
         batch: s.apply_batch,
@@ -526,14 +496,16 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
 }
 
 /// Starts the reverse journal's apply loop here (a source), if not running.
-async fn reverse_apply(State(s): State<Arc<NodeState>>) -> Result<Json<Value>, ApiError> {
+async fn reverse_apply(
+    State(s): State<Arc<NodeState>>,
+) -> Result<Json<ReverseApplyResponse>, ApiError> {
     if s.relay.is_none() {
         return Err(ApiError::bad_request(
             "only a source node applies the reverse journal",
         ));
     }
     start_reverse_apply(&s);
-    Ok(Json(
-        json!({"topic": crate::run::reverse_topic_name(&s.topic)}),
-    ))
+    Ok(Json(ReverseApplyResponse {
+        topic: reverse_topic_name(&s.topic),
+    }))
 }

@@ -12,6 +12,8 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
+use northwest_control::client::read_ca_bundle;
+use northwest_control::{ErrorCode, ZkLayout};
 use northwest_kafka::{KafkaSettings, TopicSpec};
 use northwest_producer::{Relay, RelayConfig, RelayStats};
 use northwest_store::{
@@ -20,11 +22,12 @@ use northwest_store::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::admin::NodeState;
 use crate::api::{router, ApiState};
 use crate::config::{CoordinationMode, Durability, EngineKind, NodeConfig, OutboxFull};
 use crate::cutover::{Gate, ProxyRecord};
+use crate::state::NodeState;
 use crate::telemetry::{Metrics, Roles};
+use crate::topics::reverse_topic_name;
 
 /// Opens the engine named by the config.
 pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
@@ -73,12 +76,6 @@ pub fn kafka_settings(cfg: &NodeConfig) -> KafkaSettings {
     }
 }
 
-/// The topic a promoted target journals its client writes to, for the old
-/// primary to apply (rollback after a cutover).
-pub fn reverse_topic_name(journal: &str) -> String {
-    format!("{journal}.reverse")
-}
-
 pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
     TopicSpec {
         name: cfg.journal.topic.clone(),
@@ -107,7 +104,7 @@ async fn open_store(cfg: &NodeConfig) -> anyhow::Result<(Arc<Store>, Option<Arc<
         CoordinationMode::Zookeeper => {
             let mut zc = cfg.zk();
             if let Some(f) = &cfg.coordination.auth_file {
-                let text = crate::auth::read_secret_file(f, "coordination.auth_file")
+                let text = crate::secrets::read_secret_file(f, "coordination.auth_file")
                     .map_err(anyhow::Error::msg)?;
                 zc.auth = northwest_store::ZkDigest::new(text.trim())
                     .map_err(|e| anyhow::anyhow!("coordination.auth_file {}: {e}", f.display()))?;
@@ -153,7 +150,7 @@ pub async fn run(
         _ => None,
     };
     let peer_ca = match &cfg.http.tls_ca_file {
-        Some(p) => crate::tls::ca_certs(p).map_err(anyhow::Error::msg)?,
+        Some(p) => read_ca_bundle(p, "http.tls_ca_file").map_err(anyhow::Error::msg)?,
         None => Vec::new(),
     };
     if tls.is_none() && !cfg.http.listen.ip().is_loopback() {
@@ -164,6 +161,7 @@ pub async fn run(
         );
     }
     let (store, zk_client) = open_store(&cfg).await?;
+    let layout = ZkLayout::new(cfg.coordination.root.clone());
     // Before anything acts under the name: relay, apply loop, records.
     let claim = match &zk_client {
         Some(zk) => {
@@ -171,7 +169,7 @@ pub async fn run(
                 Duration::from_millis(cfg.coordination.session_timeout_ms) + Duration::from_secs(2);
             let c = crate::claim::NameClaim::take(
                 zk.clone(),
-                &cfg.coordination.root,
+                &layout,
                 &cfg.name,
                 cfg.http.listen,
                 wait,
@@ -219,7 +217,7 @@ pub async fn run(
             Gate::new(
                 zk_client.as_ref().map(|zk| ProxyRecord {
                     zk: zk.clone(),
-                    dir: format!("{}/nodes/{}", cfg.coordination.root, cfg.name),
+                    dir: layout.node(&cfg.name),
                 }),
                 cfg.journal.apply.then(|| cfg.journal.topic.clone()),
             )
@@ -230,7 +228,7 @@ pub async fn run(
         apply_batch: cfg.journal.apply_batch,
         stop: stop_rx.clone(),
         loader: parking_lot::Mutex::new(None),
-        zk_root: cfg.coordination.root.clone(),
+        layout: layout.clone(),
         lag_probe: Arc::default(),
         zk: zk_client.clone(),
         history: Default::default(),
@@ -239,7 +237,7 @@ pub async fn run(
     let (st, stop) = (state.clone(), stopped(&stop_rx));
     tasks.push((
         "sampler",
-        tokio::spawn(crate::history::sample_loop(st, stop)),
+        tokio::spawn(crate::housekeeping::sample_loop(st, stop)),
     ));
     let retention_ms = cfg.marker_retention_ms();
     if retention_ms > 0 {
@@ -464,7 +462,7 @@ fn app(cfg: &NodeConfig, state: &Arc<NodeState>, auth: Arc<crate::auth::Auth>) -
     .method_not_allowed_fallback(|| async {
         crate::api::ApiError {
             status: axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            code: "method_not_allowed",
+            code: ErrorCode::MethodNotAllowed,
             message: "method not allowed on this path; the Allow header lists the methods".into(),
         }
     })
@@ -510,7 +508,7 @@ fn uri_too_long(req: &Request) -> Option<crate::api::ApiError> {
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     (len > MAX_URI_BYTES).then(|| crate::api::ApiError {
         status: axum::http::StatusCode::URI_TOO_LONG,
-        code: "uri_too_long",
+        code: ErrorCode::UriTooLong,
         message: format!("request URI of {len} bytes; the limit is {MAX_URI_BYTES}"),
     })
 }
@@ -529,7 +527,7 @@ fn dot_segments(req: &Request) -> Option<crate::api::ApiError> {
         });
     bad.then(|| crate::api::ApiError {
         status: axum::http::StatusCode::BAD_REQUEST,
-        code: "bad_path",
+        code: ErrorCode::BadPath,
         message: "the path has '.' or '..' segments or a backslash; send it normalised".into(),
     })
 }

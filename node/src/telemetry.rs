@@ -4,13 +4,13 @@
 use std::sync::atomic::Ordering;
 
 use northwest_consumer::{ApplyShared, PartitionLag};
+use northwest_control::MigrationRecord;
 use northwest_producer::RelayStats;
 use parking_lot::Mutex;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use serde_json::Value;
 
 /// What the node does, which decides the series it exports: a source has no
 /// apply series and a target no relay series (rather than ones stuck at 0).
@@ -470,8 +470,8 @@ impl Metrics {
         }
     }
 
-    /// The migrations recorded in ZooKeeper (their persisted JSON state).
-    pub fn observe_migrations(&self, migrations: &[Value], now_ms: i64) {
+    /// The migrations recorded in ZooKeeper.
+    pub fn observe_migrations(&self, migrations: &[MigrationRecord], now_ms: i64) {
         let _seen = self.last.lock();
         // Every series is rebuilt: a record that went away takes its series.
         self.migration_phase.reset();
@@ -480,25 +480,26 @@ impl Metrics {
         self.migration_pause.reset();
         self.migration_failed.reset();
         for m in migrations {
-            let Some(ns) = m["ns"].as_str() else { continue };
-            let phase = m["phase"].as_str().unwrap_or("unknown");
-            self.migration_phase.with_label_values(&[ns, phase]).set(1);
-            if let Some(t) = m["phase_started_ms"].as_i64() {
+            let ns = m.ns.as_str();
+            self.migration_phase
+                .with_label_values(&[ns, m.phase.name()])
+                .set(1);
+            if let Some(t) = m.phase_started_ms {
                 self.migration_phase_age
                     .with_label_values(&[ns])
                     .set((now_ms - t).max(0) as f64 / 1000.0);
             }
             self.migration_snapshot_rows
                 .with_label_values(&[ns])
-                .set(m["snapshot_rows"].as_i64().unwrap_or(0));
-            if let Some(ms) = m["write_pause_ms"].as_f64() {
+                .set(i64::try_from(m.snapshot_rows).unwrap_or(i64::MAX));
+            if let Some(ms) = m.write_pause_ms {
                 self.migration_pause
                     .with_label_values(&[ns])
                     .set(ms / 1000.0);
             }
             self.migration_failed
                 .with_label_values(&[ns])
-                .set(m["error"].is_string() as i64);
+                .set(m.error.is_some() as i64);
         }
     }
 
@@ -640,5 +641,51 @@ impl Metrics {
         };
         let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_series_come_from_the_records() {
+        let record = |ns: &str, phase: &str, error: Option<&str>| {
+            serde_json::from_value::<MigrationRecord>(serde_json::json!({
+                "id": "m1", "ns": ns, "from": "http://a", "to": "http://b", "phase": phase,
+                "journal_topic": "j", "snapshot_topic": "s", "checkpoint_dir": null,
+                "hwms": {}, "kinds": [], "phase_seconds": {}, "snapshot_rows": 42,
+                "snapshot_resumed_rows": 0, "runs": 1, "max_lag_records": 0, "verify": null,
+                "verify_pause_ms": null, "write_pause_ms": 12.5, "error": error,
+                "phase_started_ms": 1_000
+            }))
+            .unwrap()
+        };
+        let m = Metrics::new(
+            "n2",
+            Roles {
+                source: false,
+                target: true,
+            },
+        );
+        let records = [
+            record("app", "catch-up", None),
+            record("old", "done", Some("boom")),
+        ];
+        m.observe_migrations(&records, 3_000);
+        let text = m.render();
+        for line in [
+            r#"northwest_migration_phase{namespace="app",phase="catch-up",node="n2"} 1"#,
+            r#"northwest_migration_phase_age_seconds{namespace="app",node="n2"} 2"#,
+            r#"northwest_migration_snapshot_rows{namespace="app",node="n2"} 42"#,
+            r#"northwest_migration_cutover_pause_seconds{namespace="app",node="n2"} 0.0125"#,
+            r#"northwest_migration_failed{namespace="app",node="n2"} 0"#,
+            r#"northwest_migration_failed{namespace="old",node="n2"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // A record that went away takes its series.
+        m.observe_migrations(&records[..1], 3_000);
+        assert!(!m.render().contains(r#"namespace="old""#));
     }
 }

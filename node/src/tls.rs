@@ -34,7 +34,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
             cert.display()
         ));
     }
-    crate::auth::warn_if_world_readable(key, "http.tls_key_file");
+    crate::secrets::warn_if_world_readable(key, "http.tls_key_file");
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
         format!(
             "http.tls_key_file {}: {e} (expected a PEM private key: PKCS#8, PKCS#1 or SEC1)",
@@ -57,21 +57,6 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     // axum serves HTTP/1.1 only (its http2 feature is off).
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
-}
-
-/// The CA certificates (PEM bundle) a node's outgoing calls trust.
-pub fn ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
-    let pem =
-        std::fs::read(path).map_err(|e| format!("http.tls_ca_file {}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("http.tls_ca_file {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "http.tls_ca_file {}: no PEM certificate in it",
-            path.display()
-        ));
-    }
-    Ok(certs)
 }
 
 /// A TLS listener for `axum::serve`: accepted connections come out
