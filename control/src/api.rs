@@ -3,11 +3,12 @@
 //! the orchestrator deserialises them: a field renamed on one side fails to
 //! compile on the other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use northwest_store::cache::CacheStats;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+pub use crate::status::*;
 
 /// The admin endpoints (paths relative to a node's base URL).
 pub mod path {
@@ -100,6 +101,41 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (a test checks each spells as the wire does).
+    pub const ALL: [ErrorCode; 31] = [
+        ErrorCode::BadRequest,
+        ErrorCode::BadNamespace,
+        ErrorCode::BadPath,
+        ErrorCode::BadKey,
+        ErrorCode::CrossGroup,
+        ErrorCode::DuplicateKey,
+        ErrorCode::VersionMismatch,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::TooLarge,
+        ErrorCode::UriTooLong,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotReady,
+        ErrorCode::Internal,
+        ErrorCode::Coordination,
+        ErrorCode::OutboxFull,
+        ErrorCode::JournalPending,
+        ErrorCode::Aborted,
+        ErrorCode::Replica,
+        ErrorCode::Proxy,
+        ErrorCode::Cutover,
+        ErrorCode::FenceExpired,
+        ErrorCode::PromoteFailed,
+        ErrorCode::PromoteUnknown,
+        ErrorCode::PromoteCancelled,
+        ErrorCode::NotPromoted,
+        ErrorCode::Forwards,
+        ErrorCode::NameTaken,
+        ErrorCode::ApplyUnavailable,
+        ErrorCode::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         use ErrorCode::*;
         match self {
@@ -149,162 +185,6 @@ impl std::fmt::Display for ErrorCode {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub error: String,
-}
-
-/// `GET /v1/admin/status`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub name: String,
-    /// This process's claim on the name (ZooKeeper coordination only).
-    pub instance: Option<String>,
-    /// `source`, `target` or `standalone`.
-    pub role: String,
-    pub outbox_pending: u64,
-    pub outbox_shipped_below: u64,
-    pub outbox_next: u64,
-    pub journal_topic: String,
-    pub max_message_bytes: usize,
-    pub zk_root: String,
-    pub fenced: Vec<String>,
-    /// Namespace -> the base URL this node forwards it to.
-    pub proxies: HashMap<String, String>,
-    pub promoted: Vec<String>,
-    pub promotion_unconfirmed: Vec<String>,
-    pub relay_error: Option<String>,
-    /// The last marker GC pass's report (see the node's `marker_gc`).
-    pub marker_gc: Value,
-    pub proxy_problems: Vec<String>,
-    pub read_cache: Option<CacheStats>,
-    pub data_latency: DataLatency,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loader: Option<LoaderStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relay: Option<RelayStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reverse_relay: Option<ReverseRelayStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reverse_apply: Option<ReverseApplyStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apply: Option<ApplyStatus>,
-}
-
-impl NodeStatus {
-    /// Where this node forwards `ns`, if it does.
-    pub fn forwards(&self, ns: &str) -> Option<&str> {
-        self.proxies.get(ns).map(String::as_str)
-    }
-
-    /// The first halted journal partition's reason.
-    pub fn halted(&self) -> Option<&str> {
-        self.apply
-            .iter()
-            .flat_map(|a| &a.partitions)
-            .find_map(|p| p.halted.as_deref())
-    }
-
-    /// Journal lag in records over every partition.
-    pub fn journal_lag(&self) -> i64 {
-        self.apply
-            .iter()
-            .flat_map(|a| &a.partitions)
-            .map(|p| p.lag_records)
-            .sum()
-    }
-}
-
-/// The data API's recent latency.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct DataLatency {
-    pub window_s: u64,
-    pub requests: u64,
-    /// `None`: no request in the window.
-    pub p99_ms: Option<f64>,
-}
-
-/// The snapshot loader on a target.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoaderStatus {
-    pub topic: String,
-    pub running: bool,
-    pub rows: u64,
-    pub writes_applied: u64,
-    pub writes_stale: u64,
-    pub dead_lettered: u64,
-    pub last_error: Option<String>,
-    pub caught_up: bool,
-    /// `None`: the broker could not be asked.
-    pub lag_records: Option<i64>,
-}
-
-/// The journal relay on a source.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RelayStatus {
-    pub shipped: u64,
-    pub send_errors: u64,
-    pub last_error: Option<String>,
-}
-
-/// A promoted target's relay of its reverse journal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReverseRelayStatus {
-    pub topic: String,
-    pub shipped: u64,
-    pub send_errors: u64,
-    pub last_error: Option<String>,
-    pub pending: u64,
-}
-
-/// A source's loop applying the reverse journal.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReverseApplyStatus {
-    pub topic: String,
-    pub running: bool,
-    pub transactions: u64,
-    pub writes_applied: u64,
-    pub dead_lettered: u64,
-    pub last_error: Option<String>,
-    pub halted: Option<String>,
-    pub lag_records: Option<i64>,
-    pub lag_error: Option<String>,
-}
-
-/// Where a target's journal apply stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApplyState {
-    NotRunning,
-    BrokerUnreachable,
-    Halted,
-    NoPartitions,
-    CatchingUp,
-    CaughtUp,
-}
-
-/// A target's journal apply loop.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApplyStatus {
-    pub state: ApplyState,
-    pub running: bool,
-    pub last_error: Option<String>,
-    pub transactions: u64,
-    pub writes_applied: u64,
-    pub writes_stale: u64,
-    pub writes_blacklisted: u64,
-    pub dead_lettered: u64,
-    pub batches: u64,
-    pub caught_up: bool,
-    pub lag_error: Option<String>,
-    pub partitions: Vec<PartitionStatus>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartitionStatus {
-    pub partition: i32,
-    pub stored: Option<i64>,
-    pub high_watermark: i64,
-    pub lag_records: i64,
-    pub lag_seconds: Option<f64>,
-    pub halted: Option<String>,
 }
 
 /// `POST /v1/admin/fence`.
@@ -519,16 +399,14 @@ mod tests {
 
     #[test]
     fn error_codes_spell_as_the_wire_does() {
-        for (c, s) in [
-            (ErrorCode::FenceExpired, "\"fence_expired\""),
-            (ErrorCode::NameTaken, "\"name_taken\""),
-            (ErrorCode::ApplyUnavailable, "\"apply_unavailable\""),
-            (ErrorCode::VersionMismatch, "\"version_mismatch\""),
-            (ErrorCode::OutboxFull, "\"outbox_full\""),
-        ] {
-            assert_eq!(serde_json::to_string(&c).unwrap(), s);
-            assert_eq!(format!("\"{c}\""), s);
+        let mut spelt = std::collections::BTreeSet::new();
+        for c in ErrorCode::ALL {
+            let wire = serde_json::to_string(&c).unwrap();
+            assert_eq!(wire, format!("\"{c}\""));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&wire).unwrap(), c);
+            assert!(spelt.insert(c.as_str()), "{c} spelt twice");
         }
+        assert_eq!(ErrorCode::FenceExpired.as_str(), "fence_expired");
         let newer: ErrorBody =
             serde_json::from_str(r#"{"code": "from_the_future", "error": "x"}"#).unwrap();
         assert_eq!(newer.code, ErrorCode::Unknown);
@@ -545,34 +423,5 @@ mod tests {
             serde_json::to_value(&r).unwrap(),
             serde_json::json!({"namespace": "app", "confirm": true})
         );
-    }
-
-    #[test]
-    fn status_helpers_read_the_apply_partitions() {
-        let mut s = NodeStatus::default();
-        assert_eq!((s.halted(), s.journal_lag()), (None, 0));
-        let part = |p, lag, halted: Option<&str>| PartitionStatus {
-            partition: p,
-            stored: Some(0),
-            high_watermark: lag,
-            lag_records: lag,
-            lag_seconds: None,
-            halted: halted.map(str::to_string),
-        };
-        s.apply = Some(ApplyStatus {
-            state: ApplyState::Halted,
-            running: true,
-            last_error: None,
-            transactions: 0,
-            writes_applied: 0,
-            writes_stale: 0,
-            writes_blacklisted: 0,
-            dead_lettered: 0,
-            batches: 0,
-            caught_up: false,
-            lag_error: None,
-            partitions: vec![part(0, 3, None), part(1, 4, Some("poison"))],
-        });
-        assert_eq!((s.halted(), s.journal_lag()), (Some("poison"), 7));
     }
 }

@@ -1,7 +1,8 @@
 //! The one client of the nodes' admin API: it presents the admin token,
 //! trusts the configured CA, bounds every request, and turns every failure
 //! into an [`AdminError`] that says what to do. The orchestrator and the
-//! operator commands use it; so do the node's own calls to its peers.
+//! operator commands use it (the node's forwarding to its peers has its own
+//! client: it relays data requests, not admin calls).
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,13 +15,18 @@ use crate::api::{self, ErrorBody, ErrorCode, NodeStatus};
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// No HTTP answer at all.
+    /// The request never reached the node (no connection): it had no effect.
     #[error("{what}: {detail}; {hint}")]
     Unreachable {
         what: String,
         detail: String,
         hint: &'static str,
     },
+    /// The request may have reached the node but no whole answer came back
+    /// (timed out, connection closed mid-answer): whether it took effect is
+    /// unknown, so a caller checks the node's state before acting on it.
+    #[error("{what}: no answer ({detail}); the request may or may not have taken effect: check the node's status before retrying")]
+    NoAnswer { what: String, detail: String },
     /// The node wants a (different) admin token.
     #[error("{what}: {status}: {message}; pass the nodes' admin token with --admin-token-file (or NORTHWEST_ADMIN_TOKEN_FILE)")]
     Unauthorized {
@@ -53,10 +59,15 @@ impl AdminError {
         }
     }
 
-    /// The node was never reached (a request that may have been applied is
-    /// not this).
+    /// The node was never reached, so the request had no effect (one that
+    /// may have been applied is [`AdminError::NoAnswer`], not this).
     pub fn unreachable(&self) -> bool {
         matches!(self, AdminError::Unreachable { .. })
+    }
+
+    /// Whether the request's outcome is unknown.
+    pub fn no_answer(&self) -> bool {
+        matches!(self, AdminError::NoAnswer { .. })
     }
 }
 
@@ -233,16 +244,24 @@ async fn send<T: DeserializeOwned>(
     req: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<T, AdminError> {
-    let r = req.send().await.map_err(|e| AdminError::Unreachable {
-        what: what.to_string(),
-        detail: error_chain(&e),
-        hint: unreachable_hint(&e),
+    let r = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            AdminError::Unreachable {
+                what: what.to_string(),
+                detail: error_chain(&e),
+                hint: unreachable_hint(&e),
+            }
+        } else {
+            AdminError::NoAnswer {
+                what: what.to_string(),
+                detail: error_chain(&e),
+            }
+        }
     })?;
     let status = r.status();
-    let body = r.bytes().await.map_err(|e| AdminError::Unreachable {
+    let body = r.bytes().await.map_err(|e| AdminError::NoAnswer {
         what: what.to_string(),
         detail: format!("reading the answer: {}", error_chain(&e)),
-        hint: "the node closed the connection mid-answer; run again",
     })?;
     if !status.is_success() {
         let err: Option<ErrorBody> = serde_json::from_slice(&body).ok();
@@ -289,6 +308,24 @@ mod tests {
             .unwrap_err();
         assert!(e.unreachable(), "{e}");
         assert!(e.to_string().contains("is the node running"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_takes_the_request_and_never_answers_is_no_answer() {
+        // Accepts and reads, never writes back: the request may have
+        // been applied, so this must not read as "never reached".
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(s);
+        });
+        let c = AdminClient::new(None, Vec::new(), Duration::from_millis(300));
+        let e = c.status(&format!("http://{addr}")).await.unwrap_err();
+        assert!(e.no_answer() && !e.unreachable(), "{e:?}");
+        assert!(e.to_string().contains("may or may not"), "{e}");
+        held.abort();
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod client;
 pub mod layout;
 pub mod phase;
 pub mod record;
+pub mod status;
 
 pub use api::{ErrorBody, ErrorCode};
 pub use client::{AdminClient, AdminError};

@@ -85,8 +85,10 @@ impl VerifyReport {
     }
 }
 
-/// What the snapshot's throttle did.
+/// What the snapshot's throttle did. Every field defaults: records written
+/// before a field existed still parse.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ThrottleReport {
     pub checks: u64,
     /// Checks whose node status could not be read (counted over budget).
@@ -192,6 +194,15 @@ mod tests {
         assert_eq!(r.hwms.get(&0), Some(&5));
         assert_eq!(r.seconds_of(Phase::Init), Some(0.1));
         assert!(r.throttle.is_none() && r.rolled_back.is_none());
+    }
+
+    #[test]
+    fn a_throttle_report_from_before_its_newer_fields_still_reads() {
+        let old = serde_json::json!({"checks": 4, "slowed": 1, "min_rows_per_sec": 500,
+                                     "max_source_p99_ms": 5});
+        let t: ThrottleReport = serde_json::from_value(old).unwrap();
+        assert_eq!((t.checks, t.slowed, t.unreadable), (4, 1, 0));
+        assert_eq!(t.max_apply_lag_records, 0);
     }
 
     #[test]

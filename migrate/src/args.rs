@@ -82,7 +82,8 @@ pub struct MigrateArgs {
     /// Journal lag (records) under which catch-up is done.
     #[arg(long, default_value_t = 500)]
     pub max_lag: i64,
-    /// Stop after this phase (tests; the next run resumes).
+    /// Stop after this phase (tests; the next run resumes): init,
+    /// metadata-sync, journaling, snapshot, catch-up, verify, proxy.
     #[arg(long, value_parser = parse_phase)]
     pub stop_after: Option<Phase>,
     /// Print the final report as JSON.

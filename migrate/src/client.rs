@@ -47,6 +47,66 @@ pub(crate) struct Ctx {
     pub(crate) acls: zk::Acls<'static>,
 }
 
+/// The orchestrator's connections, for the deployment `status` (a node's
+/// `/v1/admin/status`) belongs to: its ZooKeeper root, the broker (with
+/// the node's message limit) and the admin API.
+impl Ctx {
+    pub(crate) async fn connect(
+        a: &MigrateArgs,
+        admin: AdminClient,
+        status: &NodeStatus,
+    ) -> anyhow::Result<Ctx> {
+        let layout = ZkLayout::new(status.zk_root.clone());
+        let digest = zk_digest(a.zk_auth_file.as_deref())?;
+        let zk = digest
+            .connector()
+            .with_session_timeout(Duration::from_secs(10))
+            .connect(&a.zk)
+            .await
+            .with_context(|| format!("ZooKeeper at {}", a.zk))?;
+        let path = layout.migration(&a.namespace);
+        let mut kafka = KafkaSettings::new(&a.brokers);
+        if let Some(p) = &a.kafka_config {
+            warn_if_world_readable(p);
+            kafka.properties = northwest_kafka::read_properties_file(p)
+                .map_err(|e| anyhow::anyhow!("--kafka-config {e}"))?;
+            northwest_kafka::check_properties(&kafka)
+                .with_context(|| format!("--kafka-config {}", p.display()))?;
+        }
+        // Snapshot rows are as large as n1's values: the same limits as its journal.
+        kafka.max_message_bytes = status.max_message_bytes;
+        let hw: BaseConsumer = kafka
+            .client_config(&[("group.id", "northwest-migrate")])
+            .create()?;
+        Ok(Ctx {
+            a: a.clone(),
+            admin,
+            zk,
+            path,
+            layout,
+            kafka,
+            hw: Arc::new(hw),
+            version: std::sync::Mutex::new(None),
+            acls: digest.acls(),
+        })
+    }
+}
+
+/// The deployment's ZooKeeper credentials from `--zk-auth-file` (none
+/// without one).
+pub(crate) fn zk_digest(
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<northwest_store::ZkDigest> {
+    let Some(f) = file else {
+        return Ok(northwest_store::ZkDigest::default());
+    };
+    let text =
+        std::fs::read_to_string(f).with_context(|| format!("--zk-auth-file {}", f.display()))?;
+    warn_if_world_readable(f);
+    northwest_store::ZkDigest::new(text.trim())
+        .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))
+}
+
 impl Ctx {
     pub(crate) async fn status(&self, node: &str) -> Result<NodeStatus, AdminError> {
         self.admin.status(node).await
@@ -139,7 +199,15 @@ impl Ctx {
                 if d.is_empty() {
                     return Ok(None);
                 }
-                Ok(Some(serde_json::from_slice(&d)?))
+                let record = serde_json::from_slice(&d).map_err(|e| {
+                    anyhow!(
+                        "the migration record at {} does not parse ({e}): was it written \
+                         by another version of northwest? Run that version, or remove the \
+                         record once no migration of the namespace is in progress",
+                        self.path
+                    )
+                })?;
+                Ok(Some(record))
             }
             Err(zk::Error::NoNode) => Ok(None),
             Err(e) => Err(anyhow!("reading {}: {e}", self.path)),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use northwest_control::api;
 use northwest_control::record::{DigestSummary, VerifyReport};
 use northwest_control::{ErrorCode, MigrationRecord};
@@ -165,10 +165,12 @@ async fn lift_fence(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let e = last.expect("failed at least once");
-    anyhow!(
-        "{cause:#}; lifting n1's fence failed too ({e:#}): n1 lifts it by itself {max_ms} ms \
-         after it was taken"
-    )
+    // `context`, not a new error: callers still find the cause's
+    // AdminError (a FenceExpired, say) by downcasting.
+    cause.context(format!(
+        "lifting n1's fence failed too ({e:#}): n1 lifts it by itself {max_ms} ms after it \
+         was taken"
+    ))
 }
 
 /// The forward journal's drain path: n1's outbox into n2.

@@ -21,6 +21,7 @@ mod client;
 mod compare;
 mod cutover;
 mod drain;
+mod image;
 mod manifest;
 pub mod ops;
 mod phases;
@@ -32,15 +33,12 @@ mod state;
 mod throttle;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use northwest_control::api::NodeStatus;
-use northwest_control::{AdminClient, ZkLayout};
-use northwest_kafka::KafkaSettings;
+use northwest_control::AdminClient;
 use northwest_store::Namespace;
-use rdkafka::consumer::BaseConsumer;
 
 pub use args::MigrateArgs;
 use client::Ctx;
@@ -61,7 +59,7 @@ pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
         .status(&a.from)
         .await
         .with_context(|| format!("n1 at {}", a.from))?;
-    let ctx = connect(&a, admin, &s1).await?;
+    let ctx = Ctx::connect(&a, admin, &s1).await?;
     ctx.take_ownership(a.quiet).await?;
 
     let existing = ctx.load().await?;
@@ -190,60 +188,6 @@ async fn drive(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
         }
     }
     state::report(st, a.json)
-}
-
-/// The orchestrator's connections, for the deployment `status` (a node's
-/// `/v1/admin/status`) belongs to: its ZooKeeper root, the broker (with
-/// the node's message limit) and the admin API.
-async fn connect(a: &MigrateArgs, admin: AdminClient, status: &NodeStatus) -> anyhow::Result<Ctx> {
-    let layout = ZkLayout::new(status.zk_root.clone());
-    let digest = zk_digest(a.zk_auth_file.as_deref())?;
-    let zk = digest
-        .connector()
-        .with_session_timeout(Duration::from_secs(10))
-        .connect(&a.zk)
-        .await
-        .with_context(|| format!("ZooKeeper at {}", a.zk))?;
-    let path = layout.migration(&a.namespace);
-    let mut kafka = KafkaSettings::new(&a.brokers);
-    if let Some(p) = &a.kafka_config {
-        client::warn_if_world_readable(p);
-        kafka.properties = northwest_kafka::read_properties_file(p)
-            .map_err(|e| anyhow::anyhow!("--kafka-config {e}"))?;
-        northwest_kafka::check_properties(&kafka)
-            .with_context(|| format!("--kafka-config {}", p.display()))?;
-    }
-    // Snapshot rows are as large as n1's values: the same limits as its journal.
-    kafka.max_message_bytes = status.max_message_bytes;
-    let hw: BaseConsumer = kafka
-        .client_config(&[("group.id", "northwest-migrate")])
-        .create()?;
-    Ok(Ctx {
-        a: a.clone(),
-        admin,
-        zk,
-        path,
-        layout,
-        kafka,
-        hw: Arc::new(hw),
-        version: std::sync::Mutex::new(None),
-        acls: digest.acls(),
-    })
-}
-
-/// The deployment's ZooKeeper credentials from `--zk-auth-file` (none
-/// without one).
-pub(crate) fn zk_digest(
-    file: Option<&std::path::Path>,
-) -> anyhow::Result<northwest_store::ZkDigest> {
-    let Some(f) = file else {
-        return Ok(northwest_store::ZkDigest::default());
-    };
-    let text =
-        std::fs::read_to_string(f).with_context(|| format!("--zk-auth-file {}", f.display()))?;
-    client::warn_if_world_readable(f);
-    northwest_store::ZkDigest::new(text.trim())
-        .map_err(|e| anyhow!("--zk-auth-file {}: {e}", f.display()))
 }
 
 /// Phases from init to done.

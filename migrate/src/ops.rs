@@ -133,11 +133,21 @@ fn apply_text(out: &mut String, a: &ApplyStatus) {
     }
 }
 
+/// Operator commands answer within this (a migration's calls may take
+/// longer: they wait on drains and digests).
+const OPS_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub async fn status(a: StatusArgs, admin: &AdminClient) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
     let tty = std::io::stdout().is_terminal();
+    let admin = admin.with_timeout(OPS_TIMEOUT);
     loop {
-        let s = match admin.status(&a.node).await {
+        // As the node wrote it: `--json` passes on fields this build does
+        // not know (a newer node's) instead of dropping them.
+        let raw = match admin
+            .get::<serde_json::Value>(&a.node, api::path::STATUS)
+            .await
+        {
             Ok(s) => s,
             // A watch outlives a node restart: say so and keep watching.
             Err(e) if a.watch => {
@@ -149,8 +159,15 @@ pub async fn status(a: StatusArgs, admin: &AdminClient) -> anyhow::Result<()> {
         };
         let mut text = String::new();
         if a.json {
-            text = format!("{}\n", serde_json::to_string(&s)?);
+            text = format!("{}\n", serde_json::to_string(&raw)?);
         } else {
+            let s: NodeStatus = serde_json::from_value(raw).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}'s status is not what this build reads ({e}); are the node and this \
+                     command the same version? `status --json` shows it as it is",
+                    a.node
+                )
+            })?;
             if a.watch {
                 if tty {
                     // Clear the screen and redraw in place.
@@ -179,6 +196,7 @@ pub async fn status(a: StatusArgs, admin: &AdminClient) -> anyhow::Result<()> {
 }
 
 pub async fn replay(a: ReplayArgs, admin: &AdminClient) -> anyhow::Result<()> {
+    let admin = &admin.with_timeout(OPS_TIMEOUT);
     let req = if a.from_beginning {
         ReplayRequest {
             from_beginning: true,
@@ -240,6 +258,7 @@ async fn served_by(admin: &AdminClient, node: &str, ns: &str) -> anyhow::Result<
 }
 
 pub async fn digest(a: DigestArgs, admin: &AdminClient) -> anyhow::Result<()> {
+    let admin = &admin.with_timeout(OPS_TIMEOUT);
     if let Some(other) = &a.compare {
         let (x, nx) = served_by(admin, &a.node, &a.ns).await?;
         let (_, ny) = served_by(admin, other, &a.ns).await?;

@@ -94,7 +94,6 @@ pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
     crate::manifest::record_manifest(ctx, st).await
 }
 
-/// The source deployment's name, which its rows carry as their origin (a
 /// The snapshot's closed-loop throttle, when `--max-source-p99-ms` or
 /// `--max-apply-lag` asks for one: it sets `cfg.rows_per_sec` every second.
 fn start_throttle(
@@ -127,6 +126,7 @@ fn start_throttle(
     })
 }
 
+/// The source deployment's name, which its rows carry as their origin (a
 /// target's marker GC waits on that deployment's outbox reports).
 async fn source_name(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<String> {
     if let Some(n) = &st.from_name {

@@ -23,14 +23,16 @@ pub async fn load_state(
     ns: &str,
 ) -> anyhow::Result<MigrationRecord> {
     let s1 = admin.status(from).await?;
-    let zk = crate::zk_digest(zk_auth_file)?
+    let zk = crate::client::zk_digest(zk_auth_file)?
         .connector()
         .connect(zk_addr)
         .await?;
+    let path = ZkLayout::new(s1.zk_root).migration(ns);
     let (d, _) = zk
-        .get_data(&ZkLayout::new(s1.zk_root).migration(ns))
-        .await?;
-    Ok(serde_json::from_slice(&d)?)
+        .get_data(&path)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
+    serde_json::from_slice(&d).map_err(|e| anyhow::anyhow!("the migration record at {path}: {e}"))
 }
 
 pub(crate) fn report(st: &MigrationRecord, as_json: bool) -> anyhow::Result<()> {

@@ -1,0 +1,210 @@
+//! `GET /v1/admin/status`: what a node reports about itself, the one answer
+//! the orchestrator, the operator commands and the dashboard all read.
+
+use std::collections::HashMap;
+
+use northwest_store::cache::CacheStats;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `GET /v1/admin/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub name: String,
+    /// This process's claim on the name (ZooKeeper coordination only).
+    pub instance: Option<String>,
+    /// `source`, `target` or `standalone`.
+    pub role: String,
+    pub outbox_pending: u64,
+    pub outbox_shipped_below: u64,
+    pub outbox_next: u64,
+    pub journal_topic: String,
+    pub max_message_bytes: usize,
+    pub zk_root: String,
+    pub fenced: Vec<String>,
+    /// Namespace -> the base URL this node forwards it to.
+    pub proxies: HashMap<String, String>,
+    pub promoted: Vec<String>,
+    pub promotion_unconfirmed: Vec<String>,
+    pub relay_error: Option<String>,
+    /// The last marker GC pass's report (see the node's `marker_gc`).
+    pub marker_gc: Value,
+    pub proxy_problems: Vec<String>,
+    pub read_cache: Option<CacheStats>,
+    pub data_latency: DataLatency,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loader: Option<LoaderStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_relay: Option<ReverseRelayStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_apply: Option<ReverseApplyStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply: Option<ApplyStatus>,
+}
+
+impl NodeStatus {
+    /// Where this node forwards `ns`, if it does.
+    pub fn forwards(&self, ns: &str) -> Option<&str> {
+        self.proxies.get(ns).map(String::as_str)
+    }
+
+    /// The first halted journal partition's reason.
+    pub fn halted(&self) -> Option<&str> {
+        self.apply
+            .iter()
+            .flat_map(|a| &a.partitions)
+            .find_map(|p| p.halted.as_deref())
+    }
+
+    /// Journal lag in records over every partition.
+    pub fn journal_lag(&self) -> i64 {
+        self.apply
+            .iter()
+            .flat_map(|a| &a.partitions)
+            .map(|p| p.lag_records)
+            .sum()
+    }
+}
+
+/// The data API's recent latency.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DataLatency {
+    pub window_s: u64,
+    pub requests: u64,
+    /// `None`: no request in the window.
+    pub p99_ms: Option<f64>,
+}
+
+/// The snapshot loader on a target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoaderStatus {
+    pub topic: String,
+    pub running: bool,
+    pub rows: u64,
+    pub writes_applied: u64,
+    pub writes_stale: u64,
+    pub dead_lettered: u64,
+    pub last_error: Option<String>,
+    pub caught_up: bool,
+    /// `None`: the broker could not be asked.
+    pub lag_records: Option<i64>,
+}
+
+/// The journal relay on a source.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayStatus {
+    pub shipped: u64,
+    pub send_errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// A promoted target's relay of its reverse journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReverseRelayStatus {
+    pub topic: String,
+    pub shipped: u64,
+    pub send_errors: u64,
+    pub last_error: Option<String>,
+    pub pending: u64,
+}
+
+/// A source's loop applying the reverse journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReverseApplyStatus {
+    pub topic: String,
+    pub running: bool,
+    pub transactions: u64,
+    pub writes_applied: u64,
+    pub dead_lettered: u64,
+    pub last_error: Option<String>,
+    pub halted: Option<String>,
+    pub lag_records: Option<i64>,
+    pub lag_error: Option<String>,
+}
+
+/// Where a target's journal apply stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyState {
+    NotRunning,
+    BrokerUnreachable,
+    Halted,
+    NoPartitions,
+    CatchingUp,
+    CaughtUp,
+    /// A state this build does not know (a newer node's): shown, never
+    /// fatal to reading the rest of the status.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A target's journal apply loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyStatus {
+    pub state: ApplyState,
+    pub running: bool,
+    pub last_error: Option<String>,
+    pub transactions: u64,
+    pub writes_applied: u64,
+    pub writes_stale: u64,
+    pub writes_blacklisted: u64,
+    pub dead_lettered: u64,
+    pub batches: u64,
+    pub caught_up: bool,
+    pub lag_error: Option<String>,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    pub stored: Option<i64>,
+    pub high_watermark: i64,
+    pub lag_records: i64,
+    pub lag_seconds: Option<f64>,
+    pub halted: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_helpers_read_the_apply_partitions() {
+        let mut s = NodeStatus::default();
+        assert_eq!((s.halted(), s.journal_lag()), (None, 0));
+        let part = |p, lag, halted: Option<&str>| PartitionStatus {
+            partition: p,
+            stored: Some(0),
+            high_watermark: lag,
+            lag_records: lag,
+            lag_seconds: None,
+            halted: halted.map(str::to_string),
+        };
+        s.apply = Some(ApplyStatus {
+            state: ApplyState::Halted,
+            running: true,
+            last_error: None,
+            transactions: 0,
+            writes_applied: 0,
+            writes_stale: 0,
+            writes_blacklisted: 0,
+            dead_lettered: 0,
+            batches: 0,
+            caught_up: false,
+            lag_error: None,
+            partitions: vec![part(0, 3, None), part(1, 4, Some("poison"))],
+        });
+        assert_eq!((s.halted(), s.journal_lag()), (Some("poison"), 7));
+    }
+
+    #[test]
+    fn an_apply_state_from_a_newer_node_reads_as_unknown() {
+        let known: ApplyState = serde_json::from_str(r#""caught_up""#).unwrap();
+        assert_eq!(known, ApplyState::CaughtUp);
+        let newer: ApplyState = serde_json::from_str(r#""rebalancing""#).unwrap();
+        assert_eq!(newer, ApplyState::Unknown);
+    }
+}
