@@ -44,7 +44,7 @@ use northwest_store::{Cf, MarkerGcRule};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::records::read_migrations;
+use crate::records::{read_migrations, MigrationPhase};
 use crate::state::NodeState;
 
 const EPOCH_KEY: &[u8] = b"markergc/epoch";
@@ -295,7 +295,12 @@ async fn quiet(st: &NodeState) -> Result<(), String> {
     if st.zk.is_none() {
         return Err("local coordination: no migration records or source reports to consult".into());
     }
-    for m in read_migrations(st.zk.as_deref(), &st.layout, true).await? {
+    let records = read_migrations::<MigrationPhase>(st.zk.as_deref(), &st.layout).await?;
+    if let Some(bad) = records.unreadable.first() {
+        // Marker GC must not overlook a migration it cannot read.
+        return Err(format!("{bad}; fix or remove the record"));
+    }
+    for m in records.read {
         if m.phase.in_progress() {
             // Quoted, as the record's JSON spells them.
             return Err(format!(

@@ -52,6 +52,7 @@ pub struct Metrics {
     delete_markers: IntGauge,
     delete_markers_removed: IntCounter,
     marker_gc_blocked: IntGauge,
+    migration_records_unreadable: IntGauge,
     reverse_lag: IntGauge,
     read_cache_hits: IntCounter,
     read_cache_misses: IntCounter,
@@ -361,6 +362,12 @@ impl Metrics {
                 "delete_markers_removed_total",
                 "Delete markers removed by marker GC",
             ),
+            migration_records_unreadable: g(
+                true,
+                "migration_records_unreadable",
+                "Migration records in ZooKeeper that do not parse (named in the node's log); \
+                 marker GC stays blocked while there are any",
+            ),
             marker_gc_blocked: g(
                 true,
                 "marker_gc_blocked",
@@ -471,8 +478,20 @@ impl Metrics {
     }
 
     /// The migrations recorded in ZooKeeper.
-    pub fn observe_migrations(&self, migrations: &[MigrationRecord], now_ms: i64) {
+    /// How many migration records did not parse at the last read.
+    pub fn migration_records_unreadable(&self) -> i64 {
+        self.migration_records_unreadable.get()
+    }
+
+    pub fn observe_migrations(
+        &self,
+        migrations: &[MigrationRecord],
+        unreadable: usize,
+        now_ms: i64,
+    ) {
         let _seen = self.last.lock();
+        self.migration_records_unreadable
+            .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
         // Every series is rebuilt: a record that went away takes its series.
         self.migration_phase.reset();
         self.migration_phase_age.reset();
@@ -672,7 +691,7 @@ mod tests {
             record("app", "catch-up", None),
             record("old", "done", Some("boom")),
         ];
-        m.observe_migrations(&records, 3_000);
+        m.observe_migrations(&records, 1, 3_000);
         let text = m.render();
         for line in [
             r#"northwest_migration_phase{namespace="app",phase="catch-up",node="n2"} 1"#,
@@ -681,11 +700,12 @@ mod tests {
             r#"northwest_migration_cutover_pause_seconds{namespace="app",node="n2"} 0.0125"#,
             r#"northwest_migration_failed{namespace="app",node="n2"} 0"#,
             r#"northwest_migration_failed{namespace="old",node="n2"} 1"#,
+            r#"northwest_migration_records_unreadable{node="n2"} 1"#,
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
         // A record that went away takes its series.
-        m.observe_migrations(&records[..1], 3_000);
+        m.observe_migrations(&records[..1], 0, 3_000);
         assert!(!m.render().contains(r#"namespace="old""#));
     }
 }
