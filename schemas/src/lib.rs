@@ -23,14 +23,12 @@ use apache_avro::Schema;
 pub use canonical::{parsing_canonical_form, parsing_fingerprint};
 pub use error::SchemaError;
 pub use records::{JournalOp, JournalRecord, SnapshotRecord};
-pub use registry::{peek_fingerprint, SchemaRegistry, HEADER_LEN, SINGLE_OBJECT_MAGIC};
+pub use registry::{
+    peek_fingerprint, SchemaRegistry, HEADER_LEN, JOURNAL_SCHEMA_JSON, SINGLE_OBJECT_MAGIC,
+    SNAPSHOT_SCHEMA_JSON,
+};
 
 use registry::{DEFAULT_REGISTRY, JOURNAL, SNAPSHOT};
-
-/// Current journal schema text (`northwest.JournalRecord`).
-pub const JOURNAL_SCHEMA_JSON: &str = include_str!("../journal_record.avsc");
-/// Current snapshot schema text (`northwest.SnapshotRecord`).
-pub const SNAPSHOT_SCHEMA_JSON: &str = include_str!("../snapshot_record.avsc");
 
 /// The parsed current journal schema.
 pub fn journal_schema() -> &'static Schema {

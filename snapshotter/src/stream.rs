@@ -347,6 +347,18 @@ mod tests {
             .map(|i| rows_in(&e, &ns, &small, i))
             .sum();
         assert_eq!(rows, 2, "{small:?}");
+        // Both plans span the whole namespace, contiguously: a row written
+        // after the plan was made still falls in a range.
+        let all = KeyRange::namespace(&ns);
+        for plan in [&empty, &small] {
+            let first = &plan.ranges[0];
+            let last = plan.ranges.last().unwrap();
+            assert_eq!(from_hex(&first.0).unwrap(), all.start, "{plan:?}");
+            assert_eq!(last.1.as_ref().map(|e| from_hex(e).unwrap()), all.end);
+            for w in plan.ranges.windows(2) {
+                assert_eq!(w[0].1.as_deref(), Some(w[1].0.as_str()));
+            }
+        }
     }
 
     #[test]

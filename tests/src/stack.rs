@@ -80,7 +80,7 @@ pub fn unique(prefix: &str) -> String {
 static BINARY: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
 /// Makes `bin_path("northwest")` this file from now on: the binary running
-/// `northwest chaos` names itself, and the campaign then runs a copy of it
+/// `northwest-chaos` names itself, and the campaign then runs a copy of it
 /// (a rebuild during a campaign changes nothing).
 pub fn use_binary(path: PathBuf) {
     *BINARY.lock().unwrap() = Some(path);

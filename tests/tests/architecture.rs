@@ -48,62 +48,199 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file belongs to (`src/zk/lease.rs` -> `zk`).
-fn module_of(src: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(src).unwrap();
-    let first = rel
+/// A file's module path under `src` (`zk/lease.rs` -> [zk, lease],
+/// `zk/mod.rs` -> [zk], `lib.rs` -> [lib]).
+fn module_path(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut path: Vec<String> = rel
         .components()
-        .next()
-        .unwrap()
-        .as_os_str()
-        .to_string_lossy();
-    first.trim_end_matches(".rs").to_string()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    if path.len() > 1 && path.last().is_some_and(|l| l == "mod") {
+        path.pop();
+    }
+    path
 }
 
-/// Module -> the crate's modules it names as `crate::module`.
+/// The top-level module a file belongs to (`src/zk/lease.rs` -> `zk`;
+/// the crate root is `lib` or `main`).
+fn module_of(src: &Path, file: &Path) -> String {
+    module_path(src, file).remove(0)
+}
+
+/// The leading identifier of `s`.
+fn ident(s: &str) -> String {
+    s.trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The first segment of every path in a use tree's group body
+/// (`a::{X, Y}, b, c::d` -> a, b, c), nested groups included.
+fn group_heads(body: &str, out: &mut BTreeSet<String>) {
+    let mut depth = 0;
+    let mut part_start = 0;
+    for (i, ch) in body.char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.insert(ident(&body[part_start..i]));
+                part_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.insert(ident(&body[part_start..]));
+}
+
+/// The text after a `{` up to its matching `}`.
+fn balanced(after_brace: &str) -> &str {
+    let mut depth = 1;
+    for (i, ch) in after_brace.char_indices() {
+        match ch {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &after_brace[..i];
+                }
+            }
+            _ => {}
+        }
+    }
+    after_brace
+}
+
+/// The names a crate root defines itself (functions, types, constants):
+/// a module naming `crate::connect` where lib.rs defines `connect`
+/// imports the crate root.
+fn root_items(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let mut words = line
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '!'))
+            .filter(|w| !w.is_empty());
+        while let Some(w) = words.next() {
+            if matches!(
+                w,
+                "fn" | "struct" | "enum" | "const" | "static" | "type" | "trait" | "macro_rules!"
+            ) {
+                if let Some(name) = words.next() {
+                    out.insert(name.to_string());
+                }
+                break;
+            }
+            if !matches!(w, "pub" | "crate" | "async" | "unsafe" | "extern") {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Source text without comments (doc links name a module without
+/// importing it).
+fn code(file: &Path) -> String {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Module -> the crate's modules it names: `crate::m`, `super::` paths
+/// that climb to the crate root, and (from the crate root) `m::`.
+/// The crate root (`lib`/`main`) is a module too: items it defines are
+/// imported by naming them.
 fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
     sources(src, &mut files);
     let modules: BTreeSet<String> = files.iter().map(|f| module_of(src, f)).collect();
+    let root_name = if modules.contains("lib") {
+        "lib"
+    } else {
+        "main"
+    };
+    let root_defs = files
+        .iter()
+        .find(|f| module_path(src, f) == [root_name])
+        .map(|f| root_items(&code(f)))
+        .unwrap_or_default();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in &files {
         let from = module_of(src, f);
-        if from == "lib" || from == "main" {
-            continue;
-        }
-        // Doc links (`[`crate::x`]`) name a module without importing it.
-        let text: String = std::fs::read_to_string(f)
-            .unwrap()
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let depth = module_path(src, f).len();
+        let text = code(f);
         let mut named = BTreeSet::new();
         for (i, _) in text.match_indices("crate::") {
+            // `$crate::` and `northwest_crate::` are not this crate's root.
+            let before = text[..i].chars().last();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+                continue;
+            }
             let rest = &text[i + "crate::".len()..];
-            if let Some(group) = rest.strip_prefix('{') {
-                // `use crate::{a::X, b}`
-                let inner = group.split('}').next().unwrap_or("");
-                for part in inner.split(',') {
-                    let m: String = part
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    named.insert(m);
+            match rest.strip_prefix('{') {
+                Some(group) => group_heads(balanced(group), &mut named),
+                None => {
+                    named.insert(ident(rest));
                 }
-            } else {
-                let m: String = rest
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                named.insert(m);
+            }
+        }
+        // `super::` climbing out of a nested file's top-level module
+        // reaches the root. (In a top-level file `super::` is nearly always
+        // an inline `mod tests` naming its own file: not followed.)
+        let climb = "super::".repeat(depth);
+        if depth > 1 {
+            for (i, _) in text.match_indices(&climb) {
+                let rest = &text[i + climb.len()..];
+                if rest.starts_with("super::") {
+                    continue;
+                }
+                match rest.strip_prefix('{') {
+                    Some(group) => group_heads(balanced(group), &mut named),
+                    None => {
+                        named.insert(ident(rest));
+                    }
+                }
+            }
+        }
+        if from == root_name {
+            // The root names its modules without `crate::`. `mod` lines
+            // declare them and `pub use` lines are the crate's facade (the
+            // root re-exports, it does not use): neither is an import.
+            for line in text.lines() {
+                let t = line.trim_start();
+                let facade = ["mod ", "pub mod ", "pub(crate) mod ", "pub use "];
+                if facade.iter().any(|p| t.starts_with(p)) {
+                    continue;
+                }
+                for m in &modules {
+                    if line.contains(&format!("{m}::")) {
+                        let hit = line.match_indices(&format!("{m}::")).any(|(j, _)| {
+                            !line[..j]
+                                .chars()
+                                .last()
+                                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+                        });
+                        if hit {
+                            named.insert(m.clone());
+                        }
+                    }
+                }
             }
         }
         let e = edges.entry(from.clone()).or_default();
         for m in named {
-            if m != from && modules.contains(&m) && m != "lib" {
-                e.insert(m);
+            let target = if root_defs.contains(&m) {
+                root_name.to_string()
+            } else {
+                m
+            };
+            if target != from && modules.contains(&target) {
+                e.insert(target);
             }
         }
     }
@@ -169,6 +306,39 @@ fn the_circle_finder_finds_a_circle() {
     edges.entry("c".into()).or_default().insert("a".into());
     edges.entry("d".into()).or_default().insert("a".into());
     assert_eq!(circles(&edges), vec![vec!["a", "b", "c"]]);
+}
+
+#[test]
+fn the_import_reader_sees_nested_groups_the_root_and_super_paths() {
+    let dir = std::env::temp_dir().join(format!("nw-arch-{}", std::process::id()));
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("deep")).unwrap();
+    let write = |f: &str, t: &str| std::fs::write(src.join(f), t).unwrap();
+    write(
+        "lib.rs",
+        "mod a;\nmod b;\nmod c;\nmod deep;\npub fn connect() {}\npub use a::X;\nfn g() { c::h() }\n",
+    );
+    write("a.rs", "use crate::{b::{Y, Z}, c};\npub struct X;\n");
+    write("b.rs", "pub fn f() { crate::connect() }\n");
+    write("c.rs", "// crate::a in a comment is no import\n");
+    write("deep/mod.rs", "mod inner;\n");
+    write(
+        "deep/inner.rs",
+        "use super::super::c::Q;\nuse super::Sibling;\n",
+    );
+    let edges = module_imports(&src);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(edges["a"], set(&["b", "c"]), "nested group");
+    assert_eq!(edges["b"], set(&["lib"]), "an item the root defines");
+    assert_eq!(edges["c"], set(&[]), "comments");
+    assert_eq!(edges["deep"], set(&["c"]), "super:: out of a nested module");
+    assert_eq!(
+        edges["lib"],
+        set(&["c"]),
+        "the root's own paths, not its mod or pub use lines"
+    );
+    assert_eq!(circles(&edges), Vec::<Vec<String>>::new());
 }
 
 /// Crate (directory) -> the workspace crates its manifest depends on
