@@ -20,6 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::{self, BatchPlan, Fate};
 use crate::dead_letter::DeadLetters;
 use crate::decode::{decode, decode_snapshot_row};
 use crate::offsets;
@@ -311,74 +312,111 @@ impl Applier {
         msgs: Vec<Msg>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), ConsumerError> {
-        let mut writes = Vec::with_capacity(msgs.len());
-        let mut meta: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let records = self.classify(msgs).await?;
+        let plan = batch::plan(&self.cfg.topic, records, &self.halted);
+        self.write(plan, shutdown).await
+    }
+
+    /// Decides each record's fate: decoded, dead-lettered (sent now, before
+    /// the batch that moves past it is written) or halting its partition.
+    /// Records of a partition already halted are not looked at: a bad
+    /// record behind a halt must not reach the dead-letter topic.
+    async fn classify(&mut self, msgs: Vec<Msg>) -> Result<Vec<batch::Record>, ConsumerError> {
+        let mut out = Vec::with_capacity(msgs.len());
+        let mut halted_now = BTreeSet::new();
         let mut next = PartitionOffsets::new();
-        let (mut txns, mut dead) = (0u64, 0u64);
-        let mut newly_halted = BTreeSet::new();
-        let mut commit_times = Vec::new();
         for (p, o, payload) in msgs {
-            if self.halted.contains_key(&p) {
+            if self.halted.contains_key(&p) || halted_now.contains(&p) {
                 continue;
             }
-            if self.cfg.source == Source::Journal && self.skipped_expired(p, o, &next)? {
-                newly_halted.insert(p);
-                continue;
-            }
-            let decoded = match self.cfg.source {
-                Source::Journal => decode(payload.as_deref()),
-                Source::Snapshot => decode_snapshot_row(payload.as_deref()),
+            let gap = match self.cfg.source {
+                Source::Journal => self.expired_gap(p, o, &next)?,
+                Source::Snapshot => None,
             };
-            match decoded {
-                Ok(t) => {
-                    commit_times.push(t.commit_ts_ms);
-                    // Every deployment whose records reached this node:
-                    // marker GC needs each one's outbox report.
-                    meta.insert(offsets::origin_key(&t.origin), Vec::new());
-                    writes.extend(t.writes);
-                    txns += 1;
-                    meta.insert(
-                        offsets::applied_ts_key(&self.cfg.topic, p),
-                        offsets::encode(t.commit_ts_ms),
-                    );
+            let fate = if let Some(gap) = gap {
+                Fate::Halt(gap)
+            } else {
+                let decoded = match self.cfg.source {
+                    Source::Journal => decode(payload.as_deref()),
+                    Source::Snapshot => decode_snapshot_row(payload.as_deref()),
+                };
+                match decoded {
+                    Ok(t) => Fate::Apply(t),
+                    Err(reason) => self.poisoned(p, o, &payload, reason).await?,
                 }
-                Err(reason) => match self.cfg.poison {
-                    PoisonPolicy::DeadLetter => {
-                        tracing::warn!(partition = p.0, offset = o.0, %reason, "journal record dead-lettered");
-                        let sent = self.dlq.send(p, o, &payload, &reason).await;
-                        if sent.is_ok() && failpoint::hit("consumer::after_dead_letter") {
-                            return Err(northwest_store::StoreError::Injected(
-                                "consumer::after_dead_letter",
-                            )
-                            .into());
-                        }
-                        if let Err(e) = sent {
-                            let why = format!("offset {o}: {reason}; and it could not be dead-lettered ({e}): fix the dead-letter topic {} and restart", self.cfg.dead_letter_topic);
-                            tracing::error!(
-                                partition = p.0,
-                                offset = o.0,
-                                "journal partition halted: {why}"
-                            );
-                            self.halted.insert(p, why);
-                            newly_halted.insert(p);
-                            continue;
-                        }
-                        dead += 1;
-                    }
-                    PoisonPolicy::Halt => {
-                        tracing::error!(partition = p.0, offset = o.0, %reason, "journal partition halted on a bad record; set poison_policy = \"dead-letter\" and restart to move past it");
-                        self.halted.insert(p, format!("offset {o}: {reason}"));
-                        newly_halted.insert(p);
-                        continue;
-                    }
-                },
+            };
+            if matches!(fate, Fate::Halt(_)) {
+                halted_now.insert(p);
+            } else {
+                next.insert(p, o.next());
             }
-            next.insert(p, o.next());
-            meta.insert(
-                offsets::offset_key(&self.cfg.topic, p),
-                offsets::encode(o.next().0),
-            );
-            if self.cfg.apply_log {
+            out.push(batch::Record {
+                partition: p,
+                offset: o,
+                fate,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A record that cannot be applied: dead-lettered, or its partition
+    /// halts (the policy says so, or the dead-letter topic refused it).
+    async fn poisoned(
+        &mut self,
+        p: Partition,
+        o: Offset,
+        payload: &Option<Vec<u8>>,
+        reason: String,
+    ) -> Result<Fate, ConsumerError> {
+        match self.cfg.poison {
+            PoisonPolicy::DeadLetter => {
+                tracing::warn!(partition = p.0, offset = o.0, %reason, "journal record dead-lettered");
+                let sent = self.dlq.send(p, o, payload, &reason).await;
+                if sent.is_ok() && failpoint::hit("consumer::after_dead_letter") {
+                    return Err(northwest_store::StoreError::Injected(
+                        "consumer::after_dead_letter",
+                    )
+                    .into());
+                }
+                match sent {
+                    Ok(()) => Ok(Fate::DeadLettered),
+                    Err(e) => {
+                        let why = format!("offset {o}: {reason}; and it could not be dead-lettered ({e}): fix the dead-letter topic {} and restart", self.cfg.dead_letter_topic);
+                        tracing::error!(
+                            partition = p.0,
+                            offset = o.0,
+                            "journal partition halted: {why}"
+                        );
+                        Ok(Fate::Halt(why))
+                    }
+                }
+            }
+            PoisonPolicy::Halt => {
+                tracing::error!(partition = p.0, offset = o.0, %reason, "journal partition halted on a bad record; set poison_policy = \"dead-letter\" and restart to move past it");
+                Ok(Fate::Halt(format!("offset {o}: {reason}")))
+            }
+        }
+    }
+
+    /// Writes a planned batch (data and offsets atomically), then publishes
+    /// its counters and positions and pauses the partitions it halted.
+    async fn write(
+        &mut self,
+        plan: BatchPlan,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ConsumerError> {
+        let BatchPlan {
+            writes,
+            mut meta,
+            next,
+            txns,
+            dead_lettered: dead,
+            halted: newly_halted,
+            commit_times,
+            delivered,
+        } = plan;
+        if self.cfg.apply_log {
+            for (p, o) in delivered {
                 let key = offsets::delivery_key(&self.cfg.topic, p, o);
                 let seen = self
                     .store
@@ -457,15 +495,16 @@ impl Applier {
         for (p, o) in next {
             states.entry(p.0).or_default().next_offset = Some(o);
         }
-        for p in &newly_halted {
-            states.entry(p.0).or_default().halted = self.halted.get(p).cloned();
+        for (p, why) in &newly_halted {
+            states.entry(p.0).or_default().halted = Some(why.clone());
         }
         drop(states);
         if !newly_halted.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for p in newly_halted {
+            for p in newly_halted.keys() {
                 tpl.add_partition(&self.cfg.topic, p.0);
             }
+            self.halted.extend(newly_halted);
             self.consumer.pause(&tpl)?;
         }
         Ok(())

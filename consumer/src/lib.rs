@@ -9,6 +9,7 @@
 //! `northwest-store`, `northwest-schemas`.
 
 pub mod apply_loop;
+mod batch;
 mod dead_letter;
 pub mod decode;
 pub mod lag;

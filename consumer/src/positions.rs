@@ -177,26 +177,26 @@ impl Applier {
 
     /// Whether record `o` of partition `p` arrived after a jump over records
     /// that expired unapplied (the consumer resets to the log start when its
-    /// position fell below it); halts the partition if so.
-    pub(crate) fn skipped_expired(
+    /// position fell below it): the reason its partition must halt, if so.
+    pub(crate) fn expired_gap(
         &mut self,
         p: Partition,
         o: Offset,
         batch_next: &PartitionOffsets,
-    ) -> Result<bool, ConsumerError> {
+    ) -> Result<Option<String>, ConsumerError> {
         let expected = batch_next.get(p).or_else(|| {
             let states = self.shared.partitions.lock();
             states.get(&p.0).and_then(|s| s.next_offset)
         });
         let Some(expected) = expected.filter(|e| o > *e) else {
-            return Ok(false);
+            return Ok(None);
         };
         let (low, _) =
             self.consumer
                 .fetch_watermarks(&self.cfg.topic, p.0, Duration::from_secs(10))?;
         let low = Offset(low);
         if low <= expected {
-            return Ok(false);
+            return Ok(None);
         }
         let reason = format!(
             "records {expected}..{low} expired (journal retention) before this node applied \
@@ -209,7 +209,6 @@ impl Applier {
             low = low.0,
             "journal gap: {reason}"
         );
-        self.halted.insert(p, reason);
-        Ok(true)
+        Ok(Some(reason))
     }
 }
