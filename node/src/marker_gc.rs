@@ -35,37 +35,25 @@
 //! The epoch and the generation live in the store's metadata, so a restart
 //! keeps their progress.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use northwest_store::engine::WriteBatch;
-use northwest_store::{Cf, MarkerGcRule};
-use serde::{Deserialize, Serialize};
+use northwest_store::Cf;
 use serde_json::{json, Value};
 
 use crate::records::{read_migrations, MigrationPhase};
+use decision::{count_only, Decision, Epoch, OutboxReport};
+
+mod decision;
 use crate::state::NodeState;
 
 const EPOCH_KEY: &[u8] = b"markergc/epoch";
 /// Commits in flight while a source reads its outbox may carry a time a
 /// little older than the oldest entry it sees.
 const HORIZON_SLACK_MS: i64 = 60_000;
-/// A source report older than this blocks GC (the source may be stuck).
-const REPORT_STALE_MS: i64 = 10 * 60_000;
 /// The first pass runs this soon after start (then every interval).
 const FIRST_PASS: Duration = Duration::from_secs(10);
-
-/// The generation that ended, the sources' lowest horizon and the journal's
-/// high-water marks, read in that order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Epoch {
-    generation: u64,
-    taken_ms: i64,
-    horizon_ms: i64,
-    topic: String,
-    marks: BTreeMap<i32, i64>,
-}
 
 /// Runs a pass every `interval` until `stop`.
 pub async fn gc_loop(
@@ -99,7 +87,12 @@ pub async fn report_outbox(st: &NodeState) -> Result<(), String> {
         .oldest_pending_ts_ms()
         .map_err(|e| e.to_string())?;
     let horizon = oldest.unwrap_or(now).min(now) - HORIZON_SLACK_MS;
-    let data = json!({"at_ms": now, "horizon_ms": horizon}).to_string();
+    let report = OutboxReport {
+        at_ms: now,
+        horizon_ms: Some(horizon),
+        retired: false,
+    };
+    let data = serde_json::to_string(&report).expect("plain data");
     let path = st.layout.outbox(&st.name);
     crate::cutover::put_znode(
         &zk.client(),
@@ -128,15 +121,7 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
                 .to_string(),
         )
     } else if st.apply.is_none() {
-        Ok(Decision {
-            rule: MarkerGcRule {
-                committed_before_ms: retained_before,
-                generation_at_most: None,
-                remove: true,
-            },
-            next: false,
-            waiting: None,
-        })
+        Ok(decision::on_source(retained_before))
     } else {
         target_decision(st, retained_before).await
     };
@@ -181,22 +166,6 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     })
 }
 
-struct Decision {
-    rule: MarkerGcRule,
-    /// Take a new epoch after the pass.
-    next: bool,
-    /// Why nothing is removed yet, when nothing is wrong.
-    waiting: Option<String>,
-}
-
-fn count_only() -> MarkerGcRule {
-    MarkerGcRule {
-        committed_before_ms: i64::MIN,
-        generation_at_most: Some(0),
-        remove: false,
-    }
-}
-
 /// On a target: whether the held epoch allows removal, or why nothing can
 /// be decided now (an error: GC is blocked and says why).
 async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decision, String> {
@@ -208,60 +177,13 @@ async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decisio
     if lag.is_empty() {
         return Err("the journal's partitions are not known yet".into());
     }
-    let Some(held) = load_epoch(st).map_err(|e| format!("reading the epoch: {e}"))? else {
-        return Ok(Decision {
-            rule: count_only(),
-            next: true,
-            waiting: Some("first epoch being taken".into()),
-        });
-    };
-    let same_journal = held.topic == st.topic
-        && held.marks.len() == lag.len()
-        && lag.iter().all(|p| held.marks.contains_key(&p.partition));
-    if !same_journal {
-        // Offsets of another topic or partition layout say nothing about
-        // this one: start over.
-        return Ok(Decision {
-            rule: count_only(),
-            next: true,
-            waiting: Some(format!(
-                "the journal changed (topic or partitions) since the epoch of {}: a new epoch is taken",
-                held.taken_ms
-            )),
-        });
-    }
-    let behind: Vec<String> = lag
-        .iter()
-        .filter_map(|p| {
-            let mark = held.marks[&p.partition];
-            let applied = p.stored.unwrap_or(p.low_watermark);
-            (p.low_watermark < mark || applied < mark).then(|| {
-                format!(
-                    "partition {}: log start {}, applied {applied}, mark {mark}",
-                    p.partition, p.low_watermark
-                )
-            })
-        })
-        .collect();
-    if !behind.is_empty() {
-        return Ok(Decision {
-            rule: count_only(),
-            next: false,
-            waiting: Some(format!(
-                "the journal still holds records from before the epoch ({})",
-                behind.join("; ")
-            )),
-        });
-    }
-    Ok(Decision {
-        rule: MarkerGcRule {
-            committed_before_ms: retained_before.min(held.horizon_ms),
-            generation_at_most: Some(held.generation),
-            remove: true,
-        },
-        next: true,
-        waiting: None,
-    })
+    let held = load_epoch(st).map_err(|e| format!("reading the epoch: {e}"))?;
+    Ok(decision::on_target(
+        held.as_ref(),
+        &st.topic,
+        &lag,
+        retained_before,
+    ))
 }
 
 /// How long a snapshot loader may find no partition before marker GC
@@ -331,50 +253,24 @@ async fn sources_horizon(st: &NodeState, now: i64) -> Result<i64, String> {
     let dir = st.layout.outboxes();
     let origins = northwest_consumer::offsets::origins(&st.store)
         .map_err(|e| format!("reading the journal's origins: {e}"))?;
-    let mut names = match client.list_children(&dir).await {
+    let names = match client.list_children(&dir).await {
         Ok(n) => n,
         Err(zookeeper_client::Error::NoNode) => Vec::new(),
         Err(e) => return Err(format!("{dir}: {e}")),
     };
-    if let Some(o) = origins.iter().find(|o| !names.contains(o)) {
-        return Err(format!(
-            "records from {o} were applied here, but it has not reported its outbox under \
-             {dir}/{o} (sources report every 2 s; a source on local coordination or under \
-             another coordination.root cannot be checked)"
-        ));
-    }
-    if names.is_empty() {
-        return Err(format!(
-            "no source has reported its outbox under {dir} (sources report every 2 s)"
-        ));
-    }
-    names.sort();
-    let mut lowest = i64::MAX;
+    let mut reports = Vec::with_capacity(names.len());
     for n in names {
         let path = st.layout.outbox(&n);
         let (data, _) = client
             .get_data(&path)
             .await
             .map_err(|e| format!("{path}: {e}"))?;
-        let v: Value =
+        let report: OutboxReport =
             serde_json::from_slice(&data).map_err(|e| format!("{path}: not a report: {e}"))?;
-        if v["retired"] == true {
-            continue;
-        }
-        let (Some(at), Some(horizon)) = (v["at_ms"].as_i64(), v["horizon_ms"].as_i64()) else {
-            return Err(format!("{path}: not a report"));
-        };
-        if now - at > REPORT_STALE_MS {
-            return Err(format!(
-                "source {n} last reported its outbox at {at} ({} s ago): it may be stuck, and \
-                 commits in its outbox could still undercut markers; a source stopped cleanly \
-                 with an empty outbox reports itself retired",
-                (now - at) / 1000
-            ));
-        }
-        lowest = lowest.min(horizon);
+        reports.push((n, report));
     }
-    Ok(lowest)
+    reports.sort_by(|a, b| a.0.cmp(&b.0));
+    decision::lowest_horizon(&dir, &origins, &reports, now)
 }
 
 /// Reads the horizons, starts a generation, then reads the marks: every
@@ -419,7 +315,12 @@ pub async fn report_retired(st: &NodeState) {
         return;
     }
     let path = st.layout.outbox(&st.name);
-    let data = json!({"retired": true, "at_ms": northwest_store::store::now_ms_pub()}).to_string();
+    let report = OutboxReport {
+        at_ms: northwest_store::store::now_ms_pub(),
+        horizon_ms: None,
+        retired: true,
+    };
+    let data = serde_json::to_string(&report).expect("plain data");
     let client = zk.client();
     let put =
         crate::cutover::put_znode(&client, &path, data.as_bytes(), st.layout.root(), zk.acls());
