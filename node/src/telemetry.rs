@@ -7,10 +7,11 @@ use northwest_consumer::{ApplyShared, PartitionLag};
 use northwest_control::MigrationRecord;
 use northwest_producer::RelayStats;
 use parking_lot::Mutex;
-use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
+
+use series::{ApplySeries, HttpSeries, MigrationSeries, Series, SourceSeries, StoreSeries};
+
+mod series;
 
 /// What the node does, which decides the series it exports: a source has no
 /// apply series and a target no relay series (rather than ones stuck at 0).
@@ -22,43 +23,11 @@ pub struct Roles {
 
 pub struct Metrics {
     registry: Registry,
-    apply_txns: IntCounter,
-    apply_writes: IntCounterVec,
-    apply_dead_letter: IntCounter,
-    apply_batches: IntCounter,
-    apply_retries: IntCounter,
-    apply_running: IntGauge,
-    halted: IntGaugeVec,
-    lag_records: IntGaugeVec,
-    lag_seconds: GaugeVec,
-    stored_offset: IntGaugeVec,
-    high_watermark: IntGaugeVec,
-    relay_shipped: IntCounter,
-    relay_errors: IntCounter,
-    outbox_pending: IntGauge,
-    outbox_oldest_age: Gauge,
-    http_requests: IntCounterVec,
-    http_duration: HistogramVec,
-    migration_phase: IntGaugeVec,
-    migration_phase_age: GaugeVec,
-    migration_snapshot_rows: IntGaugeVec,
-    migration_pause: GaugeVec,
-    migration_failed: IntGaugeVec,
-    ns_fenced: IntGaugeVec,
-    ns_proxied: IntGaugeVec,
-    ns_promoted: IntGaugeVec,
-    snapshot_loaded_rows: IntGauge,
-    lag_probe_ok: IntGauge,
-    delete_markers: IntGauge,
-    delete_markers_removed: IntCounter,
-    marker_gc_blocked: IntGauge,
-    migration_records_unreadable: IntGauge,
-    reverse_lag: IntGauge,
-    read_cache_hits: IntCounter,
-    read_cache_misses: IntCounter,
-    read_cache_warmed: IntCounter,
-    read_cache_entries: IntGauge,
-    read_cache_bytes: IntGauge,
+    apply: ApplySeries,
+    source: SourceSeries,
+    http: HttpSeries,
+    migration: MigrationSeries,
+    store: StoreSeries,
     last: Mutex<Seen>,
     /// Data-API latency over the last seconds (what a migration throttles on).
     recent: Mutex<RecentLatency>,
@@ -164,247 +133,27 @@ impl Metrics {
             Some([("node".to_string(), node.to_string())].into()),
         )
         .expect("valid registry");
-        // Every metric is created; only those of the node's roles are
-        // registered (and so exported).
-        let reg = |on: bool, m: Box<dyn prometheus::core::Collector>| {
-            if on {
-                registry.register(m).expect("unique metric");
-            }
+        let b = Series {
+            registry: &registry,
+            roles,
         };
-        let (src, tgt) = (roles.source, roles.target);
-        let c = |on: bool, n: &str, h: &str| {
-            let m = IntCounter::new(n, h).expect("valid metric");
-            reg(on, Box::new(m.clone()));
-            m
-        };
-        let g = |on: bool, n: &str, h: &str| {
-            let m = IntGauge::new(n, h).expect("valid metric");
-            reg(on, Box::new(m.clone()));
-            m
-        };
-        let gv = |on: bool, n: &str, h: &str, l: &[&str]| {
-            let m = IntGaugeVec::new(Opts::new(n, h), l).expect("valid metric");
-            reg(on, Box::new(m.clone()));
-            m
-        };
-        let fv = |on: bool, n: &str, h: &str, l: &[&str]| {
-            let m = GaugeVec::new(Opts::new(n, h), l).expect("valid metric");
-            reg(on, Box::new(m.clone()));
-            m
-        };
-        let cv = |on: bool, n: &str, h: &str, l: &[&str]| {
-            let m = IntCounterVec::new(Opts::new(n, h), l).expect("valid metric");
-            reg(on, Box::new(m.clone()));
-            m
-        };
-        let outbox_oldest_age = Gauge::new(
-            "outbox_oldest_age_seconds",
-            "Age of the oldest committed transaction Kafka has not acknowledged (0 when none)",
-        )
-        .expect("valid metric");
-        reg(src, Box::new(outbox_oldest_age.clone()));
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Request latency by route template and status class",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-            &["route", "class"],
-        )
-        .expect("valid metric");
-        reg(true, Box::new(http_duration.clone()));
+        let (apply, source, http, migration, store) = (
+            ApplySeries::new(&b),
+            SourceSeries::new(&b),
+            HttpSeries::new(&b),
+            MigrationSeries::new(&b),
+            StoreSeries::new(&b),
+        );
         Self {
-            apply_txns: c(
-                tgt,
-                "apply_transactions_total",
-                "Journal transactions applied (or skipped as stale) on this node",
-            ),
-            apply_writes: cv(
-                tgt,
-                "apply_writes_total",
-                "Replicated writes by apply decision",
-                &["result"],
-            ),
-            apply_dead_letter: c(
-                tgt,
-                "apply_dead_letter_total",
-                "Undecodable journal records sent to the dead-letter topic",
-            ),
-            apply_batches: c(tgt, "apply_batches_total", "Atomic apply batches written"),
-            apply_retries: c(
-                tgt,
-                "apply_retries_total",
-                "Apply batches retried after a retriable error",
-            ),
-            apply_running: g(tgt, "apply_running", "1 while the journal apply loop runs"),
-            halted: gv(
-                tgt,
-                "journal_partition_halted",
-                "1 when a partition is halted on a bad record",
-                &["partition"],
-            ),
-            lag_records: gv(
-                tgt,
-                "journal_lag_records",
-                "High-water mark minus stored offset",
-                &["partition"],
-            ),
-            stored_offset: gv(
-                tgt,
-                "journal_stored_offset",
-                "Next offset to apply, stored with the data",
-                &["partition"],
-            ),
-            high_watermark: gv(
-                tgt,
-                "journal_high_watermark",
-                "Journal partition high-water mark",
-                &["partition"],
-            ),
-            relay_shipped: c(
-                src,
-                "relay_shipped_total",
-                "Journal records acknowledged by Kafka",
-            ),
-            relay_errors: c(
-                src,
-                "relay_errors_total",
-                "Journal records whose delivery failed (re-sent)",
-            ),
-            outbox_pending: g(
-                src,
-                "outbox_pending",
-                "Committed transactions not yet acknowledged by Kafka",
-            ),
-            http_requests: cv(
-                true,
-                "http_requests_total",
-                "Application API requests by method and status",
-                &["method", "status"],
-            ),
-            lag_seconds: fv(
-                tgt,
-                "journal_lag_seconds",
-                "Age of the oldest unapplied journal record (NaN: records pending, age unknown)",
-                &["partition"],
-            ),
-            outbox_oldest_age,
-            http_duration,
-            migration_phase: gv(
-                true,
-                "migration_phase",
-                "1 for the phase each namespace's migration is in (as `migrate --stop-after` names it)",
-                &["namespace", "phase"],
-            ),
-            migration_phase_age: fv(
-                true,
-                "migration_phase_age_seconds",
-                "Time since the migration entered its current phase",
-                &["namespace"],
-            ),
-            migration_snapshot_rows: gv(
-                true,
-                "migration_snapshot_rows",
-                "Snapshot rows the migration streamed",
-                &["namespace"],
-            ),
-            migration_pause: fv(
-                true,
-                "migration_cutover_pause_seconds",
-                "How long the last cutover held the namespace's writes",
-                &["namespace"],
-            ),
-            migration_failed: gv(
-                true,
-                "migration_failed",
-                "1 while the migration's last run stopped on an error",
-                &["namespace"],
-            ),
-            ns_fenced: gv(
-                true,
-                "namespace_fenced",
-                "1 while the namespace's writes are fenced for a cutover",
-                &["namespace"],
-            ),
-            ns_proxied: gv(
-                true,
-                "namespace_proxied",
-                "1 while this node forwards the namespace to its new primary",
-                &["namespace"],
-            ),
-            ns_promoted: gv(
-                tgt,
-                "namespace_promoted",
-                "1 when this replica takes client writes for the namespace",
-                &["namespace"],
-            ),
-            snapshot_loaded_rows: g(
-                tgt,
-                "snapshot_loaded_rows",
-                "Rows the running snapshot load applied (0 when none runs)",
-            ),
-            lag_probe_ok: g(
-                tgt,
-                "journal_lag_probe_ok",
-                "1 when the last lag probe read every partition's position from the broker; \
-                 0 when it failed (the lag series then show the last values read)",
-            ),
-            delete_markers: g(
-                true,
-                "delete_markers",
-                "Delete markers held, as counted by the last marker GC pass",
-            ),
-            delete_markers_removed: c(
-                true,
-                "delete_markers_removed_total",
-                "Delete markers removed by marker GC",
-            ),
-            migration_records_unreadable: g(
-                true,
-                "migration_records_unreadable",
-                "Migration records in ZooKeeper that do not parse (named in the node's log); \
-                 marker GC stays blocked while there are any",
-            ),
-            marker_gc_blocked: g(
-                true,
-                "marker_gc_blocked",
-                "1 when the last marker GC pass could not decide what is safe to remove \
-                 (the reason is in status: marker_gc.blocked)",
-            ),
-            reverse_lag: g(
-                src,
-                "reverse_lag_records",
-                "Records of the reverse journal (writes the new primary took after a cutover) \
-                 not yet applied here; -1 when unknown or not applying it",
-            ),
-            read_cache_hits: c(
-                true,
-                "read_cache_hits_total",
-                "Entity reads answered by the read cache",
-            ),
-            read_cache_misses: c(
-                true,
-                "read_cache_misses_total",
-                "Entity reads that went to the engine",
-            ),
-            read_cache_warmed: c(
-                true,
-                "read_cache_warmed_total",
-                "Keys read into the cache by a migration's warm-up (the source's hot keys)",
-            ),
-            read_cache_entries: g(true, "read_cache_entries", "Records in the read cache"),
-            read_cache_bytes: g(
-                true,
-                "read_cache_bytes",
-                "Weighted size of the read cache (keys, records and per-entry overhead)",
-            ),
-            gate_seen: Mutex::new(Default::default()),
             registry,
+            apply,
+            source,
+            http,
+            migration,
+            store,
             last: Mutex::new(Seen::default()),
             recent: Mutex::new(RecentLatency::default()),
+            gate_seen: Mutex::new(Default::default()),
         }
     }
 
@@ -416,11 +165,13 @@ impl Metrics {
             "GET" | "PUT" | "POST" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH" => method,
             _ => "other",
         };
-        self.http_requests
+        self.http
+            .http_requests
             .with_label_values(&[method, &status.to_string()])
             .inc();
         let class = format!("{}xx", status / 100);
-        self.http_duration
+        self.http
+            .http_duration
             .with_label_values(&[route, &class])
             .observe(seconds);
         if route.starts_with("/v1/ns/") && !route.ends_with("/digest") {
@@ -443,7 +194,7 @@ impl Metrics {
             Ok(t) => t.map_or(0.0, |t| (now_ms - t).max(0) as f64 / 1000.0),
             Err(()) => f64::NAN,
         };
-        self.outbox_oldest_age.set(age);
+        self.source.outbox_oldest_age.set(age);
     }
 
     /// The cutover state of this node's namespaces.
@@ -467,9 +218,9 @@ impl Metrics {
                 .cloned(),
         );
         for (vec, names) in [
-            (&self.ns_fenced, fenced),
-            (&self.ns_proxied, proxied),
-            (&self.ns_promoted, promoted),
+            (&self.migration.ns_fenced, fenced),
+            (&self.migration.ns_proxied, proxied),
+            (&self.migration.ns_promoted, promoted),
         ] {
             for n in all.iter() {
                 vec.with_label_values(&[n]).set(names.contains(n) as i64);
@@ -480,7 +231,7 @@ impl Metrics {
     /// The migrations recorded in ZooKeeper.
     /// How many migration records did not parse at the last read.
     pub fn migration_records_unreadable(&self) -> i64 {
-        self.migration_records_unreadable.get()
+        self.migration.migration_records_unreadable.get()
     }
 
     pub fn observe_migrations(
@@ -490,33 +241,39 @@ impl Metrics {
         now_ms: i64,
     ) {
         let _seen = self.last.lock();
-        self.migration_records_unreadable
+        self.migration
+            .migration_records_unreadable
             .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
         // Every series is rebuilt: a record that went away takes its series.
-        self.migration_phase.reset();
-        self.migration_phase_age.reset();
-        self.migration_snapshot_rows.reset();
-        self.migration_pause.reset();
-        self.migration_failed.reset();
+        self.migration.migration_phase.reset();
+        self.migration.migration_phase_age.reset();
+        self.migration.migration_snapshot_rows.reset();
+        self.migration.migration_pause.reset();
+        self.migration.migration_failed.reset();
         for m in migrations {
             let ns = m.ns.as_str();
-            self.migration_phase
+            self.migration
+                .migration_phase
                 .with_label_values(&[ns, m.phase.name()])
                 .set(1);
             if let Some(t) = m.phase_started_ms {
-                self.migration_phase_age
+                self.migration
+                    .migration_phase_age
                     .with_label_values(&[ns])
                     .set((now_ms - t).max(0) as f64 / 1000.0);
             }
-            self.migration_snapshot_rows
+            self.migration
+                .migration_snapshot_rows
                 .with_label_values(&[ns])
                 .set(i64::try_from(m.snapshot_rows).unwrap_or(i64::MAX));
             if let Some(ms) = m.write_pause_ms {
-                self.migration_pause
+                self.migration
+                    .migration_pause
                     .with_label_values(&[ns])
                     .set(ms / 1000.0);
             }
-            self.migration_failed
+            self.migration
+                .migration_failed
                 .with_label_values(&[ns])
                 .set(m.error.is_some() as i64);
         }
@@ -525,38 +282,40 @@ impl Metrics {
     /// One marker GC pass: markers left and removed, or why it was blocked
     /// (markers then counted only).
     pub fn observe_marker_gc(&self, markers: u64, removed: u64, blocked: bool) {
-        self.delete_markers.set(markers as i64);
-        self.delete_markers_removed.inc_by(removed);
-        self.marker_gc_blocked.set(blocked as i64);
+        self.store.delete_markers.set(markers as i64);
+        self.store.delete_markers_removed.inc_by(removed);
+        self.store.marker_gc_blocked.set(blocked as i64);
     }
 
     pub fn observe_reverse_lag(&self, lag: Option<i64>) {
-        self.reverse_lag.set(lag.unwrap_or(-1));
+        self.source.reverse_lag.set(lag.unwrap_or(-1));
     }
 
     /// The read cache's counters now (None: the node has no cache).
     pub fn observe_cache(&self, c: Option<northwest_store::CacheStats>) {
         let c = c.unwrap_or_default();
         let mut s = self.last.lock();
-        delta(&self.read_cache_hits, &mut s.cache_hits, c.hits);
-        delta(&self.read_cache_misses, &mut s.cache_misses, c.misses);
-        delta(&self.read_cache_warmed, &mut s.cache_warmed, c.warmed);
-        self.read_cache_entries.set(c.entries as i64);
-        self.read_cache_bytes.set(c.bytes as i64);
+        delta(&self.store.read_cache_hits, &mut s.cache_hits, c.hits);
+        delta(&self.store.read_cache_misses, &mut s.cache_misses, c.misses);
+        delta(&self.store.read_cache_warmed, &mut s.cache_warmed, c.warmed);
+        self.store.read_cache_entries.set(c.entries as i64);
+        self.store.read_cache_bytes.set(c.bytes as i64);
     }
 
     pub fn observe_loader(&self, rows: Option<u64>) {
-        self.snapshot_loaded_rows.set(rows.unwrap_or(0) as i64);
+        self.apply
+            .snapshot_loaded_rows
+            .set(rows.unwrap_or(0) as i64);
     }
 
     pub fn observe_apply(&self, a: &ApplyShared) {
         let mut s = self.last.lock();
         delta(
-            &self.apply_txns,
+            &self.apply.apply_txns,
             &mut s.txns,
             a.txns.load(Ordering::Relaxed),
         );
-        let w = |r: &str| self.apply_writes.with_label_values(&[r]);
+        let w = |r: &str| self.apply.apply_writes.with_label_values(&[r]);
         delta(
             &w("applied"),
             &mut s.applied,
@@ -573,24 +332,26 @@ impl Metrics {
             a.writes_blacklisted.load(Ordering::Relaxed),
         );
         delta(
-            &self.apply_dead_letter,
+            &self.apply.apply_dead_letter,
             &mut s.dead,
             a.dead_lettered.load(Ordering::Relaxed),
         );
         delta(
-            &self.apply_batches,
+            &self.apply.apply_batches,
             &mut s.batches,
             a.batches.load(Ordering::Relaxed),
         );
         delta(
-            &self.apply_retries,
+            &self.apply.apply_retries,
             &mut s.retries,
             a.retries.load(Ordering::Relaxed),
         );
-        self.apply_running
+        self.apply
+            .apply_running
             .set(a.running.load(Ordering::Relaxed) as i64);
         for (p, st) in a.partitions.lock().iter() {
-            self.halted
+            self.apply
+                .halted
                 .with_label_values(&[&p.to_string()])
                 .set(st.halted.is_some() as i64);
         }
@@ -600,9 +361,10 @@ impl Metrics {
     /// than keep showing the last one read.
     pub fn observe_lag_failed(&self) {
         let _seen = self.last.lock();
-        self.lag_probe_ok.set(0);
+        self.apply.lag_probe_ok.set(0);
         use prometheus::core::Collector;
         let parts: Vec<String> = self
+            .apply
             .lag_seconds
             .collect()
             .iter()
@@ -615,23 +377,32 @@ impl Metrics {
             })
             .collect();
         for p in parts {
-            self.lag_seconds.with_label_values(&[&p]).set(f64::NAN);
+            self.apply
+                .lag_seconds
+                .with_label_values(&[&p])
+                .set(f64::NAN);
         }
     }
 
     pub fn observe_lag(&self, lag: &[PartitionLag]) {
-        self.lag_probe_ok.set(1);
+        self.apply.lag_probe_ok.set(1);
         for l in lag {
             let p = l.partition.to_string();
-            self.lag_records.with_label_values(&[&p]).set(l.lag_records);
+            self.apply
+                .lag_records
+                .with_label_values(&[&p])
+                .set(l.lag_records);
             // NaN (unknown) rather than a false 0 while records are pending.
-            self.lag_seconds
+            self.apply
+                .lag_seconds
                 .with_label_values(&[&p])
                 .set(l.lag_seconds.unwrap_or(f64::NAN));
-            self.stored_offset
+            self.apply
+                .stored_offset
                 .with_label_values(&[&p])
                 .set(l.stored.unwrap_or(l.low_watermark));
-            self.high_watermark
+            self.apply
+                .high_watermark
                 .with_label_values(&[&p])
                 .set(l.high_watermark);
         }
@@ -640,16 +411,16 @@ impl Metrics {
     pub fn observe_relay(&self, r: &RelayStats, pending: u64) {
         let mut s = self.last.lock();
         delta(
-            &self.relay_shipped,
+            &self.source.relay_shipped,
             &mut s.shipped,
             r.shipped.load(Ordering::Relaxed),
         );
         delta(
-            &self.relay_errors,
+            &self.source.relay_errors,
             &mut s.send_errors,
             r.send_errors.load(Ordering::Relaxed),
         );
-        self.outbox_pending.set(pending as i64);
+        self.source.outbox_pending.set(pending as i64);
     }
 
     pub fn render(&self) -> String {
