@@ -802,7 +802,7 @@ impl Gate {
             .unwrap_or("/");
         let url = format!("{}{path}", target.trim_end_matches('/'));
         // The URL parser resolves dot segments; the node refuses paths with
-        // them before any layer judges the request (`run::dot_segments`), so
+        // them before any layer judges the request (`run::serve::dot_segments`), so
         // what is forwarded is what was authorised.
         let body = match axum::body::to_bytes(body, 64 << 20).await {
             Ok(b) => b,

@@ -2,8 +2,8 @@
 //! help texts: created here, updated by the parent module.
 
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 use super::Roles;
@@ -353,4 +353,3 @@ impl StoreSeries {
         }
     }
 }
-

@@ -1,0 +1,108 @@
+//! What a node's config opens: the engine, the store over its coordinator,
+//! the Kafka settings and the journal topic's shape.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use northwest_kafka::{KafkaSettings, TopicSpec};
+use northwest_store::{
+    Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine,
+    Store, StoreConfig, ZkCoordinator,
+};
+
+use crate::config::{CoordinationMode, Durability, EngineKind, NodeConfig, OutboxFull};
+
+/// Opens the engine named by the config.
+pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
+    Ok(match cfg.store.engine {
+        EngineKind::Memory => Arc::new(MemEngine::new()),
+        EngineKind::Rocksdb => Arc::new(
+            RocksEngine::open(&cfg.data_dir, cfg.store.sync_writes).with_context(|| {
+                format!(
+                    "opening RocksDB under {} (is another node using it?)",
+                    cfg.data_dir.display()
+                )
+            })?,
+        ),
+    })
+}
+
+pub fn store_config(cfg: &NodeConfig) -> StoreConfig {
+    StoreConfig {
+        origin: cfg.name.clone(),
+        max_value_bytes: cfg.http.max_value_bytes,
+        journal: cfg.journal.enabled,
+        outbox_limit: cfg.journal.outbox_limit,
+        outbox_full: match cfg.journal.outbox_full {
+            OutboxFull::Reject => OutboxFullPolicy::Reject,
+            OutboxFull::Block => OutboxFullPolicy::Block,
+        },
+        id_block: cfg.store.id_block,
+        retry: RetryPolicy {
+            attempts: cfg.store.retries,
+            ..RetryPolicy::default()
+        },
+        // Also on a target: once promoted it journals the namespace's client
+        // writes (to the reverse journal) and acknowledges them under the
+        // same promise.
+        sync_journal: (cfg.journal.durability == Durability::Sync).then(|| Duration::from_secs(10)),
+        journal_message_limit: cfg.journal.max_message_bytes,
+        read_cache_bytes: cfg.store.read_cache_mb << 20,
+    }
+}
+
+pub fn kafka_settings(cfg: &NodeConfig) -> KafkaSettings {
+    KafkaSettings {
+        brokers: cfg.journal.brokers.clone(),
+        properties: cfg.kafka.clone(),
+        max_message_bytes: cfg.journal.max_message_bytes,
+    }
+}
+
+pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
+    TopicSpec {
+        name: cfg.journal.topic.clone(),
+        partitions: cfg.journal.partitions,
+        replication: cfg.journal.replication_factor,
+        configs: vec![
+            ("cleanup.policy".into(), "delete".into()),
+            ("retention.ms".into(), cfg.journal.retention_ms.to_string()),
+            // acks=all then needs all but one replica: one broker may fail
+            // without stopping the journal or losing an acknowledged record.
+            (
+                "min.insync.replicas".into(),
+                (cfg.journal.replication_factor - 1).max(1).to_string(),
+            ),
+        ],
+    }
+}
+
+/// The store over the configured engine and coordinator (and the ZooKeeper
+/// client the cutover gate records its state with), after checking the
+/// pass-through Kafka properties.
+pub(super) async fn open_store(
+    cfg: &NodeConfig,
+) -> anyhow::Result<(Arc<Store>, Option<Arc<ZkCoordinator>>)> {
+    let engine = open_engine(cfg)?;
+    let (coord, zk): (Arc<dyn Coordinator>, _) = match cfg.coordination.mode {
+        CoordinationMode::Local => (Arc::new(LocalCoordinator::default()), None),
+        CoordinationMode::Zookeeper => {
+            let mut zc = cfg.zk();
+            if let Some(f) = &cfg.coordination.auth_file {
+                let text = crate::secrets::read_secret_file(f, "coordination.auth_file")
+                    .map_err(anyhow::Error::msg)?;
+                zc.auth = northwest_store::ZkDigest::new(text.trim())
+                    .map_err(|e| anyhow::anyhow!("coordination.auth_file {}: {e}", f.display()))?;
+            }
+            let z = Arc::new(ZkCoordinator::connect(zc).await?);
+            (z.clone(), Some(z))
+        }
+    };
+    northwest_kafka::check_properties(&kafka_settings(cfg)).map_err(|e| {
+        anyhow::anyhow!(
+            "[kafka] properties: {e}; fix or remove them (see librdkafka's CONFIGURATION.md)"
+        )
+    })?;
+    Ok((Store::open(engine, coord, store_config(cfg))?, zk))
+}
