@@ -10,12 +10,9 @@ use northwest_control::ZkLayout;
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
-use crate::topics::reverse_topic_name;
 use open::open_store;
 use serve::{app, serve, HttpSetup};
-use start::{
-    claim_name, node_state, resume_routing, start_apply, start_housekeeping, start_relay, Parts,
-};
+use start::{claim_name, node_state, resume_routing, start_housekeeping, start_pipeline};
 
 pub use open::{journal_topic, kafka_settings, open_engine, store_config};
 
@@ -52,26 +49,7 @@ pub async fn run(
     let instance = claim.as_ref().map(|c| c.instance.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
-    let relay = cfg
-        .journal
-        .enabled
-        .then(|| start_relay(&cfg, journal_topic(&cfg), &store, &stop_rx, &mut tasks));
-    // A target ships the writes of namespaces it is promoted for (none
-    // until a cutover) to the reverse journal.
-    let reverse_relay = cfg.journal.apply.then(|| {
-        let mut spec = journal_topic(&cfg);
-        spec.name = reverse_topic_name(&cfg.journal.topic);
-        start_relay(&cfg, spec, &store, &stop_rx, &mut tasks)
-    });
-    let (control, apply) = start_apply(&cfg, &store, &stop_rx, &mut tasks);
-    let parts = Parts {
-        relay,
-        reverse_relay,
-        control,
-        apply,
-        zk: zk_client,
-        instance,
-    };
+    let parts = start_pipeline(&cfg, &store, &stop_rx, &mut tasks, zk_client, instance);
     let state = node_state(&cfg, &store, &layout, parts, &http, &stop_rx);
     start_housekeeping(&cfg, &state, &stop_rx, &mut tasks);
     resume_routing(&cfg, &state).await?;

@@ -11,7 +11,7 @@ use northwest_producer::{Relay, RelayConfig, RelayStats};
 use northwest_store::{Store, ZkCoordinator};
 use tokio::sync::{mpsc, watch};
 
-use super::open::kafka_settings;
+use super::open::{journal_topic, kafka_settings};
 use super::serve::HttpSetup;
 use super::{stopped, Tasks};
 use crate::config::NodeConfig;
@@ -150,9 +150,41 @@ pub(super) async fn resume_routing(cfg: &NodeConfig, state: &Arc<NodeState>) -> 
     Ok(())
 }
 
+/// The relay (a source's), the reverse relay and the apply loop (a
+/// target's), as the config asks.
+pub(super) fn start_pipeline(
+    cfg: &NodeConfig,
+    store: &Arc<Store>,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+    zk: Option<Arc<ZkCoordinator>>,
+    instance: Option<String>,
+) -> Parts {
+    let relay = cfg
+        .journal
+        .enabled
+        .then(|| start_relay(cfg, journal_topic(cfg), store, stop_rx, tasks));
+    // A target ships the writes of namespaces it is promoted for (none
+    // until a cutover) to the reverse journal.
+    let reverse_relay = cfg.journal.apply.then(|| {
+        let mut spec = journal_topic(cfg);
+        spec.name = reverse_topic_name(&cfg.journal.topic);
+        start_relay(cfg, spec, store, stop_rx, tasks)
+    });
+    let (control, apply) = start_apply(cfg, store, stop_rx, tasks);
+    Parts {
+        relay,
+        reverse_relay,
+        control,
+        apply,
+        zk,
+        instance,
+    }
+}
+
 /// The relay shipping the store's outbox to `topic`: a source's journal, or
 /// a target's reverse journal.
-pub(super) fn start_relay(
+fn start_relay(
     cfg: &NodeConfig,
     topic: TopicSpec,
     store: &Arc<Store>,
@@ -233,7 +265,7 @@ pub(super) fn start_relay(
 }
 
 /// The apply loop of a target node, and the channel its admin API drives it by.
-pub(super) fn start_apply(
+fn start_apply(
     cfg: &NodeConfig,
     store: &Arc<Store>,
     stop: &watch::Receiver<bool>,
