@@ -1,0 +1,256 @@
+//! One batch of the apply loop: each record's fate (decoded, dead-lettered,
+//! or halting its partition), the pure plan of the store write
+//! ([`crate::batch::plan`]), the atomic write of data and offsets, and what
+//! the loop shows and pauses after it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use northwest_kafka::{Offset, Partition, PartitionOffsets};
+use northwest_store::engine::Cf;
+use northwest_store::{failpoint, ApplyStats};
+use rdkafka::consumer::Consumer;
+use rdkafka::TopicPartitionList;
+
+use super::{Applier, Msg, PoisonPolicy, Source};
+use crate::batch::{self, BatchPlan, Fate};
+use crate::decode::{decode, decode_snapshot_row};
+use crate::offsets;
+use crate::ConsumerError;
+
+impl Applier {
+    pub(super) async fn process(
+        &mut self,
+        msgs: Vec<Msg>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ConsumerError> {
+        let records = self.classify(msgs).await?;
+        let plan = batch::plan(&self.cfg.topic, records, &self.halted);
+        self.write(plan, shutdown).await
+    }
+
+    /// Decides each record's fate: decoded, dead-lettered (sent now, before
+    /// the batch that moves past it is written) or halting its partition.
+    /// Records of a partition already halted are not looked at: a bad
+    /// record behind a halt must not reach the dead-letter topic.
+    pub(super) async fn classify(
+        &mut self,
+        msgs: Vec<Msg>,
+    ) -> Result<Vec<batch::Record>, ConsumerError> {
+        let mut out = Vec::with_capacity(msgs.len());
+        let mut halted_now = BTreeSet::new();
+        let mut next = PartitionOffsets::new();
+        for (p, o, payload) in msgs {
+            if self.halted.contains_key(&p) || halted_now.contains(&p) {
+                continue;
+            }
+            let gap = match self.cfg.source {
+                Source::Journal => self.expired_gap(p, o, &next)?,
+                Source::Snapshot => None,
+            };
+            let fate = if let Some(gap) = gap {
+                Fate::Halt(gap)
+            } else {
+                let decoded = match self.cfg.source {
+                    Source::Journal => decode(payload.as_deref()),
+                    Source::Snapshot => decode_snapshot_row(payload.as_deref()),
+                };
+                match decoded {
+                    Ok(t) => Fate::Apply(t),
+                    Err(reason) => self.poisoned(p, o, &payload, reason).await?,
+                }
+            };
+            if matches!(fate, Fate::Halt(_)) {
+                halted_now.insert(p);
+            } else {
+                next.insert(p, o.next());
+            }
+            out.push(batch::Record {
+                partition: p,
+                offset: o,
+                fate,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A record that cannot be applied: dead-lettered, or its partition
+    /// halts (the policy says so, or the dead-letter topic refused it).
+    async fn poisoned(
+        &mut self,
+        p: Partition,
+        o: Offset,
+        payload: &Option<Vec<u8>>,
+        reason: String,
+    ) -> Result<Fate, ConsumerError> {
+        match self.cfg.poison {
+            PoisonPolicy::DeadLetter => {
+                tracing::warn!(partition = p.0, offset = o.0, %reason, "journal record dead-lettered");
+                let sent = self.dlq.send(p, o, payload, &reason).await;
+                if sent.is_ok() && failpoint::hit("consumer::after_dead_letter") {
+                    return Err(northwest_store::StoreError::Injected(
+                        "consumer::after_dead_letter",
+                    )
+                    .into());
+                }
+                match sent {
+                    Ok(()) => Ok(Fate::DeadLettered),
+                    Err(e) => {
+                        let why = format!("offset {o}: {reason}; and it could not be dead-lettered ({e}): fix the dead-letter topic {} and restart", self.cfg.dead_letter_topic);
+                        tracing::error!(
+                            partition = p.0,
+                            offset = o.0,
+                            "journal partition halted: {why}"
+                        );
+                        Ok(Fate::Halt(why))
+                    }
+                }
+            }
+            PoisonPolicy::Halt => {
+                tracing::error!(partition = p.0, offset = o.0, %reason, "journal partition halted on a bad record; set poison_policy = \"dead-letter\" and restart to move past it");
+                Ok(Fate::Halt(format!("offset {o}: {reason}")))
+            }
+        }
+    }
+
+    /// Writes a planned batch (data and offsets atomically), then publishes
+    /// its counters and positions and pauses the partitions it halted.
+    pub(super) async fn write(
+        &mut self,
+        plan: BatchPlan,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), ConsumerError> {
+        let BatchPlan {
+            writes,
+            mut meta,
+            next,
+            txns,
+            dead_lettered: dead,
+            halted: newly_halted,
+            commit_times,
+            delivered,
+        } = plan;
+        if self.cfg.apply_log {
+            self.count_deliveries(&delivered, &mut meta)?;
+        }
+        if failpoint::hit("consumer::before_batch_write") {
+            return Err(
+                northwest_store::StoreError::Injected("consumer::before_batch_write").into(),
+            );
+        }
+        let stats = loop {
+            match self
+                .store
+                .apply_replicated_logged(
+                    &writes,
+                    meta.clone().into_iter().collect(),
+                    self.cfg.apply_log,
+                )
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) if e.is_retriable() => {
+                    self.shared.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "apply batch failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if failpoint::hit("consumer::after_batch_write") {
+            return Err(
+                northwest_store::StoreError::Injected("consumer::after_batch_write").into(),
+            );
+        }
+        self.publish(&stats, txns, dead, &commit_times);
+        self.advance(next, newly_halted)
+    }
+
+    /// The apply log's per-record delivery counts (tests' proof of no
+    /// double apply), written with the batch.
+    fn count_deliveries(
+        &self,
+        delivered: &[(Partition, Offset)],
+        meta: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), ConsumerError> {
+        for &(p, o) in delivered {
+            let key = offsets::delivery_key(&self.cfg.topic, p, o);
+            let seen = self
+                .store
+                .engine()
+                .get(Cf::Meta, &key)
+                .map_err(northwest_store::StoreError::from)?;
+            let n = seen
+                .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+                .unwrap_or(0);
+            meta.insert(key, offsets::encode(n + 1));
+        }
+        Ok(())
+    }
+
+    /// A written batch's counters.
+    fn publish(&self, stats: &ApplyStats, txns: u64, dead: u64, commit_times: &[i64]) {
+        let s = &self.shared;
+        if s.record_latency.load(Ordering::Relaxed) {
+            let now = northwest_store::store::now_ms_pub();
+            s.latencies_ms
+                .lock()
+                .extend(commit_times.iter().map(|t| (now - t).max(0) as u32));
+        }
+        s.txns.fetch_add(txns, Ordering::Relaxed);
+        s.writes_applied.fetch_add(stats.applied, Ordering::Relaxed);
+        s.writes_stale.fetch_add(stats.stale, Ordering::Relaxed);
+        s.writes_blacklisted
+            .fetch_add(stats.blacklisted, Ordering::Relaxed);
+        s.dead_lettered.fetch_add(dead, Ordering::Relaxed);
+        s.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// After a written batch: the partitions' new positions (shown, and
+    /// committed to the consumer group for lag tools), and the partitions it
+    /// halted paused.
+    fn advance(
+        &mut self,
+        next: PartitionOffsets,
+        newly_halted: BTreeMap<Partition, String>,
+    ) -> Result<(), ConsumerError> {
+        // Advisory: the applied offsets also go to the consumer group, so
+        // the lag tools operators run (kafka-consumer-groups, Burrow, a Kafka
+        // UI) see n2. Never read back: the store's offsets are the truth.
+        if !next.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in &next {
+                let _ =
+                    tpl.add_partition_offset(&self.cfg.topic, p.0, rdkafka::Offset::Offset(o.0));
+            }
+            if let Err(e) = self
+                .consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Async)
+            {
+                tracing::debug!(error = %e, "advisory group offset commit failed");
+            }
+        }
+        let mut states = self.shared.partitions.lock();
+        for (p, o) in next {
+            states.entry(p.0).or_default().next_offset = Some(o);
+        }
+        for (p, why) in &newly_halted {
+            states.entry(p.0).or_default().halted = Some(why.clone());
+        }
+        drop(states);
+        if !newly_halted.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for p in newly_halted.keys() {
+                tpl.add_partition(&self.cfg.topic, p.0);
+            }
+            self.halted.extend(newly_halted);
+            self.consumer.pause(&tpl)?;
+        }
+        Ok(())
+    }
+}
