@@ -23,6 +23,8 @@ use crate::ConsumerError;
 
 mod batch_write;
 
+use batch_write::Batch;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoisonPolicy {
     /// Send the record with the reason to the dead-letter topic; go on.
@@ -300,7 +302,9 @@ impl Applier {
                     _ => break,
                 }
             }
-            self.process(msgs, shutdown).await?;
+            if let Batch::Stopped = self.process(msgs, shutdown).await? {
+                return Ok(());
+            }
         }
     }
 }

@@ -20,12 +20,21 @@ use crate::decode::{decode, decode_snapshot_row};
 use crate::offsets;
 use crate::ConsumerError;
 
+/// What became of a batch.
+pub(super) enum Batch {
+    Written,
+    /// The node began to stop while the write was being retried: nothing
+    /// of the batch was written, and the loop must stop before it consumes
+    /// anything else (a later batch would store offsets past this one).
+    Stopped,
+}
+
 impl Applier {
     pub(super) async fn process(
         &mut self,
         msgs: Vec<Msg>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Result<(), ConsumerError> {
+    ) -> Result<Batch, ConsumerError> {
         let records = self.classify(msgs).await?;
         let plan = batch::plan(&self.cfg.topic, records, &self.halted);
         self.write(plan, shutdown).await
@@ -121,7 +130,7 @@ impl Applier {
         &mut self,
         plan: BatchPlan,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Result<(), ConsumerError> {
+    ) -> Result<Batch, ConsumerError> {
         let BatchPlan {
             writes,
             mut meta,
@@ -155,7 +164,7 @@ impl Applier {
                     self.shared.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "apply batch failed; retrying");
                     tokio::select! {
-                        _ = shutdown.as_mut() => return Ok(()),
+                        _ = shutdown.as_mut() => return Ok(Batch::Stopped),
                         _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                     }
                 }
@@ -168,7 +177,8 @@ impl Applier {
             );
         }
         self.publish(&stats, txns, dead, &commit_times);
-        self.advance(next, newly_halted)
+        self.advance(next, newly_halted)?;
+        Ok(Batch::Written)
     }
 
     /// The apply log's per-record delivery counts (tests' proof of no
