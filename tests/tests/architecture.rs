@@ -140,6 +140,51 @@ fn root_items(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// Names the crate root re-exports (`pub use m::{A, b::B as C}`) -> the
+/// module they come from: `crate::A` elsewhere imports `m`.
+fn root_reexports(text: &str, modules: &BTreeSet<String>) -> BTreeMap<String, String> {
+    let mut stmts = Vec::new();
+    let mut open: Option<String> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        let cur = match open.take() {
+            Some(cur) => cur + " " + t,
+            None if t.starts_with("pub use ") => t["pub use ".len()..].to_string(),
+            None => continue,
+        };
+        match cur.split_once(';') {
+            Some((stmt, _)) => stmts.push(stmt.to_string()),
+            None => open = Some(cur),
+        }
+    }
+    let mut out = BTreeMap::new();
+    for path in stmts {
+        let path = path.trim_start().trim_start_matches("self::");
+        let module = ident(path);
+        if !modules.contains(&module) {
+            continue;
+        }
+        let leaves = path[module.len()..].replace(['{', '}'], ",");
+        for leaf in leaves.split(',') {
+            let name = leaf.rsplit(" as ").next().unwrap_or(leaf);
+            let name = ident(name.rsplit("::").next().unwrap_or(name));
+            if !name.is_empty() {
+                out.insert(name, module.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `word` occurs in `text` as a whole identifier.
+fn names_word(text: &str, word: &str) -> bool {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).any(|(i, _)| {
+        !text[..i].chars().last().is_some_and(is_ident)
+            && !text[i + word.len()..].chars().next().is_some_and(is_ident)
+    })
+}
+
 /// Source text without comments (doc links name a module without
 /// importing it).
 fn code(file: &Path) -> String {
@@ -164,11 +209,13 @@ fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     } else {
         "main"
     };
-    let root_defs = files
+    let root_text = files
         .iter()
         .find(|f| module_path(src, f) == [root_name])
-        .map(|f| root_items(&code(f)))
+        .map(|f| code(f))
         .unwrap_or_default();
+    let root_defs = root_items(&root_text);
+    let reexports = root_reexports(&root_text, &modules);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in &files {
         let from = module_of(src, f);
@@ -211,11 +258,21 @@ fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             // The root names its modules without `crate::`. `mod` lines
             // declare them and `pub use` lines are the crate's facade (the
             // root re-exports, it does not use): neither is an import.
+            let mut in_reexport = false;
             for line in text.lines() {
                 let t = line.trim_start();
-                let facade = ["mod ", "pub mod ", "pub(crate) mod ", "pub use "];
+                if in_reexport || t.starts_with("pub use ") {
+                    in_reexport = !line.contains(';');
+                    continue;
+                }
+                let facade = ["mod ", "pub mod ", "pub(crate) mod "];
                 if facade.iter().any(|p| t.starts_with(p)) {
                     continue;
+                }
+                for (name, m) in &reexports {
+                    if names_word(line, name) {
+                        named.insert(m.clone());
+                    }
                 }
                 for m in &modules {
                     if line.contains(&format!("{m}::")) {
@@ -236,6 +293,8 @@ fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         for m in named {
             let target = if root_defs.contains(&m) {
                 root_name.to_string()
+            } else if let Some(home) = reexports.get(&m) {
+                home.clone()
             } else {
                 m
             };
@@ -316,8 +375,11 @@ fn the_import_reader_sees_nested_groups_the_root_and_super_paths() {
     let write = |f: &str, t: &str| std::fs::write(src.join(f), t).unwrap();
     write(
         "lib.rs",
-        "mod a;\nmod b;\nmod c;\nmod deep;\npub fn connect() {}\npub use a::X;\nfn g() { c::h() }\n",
+        "mod a;\nmod b;\nmod c;\nmod d;\nmod e;\nmod deep;\npub fn connect() {}\n\
+         pub use a::X;\npub use e::{\n    E,\n};\nfn g() { c::h() }\nfn k() -> E { E }\n",
     );
+    write("d.rs", "use crate::X;\n");
+    write("e.rs", "pub struct E;\nfn f() { crate::connect() }\n");
     write("a.rs", "use crate::{b::{Y, Z}, c};\npub struct X;\n");
     write("b.rs", "pub fn f() { crate::connect() }\n");
     write("c.rs", "// crate::a in a comment is no import\n");
@@ -333,12 +395,17 @@ fn the_import_reader_sees_nested_groups_the_root_and_super_paths() {
     assert_eq!(edges["b"], set(&["lib"]), "an item the root defines");
     assert_eq!(edges["c"], set(&[]), "comments");
     assert_eq!(edges["deep"], set(&["c"]), "super:: out of a nested module");
+    assert_eq!(edges["d"], set(&["a"]), "a name the root re-exports");
     assert_eq!(
         edges["lib"],
-        set(&["c"]),
-        "the root's own paths, not its mod or pub use lines"
+        set(&["c", "e"]),
+        "the root's own paths and re-exported names it uses, not its mod or pub use lines"
     );
-    assert_eq!(circles(&edges), Vec::<Vec<String>>::new());
+    assert_eq!(
+        circles(&edges),
+        vec![vec!["e", "lib"]],
+        "a circle through the root"
+    );
 }
 
 /// Crate (directory) -> the workspace crates its manifest depends on
