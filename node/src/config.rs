@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod validate;
+
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
@@ -424,116 +426,6 @@ impl NodeConfig {
                 ));
             }
             self.kafka.insert(k, v);
-        }
-        Ok(())
-    }
-
-    /// Checks values that parse but cannot work, saying what to change.
-    pub fn validate(&self) -> Result<(), String> {
-        northwest_store::Namespace::new(&self.name)
-            .map_err(|_| format!("name = {:?}: use letters, digits, '_', '.', '-'", self.name))?;
-        if self.http.max_value_bytes == 0 || self.http.max_value_bytes > 64 << 20 {
-            return Err("http.max_value_bytes must be between 1 and 67108864".into());
-        }
-        if !self.http.listen.ip().is_loopback() && self.http.admin_token_file.is_none() {
-            return Err(format!(
-                "http.listen = {} is reachable from other hosts, and its admin API (fence, \
-                 proxy, replay, promote) would be open to all of them: set \
-                 http.admin_token_file to a file holding a bearer token (e.g. `openssl rand \
-                 -hex 32 > /etc/northwest/admin.token`), or listen on 127.0.0.1",
-                self.http.listen
-            ));
-        }
-        if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
-            return Err(
-                "http.tls_cert_file and http.tls_key_file go together: set both to serve HTTPS, \
-                 or neither"
-                    .into(),
-            );
-        }
-        let c = &self.coordination;
-        if c.mode == CoordinationMode::Zookeeper {
-            if c.connect.trim().is_empty() {
-                return Err("coordination.connect is empty: set host:port of ZooKeeper".into());
-            }
-            if !c.root.starts_with('/') || c.root.ends_with('/') || c.root.len() < 2 {
-                return Err(format!(
-                    "coordination.root = {:?}: must look like /northwest/<name>",
-                    c.root
-                ));
-            }
-            if !(4000..=40_000).contains(&c.session_timeout_ms) {
-                return Err("coordination.session_timeout_ms must be 4000..=40000 (ZooKeeper's tickTime bounds)".into());
-            }
-        }
-        if c.lock_timeout_ms == 0 || c.lease_idle_ms == 0 {
-            return Err("coordination.lock_timeout_ms and lease_idle_ms must be > 0".into());
-        }
-        if self.store.retries == 0 || self.store.id_block == 0 {
-            return Err("store.retries and store.id_block must be >= 1".into());
-        }
-        let j = &self.journal;
-        if (j.enabled || j.apply) && j.brokers.trim().is_empty() {
-            return Err("journal.brokers is empty: set host:port of the Kafka brokers".into());
-        }
-        if j.partitions < 1 || j.apply_batch == 0 || j.outbox_limit == 0 {
-            return Err("journal.partitions, apply_batch and outbox_limit must be >= 1".into());
-        }
-        if j.topic.is_empty() || j.topic == j.dead_letter_topic {
-            return Err(
-                "journal.topic must be set and differ from journal.dead_letter_topic".into(),
-            );
-        }
-        if j.max_message_bytes > MAX_MESSAGE_CAP {
-            return Err(format!(
-                "journal.max_message_bytes = {} is above {MAX_MESSAGE_CAP} (90 MiB): larger \
-                 records exceed Kafka's socket.request.max.bytes and librdkafka's \
-                 receive.message.max.bytes (100 MiB); lower it and http.max_value_bytes",
-                j.max_message_bytes
-            ));
-        }
-        let txn_body = self.http.max_txn_body_bytes();
-        if (j.enabled || j.apply) && j.max_message_bytes < txn_body + JOURNAL_OVERHEAD {
-            return Err(format!(
-                "journal.max_message_bytes = {} cannot carry what the API accepts: a transaction \
-                 body may be up to {txn_body} bytes (8 × http.max_value_bytes); set \
-                 journal.max_message_bytes >= {} or lower http.max_value_bytes",
-                j.max_message_bytes,
-                txn_body + JOURNAL_OVERHEAD
-            ));
-        }
-        // A delete marker must outlive every journal record that could carry
-        // an older version of its key: a replay from the oldest retained
-        // record would otherwise resurrect the entity once the marker is gone.
-        let hours = self.store.marker_retention_hours;
-        if !(hours.is_finite() && (0.0..=876_000.0).contains(&hours)) {
-            return Err(format!(
-                "store.marker_retention_hours = {hours}: must be 0..=876000 hours (0 disables marker GC)"
-            ));
-        }
-        if self.store.read_cache_mb > 1 << 20 {
-            return Err(format!(
-                "store.read_cache_mb = {}: at most 1048576 (1 TiB); 0 disables the cache",
-                self.store.read_cache_mb
-            ));
-        }
-        if !(1..=86_400).contains(&self.store.marker_gc_interval_s) {
-            return Err("store.marker_gc_interval_s must be 1..=86400".into());
-        }
-        let marker_ms = self.marker_retention_ms();
-        if (j.enabled || j.apply)
-            && hours > 0.0
-            && (j.retention_ms < 0 || j.retention_ms as u64 > marker_ms)
-        {
-            return Err(format!(
-                "journal.retention_ms = {} outlives store.marker_retention_hours = {} ({marker_ms} ms): \
-                 a replay could re-deliver a put older than a removed delete marker and resurrect \
-                 the entity; raise marker_retention_hours or lower retention_ms (not -1)",
-                j.retention_ms, self.store.marker_retention_hours
-            ));
-        }
-        if j.enabled && j.apply {
-            return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());
         }
         Ok(())
     }
