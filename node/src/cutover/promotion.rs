@@ -71,84 +71,124 @@ impl Gate {
         let unconfirmed = self.unconfirmed.lock().get(ns).cloned();
         match change {
             Promotion::Demote(attempt) => {
-                if let Some(a) = attempt {
-                    let mut c = self.cancelled.lock();
-                    c.push_back(a.to_string());
-                    while c.len() > CANCELLED_KEPT {
-                        c.pop_front();
-                    }
-                    if promoted && unconfirmed.as_deref() != Some(a) {
-                        // Confirmed, or re-labelled by a later attempt.
-                        return Ok(());
-                    }
-                }
-                self.record("primary", ns, None).await?;
-                self.unconfirmed.lock().remove(ns);
-                self.promoted.lock().remove(ns);
-                journal(false);
-                Ok(())
+                self.demote(ns, attempt, promoted, unconfirmed, journal)
+                    .await
             }
-            Promotion::Attempt(a) => {
-                if self.cancelled.lock().iter().any(|c| c == a) {
-                    return Err(PromoteError::Cancelled(a.to_string()));
-                }
-                if promoted && unconfirmed.is_none() {
-                    return Ok(());
-                }
-                journal(true);
-                let data = json!({"confirmed": false, "attempt": a}).to_string();
-                if let Err(e) = self.record("primary", ns, Some(data.as_bytes())).await {
-                    if !promoted {
-                        journal(false);
-                    }
-                    return Err(e.into());
-                }
-                self.unconfirmed
-                    .lock()
-                    .insert(ns.to_string(), a.to_string());
-                self.promoted.lock().insert(ns.to_string());
-                Ok(())
-            }
-            Promotion::Confirm => {
-                if !promoted {
-                    return Err(PromoteError::NotPromoted(ns.to_string()));
-                }
-                if unconfirmed.is_some() {
-                    let data = json!({"confirmed": true}).to_string();
-                    self.record("primary", ns, Some(data.as_bytes())).await?;
-                    self.unconfirmed.lock().remove(ns);
-                    // Its own forwarding (back to the old primary, after a
-                    // rollback) ends once the old primary forwards here.
-                    if replica && self.proxy(ns).is_some() {
-                        self.set_proxy(ns, None).await?;
-                    }
-                }
-                Ok(())
-            }
+            Promotion::Attempt(a) => self.attempt(ns, a, promoted, unconfirmed, journal).await,
+            Promotion::Confirm => self.confirm(ns, promoted, unconfirmed, replica).await,
             Promotion::Operator { force } => {
-                if let Some(t) = self.proxy(ns).filter(|_| replica && !force) {
-                    return Err(PromoteError::Forwards {
-                        ns: ns.to_string(),
-                        target: t,
-                    });
-                }
-                journal(true);
-                let data = json!({"confirmed": true}).to_string();
-                if let Err(e) = self.record("primary", ns, Some(data.as_bytes())).await {
-                    if !promoted {
-                        journal(false);
-                    }
-                    return Err(e.into());
-                }
-                self.unconfirmed.lock().remove(ns);
-                self.promoted.lock().insert(ns.to_string());
-                // A source's proxy is only ever lifted by the rollback itself.
-                if replica && self.proxy(ns).is_some() {
-                    self.set_proxy(ns, None).await?;
-                }
-                Ok(())
+                self.operator(ns, force, promoted, replica, journal).await
             }
         }
+    }
+
+    async fn demote(
+        &self,
+        ns: &str,
+        attempt: Option<&str>,
+        promoted: bool,
+        unconfirmed: Option<String>,
+        journal: impl Fn(bool),
+    ) -> Result<(), PromoteError> {
+        if let Some(a) = attempt {
+            let mut c = self.cancelled.lock();
+            c.push_back(a.to_string());
+            while c.len() > CANCELLED_KEPT {
+                c.pop_front();
+            }
+            if promoted && unconfirmed.as_deref() != Some(a) {
+                // Confirmed, or re-labelled by a later attempt.
+                return Ok(());
+            }
+        }
+        self.record("primary", ns, None).await?;
+        self.unconfirmed.lock().remove(ns);
+        self.promoted.lock().remove(ns);
+        journal(false);
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        ns: &str,
+        a: &str,
+        promoted: bool,
+        unconfirmed: Option<String>,
+        journal: impl Fn(bool),
+    ) -> Result<(), PromoteError> {
+        if self.cancelled.lock().iter().any(|c| c == a) {
+            return Err(PromoteError::Cancelled(a.to_string()));
+        }
+        if promoted && unconfirmed.is_none() {
+            return Ok(());
+        }
+        journal(true);
+        let data = json!({"confirmed": false, "attempt": a}).to_string();
+        if let Err(e) = self.record("primary", ns, Some(data.as_bytes())).await {
+            if !promoted {
+                journal(false);
+            }
+            return Err(e.into());
+        }
+        self.unconfirmed
+            .lock()
+            .insert(ns.to_string(), a.to_string());
+        self.promoted.lock().insert(ns.to_string());
+        Ok(())
+    }
+
+    async fn confirm(
+        &self,
+        ns: &str,
+        promoted: bool,
+        unconfirmed: Option<String>,
+        replica: bool,
+    ) -> Result<(), PromoteError> {
+        if !promoted {
+            return Err(PromoteError::NotPromoted(ns.to_string()));
+        }
+        if unconfirmed.is_some() {
+            let data = json!({"confirmed": true}).to_string();
+            self.record("primary", ns, Some(data.as_bytes())).await?;
+            self.unconfirmed.lock().remove(ns);
+            // Its own forwarding (back to the old primary, after a
+            // rollback) ends once the old primary forwards here.
+            if replica && self.proxy(ns).is_some() {
+                self.set_proxy(ns, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn operator(
+        &self,
+        ns: &str,
+        force: bool,
+        promoted: bool,
+        replica: bool,
+        journal: impl Fn(bool),
+    ) -> Result<(), PromoteError> {
+        if let Some(t) = self.proxy(ns).filter(|_| replica && !force) {
+            return Err(PromoteError::Forwards {
+                ns: ns.to_string(),
+                target: t,
+            });
+        }
+        journal(true);
+        let data = json!({"confirmed": true}).to_string();
+        if let Err(e) = self.record("primary", ns, Some(data.as_bytes())).await {
+            if !promoted {
+                journal(false);
+            }
+            return Err(e.into());
+        }
+        self.unconfirmed.lock().remove(ns);
+        self.promoted.lock().insert(ns.to_string());
+        // A source's proxy is only ever lifted by the rollback itself.
+        if replica && self.proxy(ns).is_some() {
+            self.set_proxy(ns, None).await?;
+        }
+        Ok(())
     }
 
     /// Gives up an unconfirmed promotion of `ns` when this node starts
