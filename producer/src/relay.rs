@@ -100,23 +100,7 @@ impl Relay {
                 if stopping {
                     break;
                 }
-                if let Some(failed) = p.failed.take() {
-                    // Never forget an earlier resume point: an entry below
-                    // `failed` may have committed late and not been sent yet.
-                    p.from = p.from.min(failed).min(self.store.outbox().low_watermark());
-                    self.recreate_if_fatal()?;
-                    tokio::select! {
-                        _ = &mut shutdown => stopping = true,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    _ = &mut shutdown => stopping = true,
-                    _ = self.store.outbox().changed() => {}
-                    // Out-of-order commits below the watermark need a re-read.
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
+                stopping = self.idle(&mut p, shutdown.as_mut()).await?;
                 continue;
             }
             let can_send =
@@ -158,23 +142,58 @@ impl Relay {
                 }
             };
             if let Some(r) = delivered {
-                let (seq, _, _) = p.in_flight.pop_front().expect("not empty");
-                let mut done = vec![(seq, r)];
-                // Settle every report already in, in one store write.
-                while let Some(r) = p
-                    .in_flight
-                    .front_mut()
-                    .and_then(|f| (&mut f.2).now_or_never())
-                {
-                    let (seq, _, _) = p.in_flight.pop_front().expect("not empty");
-                    done.push((seq, r));
-                }
-                self.settle(&mut p, done)?;
+                self.settle_ready(&mut p, r)?;
             }
         }
         let _ = self.producer.flush(Duration::from_secs(5));
         tracing::info!(pending = self.store.outbox().len(), "journal relay stopped");
         Ok(())
+    }
+
+    /// Nothing in flight: after a failed delivery, back off and resume from
+    /// the lowest failed entry; otherwise wait for new commits. Returns
+    /// whether `shutdown` resolved meanwhile.
+    async fn idle(
+        &mut self,
+        p: &mut Pipeline,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<bool, ProducerError> {
+        if let Some(failed) = p.failed.take() {
+            // Never forget an earlier resume point: an entry below
+            // `failed` may have committed late and not been sent yet.
+            p.from = p.from.min(failed).min(self.store.outbox().low_watermark());
+            self.recreate_if_fatal()?;
+            return Ok(tokio::select! {
+                _ = shutdown => true,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => false,
+            });
+        }
+        Ok(tokio::select! {
+            _ = shutdown => true,
+            _ = self.store.outbox().changed() => false,
+            // Out-of-order commits below the watermark need a re-read.
+            _ = tokio::time::sleep(Duration::from_millis(50)) => false,
+        })
+    }
+
+    /// The front delivery resolved with `r`: settles it with every report
+    /// already in behind it, in one store write.
+    fn settle_ready(
+        &self,
+        p: &mut Pipeline,
+        r: <DeliveryFuture as Future>::Output,
+    ) -> Result<(), ProducerError> {
+        let (seq, _, _) = p.in_flight.pop_front().expect("not empty");
+        let mut done = vec![(seq, r)];
+        while let Some(r) = p
+            .in_flight
+            .front_mut()
+            .and_then(|f| (&mut f.2).now_or_never())
+        {
+            let (seq, _, _) = p.in_flight.pop_front().expect("not empty");
+            done.push((seq, r));
+        }
+        self.settle(p, done)
     }
 
     /// Reads committed entries from `p.from` and hands them to the producer.
