@@ -206,55 +206,7 @@ async fn stream_range(
             progress.save_cursor(i, &cursor).await?;
             break;
         };
-        let mut pending = Vec::with_capacity(page.len());
-        for (k, v) in &page {
-            let (ns, key) = decode_key(k).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-            let r = EntityRecord::decode(v)?;
-            let row = SnapshotRecord {
-                namespace: ns.to_string(),
-                key: key.to_string(),
-                version: r.version.0,
-                deleted: r.value.is_none(),
-                value: r.value,
-                commit_ts_ms: r.commit_ts_ms,
-                snapshot_id: cfg.snapshot_id.clone(),
-                origin: cfg.origin.clone(),
-            };
-            let payload =
-                encode_snapshot(&row).map_err(|e| SnapshotError::Encode(e.to_string()))?;
-            let kafka_key = format!("{ns}/{key}");
-            loop {
-                let rec = FutureRecord::to(&cfg.topic)
-                    .key(kafka_key.as_bytes())
-                    .payload(&payload)
-                    .timestamp(r.commit_ts_ms);
-                match producer.send_result(rec) {
-                    Ok(f) => {
-                        pending.push(f);
-                        break;
-                    }
-                    // Local queue full: let deliveries drain.
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        tokio::time::sleep(Duration::from_millis(5)).await
-                    }
-                    // Anything else (e.g. a row over message.max.bytes) will
-                    // not heal by retrying: stop with the reason.
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
-        }
-        let n = pending.len() as u64;
-        for f in pending {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => {
-                    return Err(SnapshotError::Progress(
-                        "producer dropped a delivery".into(),
-                    ))
-                }
-            }
-        }
+        let n = send_chunk(&page, cfg, &producer).await?;
         // Only delivered rows are checkpointed; a crash re-sends at most one chunk.
         let mut next = last;
         next.push(0);
@@ -270,6 +222,63 @@ async fn stream_range(
         limiter.take(n).await;
     }
     Ok(cursor.rows)
+}
+
+/// Sends one page of entities as snapshot rows and waits for every
+/// delivery; returns the rows delivered.
+async fn send_chunk(
+    page: &[(Vec<u8>, Vec<u8>)],
+    cfg: &SnapshotConfig,
+    producer: &FutureProducer,
+) -> Result<u64, SnapshotError> {
+    let mut pending = Vec::with_capacity(page.len());
+    for (k, v) in page {
+        let (ns, key) = decode_key(k).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        let r = EntityRecord::decode(v)?;
+        let row = SnapshotRecord {
+            namespace: ns.to_string(),
+            key: key.to_string(),
+            version: r.version.0,
+            deleted: r.value.is_none(),
+            value: r.value,
+            commit_ts_ms: r.commit_ts_ms,
+            snapshot_id: cfg.snapshot_id.clone(),
+            origin: cfg.origin.clone(),
+        };
+        let payload = encode_snapshot(&row).map_err(|e| SnapshotError::Encode(e.to_string()))?;
+        let kafka_key = format!("{ns}/{key}");
+        loop {
+            let rec = FutureRecord::to(&cfg.topic)
+                .key(kafka_key.as_bytes())
+                .payload(&payload)
+                .timestamp(r.commit_ts_ms);
+            match producer.send_result(rec) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                // Local queue full: let deliveries drain.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                // Anything else (e.g. a row over message.max.bytes) will
+                // not heal by retrying: stop with the reason.
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    for f in pending {
+        match f.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e.into()),
+            Err(_) => {
+                return Err(SnapshotError::Progress(
+                    "producer dropped a delivery".into(),
+                ))
+            }
+        }
+    }
+    Ok(page.len() as u64)
 }
 
 #[cfg(test)]
