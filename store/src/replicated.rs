@@ -150,13 +150,7 @@ impl Store {
                     let older_than_marker =
                         current.is_some_and(|(v, deleted)| deleted && w.version < v);
                     if older_than_marker && !pending.contains_key(&k) {
-                        if let Some(b) = self.engine.get(Cf::Entities, &k)? {
-                            let mut held = EntityRecord::decode(&b)?;
-                            if held.is_deleted() && held.marker_gen != Some(gen) {
-                                held.marker_gen = Some(gen);
-                                batch.put(Cf::Entities, k, held.encode());
-                            }
-                        }
+                        self.renew_marker(k, gen, &mut batch)?;
                     }
                 }
                 crate::apply::Decision::SkipBlacklisted => stats.blacklisted += 1,
@@ -166,15 +160,7 @@ impl Store {
             batch.put(Cf::Meta, k, v);
         }
         if apply_log {
-            for v in effective {
-                let k = apply_log_key(v);
-                let n = self
-                    .engine
-                    .get(Cf::Meta, &k)?
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u64::from_be_bytes);
-                batch.put(Cf::Meta, k, (n + 1).to_be_bytes().to_vec());
-            }
+            self.count_applies(effective, &mut batch)?;
         }
         for l in locks {
             self.coord.fence(l)?;
@@ -190,6 +176,37 @@ impl Store {
             self.applied_version(top);
         }
         Ok(stats)
+    }
+
+    /// Moves the delete marker held at `k` into generation `gen` (its GC
+    /// wait starts again).
+    fn renew_marker(&self, k: Vec<u8>, gen: u64, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        if let Some(b) = self.engine.get(Cf::Entities, &k)? {
+            let mut held = EntityRecord::decode(&b)?;
+            if held.is_deleted() && held.marker_gen != Some(gen) {
+                held.marker_gen = Some(gen);
+                batch.put(Cf::Entities, k, held.encode());
+            }
+        }
+        Ok(())
+    }
+
+    /// The apply log's per-version counts (tests' proof of no double apply).
+    fn count_applies(
+        &self,
+        effective: std::collections::BTreeSet<u64>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        for v in effective {
+            let k = apply_log_key(v);
+            let n = self
+                .engine
+                .get(Cf::Meta, &k)?
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            batch.put(Cf::Meta, k, (n + 1).to_be_bytes().to_vec());
+        }
+        Ok(())
     }
 
     /// Writes metadata entries (e.g. rewound offsets) atomically.
