@@ -1,8 +1,6 @@
 //! Operator endpoints: status with lag, replay, digest, Prometheus metrics and
 //! the dashboard page.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -11,11 +9,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use northwest_consumer::{offsets, Control, PartitionLag};
+use northwest_consumer::{offsets, Control};
 use northwest_control::api::{
-    path, ApplyState, ApplyStatus, DataLatency, DigestResponse, KindDigest, LoaderStatus,
-    NodeStatus, OffsetsResponse, PartitionStatus, RelayStatus, ReplayRequest, ReplayResponse,
-    ReverseApplyStatus, ReverseRelayStatus,
+    path, DigestResponse, KindDigest, OffsetsResponse, ReplayRequest, ReplayResponse,
 };
 use northwest_control::{ErrorCode, MigrationRecord};
 use northwest_store::{KeyRange, Namespace};
@@ -27,9 +23,11 @@ use crate::history::{Sample, INTERVAL};
 use crate::state::NodeState;
 use crate::topics::reverse_topic_name;
 
+mod status;
+
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
-        .route(path::STATUS, get(status))
+        .route(path::STATUS, get(status::status))
         .route(path::REPLAY, post(replay))
         .route(path::OFFSETS, get(stored_offsets))
         .route(path::HISTORY, get(history))
@@ -94,206 +92,6 @@ async fn readyz(State(s): State<Arc<NodeState>>) -> Response {
         problems,
     };
     (StatusCode::SERVICE_UNAVAILABLE, Json(not_ready)).into_response()
-}
-
-async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> {
-    let outbox = s.store.outbox();
-    let mut out = NodeStatus {
-        name: s.name.clone(),
-        instance: s.instance.clone(),
-        role: s.role().to_string(),
-        outbox_pending: outbox.len(),
-        outbox_shipped_below: outbox.shipped_below(),
-        outbox_next: outbox.next_seq(),
-        journal_topic: s.topic.clone(),
-        max_message_bytes: s.kafka.max_message_bytes,
-        zk_root: s.layout.root().to_string(),
-        fenced: s.gate.fenced_namespaces().await,
-        proxies: s.gate.proxies(),
-        promoted: s.gate.promoted(),
-        promotion_unconfirmed: s.gate.unconfirmed(),
-        relay_error: outbox.error(),
-        marker_gc: s.marker_gc.lock().clone(),
-        proxy_problems: s.gate.proxy_problems(),
-        read_cache: s.store.cache_stats(),
-        data_latency: data_latency(&s),
-        ..Default::default()
-    };
-    out.loader = loader_status(&s).await;
-    out.relay = relay_status(&s);
-    out.reverse_relay = reverse_relay_status(&s);
-    out.reverse_apply = reverse_apply_status(&s).await;
-    out.apply = apply_status(&s).await;
-    Json(out)
-}
-
-/// The data API's p99 over the last 10 s.
-fn data_latency(s: &NodeState) -> DataLatency {
-    let (p99, n) = s.metrics.recent_data_p99();
-    DataLatency {
-        window_s: 10,
-        requests: n,
-        // Infinity is not JSON: the top bucket reads as its lower bound.
-        p99_ms: p99.map(|v| if v.is_finite() { v } else { 5000.0 }),
-    }
-}
-
-/// Records of all partitions, and whether every one reached its end.
-fn lag_totals(lag: &[PartitionLag]) -> (i64, bool) {
-    let total = lag.iter().map(|p| p.lag_records).sum();
-    (total, lag.iter().all(|p| p.lag_records == 0))
-}
-
-async fn loader_status(s: &NodeState) -> Option<LoaderStatus> {
-    let (topic, shared) = s
-        .loader
-        .lock()
-        .as_ref()
-        .map(|l| (l.topic.clone(), l.shared.clone()))?;
-    let lag = s.lag_of(&topic, &shared).await;
-    let totals = lag.as_ref().ok().map(|l| (l.is_empty(), lag_totals(l)));
-    let last_error = shared.last_error.lock().clone();
-    Some(LoaderStatus {
-        topic,
-        running: shared.running.load(Relaxed),
-        rows: shared.txns.load(Relaxed),
-        writes_applied: shared.writes_applied.load(Relaxed),
-        writes_stale: shared.writes_stale.load(Relaxed),
-        dead_lettered: shared.dead_lettered.load(Relaxed),
-        last_error,
-        caught_up: totals.is_some_and(|(empty, (_, all))| !empty && all),
-        lag_records: totals.map(|(_, (total, _))| total),
-    })
-}
-
-/// A source's relay (and its metrics, refreshed).
-fn relay_status(s: &NodeState) -> Option<RelayStatus> {
-    let r = s.relay.as_ref()?;
-    let status = RelayStatus {
-        shipped: r.shipped.load(Relaxed),
-        send_errors: r.send_errors.load(Relaxed),
-        last_error: r.last_error.lock().clone(),
-    };
-    s.metrics.observe_relay(r, s.store.outbox().len());
-    Some(status)
-}
-
-fn reverse_relay_status(s: &NodeState) -> Option<ReverseRelayStatus> {
-    let r = s.reverse_relay.as_ref()?;
-    Some(ReverseRelayStatus {
-        topic: reverse_topic_name(&s.topic),
-        shipped: r.shipped.load(Relaxed),
-        send_errors: r.send_errors.load(Relaxed),
-        last_error: r.last_error.lock().clone(),
-        pending: s.store.outbox().len(),
-    })
-}
-
-/// A source's apply loop of the reverse journal (and its lag metric).
-async fn reverse_apply_status(s: &NodeState) -> Option<ReverseApplyStatus> {
-    let a = s.reverse_apply.lock().clone()?;
-    let topic = reverse_topic_name(&s.topic);
-    let lag = s.lag_of(&topic, &a).await;
-    let halted = a.partitions.lock().values().find_map(|p| p.halted.clone());
-    // No partition assigned yet is not "caught up".
-    let lag = lag.and_then(|l| match l.is_empty() {
-        true => Err("no partition of the reverse journal assigned yet".to_string()),
-        false => Ok(l),
-    });
-    let lag_records = lag.as_ref().ok().map(|l| lag_totals(l).0);
-    s.metrics.observe_reverse_lag(lag_records);
-    let last_error = a.last_error.lock().clone();
-    Some(ReverseApplyStatus {
-        topic,
-        running: a.running.load(Relaxed),
-        transactions: a.txns.load(Relaxed),
-        writes_applied: a.writes_applied.load(Relaxed),
-        dead_lettered: a.dead_lettered.load(Relaxed),
-        last_error,
-        halted,
-        lag_records,
-        lag_error: lag.err(),
-    })
-}
-
-/// A target's journal apply loop, its partitions and where it stands (and
-/// its metrics, refreshed).
-async fn apply_status(s: &NodeState) -> Option<ApplyStatus> {
-    let a = s.apply.as_ref()?;
-    let lag = s.lag().await;
-    let halted: BTreeMap<i32, Option<String>> = a
-        .partitions
-        .lock()
-        .iter()
-        .map(|(p, st)| (*p, st.halted.clone()))
-        .collect();
-    let (partitions, caught_up, lag_error) = match &lag {
-        Ok(l) => {
-            s.metrics.observe_lag(l);
-            let parts = l.iter().map(|p| partition_status(p, &halted)).collect();
-            (parts, lag_totals(l).1, None)
-        }
-        Err(e) => (Vec::new(), false, Some(e.clone())),
-    };
-    s.metrics.observe_apply(a);
-    let running = a.running.load(Relaxed);
-    let state = apply_state(
-        running,
-        lag_error.is_some(),
-        &halted,
-        &partitions,
-        caught_up,
-    );
-    Some(ApplyStatus {
-        state,
-        running,
-        last_error: a.last_error.lock().clone(),
-        transactions: a.txns.load(Relaxed),
-        writes_applied: a.writes_applied.load(Relaxed),
-        writes_stale: a.writes_stale.load(Relaxed),
-        writes_blacklisted: a.writes_blacklisted.load(Relaxed),
-        dead_lettered: a.dead_lettered.load(Relaxed),
-        batches: a.batches.load(Relaxed),
-        caught_up: state == ApplyState::CaughtUp,
-        lag_error,
-        partitions,
-    })
-}
-
-fn partition_status(p: &PartitionLag, halted: &BTreeMap<i32, Option<String>>) -> PartitionStatus {
-    PartitionStatus {
-        partition: p.partition,
-        stored: p.stored,
-        high_watermark: p.high_watermark,
-        lag_records: p.lag_records,
-        lag_seconds: p.lag_seconds,
-        halted: halted.get(&p.partition).cloned().flatten(),
-    }
-}
-
-/// "caught up" only when every part of it holds: the loop runs, it read the
-/// topic's metadata just now, no partition is halted, and every stored
-/// offset reached its high-water mark.
-fn apply_state(
-    running: bool,
-    broker_unreachable: bool,
-    halted: &BTreeMap<i32, Option<String>>,
-    partitions: &[PartitionStatus],
-    caught_up: bool,
-) -> ApplyState {
-    if !running {
-        ApplyState::NotRunning
-    } else if broker_unreachable {
-        ApplyState::BrokerUnreachable
-    } else if halted.values().any(Option::is_some) {
-        ApplyState::Halted
-    } else if partitions.is_empty() {
-        ApplyState::NoPartitions
-    } else if caught_up {
-        ApplyState::CaughtUp
-    } else {
-        ApplyState::CatchingUp
-    }
 }
 
 /// Stored next offsets of the journal (and the snapshot topic being loaded),
@@ -466,36 +264,4 @@ async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
         s.metrics.render(),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn apply_is_caught_up_only_when_everything_holds() {
-        let part = PartitionStatus {
-            partition: 0,
-            stored: Some(5),
-            high_watermark: 5,
-            lag_records: 0,
-            lag_seconds: Some(0.0),
-            halted: None,
-        };
-        let parts = [part];
-        let fine: BTreeMap<i32, Option<String>> = [(0, None)].into();
-        let halted: BTreeMap<i32, Option<String>> = [(0, Some("poison".into()))].into();
-        use ApplyState::*;
-        assert_eq!(apply_state(true, false, &fine, &parts, true), CaughtUp);
-        assert_eq!(apply_state(true, false, &fine, &parts, false), CatchingUp);
-        assert_eq!(apply_state(false, false, &fine, &parts, true), NotRunning);
-        assert_eq!(
-            apply_state(true, true, &fine, &[], false),
-            BrokerUnreachable
-        );
-        assert_eq!(apply_state(true, false, &halted, &parts, true), Halted);
-        assert_eq!(apply_state(true, false, &fine, &[], true), NoPartitions);
-        let on_the_wire = serde_json::to_value(BrokerUnreachable).unwrap();
-        assert_eq!(on_the_wire, "broker_unreachable");
-    }
 }
