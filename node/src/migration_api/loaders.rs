@@ -1,0 +1,128 @@
+//! What a migration starts applying on a node: the snapshot load on a
+//! target, and on the source the reverse journal its new primary writes.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, Source};
+use northwest_control::api::{LoadSnapshotRequest, LoadSnapshotResponse, ReverseApplyResponse};
+
+use super::parse;
+use crate::api::ApiError;
+use crate::state::{Loader, NodeState};
+use crate::topics::reverse_topic_name;
+
+/// Starts (once) the loader that applies the snapshot topic with the same
+/// lock + version check as the journal.
+pub(super) async fn load_snapshot(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<LoadSnapshotResponse>, ApiError> {
+    let req: LoadSnapshotRequest = parse(&body)?;
+    let mut slot = s.loader.lock();
+    if let Some(l) = slot.as_ref() {
+        if l.topic == req.topic {
+            return Ok(Json(LoadSnapshotResponse {
+                loading: req.topic,
+                already: true,
+            }));
+        }
+        // A new migration supersedes an aborted one's loader.
+        tracing::info!(old = %l.topic, new = %req.topic, "replacing the snapshot loader");
+        let _ = l.stop.send(true);
+    }
+    let shared = Arc::new(ApplyShared::default());
+    let cfg = ApplyConfig {
+        batch: s.apply_batch,
+        ..ApplyConfig::new(
+            Source::Snapshot,
+            s.kafka.clone(),
+            &req.topic,
+            &format!("northwest-load-{}", s.name),
+        )
+    };
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut stop = s.stop.clone();
+    let (own_stop, mut own_rx) = tokio::sync::watch::channel(false);
+    let (store, sh) = (s.store.clone(), shared.clone());
+    tokio::spawn(async move {
+        let stopped = async move {
+            tokio::select! {
+                _ = stop.wait_for(|v| *v) => {}
+                _ = own_rx.wait_for(|v| *v) => {}
+            }
+        };
+        if let Err(e) = northwest_consumer::run(store, cfg, sh, rx, stopped).await {
+            tracing::error!(error = %e, "snapshot loader failed");
+        }
+    });
+    *slot = Some(Loader {
+        topic: req.topic.clone(),
+        shared,
+        _control: _tx,
+        stop: own_stop,
+        started: std::time::Instant::now(),
+    });
+    Ok(Json(LoadSnapshotResponse {
+        loading: req.topic,
+        already: false,
+    }))
+}
+
+/// Starts (once) the loop applying the reverse journal on a source node.
+pub fn start_reverse_apply(s: &Arc<NodeState>) {
+    let mut slot = s.reverse_apply.lock();
+    if slot.is_some() {
+        return;
+    }
+    let topic = reverse_topic_name(&s.topic);
+    let shared = Arc::new(ApplyShared::default());
+    let cfg = ApplyConfig {
+        batch: s.apply_batch,
+        // A record n1 cannot apply is a write n2 acknowledged: halt (the
+        // rollback then stops and says why) rather than skip it.
+        poison: PoisonPolicy::Halt,
+        ..ApplyConfig::new(
+            Source::Journal,
+            s.kafka.clone(),
+            &topic,
+            &format!("northwest-reverse-{}", s.name),
+        )
+    };
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut stop = s.stop.clone();
+    let (store, sh, st) = (s.store.clone(), shared.clone(), s.clone());
+    tracing::info!(%topic, "applying the reverse journal (writes the new primary takes)");
+    tokio::spawn(async move {
+        let _keep = _tx;
+        let stopped = async move {
+            let _ = stop.wait_for(|v| *v).await;
+        };
+        if let Err(e) = northwest_consumer::run(store, cfg, sh.clone(), rx, stopped).await {
+            tracing::error!(error = %e, "the reverse journal's apply loop failed: a rollback cannot catch up until it runs again; POST /v1/admin/reverse-apply (or run `northwest migrate --rollback`) starts it from its stored offsets");
+            *sh.last_error.lock() = Some(e.to_string());
+            // A finished loop can be started again.
+            let mut slot = st.reverse_apply.lock();
+            if slot.as_ref().is_some_and(|a| Arc::ptr_eq(a, &sh)) {
+                *slot = None;
+            }
+        }
+    });
+    *slot = Some(shared);
+}
+
+/// Starts the reverse journal's apply loop here (a source), if not running.
+pub(super) async fn reverse_apply(
+    State(s): State<Arc<NodeState>>,
+) -> Result<Json<ReverseApplyResponse>, ApiError> {
+    if s.relay.is_none() {
+        return Err(ApiError::bad_request(
+            "only a source node applies the reverse journal",
+        ));
+    }
+    start_reverse_apply(&s);
+    Ok(Json(ReverseApplyResponse {
+        topic: reverse_topic_name(&s.topic),
+    }))
+}
