@@ -248,29 +248,14 @@ pub async fn drive<F, Fut>(
     }
 }
 
-pub async fn run(
-    a: LoadgenArgs,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.concurrency * 2)
-        .build()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
-    let tally = Arc::new(Tally::default());
-    let value = vec![b'v'; a.value_bytes];
-    let started = Instant::now();
-    let total = if a.mode == "load" {
-        a.entities
-    } else {
-        u64::MAX
-    };
+/// A progress bar (entities for `load`, seconds for `mixed`) and the task
+/// that moves it until `stop`.
+fn progress(
+    a: &LoadgenArgs,
+    tally: &Arc<Tally>,
+    stop: &Arc<AtomicBool>,
+    started: Instant,
+) -> (indicatif::ProgressBar, tokio::task::JoinHandle<()>) {
     let bar = indicatif::ProgressBar::new(if a.mode == "load" {
         a.entities
     } else {
@@ -297,6 +282,52 @@ pub async fn run(
             }
         })
     };
+    (bar, ticker)
+}
+
+/// Prints the run's summary: one JSON object under `--json`, else a line
+/// and the first errors.
+fn report(a: &LoadgenArgs, summary: &serde_json::Value) {
+    if a.json {
+        println!("{summary}");
+    } else {
+        let l = &summary["latency_ms"];
+        println!(
+            "loadgen {}: {} requests in {:.1}s ({:.0}/s), {} failed; latency ms mean {:.2} p50 {:.2} p99 {:.2} max {:.2}",
+            a.mode, summary["issued"], summary["seconds"].as_f64().unwrap_or(0.0), summary["rate_per_s"].as_f64().unwrap_or(0.0),
+            summary["failed"], l["mean"].as_f64().unwrap_or(0.0), l["p50"].as_f64().unwrap_or(0.0),
+            l["p99"].as_f64().unwrap_or(0.0), l["max"].as_f64().unwrap_or(0.0),
+        );
+        for e in summary["first_errors"].as_array().into_iter().flatten() {
+            println!("  error: {e}");
+        }
+    }
+}
+
+pub async fn run(
+    a: LoadgenArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency * 2)
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let tally = Arc::new(Tally::default());
+    let value = vec![b'v'; a.value_bytes];
+    let started = Instant::now();
+    let total = if a.mode == "load" {
+        a.entities
+    } else {
+        u64::MAX
+    };
+    let (bar, ticker) = progress(&a, &tally, &stop, started);
     if a.mode != "load" && !a.duration.is_zero() {
         let (stop, d) = (stop.clone(), a.duration);
         tokio::spawn(async move {
@@ -340,21 +371,7 @@ pub async fn run(
     stop.store(true, Ordering::Relaxed);
     let _ = ticker.await;
     bar.finish_and_clear();
-    let summary = tally.summary(started.elapsed());
-    if a.json {
-        println!("{summary}");
-    } else {
-        let l = &summary["latency_ms"];
-        println!(
-            "loadgen {}: {} requests in {:.1}s ({:.0}/s), {} failed; latency ms mean {:.2} p50 {:.2} p99 {:.2} max {:.2}",
-            a.mode, summary["issued"], summary["seconds"].as_f64().unwrap_or(0.0), summary["rate_per_s"].as_f64().unwrap_or(0.0),
-            summary["failed"], l["mean"].as_f64().unwrap_or(0.0), l["p50"].as_f64().unwrap_or(0.0),
-            l["p99"].as_f64().unwrap_or(0.0), l["max"].as_f64().unwrap_or(0.0),
-        );
-        for e in summary["first_errors"].as_array().into_iter().flatten() {
-            println!("  error: {e}");
-        }
-    }
+    report(&a, &tally.summary(started.elapsed()));
     if tally.failed.load(Ordering::Relaxed) > 0 {
         anyhow::bail!(
             "{} of {} requests failed",

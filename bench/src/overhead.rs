@@ -207,6 +207,114 @@ partitions = 8
     )
 }
 
+/// Writes `entities` entities as fast as they go (not measured).
+async fn preload(client: &reqwest::Client, a: &LoadgenArgs, entities: u64) -> anyhow::Result<()> {
+    let pre = Arc::new(Tally::default());
+    {
+        let (c, a2) = (client.clone(), a.clone());
+        drive(
+            16,
+            Some(entities),
+            Arc::new(AtomicBool::new(false)),
+            0,
+            pre.clone(),
+            move |n| {
+                let (c, a2) = (c.clone(), a2.clone());
+                async move { put_sample(&c, &a2, n).await }
+            },
+        )
+        .await;
+    }
+    if pre.failed.load(Ordering::Relaxed) > 0 {
+        bail!("preload failed: {:?}", pre.errors.lock());
+    }
+    Ok(())
+}
+
+/// The migration streaming its snapshot over the warm-up and the window.
+fn start_migration(
+    b: &OverheadBench,
+    others: &str,
+    dir: &Path,
+    n1_base: &str,
+    n2_base: &str,
+) -> anyhow::Result<Proc> {
+    // Stream the snapshot over the warm-up and the whole window.
+    let window = b.duration.as_secs_f64() * 1.2;
+    let rate = ((b.entities as f64 / window) as u64).max(1);
+    spawn_pinned(
+        others,
+        &[
+            "migrate",
+            "--from",
+            n1_base,
+            "--to",
+            n2_base,
+            "--namespace",
+            "bench",
+            "--zk",
+            &b.zk,
+            "--brokers",
+            &b.brokers,
+            "--rate",
+            &rate.to_string(),
+            "--chunk",
+            "500",
+            "--stop-after",
+            "catch-up",
+            "--quiet",
+        ],
+        &dir.join("migrate.log"),
+    )
+}
+
+/// Runs the mixed open-loop load for `secs`: the tally and how long it took.
+async fn measure(
+    b: &OverheadBench,
+    client: &reqwest::Client,
+    a: &LoadgenArgs,
+    secs: Duration,
+) -> (Arc<Tally>, Duration) {
+    let (tally, stop) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
+    let st = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(secs).await;
+        st.store(true, Ordering::Relaxed);
+    });
+    let (c, a2, value) = (client.clone(), a.clone(), vec![b'v'; b.value_bytes]);
+    let t = Instant::now();
+    drive(
+        b.concurrency,
+        None,
+        stop,
+        b.rate,
+        tally.clone(),
+        move |_| {
+            let (c, a2, value) = (c.clone(), a2.clone(), value.clone());
+            async move { mixed_op(&c, &a2, &value).await }
+        },
+    )
+    .await;
+    (tally, t.elapsed())
+}
+
+/// The load each mode offers n1: mixed reads and writes, open loop.
+fn mixed_args(b: &OverheadBench, n1_base: &str) -> LoadgenArgs {
+    LoadgenArgs {
+        target: n1_base.to_string(),
+        ns: "bench".into(),
+        mode: "mixed".into(),
+        entities: b.entities,
+        groups: (b.entities / 20).max(1),
+        concurrency: b.concurrency,
+        duration: b.duration,
+        reads: b.reads,
+        value_bytes: b.value_bytes,
+        rate: b.rate,
+        json: true,
+    }
+}
+
 /// One mode: fresh n1 (and n2), preload, warm up, measure.
 async fn one_mode(
     b: &OverheadBench,
@@ -253,98 +361,19 @@ async fn one_mode(
     } else {
         None
     };
-    let a = LoadgenArgs {
-        target: n1_base.clone(),
-        ns: "bench".into(),
-        mode: "mixed".into(),
-        entities: b.entities,
-        groups: (b.entities / 20).max(1),
-        concurrency: b.concurrency,
-        duration: b.duration,
-        reads: b.reads,
-        value_bytes: b.value_bytes,
-        rate: b.rate,
-        json: true,
-    };
+    let a = mixed_args(b, &n1_base);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(b.concurrency * 2)
         .build()?;
-    // Preload, as fast as it goes (not measured).
-    let pre = Arc::new(Tally::default());
-    {
-        let (c, a2) = (client.clone(), a.clone());
-        drive(
-            16,
-            Some(b.entities),
-            Arc::new(AtomicBool::new(false)),
-            0,
-            pre.clone(),
-            move |n| {
-                let (c, a2) = (c.clone(), a2.clone());
-                async move { put_sample(&c, &a2, n).await }
-            },
-        )
-        .await;
-    }
-    if pre.failed.load(Ordering::Relaxed) > 0 {
-        bail!("preload failed: {:?}", pre.errors.lock());
-    }
+    preload(&client, &a, b.entities).await?;
     let orchestrator = if mode == Mode::Migrating {
-        // Stream the snapshot over the warm-up and the whole window.
-        let window = b.duration.as_secs_f64() * 1.2;
-        let rate = ((b.entities as f64 / window) as u64).max(1);
-        Some(spawn_pinned(
-            others,
-            &[
-                "migrate",
-                "--from",
-                &n1_base,
-                "--to",
-                &n2_base,
-                "--namespace",
-                "bench",
-                "--zk",
-                &b.zk,
-                "--brokers",
-                &b.brokers,
-                "--rate",
-                &rate.to_string(),
-                "--chunk",
-                "500",
-                "--stop-after",
-                "catch-up",
-                "--quiet",
-            ],
-            &dir.join("migrate.log"),
-        )?)
+        Some(start_migration(b, others, &dir, &n1_base, &n2_base)?)
     } else {
         None
     };
-    let run = |secs: Duration| {
-        let (c, a2, tally) = (client.clone(), a.clone(), Arc::new(Tally::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let value = vec![b'v'; b.value_bytes];
-        let t2 = tally.clone();
-        let st = stop.clone();
-        let conc = b.concurrency;
-        let rate = b.rate;
-        async move {
-            tokio::spawn(async move {
-                tokio::time::sleep(secs).await;
-                st.store(true, Ordering::Relaxed);
-            });
-            let t = Instant::now();
-            drive(conc, None, stop, rate, t2, move |_| {
-                let (c, a2, value) = (c.clone(), a2.clone(), value.clone());
-                async move { mixed_op(&c, &a2, &value).await }
-            })
-            .await;
-            (tally, t.elapsed())
-        }
-    };
-    run(b.duration / 5).await;
+    measure(b, &client, &a, b.duration / 5).await;
     let cpu0 = cpu_seconds(n1.pid())?;
-    let (tally, elapsed) = run(b.duration).await;
+    let (tally, elapsed) = measure(b, &client, &a, b.duration).await;
     let cpu = cpu_seconds(n1.pid())? - cpu0;
     let mut summary = tally.summary(elapsed);
     let issued = tally.issued.load(Ordering::Relaxed).max(1);
@@ -357,6 +386,46 @@ async fn one_mode(
         summary["migration_ran_throughout"] = serde_json::json!(still);
     }
     Ok(summary)
+}
+
+/// The modes side by side, each against the baseline.
+fn print_table(rows: &[serde_json::Value]) {
+    let f = |r: &serde_json::Value, k: &str| r["latency_ms"][k].as_f64().unwrap_or(0.0);
+    let cpu = |r: &serde_json::Value| r["n1_cpu_ms_per_request"].as_f64().unwrap_or(0.0);
+    println!(
+        "\n{:<15} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>7}",
+        "mode",
+        "achieved",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "mean ms",
+        "n1 CPU ms/req",
+        "p50 vs b",
+        "p99 vs b",
+        "CPU vs b",
+        "failed"
+    );
+    for r in rows {
+        println!(
+            "{:<15} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>12.4} {:>+9.1}% {:>+9.1}% {:>+9.1}% {:>7}{}",
+            r["mode"].as_str().unwrap_or(""),
+            r["rate_per_s"].as_f64().unwrap_or(0.0),
+            f(r, "p50"),
+            f(r, "p99"),
+            f(r, "p99_9"),
+            f(r, "mean"),
+            cpu(r),
+            r["vs_baseline"]["p50_pct"].as_f64().unwrap_or(0.0),
+            r["vs_baseline"]["p99_pct"].as_f64().unwrap_or(0.0),
+            r["vs_baseline"]["cpu_per_request_pct"].as_f64().unwrap_or(0.0),
+            r["failed"],
+            match r.get("migration_ran_throughout") {
+                Some(serde_json::Value::Bool(false)) => "  (migration ended inside the window)",
+                _ => "",
+            }
+        );
+    }
 }
 
 pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
@@ -415,40 +484,7 @@ pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
     if json_mode() {
         return Ok(());
     }
-    println!(
-        "\n{:<15} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>7}",
-        "mode",
-        "achieved",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "mean ms",
-        "n1 CPU ms/req",
-        "p50 vs b",
-        "p99 vs b",
-        "CPU vs b",
-        "failed"
-    );
-    for r in &rows {
-        println!(
-            "{:<15} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>12.4} {:>+9.1}% {:>+9.1}% {:>+9.1}% {:>7}{}",
-            r["mode"].as_str().unwrap_or(""),
-            r["rate_per_s"].as_f64().unwrap_or(0.0),
-            f(r, "p50"),
-            f(r, "p99"),
-            f(r, "p99_9"),
-            f(r, "mean"),
-            cpu(r),
-            r["vs_baseline"]["p50_pct"].as_f64().unwrap_or(0.0),
-            r["vs_baseline"]["p99_pct"].as_f64().unwrap_or(0.0),
-            r["vs_baseline"]["cpu_per_request_pct"].as_f64().unwrap_or(0.0),
-            r["failed"],
-            match r.get("migration_ran_throughout") {
-                Some(serde_json::Value::Bool(false)) => "  (migration ended inside the window)",
-                _ => "",
-            }
-        );
-    }
+    print_table(&rows);
     say!("\nbaseline-again vs baseline is this run's noise; reproduce with: northwest bench overhead --rate {} --duration {}s", b.rate, b.duration.as_secs());
     Ok(())
 }

@@ -27,6 +27,121 @@ pub struct StoreBench {
     pub zk: String,
 }
 
+/// (a): RocksDB alone, no store around it.
+async fn raw_row(shape: &Shape, dir: &std::path::Path) -> anyhow::Result<Row> {
+    let raw: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.join("raw"), false)?);
+    let value = vec![7u8; shape.value_bytes];
+    let summary = measure(shape, move |n| {
+        let (raw, value) = (raw.clone(), value.clone());
+        async move {
+            let mut wb = WriteBatch::default();
+            wb.put(Cf::Entities, format!("k{n}").into_bytes(), value);
+            raw.write(wb).map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    Ok(Row {
+        name: "(a) raw RocksDB put, in-process".into(),
+        summary,
+    })
+}
+
+/// A store over RocksDB at `dir/name` with `coord`'s locks.
+fn store_at(
+    dir: &std::path::Path,
+    name: &str,
+    coord: Arc<dyn Coordinator>,
+    sync: bool,
+) -> anyhow::Result<Arc<Store>> {
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.join(name), sync)?);
+    Ok(Store::open(engine, coord, StoreConfig::default())?)
+}
+
+/// (b): the store with in-process locks, without and with fsync.
+async fn local_rows(shape: &Shape, dir: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let local = store_at(dir, "local", Arc::new(LocalCoordinator::default()), false)?;
+    rows.push(Row {
+        name: "(b) store, local locks, in-process".into(),
+        summary: in_process(shape, local.clone()).await,
+    });
+    // store.sync_writes = true: every commit waits for an fsync of the WAL;
+    // concurrent commits share one sync through RocksDB's write group.
+    let synced = store_at(dir, "sync", Arc::new(LocalCoordinator::default()), true)?;
+    rows.push(Row {
+        name: "(b) store, local locks, in-process, fsync per commit".into(),
+        summary: in_process(shape, synced.clone()).await,
+    });
+    rows.push(Row {
+        name: "(b) store, local locks, HTTP API, fsync per commit".into(),
+        summary: over_http(shape, synced).await?,
+    });
+    rows.push(Row {
+        name: "(b) store, local locks, HTTP API".into(),
+        summary: over_http(shape, local).await?,
+    });
+
+    Ok(rows)
+}
+
+/// (c): the store with ZooKeeper group leases; (c') a lock per transaction.
+async fn zk_rows(
+    b: &StoreBench,
+    shape: &Shape,
+    dir: &std::path::Path,
+    stamp: u128,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let zk_cfg = ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}"),
+        ..ZkConfig::default()
+    };
+    let zk = ZkCoordinator::connect(zk_cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk_store = store_at(dir, "zk", Arc::new(zk), false)?;
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, in-process".into(),
+        summary: in_process(shape, zk_store.clone()).await,
+    });
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, HTTP API".into(),
+        summary: over_http(shape, zk_store).await?,
+    });
+    // The node's default: ZooKeeper leases and an fsync before every
+    // acknowledgement (store.sync_writes = true).
+    let zk_durable = ZkCoordinator::connect(ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}-durable"),
+        ..ZkConfig::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk_durable = store_at(dir, "zk-durable", Arc::new(zk_durable), true)?;
+    rows.push(Row {
+        name: "(c) store, ZooKeeper group leases, HTTP API, fsync per commit (default)".into(),
+        summary: over_http(shape, zk_durable).await?,
+    });
+
+    // Every transaction pays a ZooKeeper lock round trip: no lease reuse.
+    let no_lease = ZkConfig {
+        connect: b.zk.clone(),
+        root: format!("/northwest/bench-{stamp}-nolease"),
+        lease_max_hold: Duration::ZERO,
+        ..ZkConfig::default()
+    };
+    let zk2 = ZkCoordinator::connect(no_lease)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let zk2_store = store_at(dir, "zk2", Arc::new(zk2), false)?;
+    rows.push(Row {
+        name: "(c') store, ZooKeeper lock per txn, in-process".into(),
+        summary: in_process(shape, zk2_store).await,
+    });
+    Ok(rows)
+}
+
 pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     let shape = Shape {
         ops: b.ops,
@@ -44,97 +159,9 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
         b.ops, b.clients, b.groups, b.value_bytes
     );
 
-    let raw: Arc<dyn Engine> = Arc::new(RocksEngine::open(&dir.path().join("raw"), false)?);
-    let value = vec![7u8; b.value_bytes];
-    let summary = measure(&shape, move |n| {
-        let (raw, value) = (raw.clone(), value.clone());
-        async move {
-            let mut wb = WriteBatch::default();
-            wb.put(Cf::Entities, format!("k{n}").into_bytes(), value);
-            raw.write(wb).map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    rows.push(Row {
-        name: "(a) raw RocksDB put, in-process".into(),
-        summary,
-    });
-
-    let mk_with =
-        |name: &str, coord: Arc<dyn Coordinator>, sync: bool| -> anyhow::Result<Arc<Store>> {
-            let engine: Arc<dyn Engine> =
-                Arc::new(RocksEngine::open(&dir.path().join(name), sync)?);
-            Ok(Store::open(engine, coord, StoreConfig::default())?)
-        };
-    let mk = |name: &str, coord| mk_with(name, coord, false);
-    let local = mk("local", Arc::new(LocalCoordinator::default()))?;
-    rows.push(Row {
-        name: "(b) store, local locks, in-process".into(),
-        summary: in_process(&shape, local.clone()).await,
-    });
-    // store.sync_writes = true: every commit waits for an fsync of the WAL;
-    // concurrent commits share one sync through RocksDB's write group.
-    let synced = mk_with("sync", Arc::new(LocalCoordinator::default()), true)?;
-    rows.push(Row {
-        name: "(b) store, local locks, in-process, fsync per commit".into(),
-        summary: in_process(&shape, synced.clone()).await,
-    });
-    rows.push(Row {
-        name: "(b) store, local locks, HTTP API, fsync per commit".into(),
-        summary: over_http(&shape, synced).await?,
-    });
-    rows.push(Row {
-        name: "(b) store, local locks, HTTP API".into(),
-        summary: over_http(&shape, local).await?,
-    });
-
-    let zk_cfg = ZkConfig {
-        connect: b.zk.clone(),
-        root: format!("/northwest/bench-{stamp}"),
-        ..ZkConfig::default()
-    };
-    let zk = ZkCoordinator::connect(zk_cfg)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let zk_store = mk("zk", Arc::new(zk))?;
-    rows.push(Row {
-        name: "(c) store, ZooKeeper group leases, in-process".into(),
-        summary: in_process(&shape, zk_store.clone()).await,
-    });
-    rows.push(Row {
-        name: "(c) store, ZooKeeper group leases, HTTP API".into(),
-        summary: over_http(&shape, zk_store).await?,
-    });
-    // The node's default: ZooKeeper leases and an fsync before every
-    // acknowledgement (store.sync_writes = true).
-    let zk_durable = ZkCoordinator::connect(ZkConfig {
-        connect: b.zk.clone(),
-        root: format!("/northwest/bench-{stamp}-durable"),
-        ..ZkConfig::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let zk_durable = mk_with("zk-durable", Arc::new(zk_durable), true)?;
-    rows.push(Row {
-        name: "(c) store, ZooKeeper group leases, HTTP API, fsync per commit (default)".into(),
-        summary: over_http(&shape, zk_durable).await?,
-    });
-
-    // Every transaction pays a ZooKeeper lock round trip: no lease reuse.
-    let no_lease = ZkConfig {
-        connect: b.zk.clone(),
-        root: format!("/northwest/bench-{stamp}-nolease"),
-        lease_max_hold: Duration::ZERO,
-        ..ZkConfig::default()
-    };
-    let zk2 = ZkCoordinator::connect(no_lease)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let zk2_store = mk("zk2", Arc::new(zk2))?;
-    rows.push(Row {
-        name: "(c') store, ZooKeeper lock per txn, in-process".into(),
-        summary: in_process(&shape, zk2_store).await,
-    });
+    rows.push(raw_row(&shape, dir.path()).await?);
+    rows.extend(local_rows(&shape, dir.path()).await?);
+    rows.extend(zk_rows(&b, &shape, dir.path(), stamp).await?);
     print_rows("results", &rows);
     Ok(())
 }

@@ -463,3 +463,183 @@ fn readme_draws_the_crate_graph_the_manifests_declare() {
         "README's \"## Crates\" graph (left) differs from the manifests' [dependencies] (right)"
     );
 }
+
+/// `text` with comments, string and char literals blanked (newlines kept),
+/// so braces and keywords in them are not read as code.
+fn code_only(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && !chars[..i]
+                .last()
+                .is_some_and(|p| p.is_alphanumeric() || *p == '_')
+        {
+            // Raw string: r"..." or r#"..."#.
+            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                out.push(c);
+                i += 1;
+                continue;
+            }
+            let close: String = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            let body_start = i + 2 + hashes;
+            let rest: String = chars[body_start..].iter().collect();
+            let len = rest.find(&close).map_or(rest.chars().count(), |b| {
+                rest[..b].chars().count() + close.len()
+            });
+            for ch in &chars[i..(body_start + len).min(chars.len())] {
+                out.push(blank(*ch));
+            }
+            i = body_start + len;
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\''
+            && (chars.get(i + 2) == Some(&'\'')
+                || (next == Some('\\') && chars.get(i + 3).is_some()))
+        {
+            // A char literal ('{', '\n', '\''); a lifetime has no closing quote.
+            let end = if next == Some('\\') {
+                i + 2 + chars[i + 2..].iter().position(|c| *c == '\'').unwrap_or(0)
+            } else {
+                i + 2
+            };
+            for _ in i..=end {
+                out.push(' ');
+            }
+            i = end + 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Functions of `text` (its inline `#[cfg(test)]` module left out) longer
+/// than `max` lines: (name, first line, lines).
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize, usize)> {
+    let text = match text.find("\n#[cfg(test)]") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let code = code_only(text);
+    let bytes = code.as_bytes();
+    let line_of = |i: usize| code[..i].matches('\n').count() + 1;
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("fn ") {
+        let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if !word_start {
+            continue;
+        }
+        let name = ident(&code[i + 3..]);
+        if name.is_empty() {
+            continue;
+        }
+        let Some(open) = code[i..].find(['{', ';']).map(|o| i + o) else {
+            continue;
+        };
+        if bytes[open] == b';' {
+            continue;
+        }
+        let mut depth = 0;
+        let mut close = open;
+        for (j, b) in bytes.iter().enumerate().skip(open) {
+            match b {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let lines = line_of(close) - line_of(i) + 1;
+        if lines > max {
+            out.push((name, line_of(i), lines));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_function_reader_skips_strings_comments_and_declarations() {
+    let text = "fn a() {\n    let s = \"}}}\";\n    // }\n    let c = '}';\n    let r = r#\"}\"#;\n}\n\
+                trait T { fn decl(&self); }\nfn b<'x>(v: &'x str) {\n    if true {\n        x();\n    }\n}\n";
+    assert_eq!(long_functions(text, 5), vec![("a".to_string(), 1, 6)]);
+    assert_eq!(long_functions(text, 4).len(), 1 + 1, "b has 5 lines");
+    assert!(long_functions(text, 6).is_empty());
+}
+
+/// The shipped crates (every crate but the test harness) keep small rooms:
+/// no source file over 500 lines, no function over 80 outside tests.
+#[test]
+fn no_shipped_file_over_500_lines_and_no_function_over_80() {
+    let mut found = Vec::new();
+    let mut files = 0;
+    for (dir, _) in crates().into_iter().filter(|(d, _)| d != "tests") {
+        let mut srcs = Vec::new();
+        sources(&root().join(&dir).join("src"), &mut srcs);
+        for f in srcs {
+            files += 1;
+            let text = std::fs::read_to_string(&f).unwrap();
+            let rel = f.strip_prefix(root()).unwrap().display().to_string();
+            let lines = text.lines().count();
+            if lines > 500 {
+                found.push(format!("{rel}: {lines} lines"));
+            }
+            for (name, line, n) in long_functions(&text, 80) {
+                found.push(format!("{rel}:{line}: fn {name} is {n} lines"));
+            }
+        }
+    }
+    assert!(files > 100, "read only {files} files: is the tree there?");
+    assert!(found.is_empty(), "over the limits:\n{}", found.join("\n"));
+}
