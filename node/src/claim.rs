@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use northwest_control::ZkLayout;
 use northwest_store::ZkCoordinator;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use zookeeper_client as zk;
 
 /// A claim this process holds.
@@ -43,18 +43,32 @@ pub enum ClaimError {
     },
 }
 
+/// What a claim holds: who holds the name, and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ClaimRecord {
+    instance: String,
+    listen: String,
+    pid: u32,
+    started_ms: i64,
+}
+
 fn describe(data: &[u8]) -> String {
-    let v: Value = serde_json::from_slice(data).unwrap_or(Value::Null);
-    format!(
-        "instance {} listening on {}, pid {}, since {} ms",
-        v["instance"], v["listen"], v["pid"], v["started_ms"]
-    )
+    match serde_json::from_slice::<ClaimRecord>(data) {
+        Ok(c) => format!(
+            "instance {} listening on {}, pid {}, since {} ms",
+            c.instance, c.listen, c.pid, c.started_ms
+        ),
+        Err(e) => format!(
+            "a claim that does not parse ({e}): {}",
+            String::from_utf8_lossy(data)
+        ),
+    }
 }
 
 fn instance_of(data: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Value>(data)
+    serde_json::from_slice::<ClaimRecord>(data)
         .ok()
-        .and_then(|v| v["instance"].as_str().map(str::to_string))
+        .map(|c| c.instance)
 }
 
 impl NameClaim {
@@ -71,14 +85,13 @@ impl NameClaim {
             "{:016x}",
             rand::random::<u64>() ^ northwest_store::store::now_ms_pub() as u64
         );
-        let data = json!({
-            "instance": instance,
-            "listen": listen.to_string(),
-            "pid": std::process::id(),
-            "started_ms": northwest_store::store::now_ms_pub(),
+        let data = serde_json::to_vec(&ClaimRecord {
+            instance: instance.clone(),
+            listen: listen.to_string(),
+            pid: std::process::id(),
+            started_ms: northwest_store::store::now_ms_pub(),
         })
-        .to_string()
-        .into_bytes();
+        .expect("plain data");
         let claim = Self {
             zk,
             path: layout.claim(name),
@@ -160,5 +173,29 @@ impl NameClaim {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_names_its_holder_and_an_unreadable_one_says_so() {
+        let data = serde_json::to_vec(&ClaimRecord {
+            instance: "00ab".into(),
+            listen: "127.0.0.1:8081".into(),
+            pid: 42,
+            started_ms: 7,
+        })
+        .unwrap();
+        assert_eq!(instance_of(&data).as_deref(), Some("00ab"));
+        let d = describe(&data);
+        assert!(
+            d.contains("00ab") && d.contains("127.0.0.1:8081") && d.contains("pid 42"),
+            "{d}"
+        );
+        assert_eq!(instance_of(b"garbage"), None);
+        assert!(describe(b"garbage").contains("does not parse"));
     }
 }

@@ -146,10 +146,9 @@ impl Gate {
             out.push((ns, target));
         }
         for (ns, data) in self.list("primary").await? {
-            // Records before confirmation existed hold "primary": confirmed.
-            let rec = serde_json::from_str::<serde_json::Value>(&data).ok();
-            if let Some(rec) = rec.filter(|v| v["confirmed"] == false) {
-                let attempt = rec["attempt"].as_str().unwrap_or_default().to_string();
+            let rec = PrimaryRecord::parse(&data);
+            if !rec.confirmed {
+                let attempt = rec.attempt.unwrap_or_default();
                 self.unconfirmed.lock().insert(ns.clone(), attempt);
             }
             self.promoted.lock().insert(ns);
@@ -271,6 +270,41 @@ pub(crate) async fn put_znode(
         Ok(_) => Ok(()),
         Err(zk::Error::NodeExists) => client.set_data(path, data, None).await.map(|_| ()),
         Err(e) => Err(e),
+    }
+}
+
+/// A promotion as recorded at `<node>/primary/<ns>`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PrimaryRecord {
+    confirmed: bool,
+    /// The cutover attempt that made an unconfirmed promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attempt: Option<String>,
+}
+
+impl PrimaryRecord {
+    fn confirmed() -> Self {
+        Self {
+            confirmed: true,
+            attempt: None,
+        }
+    }
+
+    fn unconfirmed(attempt: &str) -> Self {
+        Self {
+            confirmed: false,
+            attempt: Some(attempt.to_string()),
+        }
+    }
+
+    /// Records written before confirmation existed hold the text "primary":
+    /// they are confirmed promotions, as is anything that does not parse.
+    fn parse(data: &str) -> Self {
+        serde_json::from_str(data).unwrap_or_else(|_| Self::confirmed())
+    }
+
+    fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain data")
     }
 }
 

@@ -2,9 +2,7 @@
 //! (unconfirmed until the switch confirms), and until then it refuses or
 //! forwards the namespace's client writes.
 
-use serde_json::json;
-
-use super::{Gate, ProxyRecordError, CANCELLED_KEPT};
+use super::{Gate, PrimaryRecord, ProxyRecordError, CANCELLED_KEPT};
 
 /// Why a promotion or demotion was not made.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +121,7 @@ impl Gate {
             return Ok(());
         }
         journal(true);
-        let data = json!({"confirmed": false, "attempt": a}).to_string();
+        let data = PrimaryRecord::unconfirmed(a).to_json();
         if let Err(e) = self.record("primary", ns, Some(data.as_bytes())).await {
             if !promoted {
                 journal(false);
@@ -148,7 +146,7 @@ impl Gate {
             return Err(PromoteError::NotPromoted(ns.to_string()));
         }
         if unconfirmed.is_some() {
-            let data = json!({"confirmed": true}).to_string();
+            let data = PrimaryRecord::confirmed().to_json();
             self.record("primary", ns, Some(data.as_bytes())).await?;
             self.unconfirmed.lock().remove(ns);
             // Its own forwarding (back to the old primary, after a
@@ -175,7 +173,7 @@ impl Gate {
             });
         }
         journal(true);
-        let data = json!({"confirmed": true}).to_string();
+        let data = PrimaryRecord::confirmed().to_json();
         if let Err(e) = self.record("primary", ns, Some(data.as_bytes())).await {
             if !promoted {
                 journal(false);
@@ -269,6 +267,24 @@ impl Gate {
 
 #[cfg(test)]
 mod promotion_tests {
+    #[test]
+    fn primary_records_of_every_version_read_back() {
+        use super::PrimaryRecord;
+        let un = PrimaryRecord::unconfirmed("17-3");
+        assert_eq!(PrimaryRecord::parse(&un.to_json()), un);
+        let conf = PrimaryRecord::confirmed();
+        assert_eq!(PrimaryRecord::parse(&conf.to_json()), conf);
+        assert_eq!(
+            PrimaryRecord::parse("primary"),
+            conf,
+            "written before confirmation existed"
+        );
+        assert_eq!(
+            PrimaryRecord::parse(r#"{"confirmed": false, "attempt": "9-1"}"#),
+            PrimaryRecord::unconfirmed("9-1")
+        );
+    }
+
     use super::{Gate, PromoteError, Promotion};
 
     fn replica() -> Gate {
