@@ -56,18 +56,7 @@ impl Applier {
             let low = Offset(low);
             match stored.get(p) {
                 Some(s) if s < low => {
-                    let reason = format!(
-                        "records {s}..{low} expired (journal retention) before this node applied \
-                         them: its data is incomplete. Re-migrate it from a snapshot, or raise \
-                         journal.retention_ms for the future"
-                    );
-                    tracing::error!(
-                        partition = p.0,
-                        stored = s.0,
-                        low = low.0,
-                        "journal gap: {reason}"
-                    );
-                    self.halted.insert(p, reason);
+                    self.halted.insert(p, journal_gap(p, s, low));
                 }
                 Some(_) => {}
                 None => {
@@ -198,17 +187,23 @@ impl Applier {
         if low <= expected {
             return Ok(None);
         }
-        let reason = format!(
-            "records {expected}..{low} expired (journal retention) before this node applied \
-             them: its data is incomplete. Re-migrate it from a snapshot, or raise \
-             journal.retention_ms for the future"
-        );
-        tracing::error!(
-            partition = p.0,
-            expected = expected.0,
-            low = low.0,
-            "journal gap: {reason}"
-        );
-        Ok(Some(reason))
+        Ok(Some(journal_gap(p, expected, low)))
     }
+}
+
+/// Records `from..low` of `p` expired before this node applied them: logs
+/// it and returns why the partition halts.
+fn journal_gap(p: Partition, from: Offset, low: Offset) -> String {
+    let reason = format!(
+        "records {from}..{low} expired (journal retention) before this node applied \
+         them: its data is incomplete. Re-migrate it from a snapshot, or raise \
+         journal.retention_ms for the future"
+    );
+    tracing::error!(
+        partition = p.0,
+        from = from.0,
+        low = low.0,
+        "journal gap: {reason}"
+    );
+    reason
 }

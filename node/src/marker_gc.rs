@@ -38,6 +38,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use northwest_consumer::PartitionLag;
 use northwest_store::engine::WriteBatch;
 use northwest_store::Cf;
 use serde_json::{json, Value};
@@ -166,10 +167,8 @@ async fn pass(st: &NodeState, retention_ms: u64) -> Value {
     })
 }
 
-/// On a target: whether the held epoch allows removal, or why nothing can
-/// be decided now (an error: GC is blocked and says why).
-async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decision, String> {
-    quiet(st).await?;
+/// Every journal partition's position, or why they are not known.
+async fn journal_positions(st: &NodeState) -> Result<Vec<PartitionLag>, String> {
     let lag = st
         .lag()
         .await
@@ -177,6 +176,14 @@ async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decisio
     if lag.is_empty() {
         return Err("the journal's partitions are not known yet".into());
     }
+    Ok(lag)
+}
+
+/// On a target: whether the held epoch allows removal, or why nothing can
+/// be decided now (an error: GC is blocked and says why).
+async fn target_decision(st: &NodeState, retained_before: i64) -> Result<Decision, String> {
+    quiet(st).await?;
+    let lag = journal_positions(st).await?;
     let held = load_epoch(st).map_err(|e| format!("reading the epoch: {e}"))?;
     Ok(decision::on_target(
         held.as_ref(),
@@ -285,13 +292,7 @@ async fn take_epoch(st: &NodeState) -> Result<(), String> {
         .store
         .advance_marker_generation()
         .map_err(|e| format!("starting a marker generation: {e}"))?;
-    let lag = st
-        .lag()
-        .await
-        .map_err(|e| format!("journal positions: {e}"))?;
-    if lag.is_empty() {
-        return Err("the journal's partitions are not known yet".into());
-    }
+    let lag = journal_positions(st).await?;
     let epoch = Epoch {
         generation,
         taken_ms: now,

@@ -63,9 +63,6 @@ impl NodeConfig {
         if self.store.retries == 0 || self.store.id_block == 0 {
             return Err("store.retries and store.id_block must be >= 1".into());
         }
-        // A delete marker must outlive every journal record that could carry
-        // an older version of its key: a replay from the oldest retained
-        // record would otherwise resurrect the entity once the marker is gone.
         let hours = self.store.marker_retention_hours;
         if !(hours.is_finite() && (0.0..=876_000.0).contains(&hours)) {
             return Err(format!(
@@ -115,6 +112,9 @@ impl NodeConfig {
                 txn_body + JOURNAL_OVERHEAD
             ));
         }
+        // A delete marker must outlive every journal record that could carry
+        // an older version of its key: a replay from the oldest retained
+        // record would otherwise resurrect the entity once the marker is gone.
         let hours = self.store.marker_retention_hours;
         let marker_ms = self.marker_retention_ms();
         if (j.enabled || j.apply)
