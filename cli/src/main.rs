@@ -209,9 +209,8 @@ async fn main() -> anyhow::Result<()> {
             // Exit codes: 0 done (or stopped where asked), 1 stopped midway
             // (run the same command to resume), 2 refused (nothing changed).
             if let Err(e) = northwest_migrate::run(a, admin()?).await {
-                let refused = e.downcast_ref::<northwest_migrate::Refused>().is_some();
-                eprintln!("{}: {e:#}", if refused { "refused" } else { "error" });
-                std::process::exit(if refused { 2 } else { 1 });
+                eprintln!("{}: {e}", e.label());
+                std::process::exit(e.exit_code());
             }
             Ok(())
         }

@@ -21,6 +21,7 @@ mod client;
 mod compare;
 mod cutover;
 mod drain;
+mod error;
 mod image;
 mod manifest;
 pub mod ops;
@@ -42,6 +43,7 @@ use northwest_store::Namespace;
 
 pub use args::MigrateArgs;
 use client::Ctx;
+pub use error::MigrateError;
 pub use northwest_control::{MigrationRecord, Phase};
 pub use state::{load_state, Refused};
 
@@ -50,7 +52,11 @@ pub use state::{load_state, Refused};
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `northwest migrate` with `admin` (the nodes' admin token and CA).
-pub async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
+pub async fn run(a: MigrateArgs, admin: AdminClient) -> Result<(), MigrateError> {
+    run_steps(a, admin).await.map_err(MigrateError::from)
+}
+
+async fn run_steps(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
     Namespace::new(&a.namespace).map_err(|e| Refused(format!("namespace: {e}")))?;
     if a.from_topics {
         return rebuild::run(a, admin).await;

@@ -1,0 +1,73 @@
+//! How a `northwest migrate` run ends short of done, mapped once to the
+//! exit codes README documents.
+
+use crate::state::Refused;
+
+/// A migration run that did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// Refused before anything changed (another migration's record, a bad
+    /// namespace, a check that failed at init): exit code 2.
+    #[error("{0}")]
+    Refused(#[from] Refused),
+    /// Stopped midway on an error, its state recorded: running the same
+    /// command resumes. Exit code 1.
+    #[error("{0:#}")]
+    Stopped(anyhow::Error),
+}
+
+impl MigrateError {
+    /// The process exit code: 2 refused, 1 stopped midway.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            MigrateError::Refused(_) => 2,
+            MigrateError::Stopped(_) => 1,
+        }
+    }
+
+    /// What the CLI prints before the message.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MigrateError::Refused(_) => "refused",
+            MigrateError::Stopped(_) => "error",
+        }
+    }
+}
+
+impl From<anyhow::Error> for MigrateError {
+    /// A refusal anywhere in the chain (context added on the way up
+    /// included) is the run's refusal; its message keeps that context.
+    fn from(e: anyhow::Error) -> Self {
+        match e.downcast_ref::<Refused>() {
+            Some(_) => MigrateError::Refused(Refused(format!("{e:#}"))),
+            None => MigrateError::Stopped(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn a_refusal_anywhere_in_the_run_exits_2_and_anything_else_1() {
+        let refused: anyhow::Error = Refused("migration of demo belongs to n3".into()).into();
+        let e = MigrateError::from(refused);
+        assert_eq!((e.exit_code(), e.label()), (2, "refused"));
+        assert!(e.to_string().contains("belongs to n3"));
+        let stopped = anyhow::anyhow!("n2 at http://x: connection refused")
+            .context("migration stopped in phase snapshot");
+        let e = MigrateError::from(stopped);
+        assert_eq!((e.exit_code(), e.label()), (1, "error"));
+        assert!(
+            e.to_string().contains("connection refused"),
+            "the cause chain is printed: {e}"
+        );
+        let wrapped: Result<(), anyhow::Error> =
+            Err(anyhow::Error::from(Refused("not empty".into()))).context("n2's namespace");
+        let e = MigrateError::from(wrapped.unwrap_err());
+        assert_eq!(e.exit_code(), 2, "a refusal under context is still one");
+        assert_eq!(e.to_string(), "n2's namespace: not empty");
+    }
+}
