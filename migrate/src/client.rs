@@ -17,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use zookeeper_client as zk;
 
 use crate::args::MigrateArgs;
+use crate::error::RecordError;
 
 /// Warns on stderr about a secrets file every user can read.
 pub(crate) fn warn_if_world_readable(path: &std::path::Path) {
@@ -192,59 +193,56 @@ impl Ctx {
         let _: Result<serde_json::Value, _> = self.admin.delete(node, &path, &()).await;
     }
 
-    pub(crate) async fn load(&self) -> anyhow::Result<Option<MigrationRecord>> {
+    pub(crate) async fn load(&self) -> Result<Option<MigrationRecord>, RecordError> {
         match self.zk.get_data(&self.path).await {
             Ok((d, stat)) => {
                 *self.version.lock().expect("not poisoned") = Some(stat.version);
                 if d.is_empty() {
                     return Ok(None);
                 }
-                let record = serde_json::from_slice(&d).map_err(|e| {
-                    anyhow!(
-                        "the migration record at {} does not parse ({e}): was it written \
-                         by another version of northwest? Run that version, or remove the \
-                         record once no migration of the namespace is in progress",
-                        self.path
-                    )
+                let record = serde_json::from_slice(&d).map_err(|e| RecordError::Unreadable {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
                 })?;
                 Ok(Some(record))
             }
             Err(zk::Error::NoNode) => Ok(None),
-            Err(e) => Err(anyhow!("reading {}: {e}", self.path)),
+            Err(e) => Err(RecordError::zk(format!("reading {}", self.path))(e)),
         }
     }
 
     /// Creates `path` (under the deployment's root) and its parents.
-    pub(crate) async fn mkdirs(&self, path: &str) -> anyhow::Result<()> {
+    pub(crate) async fn mkdirs(&self, path: &str) -> Result<(), RecordError> {
         northwest_store::zk::ensure_path(&self.zk, path, self.layout.root(), &self.acls)
             .await
-            .map_err(|e| anyhow!("creating {path} in ZooKeeper: {e}"))
+            .map_err(RecordError::zk(format!("creating {path} in ZooKeeper")))
     }
 
-    pub(crate) async fn save(&self, st: &MigrationRecord) -> anyhow::Result<()> {
-        let data = serde_json::to_vec(st)?;
+    pub(crate) async fn save(&self, st: &MigrationRecord) -> Result<(), RecordError> {
+        let data = serde_json::to_vec(st).expect("plain data");
         let expected = *self.version.lock().expect("not poisoned");
         let stat = match expected {
             Some(v) => match self.zk.set_data(&self.path, &data, Some(v)).await {
                 Ok(stat) => stat,
-                Err(zk::Error::BadVersion) => bail!(
-                    "the migration record {} changed under this orchestrator (another \
-                     `northwest migrate` for namespace {}?); stop the other one and run again",
-                    self.path,
-                    st.ns
-                ),
-                Err(e) => bail!("saving migration state: {e}"),
+                Err(zk::Error::BadVersion) => {
+                    return Err(RecordError::ChangedUnderUs {
+                        path: self.path.clone(),
+                        ns: st.ns.clone(),
+                    })
+                }
+                Err(e) => return Err(RecordError::zk("saving migration state")(e)),
             },
             None => {
                 self.mkdirs(&self.layout.migrations()).await?;
                 let opts = zk::CreateMode::Persistent.with_acls(self.acls);
                 match self.zk.create(&self.path, &data, &opts).await {
                     Ok((stat, _)) => stat,
-                    Err(zk::Error::NodeExists) => bail!(
-                        "another orchestrator created the migration record {} meanwhile; run again",
-                        self.path
-                    ),
-                    Err(e) => bail!("creating the migration record: {e}"),
+                    Err(zk::Error::NodeExists) => {
+                        return Err(RecordError::CreatedMeanwhile {
+                            path: self.path.clone(),
+                        })
+                    }
+                    Err(e) => return Err(RecordError::zk("creating the migration record")(e)),
                 }
             }
         };
@@ -254,10 +252,11 @@ impl Ctx {
 
     /// Writes the routing record `<root>/routing/<ns>`: where clients of the
     /// namespace should go.
-    pub(crate) async fn write_routing(&self, rec: &RoutingRecord) -> anyhow::Result<()> {
+    pub(crate) async fn write_routing(&self, rec: &RoutingRecord) -> Result<(), RecordError> {
         let path = self.layout.routing(&rec.namespace);
         self.mkdirs(&self.layout.routings()).await?;
-        let data = serde_json::to_vec(rec)?;
+        let data = serde_json::to_vec(rec).expect("plain data");
+        let failed = || RecordError::zk(format!("writing the routing record {path}"));
         match self.zk.set_data(&path, &data, None).await {
             Ok(_) => Ok(()),
             Err(zk::Error::NoNode) => {
@@ -266,16 +265,16 @@ impl Ctx {
                     .create(&path, &data, &opts)
                     .await
                     .map(|_| ())
-                    .map_err(|e| anyhow!("writing the routing record {path}: {e}"))
+                    .map_err(failed())
             }
-            Err(e) => bail!("writing the routing record {path}: {e}"),
+            Err(e) => Err(failed()(e)),
         }
     }
 
     /// Makes this run the only orchestrator of the namespace: an ephemeral
     /// owner znode, waited for while another live orchestrator holds it (a
     /// killed one's goes when its ZooKeeper session expires).
-    pub(crate) async fn take_ownership(&self, quiet: bool) -> anyhow::Result<()> {
+    pub(crate) async fn take_ownership(&self, quiet: bool) -> Result<(), RecordError> {
         self.mkdirs(&self.layout.owners()).await?;
         let path = self.layout.owner(&self.a.namespace);
         let opts = zk::CreateMode::Ephemeral.with_acls(self.acls);
@@ -285,19 +284,21 @@ impl Ctx {
             match self.zk.create(&path, me.as_bytes(), &opts).await {
                 Ok(_) => return Ok(()),
                 Err(zk::Error::NodeExists) => {}
-                Err(e) => bail!("taking ownership of the migration ({path}): {e}"),
+                Err(e) => {
+                    let action = format!("taking ownership of the migration ({path})");
+                    return Err(RecordError::zk(action)(e));
+                }
             }
             let (owner, w) = match self.zk.get_and_watch_data(&path).await {
                 Ok((d, _, w)) => (String::from_utf8_lossy(&d).to_string(), w),
                 Err(zk::Error::NoNode) => continue,
-                Err(e) => bail!("reading {path}: {e}"),
+                Err(e) => return Err(RecordError::zk(format!("reading {path}"))(e)),
             };
             if std::time::Instant::now() > deadline {
-                bail!(
-                    "another orchestrator ({owner}) is running the migration of namespace {}; \
-                     wait for it to finish or stop it, then run again",
-                    self.a.namespace
-                );
+                return Err(RecordError::Owned {
+                    owner,
+                    ns: self.a.namespace.clone(),
+                });
             }
             if !quiet {
                 eprintln!("waiting for the orchestrator {owner} of namespace {} to finish (a killed one is released when its ZooKeeper session expires)", self.a.namespace);

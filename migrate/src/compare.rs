@@ -9,7 +9,7 @@ use northwest_control::record::DigestSummary;
 use serde::Serialize;
 
 use crate::client::{high_watermarks, Ctx};
-use crate::state::Refused;
+use crate::error::Refused;
 
 /// n2 and n3 compared at one journal position.
 #[derive(Debug, Serialize)]

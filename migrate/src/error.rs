@@ -1,7 +1,12 @@
 //! How a `northwest migrate` run ends short of done, mapped once to the
 //! exit codes README documents.
 
-use crate::state::Refused;
+/// A migration refused before it changed anything: the command exits with
+/// code 2. Any other error stopped it midway (exit code 1), and running the
+/// same command again resumes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
 
 /// A migration run that did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -69,5 +74,72 @@ mod tests {
         let e = MigrateError::from(wrapped.unwrap_err());
         assert_eq!(e.exit_code(), 2, "a refusal under context is still one");
         assert_eq!(e.to_string(), "n2's namespace: not empty");
+    }
+}
+
+/// The migration's own records in ZooKeeper: the migration record, the
+/// routing record, the owner znode.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// ZooKeeper refused or failed an operation (`action` says which).
+    #[error("{action}: {source}")]
+    Zk {
+        action: String,
+        source: zookeeper_client::Error,
+    },
+    #[error(
+        "the migration record at {path} does not parse ({reason}): was it written by another \
+         version of northwest? Run that version, or remove the record once no migration of the \
+         namespace is in progress"
+    )]
+    Unreadable { path: String, reason: String },
+    #[error(
+        "the migration record {path} changed under this orchestrator (another `northwest \
+         migrate` for namespace {ns}?); stop the other one and run again"
+    )]
+    ChangedUnderUs { path: String, ns: String },
+    #[error("another orchestrator created the migration record {path} meanwhile; run again")]
+    CreatedMeanwhile { path: String },
+    #[error(
+        "another orchestrator ({owner}) is running the migration of namespace {ns}; wait for it \
+         to finish or stop it, then run again"
+    )]
+    Owned { owner: String, ns: String },
+}
+
+impl RecordError {
+    pub(crate) fn zk(action: impl Into<String>) -> impl FnOnce(zookeeper_client::Error) -> Self {
+        let action = action.into();
+        move |source| RecordError::Zk { action, source }
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn record_errors_say_what_happened_and_what_to_do() {
+        let e = RecordError::zk("reading /nw/migrations/demo")(zookeeper_client::Error::NoAuth);
+        assert!(
+            e.to_string().starts_with("reading /nw/migrations/demo: "),
+            "{e}"
+        );
+        let e = RecordError::Owned {
+            owner: "pid 7 on h".into(),
+            ns: "demo".into(),
+        };
+        assert!(e.to_string().contains("pid 7 on h") && e.to_string().contains("run again"));
+        let e = RecordError::ChangedUnderUs {
+            path: "/nw/migrations/demo".into(),
+            ns: "demo".into(),
+        };
+        assert!(e.to_string().contains("stop the other one"));
+        let migrate: MigrateError = anyhow::Error::from(e).into();
+        assert_eq!(
+            migrate.exit_code(),
+            1,
+            "a record conflict stops the run midway"
+        );
     }
 }

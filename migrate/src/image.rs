@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use northwest_control::record::SnapshotManifest as Manifest;
 
-use crate::state::Refused;
+use crate::error::Refused;
 
 /// The snapshot topic and the journal still hold what snapshot `m` needs:
 /// the topic every row it was written with, the journal the same partitions,

@@ -43,9 +43,9 @@ use northwest_store::Namespace;
 
 pub use args::MigrateArgs;
 use client::Ctx;
-pub use error::MigrateError;
+pub use error::{MigrateError, Refused};
 pub use northwest_control::{MigrationRecord, Phase};
-pub use state::{load_state, Refused};
+pub use state::load_state;
 
 /// How long one admin call of a migration may take (a digest of a large
 /// namespace is the slowest).

@@ -8,7 +8,7 @@ use northwest_control::MigrationRecord;
 use zookeeper_client as zk;
 
 use crate::client::{watermarks, Ctx};
-use crate::state::Refused;
+use crate::error::Refused;
 
 /// Records `st`'s snapshot as complete (after its last row was delivered).
 pub(crate) async fn record_manifest(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@ use northwest_control::api::PromoteRequest;
 use northwest_control::{MigrationRecord, Phase, RoutingRecord};
 
 use crate::client::Ctx;
-use crate::state::Refused;
+use crate::error::Refused;
 
 pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     match st.phase {

@@ -22,9 +22,9 @@ use serde::Serialize;
 
 use crate::client::{watermarks, Ctx};
 use crate::compare::{compare, Comparison};
+use crate::error::Refused;
 use crate::image::{check_n3_start, check_offsets};
 use crate::manifest::{choose, manifests};
-use crate::state::Refused;
 use crate::MigrateArgs;
 
 pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::client::{answered, Ctx};
 use crate::drain::{drain, Applied, DrainPath};
-use crate::state::Refused;
+use crate::error::Refused;
 
 pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Result<()> {
     let ns = ctx.a.namespace.clone();

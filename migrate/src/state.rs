@@ -5,13 +5,6 @@
 use northwest_control::record::{ThrottleReport, WarmReport};
 use northwest_control::{AdminClient, MigrationRecord, Phase, ZkLayout};
 
-/// A migration refused before it changed anything: the command exits with
-/// code 2. Any other error stopped it midway (exit code 1), and running the
-/// same command again resumes.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(pub String);
-
 /// The migration record of `ns` on `from`'s deployment, read with the
 /// deployment's ZooKeeper credentials (`zk_auth_file`, as `--zk-auth-file`)
 /// and `admin`'s token.
