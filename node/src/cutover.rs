@@ -298,9 +298,15 @@ impl PrimaryRecord {
     }
 
     /// Records written before confirmation existed hold the text "primary":
-    /// they are confirmed promotions, as is anything that does not parse.
+    /// they are confirmed promotions. Anything else that does not parse is
+    /// read as confirmed too (as before typing), and said in the log.
     fn parse(data: &str) -> Self {
-        serde_json::from_str(data).unwrap_or_else(|_| Self::confirmed())
+        serde_json::from_str(data).unwrap_or_else(|e| {
+            if data != "primary" {
+                tracing::warn!(record = data, error = %e, "a primary record does not parse: read as a confirmed promotion; check it (migrate status) or rewrite it with promote");
+            }
+            Self::confirmed()
+        })
     }
 
     fn to_json(&self) -> String {
