@@ -62,6 +62,8 @@ enum Cmd {
     Replay(northwest_migrate::ops::ReplayArgs),
     /// Order-independent digest of a namespace; --compare proves N1 == N2.
     Digest(northwest_migrate::ops::DigestArgs),
+    /// A namespace's primaries over time and where each epoch lies in the journal.
+    Timeline(northwest_migrate::timeline_cmd::TimelineArgs),
     /// Benchmarks (not tests): print side-by-side figures.
     Bench {
         /// Print one JSON document of every table and note (text to stderr).
@@ -217,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status(a) => northwest_migrate::ops::status(a, &admin()?).await,
         Cmd::Replay(a) => northwest_migrate::ops::replay(a, &admin()?).await,
         Cmd::Digest(a) => northwest_migrate::ops::digest(a, &admin()?).await,
+        Cmd::Timeline(a) => northwest_migrate::timeline_cmd::timeline(a, &admin()?).await,
         Cmd::Bench { json, what } => northwest_bench::run(what, json).await,
     }
 }

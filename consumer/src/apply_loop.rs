@@ -12,7 +12,7 @@ use std::time::Duration;
 use northwest_kafka::{
     ensure_topic, partition_count, KafkaSettings, Offset, Partition, PartitionOffsets, TopicSpec,
 };
-use northwest_store::Store;
+use northwest_store::{Namespace, Store};
 use parking_lot::Mutex;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::Message;
@@ -42,6 +42,40 @@ pub enum Source {
     Snapshot,
 }
 
+/// Which decoded records of the topic a loop applies. Every primary of a
+/// namespace journals to the one journal topic, so a loop meets records it
+/// must leave alone: its own node's commits (already in its store: applying
+/// them again would only contend for its clients' locks), and on an old
+/// primary the namespaces it does not follow. `true`: apply.
+#[derive(Clone)]
+pub struct RecordFilter(Arc<Keep>);
+
+/// `(origin, namespace) -> apply?`
+type Keep = dyn Fn(&str, &Namespace) -> bool + Send + Sync;
+
+impl RecordFilter {
+    /// Applies `(origin, namespace)` when `keep` says so.
+    pub fn new(keep: impl Fn(&str, &Namespace) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(keep))
+    }
+
+    /// Every record except those `node` committed itself.
+    pub fn not_from(node: &str) -> Self {
+        let own = node.to_string();
+        Self::new(move |origin, _| origin != own)
+    }
+
+    pub fn keeps(&self, origin: &str, ns: &Namespace) -> bool {
+        (self.0)(origin, ns)
+    }
+}
+
+impl std::fmt::Debug for RecordFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordFilter")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApplyConfig {
     pub source: Source,
@@ -57,6 +91,8 @@ pub struct ApplyConfig {
     pub apply_log: bool,
     /// Consumer group id (visibility only; offsets live in the store).
     pub group_id: String,
+    /// Journal records this loop leaves alone (`None`: applies all).
+    pub filter: Option<RecordFilter>,
 }
 
 impl ApplyConfig {
@@ -73,6 +109,7 @@ impl ApplyConfig {
             linger: Duration::from_millis(2),
             apply_log: false,
             group_id: group_id.into(),
+            filter: None,
         }
     }
 }
@@ -105,6 +142,8 @@ pub struct ApplyShared {
     pub writes_stale: AtomicU64,
     pub writes_blacklisted: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Records its [`RecordFilter`] left alone.
+    pub skipped: AtomicU64,
     pub batches: AtomicU64,
     pub retries: AtomicU64,
     pub running: AtomicBool,

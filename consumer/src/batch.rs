@@ -24,6 +24,10 @@ pub(crate) enum Fate {
     /// Undecodable and already on the dead-letter topic: only its offset
     /// advances.
     DeadLettered,
+    /// Decoded, and left to others by the loop's [`crate::RecordFilter`]
+    /// (this node's own commit, or a namespace it does not follow): only
+    /// its offset advances.
+    Skipped,
     /// Its partition stops at this record, for this reason (an expired gap
     /// before it, or a bad record that could not be dead-lettered).
     Halt(String),
@@ -49,6 +53,8 @@ pub(crate) struct BatchPlan {
     /// Records applied (transactions or snapshot rows).
     pub(crate) txns: u64,
     pub(crate) dead_lettered: u64,
+    /// Records the filter left alone.
+    pub(crate) skipped: u64,
     /// Partitions this batch halted, with the reason.
     pub(crate) halted: BTreeMap<Partition, String>,
     /// Commit times of the applied records (latency sampling).
@@ -81,6 +87,7 @@ pub(crate) fn plan(
                 continue;
             }
             Fate::DeadLettered => out.dead_lettered += 1,
+            Fate::Skipped => out.skipped += 1,
             Fate::Apply(t) => {
                 out.commit_times.push(t.commit_ts_ms);
                 out.meta.insert(offsets::origin_key(&t.origin), Vec::new());
@@ -110,6 +117,7 @@ mod tests {
             txn_id: ts as u64,
             commit_ts_ms: ts,
             origin: origin.into(),
+            ns: Namespace::new("demo").unwrap(),
             writes: vec![ReplicatedWrite {
                 ns: Namespace::new("demo").unwrap(),
                 key: KeyPath::parse(key).unwrap(),
@@ -161,6 +169,34 @@ mod tests {
             "the partition's applied time is its last record's"
         );
         assert_eq!(plan.delivered.len(), 3);
+    }
+
+    #[test]
+    fn a_skipped_record_moves_its_offset_and_writes_nothing() {
+        let plan = plan(
+            "j",
+            vec![
+                rec(0, 10, Fate::Skipped),
+                rec(0, 11, txn("n1", 2, "Acct:2")),
+                rec(1, 3, Fate::Skipped),
+            ],
+            &BTreeMap::new(),
+        );
+        assert_eq!(stored_offset(&plan, 0), Some(12));
+        assert_eq!(stored_offset(&plan, 1), Some(4));
+        assert_eq!((plan.txns, plan.skipped), (1, 2));
+        assert_eq!(plan.writes.len(), 1);
+        assert_eq!(
+            plan.commit_times,
+            vec![2],
+            "a skipped record is not applied"
+        );
+        assert!(
+            !plan
+                .meta
+                .contains_key(&offsets::applied_ts_key("j", Partition(1))),
+            "nor does it move the partition's applied time"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub struct DecodedTxn {
     pub commit_ts_ms: i64,
     /// The deployment that committed it (marker GC waits on its outbox).
     pub origin: String,
+    pub ns: Namespace,
     pub writes: Vec<ReplicatedWrite>,
 }
 
@@ -47,6 +48,7 @@ pub fn decode(payload: Option<&[u8]>) -> Result<DecodedTxn, String> {
         txn_id: rec.txn_id,
         commit_ts_ms: rec.commit_ts_ms,
         origin: rec.origin,
+        ns,
         writes,
     })
 }
@@ -70,6 +72,7 @@ pub fn decode_snapshot_row(payload: Option<&[u8]>) -> Result<DecodedTxn, String>
         txn_id: row.version,
         commit_ts_ms: row.commit_ts_ms,
         origin: row.origin,
+        ns: ns.clone(),
         writes: vec![ReplicatedWrite {
             ns,
             key,

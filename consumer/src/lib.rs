@@ -17,7 +17,7 @@ pub mod offsets;
 mod positions;
 
 pub use apply_loop::{
-    run, ApplyConfig, ApplyShared, Control, PartitionState, PoisonPolicy, Source,
+    run, ApplyConfig, ApplyShared, Control, PartitionState, PoisonPolicy, RecordFilter, Source,
 };
 pub use lag::{LagProbe, PartitionLag};
 

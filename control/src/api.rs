@@ -29,6 +29,11 @@ pub mod path {
         format!("{CHECKPOINT}/{name}")
     }
 
+    /// A namespace's timeline of primaries (`TimelineView`).
+    pub fn timeline(ns: &str) -> String {
+        format!("/v1/admin/timeline/{ns}")
+    }
+
     pub fn hot_keys(ns: &str, limit: usize) -> String {
         format!("/v1/admin/hot-keys/{ns}?limit={limit}")
     }
@@ -238,6 +243,13 @@ pub struct ProxyRequest {
     /// The generation of the fence the caller drained under: the proxy is
     /// refused if that fence has lifted (expired) meanwhile.
     pub fence: u64,
+    /// Points a node that forwards the namespace to this old primary at
+    /// `target` instead (after a chained migration moved the namespace on),
+    /// so no request is forwarded more than once. No fence, no promotion:
+    /// refused unless the node forwards to `retarget_from` (or to `target`
+    /// already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retarget_from: Option<String>,
 }
 
 /// `DELETE /v1/admin/proxy`: serve the namespace again.

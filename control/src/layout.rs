@@ -7,6 +7,8 @@
 //! <root>/migrations/<ns>           the migration record (MigrationRecord)
 //! <root>/migration-owners/<ns>     the running orchestrator (ephemeral)
 //! <root>/routing/<ns>              where clients go (RoutingRecord)
+//! <root>/timelines/<ns>            the namespace's primaries over time (Timeline)
+//! <root>/migration-history/<ns>/<id>  records of finished hops (MigrationRecord)
 //! <root>/snapshots/<ns>/<id>       manifests of complete snapshot images
 //! <root>/outbox/<node>             a source's outbox report (marker GC)
 //! <root>/nodes/<node>/claim        the process holding a node name (ephemeral)
@@ -52,6 +54,24 @@ impl ZkLayout {
         format!("{}/routing/{ns}", self.root)
     }
 
+    pub fn timelines(&self) -> String {
+        format!("{}/timelines", self.root)
+    }
+
+    pub fn timeline(&self, ns: &str) -> String {
+        format!("{}/timelines/{ns}", self.root)
+    }
+
+    /// Where a finished migration's record is kept once a later hop of its
+    /// namespace replaces it.
+    pub fn finished(&self, ns: &str, id: &str) -> String {
+        format!("{}/migration-history/{ns}/{id}", self.root)
+    }
+
+    pub fn finished_dir(&self, ns: &str) -> String {
+        format!("{}/migration-history/{ns}", self.root)
+    }
+
     pub fn snapshots(&self, ns: &str) -> String {
         format!("{}/snapshots/{ns}", self.root)
     }
@@ -90,6 +110,8 @@ mod tests {
         assert_eq!(l.routing("app"), "/northwest/default/routing/app");
         assert_eq!(l.snapshots("app"), "/northwest/default/snapshots/app");
         assert_eq!(l.outbox("n1"), "/northwest/default/outbox/n1");
+        assert_eq!(l.timeline("app"), "/northwest/default/timelines/app");
+        assert!(l.finished("app", "m1").starts_with(&l.finished_dir("app")));
         assert_eq!(l.claim("n1"), "/northwest/default/nodes/n1/claim");
         assert!(l.claim("n1").starts_with(&l.node("n1")));
     }

@@ -4,7 +4,8 @@
 //! Owns: the admin API's request and response types and its error codes
 //! ([`api`]), the one admin HTTP client with its token, CA and timeouts
 //! ([`client`]), the migration phases ([`Phase`]), the migration and routing
-//! records ([`record`]) and the ZooKeeper layout of a deployment
+//! records ([`record`]), each namespace's timeline of primaries
+//! ([`timeline`]) and the ZooKeeper layout of a deployment
 //! ([`layout`]).
 //! May use: `northwest-store`'s plain data types (no engine). No Kafka and no
 //! ZooKeeper client: the node serves these types, the orchestrator calls
@@ -16,9 +17,11 @@ pub mod layout;
 pub mod phase;
 pub mod record;
 pub mod status;
+pub mod timeline;
 
 pub use api::{ErrorBody, ErrorCode};
 pub use client::{AdminClient, AdminError};
 pub use layout::ZkLayout;
 pub use phase::Phase;
 pub use record::{MigrationRecord, RoutingRecord};
+pub use timeline::{Epoch, Timeline};

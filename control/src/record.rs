@@ -55,6 +55,10 @@ pub struct MigrationRecord {
     /// then `aborted`, so the namespace can be migrated again).
     #[serde(default)]
     pub rolled_back: Option<RollbackReport>,
+    /// The journal's high-water marks under n1's fence at the cutover,
+    /// after the drain: n2's epoch of the namespace begins there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover_at: Option<BTreeMap<i32, i64>>,
 }
 
 impl MigrationRecord {

@@ -154,6 +154,24 @@ impl Ctx {
             namespace: self.a.namespace.clone(),
             target: target.to_string(),
             fence,
+            retarget_from: None,
+        };
+        self.admin.post(node, api::path::PROXY, &req).await
+    }
+
+    /// Makes `node`, which forwards the namespace to `from`, forward it to
+    /// `to` instead.
+    pub(crate) async fn retarget(
+        &self,
+        node: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<ProxyResponse, AdminError> {
+        let req = ProxyRequest {
+            namespace: self.a.namespace.clone(),
+            target: to.to_string(),
+            fence: 0,
+            retarget_from: Some(from.to_string()),
         };
         self.admin.post(node, api::path::PROXY, &req).await
     }
@@ -248,6 +266,19 @@ impl Ctx {
         };
         *self.version.lock().expect("not poisoned") = Some(stat.version);
         Ok(())
+    }
+
+    /// Keeps a finished migration's record at
+    /// `<root>/migration-history/<ns>/<id>` before a next hop replaces it.
+    pub(crate) async fn keep_finished(&self, st: &MigrationRecord) -> Result<(), RecordError> {
+        let path = self.layout.finished(&st.ns, &st.id);
+        self.mkdirs(&self.layout.finished_dir(&st.ns)).await?;
+        let data = serde_json::to_vec(st).expect("plain data");
+        let opts = zk::CreateMode::Persistent.with_acls(self.acls);
+        match self.zk.create(&path, &data, &opts).await {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(RecordError::zk(format!("keeping {path}"))(e)),
+        }
     }
 
     /// Writes the routing record `<root>/routing/<ns>`: where clients of the

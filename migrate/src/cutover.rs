@@ -120,19 +120,24 @@ async fn proxy(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     };
     // Drained, but past the budget already: the switch would only add to it.
     let over = budget.is_some_and(|b| t.elapsed() >= b);
-    let failed = match drained {
-        Ok(()) if over => Some(over_budget(t.elapsed()).into()),
-        Ok(()) => None,
+    let failed = match &drained {
+        Ok(_) if over => Some(over_budget(t.elapsed()).into()),
+        Ok(_) => None,
         // Only running out of time is the budget's doing; any other
         // failure keeps its own cause.
         Err(e) if budget.is_some() && e.is::<DrainDeadline>() => {
             Some(over_budget(t.elapsed()).into())
         }
-        Err(e) => Some(e.context("draining the journal at cutover")),
+        Err(_) => None,
     };
-    if let Some(e) = failed {
-        return Err(lift_fence(ctx, st, e, max_ms).await);
-    }
+    let boundary = match (drained, failed) {
+        (_, Some(e)) => return Err(lift_fence(ctx, st, e, max_ms).await),
+        (Err(e), None) => {
+            let e = e.context("draining the journal at cutover");
+            return Err(lift_fence(ctx, st, e, max_ms).await);
+        }
+        (Ok(hw), None) => hw,
+    };
     // n1 promotes n2 and starts forwarding under the fence it still holds
     // (refused if n1 lifted it meanwhile: the budget ran out).
     match ctx.proxy(&n1, &n2, f.fence).await {
@@ -145,6 +150,8 @@ async fn proxy(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
         Err(e) => return Err(lift_fence(ctx, st, e.into(), max_ms).await),
     }
     st.write_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
+    // n1 forwards from here: the switch phase records n2's epoch from here.
+    st.cutover_at = Some(boundary);
     Ok(())
 }
 

@@ -40,13 +40,15 @@ impl Applied {
 }
 
 /// With `from` fenced: waits until its outbox shipped everything below the
-/// fence and `to` applied `topic` up to its high-water marks.
+/// fence and `to` applied `topic` up to its high-water marks, and returns
+/// those marks: every record `from` journaled of the fenced namespace lies
+/// below them, so a switch under this fence is an epoch boundary there.
 pub(crate) async fn drain(
     ctx: &Ctx,
     path: &DrainPath<'_>,
     fence: &FenceResponse,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
     let DrainPath {
         from,
         to,
@@ -81,7 +83,7 @@ pub(crate) async fn drain(
             .iter()
             .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
         {
-            return Ok(());
+            return Ok(hw);
         }
         if Instant::now() > deadline {
             return Err(DrainDeadline(format!(

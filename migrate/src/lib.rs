@@ -32,6 +32,8 @@ mod rollback;
 mod snapshot_phase;
 mod state;
 mod throttle;
+mod timeline;
+pub mod timeline_cmd;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -75,6 +77,19 @@ async fn run_steps(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
     if a.rollback {
         return rollback::rollback(&ctx, existing).await;
     }
+    let existing = match existing {
+        // A chained hop: the namespace moves on from the node it was
+        // migrated to. The finished record is kept for the timeline.
+        Some(st) if st.phase == Phase::Done && st.to == a.from && st.from != a.to => {
+            ctx.keep_finished(&st).await?;
+            eprintln!(
+                "namespace {} moves on from {} (migrated there from {} by {}); a new migration",
+                st.ns, st.to, st.from, st.id
+            );
+            None
+        }
+        other => other,
+    };
     let Some(mut st) = resume_or_start(existing, &a, &s1)? else {
         return Ok(());
     };
@@ -92,9 +107,9 @@ fn resume_or_start(
     let st = match existing {
         Some(st) if st.phase == Phase::Done && (st.from != a.from || st.to != a.to) => {
             return Err(Refused(format!(
-                "namespace {} was already migrated from {} to {} (migration {}); \
-                 migrating it again from {} needs a new source",
-                st.ns, st.from, st.to, st.id, a.from
+                "namespace {} was migrated from {} to {} (migration {}): {} is its primary \
+                 now, so a next hop goes --from {}",
+                st.ns, st.from, st.to, st.id, st.to, st.to
             ))
             .into());
         }
@@ -220,6 +235,7 @@ fn new_state(a: &MigrateArgs, s1: &NodeStatus) -> MigrationRecord {
         throttle: None,
         warm: None,
         rolled_back: None,
+        cutover_at: None,
         snapshot_resumed_rows: 0,
         runs: 0,
         max_lag_records: 0,

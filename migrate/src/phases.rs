@@ -8,8 +8,11 @@ use anyhow::{bail, Context};
 use northwest_control::api::PromoteRequest;
 use northwest_control::{MigrationRecord, Phase, RoutingRecord};
 
+use northwest_control::timeline::{Switch, Timeline};
+
 use crate::client::Ctx;
 use crate::error::Refused;
+use crate::timeline::{self, Previous};
 
 pub(crate) async fn run_phase(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     match st.phase {
@@ -31,14 +34,27 @@ async fn init(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
     let s1 = ctx.status(&n1).await?;
     let s2 = ctx.status(&n2).await.context("n2 unreachable")?;
-    if s1.role != "source" {
+    // A chained hop moves the namespace on from the target that serves it
+    // now (promoted and confirmed by an earlier migration's switch).
+    let serves_as_target = s1.role == "target"
+        && s1.promoted.contains(&st.ns)
+        && !s1.promotion_unconfirmed.contains(&st.ns);
+    if s1.role != "source" && !serves_as_target {
         return Err(Refused(format!(
-            "n1 ({n1}) is not journaling: set journal.enabled = true in its config and restart it"
+            "n1 ({n1}) does not journal namespace {}: a source (journal.enabled = true) or the              target an earlier migration made its primary can be migrated from",
+            st.ns
         ))
         .into());
     }
     if s2.role != "target" {
-        return Err(Refused(format!("n2 ({n2}) does not apply a journal: set journal.apply = true in its config and restart it")).into());
+        let back = match s2.role.as_str() {
+            "source" => {
+                " (moving a namespace onto a source node is not supported: roll the last hop \
+                 back with --rollback, or migrate to a target)"
+            }
+            _ => "",
+        };
+        return Err(Refused(format!("n2 ({n2}) does not apply a journal: set journal.apply = true in its config and restart it{back}")).into());
     }
     if s1.journal_topic != s2.journal_topic || s1.zk_root != s2.zk_root {
         return Err(Refused(format!(
@@ -73,7 +89,13 @@ async fn journal_flowing(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> 
     loop {
         let s1 = ctx.status(&n1).await?;
         let s2 = ctx.status(&n2).await?;
-        let relay_error = s1.relay.and_then(|r| r.last_error);
+        // A chained hop's n1 is a target: its writes go out by its
+        // promoted relay.
+        let relay_error = match (s1.relay, s1.reverse_relay) {
+            (Some(r), _) => r.last_error,
+            (None, Some(r)) => r.last_error,
+            (None, None) => None,
+        };
         let applying = s2.apply.is_some_and(|a| a.running);
         if relay_error.is_none() && applying {
             break;
@@ -120,6 +142,62 @@ async fn switch(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
         rolled_back: false,
     })
     .await?;
+    let s2 = ctx.status(&n2).await?;
+    let (at, approximate) = match &st.cutover_at {
+        Some(at) => (at.clone(), false),
+        // The run that cut over died before saving where: bound it by now.
+        None => (timeline::ends_now(ctx, &st.journal_topic).await?, true),
+    };
+    let prev = Previous {
+        name: st.from_name.as_deref().unwrap_or(&s1.name),
+        url: &st.from,
+        opened_by: format!("recorded at cutover {}", st.id),
+    };
+    let next = Switch {
+        primary: s2.name,
+        primary_url: n2.clone(),
+        topic: st.journal_topic.clone(),
+        at,
+        opened_by: format!("cutover {}", st.id),
+        now_ms: northwest_store::store::now_ms_pub(),
+        approximate,
+    };
+    let timeline = timeline::record_switch(ctx, &st.ns, prev, next)
+        .await
+        .context("recording n2's epoch in the namespace's timeline")?;
+    if s1.promoted.contains(&st.ns) {
+        hand_on(ctx, st, &timeline).await?;
+    }
     ctx.drop_checkpoint(&n1, &st.id).await;
+    Ok(())
+}
+
+/// After a chained hop: nodes that forwarded to n1 (earlier primaries)
+/// forward to n2 directly, so no request takes two hops; n1, which forwards
+/// now, is demoted (it stops journaling the namespace).
+async fn hand_on(ctx: &Ctx, st: &MigrationRecord, t: &Timeline) -> anyhow::Result<()> {
+    let (n1, n2) = (st.from.as_str(), st.to.as_str());
+    let mut older: Vec<&str> = t.epochs.iter().map(|e| e.primary_url.as_str()).collect();
+    older.sort_unstable();
+    older.dedup();
+    for node in older.into_iter().filter(|u| *u != n1 && *u != n2) {
+        match ctx.status(node).await {
+            Ok(s) if s.forwards(&st.ns) == Some(n1) => {
+                ctx.retarget(node, n1, n2)
+                    .await
+                    .with_context(|| format!("making {node} forward {} to {n2}", st.ns))?;
+            }
+            Ok(_) => {}
+            // A retired node: it forwards nothing any more, or it comes
+            // back forwarding to n1, which forwards on (two hops, refused
+            // past that).
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "an earlier primary did not answer; if it comes back it forwards to {n1}")
+            }
+        }
+    }
+    ctx.demote(n1)
+        .await
+        .context("demoting n1 (it forwards the namespace to n2 already)")?;
     Ok(())
 }

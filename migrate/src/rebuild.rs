@@ -112,18 +112,10 @@ async fn preflight(a: &MigrateArgs, admin: AdminClient) -> anyhow::Result<(Ctx, 
         ))
         .into());
     }
-    // The topics hold a namespace only while its writes are journaled: a
-    // cutover moved them to a node that does not journal them.
+    // Every primary journals to the one journal topic (n1 before a
+    // cutover, n2 after it, n1 again after a rollback), so the image plus the
+    // journal from its marks is the namespace whichever node serves it now.
     if let Some(mig) = ctx.load().await? {
-        if matches!(mig.phase, Phase::Proxy | Phase::Switch | Phase::Done) {
-            return Err(Refused(format!(
-                "namespace {ns} was cut over to {} (migration {}): the writes it took since are \
-                 in its reverse journal, which a rebuild does not read, so the journal and \
-                 snapshot topics no longer hold the namespace; copy it from {} instead",
-                mig.to, mig.id, mig.to
-            ))
-            .into());
-        }
         if mig.phase != Phase::Aborted && mig.to == n3 {
             return Err(Refused(format!(
                 "{n3} is the target of migration {} of {ns} (phase {}): finish or --abort it first",

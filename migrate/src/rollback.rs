@@ -5,6 +5,7 @@
 //! up, then, with both nodes fenced, drains n2's writes into n1, makes n1
 //! serve the namespace again and n2 forward it back, and lifts the fences.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -16,6 +17,8 @@ use serde::Serialize;
 use crate::client::{answered, Ctx};
 use crate::drain::{drain, Applied, DrainPath};
 use crate::error::Refused;
+use crate::timeline::{self, Previous};
+use northwest_control::timeline::Switch;
 
 pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Result<()> {
     let ns = ctx.a.namespace.clone();
@@ -33,7 +36,7 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
             resumed_after_switch: true,
             ..Default::default()
         };
-        return done(ctx, st, &ns, detail).await;
+        return done(ctx, st, &ns, detail, None).await;
     }
     if !n1_forwards {
         return Err(Refused(format!(
@@ -66,7 +69,7 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         );
     }
     let mut expired = 0;
-    let pause_ms = loop {
+    let (pause_ms, boundary) = loop {
         match switch_back(ctx, &n1, &n2, &topic).await {
             Ok(p) => break p,
             Err(e) if expired < 2 && answered(&e, ErrorCode::FenceExpired) => {
@@ -88,7 +91,7 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         reverse_topic: Some(topic),
         ..Default::default()
     };
-    done(ctx, st, &ns, detail).await
+    done(ctx, st, &ns, detail, Some(boundary)).await
 }
 
 /// The recorded migration of the namespace, if it is one a rollback can
@@ -137,14 +140,40 @@ struct RollbackOutput<'a> {
     detail: &'a RollbackReport,
 }
 
-/// Points the routing record at n1, records the rollback, reports.
+/// Points the routing record at n1, records n1's new epoch (from
+/// `boundary`, the marks under both fences; read now when a resumed run
+/// does not know it) and the rollback, reports.
 async fn done(
     ctx: &Ctx,
     mut st: MigrationRecord,
     ns: &str,
     mut detail: RollbackReport,
+    boundary: Option<BTreeMap<i32, i64>>,
 ) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
+    let (s1, s2) = tokio::try_join!(ctx.status(&n1), ctx.status(&n2))?;
+    let approximate = boundary.is_none();
+    let at = match boundary {
+        Some(b) => b,
+        None => timeline::ends_now(ctx, &st.journal_topic).await?,
+    };
+    let prev = Previous {
+        name: &s2.name,
+        url: &n2,
+        opened_by: format!("recorded at rollback of {}", st.id),
+    };
+    let next = Switch {
+        primary: s1.name,
+        primary_url: n1.clone(),
+        topic: st.journal_topic.clone(),
+        at,
+        opened_by: format!("rollback of {}", st.id),
+        now_ms: northwest_store::store::now_ms_pub(),
+        approximate,
+    };
+    timeline::record_switch(ctx, ns, prev, next)
+        .await
+        .context("recording n1's new epoch in the namespace's timeline")?;
     // Clients that follow the routing record go to n1 again.
     ctx.write_routing(&RoutingRecord {
         primary: n1.clone(),
@@ -265,8 +294,14 @@ fn reverse<'a>(n1: &'a str, n2: &'a str, topic: &'a str) -> DrainPath<'a> {
     }
 }
 
-/// The switch back, under both fences; returns the write pause (ms).
-async fn switch_back(ctx: &Ctx, n1: &str, n2: &str, topic: &str) -> anyhow::Result<f64> {
+/// The switch back, under both fences; returns the write pause (ms) and
+/// the journal's marks under the fences (n1's new epoch begins there).
+async fn switch_back(
+    ctx: &Ctx,
+    n1: &str,
+    n2: &str,
+    topic: &str,
+) -> anyhow::Result<(f64, BTreeMap<i32, i64>)> {
     let t = Instant::now();
     // n1's fence holds its clients while the proxies flip; n2's guarantees
     // n2 takes no write after the drain (the proxy step checks it held).
@@ -283,9 +318,10 @@ async fn switch_back(ctx: &Ctx, n1: &str, n2: &str, topic: &str) -> anyhow::Resu
         let _ = ctx.unfence(n1).await;
         e
     };
-    if let Err(e) = drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await {
-        return Err(lift(e.context("draining n2's writes into n1")).await);
-    }
+    let boundary = match drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await {
+        Ok(hw) => hw,
+        Err(e) => return Err(lift(e.context("draining n2's writes into n1")).await),
+    };
     // n2 forwards to n1 first, under its fence (refused if it lapsed: n2 may
     // have taken writes after the drain). From here until n1 stops
     // forwarding, neither node serves the namespace itself, so a crash in
@@ -304,7 +340,7 @@ async fn switch_back(ctx: &Ctx, n1: &str, n2: &str, topic: &str) -> anyhow::Resu
     )?;
     let pause = t.elapsed().as_secs_f64() * 1000.0;
     finish(ctx, n1, n2).await?;
-    Ok(pause)
+    Ok((pause, boundary))
 }
 
 /// After the switch: n1's fence lifted, n2 demoted (it forwards already).

@@ -21,9 +21,9 @@ use tokio::sync::oneshot;
 use crate::api::ApiError;
 use crate::history::{Sample, INTERVAL};
 use crate::state::NodeState;
-use crate::topics::reverse_topic_name;
 
 mod status;
+mod timeline;
 
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
@@ -31,6 +31,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(path::REPLAY, post(replay))
         .route(path::OFFSETS, get(stored_offsets))
         .route(path::HISTORY, get(history))
+        .route("/v1/admin/timeline/{ns}", get(timeline::timeline))
         .route("/v1/ns/{ns}/digest", get(digest))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
@@ -101,7 +102,7 @@ async fn stored_offsets(
     State(s): State<Arc<NodeState>>,
 ) -> Result<Json<OffsetsResponse>, ApiError> {
     let reverse = match s.reverse_apply.lock().is_some() {
-        true => Some(offsets::load(&s.store, &reverse_topic_name(&s.topic))?.into()),
+        true => Some(offsets::load(&s.store, &s.topic)?.into()),
         false => None,
     };
     let snapshot_topic = s.loader.lock().as_ref().map(|l| l.topic.clone());

@@ -27,6 +27,5 @@ pub mod secrets;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
-pub mod topics;
 
 pub use run::{journal_topic, kafka_settings, open_engine, run, store_config};

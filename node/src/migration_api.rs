@@ -137,6 +137,9 @@ async fn proxy(
     let req: ProxyRequest = parse(&body)?;
     check_ns(&req.namespace)?;
     check_target(&req.target, s.gate.https_only())?;
+    if let Some(from) = &req.retarget_from {
+        return retarget(&s, &req.namespace, from, &req.target).await;
+    }
     // Spawned: a caller that hangs up must not cut the cutover off midway
     // (with its fence held, its proxy recorded, the target promoted).
     let (st, ns, target) = (s.clone(), req.namespace.clone(), req.target.clone());
@@ -168,6 +171,39 @@ async fn proxy(
     Ok(Json(ProxyResponse {
         namespace: req.namespace,
         proxy: Some(req.target),
+    }))
+}
+
+/// A node forwarding `ns` to `from`, the namespace's old primary, forwards
+/// it to `to` (its primary now) instead.
+async fn retarget(
+    s: &NodeState,
+    ns: &str,
+    from: &str,
+    to: &str,
+) -> Result<Json<ProxyResponse>, ApiError> {
+    match s.gate.proxy(ns) {
+        Some(t) if t == to => {}
+        Some(t) if t == from => {
+            s.gate
+                .set_proxy(ns, Some(to.to_string()))
+                .await
+                .map_err(|e| ApiError::unavailable(ErrorCode::Coordination, e.to_string()))?;
+            tracing::info!(namespace = ns, %from, %to, "namespace moved on: forwarding it to its new primary");
+        }
+        other => {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "this node forwards namespace {ns} to {other:?}, not to {from}: nothing to                      retarget"
+                ),
+            })
+        }
+    }
+    Ok(Json(ProxyResponse {
+        namespace: ns.to_string(),
+        proxy: Some(to.to_string()),
     }))
 }
 

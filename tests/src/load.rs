@@ -411,6 +411,14 @@ pub fn delete_records_below(
 /// (assigned, not subscribed: a group join right after a broker restart can
 /// outlast the idle cut-off); stops after 5 s with nothing new.
 pub fn journal_records(topic: &str) -> Vec<northwest_schemas::JournalRecord> {
+    journal_records_at(topic)
+        .into_iter()
+        .map(|(_, _, r)| r)
+        .collect()
+}
+
+/// [`journal_records`] with each record's partition and offset.
+pub fn journal_records_at(topic: &str) -> Vec<(i32, i64, northwest_schemas::JournalRecord)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let c: BaseConsumer = rdkafka::ClientConfig::new()
@@ -436,12 +444,36 @@ pub fn journal_records(topic: &str) -> Vec<northwest_schemas::JournalRecord> {
             Some(Ok(m)) => {
                 idle = 0;
                 let payload = m.payload().expect("journal record with a payload");
-                out.push(northwest_schemas::decode_journal(payload).expect("journal record"));
+                let rec = northwest_schemas::decode_journal(payload).expect("journal record");
+                out.push((m.partition(), m.offset(), rec));
             }
             _ => idle += 1,
         }
     }
     out
+}
+
+/// Every record of `ns` on the journal lies in an epoch of `timeline` whose
+/// primary committed it: the timeline says truly whose records lie where.
+/// Returns how many records of each epoch were seen.
+pub fn assert_epochs_hold_their_primary(
+    timeline: &northwest_control::Timeline,
+    records: &[(i32, i64, northwest_schemas::JournalRecord)],
+    ns: &str,
+) -> Vec<usize> {
+    let mut per_epoch = vec![0; timeline.epochs.len()];
+    for (p, o, rec) in records.iter().filter(|(_, _, r)| r.namespace == ns) {
+        let e = timeline
+            .epoch_of(*p, *o)
+            .unwrap_or_else(|| panic!("record at {p}:{o} precedes the timeline: {timeline:?}"));
+        assert_eq!(
+            e.primary, rec.origin,
+            "record {p}:{o} (txn {}) was committed by {} but lies in epoch {} of {}",
+            rec.txn_id, rec.origin, e.epoch, e.primary
+        );
+        per_epoch[e.epoch as usize] += 1;
+    }
+    per_epoch
 }
 
 /// Per entity group, each transaction first appears on the journal after

@@ -1,6 +1,6 @@
 //! Reverse replication and rollback: after a migration under load, clients
 //! keep writing (through n1's proxy) to n2, which journals those writes to
-//! the reverse topic that n1 applies; `migrate --rollback` then moves the
+//! the journal topic, where n1 applies them (its "reverse apply"); `migrate --rollback` then moves the
 //! primary back to n1 with no failed request, n1 holds every acknowledged
 //! write, and n2 forwards the namespace to n1 again.
 
@@ -182,7 +182,7 @@ async fn a_rollback_killed_midway_takes_no_write_twice_and_resumes() {
     assert_eq!(d1["digest"], d2["digest"], "n1 {d1} n2 {d2}");
 }
 
-/// A reverse-journal record n1 cannot apply (a write n2 acknowledged) halts
+/// A journal record n1's reverse apply cannot decode (a write n2 acknowledged) halts
 /// n1's reverse apply instead of being skipped, and the rollback stops
 /// saying so, with n2 still serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -197,7 +197,7 @@ async fn a_reverse_record_n1_cannot_apply_stops_the_rollback() {
         .create()
         .unwrap();
     prod.send(
-        FutureRecord::to(&format!("{}.reverse", p.topic))
+        FutureRecord::to(&p.topic)
             .key("app/Doc")
             .payload(b"not an avro journal record".as_slice()),
         Duration::from_secs(10),

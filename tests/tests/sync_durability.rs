@@ -1,6 +1,6 @@
 //! `journal.durability = "sync"` holds on every node that journals client
-//! writes, including a promoted target (its writes go to the reverse
-//! journal): with no broker to acknowledge them, its writes are refused with
+//! writes, including a promoted target (its writes go to the journal topic
+//! too): with no broker to acknowledge them, its writes are refused with
 //! 503 instead of acknowledged. In-process nodes (memory engine, local
 //! locks) whose broker address has nothing listening.
 
@@ -61,7 +61,7 @@ async fn promoted_target_with_sync_durability_refuses_unshipped_writes() {
     let (status, took) = promoted_put(&base).await;
     assert_eq!(
         status, 503,
-        "a promoted target under sync durability acknowledged a write its reverse journal never \
+        "a promoted target under sync durability acknowledged a write the journal never \
          shipped (took {took:?})"
     );
     // The same write on the same kind of node under async durability is

@@ -67,6 +67,15 @@ impl Applier {
                     Source::Snapshot => decode_snapshot_row(payload.as_deref()),
                 };
                 match decoded {
+                    Ok(t)
+                        if self
+                            .cfg
+                            .filter
+                            .as_ref()
+                            .is_some_and(|f| !f.keeps(&t.origin, &t.ns)) =>
+                    {
+                        Fate::Skipped
+                    }
                     Ok(t) => Fate::Apply(t),
                     Err(reason) => self.poisoned(p, o, &payload, reason).await?,
                 }
@@ -137,6 +146,7 @@ impl Applier {
             next,
             txns,
             dead_lettered: dead,
+            skipped,
             halted: newly_halted,
             commit_times,
             delivered,
@@ -176,6 +186,7 @@ impl Applier {
                 northwest_store::StoreError::Injected("consumer::after_batch_write").into(),
             );
         }
+        self.shared.skipped.fetch_add(skipped, Ordering::Relaxed);
         self.publish(&stats, txns, dead, &commit_times);
         self.advance(next, newly_halted)?;
         Ok(Batch::Written)

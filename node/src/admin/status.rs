@@ -15,7 +15,6 @@ use northwest_control::api::{
 };
 
 use crate::state::NodeState;
-use crate::topics::reverse_topic_name;
 
 pub(super) async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> {
     let outbox = s.store.outbox();
@@ -102,7 +101,7 @@ pub(super) fn relay_status(s: &NodeState) -> Option<RelayStatus> {
 pub(super) fn reverse_relay_status(s: &NodeState) -> Option<ReverseRelayStatus> {
     let r = s.reverse_relay.as_ref()?;
     Some(ReverseRelayStatus {
-        topic: reverse_topic_name(&s.topic),
+        topic: s.topic.clone(),
         shipped: r.shipped.load(Relaxed),
         send_errors: r.send_errors.load(Relaxed),
         last_error: r.last_error.lock().clone(),
@@ -113,7 +112,7 @@ pub(super) fn reverse_relay_status(s: &NodeState) -> Option<ReverseRelayStatus> 
 /// A source's apply loop of the reverse journal (and its lag metric).
 pub(super) async fn reverse_apply_status(s: &NodeState) -> Option<ReverseApplyStatus> {
     let a = s.reverse_apply.lock().clone()?;
-    let topic = reverse_topic_name(&s.topic);
+    let topic = s.topic.clone();
     let lag = s.lag_of(&topic, &a).await;
     let halted = a.partitions.lock().values().find_map(|p| p.halted.clone());
     // No partition assigned yet is not "caught up".

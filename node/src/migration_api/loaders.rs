@@ -5,13 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, Source};
+use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, RecordFilter, Source};
 use northwest_control::api::{LoadSnapshotRequest, LoadSnapshotResponse, ReverseApplyResponse};
 
 use super::parse;
 use crate::api::ApiError;
 use crate::state::{Loader, NodeState};
-use crate::topics::reverse_topic_name;
 
 /// Starts (once) the loader that applies the snapshot topic with the same
 /// lock + version check as the journal.
@@ -70,19 +69,26 @@ pub(super) async fn load_snapshot(
     }))
 }
 
-/// Starts (once) the loop applying the reverse journal on a source node.
+/// Starts (once) the loop applying, on a source node, the writes its new
+/// primary takes ("reverse apply"). Every primary journals to the one
+/// journal topic, so the loop reads that topic and applies only the records
+/// of namespaces this node forwards, and none of its own commits.
 pub fn start_reverse_apply(s: &Arc<NodeState>) {
     let mut slot = s.reverse_apply.lock();
     if slot.is_some() {
         return;
     }
-    let topic = reverse_topic_name(&s.topic);
+    let topic = s.topic.clone();
+    let (gate, own) = (s.gate.clone(), s.name.clone());
+    let filter =
+        RecordFilter::new(move |origin, ns| origin != own && gate.proxy(ns.as_str()).is_some());
     let shared = Arc::new(ApplyShared::default());
     let cfg = ApplyConfig {
         batch: s.apply_batch,
         // A record n1 cannot apply is a write n2 acknowledged: halt (the
         // rollback then stops and says why) rather than skip it.
         poison: PoisonPolicy::Halt,
+        filter: Some(filter),
         ..ApplyConfig::new(
             Source::Journal,
             s.kafka.clone(),
@@ -123,6 +129,6 @@ pub(super) async fn reverse_apply(
     }
     start_reverse_apply(&s);
     Ok(Json(ReverseApplyResponse {
-        topic: reverse_topic_name(&s.topic),
+        topic: s.topic.clone(),
     }))
 }

@@ -18,7 +18,6 @@ use crate::config::NodeConfig;
 use crate::cutover::{Gate, ProxyRecord};
 use crate::state::NodeState;
 use crate::telemetry::{Metrics, Roles};
-use crate::topics::reverse_topic_name;
 
 /// Claims the node's name in ZooKeeper (none on local coordination).
 pub(super) async fn claim_name(
@@ -139,8 +138,7 @@ pub(super) async fn resume_routing(cfg: &NodeConfig, state: &Arc<NodeState>) -> 
         }
     }
     // Also after a rollback: records n2 took may still be on their way.
-    let reverse_offsets =
-        northwest_consumer::offsets::load(&state.store, &reverse_topic_name(&cfg.journal.topic))?;
+    let reverse_offsets = northwest_consumer::offsets::load(&state.store, &cfg.journal.topic)?;
     if cfg.journal.enabled && (!proxied.is_empty() || !reverse_offsets.is_empty()) {
         crate::migration_api::start_reverse_apply(state);
     }
@@ -165,12 +163,12 @@ pub(super) fn start_pipeline(
         .enabled
         .then(|| start_relay(cfg, journal_topic(cfg), store, stop_rx, tasks));
     // A target ships the writes of namespaces it is promoted for (none
-    // until a cutover) to the reverse journal.
-    let reverse_relay = cfg.journal.apply.then(|| {
-        let mut spec = journal_topic(cfg);
-        spec.name = reverse_topic_name(&cfg.journal.topic);
-        start_relay(cfg, spec, store, stop_rx, tasks)
-    });
+    // until a cutover) to the journal topic too: one log holds a
+    // namespace's whole history, whichever node served it.
+    let reverse_relay = cfg
+        .journal
+        .apply
+        .then(|| start_relay(cfg, journal_topic(cfg), store, stop_rx, tasks));
     let (control, apply) = start_apply(cfg, store, stop_rx, tasks);
     Parts {
         relay,
@@ -290,6 +288,11 @@ fn start_apply(
             &cfg.journal.topic,
             &format!("northwest-apply-{}", cfg.name),
         )
+    };
+    // Its own commits (as a promoted primary) come back through the topic.
+    let apply_cfg = ApplyConfig {
+        filter: Some(northwest_consumer::RecordFilter::not_from(&cfg.name)),
+        ..apply_cfg
     };
     let (st, sh, stop) = (store.clone(), shared.clone(), stopped(stop));
     tasks.push((

@@ -1,0 +1,99 @@
+//! Recording a switch of primary in the namespace's timeline
+//! (`<root>/timelines/<ns>`), written conditionally on the znode's version
+//! so two writers never lose each other's epoch.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use northwest_control::timeline::{Switch, Timeline};
+use zookeeper_client as zk;
+
+use crate::client::{watermarks, Ctx};
+use crate::error::RecordError;
+
+/// The primary a switch leaves, for a timeline recorded for the first time.
+pub(crate) struct Previous<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub opened_by: String,
+}
+
+/// The namespace's timeline, or `None` when none is recorded yet.
+pub(crate) async fn read(ctx: &Ctx, ns: &str) -> Result<Option<(Timeline, i32)>, RecordError> {
+    let path = ctx.layout.timeline(ns);
+    match ctx.zk.get_data(&path).await {
+        Ok((d, stat)) => serde_json::from_slice(&d)
+            .map(|t| Some((t, stat.version)))
+            .map_err(|e| RecordError::Unreadable {
+                path,
+                reason: e.to_string(),
+            }),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(RecordError::zk(format!("reading {path}"))(e)),
+    }
+}
+
+/// Closes the current epoch of `ns` at `s.at` and opens `s`'s; a timeline
+/// recorded for the first time begins with `prev`'s epoch at the journal's
+/// log start. Idempotent for a resumed run.
+pub(crate) async fn record_switch(
+    ctx: &Ctx,
+    ns: &str,
+    prev: Previous<'_>,
+    s: Switch,
+) -> anyhow::Result<Timeline> {
+    let path = ctx.layout.timeline(ns);
+    for _ in 0..3 {
+        let (mut t, version) = match read(ctx, ns).await? {
+            Some((t, v)) => (t, Some(v)),
+            None => {
+                let begins = log_starts(ctx, &s.topic).await?;
+                let t = Timeline::first(
+                    ns,
+                    prev.name,
+                    prev.url,
+                    &s.topic,
+                    begins,
+                    prev.opened_by.clone(),
+                    s.now_ms,
+                );
+                (t, None)
+            }
+        };
+        if !t.switch(s.clone())? {
+            return Ok(t);
+        }
+        let data = serde_json::to_vec(&t).expect("plain data");
+        let written = match version {
+            Some(v) => ctx.zk.set_data(&path, &data, Some(v)).await.map(|_| ()),
+            None => {
+                ctx.mkdirs(&ctx.layout.timelines()).await?;
+                let opts = zk::CreateMode::Persistent.with_acls(ctx.acls);
+                ctx.zk.create(&path, &data, &opts).await.map(|_| ())
+            }
+        };
+        match written {
+            Ok(()) => return Ok(t),
+            // Another writer got there first: read its epochs and go again.
+            Err(zk::Error::BadVersion | zk::Error::NodeExists) => continue,
+            Err(e) => return Err(RecordError::zk(format!("writing {path}"))(e).into()),
+        }
+    }
+    anyhow::bail!("the timeline {path} kept changing under this run; run it again")
+}
+
+/// Every partition's log start of `topic`.
+async fn log_starts(ctx: &Ctx, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let (c, t) = (ctx.hw.clone(), topic.to_string());
+    let w = tokio::task::spawn_blocking(move || watermarks(&c, &t))
+        .await?
+        .with_context(|| format!("reading where {topic} starts"))?;
+    Ok(w.into_iter().map(|(p, (low, _))| (p, low)).collect())
+}
+
+/// Every partition's high-water mark of `topic` now: a switch's boundary
+/// read after the fact.
+pub(crate) async fn ends_now(ctx: &Ctx, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let (c, t) = (ctx.hw.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || crate::client::high_watermarks(&c, &t)).await?
+}

@@ -1,0 +1,212 @@
+//! One history per namespace: whichever node serves a namespace journals its
+//! client writes to the one journal topic, so the topics hold the whole
+//! history across cutovers and rollbacks. A rebuild after a rollback gets the
+//! writes the new primary took; a standing replica of the journal (a
+//! follower) stays equal to the primary across a migration and a rollback,
+//! killed midway.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use northwest_tests::*;
+
+fn migrate(n1: &str, n2: &str, extra: &[&str]) -> std::process::Output {
+    migrate_json(n1, n2, "app", extra)
+}
+
+async fn blocking_migrate(n1: &str, n2: &str, extra: &[&str]) -> std::process::Output {
+    let (n1, n2) = (n1.to_string(), n2.to_string());
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        migrate(&n1, &n2, &extra)
+    })
+    .await
+    .unwrap()
+}
+
+async fn status(base: &str) -> serde_json::Value {
+    get_json(&format!("{base}/v1/admin/status")).await
+}
+
+async fn put(base: &str, key: &str, body: &str) {
+    let r = reqwest::Client::new()
+        .put(format!("{base}/v1/ns/app/e/{key}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "PUT {key}: {:?}", r.text().await);
+}
+
+async fn delete(base: &str, key: &str) {
+    let r = reqwest::Client::new()
+        .delete(format!("{base}/v1/ns/app/e/{key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "DELETE {key}: {:?}", r.text().await);
+}
+
+async fn get_status(base: &str, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/ns/app/e/{key}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The reproduction: PUT `Old:1` on n1, migrate, PUT `New:1` and
+/// DELETE `Old:1` through n1 (served by n2), roll back, rebuild a fresh n3
+/// from the topics: n3 holds `New:1`, not `Old:1`, and equals n1. Before one
+/// history, n2's writes were only in its reverse journal, which the rebuild
+/// never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_after_a_rollback_holds_the_writes_the_new_primary_took() {
+    let p = Pipeline::start("history-rebuild", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    random_load(&n1, "app", 400, 60, 6).await;
+    put(&n1, "Old:1", "old").await;
+    let load = LoadRun::start(&n1, "app", 80, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let o = blocking_migrate(&n1, &n2, &[]).await;
+    assert_eq!(migrate_report(&o)["phase"], "done");
+    put(&n1, "New:1", "new").await;
+    delete(&n1, "Old:1").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let o = blocking_migrate(&n1, &n2, &["--rollback"]).await;
+    assert_eq!(migrate_report(&o)["rolled_back"], "app");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = load.stop().await;
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        acked.errors.lock().unwrap()
+    );
+
+    let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
+    let n3 = NodeProc::start(
+        p.dir.path(),
+        "n3",
+        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    let o = tokio::task::spawn_blocking({
+        let (n3, n2) = (n3.base.clone(), n2.clone());
+        move || {
+            run_migrate(&[
+                "--from-topics",
+                "--to",
+                &n3,
+                "--compare",
+                &n2,
+                "--json",
+                "--namespace",
+                "app",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let r = migrate_report(&o);
+    assert_eq!(r["compare"]["equal"], true, "n3 equals n2: {r}");
+    wait_caught_up(&n1, &n3.base, Duration::from_secs(60)).await;
+    let d1 = digest(&n1, "app").await;
+    let d3 = get_json(&format!("{}/v1/ns/app/digest?local=true", n3.base)).await;
+    assert_eq!(d1["digest"], d3["digest"], "n3 equals n1: n1 {d1} n3 {d3}");
+    assert_eq!(
+        get_status(&n3.base, "New:1").await,
+        200,
+        "n2's put is on n3"
+    );
+    assert_eq!(
+        get_status(&n3.base, "Old:1").await,
+        404,
+        "n2's delete is on n3"
+    );
+    assert_holds_acked(&n3.base, "app", &acked).await;
+    assert_one_history(&n1, &p.topic, &["n1", "n2", "n1"]).await;
+}
+
+/// The namespace's timeline names `primaries` in order, every record of it
+/// on the journal lies in its committer's epoch (each epoch has some), and
+/// every group's transactions appear in commit order across the epochs.
+async fn assert_one_history(node: &str, topic: &str, primaries: &[&str]) {
+    let o = std::process::Command::new(bin_path("northwest"))
+        .args(["timeline", "--node", node, "--namespace", "app", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t: northwest_control::Timeline = serde_json::from_value(v["timeline"].clone()).unwrap();
+    let names: Vec<&str> = t.epochs.iter().map(|e| e.primary.as_str()).collect();
+    assert_eq!(names, primaries, "{v}");
+    assert!(t.epochs.iter().all(|e| !e.approximate), "{v}");
+    let topic = topic.to_string();
+    let records = tokio::task::spawn_blocking(move || journal_records_at(&topic))
+        .await
+        .unwrap();
+    let per_epoch = assert_epochs_hold_their_primary(&t, &records, "app");
+    assert!(
+        per_epoch.iter().all(|n| *n > 0),
+        "records per epoch {per_epoch:?}"
+    );
+    let app: Vec<_> = records
+        .into_iter()
+        .filter(|(_, _, r)| r.namespace == "app")
+        .map(|(_, _, r)| r)
+        .collect();
+    assert_group_order(&app);
+}
+
+/// A follower: a fourth node that applies the journal and is never
+/// migrated to. Started before the first cutover, it stays equal to the
+/// primary through a migration and a rollback under load, killed with -9
+/// while n2 serves the namespace and started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_stays_equal_to_the_primary_across_a_migration_and_a_rollback() {
+    let p = Pipeline::start("history-follower", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
+    let mut n4 = NodeProc::start(
+        p.dir.path(),
+        "n4",
+        &node_toml("n4", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    random_load(&n1, "app", 400, 60, 6).await;
+    let load = LoadRun::start(&n1, "app", 80, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let o = blocking_migrate(&n1, &n2, &[]).await;
+    assert_eq!(migrate_report(&o)["phase"], "done");
+    // n2 serves; its writes reach the follower through the journal. The
+    // follower dies mid-stream and resumes from its stored offsets.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    n4.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    n4.spawn();
+    n4.wait_healthy();
+    let o = blocking_migrate(&n1, &n2, &["--rollback"]).await;
+    assert_eq!(migrate_report(&o)["rolled_back"], "app");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = load.stop().await;
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        acked.errors.lock().unwrap()
+    );
+    wait_caught_up(&n1, &n4.base, Duration::from_secs(60)).await;
+    let d1 = digest(&n1, "app").await;
+    let d4 = get_json(&format!("{}/v1/ns/app/digest?local=true", n4.base)).await;
+    assert_eq!(d1["digest"], d4["digest"], "n1 {d1} n4 {d4}");
+    assert_holds_acked(&n4.base, "app", &acked).await;
+    assert_one_history(&n4.base, &p.topic, &["n1", "n2", "n1"]).await;
+    let v = get_json(&format!("{}/v1/admin/timeline/app", n4.base)).await;
+    assert_eq!(
+        v["behind"],
+        serde_json::json!([{"epoch": 0, "records": 0}, {"epoch": 1, "records": 0}, {"epoch": 2, "records": null}]),
+        "the follower read both closed epochs to their ends: {v}"
+    );
+}
