@@ -210,3 +210,75 @@ async fn a_follower_stays_equal_to_the_primary_across_a_migration_and_a_rollback
         "the follower read both closed epochs to their ends: {v}"
     );
 }
+
+/// A chain: n1 -> n2, then n2 -> n3 under continuous mixed load through n1
+/// with no failed request. Each hop is verified; n1 then forwards straight
+/// to n3 (one hop), n2 forwards to n3 and takes no write of its own, and
+/// both old primaries keep a copy equal to n3. The timeline names n1, n2,
+/// n3, and every record on the journal lies in its committer's epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_moves_on_from_the_node_it_was_migrated_to() {
+    let p = Pipeline::start("history-chain", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
+    let n3 = NodeProc::start(
+        p.dir.path(),
+        "n3",
+        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    let n3u = n3.base.clone();
+    random_load(&n1, "app", 400, 60, 6).await;
+    let load = LoadRun::start(&n1, "app", 80, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = migrate_report(&blocking_migrate(&n1, &n2, &[]).await);
+    assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The old direction is refused with where to go instead.
+    let o = blocking_migrate(&n1, &n3u, &[]).await;
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("--from {n2}")), "{err}");
+    let r = migrate_report(&blocking_migrate(&n2, &n3u, &[]).await);
+    assert_eq!(r["phase"], "done", "{r}");
+    assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let acked = load.stop().await;
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        acked.errors.lock().unwrap()
+    );
+    assert_eq!(acked.stale_reads.load(Ordering::Relaxed), 0);
+    let (s1, s2, s3) = (status(&n1).await, status(&n2).await, status(&n3u).await);
+    assert_eq!(s1["proxies"]["app"], n3u.as_str(), "n1 forwards one hop: {s1}");
+    assert_eq!(s2["proxies"]["app"], n3u.as_str(), "{s2}");
+    assert_eq!(s2["promoted"], serde_json::json!([]), "n2 was demoted: {s2}");
+    assert_eq!(s3["promoted"], serde_json::json!(["app"]), "{s3}");
+    assert_holds_acked(&n3u, "app", &acked).await;
+    // Both old primaries follow the namespace: n2 applies the journal, n1
+    // applies what the primary of a namespace it forwards writes.
+    wait_caught_up(&n3u, &n2, Duration::from_secs(60)).await;
+    let d3 = digest(&n3u, "app").await;
+    for n in [&n1, &n2] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let d = get_json(&format!("{n}/v1/ns/app/digest?local=true")).await;
+            if d["digest"] == d3["digest"] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n}'s copy {d} != n3's {d3}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    assert_one_history(&n1, &p.topic, &["n1", "n2", "n3"]).await;
+    let kept = std::process::Command::new(bin_path("northwest"))
+        .args(["timeline", "--node", &n3u, "--namespace", "app"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&kept.stdout);
+    assert!(text.contains("epoch 2") && text.contains("(current)"), "{text}");
+}
