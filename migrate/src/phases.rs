@@ -176,26 +176,8 @@ async fn switch(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
 /// forward to n2 directly, so no request takes two hops; n1, which forwards
 /// now, is demoted (it stops journaling the namespace).
 async fn hand_on(ctx: &Ctx, st: &MigrationRecord, t: &Timeline) -> anyhow::Result<()> {
-    let (n1, n2) = (st.from.as_str(), st.to.as_str());
-    let mut older: Vec<&str> = t.epochs.iter().map(|e| e.primary_url.as_str()).collect();
-    older.sort_unstable();
-    older.dedup();
-    for node in older.into_iter().filter(|u| *u != n1 && *u != n2) {
-        match ctx.status(node).await {
-            Ok(s) if s.forwards(&st.ns) == Some(n1) => {
-                ctx.retarget(node, n1, n2)
-                    .await
-                    .with_context(|| format!("making {node} forward {} to {n2}", st.ns))?;
-            }
-            Ok(_) => {}
-            // A retired node: it forwards nothing any more, or it comes
-            // back forwarding to n1, which forwards on (two hops, refused
-            // past that).
-            Err(e) => {
-                tracing::warn!(%node, error = %e, "an earlier primary did not answer; if it comes back it forwards to {n1}")
-            }
-        }
-    }
+    let n1 = st.from.as_str();
+    timeline::retarget_older(ctx, t, n1, &st.to).await?;
     ctx.demote(n1)
         .await
         .context("demoting n1 (it forwards the namespace to n2 already)")?;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use northwest_control::api::{self, ReverseApplyResponse};
+use northwest_control::api::{self, PromoteRequest, ReverseApplyResponse};
 use northwest_control::record::{RollbackReport, RollbackVerify};
 use northwest_control::{ErrorCode, MigrationRecord, Phase, RoutingRecord};
 use serde::Serialize;
@@ -54,14 +54,22 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         .into());
     };
     let topic = reverse.topic;
-    let _: ReverseApplyResponse = ctx
-        .admin
-        .post(&n1, api::path::REVERSE_APPLY, &serde_json::json!({}))
-        .await?;
+    // A source applies n2's writes by its reverse apply; the target an
+    // earlier hop came from (a chained migration) by its apply loop.
+    let by = match s1.role.as_str() {
+        "target" => Applied::Journal,
+        _ => Applied::Reverse,
+    };
+    if matches!(by, Applied::Reverse) {
+        let _: ReverseApplyResponse = ctx
+            .admin
+            .post(&n1, api::path::REVERSE_APPLY, &serde_json::json!({}))
+            .await?;
+    }
     let t = Instant::now();
-    catch_up(ctx, &n1, &n2).await?;
+    catch_up(ctx, &n1, &n2, by).await?;
     let catch_up_s = t.elapsed().as_secs_f64();
-    let verified = verify(ctx, &ns, &n1, &n2, &topic).await?;
+    let verified = verify(ctx, &ns, (&n1, &n2), &topic, by).await?;
     if !ctx.a.quiet {
         eprintln!(
             "rollback: n1 caught up in {catch_up_s:.2} s; n1 = n2: {} entities (writes paused {:.1} ms)",
@@ -70,7 +78,7 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
     }
     let mut expired = 0;
     let (pause_ms, boundary) = loop {
-        match switch_back(ctx, &n1, &n2, &topic).await {
+        match switch_back(ctx, (&n1, &n2), &topic, by).await {
             Ok(p) => break p,
             Err(e) if expired < 2 && answered(&e, ErrorCode::FenceExpired) => {
                 expired += 1;
@@ -171,9 +179,10 @@ async fn done(
         now_ms: northwest_store::store::now_ms_pub(),
         approximate,
     };
-    timeline::record_switch(ctx, ns, prev, next)
+    let t = timeline::record_switch(ctx, ns, prev, next)
         .await
         .context("recording n1's new epoch in the namespace's timeline")?;
+    timeline::retarget_older(ctx, &t, &n2, &n1).await?;
     // Clients that follow the routing record go to n1 again.
     ctx.write_routing(&RoutingRecord {
         primary: n1.clone(),
@@ -206,18 +215,54 @@ async fn done(
     Ok(())
 }
 
-/// Waits until n1 applied the reverse journal to within `--max-lag`.
-async fn catch_up(ctx: &Ctx, n1: &str, n2: &str) -> anyhow::Result<()> {
+/// How far n1's apply of n2's writes is, read from its status.
+struct Catching {
+    halted: Option<String>,
+    lag: Option<i64>,
+    last_error: Option<String>,
+    running: bool,
+    lag_error: Option<String>,
+}
+
+impl Catching {
+    fn of(s1: api::NodeStatus, by: Applied) -> Catching {
+        match by {
+            Applied::Reverse => {
+                let r = s1.reverse_apply;
+                Catching {
+                    halted: r.as_ref().and_then(|r| r.halted.clone()),
+                    lag: r.as_ref().and_then(|r| r.lag_records),
+                    last_error: r.as_ref().and_then(|r| r.last_error.clone()),
+                    running: r.as_ref().is_some_and(|r| r.running),
+                    lag_error: r.as_ref().and_then(|r| r.lag_error.clone()),
+                }
+            }
+            Applied::Journal => {
+                let (halted, lag) = (s1.halted().map(str::to_string), s1.journal_lag());
+                let a = s1.apply;
+                Catching {
+                    halted,
+                    lag: a.as_ref().filter(|a| !a.partitions.is_empty()).map(|_| lag),
+                    last_error: a.as_ref().and_then(|a| a.last_error.clone()),
+                    running: a.as_ref().is_some_and(|a| a.running),
+                    lag_error: a.as_ref().and_then(|a| a.lag_error.clone()),
+                }
+            }
+        }
+    }
+}
+
+/// Waits until n1 applied n2's writes to within `--max-lag`.
+async fn catch_up(ctx: &Ctx, n1: &str, n2: &str, by: Applied) -> anyhow::Result<()> {
     let b = crate::progress::bar(0, "reverse", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
-        let s1 = ctx.status(n1).await?;
-        let r = s1.reverse_apply;
-        if let Some(h) = r.as_ref().and_then(|r| r.halted.as_deref()) {
-            bail!("n1 halted a partition of the reverse journal: {h}");
+        let c = Catching::of(ctx.status(n1).await?, by);
+        if let Some(h) = &c.halted {
+            bail!("n1 halted a partition of the journal it applies n2's writes from: {h}");
         }
-        let lag = r.as_ref().and_then(|r| r.lag_records);
-        let last_error = r.as_ref().and_then(|r| r.last_error.as_deref());
+        let lag = c.lag;
+        let last_error = c.last_error.as_deref();
         b.set_message(format!(
             "n1 behind n2 by {} records{}",
             lag.map_or("?".into(), |l| l.to_string()),
@@ -225,8 +270,8 @@ async fn catch_up(ctx: &Ctx, n1: &str, n2: &str) -> anyhow::Result<()> {
                 .map(|e| format!("; apply error: {e}"))
                 .unwrap_or_default()
         ));
-        let running = r.as_ref().is_some_and(|r| r.running);
-        let lag_error = r.as_ref().and_then(|r| r.lag_error.as_deref());
+        let running = c.running;
+        let lag_error = c.lag_error.as_deref();
         if running && lag_error.is_none() && lag.is_some_and(|l| l <= ctx.a.max_lag) {
             b.finish_and_clear();
             return Ok(());
@@ -248,15 +293,15 @@ async fn catch_up(ctx: &Ctx, n1: &str, n2: &str) -> anyhow::Result<()> {
 async fn verify(
     ctx: &Ctx,
     ns: &str,
-    n1: &str,
-    n2: &str,
+    (n1, n2): (&str, &str),
     topic: &str,
+    by: Applied,
 ) -> anyhow::Result<RollbackVerify> {
     let t = Instant::now();
     ctx.fence(n1, 30_000).await?;
     let r = async {
         let f2 = ctx.fence(n2, 30_000).await?;
-        drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await?;
+        drain(ctx, &reverse(n1, n2, topic, by), &f2, DRAIN_FOR).await?;
         let (d1, d2) = tokio::try_join!(ctx.digest(n1, true), ctx.digest(n2, true))?;
         anyhow::Ok((d1, d2))
     }
@@ -284,13 +329,13 @@ async fn verify(
 /// How long a drain under the fences may hold writes.
 const DRAIN_FOR: Duration = Duration::from_secs(8);
 
-/// The reverse journal's drain path: n2's outbox into n1.
-fn reverse<'a>(n1: &'a str, n2: &'a str, topic: &'a str) -> DrainPath<'a> {
+/// The drain path back: n2's outbox into n1.
+fn reverse<'a>(n1: &'a str, n2: &'a str, topic: &'a str, by: Applied) -> DrainPath<'a> {
     DrainPath {
         from: n2,
         to: n1,
         topic,
-        applied: Applied::Reverse,
+        applied: by,
     }
 }
 
@@ -298,9 +343,9 @@ fn reverse<'a>(n1: &'a str, n2: &'a str, topic: &'a str) -> DrainPath<'a> {
 /// the journal's marks under the fences (n1's new epoch begins there).
 async fn switch_back(
     ctx: &Ctx,
-    n1: &str,
-    n2: &str,
+    (n1, n2): (&str, &str),
     topic: &str,
+    by: Applied,
 ) -> anyhow::Result<(f64, BTreeMap<i32, i64>)> {
     let t = Instant::now();
     // n1's fence holds its clients while the proxies flip; n2's guarantees
@@ -318,7 +363,7 @@ async fn switch_back(
         let _ = ctx.unfence(n1).await;
         e
     };
-    let boundary = match drain(ctx, &reverse(n1, n2, topic), &f2, DRAIN_FOR).await {
+    let boundary = match drain(ctx, &reverse(n1, n2, topic, by), &f2, DRAIN_FOR).await {
         Ok(hw) => hw,
         Err(e) => return Err(lift(e.context("draining n2's writes into n1")).await),
     };
@@ -333,6 +378,19 @@ async fn switch_back(
     }
     if northwest_store::failpoint::hit("rollback::between_switches") {
         bail!("injected failure at rollback::between_switches");
+    }
+    if matches!(by, Applied::Journal) {
+        // n1 is a target (a chained hop's source): n2's proxy step promoted
+        // it unconfirmed; confirmed, it serves its own clients again once
+        // it stops forwarding.
+        let confirm = PromoteRequest {
+            namespace: ctx.a.namespace.clone(),
+            confirm: true,
+            ..Default::default()
+        };
+        ctx.promote(n1, &confirm).await.context(
+            "confirming n1's promotion (n2 forwards to n1 already): run --rollback again",
+        )?;
     }
     ctx.unproxy(n1, true).await.context(
         "making n1 serve the namespace again (n2 already forwards it to n1, so requests are \

@@ -82,6 +82,36 @@ pub(crate) async fn record_switch(
     anyhow::bail!("the timeline {path} kept changing under this run; run it again")
 }
 
+/// Nodes of the timeline (earlier primaries) that forward the namespace to
+/// `old` forward it to `new` instead, so no request takes two hops.
+pub(crate) async fn retarget_older(
+    ctx: &Ctx,
+    t: &Timeline,
+    old: &str,
+    new: &str,
+) -> anyhow::Result<()> {
+    let ns = &t.namespace;
+    let mut older: Vec<&str> = t.epochs.iter().map(|e| e.primary_url.as_str()).collect();
+    older.sort_unstable();
+    older.dedup();
+    for node in older.into_iter().filter(|u| *u != old && *u != new) {
+        match ctx.status(node).await {
+            Ok(s) if s.forwards(ns) == Some(old) => {
+                ctx.retarget(node, old, new)
+                    .await
+                    .with_context(|| format!("making {node} forward {ns} to {new}"))?;
+            }
+            Ok(_) => {}
+            // A retired node: if it comes back forwarding to `old`, that
+            // one forwards on (two hops; refused past that).
+            Err(e) => {
+                tracing::warn!(%node, error = %e, "an earlier primary did not answer; if it comes back it forwards {ns} to {old}")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every partition's log start of `topic`.
 async fn log_starts(ctx: &Ctx, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
     let (c, t) = (ctx.hw.clone(), topic.to_string());

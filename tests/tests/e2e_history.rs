@@ -251,9 +251,17 @@ async fn a_namespace_moves_on_from_the_node_it_was_migrated_to() {
     );
     assert_eq!(acked.stale_reads.load(Ordering::Relaxed), 0);
     let (s1, s2, s3) = (status(&n1).await, status(&n2).await, status(&n3u).await);
-    assert_eq!(s1["proxies"]["app"], n3u.as_str(), "n1 forwards one hop: {s1}");
+    assert_eq!(
+        s1["proxies"]["app"],
+        n3u.as_str(),
+        "n1 forwards one hop: {s1}"
+    );
     assert_eq!(s2["proxies"]["app"], n3u.as_str(), "{s2}");
-    assert_eq!(s2["promoted"], serde_json::json!([]), "n2 was demoted: {s2}");
+    assert_eq!(
+        s2["promoted"],
+        serde_json::json!([]),
+        "n2 was demoted: {s2}"
+    );
     assert_eq!(s3["promoted"], serde_json::json!(["app"]), "{s3}");
     assert_holds_acked(&n3u, "app", &acked).await;
     // Both old primaries follow the namespace: n2 applies the journal, n1
@@ -280,5 +288,66 @@ async fn a_namespace_moves_on_from_the_node_it_was_migrated_to() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&kept.stdout);
-    assert!(text.contains("epoch 2") && text.contains("(current)"), "{text}");
+    assert!(
+        text.contains("epoch 2") && text.contains("(current)"),
+        "{text}"
+    );
+}
+
+/// n1 -> n2 -> n3, then the last hop rolled back (n2 serves again, a target
+/// that applies n3's writes by its apply loop), then the namespace moves on
+/// to n3 once more: all under load through n1 with no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chained_hop_rolls_back_and_moves_on_again() {
+    let p = Pipeline::start("history-chain-back", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
+    let n3 = NodeProc::start(
+        p.dir.path(),
+        "n3",
+        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    let n3u = n3.base.clone();
+    random_load(&n1, "app", 300, 50, 6).await;
+    let load = LoadRun::start(&n1, "app", 60, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        migrate_report(&blocking_migrate(&n1, &n2, &[]).await)["phase"],
+        "done"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        migrate_report(&blocking_migrate(&n2, &n3u, &[]).await)["phase"],
+        "done"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = migrate_report(&blocking_migrate(&n2, &n3u, &["--rollback"]).await);
+    assert_eq!(r["rolled_back"], "app", "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s1, s2, s3) = (status(&n1).await, status(&n2).await, status(&n3u).await);
+    assert_eq!(
+        s1["proxies"]["app"],
+        n2.as_str(),
+        "n1 forwards one hop: {s1}"
+    );
+    assert!(s2["proxies"]["app"].is_null(), "n2 serves: {s2}");
+    assert_eq!(s2["promoted"], serde_json::json!(["app"]), "{s2}");
+    assert_eq!(s2["promotion_unconfirmed"], serde_json::json!([]), "{s2}");
+    assert_eq!(s3["proxies"]["app"], n2.as_str(), "{s3}");
+    assert_eq!(s3["promoted"], serde_json::json!([]), "{s3}");
+    // Clients of n2 itself are served (not only what n1 forwards).
+    put(&n2, "Direct:1", "on n2").await;
+    let r = migrate_report(&blocking_migrate(&n2, &n3u, &[]).await);
+    assert_eq!(r["verify"]["differing_kinds"], serde_json::json!([]), "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = load.stop().await;
+    assert_eq!(
+        acked.failed.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        acked.errors.lock().unwrap()
+    );
+    assert_holds_acked(&n3u, "app", &acked).await;
+    assert_eq!(get_status(&n3u, "Direct:1").await, 200);
+    assert_one_history(&n3u, &p.topic, &["n1", "n2", "n3", "n2", "n3"]).await;
 }
