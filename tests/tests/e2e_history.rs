@@ -351,3 +351,53 @@ async fn a_chained_hop_rolls_back_and_moves_on_again() {
     assert_eq!(get_status(&n3u, "Direct:1").await, 200);
     assert_one_history(&n3u, &p.topic, &["n1", "n2", "n3", "n2", "n3"]).await;
 }
+
+/// Three namespaces migrate at once under load on all of them: two from n1
+/// to n2, one from n1 to n3, each with its own orchestrator, fences and
+/// timeline; nothing fails and each new primary holds every acknowledged
+/// write of its namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_namespaces_migrate_concurrently_under_load() {
+    let p = Pipeline::start("history-concurrent", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
+    let n3 = NodeProc::start(
+        p.dir.path(),
+        "n3",
+        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    let plan = [("red", n2.clone()), ("green", n2.clone()), ("blue", n3.base.clone())];
+    let mut loads = Vec::new();
+    for (ns, _) in &plan {
+        random_load(&n1, ns, 200, 40, 4).await;
+        loads.push(LoadRun::start(&n1, ns, 40, 2));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let runs: Vec<_> = plan
+        .iter()
+        .map(|(ns, to)| {
+            let (n1, to, ns) = (n1.clone(), to.clone(), ns.to_string());
+            tokio::task::spawn_blocking(move || migrate_json(&n1, &to, &ns, &[]))
+        })
+        .collect();
+    for (run, (ns, to)) in runs.into_iter().zip(&plan) {
+        let r = migrate_report(&run.await.unwrap());
+        assert_eq!(r["phase"], "done", "{ns}: {r}");
+        assert_eq!(r["to"], to.as_str(), "{r}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s1 = status(&n1).await;
+    for ((ns, to), load) in plan.iter().zip(loads) {
+        let acked = load.stop().await;
+        assert_eq!(
+            acked.failed.load(Ordering::Relaxed),
+            0,
+            "{ns}: {:?}",
+            acked.errors.lock().unwrap()
+        );
+        assert_eq!(s1["proxies"][ns], to.as_str(), "{s1}");
+        assert_holds_acked(to, ns, &acked).await;
+        let v = get_json(&format!("{to}/v1/admin/timeline/{ns}")).await;
+        assert_eq!(v["timeline"]["epochs"].as_array().unwrap().len(), 2, "{v}");
+    }
+}
