@@ -39,6 +39,13 @@ pub fn text(v: &TimelineView) -> String {
     let mut out = String::new();
     let t = &v.timeline;
     let _ = writeln!(out, "timeline of namespace {}", t.namespace);
+    if t.epochs.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no switch of primary recorded: its first primary has served it since the \
+             journal began"
+        );
+    }
     for e in &t.epochs {
         let ends = match &e.ends {
             Some(o) => format!("{o:?}"),

@@ -209,6 +209,17 @@ async fn a_follower_stays_equal_to_the_primary_across_a_migration_and_a_rollback
         serde_json::json!([{"epoch": 0, "records": 0}, {"epoch": 1, "records": 0}, {"epoch": 2, "records": null}]),
         "the follower read both closed epochs to their ends: {v}"
     );
+    let page = tokio::task::spawn_blocking({
+        let url = format!("{}/", n4.base);
+        move || northwest_tests::browser::load(&url, 3000, None)
+    })
+    .await
+    .unwrap();
+    let shown = page.text_of("timelines").unwrap_or_default();
+    assert!(
+        shown.contains("epoch 2") && shown.contains("rollback of"),
+        "the dashboard shows the timeline: {shown}"
+    );
 }
 
 /// A chain: n1 -> n2, then n2 -> n3 under continuous mixed load through n1
@@ -366,7 +377,11 @@ async fn three_namespaces_migrate_concurrently_under_load() {
         "n3",
         &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
     );
-    let plan = [("red", n2.clone()), ("green", n2.clone()), ("blue", n3.base.clone())];
+    let plan = [
+        ("red", n2.clone()),
+        ("green", n2.clone()),
+        ("blue", n3.base.clone()),
+    ];
     let mut loads = Vec::new();
     for (ns, _) in &plan {
         random_load(&n1, ns, 200, 40, 4).await;

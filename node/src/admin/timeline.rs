@@ -33,14 +33,19 @@ pub(super) async fn timeline(
         ));
     };
     let path = s.layout.timeline(ns.as_str());
-    let data = match zk.client().get_data(&path).await {
-        Ok((d, _)) => d,
-        Err(zookeeper_client::Error::NoNode) => {
-            return Err(not_found(format!(
-                "no switch of primary is recorded for namespace {ns} ({path}): it has been \
-                 served by its first primary since the journal began"
-            )))
-        }
+    // None recorded: the namespace has had one primary since the journal
+    // began (an empty timeline, not an error: every page may ask).
+    let timeline = match zk.client().get_data(&path).await {
+        Ok((d, _)) => serde_json::from_slice(&d).map_err(|e| {
+            ApiError::unavailable(
+                ErrorCode::NotReady,
+                format!("{path} is not a timeline this node can read ({e}): a newer orchestrator wrote it?"),
+            )
+        })?,
+        Err(zookeeper_client::Error::NoNode) => Timeline {
+            namespace: ns.to_string(),
+            epochs: Vec::new(),
+        },
         Err(e) => {
             return Err(ApiError::unavailable(
                 ErrorCode::NotReady,
@@ -48,14 +53,6 @@ pub(super) async fn timeline(
             ))
         }
     };
-    let timeline: Timeline = serde_json::from_slice(&data).map_err(|e| {
-        ApiError::unavailable(
-            ErrorCode::NotReady,
-            format!(
-                "{path} is not a timeline this node can read ({e}): a newer orchestrator wrote it?"
-            ),
-        )
-    })?;
     let applied: northwest_control::timeline::Offsets = offsets::load(&s.store, &s.topic)?.into();
     Ok(Json(TimelineView {
         behind: behind(&timeline, &applied),
