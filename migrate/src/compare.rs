@@ -49,12 +49,12 @@ pub(crate) async fn compare(
         ))
         .into());
     }
-    // A promoted n2 took the namespace's writes after its cutover, and those
-    // are in its reverse journal, which a rebuild does not read.
+    // The primary takes writes while the two are compared: the position
+    // is the journal's end, which its writes keep moving.
     let note = s2.promoted.iter().any(|n| n == ns).then(|| {
         format!(
-            "{n2} is the primary of {ns}: writes it took after its cutover are in its reverse \
-             journal, which a rebuild does not read, so they are not on n3"
+            "{n2} is the primary of {ns}: it journals the writes it takes, so n3 follows it; \
+             compared at one journal position"
         )
     });
     const ATTEMPTS: u32 = 5;

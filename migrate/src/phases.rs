@@ -41,7 +41,8 @@ async fn init(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
         && !s1.promotion_unconfirmed.contains(&st.ns);
     if s1.role != "source" && !serves_as_target {
         return Err(Refused(format!(
-            "n1 ({n1}) does not journal namespace {}: a source (journal.enabled = true) or the              target an earlier migration made its primary can be migrated from",
+            "n1 ({n1}) does not journal namespace {}: a source (journal.enabled = true) or the \
+             target an earlier migration made its primary can be migrated from",
             st.ns
         ))
         .into());

@@ -1,7 +1,8 @@
 //! `migrate --rollback`: moves a namespace's primary back to n1 after the
 //! cutover. From the switch on, n2 journals the namespace's client writes to
-//! the reverse journal (`<journal>.reverse`) and n1 applies it with the same
-//! lock + version + stored-offset rules; the rollback waits for n1 to catch
+//! the journal topic and n1 applies them (a source by its reverse apply, a
+//! chained hop's target by its apply loop) with the same lock + version +
+//! stored-offset rules; the rollback waits for n1 to catch
 //! up, then, with both nodes fenced, drains n2's writes into n1, makes n1
 //! serve the namespace again and n2 forward it back, and lifts the fences.
 
@@ -54,18 +55,7 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         .into());
     };
     let topic = reverse.topic;
-    // A source applies n2's writes by its reverse apply; the target an
-    // earlier hop came from (a chained migration) by its apply loop.
-    let by = match s1.role.as_str() {
-        "target" => Applied::Journal,
-        _ => Applied::Reverse,
-    };
-    if matches!(by, Applied::Reverse) {
-        let _: ReverseApplyResponse = ctx
-            .admin
-            .post(&n1, api::path::REVERSE_APPLY, &serde_json::json!({}))
-            .await?;
-    }
+    let by = start_following(ctx, &s1, &n1).await?;
     let t = Instant::now();
     catch_up(ctx, &n1, &n2, by).await?;
     let catch_up_s = t.elapsed().as_secs_f64();
@@ -100,6 +90,20 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         ..Default::default()
     };
     done(ctx, st, &ns, detail, Some(boundary)).await
+}
+
+/// How n1 applies n2's writes: a source by its reverse apply (started here
+/// if it is not running), the target an earlier hop came from (a chained
+/// migration) by its apply loop.
+async fn start_following(ctx: &Ctx, s1: &api::NodeStatus, n1: &str) -> anyhow::Result<Applied> {
+    if s1.role == "target" {
+        return Ok(Applied::Journal);
+    }
+    let _: ReverseApplyResponse = ctx
+        .admin
+        .post(n1, api::path::REVERSE_APPLY, &serde_json::json!({}))
+        .await?;
+    Ok(Applied::Reverse)
 }
 
 /// The recorded migration of the namespace, if it is one a rollback can

@@ -47,7 +47,15 @@ pub(crate) async fn record_switch(
         let (mut t, version) = match read(ctx, ns).await? {
             Some((t, v)) => (t, Some(v)),
             None => {
-                let begins = log_starts(ctx, &s.topic).await?;
+                // Where the journal starts now, or the switch's boundary if
+                // retention already passed it.
+                let mut begins = log_starts(ctx, &s.topic).await?;
+                for (p, at) in &s.at {
+                    begins
+                        .entry(*p)
+                        .and_modify(|b| *b = (*b).min(*at))
+                        .or_insert(*at);
+                }
                 let t = Timeline::first(
                     ns,
                     prev.name,

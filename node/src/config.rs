@@ -239,8 +239,9 @@ pub struct JournalConfig {
     /// (`NW_KAFKA`).
     pub brokers: String,
     /// The journal topic (default `northwest.journal`): a source writes it,
-    /// its target applies the same one; a promoted target writes
-    /// `<topic>.reverse`. Overridden by `--topic` (`NORTHWEST_TOPIC`).
+    /// its target applies the same one, and a promoted target writes it
+    /// too (one history per namespace). Overridden by `--topic`
+    /// (`NORTHWEST_TOPIC`).
     pub topic: String,
     /// Partitions of the journal topics the node creates (at least 1;
     /// default 8). An existing topic with another count is used as it is.

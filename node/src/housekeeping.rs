@@ -33,7 +33,9 @@ pub async fn sample_loop(st: Arc<NodeState>, stop: impl Future<Output = ()>) -> 
             Ok(sample) => st.history.push(sample),
             Err(_) => tracing::warn!("sampling the pipeline took over {STEP_TIMEOUT:?}; skipped"),
         }
-        if st.relay.is_some() {
+        // A promoted target journals too: nodes applying its records wait
+        // on its horizon for their marker GC.
+        if st.relay.is_some() || st.reverse_relay.is_some() {
             let reported = tokio::time::timeout(STEP_TIMEOUT, crate::marker_gc::report_outbox(&st))
                 .await
                 .unwrap_or_else(|_| Err("ZooKeeper did not answer in time".into()));

@@ -196,7 +196,8 @@ async fn retarget(
                 status: StatusCode::CONFLICT,
                 code: ErrorCode::BadRequest,
                 message: format!(
-                    "this node forwards namespace {ns} to {other:?}, not to {from}: nothing to                      retarget"
+                    "this node forwards namespace {ns} to {other:?}, not to {from}: nothing to \
+                     retarget"
                 ),
             })
         }

@@ -1,9 +1,11 @@
 //! `northwest-chaos`: a seeded fault campaign. Each run migrates a namespace
-//! from n1 to n2 under mixed load while a schedule drawn from the seed kills
-//! -9 and restarts n1, n2 and the orchestrator, restarts the broker and
-//! ZooKeeper, and stalls the orchestrator while n1 is fenced so the fence
-//! expires; then the history checker holds n2 to everything the clients
-//! were told. A failing run prints its seed and schedule: `--seed S --runs 1`
+//! from n1 to n2 under mixed load, then (by the seed's [`Scenario`]) rolls
+//! it back to n1 or moves it on to n3, while a schedule drawn from the seed
+//! kills -9 and restarts n1, n2 and the orchestrator, restarts the broker
+//! and ZooKeeper, and stalls the orchestrator while n1 is fenced so the
+//! fence expires; n3 follows the journal throughout. Then the history
+//! checker holds the final primary, and every other node once it caught
+//! up, to everything the clients were told. A failing run prints its seed and schedule: `--seed S --runs 1`
 //! replays it.
 //!
 //! The campaign runs on a stack of its own (ports `--zk-port` and
@@ -112,6 +114,29 @@ fn marker_gc_on(seed: u64) -> bool {
 const N2_MARKER_GC: &str =
     "retention_ms = 500\n[store]\nmarker_retention_hours = 0.0002\nmarker_gc_interval_s = 1\n";
 
+/// What a run does after its first migration, by seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// n1 -> n2; n3 a follower.
+    Migrate,
+    /// n1 -> n2, then `--rollback` to n1; n3 a follower.
+    Rollback,
+    /// n1 -> n2, then n2 -> n3 (a chained hop).
+    Chain,
+}
+
+impl Scenario {
+    pub fn of(seed: u64) -> Scenario {
+        // Over six seeds every scenario meets marker GC on and off.
+        match seed % 3 {
+            0 => Scenario::Migrate,
+            1 => Scenario::Rollback,
+            _ => Scenario::Chain,
+        }
+    }
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Planned {
     pub at_ms: u64,
@@ -150,6 +175,7 @@ pub struct RunReport {
     /// n2 collected delete markers (retention in seconds, a pass every
     /// second) during the run: every second seed.
     pub marker_gc: bool,
+    pub scenario: Scenario,
 }
 
 impl RunReport {
@@ -333,6 +359,7 @@ async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
         error: None,
         seconds: 0.0,
         marker_gc: marker_gc_on(seed),
+        scenario: Scenario::of(seed),
     };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -392,9 +419,10 @@ async fn drive(
         crate::stack::unique(&format!("s{seed}"))
     );
     let topic = crate::stack::unique(&format!("chaos-s{seed}"));
-    let (p1, p2) = (free_port(), free_port());
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let (d, r, t) = (dir.to_path_buf(), root.clone(), topic.clone());
     let a1 = addrs.clone();
+    let scenario = Scenario::of(seed);
     let started = tokio::task::spawn_blocking(move || {
         let kafka = format!("\n[kafka]\n\"message.timeout.ms\" = \"{MESSAGE_TIMEOUT_MS}\"\n");
         let n2_extra = if marker_gc_on(seed) {
@@ -408,10 +436,11 @@ async fn drive(
             "n2",
             &node_toml_at(&a1, "n2", &d, p2, &r, &t, &n2_extra),
         );
-        (n1, n2)
+        let n3 = NodeProc::start(&d, "n3", &node_toml_at(&a1, "n3", &d, p3, &r, &t, &kafka));
+        (n1, n2, n3)
     })
     .await;
-    let (n1, n2) = match started {
+    let (n1, n2, mut n3) = match started {
         Ok(n) => n,
         Err(e) => {
             return (
@@ -425,7 +454,7 @@ async fn drive(
             )
         }
     };
-    let (base1, base2) = (n1.base.clone(), n2.base.clone());
+    let (base1, base2, base3) = (n1.base.clone(), n2.base.clone(), n3.base.clone());
     let n2_proxy = crate::fault_proxy::FaultProxy::start(base2.trim_start_matches("http://")).await;
     // n1 forwards to n2, and the orchestrator promotes it, through the proxy.
     let via2 = format!("http://{}", n2_proxy.addr);
@@ -462,6 +491,7 @@ async fn drive(
         addrs.clone(),
         Duration::from_secs(a.window_s + a.finish_timeout_s),
         a.snapshot_rate,
+        (scenario, base3.clone()),
     ));
     let faults = inject(world.clone(), &plan, &base1).await;
     let (runs, err) = orchestrator
@@ -480,10 +510,21 @@ async fn drive(
             .find(|(_, what)| what.contains(" FAILED"))
             .map(|(f, what)| format!("{f:?}: {what}"))
     });
+    let primary = match scenario {
+        Scenario::Migrate => &base2,
+        Scenario::Rollback => &base1,
+        Scenario::Chain => &base3,
+    };
     let (check, dlq, halted) = if error.is_none() {
-        match final_state(&base2, &history.keys()).await {
+        match final_state(primary, &history.keys()).await {
             Ok(state) => match apply_health(&base2, &addrs.1, &topic).await {
-                Ok((dlq, halted)) => (history::check(&history.events(), &state), dlq, halted),
+                Ok((dlq, halted)) => {
+                    let check = history::check(&history.events(), &state);
+                    let nodes = [&base1, &base2, &base3];
+                    let others = nodes.into_iter().filter(|b| *b != primary);
+                    error = followers_hold(others, primary, &history).await.err();
+                    (check, dlq, halted)
+                }
                 Err(e) => {
                     error = Some(e);
                     (Report::default(), 0, 0)
@@ -503,6 +544,7 @@ async fn drive(
         w.n2.lock().unwrap().kill9();
     })
     .await;
+    n3.kill9();
     delete_topics(&addrs.1, &topic).await;
     (faults, runs, mig_s, check, dlq, halted, error)
 }
@@ -645,40 +687,119 @@ async fn read(req: reqwest::RequestBuilder) -> Outcome {
     }
 }
 
-/// Runs `northwest migrate` until it reports `done`, again after every
-/// failure or kill, as an operator would; `(runs, error)`.
+/// Every node other than the primary, once it applied everything the
+/// primary shipped, holds what the clients were told too.
+async fn followers_hold(
+    nodes: impl Iterator<Item = &String>,
+    primary: &str,
+    h: &History,
+) -> Result<(), String> {
+    for node in nodes {
+        caught_up(primary, node).await?;
+        let state = final_state(node, &h.keys()).await?;
+        let c = history::check(&h.events(), &state);
+        if c.violations() > 0 {
+            return Err(format!(
+                "{node} (not the primary) lost {} duplicated {} divergent {} resurrected {}: {:?}",
+                c.lost, c.duplicated, c.divergent, c.resurrected, c.examples
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits (up to 60 s) until `primary` shipped its outbox and `node`
+/// applied the journal to its end (by its apply loop, or an old primary's
+/// reverse apply).
+async fn caught_up(primary: &str, node: &str) -> Result<(), String> {
+    let c = http();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let get = |b: &str| c.get(format!("{b}/v1/admin/status")).send();
+        if let (Ok(p), Ok(n)) = (get(primary).await, get(node).await) {
+            let p: serde_json::Value = p.json().await.unwrap_or_default();
+            let n: serde_json::Value = n.json().await.unwrap_or_default();
+            let applied = n["apply"]["caught_up"] == true || n["reverse_apply"]["lag_records"] == 0;
+            if p["outbox_pending"] == 0 && applied {
+                return Ok(());
+            }
+            last = n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!(
+        "{node} did not catch up with {primary} in 60 s: {last}"
+    ))
+}
+
+/// Runs the scenario's migrations as an operator would, each again after
+/// every failure or kill until it reports success; `(runs, error)`.
+#[allow(clippy::too_many_arguments)]
 async fn orchestrate(
     w: Arc<World>,
     dir: PathBuf,
     n1: String,
     n2: String,
-    (zk, kafka): (String, String),
+    stack: (String, String),
     timeout: Duration,
     rate: u64,
+    (scenario, n3): (Scenario, String),
 ) -> (u64, Option<String>) {
     let t0 = Instant::now();
+    let first = ["--from", &n1, "--to", &n2];
+    let (mut runs, err) = until_done(&w, &dir, &first, &stack, t0 + timeout, rate, "done").await;
+    if err.is_some() {
+        return (runs, err);
+    }
+    w.migration_done.store(true, Ordering::Relaxed);
+    let (then, expect): (Vec<&str>, &str) = match scenario {
+        Scenario::Migrate => return (runs, None),
+        Scenario::Rollback => (vec!["--from", &n1, "--to", &n2, "--rollback"], "rollback"),
+        Scenario::Chain => (vec!["--from", &n2, "--to", &n3], "done"),
+    };
+    let deadline = Instant::now() + timeout;
+    let (more, err) = until_done(&w, &dir, &then, &stack, deadline, rate, expect).await;
+    runs += more;
+    (runs, err)
+}
+
+/// Runs `northwest migrate ARGS` until it exits 0 with a report saying
+/// `expect` (`done`: the phase; `rollback`: rolled back).
+#[allow(clippy::too_many_arguments)]
+async fn until_done(
+    w: &World,
+    dir: &Path,
+    args: &[&str],
+    (zk, kafka): &(String, String),
+    deadline: Instant,
+    rate: u64,
+    expect: &str,
+) -> (u64, Option<String>) {
     let mut runs = 0;
     let log = dir.join("migrate.log");
     loop {
-        if t0.elapsed() > timeout {
+        if Instant::now() > deadline {
             return (
                 runs,
                 Some(format!(
-                    "the migration was not done after {timeout:?} ({runs} orchestrator runs; see {})",
+                    "migrate {args:?} did not succeed in time ({runs} orchestrator runs; see {})",
                     log.display()
                 )),
             );
         }
         runs += 1;
-        let out = dir.join(format!("migrate-{runs}.json"));
+        let out = dir.join(format!("migrate-{}-{runs}.json", args.len()));
         let spawned = (|| -> std::io::Result<std::process::Child> {
             let logf = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&log)?;
             std::process::Command::new(bin_path("northwest"))
-                .args(["migrate", "--from", &n1, "--to", &n2, "--namespace", "app"])
-                .args(["--zk", &zk, "--brokers", &kafka, "--json", "--quiet"])
+                .arg("migrate")
+                .args(args)
+                .args(["--namespace", "app"])
+                .args(["--zk", zk, "--brokers", kafka, "--json", "--quiet"])
                 .args(["--chunk", "100", "--rate", &rate.to_string()])
                 .env_remove("NW_ZK")
                 .env_remove("NW_KAFKA")
@@ -691,7 +812,7 @@ async fn orchestrate(
             Err(e) => return (runs, Some(format!("cannot start northwest migrate: {e}"))),
         };
         *w.orchestrator.lock().unwrap() = Some(child.id());
-        let left = timeout.saturating_sub(t0.elapsed());
+        let left = deadline.saturating_duration_since(Instant::now());
         let status = tokio::task::spawn_blocking(move || {
             let until = Instant::now() + left;
             loop {
@@ -712,9 +833,11 @@ async fn orchestrate(
             && std::fs::read_to_string(&out)
                 .ok()
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["phase"] == "done");
+                .is_some_and(|v| match expect {
+                    "rollback" => v["rolled_back"] == "app",
+                    _ => v["phase"] == "done",
+                });
         if done {
-            w.migration_done.store(true, Ordering::Relaxed);
             return (runs, None);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -1,6 +1,7 @@
 //! A few seeds of the fault campaign (`northwest-chaos`): a migration under
-//! load while n1, n2, the orchestrator, the broker and ZooKeeper are killed
-//! and restarted on a seeded schedule; the history checker then holds n2 to
+//! load, then a rollback or a chained hop, while n1, n2, the orchestrator,
+//! the broker and ZooKeeper are killed and restarted on a seeded schedule;
+//! the history checker then holds the final primary and every other node to
 //! every acknowledged write. The 100-run soak is recorded in docs/verification.md.
 
 use northwest_tests::chaos::{run, ChaosArgs};
@@ -8,8 +9,9 @@ use northwest_tests::chaos::{run, ChaosArgs};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seeded_fault_campaign_loses_nothing() {
     let reports = run(ChaosArgs {
-        seed: Some(7001),
-        runs: 2,
+        // One run of each scenario: migrate, roll back, chained hop.
+        seed: Some(7002),
+        runs: 3,
         faults: 4,
         window_s: 20,
         entities: 1000,

@@ -137,6 +137,19 @@ pub(super) async fn resume_routing(cfg: &NodeConfig, state: &Arc<NodeState>) -> 
             }
         }
     }
+    // Before one history, a promoted target journaled to `<journal>.reverse`
+    // and the old primary applied it from there: records still on that
+    // topic would never be applied now.
+    let legacy = format!("{}.reverse", cfg.journal.topic);
+    if !proxied.is_empty() && !northwest_consumer::offsets::load(&state.store, &legacy)?.is_empty()
+    {
+        anyhow::bail!(
+            "this node forwards {:?} and applied its new primary's writes from {legacy} (a \
+             version before one history per namespace): start the previous version, roll the \
+             namespaces back or finish them, then upgrade",
+            proxied.iter().map(|(ns, _)| ns).collect::<Vec<_>>()
+        );
+    }
     // Also after a rollback: records n2 took may still be on their way.
     let reverse_offsets = northwest_consumer::offsets::load(&state.store, &cfg.journal.topic)?;
     if cfg.journal.enabled && (!proxied.is_empty() || !reverse_offsets.is_empty()) {
