@@ -236,5 +236,20 @@ mod tests {
         assert!(parse(&[]).is_err());
         assert!(parse(&["--from-offset", "0:1", "--from-offset", "1:2"]).is_ok());
         assert!(parse(&["--from-beginning"]).is_ok());
+        assert!(parse(&["--from-epoch", "1", "--namespace", "app"]).is_ok());
+        assert!(parse(&["--node", "http://127.0.0.1:8082", "--from-offset", "0:1"]).is_ok());
+        assert!(
+            parse(&["--from-epoch", "1"]).is_err(),
+            "an epoch of which namespace?"
+        );
+        assert!(parse(&["--namespace", "app"]).is_err());
+        assert!(parse(&[
+            "--from-epoch",
+            "1",
+            "--namespace",
+            "app",
+            "--from-beginning"
+        ])
+        .is_err());
     }
 }

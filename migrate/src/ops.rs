@@ -22,7 +22,10 @@ pub struct StatusArgs {
 }
 
 #[derive(clap::Args, Debug)]
-#[group(id = "from", required = true, multiple = false)]
+// Only the starting points form the group: a struct-level group would take
+// `--node` in too and refuse every `--node URL --from-...`.
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("from").required(true).multiple(false))]
 pub struct ReplayArgs {
     /// Target node (the one applying the journal).
     #[arg(long, default_value = "http://127.0.0.1:8082")]
@@ -37,6 +40,13 @@ pub struct ReplayArgs {
     /// Rewind every partition to its first retained record.
     #[arg(long, group = "from")]
     pub from_beginning: bool,
+    /// Rewind every partition to where epoch K of `--namespace`'s timeline
+    /// begins (`northwest timeline` lists them).
+    #[arg(long, group = "from", requires = "namespace")]
+    pub from_epoch: Option<u32>,
+    /// The namespace whose timeline `--from-epoch` reads.
+    #[arg(long, requires = "from_epoch")]
+    pub namespace: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -207,6 +217,11 @@ pub async fn replay(a: ReplayArgs, admin: &AdminClient) -> anyhow::Result<()> {
             from_timestamp_ms: Some(ts),
             ..Default::default()
         }
+    } else if let (Some(k), Some(ns)) = (a.from_epoch, a.namespace.as_deref()) {
+        ReplayRequest {
+            from_offsets: epoch_start(admin, &a.node, ns, k).await?,
+            ..Default::default()
+        }
     } else if !a.from_offset.is_empty() {
         ReplayRequest {
             from_offsets: a
@@ -228,6 +243,28 @@ pub async fn replay(a: ReplayArgs, admin: &AdminClient) -> anyhow::Result<()> {
     println!("replay started; stored offsets now {:?}", r.rewound_to);
     println!("follow progress with: northwest status --node {}", a.node);
     Ok(())
+}
+
+/// Where epoch `k` of `ns`'s timeline begins on every partition, as `node`
+/// reads the timeline.
+async fn epoch_start(
+    admin: &AdminClient,
+    node: &str,
+    ns: &str,
+    k: u32,
+) -> anyhow::Result<Vec<PartitionOffset>> {
+    let v: northwest_control::timeline::TimelineView = admin
+        .get(node, &api::path::timeline(ns))
+        .await
+        .with_context(|| format!("reading the timeline of {ns} from {node}"))?;
+    let Some((begins, _)) = v.timeline.range_of(k) else {
+        let known: Vec<u32> = v.timeline.epochs.iter().map(|e| e.epoch).collect();
+        bail!("namespace {ns} has no epoch {k} (its epochs: {known:?}; see northwest timeline)");
+    };
+    Ok(begins
+        .iter()
+        .map(|(&partition, &offset)| PartitionOffset { partition, offset })
+        .collect())
 }
 
 async fn fetch_digest(

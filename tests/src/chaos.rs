@@ -279,8 +279,9 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
 fn summary_line(r: &RunReport) -> String {
     let c = &r.check;
     format!(
-        "seed {}: {} faults, {} orchestrator runs, {:.0} s; writes acked {} (refused {}, unknown {}), reads {}; lost {} duplicated {} divergent {} resurrected {} stale reads {}; dead-lettered {}, halted {} -> {}",
+        "seed {} ({:?}): {} faults, {} orchestrator runs, {:.0} s; writes acked {} (refused {}, unknown {}), reads {}; lost {} duplicated {} divergent {} resurrected {} stale reads {}; dead-lettered {}, halted {} -> {}",
         r.seed,
+        r.scenario,
         r.faults.len(),
         r.orchestrator_runs,
         r.seconds,

@@ -216,6 +216,42 @@ async fn a_follower_stays_equal_to_the_primary_across_a_migration_and_a_rollback
     .await
     .unwrap();
     let shown = page.text_of("timelines").unwrap_or_default();
+    // Replaying n2's epoch on the follower changes nothing (always safe),
+    // and it comes back to the same copy.
+    let o = std::process::Command::new(bin_path("northwest"))
+        .args([
+            "replay",
+            "--node",
+            &n4.base,
+            "--from-epoch",
+            "1",
+            "--namespace",
+            "app",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rewound = String::from_utf8_lossy(&o.stdout).to_string();
+    wait_caught_up(&n1, &n4.base, Duration::from_secs(60)).await;
+    let again = get_json(&format!("{}/v1/ns/app/digest?local=true", n4.base)).await;
+    assert_eq!(again["digest"], d1["digest"], "{rewound}");
+    let o = std::process::Command::new(bin_path("northwest"))
+        .args([
+            "replay",
+            "--node",
+            &n4.base,
+            "--from-epoch",
+            "9",
+            "--namespace",
+            "app",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("has no epoch 9"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(
         shown.contains("epoch 2") && shown.contains("rollback of"),
         "the dashboard shows the timeline: {shown}"
