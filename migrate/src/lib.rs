@@ -22,6 +22,7 @@ mod compare;
 mod cutover;
 mod drain;
 mod error;
+mod hand_back;
 mod image;
 mod manifest;
 pub mod ops;
@@ -35,7 +36,6 @@ mod throttle;
 mod timeline;
 pub mod timeline_cmd;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -86,6 +86,10 @@ async fn run_steps(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
                 "namespace {} moves on from {} (migrated there from {} by {}); a new migration",
                 st.ns, st.to, st.from, st.id
             );
+            // Back onto a source: an earlier primary that still follows it.
+            if ctx.status(&a.to).await?.role == "source" {
+                return hand_back::hand_back(&ctx, st).await;
+            }
             None
         }
         other => other,
@@ -105,6 +109,14 @@ fn resume_or_start(
     s1: &NodeStatus,
 ) -> anyhow::Result<Option<MigrationRecord>> {
     let st = match existing {
+        Some(st) if st.phase == Phase::Done && st.to == a.from && st.from == a.to => {
+            return Err(Refused(format!(
+                "namespace {} was migrated from {} to {} (migration {}): moving it back is a \
+                 rollback; run the same command with --from {} --to {} --rollback",
+                st.ns, st.from, st.to, st.id, st.from, st.to
+            ))
+            .into());
+        }
         Some(st) if st.phase == Phase::Done && (st.from != a.from || st.to != a.to) => {
             return Err(Refused(format!(
                 "namespace {} was migrated from {} to {} (migration {}): {} is its primary \
@@ -143,7 +155,7 @@ fn resume_or_start(
                 st.to,
                 st.phase.name()
             );
-            new_state(a, s1)
+            state::new_state(a, s1)
         }
         Some(st) if st.phase != Phase::Aborted => {
             if st.from != a.from || st.to != a.to {
@@ -156,7 +168,7 @@ fn resume_or_start(
             eprintln!("resuming migration {} at phase {}", st.id, st.phase.name());
             st
         }
-        _ => new_state(a, s1),
+        _ => state::new_state(a, s1),
     };
     Ok(Some(st))
 }
@@ -213,37 +225,3 @@ async fn drive(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
 
 /// Phases from init to done.
 const PHASES: usize = Phase::Done as usize + 1;
-
-/// A fresh migration record for `a`, given n1's status.
-fn new_state(a: &MigrateArgs, s1: &NodeStatus) -> MigrationRecord {
-    let id = format!("m{}", northwest_store::store::now_ms_pub());
-    let topic = s1.journal_topic.clone();
-    MigrationRecord {
-        snapshot_topic: format!("{topic}.snapshot.{}.{id}", a.namespace),
-        journal_topic: topic,
-        id,
-        ns: a.namespace.clone(),
-        from: a.from.clone(),
-        to: a.to.clone(),
-        phase: Phase::Init,
-        checkpoint_dir: None,
-        hwms: BTreeMap::new(),
-        hwms_at_ms: None,
-        kinds: Vec::new(),
-        phase_seconds: BTreeMap::new(),
-        snapshot_rows: 0,
-        throttle: None,
-        warm: None,
-        rolled_back: None,
-        cutover_at: None,
-        snapshot_resumed_rows: 0,
-        runs: 0,
-        max_lag_records: 0,
-        verify: None,
-        verify_pause_ms: None,
-        write_pause_ms: None,
-        error: None,
-        from_name: None,
-        phase_started_ms: Some(northwest_store::store::now_ms_pub()),
-    }
-}

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use northwest_control::api::PromoteRequest;
 use northwest_control::{MigrationRecord, Phase, RoutingRecord};
 
-use northwest_control::timeline::{Switch, Timeline};
+use northwest_control::timeline::Switch;
 
 use crate::client::Ctx;
 use crate::error::Refused;
@@ -50,8 +50,8 @@ async fn init(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     if s2.role != "target" {
         let back = match s2.role.as_str() {
             "source" => {
-                " (moving a namespace onto a source node is not supported: roll the last hop \
-                 back with --rollback, or migrate to a target)"
+                " (a source takes a namespace only back, as an earlier primary that still \
+                 forwards it: migrate --from <its primary> --to it after a chained hop)"
             }
             _ => "",
         };
@@ -166,19 +166,19 @@ async fn switch(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
     let timeline = timeline::record_switch(ctx, &st.ns, prev, next)
         .await
         .context("recording n2's epoch in the namespace's timeline")?;
+    // Earlier primaries that forward to n1 forward to n2 from now on.
+    timeline::retarget_older(ctx, &timeline, &st.from, &st.to).await?;
     if s1.promoted.contains(&st.ns) {
-        hand_on(ctx, st, &timeline).await?;
+        hand_on(ctx, st).await?;
     }
     ctx.drop_checkpoint(&n1, &st.id).await;
     Ok(())
 }
 
-/// After a chained hop: nodes that forwarded to n1 (earlier primaries)
-/// forward to n2 directly, so no request takes two hops; n1, which forwards
-/// now, is demoted (it stops journaling the namespace).
-async fn hand_on(ctx: &Ctx, st: &MigrationRecord, t: &Timeline) -> anyhow::Result<()> {
+/// After a chained hop: n1, which forwards now, is demoted (it stops
+/// journaling the namespace).
+async fn hand_on(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
     let n1 = st.from.as_str();
-    timeline::retarget_older(ctx, t, n1, &st.to).await?;
     ctx.demote(n1)
         .await
         .context("demoting n1 (it forwards the namespace to n2 already)")?;

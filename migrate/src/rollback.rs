@@ -54,29 +54,42 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         ))
         .into());
     };
-    let topic = reverse.topic;
-    let by = start_following(ctx, &s1, &n1).await?;
+    let (detail, boundary) = move_primary(ctx, &s1, (&n1, &n2), reverse.topic).await?;
+    done(ctx, st, &ns, detail, Some(boundary)).await
+}
+
+/// Makes `n1`, which follows the namespace (it forwards it to `n2` and
+/// applies `n2`'s writes), its primary again: waits for it to catch up,
+/// compares both copies under both fences, switches under both fences.
+/// Returns what it did and the epoch boundary.
+pub(crate) async fn move_primary(
+    ctx: &Ctx,
+    s1: &api::NodeStatus,
+    (n1, n2): (&str, &str),
+    topic: String,
+) -> anyhow::Result<(RollbackReport, BTreeMap<i32, i64>)> {
+    let by = start_following(ctx, s1, n1).await?;
     let t = Instant::now();
-    catch_up(ctx, &n1, &n2, by).await?;
+    catch_up(ctx, n1, n2, by).await?;
     let catch_up_s = t.elapsed().as_secs_f64();
-    let verified = verify(ctx, &ns, (&n1, &n2), &topic, by).await?;
+    let verified = verify(ctx, &ctx.a.namespace, (n1, n2), &topic, by).await?;
     if !ctx.a.quiet {
         eprintln!(
-            "rollback: n1 caught up in {catch_up_s:.2} s; n1 = n2: {} entities (writes paused {:.1} ms)",
+            "{n1} caught up in {catch_up_s:.2} s; {n1} = {n2}: {} entities (writes paused {:.1} ms)",
             verified.count, verified.pause_ms
         );
     }
     let mut expired = 0;
     let (pause_ms, boundary) = loop {
-        match switch_back(ctx, (&n1, &n2), &topic, by).await {
+        match switch_back(ctx, (n1, n2), &topic, by).await {
             Ok(p) => break p,
             Err(e) if expired < 2 && answered(&e, ErrorCode::FenceExpired) => {
                 expired += 1;
-                tracing::warn!(error = %format!("{e:#}"), "n2's fence expired during the rollback; n2 keeps the namespace, trying again");
+                tracing::warn!(error = %format!("{e:#}"), "{n2}'s fence expired during the switch; it keeps the namespace, trying again");
             }
             Err(e) => {
                 return Err(e.context(
-                    "the rollback stopped (the cause says at which step); run the same command \
+                    "the switch stopped (the cause says at which step); run the same command \
                      again: it continues from where the nodes are",
                 ))
             }
@@ -89,7 +102,7 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         reverse_topic: Some(topic),
         ..Default::default()
     };
-    done(ctx, st, &ns, detail, Some(boundary)).await
+    Ok((detail, boundary))
 }
 
 /// How n1 applies n2's writes: a source by its reverse apply (started here

@@ -3,6 +3,9 @@
 //! and how a run reports it.
 
 use northwest_control::record::{ThrottleReport, WarmReport};
+use std::collections::BTreeMap;
+
+use northwest_control::api::NodeStatus;
 use northwest_control::{AdminClient, MigrationRecord, Phase, ZkLayout};
 
 /// The migration record of `ns` on `from`'s deployment, read with the
@@ -113,5 +116,39 @@ fn throttle_detail(t: Option<&ThrottleReport>) -> String {
             t.max_source_p99_ms, t.max_apply_lag_records
         ),
         None => String::new(),
+    }
+}
+
+/// A fresh migration record for `a`, given n1's status.
+pub(crate) fn new_state(a: &crate::MigrateArgs, s1: &NodeStatus) -> MigrationRecord {
+    let id = format!("m{}", northwest_store::store::now_ms_pub());
+    let topic = s1.journal_topic.clone();
+    MigrationRecord {
+        snapshot_topic: format!("{topic}.snapshot.{}.{id}", a.namespace),
+        journal_topic: topic,
+        id,
+        ns: a.namespace.clone(),
+        from: a.from.clone(),
+        to: a.to.clone(),
+        phase: Phase::Init,
+        checkpoint_dir: None,
+        hwms: BTreeMap::new(),
+        hwms_at_ms: None,
+        kinds: Vec::new(),
+        phase_seconds: BTreeMap::new(),
+        snapshot_rows: 0,
+        throttle: None,
+        warm: None,
+        rolled_back: None,
+        cutover_at: None,
+        snapshot_resumed_rows: 0,
+        runs: 0,
+        max_lag_records: 0,
+        verify: None,
+        verify_pause_ms: None,
+        write_pause_ms: None,
+        error: None,
+        from_name: None,
+        phase_started_ms: Some(northwest_store::store::now_ms_pub()),
     }
 }

@@ -452,3 +452,61 @@ async fn three_namespaces_migrate_concurrently_under_load() {
         assert_eq!(v["timeline"]["epochs"].as_array().unwrap().len(), 2, "{v}");
     }
 }
+
+/// Round trip: n1 -> n2 -> n3 -> n1 (back onto the original source, which
+/// followed the namespace all along), then n1 -> n2 once more, under
+/// continuous mixed load through n1 with no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_goes_round_to_its_first_node_and_out_again() {
+    let p = Pipeline::start("history-round", "");
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
+    let n3 = NodeProc::start(
+        p.dir.path(),
+        "n3",
+        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    let n3u = n3.base.clone();
+    random_load(&n1, "app", 300, 50, 6).await;
+    let mut loads = Vec::new();
+    for (i, (from, to)) in [(&n1, &n2), (&n2, &n3u), (&n3u, &n1), (&n1, &n2)]
+        .into_iter()
+        .enumerate()
+    {
+        // A load per hop, so a failure names its hop.
+        let load = LoadRun::start(&n1, "app", 60, 4);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = migrate_report(&blocking_migrate(from, to, &[]).await);
+        assert_eq!(r["phase"], "done", "{from} -> {to}: {r}");
+        assert_eq!(r["to"], to.as_str(), "{r}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let acked = load.stop().await;
+        assert_eq!(
+            acked.failed.load(Ordering::Relaxed),
+            0,
+            "hop {i} ({from} -> {to}): {:?}",
+            acked.errors.lock().unwrap()
+        );
+        let s = status(to).await;
+        assert!(s["proxies"]["app"].is_null(), "{to} serves: {s}");
+        loads.push(acked);
+    }
+    let (s1, s3) = (status(&n1).await, status(&n3u).await);
+    assert_eq!(s1["proxies"]["app"], n2.as_str(), "{s1}");
+    assert_eq!(s3["proxies"]["app"], n2.as_str(), "one hop: {s3}");
+    // What every load was told, newest version per key.
+    let all = northwest_tests::Acked::default();
+    {
+        let mut keys = all.keys.lock().unwrap();
+        for acked in &loads {
+            for (k, (v, value)) in acked.keys.lock().unwrap().iter() {
+                let e = keys.entry(k.clone()).or_insert((0, None));
+                if *v > e.0 {
+                    *e = (*v, value.clone());
+                }
+            }
+        }
+    }
+    assert_holds_acked(&n2, "app", &all).await;
+    assert_one_history(&n2, &p.topic, &["n1", "n2", "n3", "n1", "n2"]).await;
+}
