@@ -63,6 +63,19 @@ pub fn load(store: &Store, topic: &str) -> Result<PartitionOffsets, StoreError> 
     load_prefixed(store, prefix(topic).into_bytes())
 }
 
+/// Removes the stored offsets of `topic` (a topic this node no longer
+/// applies).
+pub fn forget(store: &Store, topic: &str) -> Result<(), StoreError> {
+    let mut batch = northwest_store::engine::WriteBatch::default();
+    for (p, _) in load(store, topic)?.iter() {
+        batch.delete(Cf::Meta, offset_key(topic, p));
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    Ok(store.engine().write(batch)?)
+}
+
 /// Where this node began applying each journal partition (see
 /// [`applied_from_key`]); a partition it started before this was recorded
 /// has none.

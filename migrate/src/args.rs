@@ -35,7 +35,9 @@ pub struct MigrateArgs {
     #[arg(long, requires = "from_topics")]
     pub snapshot: Option<String>,
     /// With --from-topics: a node applying the same journal (n2) to compare
-    /// the rebuilt namespace with, at one journal position.
+    /// the rebuilt namespace with, at one journal position. Without it the
+    /// namespace's primary is compared with when it is such a node (a
+    /// target it was migrated to), and the run says why not otherwise.
     #[arg(long, requires = "from_topics")]
     pub compare: Option<String>,
     /// Roll back instead (any phase before `switch`).

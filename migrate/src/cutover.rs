@@ -19,7 +19,8 @@ pub(crate) async fn cut_over(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
     // A run that died after n1 began forwarding and before it saved that:
     // the cutover happened. Its boundary is lost (the switch records one
     // read now, marked approximate) rather than redone later than it was.
-    if ctx.status(&st.from).await?.forwards(&st.ns) == Some(st.to.as_str()) {
+    let forwards = ctx.status(&st.from).await?.forwards(&st.ns) == Some(st.to.as_str());
+    if forwards && ctx.status(&st.to).await?.promoted.contains(&st.ns) {
         st.cutover_at = None;
         return Ok(());
     }

@@ -4,7 +4,11 @@
 //! (both copies compared and switched under both fences) and is recorded as
 //! a new migration, `done`.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context;
+use northwest_control::api;
+use northwest_control::record::RollbackReport;
 use northwest_control::record::{DigestSummary, VerifyReport};
 use northwest_control::timeline::Switch;
 use northwest_control::{MigrationRecord, Phase, RoutingRecord};
@@ -23,7 +27,15 @@ pub(crate) async fn hand_back(ctx: &Ctx, prev: MigrationRecord) -> anyhow::Resul
     let ns = ctx.a.namespace.clone();
     let (back, primary) = (ctx.a.to.clone(), ctx.a.from.clone());
     let (sb, sp) = tokio::try_join!(ctx.status(&back), ctx.status(&primary))?;
-    if sb.forwards(&ns).is_none() || !sp.promoted.contains(&ns) {
+    if sb.forwards(&ns).is_none() && sp.forwards(&ns) == Some(back.as_str()) {
+        // A run that died after the switch: finish it.
+        eprintln!("{back} serves {ns} and {primary} forwards it there already; finishing");
+        ctx.demote(&primary)
+            .await
+            .context("demoting the old primary")?;
+        return record(ctx, &prev, (&sb, &sp), None, None).await;
+    }
+    if sb.forwards(&ns).is_none() || !sp.promoted.contains(&ns) || sp.forwards(&ns).is_some() {
         return Err(Refused(format!(
             "{back} is a source that does not follow namespace {ns} (it forwards {:?}), or \
              {primary} does not serve it: a namespace goes onto a source only back to an earlier \
@@ -39,11 +51,26 @@ pub(crate) async fn hand_back(ctx: &Ctx, prev: MigrationRecord) -> anyhow::Resul
     }
     let topic = sp.journal_topic.clone();
     let (detail, boundary) = move_primary(ctx, &sb, (&back, &primary), topic).await?;
-    let mut st = crate::state::new_state(&ctx.a, &sp);
+    record(ctx, &prev, (&sb, &sp), Some(detail), Some(boundary)).await
+}
+
+/// Records the switch back: the new migration (`done`), the routing record,
+/// the timeline (the boundary read now, `approximate`, when a finishing run
+/// does not know it) and earlier primaries pointed at `back`.
+async fn record(
+    ctx: &Ctx,
+    prev: &MigrationRecord,
+    (sb, sp): (&api::NodeStatus, &api::NodeStatus),
+    detail: Option<RollbackReport>,
+    boundary: Option<BTreeMap<i32, i64>>,
+) -> anyhow::Result<()> {
+    let ns = ctx.a.namespace.clone();
+    let (back, primary) = (ctx.a.to.clone(), ctx.a.from.clone());
+    let mut st = crate::state::new_state(&ctx.a, sp);
     st.phase = Phase::Done;
-    st.write_pause_ms = detail.write_pause_ms;
+    st.write_pause_ms = detail.as_ref().and_then(|d| d.write_pause_ms);
     st.from_name = Some(sp.name.clone());
-    if let Some(v) = &detail.verify {
+    if let Some(v) = detail.as_ref().and_then(|d| d.verify.as_ref()) {
         let copy = DigestSummary {
             count: v.count,
             digest: v.digest.clone(),
@@ -70,14 +97,19 @@ pub(crate) async fn hand_back(ctx: &Ctx, prev: MigrationRecord) -> anyhow::Resul
         url: &primary,
         opened_by: format!("recorded at {}", st.id),
     };
+    let approximate = boundary.is_none();
+    let at = match boundary {
+        Some(b) => b,
+        None => timeline::ends_now(ctx, &st.journal_topic).await?,
+    };
     let next = Switch {
         primary: sb.name.clone(),
         primary_url: back.clone(),
         topic: st.journal_topic.clone(),
-        at: boundary,
+        at,
         opened_by: format!("migration {} (back to {})", st.id, sb.name),
         now_ms: northwest_store::store::now_ms_pub(),
-        approximate: false,
+        approximate,
     };
     let t = timeline::record_switch(ctx, &ns, prev_epoch, next).await?;
     timeline::retarget_older(ctx, &t, &primary, &back).await?;

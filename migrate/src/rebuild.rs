@@ -135,22 +135,57 @@ async fn compare_if_asked(
     journal: &str,
 ) -> anyhow::Result<Option<Comparison>> {
     let (ns, n3) = (&a.namespace, &a.to);
-    Ok(match &a.compare {
-        Some(n2) => {
-            let t = Instant::now();
-            let c = compare(ctx, journal, n2, n3, ns).await?;
-            if !a.quiet {
-                eprintln!(
-                    "[3/3] compare: {} at journal position {:?} in {:.1} s",
-                    if c.equal { "equal" } else { "DIFFERENT" },
-                    c.journal_position,
-                    t.elapsed().as_secs_f64()
-                );
+    let with = match &a.compare {
+        Some(n2) => n2.clone(),
+        None => match default_comparand(ctx, ns, n3).await {
+            Ok(n2) => n2,
+            Err(why) => {
+                if !a.quiet {
+                    eprintln!("[3/3] compare: not run ({why}); give --compare <a target of the same journal>");
+                }
+                return Ok(None);
             }
-            Some(c)
-        }
-        None => None,
-    })
+        },
+    };
+    let t = Instant::now();
+    let c = compare(ctx, journal, &with, n3, ns).await?;
+    if !a.quiet {
+        eprintln!(
+            "[3/3] compare with {with}: {} at journal position {:?} in {:.1} s",
+            if c.equal { "equal" } else { "DIFFERENT" },
+            c.journal_position,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Some(c))
+}
+
+/// Without `--compare`: the namespace's primary (its routing record), when
+/// it answers and applies the same journal (a target promoted for it); the
+/// reason otherwise.
+async fn default_comparand(ctx: &Ctx, ns: &str, n3: &str) -> Result<String, String> {
+    let path = ctx.layout.routing(ns);
+    let (data, _) = ctx
+        .zk
+        .get_data(&path)
+        .await
+        .map_err(|e| format!("no routing record {path}: {e}"))?;
+    let r: northwest_control::RoutingRecord =
+        serde_json::from_slice(&data).map_err(|e| format!("{path}: {e}"))?;
+    if r.primary == n3 {
+        return Err(format!("{n3} is the namespace's primary"));
+    }
+    let s = ctx
+        .status(&r.primary)
+        .await
+        .map_err(|e| format!("its primary {} does not answer: {e}", r.primary))?;
+    match s.role.as_str() {
+        "target" => Ok(r.primary),
+        role => Err(format!(
+            "its primary {} is a {role}, at no journal position to compare at",
+            r.primary
+        )),
+    }
 }
 
 /// A dead-lettered journal record was skipped: the copy lacks it if it was

@@ -39,6 +39,13 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
         };
         return done(ctx, st, &ns, detail, None).await;
     }
+    if let Some(t) = s2.forwards(&ns).filter(|t| *t != n1) {
+        return Err(Refused(format!(
+            "n2 ({n2}) no longer serves {ns}: it forwards it to {t}, which took it over later; \
+             roll back the newest move instead (northwest timeline shows them)"
+        ))
+        .into());
+    }
     if !n1_forwards {
         return Err(Refused(format!(
             "n1 does not forward {ns} to {n2} (its proxies: {:?}), nor n2 to n1: nothing to roll \
@@ -405,9 +412,12 @@ async fn switch_back(
             confirm: true,
             ..Default::default()
         };
-        ctx.promote(n1, &confirm).await.context(
-            "confirming n1's promotion (n2 forwards to n1 already): run --rollback again",
-        )?;
+        if let Err(e) = ctx.promote(n1, &confirm).await {
+            let e = anyhow::Error::from(e).context(
+                "confirming n1's promotion (n2 forwards to n1 already): run --rollback again",
+            );
+            return Err(lift(e).await);
+        }
     }
     ctx.unproxy(n1, true).await.context(
         "making n1 serve the namespace again (n2 already forwards it to n1, so requests are \

@@ -104,9 +104,10 @@ const MESSAGE_TIMEOUT_MS: u64 = 2000;
 /// outlasts it.
 const SESSION_TIMEOUT_MS: u64 = 4000;
 
-/// Whether n2 runs marker GC with retention in seconds in run `seed`.
+/// Whether n2 runs marker GC with retention in seconds in run `seed`:
+/// four seeds on, four off, so every [`Scenario`] meets both.
 fn marker_gc_on(seed: u64) -> bool {
-    seed.is_multiple_of(2)
+    (seed / 4).is_multiple_of(2)
 }
 
 /// n2's marker GC: markers kept 0.72 s past the journal it is told it has
@@ -124,15 +125,17 @@ pub enum Scenario {
     Rollback,
     /// n1 -> n2, then n2 -> n3 (a chained hop).
     Chain,
+    /// n1 -> n2 -> n3, then back to n1 (the source, which followed).
+    Round,
 }
 
 impl Scenario {
     pub fn of(seed: u64) -> Scenario {
-        // Over six seeds every scenario meets marker GC on and off.
-        match seed % 3 {
+        match seed % 4 {
             0 => Scenario::Migrate,
             1 => Scenario::Rollback,
-            _ => Scenario::Chain,
+            2 => Scenario::Chain,
+            _ => Scenario::Round,
         }
     }
 }
@@ -515,6 +518,7 @@ async fn drive(
         Scenario::Migrate => &base2,
         Scenario::Rollback => &base1,
         Scenario::Chain => &base3,
+        Scenario::Round => &base1,
     };
     let (check, dlq, halted) = if error.is_none() {
         match final_state(primary, &history.keys()).await {
@@ -754,15 +758,26 @@ async fn orchestrate(
         return (runs, err);
     }
     w.migration_done.store(true, Ordering::Relaxed);
-    let (then, expect): (Vec<&str>, &str) = match scenario {
-        Scenario::Migrate => return (runs, None),
-        Scenario::Rollback => (vec!["--from", &n1, "--to", &n2, "--rollback"], "rollback"),
-        Scenario::Chain => (vec!["--from", &n2, "--to", &n3], "done"),
+    let rollback = vec!["--from", &n1, "--to", &n2, "--rollback"];
+    let (on, back) = (
+        vec!["--from", &n2, "--to", &n3],
+        vec!["--from", &n3, "--to", &n1],
+    );
+    let then: Vec<(Vec<&str>, &str)> = match scenario {
+        Scenario::Migrate => vec![],
+        Scenario::Rollback => vec![(rollback, "rollback")],
+        Scenario::Chain => vec![(on, "done")],
+        Scenario::Round => vec![(on, "done"), (back, "done")],
     };
-    let deadline = Instant::now() + timeout;
-    let (more, err) = until_done(&w, &dir, &then, &stack, deadline, rate, expect).await;
-    runs += more;
-    (runs, err)
+    for (args, expect) in then {
+        let deadline = Instant::now() + timeout;
+        let (more, err) = until_done(&w, &dir, &args, &stack, deadline, rate, expect).await;
+        runs += more;
+        if err.is_some() {
+            return (runs, err);
+        }
+    }
+    (runs, None)
 }
 
 /// Runs `northwest migrate ARGS` until it exits 0 with a report saying
@@ -790,7 +805,10 @@ async fn until_done(
             );
         }
         runs += 1;
-        let out = dir.join(format!("migrate-{}-{runs}.json", args.len()));
+        let out = dir.join(format!(
+            "migrate-{}-{runs}.json",
+            args.join("_").replace(['/', ':'], "")
+        ));
         let spawned = (|| -> std::io::Result<std::process::Child> {
             let logf = std::fs::OpenOptions::new()
                 .create(true)

@@ -1,5 +1,5 @@
 //! A few seeds of the fault campaign (`northwest-chaos`): a migration under
-//! load, then a rollback or a chained hop, while n1, n2, the orchestrator,
+//! load, then a rollback, a chained hop or a round trip back to n1, while n1, n2, the orchestrator,
 //! the broker and ZooKeeper are killed and restarted on a seeded schedule;
 //! the history checker then holds the final primary and every other node to
 //! every acknowledged write. The 100-run soak is recorded in docs/verification.md.
@@ -9,9 +9,10 @@ use northwest_tests::chaos::{run, ChaosArgs};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seeded_fault_campaign_loses_nothing() {
     let reports = run(ChaosArgs {
-        // One run of each scenario: migrate, roll back, chained hop.
-        seed: Some(7002),
-        runs: 3,
+        // One run of each scenario: migrate, roll back, chained hop, round
+        // trip back to the source.
+        seed: Some(7004),
+        runs: 4,
         faults: 4,
         window_s: 20,
         entities: 1000,

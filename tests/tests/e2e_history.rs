@@ -232,6 +232,16 @@ async fn a_follower_stays_equal_to_the_primary_across_a_migration_and_a_rollback
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rewound = String::from_utf8_lossy(&o.stdout).to_string();
+    // It rewound every partition to where epoch 1 begins.
+    let begins = v["timeline"]["epochs"][1]["begins"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert!(!begins.is_empty(), "{v}");
+    for (p, o) in &begins {
+        let want = format!("{p}: {o}");
+        assert!(rewound.contains(&want), "{want} not in {rewound}");
+    }
     wait_caught_up(&n1, &n4.base, Duration::from_secs(60)).await;
     let again = get_json(&format!("{}/v1/ns/app/digest?local=true", n4.base)).await;
     assert_eq!(again["digest"], d1["digest"], "{rewound}");
@@ -339,6 +349,23 @@ async fn a_namespace_moves_on_from_the_node_it_was_migrated_to() {
         text.contains("epoch 2") && text.contains("(current)"),
         "{text}"
     );
+    // A rebuild from the topics (n2's snapshot, then the journal) is
+    // compared with the primary, n3, without being asked to.
+    let n5 = NodeProc::start(
+        p.dir.path(),
+        "n5",
+        &node_toml("n5", p.dir.path(), free_port(), &root, &p.topic, ""),
+    );
+    let o = tokio::task::spawn_blocking({
+        let n5 = n5.base.clone();
+        move || run_migrate(&["--from-topics", "--to", &n5, "--json", "--namespace", "app"])
+    })
+    .await
+    .unwrap();
+    let r = migrate_report(&o);
+    assert_eq!(r["snapshot"]["source"], "n2", "{r}");
+    assert_eq!(r["compare"]["with"], n3u.as_str(), "{r}");
+    assert_eq!(r["compare"]["equal"], true, "{r}");
 }
 
 /// n1 -> n2 -> n3, then the last hop rolled back (n2 serves again, a target

@@ -141,8 +141,13 @@ pub(super) async fn resume_routing(cfg: &NodeConfig, state: &Arc<NodeState>) -> 
     // and the old primary applied it from there: records still on that
     // topic would never be applied now.
     let legacy = format!("{}.reverse", cfg.journal.topic);
-    if !proxied.is_empty() && !northwest_consumer::offsets::load(&state.store, &legacy)?.is_empty()
-    {
+    let legacy_offsets = northwest_consumer::offsets::load(&state.store, &legacy)?;
+    if proxied.is_empty() && !legacy_offsets.is_empty() {
+        // Nothing forwarded: every cutover of that version was finished or
+        // rolled back, its records applied. The offsets only mislead now.
+        northwest_consumer::offsets::forget(&state.store, &legacy)?;
+        tracing::info!(topic = %legacy, "forgot the offsets of the old reverse journal (nothing is forwarded)");
+    } else if !legacy_offsets.is_empty() {
         anyhow::bail!(
             "this node forwards {:?} and applied its new primary's writes from {legacy} (a \
              version before one history per namespace): start the previous version, roll the \
