@@ -163,6 +163,24 @@ impl Timeline {
             .find(|e| e.begins.get(&partition).is_none_or(|b| *b <= offset))
     }
 
+    /// Whether every record of the epoch migration `id` opened has left the
+    /// journal (`log_starts`: each partition's first offset now): the epoch
+    /// ended and retention passed its end on every partition. A finished
+    /// hop's record is kept until then.
+    pub fn expired(&self, id: &str, log_starts: &Offsets) -> bool {
+        let opened = |e: &&Epoch| {
+            e.opened_by == format!("cutover {id}")
+                || e.opened_by.starts_with(&format!("migration {id} "))
+        };
+        let Some(e) = self.epochs.iter().find(opened) else {
+            return false;
+        };
+        e.ends.as_ref().is_some_and(|ends| {
+            ends.iter()
+                .all(|(p, end)| log_starts.get(p).is_some_and(|start| start >= end))
+        })
+    }
+
     /// Every partition's range `[begins, ends)` of epoch `n` (`ends` None:
     /// to the end of the topic).
     pub fn range_of(&self, n: u32) -> Option<(&Offsets, Option<&Offsets>)> {
@@ -311,6 +329,29 @@ mod tests {
         // epoch 0: p0 read through, p1 2 of [0,4) left; epoch 1: p0 5 of
         // [10,20), p1 all 4 of [4,8); epoch 2 is current.
         assert_eq!(got, vec![Some(2), Some(9), None]);
+    }
+
+    #[test]
+    fn a_hop_expires_once_retention_passed_the_end_of_its_epoch() {
+        let mut t = first();
+        t.switch(to("n2", offs(&[(0, 10), (1, 4)]), "cutover m1"))
+            .unwrap();
+        assert!(
+            !t.expired("m1", &offs(&[(0, 50), (1, 50)])),
+            "still current"
+        );
+        t.switch(to("n3", offs(&[(0, 20), (1, 8)]), "cutover m2"))
+            .unwrap();
+        assert!(
+            !t.expired("m1", &offs(&[(0, 20), (1, 7)])),
+            "p1 still holds some"
+        );
+        assert!(t.expired("m1", &offs(&[(0, 20), (1, 8)])));
+        assert!(!t.expired("m2", &offs(&[(0, 99), (1, 99)])), "current");
+        assert!(
+            !t.expired("m9", &offs(&[(0, 99), (1, 99)])),
+            "unknown hop: kept"
+        );
     }
 
     #[test]

@@ -82,6 +82,11 @@ async fn run_steps(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
         // migrated to. The finished record is kept for the timeline.
         Some(st) if st.phase == Phase::Done && st.to == a.from && st.from != a.to => {
             ctx.keep_finished(&st).await?;
+            match timeline::prune_finished(&ctx, &st.ns).await {
+                Ok(0) => {}
+                Ok(n) => eprintln!("removed {n} record(s) of finished hops whose journal expired"),
+                Err(e) => eprintln!("warning: pruning finished hops' records failed: {e:#}"),
+            }
             eprintln!(
                 "namespace {} moves on from {} (migrated there from {} by {}); a new migration",
                 st.ns, st.to, st.from, st.id

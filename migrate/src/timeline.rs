@@ -120,6 +120,33 @@ pub(crate) async fn retarget_older(
     Ok(())
 }
 
+/// Removes the kept records of finished hops of `ns` whose epochs have left
+/// the journal (`<root>/migration-history/<ns>/<id>`); returns how many.
+pub(crate) async fn prune_finished(ctx: &Ctx, ns: &str) -> anyhow::Result<usize> {
+    let dir = ctx.layout.finished_dir(ns);
+    let ids = match ctx.zk.list_children(&dir).await {
+        Ok(ids) => ids,
+        Err(zk::Error::NoNode) => return Ok(0),
+        Err(e) => return Err(RecordError::zk(format!("listing {dir}"))(e).into()),
+    };
+    let Some((t, _)) = read(ctx, ns).await? else {
+        return Ok(0);
+    };
+    let Some(topic) = t.current().map(|e| e.topic.clone()) else {
+        return Ok(0);
+    };
+    let starts = log_starts(ctx, &topic).await?;
+    let mut pruned = 0;
+    for id in ids.iter().filter(|id| t.expired(id, &starts)) {
+        let path = ctx.layout.finished(ns, id);
+        match ctx.zk.delete(&path, None).await {
+            Ok(()) | Err(zk::Error::NoNode) => pruned += 1,
+            Err(e) => return Err(RecordError::zk(format!("removing {path}"))(e).into()),
+        }
+    }
+    Ok(pruned)
+}
+
 /// Every partition's log start of `topic`.
 async fn log_starts(ctx: &Ctx, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
     let (c, t) = (ctx.hw.clone(), topic.to_string());

@@ -146,14 +146,18 @@ impl Gate {
             return Err(PromoteError::NotPromoted(ns.to_string()));
         }
         if unconfirmed.is_some() {
-            let data = PrimaryRecord::confirmed().to_json();
-            self.record("primary", ns, Some(data.as_bytes())).await?;
-            self.unconfirmed.lock().remove(ns);
-            // Its own forwarding (back to the old primary, after a
-            // rollback) ends once the old primary forwards here.
+            // Its own forwarding (back to the old primary, after a rollback
+            // or a retarget) ends once the old primary forwards here, and
+            // before the promotion counts as confirmed: confirmed while
+            // still forwarding, it would send the old primary's forwarded
+            // requests back there (a loop, 508) for as long as the proxy
+            // record's write takes.
             if replica && self.proxy(ns).is_some() {
                 self.set_proxy(ns, None).await?;
             }
+            let data = PrimaryRecord::confirmed().to_json();
+            self.record("primary", ns, Some(data.as_bytes())).await?;
+            self.unconfirmed.lock().remove(ns);
         }
         Ok(())
     }
