@@ -161,6 +161,11 @@ impl Outbox {
             self.len.fetch_sub(1, Ordering::AcqRel);
         }
         self.in_flight.lock().remove(&seq);
+        // The relay may have acknowledged this entry before its batch
+        // returned (the mark then stopped at it), or it was never written:
+        // either way the mark may move now, not only at the next ack (a
+        // drain under a fence, with no write after this one, waits on it).
+        self.refresh_shipped();
         if written {
             // A stored permit: the relay never misses a commit made while it was busy.
             self.changed.notify_one();
@@ -191,12 +196,20 @@ impl Outbox {
         }
         self.engine.write(batch)?;
         // Everything below the lowest pending entry has been shipped.
-        let (first, removed) = {
+        let removed = {
             let mut pending = self.pending.lock();
-            let removed = seqs.iter().filter(|s| pending.remove(s)).count();
-            (pending.first().copied(), removed)
+            seqs.iter().filter(|s| pending.remove(s)).count()
         };
         self.len.fetch_sub(removed as u64, Ordering::AcqRel);
+        self.refresh_shipped();
+        self.drained.notify_waiters();
+        Ok(())
+    }
+
+    /// Everything below the lowest pending entry and below the low
+    /// watermark (entries still being written) has been shipped.
+    fn refresh_shipped(&self) {
+        let first = self.pending.lock().first().copied();
         let low = self.low_watermark();
         let mark = first.map_or(low, |f| f.min(low));
         self.shipped.send_if_modified(|m| {
@@ -206,8 +219,6 @@ impl Outbox {
             }
             grow
         });
-        self.drained.notify_waiters();
-        Ok(())
     }
 
     /// The sequence the next entry will take: every entry committed so far
@@ -276,5 +287,35 @@ impl Outbox {
     /// Resolves when the relay has shipped entries (or spuriously).
     pub async fn drained(&self) {
         self.drained.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> Outbox {
+        Outbox::open(Arc::new(crate::MemEngine::default())).unwrap()
+    }
+
+    /// The relay acknowledged an entry before its batch settled: once it
+    /// settles, the mark passes it without waiting for another ack.
+    #[test]
+    fn the_shipped_mark_passes_an_entry_acked_before_it_settled() {
+        let o = outbox();
+        let seq = o.reserve();
+        o.ack(&[seq]).unwrap();
+        assert_eq!(o.shipped_below(), seq, "still in flight: held back");
+        o.settle(seq, true);
+        assert_eq!(o.shipped_below(), seq + 1);
+    }
+
+    /// A reservation whose batch failed holds nothing back once settled.
+    #[test]
+    fn an_abandoned_reservation_does_not_hold_the_mark() {
+        let o = outbox();
+        let a = o.reserve();
+        o.settle(a, false);
+        assert_eq!(o.shipped_below(), a + 1);
     }
 }
