@@ -203,7 +203,8 @@ async fn cutover_moves_one_namespace_and_survives_n1_restart() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("refused: namespace app was already migrated"),
+        err.contains("refused: namespace app was migrated from")
+            && err.contains(&format!("a next hop goes --from {}", s.n2.base)),
         "{err}"
     );
     assert!(o.stdout.is_empty());
