@@ -97,11 +97,7 @@ async fn record(
         url: &primary,
         opened_by: format!("recorded at {}", st.id),
     };
-    let approximate = boundary.is_none();
-    let at = match boundary {
-        Some(b) => b,
-        None => timeline::ends_now(ctx, &st.journal_topic).await?,
-    };
+    let (at, approximate) = timeline::boundary_or_now(ctx, &st.journal_topic, boundary).await?;
     let next = Switch {
         primary: sb.name.clone(),
         primary_url: back.clone(),

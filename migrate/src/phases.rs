@@ -144,11 +144,9 @@ async fn switch(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
     })
     .await?;
     let s2 = ctx.status(&n2).await?;
-    let (at, approximate) = match &st.cutover_at {
-        Some(at) => (at.clone(), false),
-        // The run that cut over died before saving where: bound it by now.
-        None => (timeline::ends_now(ctx, &st.journal_topic).await?, true),
-    };
+    // None: the run that cut over died before saving where.
+    let (at, approximate) =
+        timeline::boundary_or_now(ctx, &st.journal_topic, st.cutover_at.clone()).await?;
     let prev = Previous {
         name: st.from_name.as_deref().unwrap_or(&s1.name),
         url: &st.from,

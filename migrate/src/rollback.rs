@@ -184,11 +184,7 @@ async fn done(
 ) -> anyhow::Result<()> {
     let (n1, n2) = (st.from.clone(), st.to.clone());
     let (s1, s2) = tokio::try_join!(ctx.status(&n1), ctx.status(&n2))?;
-    let approximate = boundary.is_none();
-    let at = match boundary {
-        Some(b) => b,
-        None => timeline::ends_now(ctx, &st.journal_topic).await?,
-    };
+    let (at, approximate) = timeline::boundary_or_now(ctx, &st.journal_topic, boundary).await?;
     let prev = Previous {
         name: &s2.name,
         url: &n2,

@@ -156,9 +156,23 @@ async fn log_starts(ctx: &Ctx, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>
     Ok(w.into_iter().map(|(p, (low, _))| (p, low)).collect())
 }
 
+/// A switch's boundary: the marks read under its fences, or (a rerun that
+/// does not know them) every partition's high-water mark now, marked
+/// approximate.
+pub(crate) async fn boundary_or_now(
+    ctx: &Ctx,
+    topic: &str,
+    known: Option<BTreeMap<i32, i64>>,
+) -> anyhow::Result<(BTreeMap<i32, i64>, bool)> {
+    match known {
+        Some(at) => Ok((at, false)),
+        None => Ok((ends_now(ctx, topic).await?, true)),
+    }
+}
+
 /// Every partition's high-water mark of `topic` now: a switch's boundary
 /// read after the fact.
-pub(crate) async fn ends_now(ctx: &Ctx, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+async fn ends_now(ctx: &Ctx, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
     let (c, t) = (ctx.hw.clone(), topic.to_string());
     tokio::task::spawn_blocking(move || crate::client::high_watermarks(&c, &t)).await?
 }

@@ -25,6 +25,15 @@ async fn blocking_migrate(n1: &str, n2: &str, extra: &[&str]) -> std::process::O
     .unwrap()
 }
 
+/// A further target of the pipeline's journal, named `name`.
+fn another_target(p: &Pipeline, root: &str, name: &str) -> NodeProc {
+    NodeProc::start(
+        p.dir.path(),
+        name,
+        &node_toml(name, p.dir.path(), free_port(), root, &p.topic, ""),
+    )
+}
+
 async fn status(base: &str) -> serde_json::Value {
     get_json(&format!("{base}/v1/admin/status")).await
 }
@@ -88,11 +97,7 @@ async fn a_rebuild_after_a_rollback_holds_the_writes_the_new_primary_took() {
     );
 
     let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
-    let n3 = NodeProc::start(
-        p.dir.path(),
-        "n3",
-        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
-    );
+    let n3 = another_target(&p, &root, "n3");
     let o = tokio::task::spawn_blocking({
         let (n3, n2) = (n3.base.clone(), n2.clone());
         move || {
@@ -170,11 +175,7 @@ async fn a_follower_stays_equal_to_the_primary_across_a_migration_and_a_rollback
     let p = Pipeline::start("history-follower", "");
     let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
     let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
-    let mut n4 = NodeProc::start(
-        p.dir.path(),
-        "n4",
-        &node_toml("n4", p.dir.path(), free_port(), &root, &p.topic, ""),
-    );
+    let mut n4 = another_target(&p, &root, "n4");
     random_load(&n1, "app", 400, 60, 6).await;
     let load = LoadRun::start(&n1, "app", 80, 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -278,11 +279,7 @@ async fn a_namespace_moves_on_from_the_node_it_was_migrated_to() {
     let p = Pipeline::start("history-chain", "");
     let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
     let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
-    let n3 = NodeProc::start(
-        p.dir.path(),
-        "n3",
-        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
-    );
+    let n3 = another_target(&p, &root, "n3");
     let n3u = n3.base.clone();
     random_load(&n1, "app", 400, 60, 6).await;
     let load = LoadRun::start(&n1, "app", 80, 4);
@@ -351,11 +348,7 @@ async fn a_namespace_moves_on_from_the_node_it_was_migrated_to() {
     );
     // A rebuild from the topics (n2's snapshot, then the journal) is
     // compared with the primary, n3, without being asked to.
-    let n5 = NodeProc::start(
-        p.dir.path(),
-        "n5",
-        &node_toml("n5", p.dir.path(), free_port(), &root, &p.topic, ""),
-    );
+    let n5 = another_target(&p, &root, "n5");
     let o = tokio::task::spawn_blocking({
         let n5 = n5.base.clone();
         move || run_migrate(&["--from-topics", "--to", &n5, "--json", "--namespace", "app"])
@@ -376,11 +369,7 @@ async fn a_chained_hop_rolls_back_and_moves_on_again() {
     let p = Pipeline::start("history-chain-back", "");
     let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
     let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
-    let n3 = NodeProc::start(
-        p.dir.path(),
-        "n3",
-        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
-    );
+    let n3 = another_target(&p, &root, "n3");
     let n3u = n3.base.clone();
     random_load(&n1, "app", 300, 50, 6).await;
     let load = LoadRun::start(&n1, "app", 60, 4);
@@ -435,11 +424,7 @@ async fn three_namespaces_migrate_concurrently_under_load() {
     let p = Pipeline::start("history-concurrent", "");
     let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
     let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
-    let n3 = NodeProc::start(
-        p.dir.path(),
-        "n3",
-        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
-    );
+    let n3 = another_target(&p, &root, "n3");
     let plan = [
         ("red", n2.clone()),
         ("green", n2.clone()),
@@ -488,11 +473,7 @@ async fn a_namespace_goes_round_to_its_first_node_and_out_again() {
     let p = Pipeline::start("history-round", "");
     let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
     let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
-    let n3 = NodeProc::start(
-        p.dir.path(),
-        "n3",
-        &node_toml("n3", p.dir.path(), free_port(), &root, &p.topic, ""),
-    );
+    let n3 = another_target(&p, &root, "n3");
     let n3u = n3.base.clone();
     random_load(&n1, "app", 300, 50, 6).await;
     let mut loads = Vec::new();
