@@ -155,6 +155,26 @@ pub struct ApplyStatus {
     pub caught_up: bool,
     pub lag_error: Option<String>,
     pub partitions: Vec<PartitionStatus>,
+    /// What this node has still to read of each epoch of every recorded
+    /// timeline (a follower's lag per epoch); empty with local coordination.
+    #[serde(default)]
+    pub epochs: Vec<EpochLag>,
+    /// Why `epochs` could not be read now (ZooKeeper down, the lag probe
+    /// failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_error: Option<String>,
+}
+
+/// One epoch of a namespace's timeline as a reader of the topic sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLag {
+    pub namespace: String,
+    pub epoch: u32,
+    pub primary: String,
+    pub current: bool,
+    /// Records of the epoch's range not read yet (all namespaces' records
+    /// in that range count: they are read all the same).
+    pub lag_records: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +216,8 @@ mod tests {
             caught_up: false,
             lag_error: None,
             partitions: vec![part(0, 3, None), part(1, 4, Some("poison"))],
+            epochs: Vec::new(),
+            epochs_error: None,
         });
         assert_eq!((s.halted(), s.journal_lag()), (Some("poison"), 7));
     }

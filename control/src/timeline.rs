@@ -206,18 +206,26 @@ pub struct TimelineView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochBehind {
     pub epoch: u32,
-    /// `None` for the current epoch (its end is not known yet).
+    /// `None` for the current epoch when the partitions' high-water marks
+    /// were not known (its end is where the topic ends now).
     pub records: Option<i64>,
 }
 
-/// How many offsets of each closed epoch lie at or after `applied` (the
-/// next offsets a node would read): what it still has to read of them.
-pub fn behind(t: &Timeline, applied: &Offsets) -> Vec<EpochBehind> {
+/// How many offsets of each epoch lie at or after `applied` (the next
+/// offsets a node would read): what it still has to read of them. A closed
+/// epoch ends at its recorded end, the current one at `high_watermarks`
+/// when they are known. Records of other namespaces that share the topic
+/// count too: a reader has to read past them all the same.
+pub fn behind(
+    t: &Timeline,
+    applied: &Offsets,
+    high_watermarks: Option<&Offsets>,
+) -> Vec<EpochBehind> {
     t.epochs
         .iter()
         .map(|e| EpochBehind {
             epoch: e.epoch,
-            records: e.ends.as_ref().map(|ends| {
+            records: e.ends.as_ref().or(high_watermarks).map(|ends| {
                 ends.iter()
                     .map(|(p, end)| {
                         let from = e.begins.get(p).copied().unwrap_or(0);
@@ -324,11 +332,21 @@ mod tests {
             .unwrap();
         t.switch(to("n1", offs(&[(0, 20), (1, 8)]), "rollback of m1"))
             .unwrap();
-        let b = behind(&t, &offs(&[(0, 15), (1, 2)]));
-        let got: Vec<Option<i64>> = b.iter().map(|e| e.records).collect();
+        let applied = offs(&[(0, 15), (1, 2)]);
+        let got = |hwm: Option<&Offsets>| -> Vec<Option<i64>> {
+            behind(&t, &applied, hwm)
+                .iter()
+                .map(|e| e.records)
+                .collect()
+        };
         // epoch 0: p0 read through, p1 2 of [0,4) left; epoch 1: p0 5 of
-        // [10,20), p1 all 4 of [4,8); epoch 2 is current.
-        assert_eq!(got, vec![Some(2), Some(9), None]);
+        // [10,20), p1 all 4 of [4,8); epoch 2 is current: unknown without
+        // the high-water marks, else all of [20,26) and [8,9).
+        assert_eq!(got(None), vec![Some(2), Some(9), None]);
+        assert_eq!(
+            got(Some(&offs(&[(0, 26), (1, 9)]))),
+            vec![Some(2), Some(9), Some(7)]
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::state::NodeState;
 mod status;
 mod timeline;
 
+pub(crate) use timeline::epoch_lag;
+
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()
         .route(path::STATUS, get(status::status))

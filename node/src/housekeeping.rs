@@ -117,6 +117,10 @@ async fn take_sample(st: &NodeState) -> Sample {
         match st.lag().await {
             Ok(l) => {
                 st.metrics.observe_lag(&l);
+                // Status shows why when the timelines cannot be read.
+                if let Ok(epochs) = crate::admin::epoch_lag(st, &l).await {
+                    st.metrics.observe_epoch_lag(&epochs);
+                }
                 let parts = a.partitions.lock();
                 s.lag = l
                     .iter()

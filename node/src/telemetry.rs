@@ -384,6 +384,15 @@ impl Metrics {
         }
     }
 
+    pub fn observe_epoch_lag(&self, epochs: &[northwest_control::api::EpochLag]) {
+        for e in epochs {
+            self.apply
+                .epoch_lag_records
+                .with_label_values(&[&e.namespace, &e.epoch.to_string()])
+                .set(e.lag_records);
+        }
+    }
+
     pub fn observe_lag(&self, lag: &[PartitionLag]) {
         self.apply.lag_probe_ok.set(1);
         for l in lag {

@@ -207,8 +207,45 @@ async fn a_follower_stays_equal_to_the_primary_across_a_migration_and_a_rollback
     let v = get_json(&format!("{}/v1/admin/timeline/app", n4.base)).await;
     assert_eq!(
         v["behind"],
-        serde_json::json!([{"epoch": 0, "records": 0}, {"epoch": 1, "records": 0}, {"epoch": 2, "records": null}]),
-        "the follower read both closed epochs to their ends: {v}"
+        serde_json::json!([{"epoch": 0, "records": 0}, {"epoch": 1, "records": 0}, {"epoch": 2, "records": 0}]),
+        "the follower read every epoch to its end (the current one to the high-water marks): {v}"
+    );
+    // Its status and metrics say the same per epoch.
+    let st = get_json(&format!("{}/v1/admin/status", n4.base)).await;
+    let epochs: Vec<(String, u64, String, bool, i64)> = st["apply"]["epochs"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|e| {
+            (
+                e["namespace"].as_str().unwrap_or("").to_string(),
+                e["epoch"].as_u64().unwrap_or(99),
+                e["primary"].as_str().unwrap_or("").to_string(),
+                e["current"].as_bool().unwrap_or(false),
+                e["lag_records"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, String, bool, i64)> = vec![
+        ("app".into(), 0, "n1".into(), false, 0),
+        ("app".into(), 1, "n2".into(), false, 0),
+        ("app".into(), 2, "n1".into(), true, 0),
+    ];
+    assert_eq!(epochs, want, "{st}");
+    let metrics = reqwest::get(format!("{}/metrics", n4.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"northwest_epoch_lag_records{epoch="2",namespace="app",node="n4"} 0"#),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("epoch_lag"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let page = tokio::task::spawn_blocking({
         let url = format!("{}/", n4.base);

@@ -156,6 +156,14 @@ pub(super) async fn apply_status(s: &NodeState) -> Option<ApplyStatus> {
         Err(e) => (Vec::new(), false, Some(e.clone())),
     };
     s.metrics.observe_apply(a);
+    let (epochs, epochs_error) = match &lag {
+        Ok(l) => match super::timeline::epoch_lag(s, l).await {
+            Ok(e) => (e, None),
+            Err(e) => (Vec::new(), Some(e)),
+        },
+        Err(e) => (Vec::new(), Some(format!("lag probe: {e}"))),
+    };
+    s.metrics.observe_epoch_lag(&epochs);
     let running = a.running.load(Relaxed);
     let state = apply_state(
         running,
@@ -177,6 +185,8 @@ pub(super) async fn apply_status(s: &NodeState) -> Option<ApplyStatus> {
         caught_up: state == ApplyState::CaughtUp,
         lag_error,
         partitions,
+        epochs,
+        epochs_error,
     })
 }
 

@@ -19,6 +19,7 @@ pub(super) struct ApplySeries {
     pub(super) halted: IntGaugeVec,
     pub(super) lag_records: IntGaugeVec,
     pub(super) lag_seconds: GaugeVec,
+    pub(super) epoch_lag_records: IntGaugeVec,
     pub(super) stored_offset: IntGaugeVec,
     pub(super) high_watermark: IntGaugeVec,
     pub(super) snapshot_loaded_rows: IntGauge,
@@ -147,6 +148,13 @@ impl ApplySeries {
                 "journal_lag_records",
                 "High-water mark minus stored offset",
                 &["partition"],
+            ),
+            epoch_lag_records: b.gv(
+                tgt,
+                "epoch_lag_records",
+                "Records of one epoch of a namespace's timeline not yet read here (the current \
+             epoch ends at the high-water marks)",
+                &["namespace", "epoch"],
             ),
             lag_seconds: b.fv(
                 tgt,
