@@ -33,11 +33,24 @@ pub(crate) async fn compare(
     ns: &str,
 ) -> anyhow::Result<Comparison> {
     let s2 = ctx.status(n2).await?;
-    if s2.role != "target" || s2.journal_topic != journal {
+    // A source stands at a journal position too: once its outbox shipped,
+    // everything it committed lies in the journal below the high-water
+    // marks (and what other primaries journaled was applied before it took
+    // the namespace back).
+    let source = s2.role == "source";
+    if !(s2.role == "target" || source) || s2.journal_topic != journal {
         return Err(Refused(format!(
             "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
-             applying the same journal stands at a comparable position",
+             applying the same journal, or the source journaling to it, stands at a comparable \
+             position",
             s2.role, s2.journal_topic
+        ))
+        .into());
+    }
+    if let Some(to) = s2.forwards(ns).filter(|_| source) {
+        return Err(Refused(format!(
+            "--compare {n2}: it forwards {ns} to {to} and applies that node's writes when it \
+             reads them: compare with {to}"
         ))
         .into());
     }
@@ -51,7 +64,7 @@ pub(crate) async fn compare(
     }
     // The primary takes writes while the two are compared: the position
     // is the journal's end, which its writes keep moving.
-    let note = s2.promoted.iter().any(|n| n == ns).then(|| {
+    let note = (source || s2.promoted.iter().any(|n| n == ns)).then(|| {
         format!(
             "{n2} is the primary of {ns}: it journals the writes it takes, so n3 follows it; \
              compared at one journal position"
@@ -59,10 +72,16 @@ pub(crate) async fn compare(
     });
     const ATTEMPTS: u32 = 5;
     for _ in 0..ATTEMPTS {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let committed = if source {
+            Some(shipped_all(ctx, n2, deadline).await?)
+        } else {
+            None
+        };
         let (c, t) = (ctx.hw.clone(), journal.to_string());
         let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        for node in [n2, n3] {
+        let appliers: &[&str] = if source { &[n3] } else { &[n2, n3] };
+        for &node in appliers {
             loop {
                 let stored = ctx.offsets(node).await?.journal;
                 if hw
@@ -82,7 +101,12 @@ pub(crate) async fn compare(
         let (d2, d3) = tokio::try_join!(ctx.digest(n2, false), ctx.digest(n3, false))?;
         let (c, t) = (ctx.hw.clone(), journal.to_string());
         let after = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
-        if after != hw {
+        // A source that committed meanwhile may hold a write not below hw.
+        let still = match committed {
+            Some(next) => ctx.status(n2).await?.outbox_next == next,
+            None => true,
+        };
+        if after != hw || !still {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
@@ -103,4 +127,23 @@ pub(crate) async fn compare(
         "the journal moved during each of {ATTEMPTS} comparisons (is the source still writing?): \
          n3 is rebuilt, but compare it with {n2} while the source is stopped or fenced"
     )
+}
+
+/// Waits until source `n` shipped every commit it made; its outbox's next
+/// sequence then (unchanged later: nothing committed since).
+async fn shipped_all(ctx: &Ctx, n: &str, deadline: Instant) -> anyhow::Result<u64> {
+    loop {
+        let s = ctx.status(n).await?;
+        if s.outbox_pending == 0 {
+            return Ok(s.outbox_next);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{n} still had {} commits to ship to the journal after 2 min ({}); is the broker up?",
+                s.outbox_pending,
+                s.relay_error.as_deref().unwrap_or("no relay error")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

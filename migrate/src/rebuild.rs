@@ -180,7 +180,7 @@ async fn default_comparand(ctx: &Ctx, ns: &str, n3: &str) -> Result<String, Stri
         .await
         .map_err(|e| format!("its primary {} does not answer: {e}", r.primary))?;
     match s.role.as_str() {
-        "target" => Ok(r.primary),
+        "target" | "source" => Ok(r.primary),
         role => Err(format!(
             "its primary {} is a {role}, at no journal position to compare at",
             r.primary

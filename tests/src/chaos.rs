@@ -110,6 +110,13 @@ fn marker_gc_on(seed: u64) -> bool {
     (seed / 4).is_multiple_of(2)
 }
 
+/// Whether run `seed` ends with a rebuild of a fresh node from the topics:
+/// eight seeds on, eight off, so every [`Scenario`] meets it with marker GC
+/// on and off.
+fn rebuild_on(seed: u64) -> bool {
+    !(seed / 8).is_multiple_of(2)
+}
+
 /// n2's marker GC: markers kept 0.72 s past the journal it is told it has
 /// (0.5 s), a pass every second; goes in its `[journal]` section.
 const N2_MARKER_GC: &str =
@@ -179,6 +186,9 @@ pub struct RunReport {
     /// second) during the run: every second seed.
     pub marker_gc: bool,
     pub scenario: Scenario,
+    /// After the scenario, a fresh n5 was rebuilt from the topics alone
+    /// (`migrate --from-topics`) and checked like every other copy.
+    pub rebuild: bool,
 }
 
 impl RunReport {
@@ -263,6 +273,7 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
             .await
             .map_err(|e| e.to_string())?;
         if !up {
+            stack.stack(&["down"]);
             return Err(format!(
                 "the chaos stack did not come back after run {}; see {}",
                 i + 1,
@@ -271,6 +282,10 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
         }
     }
     println!("{}", table(&reports));
+    // Down now: the Ctrl-C task holds the stack too, and a failed campaign
+    // exits without dropping it.
+    let s = stack.clone();
+    let _ = tokio::task::spawn_blocking(move || s.stack(&["down"])).await;
     let failed: Vec<u64> = reports.iter().filter(|r| !r.ok()).map(|r| r.seed).collect();
     if failed.is_empty() {
         Ok(reports)
@@ -364,6 +379,7 @@ async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
         seconds: 0.0,
         marker_gc: marker_gc_on(seed),
         scenario: Scenario::of(seed),
+        rebuild: rebuild_on(seed),
     };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -528,6 +544,10 @@ async fn drive(
                     let nodes = [&base1, &base2, &base3];
                     let others = nodes.into_iter().filter(|b| *b != primary);
                     error = followers_hold(others, primary, &history).await.err();
+                    if error.is_none() && rebuild_on(seed) {
+                        let at = (dir, root.as_str(), topic.as_str());
+                        error = rebuild(&addrs, at, primary, &history).await.err();
+                    }
                     (check, dlq, halted)
                 }
                 Err(e) => {
@@ -736,6 +756,74 @@ async fn caught_up(primary: &str, node: &str) -> Result<(), String> {
     Err(format!(
         "{node} did not catch up with {primary} in 60 s: {last}"
     ))
+}
+
+/// Rebuilds a fresh n5 from the topics alone (the newest complete image,
+/// then every epoch after it) with the default comparison against the
+/// routed primary, and holds it to everything the clients were told.
+async fn rebuild(
+    addrs: &(String, String),
+    (dir, root, topic): (&Path, &str, &str),
+    primary: &str,
+    h: &History,
+) -> Result<(), String> {
+    let (a, d, r, t) = (
+        addrs.clone(),
+        dir.to_path_buf(),
+        root.to_string(),
+        topic.to_string(),
+    );
+    let n5 = tokio::task::spawn_blocking(move || {
+        let kafka = format!("\n[kafka]\n\"message.timeout.ms\" = \"{MESSAGE_TIMEOUT_MS}\"\n");
+        NodeProc::start(
+            &d,
+            "n5",
+            &node_toml_at(&a, "n5", &d, free_port(), &r, &t, &kafka),
+        )
+    })
+    .await
+    .map_err(|e| format!("rebuild: n5 did not start: {e}"))?;
+    let base5 = n5.base.clone();
+    let (zk, kafka) = addrs.clone();
+    let out = dir.join("rebuild.json");
+    let log = dir.join("rebuild.log");
+    let ran = tokio::task::spawn_blocking({
+        let (base5, out, log) = (base5.clone(), out.clone(), log.clone());
+        move || -> std::io::Result<std::process::ExitStatus> {
+            std::process::Command::new(bin_path("northwest"))
+                .args(["migrate", "--from-topics", "--to", &base5])
+                .args(["--namespace", "app", "--zk", &zk, "--brokers", &kafka])
+                .args(["--json", "--quiet"])
+                .env_remove("NW_ZK")
+                .env_remove("NW_KAFKA")
+                .stdout(std::fs::File::create(&out)?)
+                .stderr(std::fs::File::create(&log)?)
+                .status()
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let result = async {
+        let status = ran.map_err(|e| format!("rebuild: cannot run northwest migrate: {e}"))?;
+        let report: serde_json::Value = std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if !status.success() || report["compare"]["equal"] != true {
+            return Err(format!(
+                "rebuild of n5 from the topics: {status}, report {report}, log {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+        followers_hold([&base5].into_iter(), primary, h)
+            .await
+            .map_err(|e| format!("rebuild: {e}"))
+    }
+    .await;
+    let mut n5 = n5;
+    n5.kill9();
+    result
 }
 
 /// Runs the scenario's migrations as an operator would, each again after

@@ -99,24 +99,15 @@ async fn a_rebuild_after_a_rollback_holds_the_writes_the_new_primary_took() {
     let root = status(&n2).await["zk_root"].as_str().unwrap().to_string();
     let n3 = another_target(&p, &root, "n3");
     let o = tokio::task::spawn_blocking({
-        let (n3, n2) = (n3.base.clone(), n2.clone());
-        move || {
-            run_migrate(&[
-                "--from-topics",
-                "--to",
-                &n3,
-                "--compare",
-                &n2,
-                "--json",
-                "--namespace",
-                "app",
-            ])
-        }
+        let n3 = n3.base.clone();
+        move || run_migrate(&["--from-topics", "--to", &n3, "--json", "--namespace", "app"])
     })
     .await
     .unwrap();
+    // Compared by default with the primary, here the source n1 again.
     let r = migrate_report(&o);
-    assert_eq!(r["compare"]["equal"], true, "n3 equals n2: {r}");
+    assert_eq!(r["compare"]["with"], n1, "{r}");
+    assert_eq!(r["compare"]["equal"], true, "n3 equals n1: {r}");
     wait_caught_up(&n1, &n3.base, Duration::from_secs(60)).await;
     let d1 = digest(&n1, "app").await;
     let d3 = get_json(&format!("{}/v1/ns/app/digest?local=true", n3.base)).await;
