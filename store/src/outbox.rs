@@ -209,8 +209,16 @@ impl Outbox {
     /// Everything below the lowest pending entry and below the low
     /// watermark (entries still being written) has been shipped.
     fn refresh_shipped(&self) {
-        let first = self.pending.lock().first().copied();
+        // The low watermark first: every entry below it was reserved and
+        // settled, so it is in `pending` now unless shipped. Read the other
+        // way round, an entry reserved and settled between the two reads
+        // would be in neither, and the mark would pass it unshipped.
         let low = self.low_watermark();
+        #[cfg(test)]
+        if let Some(mut f) = tests::BETWEEN_READS.with(|h| h.take()) {
+            f();
+        }
+        let first = self.pending.lock().first().copied();
         let mark = first.map_or(low, |f| f.min(low));
         self.shipped.send_if_modified(|m| {
             let grow = mark > *m;
@@ -308,6 +316,35 @@ mod tests {
         assert_eq!(o.shipped_below(), seq, "still in flight: held back");
         o.settle(seq, true);
         assert_eq!(o.shipped_below(), seq + 1);
+    }
+
+    std::thread_local! {
+        /// Runs once between `refresh_shipped`'s two reads (this thread).
+        pub(super) static BETWEEN_READS: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Another commit is reserved and settled while the mark is being
+    /// worked out: the mark must not pass it before the relay shipped it.
+    #[test]
+    fn the_shipped_mark_never_passes_an_entry_committed_while_it_is_worked_out() {
+        let o = Arc::new(outbox());
+        let first = o.reserve();
+        o.settle(first, true);
+        o.ack(&[first]).unwrap();
+        let other = Arc::new(parking_lot::Mutex::new(None));
+        let (o2, other2) = (o.clone(), other.clone());
+        BETWEEN_READS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                let s = o2.reserve();
+                o2.settle(s, true);
+                *other2.lock() = Some(s);
+            }))
+        });
+        o.refresh_shipped();
+        let s = other.lock().expect("the hook ran");
+        let mark = o.shipped_below();
+        assert!(mark <= s, "mark {mark} passed entry {s}, which was never shipped");
     }
 
     /// A reservation whose batch failed holds nothing back once settled.
