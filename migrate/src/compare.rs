@@ -73,7 +73,9 @@ pub(crate) async fn compare(
     const ATTEMPTS: u32 = 5;
     for _ in 0..ATTEMPTS {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let committed = if source {
+        // A primary (a source, or a target promoted for the namespace)
+        // commits writes of its own: they must all be on the journal.
+        let committed = if source || s2.promoted.iter().any(|n| n == ns) {
             Some(shipped_all(ctx, n2, deadline).await?)
         } else {
             None
@@ -129,12 +131,14 @@ pub(crate) async fn compare(
     )
 }
 
-/// Waits until source `n` shipped every commit it made; its outbox's next
+/// Waits until primary `n` shipped every commit it made; its outbox's next
 /// sequence then (unchanged later: nothing committed since).
 async fn shipped_all(ctx: &Ctx, n: &str, deadline: Instant) -> anyhow::Result<u64> {
     loop {
         let s = ctx.status(n).await?;
-        if s.outbox_pending == 0 {
+        // The marks, not the pending count: an entry reserved between the
+        // status's reads of count and next is below next, not shipped.
+        if s.outbox_shipped_below >= s.outbox_next {
             return Ok(s.outbox_next);
         }
         if Instant::now() > deadline {

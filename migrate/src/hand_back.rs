@@ -35,7 +35,14 @@ pub(crate) async fn hand_back(ctx: &Ctx, prev: MigrationRecord) -> anyhow::Resul
             .context("demoting the old primary")?;
         return record(ctx, &prev, (&sb, &sp), None, None).await;
     }
-    if sb.forwards(&ns).is_none() || !sp.promoted.contains(&ns) || sp.forwards(&ns).is_some() {
+    // Both forwarding each other: a run that died mid-switch (the primary
+    // forwards already, the source not yet serving); moving the primary
+    // again finishes it, as a rollback's rerun does.
+    let mid_switch = sp.forwards(&ns) == Some(back.as_str());
+    if sb.forwards(&ns).is_none()
+        || !sp.promoted.contains(&ns)
+        || (sp.forwards(&ns).is_some() && !mid_switch)
+    {
         return Err(Refused(format!(
             "{back} is a source that does not follow namespace {ns} (it forwards {:?}), or \
              {primary} does not serve it: a namespace goes onto a source only back to an earlier \
@@ -67,6 +74,10 @@ async fn record(
     let ns = ctx.a.namespace.clone();
     let (back, primary) = (ctx.a.to.clone(), ctx.a.from.clone());
     let mut st = crate::state::new_state(&ctx.a, sp);
+    // Named after the hop it follows, not the clock: a rerun that finishes
+    // this switch records the same migration and timeline epoch again
+    // rather than a second one.
+    st.id = format!("{}-back", prev.id);
     st.phase = Phase::Done;
     st.write_pause_ms = detail.as_ref().and_then(|d| d.write_pause_ms);
     st.from_name = Some(sp.name.clone());

@@ -65,7 +65,7 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
             t.elapsed().as_secs_f64()
         );
     }
-    let compared = compare_if_asked(&ctx, &a, &journal).await?;
+    let (compared, not_compared) = compare_if_asked(&ctx, &a, &journal).await?;
     let warning = dead_letter_warning(&ctx, &n3, &ns).await?;
     let report = RebuildReport {
         warning,
@@ -77,6 +77,7 @@ pub(crate) async fn run(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()
         loaded_rows: rows,
         seconds: started.elapsed().as_secs_f64(),
         compare: compared.as_ref(),
+        not_compared,
     };
     finish(&a, &report)
 }
@@ -133,22 +134,35 @@ async fn compare_if_asked(
     ctx: &Ctx,
     a: &MigrateArgs,
     journal: &str,
-) -> anyhow::Result<Option<Comparison>> {
+) -> anyhow::Result<(Option<Comparison>, Option<String>)> {
     let (ns, n3) = (&a.namespace, &a.to);
+    let not_run = |why: String| {
+        if !a.quiet {
+            eprintln!(
+                "[3/3] compare: not run ({why}); give --compare <a target of the same journal, \
+                 or the source journaling to it>"
+            );
+        }
+        Ok((None, Some(why)))
+    };
     let with = match &a.compare {
         Some(n2) => n2.clone(),
         None => match default_comparand(ctx, ns, n3).await {
             Ok(n2) => n2,
-            Err(why) => {
-                if !a.quiet {
-                    eprintln!("[3/3] compare: not run ({why}); give --compare <a target of the same journal>");
-                }
-                return Ok(None);
-            }
+            Err(why) => return not_run(why),
         },
     };
     let t = Instant::now();
-    let c = compare(ctx, journal, &with, n3, ns).await?;
+    let c = match compare(ctx, journal, &with, n3, ns).await {
+        Ok(c) => c,
+        // Asked for, a comparison that cannot be made fails the run; the
+        // default one is a courtesy: the rebuild stands, and says why it
+        // went uncompared.
+        Err(e) if a.compare.is_none() => {
+            return not_run(format!("comparing with the primary {with}: {e:#}"))
+        }
+        Err(e) => return Err(e),
+    };
     if !a.quiet {
         eprintln!(
             "[3/3] compare with {with}: {} at journal position {:?} in {:.1} s",
@@ -157,7 +171,7 @@ async fn compare_if_asked(
             t.elapsed().as_secs_f64()
         );
     }
-    Ok(Some(c))
+    Ok((Some(c), None))
 }
 
 /// Without `--compare`: the namespace's primary (its routing record), when
@@ -359,4 +373,7 @@ struct RebuildReport<'a> {
     loaded_rows: u64,
     seconds: f64,
     compare: Option<&'a Comparison>,
+    /// Why no comparison ran (none was asked for and the primary could not
+    /// be compared with).
+    not_compared: Option<String>,
 }

@@ -32,6 +32,14 @@ pub(crate) async fn rollback(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::
     if !n1_forwards && n2_forwards {
         // A rollback stopped after its switch: finish it.
         eprintln!("rollback: n1 serves {ns} and n2 forwards it there already; finishing");
+        if s1.promotion_unconfirmed.contains(&ns) {
+            // n1 (a chained hop's source) stopped forwarding as its
+            // confirmation began and died before recording it: confirmed
+            // now, or it would refuse its own clients for good.
+            confirm(ctx, &n1)
+                .await
+                .context("confirming n1's promotion")?;
+        }
         finish(ctx, &n1, &n2).await?;
         let detail = RollbackReport {
             resumed_after_switch: true,
@@ -403,12 +411,7 @@ async fn switch_back(
         // n1 is a target (a chained hop's source): n2's proxy step promoted
         // it unconfirmed; confirmed, it serves its own clients again once
         // it stops forwarding.
-        let confirm = PromoteRequest {
-            namespace: ctx.a.namespace.clone(),
-            confirm: true,
-            ..Default::default()
-        };
-        if let Err(e) = ctx.promote(n1, &confirm).await {
+        if let Err(e) = confirm(ctx, n1).await {
             let e = anyhow::Error::from(e).context(
                 "confirming n1's promotion (n2 forwards to n1 already): run --rollback again",
             );
@@ -422,6 +425,16 @@ async fn switch_back(
     let pause = t.elapsed().as_secs_f64() * 1000.0;
     finish(ctx, n1, n2).await?;
     Ok((pause, boundary))
+}
+
+/// Confirms `n1`'s promotion (a target taking a namespace back).
+async fn confirm(ctx: &Ctx, n1: &str) -> Result<(), northwest_control::AdminError> {
+    let confirm = PromoteRequest {
+        namespace: ctx.a.namespace.clone(),
+        confirm: true,
+        ..Default::default()
+    };
+    ctx.promote(n1, &confirm).await.map(|_| ())
 }
 
 /// After the switch: n1's fence lifted, n2 demoted (it forwards already).

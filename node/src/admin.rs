@@ -25,7 +25,7 @@ use crate::state::NodeState;
 mod status;
 mod timeline;
 
-pub(crate) use timeline::epoch_lag;
+pub(crate) use timeline::{epoch_lag, refresh as refresh_timelines};
 
 pub fn router(state: Arc<NodeState>) -> Router {
     Router::new()

@@ -118,7 +118,8 @@ async fn take_sample(st: &NodeState) -> Sample {
             Ok(l) => {
                 st.metrics.observe_lag(&l);
                 // Status shows why when the timelines cannot be read.
-                if let Ok(epochs) = crate::admin::epoch_lag(st, &l).await {
+                crate::admin::refresh_timelines(st).await;
+                if let Ok(epochs) = crate::admin::epoch_lag(st, &l) {
                     st.metrics.observe_epoch_lag(&epochs);
                 }
                 let parts = a.partitions.lock();

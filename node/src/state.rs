@@ -50,6 +50,10 @@ pub struct NodeState {
     pub history: History,
     /// What the last marker GC pass found (status `marker_gc`).
     pub marker_gc: parking_lot::Mutex<Value>,
+    /// Every namespace's timeline as housekeeping last read it from
+    /// ZooKeeper (status reads this copy: a drain polls status every few
+    /// milliseconds under a fence).
+    pub timelines: parking_lot::Mutex<Option<Result<Vec<northwest_control::Timeline>, String>>>,
 }
 
 /// The snapshot loader started by the orchestrator on a target node.

@@ -344,7 +344,10 @@ mod tests {
         o.refresh_shipped();
         let s = other.lock().expect("the hook ran");
         let mark = o.shipped_below();
-        assert!(mark <= s, "mark {mark} passed entry {s}, which was never shipped");
+        assert!(
+            mark <= s,
+            "mark {mark} passed entry {s}, which was never shipped"
+        );
     }
 
     /// A reservation whose batch failed holds nothing back once settled.

@@ -721,6 +721,15 @@ async fn followers_hold(
 ) -> Result<(), String> {
     for node in nodes {
         caught_up(primary, node).await?;
+        // A node that forwards the namespace answers reads from its
+        // primary: its own copy is compared by digest, which it always
+        // computes locally.
+        let (dp, dn) = (local_digest(primary).await?, local_digest(node).await?);
+        if dp != dn {
+            return Err(format!(
+                "{node}'s own copy differs from the primary {primary}'s once caught up: {dn} vs {dp}"
+            ));
+        }
         let state = final_state(node, &h.keys()).await?;
         let c = history::check(&h.events(), &state);
         if c.violations() > 0 {
@@ -731,6 +740,23 @@ async fn followers_hold(
         }
     }
     Ok(())
+}
+
+/// The count and digest of the node's own copy of the namespace.
+async fn local_digest(node: &str) -> Result<String, String> {
+    let url = format!("{node}/v1/ns/app/digest?local=true");
+    let v: serde_json::Value = http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    match (v["count"].as_u64(), v["digest"].as_str()) {
+        (Some(c), Some(d)) => Ok(format!("{c} entities {d}")),
+        _ => Err(format!("GET {url}: no digest in {v}")),
+    }
 }
 
 /// Waits (up to 60 s) until `primary` shipped its outbox and `node`

@@ -157,7 +157,7 @@ pub(super) async fn apply_status(s: &NodeState) -> Option<ApplyStatus> {
     };
     s.metrics.observe_apply(a);
     let (epochs, epochs_error) = match &lag {
-        Ok(l) => match super::timeline::epoch_lag(s, l).await {
+        Ok(l) => match super::timeline::epoch_lag(s, l) {
             Ok(e) => (e, None),
             Err(e) => (Vec::new(), Some(e)),
         },

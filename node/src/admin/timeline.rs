@@ -107,14 +107,27 @@ pub(crate) async fn read_all(
 
 /// Each recorded epoch's lag for this node: its stored offsets against the
 /// epoch's range (the current epoch ends at the topic's high-water marks).
-pub(crate) async fn epoch_lag(
-    s: &NodeState,
-    lag: &[PartitionLag],
-) -> Result<Vec<EpochLag>, String> {
-    let Some(zk) = &s.zk else {
+/// Reads every timeline into the node's copy (housekeeping, every tick).
+pub(crate) async fn refresh(s: &NodeState) {
+    if let Some(zk) = &s.zk {
+        let read = read_all(zk, &s.layout).await;
+        if let Err(e) = &read {
+            tracing::warn!(error = %e, "reading the namespaces' timelines failed; per-epoch lag is not known until it succeeds");
+        }
+        *s.timelines.lock() = Some(read);
+    }
+}
+
+/// Each recorded epoch's lag for this node, from the timelines housekeeping
+/// last read.
+pub(crate) fn epoch_lag(s: &NodeState, lag: &[PartitionLag]) -> Result<Vec<EpochLag>, String> {
+    if s.zk.is_none() {
         return Ok(Vec::new());
+    }
+    let timelines = match &*s.timelines.lock() {
+        None => return Err("the timelines were not read yet (every 2 s)".into()),
+        Some(r) => r.clone()?,
     };
-    let timelines = read_all(zk, &s.layout).await?;
     let applied: Offsets = lag
         .iter()
         .map(|p| (p.partition, p.stored.unwrap_or(p.low_watermark)))

@@ -97,6 +97,7 @@ pub(super) fn node_state(
         zk,
         history: Default::default(),
         marker_gc: Default::default(),
+        timelines: Default::default(),
     })
 }
 
