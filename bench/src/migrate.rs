@@ -10,7 +10,7 @@ use northwest_control::record::WarmReport;
 
 use crate::common::say;
 use crate::loadgen::{drive, Tally};
-use nodes::{admin, last_report, migrate_args, mixed, pair, pair_with, preload};
+use nodes::{admin, bulk_preload, last_report, migrate_args, mixed, pair, pair_with, preload};
 
 mod nodes;
 
@@ -41,9 +41,13 @@ pub struct MigrateBench {
     #[arg(long)]
     pub max_source_p99_ms: Option<u64>,
     /// Which measurements to run (comma-separated: table2, table3, cutover,
-    /// warm).
+    /// warm, scale; scale runs only when named).
     #[arg(long, default_value = "table2,table3,cutover,warm")]
     pub only: String,
+    /// Entities bulk-loaded (ten per transaction) for `--only scale`, then
+    /// migrated under the bench's load.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_entities: u64,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
@@ -70,6 +74,86 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
     if want("warm") {
         warm(&b).await?;
     }
+    if want("scale") {
+        scale(&b).await?;
+    }
+    Ok(())
+}
+
+/// A large namespace migrated under load: what the writes pause for
+/// (verify's snapshots and the cutover), how fast the snapshot moves, and
+/// what the clients feel before and during.
+async fn scale(b: &MigrateBench) -> anyhow::Result<()> {
+    let n = b.scale_entities;
+    let b = MigrateBench {
+        entities: n,
+        ..b.clone()
+    };
+    say!(
+        "\nScale: {n} entities of 100 B bulk-loaded (10 per transaction), then migrated under {} req/s (50% reads)",
+        b.rate
+    );
+    let p = pair(&b, "scale").await?;
+    let t = Instant::now();
+    bulk_preload(&p.n1, n, 100).await?;
+    let load_s = t.elapsed().as_secs_f64();
+    say!(
+        "  bulk load: {load_s:.1} s ({:.0} entities/s)",
+        n as f64 / load_s
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let d = b.phase_duration;
+    tokio::spawn(async move {
+        tokio::time::sleep(d).await;
+        s2.store(true, Ordering::Relaxed);
+    });
+    let before = mixed(&p.n1, &b, 0.5, stop).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
+        tokio::spawn(async move { mixed(&n1, &b2, 0.5, st).await })
+    };
+    let mut args = migrate_args(&b, &p);
+    args.rate = b.snapshot_rate;
+    args.max_source_p99_ms = b.max_source_p99_ms;
+    let t = Instant::now();
+    northwest_migrate::run(args, admin()).await?;
+    let migrate_s = t.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let during = load.await?;
+    let st = last_report(&b, &p).await?;
+    let snap_s = st.phase_seconds.get("Snapshot").copied().unwrap_or(0.0);
+    let p99 = |v: &serde_json::Value| v["latency_ms"]["p99"].as_f64().unwrap_or(0.0);
+    say!(
+        "  migration {migrate_s:.1} s; snapshot {} rows in {snap_s:.1} s ({:.0} rows/s under load)",
+        st.snapshot_rows,
+        st.snapshot_rows as f64 / snap_s.max(1e-9)
+    );
+    say!(
+        "  writes paused: verify {:.1} ms (digests then ran {:.0} ms with writes going on), cutover {:.1} ms; total {:.1} ms",
+        st.verify_pause_ms.unwrap_or(0.0),
+        st.verify_digest_ms.unwrap_or(0.0),
+        st.write_pause_ms.unwrap_or(0.0),
+        st.verify_pause_ms.unwrap_or(0.0) + st.write_pause_ms.unwrap_or(0.0)
+    );
+    say!(
+        "  clients p99 {:.2} ms before, {:.2} ms during ({:.2}x); requests during {} failed {}",
+        p99(&before),
+        p99(&during),
+        p99(&during) / p99(&before).max(1e-9),
+        during["issued"],
+        during["failed"]
+    );
+    crate::common::record(serde_json::json!({"scale": {
+        "entities": n, "bulk_load_s": load_s, "migrate_s": migrate_s,
+        "snapshot_rows": st.snapshot_rows, "snapshot_s": snap_s,
+        "verify_pause_ms": st.verify_pause_ms, "verify_digest_ms": st.verify_digest_ms,
+        "cutover_pause_ms": st.write_pause_ms,
+        "before": before, "during": during,
+    }}));
+    p.stop().await;
     Ok(())
 }
 

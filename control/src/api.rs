@@ -24,6 +24,11 @@ pub mod path {
     pub const LOAD_SNAPSHOT: &str = "/v1/admin/load-snapshot";
     pub const REVERSE_APPLY: &str = "/v1/admin/reverse-apply";
     pub const WARM: &str = "/v1/admin/warm";
+    pub const DIGEST_JOBS: &str = "/v1/admin/digest-jobs";
+
+    pub fn digest_job(id: &str) -> String {
+        format!("{DIGEST_JOBS}/{id}")
+    }
 
     pub fn checkpoint(name: &str) -> String {
         format!("{CHECKPOINT}/{name}")
@@ -367,6 +372,41 @@ pub struct DigestResponse {
 pub struct KindDigest {
     pub count: u64,
     pub digest: String,
+}
+
+/// `POST /v1/admin/digest-jobs`: digest this node's own copy of a
+/// namespace from a snapshot of the store taken before the answer, in the
+/// background. A caller that holds the namespace's writes only until both
+/// copies answered compares them at one point without holding writes for
+/// the digests themselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DigestJobRequest {
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DigestJobState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// A digest job (the answer to starting one, and `GET
+/// /v1/admin/digest-jobs/{job}`; 404 once the node restarted or forgot it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DigestJob {
+    pub job: String,
+    pub namespace: String,
+    pub state: DigestJobState,
+    /// Records read so far (delete markers too).
+    pub scanned: u64,
+    pub started_at_ms: i64,
+    pub elapsed_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<DigestResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/admin/offsets`: stored next offsets per partition.

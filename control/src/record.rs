@@ -34,7 +34,11 @@ pub struct MigrationRecord {
     pub runs: u32,
     pub max_lag_records: i64,
     pub verify: Option<VerifyReport>,
+    /// How long verify held n1's writes: the drain and the two snapshots.
     pub verify_pause_ms: Option<f64>,
+    /// How long the two digests took after the writes went on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_digest_ms: Option<f64>,
     pub write_pause_ms: Option<f64>,
     pub error: Option<String>,
     /// n1's node name (where its proxy state lives in ZooKeeper).

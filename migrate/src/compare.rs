@@ -1,4 +1,5 @@
-//! A rebuilt n3 compared with n2 while both stand at one journal position.
+//! A rebuilt n3 compared with n2 while both stand at one journal position
+//! (snapshots of both taken there; the digests run from them).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use northwest_control::record::DigestSummary;
 use serde::Serialize;
 
 use crate::client::{high_watermarks, Ctx};
+use crate::digests;
 use crate::error::Refused;
 
 /// n2 and n3 compared at one journal position.
@@ -100,10 +102,12 @@ pub(crate) async fn compare(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let (d2, d3) = tokio::try_join!(ctx.digest(n2, false), ctx.digest(n3, false))?;
+        // Snapshots of both copies, then proof that nothing moved while
+        // they were taken; the digests run from the snapshots afterwards.
+        let pinned = digests::pin(ctx, n2, n3).await?;
         let (c, t) = (ctx.hw.clone(), journal.to_string());
         let after = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
-        // A source that committed meanwhile may hold a write not below hw.
+        // A primary that committed meanwhile may hold a write not below hw.
         let still = match committed {
             Some(next) => ctx.status(n2).await?.outbox_next == next,
             None => true,
@@ -112,6 +116,7 @@ pub(crate) async fn compare(
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        let (d2, d3, _) = digests::finish(ctx, pinned).await?;
         let pick = |d: &api::DigestResponse| DigestSummary {
             count: d.count,
             digest: d.digest.clone(),

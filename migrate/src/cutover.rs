@@ -1,5 +1,5 @@
-//! Verify and the cutover: both copies compared under n1's write fence,
-//! then, under a fresh fence, n1's outbox drained into n2 and n1 made to
+//! Verify and the cutover: both copies compared at one point fixed under
+//! n1's write fence (snapshots; the digests run after it lifts), then, under a fresh fence, n1's outbox drained into n2 and n1 made to
 //! forward the namespace to n2 (which it promotes), within the pause budget.
 
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use northwest_control::record::{DigestSummary, VerifyReport};
 use northwest_control::{ErrorCode, MigrationRecord};
 
 use crate::client::{answered, Ctx};
+use crate::digests;
 use crate::drain::{drain, Applied, DrainDeadline, DrainPath};
 
 /// The proxy phase: the cutover, fenced and drained again when n1's fence
@@ -54,26 +55,30 @@ pub(crate) async fn cut_over(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
     }
 }
 
-/// Fences n1's namespace, drains, and compares digests while the fence is
-/// still held (a fence that lifted meanwhile makes the comparison moot).
+/// Fences n1's namespace, drains n1's outbox into n2, and starts a digest
+/// of each copy from a snapshot taken while the fence still holds; lifts
+/// the fence and compares the digests as they finish (the writes pause
+/// for the drain and the two snapshots, not for the digests).
 pub(crate) async fn verify(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let n1 = st.from.clone();
     let t = Instant::now();
     let f = ctx.fence(&n1, 30_000).await?;
-    let r = async {
+    let pinned = async {
         drain(ctx, &forward(st), &f, Duration::from_secs(25)).await?;
         // n2's own copy: after a rollback it forwards the namespace to n1
-        // until the cutover promotes it again.
-        let (d1, d2) = tokio::try_join!(ctx.digest(&n1, false), ctx.digest(&st.to, true))?;
-        anyhow::Ok((d1, d2))
+        // until the cutover promotes it again (a digest job always reads
+        // the node's own copy).
+        digests::pin(ctx, &n1, &st.to).await
     }
     .await;
     let lifted = ctx.unfence(&n1).await?;
     st.verify_pause_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
-    let (d1, d2) = r?;
+    let pinned = pinned?;
     if lifted.lifted != Some(f.fence) {
-        bail!("n1's write fence expired before the digests were taken; run again to re-verify");
+        bail!("n1's write fence expired before both snapshots were taken; run again to re-verify");
     }
+    let (d1, d2, took) = digests::finish(ctx, pinned).await?;
+    st.verify_digest_ms = Some(took.as_secs_f64() * 1000.0);
     let mut differ: Vec<String> = Vec::new();
     for k in d1.kinds.keys().chain(d2.kinds.keys()) {
         if d1.kinds.get(k) != d2.kinds.get(k) && !differ.contains(k) {

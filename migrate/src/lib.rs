@@ -20,6 +20,7 @@ mod args;
 mod client;
 mod compare;
 mod cutover;
+mod digests;
 mod drain;
 mod error;
 mod hand_back;

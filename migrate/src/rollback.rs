@@ -16,6 +16,7 @@ use northwest_control::{ErrorCode, MigrationRecord, Phase, RoutingRecord};
 use serde::Serialize;
 
 use crate::client::{answered, Ctx};
+use crate::digests;
 use crate::drain::{drain, Applied, DrainPath};
 use crate::error::Refused;
 use crate::timeline::{self, Previous};
@@ -315,9 +316,9 @@ async fn catch_up(ctx: &Ctx, n1: &str, n2: &str, by: Applied) -> anyhow::Result<
     }
 }
 
-/// Fences both nodes, drains n2's writes into n1 and compares the two
-/// copies of the namespace (n1's own, not the one it forwards to), then
-/// lifts the fences.
+/// Fences both nodes, drains n2's writes into n1, starts a digest of each
+/// node's own copy from snapshots taken under the fences, lifts the fences
+/// and compares the digests as they finish.
 async fn verify(
     ctx: &Ctx,
     ns: &str,
@@ -327,16 +328,28 @@ async fn verify(
 ) -> anyhow::Result<RollbackVerify> {
     let t = Instant::now();
     ctx.fence(n1, 30_000).await?;
-    let r = async {
+    let pinned = async {
         let f2 = ctx.fence(n2, 30_000).await?;
         drain(ctx, &reverse(n1, n2, topic, by), &f2, DRAIN_FOR).await?;
-        let (d1, d2) = tokio::try_join!(ctx.digest(n1, true), ctx.digest(n2, true))?;
-        anyhow::Ok((d1, d2))
+        let pinned = digests::pin(ctx, n1, n2).await?;
+        anyhow::Ok((f2, pinned))
     }
     .await;
-    let _ = ctx.unfence(n2).await;
+    // n2 takes the namespace's writes: its fence must have held until both
+    // snapshots were taken for them to stand at one point.
+    let lifted2 = ctx.unfence(n2).await;
     let _ = ctx.unfence(n1).await;
-    let (d1, d2) = r.context("verifying n1 against n2 before the switch back")?;
+    let pause_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let (f2, pinned) = pinned.context("verifying n1 against n2 before the switch back")?;
+    if lifted2.map_or(true, |l| l.lifted != Some(f2.fence)) {
+        bail!(
+            "n2's write fence expired (or could not be lifted) before both snapshots were \
+             taken; run the rollback again to re-verify"
+        );
+    }
+    let (d1, d2, _) = digests::finish(ctx, pinned)
+        .await
+        .context("verifying n1 against n2 before the switch back")?;
     if d1.count != d2.count || d1.digest != d2.digest {
         bail!(
             "n1 and n2 differ after n1 applied n2's writes (n1 {} entities {}, n2 {} entities {}) \
@@ -350,7 +363,7 @@ async fn verify(
     Ok(RollbackVerify {
         count: d1.count,
         digest: d1.digest,
-        pause_ms: t.elapsed().as_secs_f64() * 1000.0,
+        pause_ms,
     })
 }
 

@@ -146,6 +146,7 @@ pub(crate) fn new_state(a: &crate::MigrateArgs, s1: &NodeStatus) -> MigrationRec
         max_lag_records: 0,
         verify: None,
         verify_pause_ms: None,
+        verify_digest_ms: None,
         write_pause_ms: None,
         error: None,
         from_name: None,

@@ -4,27 +4,26 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use northwest_consumer::{offsets, Control};
-use northwest_control::api::{
-    path, DigestResponse, KindDigest, OffsetsResponse, ReplayRequest, ReplayResponse,
-};
+use northwest_control::api::{path, OffsetsResponse, ReplayRequest, ReplayResponse};
 use northwest_control::{ErrorCode, MigrationRecord};
-use northwest_store::{KeyRange, Namespace};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::api::ApiError;
 use crate::history::{Sample, INTERVAL};
 use crate::state::NodeState;
 
+mod digest;
 mod status;
 mod timeline;
 
+pub use digest::DigestJobs;
 pub(crate) use timeline::{epoch_lag, refresh as refresh_timelines};
 
 pub fn router(state: Arc<NodeState>) -> Router {
@@ -34,7 +33,9 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(path::OFFSETS, get(stored_offsets))
         .route(path::HISTORY, get(history))
         .route("/v1/admin/timeline/{ns}", get(timeline::timeline))
-        .route("/v1/ns/{ns}/digest", get(digest))
+        .route("/v1/ns/{ns}/digest", get(digest::digest))
+        .route(path::DIGEST_JOBS, post(digest::start_job))
+        .route("/v1/admin/digest-jobs/{job}", get(digest::job))
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/", get(|| async { Html(include_str!("dashboard.html")) }))
@@ -181,56 +182,6 @@ async fn replay(
         })),
         Err(e) => Err(ApiError::bad_request(e)),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RangeQuery {
-    prefix: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    /// This node's own copy even while it forwards the namespace (the
-    /// gate reads it; a rollback compares both nodes' copies).
-    #[allow(dead_code)]
-    local: Option<bool>,
-}
-
-async fn digest(
-    State(s): State<Arc<NodeState>>,
-    Path(ns): Path<String>,
-    q: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<DigestResponse>, ApiError> {
-    let ns = Namespace::new(&ns).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad digest query: {e}")))?;
-    let bad = |e: northwest_store::KeyError| ApiError::bad_request(e.to_string());
-    let mut range = KeyRange::prefix(&ns, q.prefix.as_deref().unwrap_or("")).map_err(bad)?;
-    if q.start.is_some() || q.end.is_some() {
-        range = range
-            .intersect(&KeyRange::between(&ns, q.start.as_deref(), q.end.as_deref()).map_err(bad)?);
-    }
-    let store = s.store.clone();
-    let d = tokio::task::spawn_blocking(move || {
-        northwest_store::digest::digest(store.engine().as_ref(), &range)
-    })
-    .await
-    .map_err(|e| ApiError::bad_request(e.to_string()))??;
-    let kinds = d
-        .kinds
-        .iter()
-        .map(|(k, p)| {
-            let kind = KindDigest {
-                count: p.count,
-                digest: p.hex(),
-            };
-            (k.clone(), kind)
-        })
-        .collect();
-    Ok(Json(DigestResponse {
-        namespace: ns.as_str().to_string(),
-        count: d.total.count,
-        digest: d.total.hex(),
-        kinds,
-    }))
 }
 
 /// The dashboard's data (`/v1/admin/history`).

@@ -54,6 +54,11 @@ pub struct NodeState {
     /// ZooKeeper (status reads this copy: a drain polls status every few
     /// milliseconds under a fence).
     pub timelines: parking_lot::Mutex<Option<Result<Vec<northwest_control::Timeline>, String>>>,
+    /// The Kafka consumer groups of the snapshot loader and the reverse
+    /// apply (named after the deployment and the node).
+    pub consumer_groups: (String, String),
+    /// Digests running or finished from store snapshots.
+    pub digest_jobs: crate::admin::DigestJobs,
 }
 
 /// The snapshot loader started by the orchestrator on a target node.

@@ -5,6 +5,7 @@
 //! ranges can be digested separately and added.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
@@ -47,6 +48,16 @@ pub fn entity_hash(key: &str, version: u64, value: &[u8]) -> u128 {
 
 /// Digests the live entities (delete markers excluded) of `range`.
 pub fn digest(reader: &dyn Reader, range: &KeyRange) -> Result<Digest, StoreError> {
+    digest_counting(reader, range, &AtomicU64::new(0))
+}
+
+/// [`digest`], adding every record it read (markers too) to `scanned` as
+/// it goes: a long digest's progress.
+pub fn digest_counting(
+    reader: &dyn Reader,
+    range: &KeyRange,
+    scanned: &AtomicU64,
+) -> Result<Digest, StoreError> {
     let mut d = Digest::default();
     let mut cursor = range.clone();
     loop {
@@ -63,6 +74,7 @@ pub fn digest(reader: &dyn Reader, range: &KeyRange) -> Result<Digest, StoreErro
                 d.kinds.entry(key.kind().to_string()).or_default().add(h);
             }
         }
+        scanned.fetch_add(page.len() as u64, Ordering::Relaxed);
         if page.len() < 4096 {
             break;
         }

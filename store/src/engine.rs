@@ -83,6 +83,15 @@ pub trait Reader: Send + Sync {
 pub trait Engine: Reader {
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError>;
     fn snapshot(&self) -> Result<Arc<dyn Reader>, EngineError>;
+    /// Calls `f` with a consistent point-in-time view taken when the call
+    /// begins, for as long as `f` runs: unlike [`Engine::snapshot`], an
+    /// engine may make this one cheap (no copy, O(1) to take) because it
+    /// cannot outlive the call.
+    fn with_snapshot(&self, f: &mut dyn FnMut(&dyn Reader)) -> Result<(), EngineError> {
+        let s = self.snapshot()?;
+        f(s.as_ref());
+        Ok(())
+    }
     /// Writes a durable, consistent copy of the store to `dir` that another
     /// process can open read-only ([`crate::rocks::open_checkpoint`]) while
     /// this engine keeps taking writes.

@@ -145,6 +145,71 @@ pub(super) async fn preload(base: &str, n: u64, value_bytes: usize) -> anyhow::R
     Ok(())
 }
 
+/// `n` entities of `value_bytes`, ten per transaction (one entity group,
+/// `Acct:{i/10}`, the keys [`mixed`] reads and writes): a bulk load, not
+/// one request per entity.
+pub(super) async fn bulk_preload(base: &str, n: u64, value_bytes: usize) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let client = reqwest::Client::new();
+    let tally = Arc::new(Tally::default());
+    let base = base.to_string();
+    let value = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; value_bytes]);
+    let groups = n.div_ceil(10);
+    let t = Instant::now();
+    let progress = {
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                let done = tally.issued.load(Ordering::Relaxed);
+                eprintln!(
+                    "  bulk load: {} of {n} entities ({:.0}/s)",
+                    done * 10,
+                    (done * 10) as f64 / t.elapsed().as_secs_f64()
+                );
+            }
+        })
+    };
+    drive(
+        16,
+        Some(groups),
+        Arc::new(AtomicBool::new(false)),
+        0,
+        tally.clone(),
+        move |g| {
+            let (c, base, value) = (client.clone(), base.clone(), value.clone());
+            async move {
+                let ops: Vec<serde_json::Value> = (g * 10..((g + 1) * 10).min(n))
+                    .map(|i| {
+                        serde_json::json!({
+                            "op": "put", "key": format!("Acct:{g}/Item:{i}"), "value_b64": value
+                        })
+                    })
+                    .collect();
+                let r = c
+                    .post(format!("{base}/v1/ns/bench/txn"))
+                    .json(&serde_json::json!({ "ops": ops }))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(r.status().to_string())
+                }
+            }
+        },
+    )
+    .await;
+    progress.abort();
+    anyhow::ensure!(
+        tally.failed.load(Ordering::Relaxed) == 0,
+        "bulk load failed: {:?}",
+        tally.errors.lock()
+    );
+    Ok(())
+}
+
 pub(super) async fn mixed(
     base: &str,
     b: &MigrateBench,

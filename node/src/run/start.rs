@@ -98,6 +98,8 @@ pub(super) fn node_state(
         history: Default::default(),
         marker_gc: Default::default(),
         timelines: Default::default(),
+        consumer_groups: (cfg.consumer_group("load"), cfg.consumer_group("reverse")),
+        digest_jobs: Default::default(),
     })
 }
 
@@ -305,7 +307,7 @@ fn start_apply(
             Source::Journal,
             kafka_settings(cfg),
             &cfg.journal.topic,
-            &format!("northwest-apply-{}", cfg.name),
+            &cfg.consumer_group("apply"),
         )
     };
     // Its own commits (as a promoted primary) come back through the topic.
