@@ -71,6 +71,23 @@ impl AdminError {
     }
 }
 
+/// A node's base URL as given on a command line: `http(s)://host:port`,
+/// any trailing `/` dropped (paths are appended to it, and records compare
+/// URLs as strings).
+pub fn node_url(s: &str) -> Result<String, String> {
+    let u = s.trim().trim_end_matches('/');
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("{s:?} is not a node URL: give it as http://host:port"))?;
+    if rest.is_empty() || rest.starts_with(':') || rest.contains(['/', '@', ' ']) {
+        return Err(format!(
+            "{s:?} is not a node's base URL: give it as http://host:port, without a path"
+        ));
+    }
+    Ok(u.to_string())
+}
+
 /// Whether a secrets file can be read by every user on the machine.
 pub fn world_readable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -292,6 +309,20 @@ async fn send<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_url_loses_its_trailing_slash_and_needs_a_scheme() {
+        assert_eq!(
+            node_url("http://127.0.0.1:8081/").unwrap(),
+            "http://127.0.0.1:8081"
+        );
+        assert_eq!(node_url("https://n1:8443").unwrap(), "https://n1:8443");
+        assert!(node_url("127.0.0.1:8081").is_err());
+        assert!(node_url("http://n1:8081/v1/admin").is_err());
+        assert!(node_url("https://").is_err());
+        assert!(node_url("http://:8081").is_err());
+        assert!(node_url("http://user:pw@n1:8081").is_err());
+    }
 
     #[tokio::test]
     async fn a_node_that_is_not_there_is_unreachable_with_a_hint() {

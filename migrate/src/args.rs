@@ -5,10 +5,10 @@ use northwest_control::Phase;
 #[derive(clap::Args, Debug, Clone)]
 pub struct MigrateArgs {
     /// Source node (n1) base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(long, default_value = "http://127.0.0.1:8081", value_parser = northwest_control::client::node_url)]
     pub from: String,
     /// Target node (n2) base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    #[arg(long, default_value = "http://127.0.0.1:8082", value_parser = northwest_control::client::node_url)]
     pub to: String,
     #[arg(long, default_value = "demo")]
     pub namespace: String,
@@ -38,7 +38,7 @@ pub struct MigrateArgs {
     /// the rebuilt namespace with, at one journal position. Without it the
     /// namespace's primary is compared with when it is such a node (a
     /// target it was migrated to), and the run says why not otherwise.
-    #[arg(long, requires = "from_topics")]
+    #[arg(long, requires = "from_topics", value_parser = northwest_control::client::node_url)]
     pub compare: Option<String>,
     /// Roll back instead (any phase before `switch`).
     #[arg(long)]

@@ -11,7 +11,7 @@ use northwest_control::AdminClient;
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
     /// Node base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    #[arg(long, default_value = "http://127.0.0.1:8082", value_parser = northwest_control::client::node_url)]
     pub node: String,
     /// Refresh every second until ctrl-c.
     #[arg(long)]
@@ -28,7 +28,7 @@ pub struct StatusArgs {
 #[command(group = clap::ArgGroup::new("from").required(true).multiple(false))]
 pub struct ReplayArgs {
     /// Target node (the one applying the journal).
-    #[arg(long, default_value = "http://127.0.0.1:8082")]
+    #[arg(long, default_value = "http://127.0.0.1:8082", value_parser = northwest_control::client::node_url)]
     pub node: String,
     /// Rewind partition P to offset O (`P:O`, repeatable).
     #[arg(long = "from-offset", value_parser = parse_part_offset, group = "from")]
@@ -52,10 +52,10 @@ pub struct ReplayArgs {
 #[derive(clap::Args, Debug)]
 pub struct DigestArgs {
     /// Node base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(long, default_value = "http://127.0.0.1:8081", value_parser = northwest_control::client::node_url)]
     pub node: String,
     /// A second node to compare with; exits non-zero on any difference.
-    #[arg(long)]
+    #[arg(long, value_parser = northwest_control::client::node_url)]
     pub compare: Option<String>,
     #[arg(long, default_value = "demo")]
     pub ns: String,

@@ -10,7 +10,7 @@ use northwest_control::AdminClient;
 #[derive(clap::Args, Debug)]
 pub struct TimelineArgs {
     /// Any node of the deployment (its base URL).
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(long, default_value = "http://127.0.0.1:8081", value_parser = northwest_control::client::node_url)]
     pub node: String,
     /// The namespace.
     #[arg(long = "namespace", visible_alias = "ns")]

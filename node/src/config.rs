@@ -282,6 +282,13 @@ pub struct JournalConfig {
     /// above it, and it must carry the largest transaction the API accepts
     /// (8 × http.max_value_bytes of body, plus 64 KiB).
     pub max_message_bytes: usize,
+    /// Prefix of the Kafka consumer groups the node's readers join (they
+    /// show lag in `kafka-consumer-groups`; offsets live in the store):
+    /// `<prefix>-apply-<name>`, `-load-`, `-reverse-`. Default: named after
+    /// the deployment (`coordination.root`, `/northwest/default` ->
+    /// `northwest-default`), so two deployments on one cluster never share
+    /// a group.
+    pub consumer_group_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -369,7 +376,27 @@ impl Default for JournalConfig {
             replication_factor: 1,
             retention_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: northwest_kafka::DEFAULT_MAX_MESSAGE_BYTES,
+            consumer_group_prefix: String::new(),
         }
+    }
+}
+
+impl NodeConfig {
+    /// The consumer group of this node's reader `kind` (`apply`, `load`,
+    /// `reverse`): see [`JournalConfig::consumer_group_prefix`].
+    pub fn consumer_group(&self, kind: &str) -> String {
+        let prefix = match self.journal.consumer_group_prefix.as_str() {
+            "" => {
+                let root = self.coordination.root.trim_matches('/').replace('/', "-");
+                if root.is_empty() {
+                    "northwest".to_string()
+                } else {
+                    root
+                }
+            }
+            p => p.to_string(),
+        };
+        format!("{prefix}-{kind}-{}", self.name)
     }
 }
 
@@ -464,6 +491,21 @@ mod tests {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    #[test]
+    fn consumer_groups_are_named_after_the_deployment_and_the_node() {
+        let mut a: NodeConfig =
+            toml::from_str("name = \"n2\"\n[coordination]\nroot = \"/northwest/prod-eu\"\n")
+                .unwrap();
+        assert_eq!(a.consumer_group("apply"), "northwest-prod-eu-apply-n2");
+        let mut b = a.clone();
+        b.coordination.root = "/northwest/staging".into();
+        assert_ne!(a.consumer_group("apply"), b.consumer_group("apply"));
+        a.journal.consumer_group_prefix = "shop".into();
+        assert_eq!(a.consumer_group("load"), "shop-load-n2");
+        b.coordination.root = "/".into();
+        assert_eq!(b.consumer_group("reverse"), "northwest-reverse-n2");
     }
 
     #[test]

@@ -377,6 +377,15 @@ async fn kafka_consumer_groups_tool_sees_n2_caught_up() {
     let p = pipeline("");
     random_load(&p.n1.base, "app", 300, 40, 4).await;
     wait_caught_up(&p.n1.base, &p.n2.base, Duration::from_secs(60)).await;
+    // The group is named after the deployment (its ZooKeeper root) and the
+    // node: every test's n2 would share `northwest-apply-n2` otherwise.
+    let s2 = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
+    let root = s2["zk_root"]
+        .as_str()
+        .unwrap()
+        .trim_matches('/')
+        .replace('/', "-");
+    let group = format!("{root}-apply-n2");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let out = std::process::Command::new(stack_script())
@@ -386,7 +395,7 @@ async fn kafka_consumer_groups_tool_sees_n2_caught_up() {
                 "--bootstrap-server",
                 &kafka_addr(),
             ])
-            .args(["--describe", "--group", "northwest-apply-n2"])
+            .args(["--describe", "--group", &group])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();

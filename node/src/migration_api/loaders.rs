@@ -38,7 +38,7 @@ pub(super) async fn load_snapshot(
             Source::Snapshot,
             s.kafka.clone(),
             &req.topic,
-            &format!("northwest-load-{}", s.name),
+            &s.consumer_groups.0,
         )
     };
     let (_tx, rx) = tokio::sync::mpsc::channel(1);
@@ -93,7 +93,7 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
             Source::Journal,
             s.kafka.clone(),
             &topic,
-            &format!("northwest-reverse-{}", s.name),
+            &s.consumer_groups.1,
         )
     };
     let (_tx, rx) = tokio::sync::mpsc::channel(1);
