@@ -34,36 +34,7 @@ pub(crate) async fn compare(
     n3: &str,
     ns: &str,
 ) -> anyhow::Result<Comparison> {
-    let s2 = ctx.status(n2).await?;
-    // A source stands at a journal position too: once its outbox shipped,
-    // everything it committed lies in the journal below the high-water
-    // marks (and what other primaries journaled was applied before it took
-    // the namespace back).
-    let source = s2.role == "source";
-    if !(s2.role == "target" || source) || s2.journal_topic != journal {
-        return Err(Refused(format!(
-            "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
-             applying the same journal, or the source journaling to it, stands at a comparable \
-             position",
-            s2.role, s2.journal_topic
-        ))
-        .into());
-    }
-    if let Some(to) = s2.forwards(ns).filter(|_| source) {
-        return Err(Refused(format!(
-            "--compare {n2}: it forwards {ns} to {to} and applies that node's writes when it \
-             reads them: compare with {to}"
-        ))
-        .into());
-    }
-    let s3 = ctx.status(n3).await?;
-    if s2.name == s3.name {
-        return Err(Refused(format!(
-            "--compare {n2} is the node being rebuilt ({}): compare with another one",
-            s2.name
-        ))
-        .into());
-    }
+    let (s2, source) = comparable(ctx, journal, n2, n3, ns).await?;
     // The primary takes writes while the two are compared: the position
     // is the journal's end, which its writes keep moving.
     let note = (source || s2.promoted.iter().any(|n| n == ns)).then(|| {
@@ -85,23 +56,7 @@ pub(crate) async fn compare(
         let (c, t) = (ctx.hw.clone(), journal.to_string());
         let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
         let appliers: &[&str] = if source { &[n3] } else { &[n2, n3] };
-        for &node in appliers {
-            loop {
-                let stored = ctx.offsets(node).await?.journal;
-                if hw
-                    .iter()
-                    .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
-                {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "{node} did not apply the journal up to {hw:?} in 2 min (stored {stored:?})"
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        applied_to(ctx, appliers, &hw, deadline).await?;
         // Snapshots of both copies, then proof that nothing moved while
         // they were taken; the digests run from the snapshots afterwards.
         let pinned = digests::pin(ctx, n2, n3).await?;
@@ -155,4 +110,71 @@ async fn shipped_all(ctx: &Ctx, n: &str, deadline: Instant) -> anyhow::Result<u6
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until each of `nodes` stored offsets at or past `hw`.
+async fn applied_to(
+    ctx: &Ctx,
+    nodes: &[&str],
+    hw: &BTreeMap<i32, i64>,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    for &node in nodes {
+        loop {
+            let stored = ctx.offsets(node).await?.journal;
+            if hw
+                .iter()
+                .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{node} did not apply the journal up to {hw:?} in 2 min (stored {stored:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// `n2` stands at a journal position `n3` can be compared at: its status,
+/// and whether it is a source (the journal's writer) rather than a target.
+async fn comparable(
+    ctx: &Ctx,
+    journal: &str,
+    n2: &str,
+    n3: &str,
+    ns: &str,
+) -> anyhow::Result<(api::NodeStatus, bool)> {
+    let s2 = ctx.status(n2).await?;
+    // A source stands at a journal position too: once its outbox shipped,
+    // everything it committed lies in the journal below the high-water
+    // marks (and what other primaries journaled was applied before it took
+    // the namespace back).
+    let source = s2.role == "source";
+    if !(s2.role == "target" || source) || s2.journal_topic != journal {
+        return Err(Refused(format!(
+            "--compare {n2} does not apply journal {journal} (role {}, journal {}): only a node \
+             applying the same journal, or the source journaling to it, stands at a comparable \
+             position",
+            s2.role, s2.journal_topic
+        ))
+        .into());
+    }
+    if let Some(to) = s2.forwards(ns).filter(|_| source) {
+        return Err(Refused(format!(
+            "--compare {n2}: it forwards {ns} to {to} and applies that node's writes when it \
+             reads them: compare with {to}"
+        ))
+        .into());
+    }
+    let s3 = ctx.status(n3).await?;
+    if s2.name == s3.name {
+        return Err(Refused(format!(
+            "--compare {n2} is the node being rebuilt ({}): compare with another one",
+            s2.name
+        ))
+        .into());
+    }
+    Ok((s2, source))
 }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod claim;
 pub mod config;
 pub mod cutover;
+mod digest_jobs;
 pub mod history;
 mod housekeeping;
 mod marker_gc;

@@ -58,7 +58,7 @@ pub struct NodeState {
     /// apply (named after the deployment and the node).
     pub consumer_groups: (String, String),
     /// Digests running or finished from store snapshots.
-    pub digest_jobs: crate::admin::DigestJobs,
+    pub digest_jobs: crate::digest_jobs::DigestJobs,
 }
 
 /// The snapshot loader started by the orchestrator on a target node.

@@ -3,7 +3,6 @@
 //! before it answers, in the background, so whoever holds the namespace's
 //! writes for a comparison holds them only until the snapshot is taken.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,17 +10,15 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use northwest_control::api::{
-    DigestJob, DigestJobRequest, DigestJobState, DigestResponse, KindDigest,
-};
+use northwest_control::api::{DigestJob, DigestJobRequest, DigestResponse, KindDigest};
 use northwest_control::ErrorCode;
 use northwest_store::digest::{digest_counting, Digest};
 use northwest_store::store::now_ms_pub;
 use northwest_store::{KeyRange, Namespace};
-use parking_lot::Mutex;
 use serde::Deserialize;
 
 use crate::api::ApiError;
+use crate::digest_jobs::{Job, KEEP_FINISHED_MS, MAX_RUNNING};
 use crate::state::NodeState;
 
 #[derive(Deserialize)]
@@ -94,57 +91,6 @@ fn response(ns: &Namespace, d: &Digest) -> DigestResponse {
     }
 }
 
-/// Jobs run at once at most: each holds a store snapshot (old versions
-/// are kept while it runs) and a blocking thread.
-const MAX_RUNNING: usize = 8;
-/// Finished jobs are kept this long for their caller to read.
-const KEEP_FINISHED_MS: u64 = 10 * 60 * 1000;
-
-/// The node's digest jobs, by id.
-#[derive(Default)]
-pub struct DigestJobs {
-    jobs: Mutex<BTreeMap<String, Job>>,
-    next: AtomicU64,
-}
-
-struct Job {
-    namespace: String,
-    started: Instant,
-    started_at_ms: i64,
-    scanned: Arc<AtomicU64>,
-    finished: Option<(Instant, Result<DigestResponse, String>)>,
-}
-
-impl Job {
-    fn view(&self, id: &str) -> DigestJob {
-        let (state, result, error, elapsed) = match &self.finished {
-            None => (DigestJobState::Running, None, None, self.started.elapsed()),
-            Some((at, Ok(r))) => (
-                DigestJobState::Done,
-                Some(r.clone()),
-                None,
-                *at - self.started,
-            ),
-            Some((at, Err(e))) => (
-                DigestJobState::Failed,
-                None,
-                Some(e.clone()),
-                *at - self.started,
-            ),
-        };
-        DigestJob {
-            job: id.to_string(),
-            namespace: self.namespace.clone(),
-            state,
-            scanned: self.scanned.load(Ordering::Relaxed),
-            started_at_ms: self.started_at_ms,
-            elapsed_ms: elapsed.as_millis() as u64,
-            result,
-            error,
-        }
-    }
-}
-
 /// Takes a snapshot of the store, answers, and digests the namespace's own
 /// copy (never the node it forwards to) from the snapshot in the background.
 pub(super) async fn start_job(
@@ -193,36 +139,7 @@ pub(super) async fn start_job(
     let (taken_tx, taken_rx) = tokio::sync::oneshot::channel::<()>();
     let state = s.clone();
     let job_id = id.clone();
-    tokio::task::spawn_blocking(move || {
-        let range = KeyRange::namespace(&ns);
-        let mut taken = Some(taken_tx);
-        let mut digest = None;
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            state.store.engine().with_snapshot(&mut |reader| {
-                if let Some(t) = taken.take() {
-                    let _ = t.send(());
-                }
-                // A slow digest for tests (`digest::job=delay:MS`): writes
-                // after the answer must not reach it.
-                let _ = northwest_store::failpoint::hit("digest::job");
-                digest = Some(digest_counting(reader, &range, &scanned));
-            })
-        }));
-        let r = match (run, digest) {
-            (Ok(Ok(())), Some(Ok(d))) => Ok(response(&ns, &d)),
-            (Ok(Ok(())), Some(Err(e))) => Err(format!("digest of {ns} failed: {e}")),
-            (Ok(Err(e)), _) => Err(format!("taking a store snapshot failed: {e}")),
-            (Ok(Ok(())), None) => Err("the engine never called back with a snapshot".into()),
-            (Err(_), _) => Err("the digest task panicked (see the node's log)".into()),
-        }
-        .map_err(|e| format!("{e}; check the node's disk and log, then run again"));
-        if let Err(e) = &r {
-            tracing::error!(job = %job_id, error = %e, "digest job failed");
-        }
-        if let Some(j) = state.digest_jobs.jobs.lock().get_mut(&job_id) {
-            j.finished = Some((Instant::now(), r));
-        }
-    });
+    tokio::task::spawn_blocking(move || run(&state, &ns, &job_id, &scanned, taken_tx));
     if taken_rx.await.is_err() {
         let why = s
             .digest_jobs
@@ -251,5 +168,44 @@ pub(super) async fn job(
                 KEEP_FINISHED_MS / 60_000
             ),
         }),
+    }
+}
+
+/// Digests `ns` from a snapshot, saying `taken` once it holds one, and
+/// records the outcome in job `job_id`.
+fn run(
+    state: &NodeState,
+    ns: &Namespace,
+    job_id: &str,
+    scanned: &AtomicU64,
+    taken_tx: tokio::sync::oneshot::Sender<()>,
+) {
+    let range = KeyRange::namespace(ns);
+    let mut taken = Some(taken_tx);
+    let mut digest = None;
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        state.store.engine().with_snapshot(&mut |reader| {
+            if let Some(t) = taken.take() {
+                let _ = t.send(());
+            }
+            // A slow digest for tests (`digest::job=delay:MS`): writes
+            // after the answer must not reach it.
+            let _ = northwest_store::failpoint::hit("digest::job");
+            digest = Some(digest_counting(reader, &range, scanned));
+        })
+    }));
+    let r = match (run, digest) {
+        (Ok(Ok(())), Some(Ok(d))) => Ok(response(ns, &d)),
+        (Ok(Ok(())), Some(Err(e))) => Err(format!("digest of {ns} failed: {e}")),
+        (Ok(Err(e)), _) => Err(format!("taking a store snapshot failed: {e}")),
+        (Ok(Ok(())), None) => Err("the engine never called back with a snapshot".into()),
+        (Err(_), _) => Err("the digest task panicked (see the node's log)".into()),
+    }
+    .map_err(|e| format!("{e}; check the node's disk and log, then run again"));
+    if let Err(e) = &r {
+        tracing::error!(job = %job_id, error = %e, "digest job failed");
+    }
+    if let Some(j) = state.digest_jobs.jobs.lock().get_mut(job_id) {
+        j.finished = Some((Instant::now(), r));
     }
 }
