@@ -101,14 +101,7 @@ async fn scale(b: &MigrateBench) -> anyhow::Result<()> {
         "  bulk load: {load_s:.1} s ({:.0} entities/s)",
         n as f64 / load_s
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    let d = b.phase_duration;
-    tokio::spawn(async move {
-        tokio::time::sleep(d).await;
-        s2.store(true, Ordering::Relaxed);
-    });
-    let before = mixed(&p.n1, &b, 0.5, stop).await;
+    let before = mixed(&p.n1, &b, 0.5, stop_after(b.phase_duration)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let (n1, b2, st) = (p.n1.clone(), b.clone(), stop.clone());
@@ -177,14 +170,7 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
     ] {
         let p = pair(&b, &format!("lat{}", (reads * 100.0) as u32)).await?;
         preload(&p.n1, b.entities, 1024).await?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let d = b.phase_duration;
-        tokio::spawn(async move {
-            tokio::time::sleep(d).await;
-            s2.store(true, Ordering::Relaxed);
-        });
-        let normal = mixed(&p.n1, &b, reads, stop).await;
+        let normal = mixed(&p.n1, &b, reads, stop_after(b.phase_duration)).await;
         // During migration: load runs while the orchestrator streams the
         // snapshot and catches up (stopping before the cutover).
         let stop = Arc::new(AtomicBool::new(false));
@@ -342,12 +328,7 @@ async fn hot_load(
 ) -> serde_json::Value {
     let client = reqwest::Client::new();
     let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(d).await;
-        s2.store(true, Ordering::Relaxed);
-    });
+    let stop = stop_after(d);
     let base = base.to_string();
     let t = Instant::now();
     drive(b.clients, None, stop, b.rate, tally.clone(), move |_| {
@@ -467,4 +448,15 @@ async fn warm(b: &MigrateBench) -> anyhow::Result<()> {
         p.stop().await;
     }
     Ok(())
+}
+
+/// A flag that turns true after `d`: a load driven with it runs that long.
+fn stop_after(d: Duration) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(d).await;
+        s2.store(true, Ordering::Relaxed);
+    });
+    stop
 }

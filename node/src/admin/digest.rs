@@ -52,23 +52,7 @@ pub(super) async fn digest(
     })
     .await
     .map_err(|e| ApiError::bad_request(e.to_string()))??;
-    let kinds = d
-        .kinds
-        .iter()
-        .map(|(k, p)| {
-            let kind = KindDigest {
-                count: p.count,
-                digest: p.hex(),
-            };
-            (k.clone(), kind)
-        })
-        .collect();
-    Ok(Json(DigestResponse {
-        namespace: ns.as_str().to_string(),
-        count: d.total.count,
-        digest: d.total.hex(),
-        kinds,
-    }))
+    Ok(Json(response(&ns, &d)))
 }
 
 fn response(ns: &Namespace, d: &Digest) -> DigestResponse {
