@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Local dev stack for Northwest: ZooKeeper (standalone) + Apache Kafka (KRaft, 1 or 3 nodes).
+# Local dev stack for Northwest: ZooKeeper (standalone) + Apache Kafka (KRaft, 1 or 3 nodes)
+# + PostgreSQL (the second engine's server; deploy/stack-postgres.sh).
 #
 #   deploy/stack.sh install            install missing apt packages and the pinned Kafka jars
-#   deploy/stack.sh up [--brokers N]   install, then start ZooKeeper and N=1|3 Kafka nodes and
-#                                      wait until they serve (also NW_KAFKA_BROKERS=N)
+#   deploy/stack.sh up [--brokers N]   install, then start ZooKeeper, N=1|3 Kafka nodes and
+#                                      PostgreSQL and wait until they serve (also NW_KAFKA_BROKERS=N;
+#                                      NW_STACK_POSTGRES=0: no PostgreSQL)
 #   deploy/stack.sh down               stop everything that runs (TERM, then KILL after a grace)
 #   deploy/stack.sh status             up/down, pid, port, data dir, log of each (exit 3 if one is down)
 #   deploy/stack.sh reset              down, then delete all data dirs (ZooKeeper and Kafka)
@@ -16,6 +18,9 @@
 #   deploy/stack.sh resume-broker N    SIGCONT Kafka node N
 #   deploy/stack.sh kill-zk            kill -9 ZooKeeper (tests and `northwest-chaos`)
 #   deploy/stack.sh start-zk           start ZooKeeper again (same data); wait until it serves
+#   deploy/stack.sh kill-pg            kill -9 PostgreSQL (the postmaster and its backends)
+#   deploy/stack.sh start-pg           start PostgreSQL again (same data); wait until it serves
+#   deploy/stack.sh psql [ARGS]        psql into the stack's database as its role
 #   deploy/stack.sh kafka TOOL [ARGS]  run a Kafka CLI tool from the cached jars, e.g.
 #                                      `kafka kafka-topics --bootstrap-server 127.0.0.1:9092 --list`
 #
@@ -40,12 +45,14 @@ readonly STACK_DIR="${NW_STACK_DIR:-$REPO_ROOT/.northwest/stack}"
 readonly ZK_TIMEOUT="${NW_ZK_TIMEOUT:-60}"        # seconds; ~5 s is normal with 166k znodes
 readonly KAFKA_TIMEOUT="${NW_KAFKA_TIMEOUT:-90}"  # seconds; ~10 s is normal on 2 cores
 readonly STOP_GRACE="${NW_STOP_GRACE:-20}"        # seconds between TERM and KILL
+# NW_STACK_POSTGRES=0: ZooKeeper and Kafka only (a test's private stack that needs no database).
+readonly WITH_POSTGRES="${NW_STACK_POSTGRES:-1}"
 
 # chromium (headless) and prometheus (promtool) are for the test suite: the dashboard is
 # tested in a real browser and the alert rules with promtool.
 # libssl-dev: librdkafka is built with OpenSSL (SASL_SSL, SCRAM); openssl makes the stack's certificates.
 readonly APT_PACKAGES=(zookeeper build-essential pkg-config libclang-dev cmake libssl-dev openssl
-                       chromium prometheus)
+                       chromium prometheus postgresql)
 
 # The Kafka jars are resolved once per machine from Maven Central (deploy/kafka/pom.xml pins the
 # version) and shared by every checkout; Maven's own cache (~/.m2) keeps a second copy.
@@ -79,6 +86,9 @@ readonly KAFKA_MAX_NODES=3
 readonly KAFKA_TLS_DIR="$KAFKA_DIR/tls"
 readonly KAFKA_SASL_CONFIG="$KAFKA_TLS_DIR/client.properties"
 readonly KAFKA_SCRAM_USER=northwest
+
+# shellcheck source=deploy/stack-postgres.sh
+source "$REPO_ROOT/deploy/stack-postgres.sh"
 
 readonly ZK_JARS=(/usr/share/java/zookeeper.jar /usr/share/java/slf4j-log4j12.jar
                   /usr/share/java/log4j-1.2.jar)
@@ -145,6 +155,7 @@ is_ours() {
     zookeeper) [[ $cmd == *QuorumPeerMain* && $cmd == *"$ZK_CFG"* ]] ;;
     # Our Kafka JVMs are told apart by their server.properties path (node N of either cluster
     # size lives at $KAFKA_DIR/cluster-<size>/node-N/server.properties).
+    postgres)  [[ $cmd == *"/bin/postgres -D $PG_DATA "* ]] ;;
     kafka-node[0-9])
                [[ $cmd == *" kafka.Kafka "* &&
                   $cmd == *" $KAFKA_DIR/cluster-"[0-9]"/node-${svc#kafka-node}/server.properties"* ]] ;;
@@ -887,12 +898,14 @@ cmd_up() {
   mkdir -p "$LOG_DIR"
   start_zookeeper
   start_kafka "$REQUESTED_SIZE"
+  if ((WITH_POSTGRES)); then start_postgres; fi
   log "stack is up ($REQUESTED_SIZE Kafka node(s)). For clients: eval \"\$($0 env)\""
 }
 
 cmd_down() {
   lock_stack
   # Reverse order of 'up'.
+  stop_postgres
   stop_kafka
   stop_service zookeeper
 }
@@ -924,14 +937,17 @@ cmd_status() {
       "$(kafka_node_dir "$size" "$n")/data" "$(kafka_log "$n")" \
       kafka_node_ready "$size" "$n" self 2 || rc=3
   done
+  if ((WITH_POSTGRES)); then
+    status_line postgres postgres "$PG_PORT" "$PG_DATA" "$PG_LOG" pg_ready || rc=3
+  fi
   return "$rc"
 }
 
 cmd_reset() {
   lock_stack
   cmd_down
-  log "deleting data dirs $ZK_DATA_DIR and $KAFKA_DIR"
-  rm -rf -- "$ZK_DATA_DIR" "$KAFKA_DIR"
+  log "deleting data dirs $ZK_DATA_DIR, $KAFKA_DIR and $PG_DIR"
+  rm -rf -- "$ZK_DATA_DIR" "$KAFKA_DIR" "$PG_DIR"
 }
 
 cmd_env() {
@@ -939,13 +955,15 @@ cmd_env() {
   echo "export NW_KAFKA=$(kafka_bootstrap "$(active_size)")"
   echo "export NW_KAFKA_SASL=$(kafka_sasl_bootstrap "$(active_size)")"
   echo "export NW_KAFKA_SASL_CONFIG=$KAFKA_SASL_CONFIG"
+  echo "export NW_PG=$HOST:$PG_PORT"
+  echo "export NW_PG_PASSWORD_FILE=$PG_PASSWORD_FILE"
 }
 
 cmd_logs() {
   local lines=${1:-30} size n f
   [[ $lines =~ ^[0-9]+$ ]] || die "logs: LINES must be a number, not '$lines'"
   size=$(active_size)
-  local files=("$ZK_LOG")
+  local files=("$ZK_LOG" "$PG_LOG")
   for ((n = 1; n <= size; n++)); do files+=("$(kafka_log "$n")"); done
   for f in "${files[@]}"; do
     printf '==> %s <==\n' "$f"
@@ -1061,7 +1079,7 @@ cmd_kafka() {
 }
 
 usage() {
-  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -1096,6 +1114,9 @@ main() {
     start-broker) cmd_start_broker "${args[@]}" ;;
     kill-zk)      cmd_kill_zk ;;
     start-zk)     cmd_start_zk ;;
+    kill-pg)      lock_stack; kill_postgres ;;
+    start-pg)     lock_stack; mkdir -p "$LOG_DIR"; start_postgres ;;
+    psql)         pg_psql -d "$PG_DB" "${args[@]}" ;;
     kafka)        cmd_kafka "${args[@]}" ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;

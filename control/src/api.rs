@@ -77,6 +77,9 @@ pub enum ErrorCode {
     NotReady,
     Internal,
     Coordination,
+    /// The storage engine's server (PostgreSQL) cannot be reached now;
+    /// nothing was written: retry.
+    EngineUnavailable,
     /// The journal outbox is full (is the relay or the broker down?).
     OutboxFull,
     /// Committed locally, but the journal entry is not acknowledged yet
@@ -112,7 +115,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code (a test checks each spells as the wire does).
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::BadRequest,
         ErrorCode::BadNamespace,
         ErrorCode::BadPath,
@@ -129,6 +132,7 @@ impl ErrorCode {
         ErrorCode::NotReady,
         ErrorCode::Internal,
         ErrorCode::Coordination,
+        ErrorCode::EngineUnavailable,
         ErrorCode::OutboxFull,
         ErrorCode::JournalPending,
         ErrorCode::Aborted,
@@ -165,6 +169,7 @@ impl ErrorCode {
             NotReady => "not_ready",
             Internal => "internal",
             Coordination => "coordination",
+            EngineUnavailable => "engine_unavailable",
             OutboxFull => "outbox_full",
             JournalPending => "journal_pending",
             Aborted => "aborted",

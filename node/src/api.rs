@@ -12,7 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use northwest_control::{ErrorBody, ErrorCode};
-use northwest_store::{KeyError, KeyPath, KeyRange, Namespace, Op, Store, StoreError, Version};
+use northwest_store::{
+    EngineError, KeyError, KeyPath, KeyRange, Namespace, Op, Store, StoreError, Version,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -98,6 +100,10 @@ impl From<StoreError> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::JournalPending)
             }
             StoreError::Coord(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Coordination),
+            StoreError::Engine(EngineError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::EngineUnavailable,
+            ),
             StoreError::Aborted(_) => (StatusCode::CONFLICT, ErrorCode::Aborted),
             StoreError::Engine(_) | StoreError::Injected(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)

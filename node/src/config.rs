@@ -111,19 +111,22 @@ pub struct HttpConfig {
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     Rocksdb,
+    Postgres,
     Memory,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// `rocksdb` (the default: RocksDB under `data_dir`) or `memory` (in
-    /// process, lost when it exits; for tests).
+    /// `rocksdb` (the default: RocksDB under `data_dir`), `postgres` (a
+    /// PostgreSQL server: `[store.postgres]`) or `memory` (in process, lost
+    /// when it exits; for tests).
     pub engine: EngineKind,
     /// fsync every commit before acknowledging it (the default: survives
     /// power loss, not just a process crash; concurrent commits share one
     /// fsync). `false` is the fast mode: a kernel crash or power loss may
-    /// drop the last acknowledged writes.
+    /// drop the last acknowledged writes. On PostgreSQL this is the
+    /// session's `synchronous_commit` (on / off).
     pub sync_writes: bool,
     /// Attempts per transaction, the first included (default 3, as in the
     /// paper; >= 1): a coordination failure (lock timeout, lost ZooKeeper
@@ -148,6 +151,72 @@ pub struct StoreSection {
     /// recency based; default 128; at most 1048576); 0: no cache. A
     /// migration warms the target's cache with the source's hot keys.
     pub read_cache_mb: u64,
+    /// The PostgreSQL server of `engine = "postgres"`.
+    pub postgres: PostgresSection,
+}
+
+/// Where a `postgres` engine keeps its tables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSection {
+    /// The server's address (default 127.0.0.1, the dev stack's).
+    pub host: String,
+    /// Default 5433 (the dev stack's cluster; 5432 is left to a system one).
+    pub port: u16,
+    /// Default `northwest`.
+    pub user: String,
+    /// Default `northwest`.
+    pub database: String,
+    /// A file holding the role's password (trailing newline ignored); the
+    /// password is never logged. None: no password (trust or peer auth).
+    pub password_file: Option<PathBuf>,
+    /// The schema holding this node's tables, created on first start
+    /// (several nodes may share one database, each in its own schema).
+    /// Default: `northwest_<name>`, with the node's name lower-cased and any
+    /// other character than [a-z0-9_] as `_`.
+    pub schema: Option<String>,
+    /// Connections in the pool (default 16; 1..=256).
+    pub pool_size: usize,
+    /// Milliseconds a call waits for a connection or an answer before it
+    /// fails as unavailable (503 `engine_unavailable`; default 10000).
+    pub timeout_ms: u64,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 5433,
+            user: "northwest".into(),
+            database: "northwest".into(),
+            password_file: None,
+            schema: None,
+            pool_size: 16,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The PostgreSQL schema of this node's tables.
+    pub fn postgres_schema(&self) -> String {
+        if let Some(s) = &self.store.postgres.schema {
+            return s.clone();
+        }
+        let name: String = self
+            .name
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("northwest_{name}")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +407,7 @@ impl Default for StoreSection {
             marker_retention_hours: 168.0,
             marker_gc_interval_s: 3600,
             read_cache_mb: 128,
+            postgres: PostgresSection::default(),
         }
     }
 }

@@ -20,6 +20,11 @@ pub enum EngineError {
     Io(String),
     #[error("corrupt record in storage: {0}")]
     Corrupt(String),
+    /// The engine's server cannot be reached now (a network engine: the
+    /// connection was lost or refused); nothing was written, and the same
+    /// call may succeed once it is back.
+    #[error("storage engine unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Error, Clone)]
@@ -73,6 +78,10 @@ pub enum StoreError {
 impl StoreError {
     /// Errors a caller may retry as-is (a new attempt may succeed).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StoreError::Coord(c) if c.is_retriable())
+        match self {
+            StoreError::Coord(c) => c.is_retriable(),
+            StoreError::Engine(EngineError::Unavailable(_)) => true,
+            _ => false,
+        }
     }
 }

@@ -19,6 +19,8 @@ pub mod error;
 pub mod failpoint;
 pub mod key;
 pub mod outbox;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod record;
 pub mod replicated;
 pub mod retry;
@@ -36,6 +38,8 @@ pub use engine::{Cf, Engine, MemEngine};
 pub use error::{CoordError, EngineError, KeyError, StoreError};
 pub use key::{EntityGroup, KeyPath, KeyRange, Namespace};
 pub use outbox::Outbox;
+#[cfg(feature = "postgres")]
+pub use pg::{PgConfig, PgEngine};
 pub use record::EntityRecord;
 pub use replicated::{ApplyStats, MarkerGcRule, MarkerGcStats, ReplicatedWrite};
 pub use retry::RetryPolicy;

@@ -167,6 +167,9 @@ impl OwnStack {
             .env("NW_ZK_PORT", self.zk_port.to_string())
             .env("NW_KAFKA_PORT", self.kafka_port.to_string())
             .env("NW_KAFKA_BROKERS", self.brokers.to_string())
+            // The shared stack's database serves every test; this stack is
+            // for killing brokers and ZooKeeper.
+            .env("NW_STACK_POSTGRES", "0")
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run deploy/stack.sh")
@@ -197,4 +200,55 @@ pub fn stack_script() -> PathBuf {
     } else {
         PathBuf::from("deploy/stack.sh")
     }
+}
+
+/// The dev stack's PostgreSQL: `NW_PG` (host:port, default 127.0.0.1:5433)
+/// and the role's password file (`NW_PG_PASSWORD_FILE`, default the
+/// stack's). Panics with instructions when the server is down.
+pub fn require_pg() -> (String, PathBuf) {
+    let addr = require(
+        "PostgreSQL",
+        &std::env::var("NW_PG").unwrap_or_else(|_| "127.0.0.1:5433".into()),
+    );
+    let password = std::env::var("NW_PG_PASSWORD_FILE").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.northwest/stack/postgres/password"),
+        PathBuf::from,
+    );
+    assert!(
+        password.is_file(),
+        "{} is missing: start the dev stack with `deploy/stack.sh up` (or set NW_PG_PASSWORD_FILE)",
+        password.display()
+    );
+    (addr, password)
+}
+
+/// Engine settings for a schema of the dev stack's database.
+pub fn pg_config(schema: &str) -> northwest_store::PgConfig {
+    let (addr, password) = require_pg();
+    let (host, port) = addr.rsplit_once(':').expect("NW_PG is host:port");
+    northwest_store::PgConfig {
+        host: host.to_string(),
+        port: port.parse().expect("NW_PG's port"),
+        user: "northwest".into(),
+        dbname: "northwest".into(),
+        password: Some(northwest_store::pg::read_password(&password).expect("password file")),
+        schema: schema.to_string(),
+        pool_size: 8,
+        sync_commit: false,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// A schema name of the dev stack's database unique to this test run.
+pub fn pg_schema(prefix: &str) -> String {
+    unique(prefix).replace('-', "_").to_ascii_lowercase()
+}
+
+/// A fresh PostgreSQL engine in a schema of its own.
+pub fn pg_engine() -> std::sync::Arc<dyn northwest_store::Engine> {
+    let schema = pg_schema("t");
+    std::sync::Arc::new(
+        northwest_store::PgEngine::open(pg_config(&schema))
+            .unwrap_or_else(|e| panic!("open PostgreSQL schema {schema}: {e}")),
+    )
 }

@@ -78,6 +78,34 @@ impl NodeConfig {
         if !(1..=86_400).contains(&self.store.marker_gc_interval_s) {
             return Err("store.marker_gc_interval_s must be 1..=86400".into());
         }
+        if self.store.engine == super::EngineKind::Postgres {
+            let pg = &self.store.postgres;
+            if !(1..=256).contains(&pg.pool_size) {
+                return Err("store.postgres.pool_size must be 1..=256".into());
+            }
+            if pg.timeout_ms < 100 {
+                return Err("store.postgres.timeout_ms must be at least 100".into());
+            }
+            let schema = self.postgres_schema();
+            let plain = schema.len() <= 63
+                && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !plain {
+                return Err(format!(
+                    "store.postgres.schema = {schema:?}: use 1-63 characters of [a-z0-9_], not starting with a digit"
+                ));
+            }
+            if let Some(f) = &pg.password_file {
+                if !f.is_file() {
+                    return Err(format!(
+                        "store.postgres.password_file = {}: no such file",
+                        f.display()
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use northwest_kafka::{KafkaSettings, TopicSpec};
 use northwest_store::{
-    Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, RetryPolicy, RocksEngine,
-    Store, StoreConfig, ZkCoordinator,
+    Coordinator, Engine, LocalCoordinator, MemEngine, OutboxFullPolicy, PgConfig, PgEngine,
+    RetryPolicy, RocksEngine, Store, StoreConfig, ZkCoordinator,
 };
 
 use crate::config::{CoordinationMode, Durability, EngineKind, NodeConfig, OutboxFull};
@@ -17,6 +17,7 @@ use crate::config::{CoordinationMode, Durability, EngineKind, NodeConfig, Outbox
 pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
     Ok(match cfg.store.engine {
         EngineKind::Memory => Arc::new(MemEngine::new()),
+        EngineKind::Postgres => Arc::new(open_postgres(cfg)?),
         EngineKind::Rocksdb => Arc::new(
             RocksEngine::open(&cfg.data_dir, cfg.store.sync_writes).with_context(|| {
                 format!(
@@ -26,6 +27,29 @@ pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
             })?,
         ),
     })
+}
+
+fn open_postgres(cfg: &NodeConfig) -> anyhow::Result<PgEngine> {
+    let pg = &cfg.store.postgres;
+    let password = match &pg.password_file {
+        Some(f) => Some(northwest_store::pg::read_password(f)?),
+        None => None,
+    };
+    let pc = PgConfig {
+        host: pg.host.clone(),
+        port: pg.port,
+        user: pg.user.clone(),
+        dbname: pg.database.clone(),
+        password,
+        schema: cfg.postgres_schema(),
+        pool_size: pg.pool_size,
+        sync_commit: cfg.store.sync_writes,
+        timeout: Duration::from_millis(pg.timeout_ms),
+    };
+    let desc = pc.describe();
+    let engine = PgEngine::open(pc).with_context(|| format!("opening PostgreSQL ({desc})"))?;
+    tracing::info!(postgres = %desc, "storage engine: PostgreSQL");
+    Ok(engine)
 }
 
 pub fn store_config(cfg: &NodeConfig) -> StoreConfig {

@@ -1,0 +1,99 @@
+// The storage-engine contract, written once and run on every engine: the
+// including module defines `engine()`, a fresh empty engine per call
+// (store/tests/engine_contract.rs: memory and RocksDB; tests/tests/pg_store.rs:
+// PostgreSQL).
+
+use northwest_store::engine::WriteBatch;
+use northwest_store::{Cf, KeyRange};
+
+fn kv(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (k.to_vec(), v.to_vec())
+}
+
+#[test]
+fn a_batch_is_applied_whole_and_its_last_operation_per_key_wins() {
+    let e = engine();
+    let mut b = WriteBatch::default();
+    b.put(Cf::Entities, b"a".to_vec(), b"1".to_vec());
+    b.put(Cf::Entities, b"a".to_vec(), b"2".to_vec());
+    b.put(Cf::Entities, b"b".to_vec(), b"x".to_vec());
+    b.delete(Cf::Entities, b"b".to_vec());
+    b.delete(Cf::Meta, b"m".to_vec());
+    b.put(Cf::Meta, b"m".to_vec(), b"3".to_vec());
+    b.put(Cf::Outbox, b"o".to_vec(), b"4".to_vec());
+    e.write(b).unwrap();
+    assert_eq!(e.get(Cf::Entities, b"a").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(e.get(Cf::Entities, b"b").unwrap(), None);
+    assert_eq!(e.get(Cf::Meta, b"m").unwrap(), Some(b"3".to_vec()));
+    assert_eq!(e.get(Cf::Outbox, b"o").unwrap(), Some(b"4".to_vec()));
+    // Keyspaces are independent.
+    assert_eq!(e.get(Cf::Meta, b"a").unwrap(), None);
+    assert_eq!(e.get(Cf::Outbox, b"m").unwrap(), None);
+}
+
+#[test]
+fn scans_follow_unsigned_byte_order_within_their_bounds() {
+    let e = engine();
+    let keys: [&[u8]; 7] = [b"\xff\x00", b"\x80", b"\x00", b"\x7f", b"\xff", b"a\x00", b"a"];
+    let mut b = WriteBatch::default();
+    for k in keys {
+        b.put(Cf::Entities, k.to_vec(), k.to_vec());
+    }
+    e.write(b).unwrap();
+    let all = e.scan(Cf::Entities, &KeyRange { start: Vec::new(), end: None }, 100).unwrap();
+    let order: Vec<Vec<u8>> = all.iter().map(|(k, _)| k.clone()).collect();
+    let mut want: Vec<Vec<u8>> = keys.iter().map(|k| k.to_vec()).collect();
+    want.sort();
+    assert_eq!(order, want, "keys in unsigned lexicographic order, prefixes first");
+    assert!(all.iter().all(|(k, v)| k == v));
+    let bounded = e
+        .scan(Cf::Entities, &KeyRange { start: b"\x7f".to_vec(), end: Some(b"\xff".to_vec()) }, 100)
+        .unwrap();
+    assert_eq!(bounded, vec![kv(b"\x7f", b"\x7f"), kv(b"\x80", b"\x80")]);
+    let limited = e
+        .scan(Cf::Entities, &KeyRange { start: b"\x80".to_vec(), end: None }, 2)
+        .unwrap();
+    assert_eq!(limited, vec![kv(b"\x80", b"\x80"), kv(b"\xff", b"\xff")]);
+    assert!(e.scan(Cf::Meta, &KeyRange { start: Vec::new(), end: None }, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_snapshot_does_not_see_later_writes() {
+    let e = engine();
+    let mut b = WriteBatch::default();
+    b.put(Cf::Entities, b"k1".to_vec(), b"old".to_vec());
+    b.put(Cf::Entities, b"k2".to_vec(), b"gone-later".to_vec());
+    e.write(b).unwrap();
+    let snap = e.snapshot().unwrap();
+    let mut b = WriteBatch::default();
+    b.put(Cf::Entities, b"k1".to_vec(), b"new".to_vec());
+    b.delete(Cf::Entities, b"k2".to_vec());
+    b.put(Cf::Entities, b"k3".to_vec(), b"added".to_vec());
+    e.write(b).unwrap();
+    assert_eq!(snap.get(Cf::Entities, b"k1").unwrap(), Some(b"old".to_vec()));
+    assert_eq!(snap.get(Cf::Entities, b"k2").unwrap(), Some(b"gone-later".to_vec()));
+    assert_eq!(snap.get(Cf::Entities, b"k3").unwrap(), None);
+    let seen = snap.scan(Cf::Entities, &KeyRange { start: Vec::new(), end: None }, 10).unwrap();
+    assert_eq!(seen, vec![kv(b"k1", b"old"), kv(b"k2", b"gone-later")]);
+    assert_eq!(e.get(Cf::Entities, b"k1").unwrap(), Some(b"new".to_vec()));
+    // The call-long view sees the state when it began.
+    let mut inside = Vec::new();
+    e.with_snapshot(&mut |r| {
+        inside = r.scan(Cf::Entities, &KeyRange { start: Vec::new(), end: None }, 10).unwrap();
+    })
+    .unwrap();
+    assert_eq!(inside, vec![kv(b"k1", b"new"), kv(b"k3", b"added")]);
+}
+
+#[test]
+fn large_values_and_empty_batches_round_trip() {
+    let e = engine();
+    e.write(WriteBatch::default()).unwrap();
+    let big: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let mut b = WriteBatch::default();
+    b.put(Cf::Entities, b"big".to_vec(), big.clone());
+    b.put(Cf::Entities, b"empty".to_vec(), Vec::new());
+    e.write(b).unwrap();
+    assert_eq!(e.get(Cf::Entities, b"big").unwrap(), Some(big));
+    assert_eq!(e.get(Cf::Entities, b"empty").unwrap(), Some(Vec::new()));
+}
