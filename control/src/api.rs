@@ -311,7 +311,25 @@ pub struct CheckpointRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckpointResponse {
+    /// A RocksDB checkpoint on the node's host (empty for a PostgreSQL node).
     pub dir: String,
+    /// A PostgreSQL node's tables: the snapshotter opens its own
+    /// `REPEATABLE READ` view of them (taken after this answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PgView>,
+}
+
+/// Where a PostgreSQL node keeps its tables, without the secret: the
+/// password is read from `password_file` on the host that opens the view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgView {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub schema: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
 }
 
 /// `DELETE /v1/admin/checkpoint/{name}` (removing one that is not there is

@@ -20,6 +20,9 @@ pub struct MigrationRecord {
     pub journal_topic: String,
     pub snapshot_topic: String,
     pub checkpoint_dir: Option<String>,
+    /// A PostgreSQL source's tables (its view is opened by the snapshotter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_pg: Option<crate::api::PgView>,
     /// Journal high-water marks recorded before the snapshot view was taken.
     pub hwms: BTreeMap<i32, i64>,
     /// When `hwms` were read (ms since the epoch).

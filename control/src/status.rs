@@ -15,6 +15,9 @@ pub struct NodeStatus {
     pub instance: Option<String>,
     /// `source`, `target` or `standalone`.
     pub role: String,
+    /// The storage engine: `rocksdb`, `postgres` or `memory`.
+    #[serde(default)]
+    pub engine: String,
     pub outbox_pending: u64,
     pub outbox_shipped_below: u64,
     pub outbox_next: u64,

@@ -29,7 +29,7 @@ pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
         st.hwms = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
         ctx.save(st).await?;
     }
-    if st.checkpoint_dir.is_none() {
+    if st.checkpoint_dir.is_none() && st.checkpoint_pg.is_none() {
         let req = CheckpointRequest {
             name: st.id.clone(),
         };
@@ -37,14 +37,13 @@ pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
             .admin
             .post(&st.from, api::path::CHECKPOINT, &req)
             .await?;
-        st.checkpoint_dir = Some(r.dir);
+        match r.postgres {
+            Some(view) => st.checkpoint_pg = Some(view),
+            None => st.checkpoint_dir = Some(r.dir),
+        }
         ctx.save(st).await?;
     }
-    let dir = st.checkpoint_dir.clone().expect("set above");
-    let reader =
-        northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir)).with_context(|| {
-            format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
-        })?;
+    let reader = open_view(st).await?;
     let progress = Arc::new(
         ZkProgress::new(
             ctx.zk.clone(),
@@ -92,6 +91,51 @@ pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
     // Every row is delivered: the topic is now a complete image at `hwms`,
     // usable without n1 (`migrate --from-topics`).
     crate::manifest::record_manifest(ctx, st).await
+}
+
+/// The source's consistent view: its RocksDB checkpoint, or a `REPEATABLE
+/// READ` view of its PostgreSQL tables taken now (after the high-water
+/// marks were recorded, so the journal from them on holds every later
+/// commit; a resumed snapshot takes a newer view, which the loader's
+/// version checks make as good as the first).
+async fn open_view(
+    st: &MigrationRecord,
+) -> anyhow::Result<Arc<dyn northwest_store::engine::Reader>> {
+    if let Some(v) = st.checkpoint_pg.clone() {
+        let desc = format!(
+            "{}@{}:{}/{} schema {}",
+            v.user, v.host, v.port, v.database, v.schema
+        );
+        return tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let password = match &v.password_file {
+                Some(f) => Some(northwest_store::pg::read_password(std::path::Path::new(f))?),
+                None => None,
+            };
+            let cfg = northwest_store::PgConfig {
+                host: v.host,
+                port: v.port,
+                user: v.user,
+                dbname: v.database,
+                password,
+                schema: v.schema,
+                pool_size: 1,
+                sync_commit: true,
+                timeout: Duration::from_secs(30),
+            };
+            Ok(northwest_store::pg::open_view(cfg)?)
+        })
+        .await?
+        .with_context(|| format!("opening a view of n1's PostgreSQL tables ({desc})"));
+    }
+    let dir = st
+        .checkpoint_dir
+        .clone()
+        .expect("set by the checkpoint request");
+    Ok(
+        northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir)).with_context(|| {
+            format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
+        })?,
+    )
 }
 
 /// The snapshot's closed-loop throttle, when `--max-source-p99-ms` or

@@ -132,6 +132,7 @@ pub(crate) fn new_state(a: &crate::MigrateArgs, s1: &NodeStatus) -> MigrationRec
         to: a.to.clone(),
         phase: Phase::Init,
         checkpoint_dir: None,
+        checkpoint_pg: None,
         hwms: BTreeMap::new(),
         hwms_at_ms: None,
         kinds: Vec::new(),

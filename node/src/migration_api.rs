@@ -336,6 +336,13 @@ async fn checkpoint(
 ) -> Result<Json<CheckpointResponse>, ApiError> {
     let req: CheckpointRequest = parse(&body)?;
     let dir = checkpoint_dir(&s, &req.name)?;
+    if let Some(view) = &s.pg_view {
+        // The snapshotter takes its own consistent view of the tables.
+        return Ok(Json(CheckpointResponse {
+            dir: String::new(),
+            postgres: Some(view.clone()),
+        }));
+    }
     if !dir.join("CURRENT").exists() {
         let _ = std::fs::remove_dir_all(&dir);
         let (store, d) = (s.store.clone(), dir.clone());
@@ -346,6 +353,7 @@ async fn checkpoint(
     }
     Ok(Json(CheckpointResponse {
         dir: dir.display().to_string(),
+        postgres: None,
     }))
 }
 

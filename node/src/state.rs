@@ -36,6 +36,9 @@ pub struct NodeState {
     pub metrics: Arc<Metrics>,
     pub gate: Arc<Gate>,
     pub data_dir: std::path::PathBuf,
+    /// A PostgreSQL node's tables, for the snapshotter (None: RocksDB or
+    /// memory, whose view is a checkpoint under `data_dir`).
+    pub pg_view: Option<northwest_control::api::PgView>,
     pub apply_batch: usize,
     /// Flips to true when the node shuts down.
     pub stop: tokio::sync::watch::Receiver<bool>,

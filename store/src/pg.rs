@@ -184,6 +184,12 @@ impl PgEngine {
     /// Connects, creates the schema's tables on first use, and refuses a
     /// schema written by another version of Northwest.
     pub fn open(cfg: PgConfig) -> Result<Self, EngineError> {
+        Self::open_with(cfg, true)
+    }
+
+    /// Like [`PgEngine::open`]; without `create`, a schema that is not there
+    /// yet is an error (a reader of another node's tables).
+    fn open_with(cfg: PgConfig, create: bool) -> Result<Self, EngineError> {
         if !valid_schema(&cfg.schema) {
             return Err(EngineError::Io(format!(
                 "bad PostgreSQL schema name {:?}: use 1-63 characters of [a-z0-9_], not starting with a digit",
@@ -218,7 +224,7 @@ impl PgEngine {
             sql: Arc::new(Sql::new(&cfg.schema)),
             cfg,
         };
-        engine.migrate()?;
+        engine.migrate(create)?;
         Ok(engine)
     }
 
@@ -242,7 +248,7 @@ impl PgEngine {
 
     /// Creates the schema on first start; checks its version on every start.
     /// An advisory lock serialises processes opening the same schema at once.
-    fn migrate(&self) -> Result<(), EngineError> {
+    fn migrate(&self, create: bool) -> Result<(), EngineError> {
         let pool = self.pool.clone();
         let schema = self.cfg.schema.clone();
         let desc = self.cfg.describe();
@@ -257,6 +263,20 @@ impl PgEngine {
             )
             .await
             .map_err(|e| pg_err("schema lock", e))?;
+            if !create {
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'schema_version'",
+                        &[&schema],
+                    )
+                    .await
+                    .map_err(|e| pg_err("looking up the schema", e))?;
+                if exists.is_none() {
+                    return Err(EngineError::Io(format!(
+                        "{desc} has no northwest tables: is the node's store.postgres.schema another one?"
+                    )));
+                }
+            }
             tx.batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema};
                  CREATE TABLE IF NOT EXISTS {schema}.schema_version (
@@ -554,6 +574,34 @@ impl Engine for PgEngine {
 
     fn name(&self) -> &'static str {
         "postgres"
+    }
+}
+
+/// A consistent view of a PostgreSQL node's tables opened by another
+/// process (the snapshotter on the node's host): a `REPEATABLE READ`
+/// transaction of its own, taken now. Never creates anything.
+pub fn open_view(cfg: PgConfig) -> Result<Arc<dyn Reader>, EngineError> {
+    let engine = PgEngine::open_with(cfg, false)?;
+    let snap = engine.snapshot()?;
+    Ok(Arc::new(View {
+        snap,
+        _engine: engine,
+    }))
+}
+
+/// A snapshot and the engine whose runtime serves it (fields drop in
+/// order: the snapshot's connection first).
+struct View {
+    snap: Arc<dyn Reader>,
+    _engine: PgEngine,
+}
+
+impl Reader for View {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.snap.get(cf, key)
+    }
+    fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Kv>, EngineError> {
+        self.snap.scan(cf, range, limit)
     }
 }
 

@@ -252,3 +252,15 @@ pub fn pg_engine() -> std::sync::Arc<dyn northwest_store::Engine> {
             .unwrap_or_else(|e| panic!("open PostgreSQL schema {schema}: {e}")),
     )
 }
+
+/// Config text that puts a node's tables in a fresh schema of the dev
+/// stack's PostgreSQL (appended after a node's `[journal]` keys).
+pub fn pg_store_toml(schema: &str) -> String {
+    let (addr, password) = require_pg();
+    let (host, port) = addr.rsplit_once(':').expect("NW_PG is host:port");
+    format!(
+        "\n[store]\nengine = \"postgres\"\n[store.postgres]\nhost = \"{host}\"\nport = {port}\n\
+         password_file = \"{}\"\nschema = \"{schema}\"\n",
+        password.display()
+    )
+}

@@ -22,6 +22,7 @@ pub(super) async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> 
         name: s.name.clone(),
         instance: s.instance.clone(),
         role: s.role().to_string(),
+        engine: s.store.engine().name().to_string(),
         outbox_pending: outbox.len(),
         outbox_shipped_below: outbox.shipped_below(),
         outbox_next: outbox.next_seq(),

@@ -52,6 +52,24 @@ fn open_postgres(cfg: &NodeConfig) -> anyhow::Result<PgEngine> {
     Ok(engine)
 }
 
+/// A PostgreSQL node's tables as the snapshotter opens them.
+pub fn pg_view(cfg: &NodeConfig) -> Option<northwest_control::api::PgView> {
+    let pg = &cfg.store.postgres;
+    (cfg.store.engine == EngineKind::Postgres).then(|| northwest_control::api::PgView {
+        host: pg.host.clone(),
+        port: pg.port,
+        user: pg.user.clone(),
+        database: pg.database.clone(),
+        schema: cfg.postgres_schema(),
+        password_file: pg.password_file.as_ref().map(|f| {
+            std::path::absolute(f)
+                .unwrap_or_else(|_| f.clone())
+                .display()
+                .to_string()
+        }),
+    })
+}
+
 pub fn store_config(cfg: &NodeConfig) -> StoreConfig {
     StoreConfig {
         origin: cfg.name.clone(),

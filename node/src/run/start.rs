@@ -89,6 +89,7 @@ pub(super) fn node_state(
         metrics: Arc::new(Metrics::new(&cfg.name, roles)),
         gate: Arc::new(gate),
         data_dir: cfg.data_dir.clone(),
+        pg_view: super::open::pg_view(cfg),
         apply_batch: cfg.journal.apply_batch,
         stop: stop.clone(),
         loader: parking_lot::Mutex::new(None),
