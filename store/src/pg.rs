@@ -155,14 +155,30 @@ fn cf_index(cf: Cf) -> usize {
 }
 
 /// Errors from the driver: a server's answer (an SQL error) is a plain I/O
-/// error; a lost or refused connection is [`EngineError::Unavailable`]: the
+/// error, unless it is about the connection or the server's state (going
+/// down, starting up, out of connections, a serialization conflict); those
+/// and a lost or refused connection are [`EngineError::Unavailable`]: the
 /// call may succeed once the server is back.
 fn pg_err(what: &str, e: tokio_postgres::Error) -> EngineError {
     match e.as_db_error() {
-        Some(db) => EngineError::Io(format!("{what}: {} ({})", db.message(), db.code().code())),
+        Some(db) if !transient(db) => {
+            EngineError::Io(format!("{what}: {} ({})", db.message(), db.code().code()))
+        }
+        Some(db) => {
+            EngineError::Unavailable(format!("{what}: {} ({})", db.message(), db.code().code()))
+        }
         None if e.is_closed() => EngineError::Unavailable(format!("{what}: connection closed")),
         None => EngineError::Unavailable(format!("{what}: {e}")),
     }
+}
+
+/// SQLSTATEs that say nothing about the statement: connection exceptions
+/// (08), insufficient resources (53), operator intervention (57: shutdown,
+/// crash of another backend, cannot connect now), and the transaction
+/// rollbacks a retry resolves (40001, 40P01).
+fn transient(db: &tokio_postgres::error::DbError) -> bool {
+    let code = db.code().code();
+    ["08", "53", "57"].iter().any(|c| code.starts_with(c)) || code == "40001" || code == "40P01"
 }
 
 fn pool_err(e: deadpool_postgres::PoolError) -> EngineError {
@@ -495,8 +511,12 @@ async fn write_on(
     .map_err(WriteFail::Before)?;
     match tokio::time::timeout(t, client.batch_execute("COMMIT")).await {
         Ok(Ok(())) => Ok(()),
-        // The server answered: it did not commit.
-        Ok(Err(e)) if e.as_db_error().is_some() => Err(WriteFail::Before(pg_err("commit", e))),
+        // The server refused the commit itself: it did not commit. An
+        // error about the connection or the server's state (it is going
+        // down) leaves the outcome to ask.
+        Ok(Err(e)) if e.as_db_error().is_some_and(|d| !transient(d)) => {
+            Err(WriteFail::Before(pg_err("commit", e)))
+        }
         Ok(Err(e)) => Err(WriteFail::Commit {
             txid,
             error: e.to_string(),
@@ -525,7 +545,7 @@ impl Engine for PgEngine {
                     // way; the server then knows which.
                     drop(deadpool_postgres::Object::take(client));
                     tracing::warn!(txid = %txid, error = %error, "PostgreSQL COMMIT went unanswered; asking the server for the transaction's outcome");
-                    resolve(&pool, &txid, t).await
+                    resolve(&pool, &txid, IN_DOUBT_WAIT).await
                 }
             }
         })
@@ -605,8 +625,16 @@ impl Reader for View {
     }
 }
 
+/// How long a write whose COMMIT went unanswered waits for the server to
+/// tell its outcome. Far longer than a call's timeout: answering before the
+/// outcome is known would be a guess, and a wrong "failed" hides a commit
+/// from every other copy (the store blacklists a failed transaction's id).
+const IN_DOUBT_WAIT: Duration = Duration::from_secs(300);
+
 /// The outcome of a transaction whose COMMIT went unanswered, from the
-/// server once it answers (until `timeout`).
+/// server once it answers (until `timeout`). Past it the process exits: its
+/// outbox and caches may disagree with the tables, and a restart reads both
+/// afresh from the server (what committed is shipped, what did not is not).
 async fn resolve(pool: &Pool, txid: &str, timeout: Duration) -> Result<(), EngineError> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
@@ -624,10 +652,11 @@ async fn resolve(pool: &Pool, txid: &str, timeout: Duration) -> Result<(), Engin
                         )))
                     }
                     Some(other) => last = format!("transaction {txid} is {other}"),
+                    // Too old for the server to remember: unknown, as
+                    // when it does not answer.
                     None => {
-                        return Err(EngineError::Io(format!(
-                            "the outcome of transaction {txid} is no longer known to the server"
-                        )))
+                        last = format!("the server no longer knows transaction {txid}");
+                        break;
                     }
                 },
                 Err(e) => last = e.to_string(),
@@ -636,10 +665,14 @@ async fn resolve(pool: &Pool, txid: &str, timeout: Duration) -> Result<(), Engin
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(EngineError::Io(format!(
-        "the outcome of transaction {txid} is unknown: its COMMIT went unanswered and the server \
-         did not answer within {timeout:?} ({last}); check the database, then restart the node"
-    )))
+    tracing::error!(
+        txid = %txid,
+        last = %last,
+        "the outcome of a PostgreSQL transaction is unknown: its COMMIT went unanswered and the \
+         server did not answer for {timeout:?}; exiting so that a restart reads the tables afresh \
+         (bring the database back, then start the node)"
+    );
+    std::process::exit(75)
 }
 
 /// A `REPEATABLE READ` transaction on a connection of its own; dropping it

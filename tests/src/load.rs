@@ -121,6 +121,8 @@ pub struct Acked {
     pub keys: std::sync::Mutex<AckedKeys>,
     pub issued: AtomicU64,
     pub failed: AtomicU64,
+    /// Of `failed`: answered 503 (retriable; nothing was written).
+    pub unavailable: AtomicU64,
     pub stale_reads: AtomicU64,
     pub errors: std::sync::Mutex<Vec<String>>,
 }
@@ -135,8 +137,14 @@ impl Acked {
     }
     fn fail(&self, what: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        let retriable = what.contains(": 503");
+        if retriable {
+            self.unavailable.fetch_add(1, Ordering::Relaxed);
+        }
+        // The first failures, and beyond them any that is not a 503: one
+        // odd failure among many retriable ones must not go unseen.
         let mut e = self.errors.lock().unwrap();
-        if e.len() < 20 {
+        if e.len() < 20 || (!retriable && e.len() < 60) {
             e.push(what);
         }
     }
@@ -254,7 +262,9 @@ pub async fn tracked_load(
 async fn acked_version(req: ::reqwest::RequestBuilder, what: &str) -> Result<u64, String> {
     let r = req.send().await.map_err(|e| format!("{what}: {e}"))?;
     if r.status() != 200 {
-        return Err(format!("{what}: {}", r.status()));
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        return Err(format!("{what}: {status} {}", &body[..body.len().min(300)]));
     }
     let v: serde_json::Value = r.json().await.map_err(|e| format!("{what}: {e}"))?;
     v["version"]
