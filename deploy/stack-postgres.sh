@@ -16,9 +16,18 @@ readonly PG_TIMEOUT="${NW_PG_TIMEOUT:-60}"
 readonly PG_ROLE=northwest
 readonly PG_DB=northwest
 
-# The newest installed server (Debian installs each major under /usr/lib/postgresql/<major>).
+# The server's binaries (Debian installs each major under /usr/lib/postgresql/<major>): the
+# major that made the data directory, else the newest installed.
 pg_bin() {
-  local d
+  local d major
+  if [[ -r $PG_DATA/PG_VERSION ]]; then
+    major=$(<"$PG_DATA/PG_VERSION")
+    d=/usr/lib/postgresql/$major/bin
+    [[ -x $d/postgres ]] || die "$PG_DATA was made by PostgreSQL $major, which is not installed" \
+                               "(apt package postgresql-$major), or run '$0 reset'"
+    echo "$d"
+    return 0
+  fi
   d=$(find /usr/lib/postgresql -maxdepth 3 -path '*/bin/postgres' 2>/dev/null | sort -V | tail -n 1)
   [[ -n $d ]] || die "no PostgreSQL server under /usr/lib/postgresql; run '$0 install' (apt package postgresql)"
   dirname "$d"
@@ -50,6 +59,11 @@ init_postgres() {
   [[ -f $PG_DATA/PG_VERSION ]] && return 0
   log "postgres: initdb $PG_DATA"
   mkdir -p "$PG_DIR" "$PG_SOCK" "$LOG_DIR"
+  # As root the cluster belongs to `postgres`, which must reach its directory from /.
+  if ((EUID == 0)) && ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$PG_DIR"; then
+    die "the postgres user cannot enter $PG_DIR (a parent directory is closed to other users," \
+        "e.g. a checkout under /root): set NW_STACK_DIR to a directory under one it can enter"
+  fi
   if [[ ! -s $PG_PASSWORD_FILE ]]; then
     (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$PG_PASSWORD_FILE")
   fi
@@ -142,7 +156,8 @@ stop_postgres() {
 }
 
 # kill -9 of the postmaster alone leaves its backends running and holding the port; a crash of
-# the server is the whole process group.
+# the server kills them all. The postmaster is stopped first, so that it forks nothing new
+# between the two kills (a backend left attached to shared memory blocks the next start).
 kill_postgres() {
   local pid
   pid=$(find_pid postgres)
@@ -151,6 +166,7 @@ kill_postgres() {
     return 0
   fi
   log "postgres: kill -9 pid $pid and its backends"
+  kill -STOP "$pid" 2>/dev/null || true
   pkill -KILL -P "$pid" 2>/dev/null || true
   kill -KILL "$pid" 2>/dev/null || true
   local i

@@ -119,7 +119,6 @@ async fn open_view(
                 password,
                 schema: v.schema,
                 pool_size: 1,
-                sync_commit: true,
                 timeout: Duration::from_secs(30),
             };
             Ok(northwest_store::pg::open_view(cfg)?)

@@ -125,8 +125,8 @@ pub struct StoreSection {
     /// fsync every commit before acknowledging it (the default: survives
     /// power loss, not just a process crash; concurrent commits share one
     /// fsync). `false` is the fast mode: a kernel crash or power loss may
-    /// drop the last acknowledged writes. On PostgreSQL this is the
-    /// session's `synchronous_commit` (on / off).
+    /// drop the last acknowledged writes. With `engine = "postgres"` only
+    /// `true` is accepted (commits wait for the server's WAL flush).
     pub sync_writes: bool,
     /// Attempts per transaction, the first included (default 3, as in the
     /// paper; >= 1): a coordination failure (lock timeout, lost ZooKeeper

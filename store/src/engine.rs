@@ -110,6 +110,59 @@ pub trait Engine: Reader {
     fn syncs_writes(&self) -> bool {
         false
     }
+    /// Whether every call, reads included, waits on a network round trip
+    /// (a database server): the store then makes each call leave its
+    /// runtime worker to other tasks ([`OffWorker`]).
+    fn calls_wait_on_network(&self) -> bool {
+        false
+    }
+}
+
+/// An engine whose calls leave their runtime worker while they wait
+/// (`block_in_place` on a multi-threaded runtime): with an engine behind a
+/// network round trip, a worker blocked on each read would cap the node's
+/// concurrency at its worker count.
+pub struct OffWorker(pub Arc<dyn Engine>);
+
+pub(crate) fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+impl Reader for OffWorker {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        off_worker(|| self.0.get(cf, key))
+    }
+    fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Kv>, EngineError> {
+        off_worker(|| self.0.scan(cf, range, limit))
+    }
+}
+
+impl Engine for OffWorker {
+    fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        off_worker(|| self.0.write(batch))
+    }
+    fn snapshot(&self) -> Result<Arc<dyn Reader>, EngineError> {
+        off_worker(|| self.0.snapshot())
+    }
+    fn with_snapshot(&self, f: &mut dyn FnMut(&dyn Reader)) -> Result<(), EngineError> {
+        off_worker(|| self.0.with_snapshot(f))
+    }
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), EngineError> {
+        off_worker(|| self.0.checkpoint(dir))
+    }
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    /// Already off the worker: the store need not leave it again.
+    fn syncs_writes(&self) -> bool {
+        false
+    }
 }
 
 type Tables = BTreeMap<Cf, BTreeMap<Vec<u8>, Vec<u8>>>;

@@ -137,6 +137,11 @@ impl Store {
         coord: Arc<dyn Coordinator>,
         cfg: StoreConfig,
     ) -> Result<Arc<Self>, StoreError> {
+        let engine: Arc<dyn Engine> = if engine.calls_wait_on_network() {
+            Arc::new(crate::engine::OffWorker(engine))
+        } else {
+            engine
+        };
         let outbox = Outbox::open(engine.clone())?;
         if let Some(b) = engine.get(Cf::Meta, ID_FLOOR_KEY)? {
             let floor = b

@@ -198,6 +198,13 @@ impl<'a> Transaction<'a> {
                 store.coord.release(self.lock).await;
                 Ok((id.version(), seq))
             }
+            // The engine says nothing was written (its server is down): the
+            // id leaves no trace to hide, and an outage under load must not
+            // leave a blacklist entry per attempt.
+            Err(e @ StoreError::Engine(crate::error::EngineError::Unavailable(_))) => {
+                store.coord.release(self.lock).await;
+                Err(e)
+            }
             Err(e) => {
                 // The id was taken: make sure nothing of it is ever visible.
                 if let Err(be) = store.coord.blacklist(id).await {

@@ -121,7 +121,7 @@ pub struct Acked {
     pub keys: std::sync::Mutex<AckedKeys>,
     pub issued: AtomicU64,
     pub failed: AtomicU64,
-    /// Of `failed`: answered 503 (retriable; nothing was written).
+    /// Of `failed`: answered 503 `engine_unavailable` (nothing was written).
     pub unavailable: AtomicU64,
     pub stale_reads: AtomicU64,
     pub errors: std::sync::Mutex<Vec<String>>,
@@ -137,7 +137,7 @@ impl Acked {
     }
     fn fail(&self, what: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        let retriable = what.contains(": 503");
+        let retriable = what.contains("engine_unavailable");
         if retriable {
             self.unavailable.fetch_add(1, Ordering::Relaxed);
         }
@@ -213,7 +213,14 @@ pub async fn tracked_load(
                             *prev = v.max(*prev);
                         }
                         Ok(r) if r.status() == 404 => {}
-                        Ok(r) => acked.fail(format!("GET {key}: {}", r.status())),
+                        Ok(r) => {
+                            let status = r.status();
+                            let body = r.text().await.unwrap_or_default();
+                            acked.fail(format!(
+                                "GET {key}: {status} {}",
+                                &body[..body.len().min(300)]
+                            ))
+                        }
                         Err(e) => acked.fail(format!("GET {key}: {e}")),
                     },
                     3 => match acked_version(client.delete(&url), &format!("DELETE {key}")).await {

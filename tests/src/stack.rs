@@ -234,7 +234,6 @@ pub fn pg_config(schema: &str) -> northwest_store::PgConfig {
         password: Some(northwest_store::pg::read_password(&password).expect("password file")),
         schema: schema.to_string(),
         pool_size: 8,
-        sync_commit: false,
         timeout: Duration::from_secs(10),
     }
 }

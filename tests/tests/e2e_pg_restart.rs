@@ -82,7 +82,7 @@ async fn a_postgres_crash_under_load_costs_retriable_503s_and_no_acknowledged_wr
     assert_eq!(
         failed,
         unavailable,
-        "every failure was a retriable 503: {:?}",
+        "every failure was a 503 engine_unavailable (nothing written): {:?}",
         acked.errors.lock().unwrap()
     );
     assert_holds_acked(&n1, "app", &acked).await;

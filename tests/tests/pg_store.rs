@@ -62,19 +62,158 @@ mod schema {
         );
     }
 
-    /// Two engines (two processes of one deployment) open one schema at
-    /// once: one creates it, the other waits and finds it.
+    /// Four engines (four processes) open one schema at once: the schema is
+    /// created once, one of them owns it, and the others are refused with
+    /// the reason (two writers would share outbox sequences); once the owner
+    /// is gone, another opens it.
     #[test]
-    fn concurrent_opens_create_the_schema_once() {
-        let schema = pg_schema("race");
+    fn one_process_owns_a_schema() {
+        let schema = pg_schema("own");
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let cfg = pg_config(&schema);
-                std::thread::spawn(move || PgEngine::open(cfg).map(|_| ()))
+                std::thread::spawn(move || PgEngine::open(cfg))
             })
             .collect();
+        let mut owners = Vec::new();
         for h in handles {
-            h.join().unwrap().unwrap();
+            match h.join().unwrap() {
+                Ok(e) => owners.push(e),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("another northwest process uses"), "{msg}");
+                }
+            }
         }
+        assert_eq!(owners.len(), 1, "exactly one owner");
+        drop(owners);
+        let e = PgEngine::open(pg_config(&schema)).expect("the schema is free again");
+        let mut b = WriteBatch::default();
+        b.put(Cf::Meta, b"k".to_vec(), b"v".to_vec());
+        northwest_store::Engine::write(&e, b).unwrap();
+    }
+}
+
+/// A write whose COMMIT answer is lost: a proxy between the engine and the
+/// server cuts the connection right after forwarding COMMIT (it committed)
+/// or instead of forwarding it (it did not). The engine asks the server and
+/// reports what happened, never a guess.
+mod in_doubt {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use northwest_store::engine::{Reader, WriteBatch};
+    use northwest_store::{Cf, Engine, EngineError, PgEngine};
+    use northwest_tests::{pg_config, pg_schema, require_pg};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const OFF: u8 = 0;
+    const CUT_AFTER_COMMIT: u8 = 1;
+    const CUT_INSTEAD_OF_COMMIT: u8 = 2;
+
+    /// Forwards to PostgreSQL; when armed, the next COMMIT (a simple query)
+    /// is forwarded and its answer lost, or dropped with the connection.
+    async fn proxy(mode: Arc<AtomicU8>) -> String {
+        let (upstream, _) = require_pg();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let mode = mode.clone();
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    });
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let Ok(n) = cr.read(&mut buf).await else {
+                            break;
+                        };
+                        if n == 0 {
+                            break;
+                        }
+                        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+                        let m = if commit {
+                            mode.swap(OFF, Ordering::SeqCst)
+                        } else {
+                            OFF
+                        };
+                        if m == CUT_INSTEAD_OF_COMMIT {
+                            down.abort();
+                            return;
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        if m == CUT_AFTER_COMMIT {
+                            // The server gets COMMIT; its answer never
+                            // reaches the engine.
+                            down.abort();
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            return;
+                        }
+                    }
+                    down.abort();
+                });
+            }
+        });
+        addr
+    }
+
+    fn engine_through(addr: &str) -> (PgEngine, String) {
+        let schema = pg_schema("doubt");
+        let mut cfg = pg_config(&schema);
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        cfg.host = host.to_string();
+        cfg.port = port.parse().unwrap();
+        cfg.timeout = Duration::from_secs(3);
+        (PgEngine::open(cfg).unwrap(), schema)
+    }
+
+    fn put(e: &PgEngine, k: &[u8]) -> Result<(), EngineError> {
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, k.to_vec(), b"v".to_vec());
+        b.put(Cf::Outbox, k.to_vec(), b"journal".to_vec());
+        e.write(b)
+    }
+
+    #[test]
+    fn a_commit_whose_answer_is_lost_is_reported_as_committed() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mode = Arc::new(AtomicU8::new(OFF));
+        let addr = rt.block_on(proxy(mode.clone()));
+        let (e, _) = engine_through(&addr);
+        put(&e, b"before").unwrap();
+        mode.store(CUT_AFTER_COMMIT, Ordering::SeqCst);
+        put(&e, b"lost-answer").expect("committed: the engine must say so");
+        assert_eq!(mode.load(Ordering::SeqCst), OFF, "the fault fired");
+        assert_eq!(
+            e.get(Cf::Entities, b"lost-answer").unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            e.get(Cf::Outbox, b"lost-answer").unwrap(),
+            Some(b"journal".to_vec())
+        );
+        put(&e, b"after").unwrap();
+    }
+
+    #[test]
+    fn a_commit_that_never_reached_the_server_is_reported_as_not_written() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mode = Arc::new(AtomicU8::new(OFF));
+        let addr = rt.block_on(proxy(mode.clone()));
+        let (e, _) = engine_through(&addr);
+        mode.store(CUT_INSTEAD_OF_COMMIT, Ordering::SeqCst);
+        let err = put(&e, b"never").expect_err("not committed");
+        assert!(matches!(err, EngineError::Unavailable(_)), "{err}");
+        assert_eq!(mode.load(Ordering::SeqCst), OFF, "the fault fired");
+        assert_eq!(e.get(Cf::Entities, b"never").unwrap(), None);
+        assert_eq!(e.get(Cf::Outbox, b"never").unwrap(), None);
+        put(&e, b"after").unwrap();
     }
 }

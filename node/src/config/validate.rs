@@ -80,6 +80,14 @@ impl NodeConfig {
         }
         if self.store.engine == super::EngineKind::Postgres {
             let pg = &self.store.postgres;
+            if !self.store.sync_writes {
+                return Err(
+                    "store.sync_writes = false with engine = \"postgres\": PostgreSQL commits are \
+                     always durable here (synchronous_commit off would lose, in a crash of the \
+                     server, commits the relay may already have shipped); remove the setting"
+                        .into(),
+                );
+            }
             if !(1..=256).contains(&pg.pool_size) {
                 return Err("store.postgres.pool_size must be 1..=256".into());
             }

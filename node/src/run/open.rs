@@ -43,7 +43,6 @@ fn open_postgres(cfg: &NodeConfig) -> anyhow::Result<PgEngine> {
         password,
         schema: cfg.postgres_schema(),
         pool_size: pg.pool_size,
-        sync_commit: cfg.store.sync_writes,
         timeout: Duration::from_millis(pg.timeout_ms),
     };
     let desc = pc.describe();

@@ -11,7 +11,7 @@ fn kv(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 
 #[test]
-fn a_batch_is_applied_whole_and_its_last_operation_per_key_wins() {
+fn a_batch_lands_in_its_keyspaces_and_its_last_operation_per_key_wins() {
     let e = engine();
     let mut b = WriteBatch::default();
     b.put(Cf::Entities, b"a".to_vec(), b"1".to_vec());
