@@ -130,11 +130,9 @@ async fn open_view(
         .checkpoint_dir
         .clone()
         .expect("set by the checkpoint request");
-    Ok(
-        northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir)).with_context(|| {
-            format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
-        })?,
-    )
+    northwest_store::rocks::open_checkpoint(std::path::Path::new(&dir)).with_context(|| {
+        format!("opening n1's checkpoint {dir} (the orchestrator must run on n1's host)")
+    })
 }
 
 /// The snapshot's closed-loop throttle, when `--max-source-p99-ms` or

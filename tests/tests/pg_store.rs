@@ -94,10 +94,10 @@ mod schema {
     }
 }
 
-/// A write whose COMMIT answer is lost: a proxy between the engine and the
-/// server cuts the connection right after forwarding COMMIT (it committed)
-/// or instead of forwarding it (it did not). The engine asks the server and
-/// reports what happened, never a guess.
+/// A write whose answer is lost: a proxy between the engine and the server
+/// cuts the connection right after forwarding the write (it committed) or
+/// instead of forwarding it (it did not). The engine settles it with the
+/// server and reports what happened, never a guess.
 mod in_doubt {
     use std::sync::atomic::{AtomicU8, Ordering};
     use std::sync::Arc;
@@ -109,12 +109,13 @@ mod in_doubt {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const OFF: u8 = 0;
-    const CUT_AFTER_COMMIT: u8 = 1;
-    const CUT_INSTEAD_OF_COMMIT: u8 = 2;
+    const CUT_AFTER_WRITE: u8 = 1;
+    const CUT_INSTEAD_OF_WRITE: u8 = 2;
 
-    /// Forwards to PostgreSQL; when armed, the next COMMIT (a simple query)
-    /// is forwarded and its answer lost, or dropped with the connection.
-    async fn proxy(mode: Arc<AtomicU8>) -> String {
+    /// Forwards to PostgreSQL; when armed, the next message carrying
+    /// `needle` (the write's key) is forwarded and its answer lost, or
+    /// dropped with the connection.
+    async fn proxy(mode: Arc<AtomicU8>, needle: &'static [u8]) -> String {
         let (upstream, _) = require_pg();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -129,31 +130,37 @@ mod in_doubt {
                         let _ = tokio::io::copy(&mut sr, &mut cw).await;
                     });
                     let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        let Ok(n) = cr.read(&mut buf).await else {
-                            break;
-                        };
+                    while let Ok(n) = cr.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
-                        let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
-                        let m = if commit {
+                        let hit = buf[..n].windows(needle.len()).any(|w| w == needle);
+                        let m = if hit {
                             mode.swap(OFF, Ordering::SeqCst)
                         } else {
                             OFF
                         };
-                        if m == CUT_INSTEAD_OF_COMMIT {
+                        if m == CUT_INSTEAD_OF_WRITE {
                             down.abort();
                             return;
                         }
                         if sw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
-                        if m == CUT_AFTER_COMMIT {
-                            // The server gets COMMIT; its answer never
+                        if m == CUT_AFTER_WRITE {
+                            // The server gets the write (and whatever
+                            // follows it for a moment); its answer never
                             // reaches the engine.
                             down.abort();
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            let until = tokio::time::Instant::now() + Duration::from_millis(300);
+                            while let Ok(Ok(n)) =
+                                tokio::time::timeout_at(until, cr.read(&mut buf)).await
+                            {
+                                if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            tokio::time::sleep_until(until).await;
                             return;
                         }
                     }
@@ -182,13 +189,13 @@ mod in_doubt {
     }
 
     #[test]
-    fn a_commit_whose_answer_is_lost_is_reported_as_committed() {
+    fn a_write_whose_answer_is_lost_is_reported_as_committed() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let mode = Arc::new(AtomicU8::new(OFF));
-        let addr = rt.block_on(proxy(mode.clone()));
+        let addr = rt.block_on(proxy(mode.clone(), b"lost-answer"));
         let (e, _) = engine_through(&addr);
         put(&e, b"before").unwrap();
-        mode.store(CUT_AFTER_COMMIT, Ordering::SeqCst);
+        mode.store(CUT_AFTER_WRITE, Ordering::SeqCst);
         put(&e, b"lost-answer").expect("committed: the engine must say so");
         assert_eq!(mode.load(Ordering::SeqCst), OFF, "the fault fired");
         assert_eq!(
@@ -203,12 +210,12 @@ mod in_doubt {
     }
 
     #[test]
-    fn a_commit_that_never_reached_the_server_is_reported_as_not_written() {
+    fn a_write_that_never_reached_the_server_is_reported_as_not_written() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let mode = Arc::new(AtomicU8::new(OFF));
-        let addr = rt.block_on(proxy(mode.clone()));
+        let addr = rt.block_on(proxy(mode.clone(), b"never"));
         let (e, _) = engine_through(&addr);
-        mode.store(CUT_INSTEAD_OF_COMMIT, Ordering::SeqCst);
+        mode.store(CUT_INSTEAD_OF_WRITE, Ordering::SeqCst);
         let err = put(&e, b"never").expect_err("not committed");
         assert!(matches!(err, EngineError::Unavailable(_)), "{err}");
         assert_eq!(mode.load(Ordering::SeqCst), OFF, "the fault fired");

@@ -60,8 +60,12 @@ impl PgConfig {
         // A session that vanished mid-transaction must not hold its rows'
         // locks until the server's own keepalive fires.
         let idle_ms = 3 * self.timeout.as_millis().max(1000);
+        // A row lock held past the call's timeout fails the waiter (55P03,
+        // retriable) rather than wedging it.
+        let lock_ms = self.timeout.as_millis().max(100);
         c.options(format!(
-            "-c synchronous_commit=on -c idle_in_transaction_session_timeout={idle_ms}"
+            "-c synchronous_commit=on -c idle_in_transaction_session_timeout={idle_ms} \
+             -c lock_timeout={lock_ms}"
         ));
         c
     }

@@ -69,44 +69,74 @@ struct Sql {
     get: [String; 3],
     scan_to: [String; 3],
     scan_open: [String; 3],
-    write: String,
-    token: String,
+    /// By a batch's shape: bit 2i, puts into keyspace i; bit 2i+1, deletes.
+    write: Vec<String>,
+    /// Settles a write in doubt ([`write`]): (fence rows inserted, the
+    /// token's `fenced` as of the statement's start).
+    fence: String,
+}
+
+/// A batch's shape: which keyspaces it puts into and deletes from.
+fn shape(cols: &write::Columns) -> usize {
+    cols.iter().enumerate().fold(0, |acc, (i, (k, _, d))| {
+        acc | (usize::from(!k.is_empty()) << (2 * i)) | (usize::from(!d.is_empty()) << (2 * i + 1))
+    })
+}
+
+/// One statement writes a whole batch: upserts and deletes per table as
+/// data-modifying CTEs (one snapshot, one round trip), only for the parts
+/// the batch has (an empty part still costs the executor), then the
+/// write's token. Each key appears once (the batch is folded first), as
+/// ON CONFLICT requires. Parameters come in the order of the parts, the
+/// token last.
+fn write_sql(s: &str, shape: usize) -> String {
+    let mut ctes = Vec::new();
+    let mut n = 0;
+    for (i, cf) in Cf::ALL.iter().enumerate() {
+        let t = format!("{s}.{}", table(*cf));
+        if shape & (1 << (2 * i)) != 0 {
+            ctes.push(format!(
+                "p{i} AS (INSERT INTO {t} (k, v) SELECT * FROM unnest(${}::bytea[], ${}::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)",
+                n + 1,
+                n + 2
+            ));
+            n += 2;
+        }
+        if shape & (1 << (2 * i + 1)) != 0 {
+            ctes.push(format!(
+                "d{i} AS (DELETE FROM {t} WHERE k = ANY(${}::bytea[]))",
+                n + 1
+            ));
+            n += 1;
+        }
+    }
+    ctes.push(format!(
+        "tok AS (INSERT INTO {s}.inflight (token) VALUES (${}))",
+        n + 1
+    ));
+    format!(
+        "WITH {} SELECT txid_current()::text, pg_backend_pid()",
+        ctes.join(", ")
+    )
 }
 
 impl Sql {
     fn new(schema: &str) -> Self {
         let s = q(schema);
         let per = |f: &dyn Fn(&str) -> String| Cf::ALL.map(|cf| f(&format!("{s}.{}", table(cf))));
-        // One statement writes a whole batch: upserts and deletes per table
-        // as data-modifying CTEs (one snapshot, one round trip), and the
-        // write's token. Each key appears once (the batch is folded first),
-        // as ON CONFLICT requires.
-        let mut ctes = Vec::new();
-        for (i, cf) in Cf::ALL.iter().enumerate() {
-            let t = format!("{s}.{}", table(*cf));
-            let (k, v, d) = (3 * i + 1, 3 * i + 2, 3 * i + 3);
-            ctes.push(format!(
-                "p{i} AS (INSERT INTO {t} (k, v) SELECT * FROM unnest(${k}::bytea[], ${v}::bytea[]) \
-                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)"
-            ));
-            ctes.push(format!(
-                "d{i} AS (DELETE FROM {t} WHERE k = ANY(${d}::bytea[]))"
-            ));
-        }
-        ctes.push(format!(
-            "tok AS (INSERT INTO {s}.inflight (token) VALUES ($10))"
-        ));
         Self {
             get: per(&|t| format!("SELECT v FROM {t} WHERE k = $1")),
             scan_to: per(&|t| {
                 format!("SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3")
             }),
             scan_open: per(&|t| format!("SELECT k, v FROM {t} WHERE k >= $1 ORDER BY k LIMIT $2")),
-            write: format!(
-                "WITH {} SELECT txid_current()::text, pg_backend_pid()",
-                ctes.join(", ")
+            write: (0..64).map(|shape| write_sql(&s, shape)).collect(),
+            fence: format!(
+                "WITH f AS (INSERT INTO {s}.inflight (token, fenced) VALUES ($1, true) \
+                 ON CONFLICT (token) DO NOTHING RETURNING 1) \
+                 SELECT (SELECT count(*) FROM f), (SELECT fenced FROM {s}.inflight WHERE token = $1)"
             ),
-            token: format!("SELECT 1 FROM {s}.inflight WHERE token = $1"),
         }
     }
 }
@@ -131,11 +161,12 @@ fn pg_err(what: &str, e: tokio_postgres::Error) -> EngineError {
 
 /// SQLSTATEs that say nothing about the statement: connection exceptions
 /// (08), insufficient resources (53), operator intervention (57: shutdown,
-/// crash of another backend, cannot connect now), and the transaction
-/// rollbacks a retry resolves (40001, 40P01).
+/// crash of another backend, cannot connect now), and the rollbacks a
+/// retry resolves (40001, 40P01; 55P03, a lock wait past `lock_timeout`).
 fn transient(db: &tokio_postgres::error::DbError) -> bool {
     let code = db.code().code();
-    ["08", "53", "57"].iter().any(|c| code.starts_with(c)) || code == "40001" || code == "40P01"
+    ["08", "53", "57"].iter().any(|c| code.starts_with(c))
+        || ["40001", "40P01", "55P03"].contains(&code)
 }
 
 /// A pool that cannot hand out a connection: the server's refusal (a wrong
@@ -336,7 +367,6 @@ impl Reader for PgEngine {
 }
 
 /// `fut`, failed as unavailable after `t` (a server that hangs).
-
 async fn timed<T>(
     t: Duration,
     what: &str,
@@ -352,7 +382,6 @@ async fn timed<T>(
 /// A connection that failed a call may be mid-transaction or wedged: it
 /// leaves the pool and closes (which rolls back whatever it had open)
 /// rather than serve the next call.
-
 fn discard_on_error<T>(
     client: deadpool_postgres::Object,
     r: Result<T, EngineError>,

@@ -175,9 +175,11 @@ fn create_tables(s: &str) -> String {
         ));
     }
     // One row per write until it is known to be settled: the proof, after
-    // a COMMIT whose answer was lost, of whether it committed.
+    // a write whose answer was lost, of whether it committed (`fenced`: the
+    // row a settlement wrote first, so the write could not commit).
     ddl.push_str(&format!(
-        "CREATE TABLE IF NOT EXISTS {s}.inflight (token bigint PRIMARY KEY);\
+        "CREATE TABLE IF NOT EXISTS {s}.inflight \
+         (token bigint PRIMARY KEY, fenced boolean NOT NULL DEFAULT false);\
          INSERT INTO {s}.schema_version (version) VALUES ({SCHEMA_VERSION});"
     ));
     ddl

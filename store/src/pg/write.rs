@@ -1,12 +1,11 @@
 //! The write path: a batch as one SQL transaction, and the outcome of a
 //! COMMIT whose answer was lost, asked of the server rather than guessed.
 //!
-//! Each write also inserts a token row (`inflight`) in its transaction. The
-//! token, not the transaction id, decides a lost COMMIT: after a crash of
-//! the server an id whose records never reached disk is handed out again, so
-//! "transaction X committed" may be about another transaction. The id
-//! serves only to wait while the transaction may still be running (and to
-//! end it if its session hangs). Settled tokens are deleted in the
+//! A batch is one statement (data-modifying CTEs), its own transaction:
+//! one round trip. It also inserts a token row (`inflight`); when the answer
+//! is lost, the token decides whether it committed ([`settle`]), not a
+//! transaction id: after a crash of the server an id whose records never
+//! reached disk is handed out again. Settled tokens are deleted in the
 //! background ([`Tokens::settled_range`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,18 +92,17 @@ impl Tokens {
     }
 }
 
-/// How a write failed: before COMMIT was sent (nothing committed), or
-/// while waiting for COMMIT's answer (the outcome is the server's to tell).
+/// How a write failed: the server answered with an error about the
+/// statement (nothing committed), or the answer was lost or says nothing
+/// about the statement (the token must tell).
 pub(super) enum WriteFail {
-    Before(EngineError),
-    InDoubt {
-        txid: String,
-        pid: i32,
-        error: String,
-    },
+    NotWritten(EngineError),
+    InDoubt(String),
 }
 
-/// Writes `cols` as one transaction on `client`, with `token`.
+/// Writes `cols` on `client`: one statement, committed on its own (the
+/// driver returns once the server reports the transaction ended, after
+/// the commit's WAL flush), with `token`.
 pub(super) async fn write_on(
     client: &Object,
     sql: &Sql,
@@ -114,66 +112,33 @@ pub(super) async fn write_on(
 ) -> Result<(), WriteFail> {
     let stmt = timed(t, "prepare", async {
         client
-            .prepare_cached(&sql.write)
+            .prepare_cached(&sql.write[super::shape(cols)])
             .await
             .map_err(|e| pg_err("prepare", e))
     });
-    let stmt = stmt.await.map_err(WriteFail::Before)?;
-    let [(pk0, pv0, d0), (pk1, pv1, d1), (pk2, pv2, d2)] = cols;
-    // BEGIN and the write are pipelined (one round trip), and the write's
-    // answer carries the transaction's id and session before COMMIT.
-    let written = timed(t, "write", async {
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] =
-            [pk0, pv0, d0, pk1, pv1, d1, pk2, pv2, d2, &token];
-        let (begun, written) = futures::join!(
-            client.batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED"),
-            client.query_one(&stmt, &params)
-        );
-        if let Err(e) = begun {
-            // The write then ran as a statement of its own; COMMIT below
-            // settles either case, and the token tells the outcome.
-            tracing::debug!(error = %e, "BEGIN failed before a write");
+    let stmt = stmt.await.map_err(WriteFail::NotWritten)?;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::with_capacity(8);
+    for (k, v, d) in cols {
+        if !k.is_empty() {
+            params.push(k);
+            params.push(v);
         }
-        let row = written.map_err(|e| pg_err("write", e))?;
-        Ok((row.get::<_, String>(0), row.get::<_, i32>(1)))
-    })
-    .await;
-    let (txid, pid) = match written {
-        Ok(w) => w,
-        // Not answered: it may have run (outside a transaction, had BEGIN
-        // failed), so only the token can tell; answered with an error: it
-        // did not, and the transaction is aborted.
-        Err(e @ EngineError::Io(_)) => return Err(WriteFail::Before(e)),
-        Err(e) => {
-            return Err(WriteFail::InDoubt {
-                txid: String::new(),
-                pid: 0,
-                error: e.to_string(),
-            })
+        if !d.is_empty() {
+            params.push(d);
         }
-    };
-    match tokio::time::timeout(t, client.batch_execute("COMMIT")).await {
-        Ok(Ok(())) => Ok(()),
-        // The server refused the commit itself: it did not commit. An
-        // error about the connection or the server's state (it is going
-        // down) leaves the outcome to ask.
+    }
+    params.push(&token);
+    match tokio::time::timeout(t, client.execute(&stmt, &params)).await {
+        Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) if e.as_db_error().is_some_and(|d| !super::transient(d)) => {
-            Err(WriteFail::Before(pg_err("commit", e)))
+            Err(WriteFail::NotWritten(pg_err("write", e)))
         }
-        Ok(Err(e)) => Err(WriteFail::InDoubt {
-            txid,
-            pid,
-            error: e.to_string(),
-        }),
-        Err(_) => Err(WriteFail::InDoubt {
-            txid,
-            pid,
-            error: format!("no answer within {t:?}"),
-        }),
+        Ok(Err(e)) => Err(WriteFail::InDoubt(e.to_string())),
+        Err(_) => Err(WriteFail::InDoubt(format!("no answer within {t:?}"))),
     }
 }
 
-/// Writes `cols` on a pooled connection; a write in doubt is resolved
+/// Writes `cols` on a pooled connection; a write in doubt is settled
 /// before this returns.
 pub(super) async fn write(
     pool: &Pool,
@@ -186,80 +151,46 @@ pub(super) async fn write(
     let (n, token) = tokens.take();
     let r = match write_on(&client, sql, &cols, token, t).await {
         Ok(()) => Ok(()),
-        Err(WriteFail::Before(e)) => super::discard_on_error(client, Err(e)),
-        Err(WriteFail::InDoubt { txid, pid, error }) => {
-            // Closing the connection ends the transaction either way; the
-            // server then knows which.
+        Err(WriteFail::NotWritten(e)) => super::discard_on_error(client, Err(e)),
+        Err(WriteFail::InDoubt(error)) => {
             drop(Object::take(client));
-            tracing::warn!(txid = %txid, error = %error, "a PostgreSQL write's outcome is in doubt; asking the server");
-            resolve(pool, sql, &txid, pid, token, t).await
+            tracing::warn!(token, error = %error, "a PostgreSQL write's answer was lost; settling it with its token");
+            settle(pool, sql, token, t).await
         }
     };
     tokens.settle(n);
     r
 }
 
-enum Outcome {
-    Committed,
-    RolledBack,
-    Running,
-}
-
-/// The outcome of a write in doubt: once its transaction is not running
-/// (ended by the server, or by us if its session hangs), its token says.
-async fn resolve(
-    pool: &Pool,
-    sql: &Sql,
-    txid: &str,
-    pid: i32,
-    token: i64,
-    t: Duration,
-) -> Result<(), EngineError> {
+/// Settles a write in doubt by racing its token: this statement inserts
+/// the token as fenced unless it is there. The token's primary key orders
+/// the two: if the write committed, the fence finds its row; if it is
+/// still running, the fence waits for it (up to `lock_timeout`, then
+/// tries again); otherwise the fence's row is committed first and the
+/// write, should it still run, fails on it. So the answer is final.
+async fn settle(pool: &Pool, sql: &Sql, token: i64, t: Duration) -> Result<(), EngineError> {
     let deadline = Instant::now() + IN_DOUBT_WAIT;
     let mut last = String::new();
     while Instant::now() < deadline {
-        let asked = timed(t, "in-doubt check", async {
+        let asked = timed(t, "in-doubt fence", async {
             let c = pool.get().await.map_err(super::pool_err)?;
-            if !txid.is_empty() {
-                let running = c
-                    .query_one(
-                        "SELECT txid_status($1::text::bigint) = 'in progress'",
-                        &[&txid],
-                    )
-                    .await
-                    .map_err(|e| pg_err("txid_status", e))?;
-                if running.get::<_, Option<bool>>(0) == Some(true) {
-                    // Ours only if that session still runs that transaction.
-                    let xid = txid.parse::<u64>().unwrap_or(0) % (1 << 32);
-                    c.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                         WHERE pid = $1 AND backend_xid::text = $2",
-                        &[&pid, &xid.to_string()],
-                    )
-                    .await
-                    .map_err(|e| pg_err("ending an in-doubt session", e))?;
-                    return Ok(Outcome::Running);
-                }
-            }
-            let found = c
-                .query_opt(&sql.token, &[&token])
+            let row = c
+                .query_one(&sql.fence, &[&token])
                 .await
-                .map_err(|e| pg_err("in-doubt token", e))?;
-            Ok(if found.is_some() {
-                Outcome::Committed
-            } else {
-                Outcome::RolledBack
-            })
+                .map_err(|e| pg_err("in-doubt fence", e));
+            super::discard_on_error(c, row)
         })
         .await;
-        match asked {
-            Ok(Outcome::Committed) => return Ok(()),
-            Ok(Outcome::RolledBack) => {
+        match asked.map(|r| (r.get::<_, i64>(0), r.get::<_, Option<bool>>(1))) {
+            // The write's own row (seen, or committed while we waited).
+            Ok((0, Some(false) | None)) => return Ok(()),
+            // Fenced now, or by an earlier attempt whose answer was lost.
+            Ok((1, _)) | Ok((_, Some(true))) => {
                 return Err(EngineError::Unavailable(format!(
-                    "a write was rolled back when its connection was lost (token {token})"
-                )))
+                "a write whose answer was lost did not commit (token {token}); nothing was written"
+            )))
             }
-            Ok(Outcome::Running) => last = format!("transaction {txid} still running"),
+            Ok(other) => last = format!("unexpected fence answer {other:?}"),
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -268,8 +199,8 @@ async fn resolve(
         token,
         last = %last,
         "the outcome of a PostgreSQL write is unknown: its answer was lost and the server did not \
-         tell for {IN_DOUBT_WAIT:?}; exiting so that a restart reads the tables afresh (bring the \
-         database back, then start the node)"
+         settle it for {IN_DOUBT_WAIT:?}; exiting so that a restart reads the tables afresh (bring \
+         the database back, then start the node)"
     );
     std::process::exit(75)
 }
