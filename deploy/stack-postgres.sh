@@ -1,16 +1,33 @@
 # PostgreSQL for the dev stack: a cluster of the stack's own (own data directory, port and
 # socket directory on loopback; never the system cluster), sourced by deploy/stack.sh.
 #
-# Layout under $PG_DIR: data/ (the cluster, owned by the user postgres runs as), run/ (its
-# Unix socket), password (the northwest role's password, 0600, read by nodes through
-# `store.postgres.password_file`). Clients connect over TCP to 127.0.0.1:$PG_PORT as role
-# `northwest`, database `northwest`, with SCRAM-SHA-256.
+# Layout: $PG_DIR/password (the northwest role's password, 0600, read by nodes through
+# `store.postgres.password_file`); $PG_HOME/data (the cluster, owned by the user postgres runs
+# as) and $PG_HOME/run (its Unix socket). PG_HOME is $PG_DIR, unless the stack runs as root in a
+# directory the postgres user cannot enter (a checkout under /root, a 0700 temporary
+# directory): then it is a directory of that user's own, named after the stack dir. Clients
+# connect over TCP to 127.0.0.1:$PG_PORT as role `northwest`, database `northwest`, with
+# SCRAM-SHA-256.
 
 readonly PG_PORT="${NW_PG_PORT:-5433}"
 readonly PG_DIR="$STACK_DIR/postgres"
-readonly PG_DATA="$PG_DIR/data"
-readonly PG_SOCK="$PG_DIR/run"
 readonly PG_PASSWORD_FILE="$PG_DIR/password"
+
+# Sets PG_HOME, PG_DATA and PG_SOCK (again after 'install' may have created the postgres user).
+pg_paths() {
+  PG_HOME=$PG_DIR
+  if ((EUID == 0)) && id postgres >/dev/null 2>&1; then
+    local probe=$PG_DIR
+    while [[ ! -e $probe ]]; do probe=$(dirname "$probe"); done
+    if ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$probe" 2>/dev/null; then
+      local home; home=$(getent passwd postgres | cut -d: -f6)
+      PG_HOME="${home:-/var/lib/postgresql}/northwest-stacks/$(printf %s "$STACK_DIR" | sha256sum | cut -c1-12)"
+    fi
+  fi
+  PG_DATA="$PG_HOME/data"
+  PG_SOCK="$PG_HOME/run"
+}
+pg_paths
 readonly PG_LOG="$LOG_DIR/postgres.log"
 readonly PG_TIMEOUT="${NW_PG_TIMEOUT:-60}"
 readonly PG_ROLE=northwest
@@ -58,18 +75,19 @@ pg_psql() {
 init_postgres() {
   [[ -f $PG_DATA/PG_VERSION ]] && return 0
   log "postgres: initdb $PG_DATA"
-  mkdir -p "$PG_DIR" "$PG_SOCK" "$LOG_DIR"
-  # As root the cluster belongs to `postgres`, which must reach its directory from /.
-  if ((EUID == 0)) && ! setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$PG_DIR"; then
-    die "the postgres user cannot enter $PG_DIR (a parent directory is closed to other users," \
-        "e.g. a checkout under /root): set NW_STACK_DIR to a directory under one it can enter"
+  mkdir -p "$PG_DIR" "$PG_HOME" "$PG_SOCK" "$LOG_DIR"
+  if ((EUID == 0)); then
+    [[ $PG_HOME == "$PG_DIR" ]] || chown postgres:postgres "$PG_HOME"
+    # As root the cluster belongs to `postgres`, which must reach its directory from /.
+    setpriv --reuid=postgres --regid=postgres --init-groups -- test -x "$PG_HOME" ||
+      die "the postgres user cannot enter $PG_HOME; set NW_STACK_DIR to a directory it can enter"
   fi
   if [[ ! -s $PG_PASSWORD_FILE ]]; then
     (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$PG_PASSWORD_FILE")
   fi
   rm -rf -- "$PG_DATA"
   mkdir -p "$PG_DATA"
-  local pwfile="$PG_DIR/.initdb-pw"
+  local pwfile="$PG_HOME/.initdb-pw"
   (umask 077; cp "$PG_PASSWORD_FILE" "$pwfile")
   if ((EUID == 0)); then chown postgres:postgres "$PG_DATA" "$PG_SOCK" "$pwfile"; fi
   chmod 700 "$PG_DATA" "$PG_SOCK"
@@ -106,13 +124,14 @@ start_postgres() {
       die "port $PG_PORT is already taken by another process $(port_owner "$PG_PORT");" \
           "stop it or set NW_PG_PORT"
     fi
+    pg_paths
     init_postgres
     # A kill -9 leaves postmaster.pid behind; postgres itself checks whether that pid lives.
     log "postgres: starting on $HOST:$PG_PORT (data $PG_DATA)"
     mark_log "$PG_LOG"
     local as_owner=()
     ((EUID == 0)) && as_owner=(setpriv --reuid=postgres --regid=postgres --init-groups --)
-    spawn postgres "$PG_DIR" "$PG_LOG" \
+    spawn postgres "$PG_HOME" "$PG_LOG" \
       "${as_owner[@]}" "$(pg_bin)/postgres" -D "$PG_DATA" -p "$PG_PORT"
     echo "$PG_PORT" >"$(port_file postgres)"
     pid=$(<"$(pid_file postgres)")

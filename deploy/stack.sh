@@ -946,8 +946,8 @@ cmd_status() {
 cmd_reset() {
   lock_stack
   cmd_down
-  log "deleting data dirs $ZK_DATA_DIR, $KAFKA_DIR and $PG_DIR"
-  rm -rf -- "$ZK_DATA_DIR" "$KAFKA_DIR" "$PG_DIR"
+  log "deleting data dirs $ZK_DATA_DIR, $KAFKA_DIR and $PG_HOME"
+  rm -rf -- "$ZK_DATA_DIR" "$KAFKA_DIR" "$PG_DIR" "$PG_HOME"
 }
 
 cmd_env() {

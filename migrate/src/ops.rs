@@ -79,8 +79,11 @@ fn status_text(s: &NodeStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "node {} ({}), outbox pending {}",
-        s.name, s.role, s.outbox_pending
+        "node {} ({}, engine {}), outbox pending {}",
+        s.name,
+        s.role,
+        if s.engine.is_empty() { "?" } else { &s.engine },
+        s.outbox_pending
     );
     if let Some(r) = &s.relay {
         let _ = writeln!(
