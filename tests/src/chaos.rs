@@ -54,6 +54,10 @@ pub struct ChaosArgs {
     pub zk_port: u16,
     #[arg(long, default_value_t = 29092)]
     pub kafka_port: u16,
+    /// The private stack's PostgreSQL (n2 and the rebuilt n5 keep their
+    /// tables there on every other two seeds).
+    #[arg(long, default_value_t = 25433)]
+    pub pg_port: u16,
     /// Append one JSON line per run to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -83,9 +87,13 @@ pub enum Fault {
     /// (n1 reaches n2 through a fault proxy): the cutover cannot learn
     /// whether n2 took the namespace.
     LosePromote,
+    /// kill -9 of PostgreSQL (postmaster and backends), started again: on
+    /// runs whose n2 keeps its tables there.
+    RestartPostgres,
 }
 
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 10] = [
+    Fault::RestartPostgres,
     Fault::LosePromote,
     Fault::StopN2,
     Fault::KillN1,
@@ -117,10 +125,29 @@ fn rebuild_on(seed: u64) -> bool {
     !(seed / 8).is_multiple_of(2)
 }
 
+/// Whether n2 (and a rebuilt n5) keep their tables in PostgreSQL in run
+/// `seed`: bit 1 xor bit 4 of the seed, so every [`Scenario`] (bits 0-1)
+/// and both marker GC settings (bit 2) meet both engines.
+pub fn postgres_on(seed: u64) -> bool {
+    ((seed >> 1) ^ (seed >> 4)) & 1 == 1
+}
+
 /// n2's marker GC: markers kept 0.72 s past the journal it is told it has
 /// (0.5 s), a pass every second; goes in its `[journal]` section.
 const N2_MARKER_GC: &str =
     "retention_ms = 500\n[store]\nmarker_retention_hours = 0.0002\nmarker_gc_interval_s = 1\n";
+
+/// A node's tables in a fresh schema of the private stack's PostgreSQL,
+/// after `extra` (which may have opened `[store]` already).
+fn on_postgres(stack: &OwnStack, name: &str, seed: u64, extra: &str) -> String {
+    let schema = crate::stack::pg_schema(&format!("chaos_s{seed}_{name}"));
+    let opened = extra.contains("[store]\n");
+    let (before, after) = match extra.find("\n[kafka]") {
+        Some(i) => extra.split_at(i),
+        None => (extra, ""),
+    };
+    format!("{before}{}{after}", stack.pg_store_toml(&schema, !opened))
+}
 
 /// What a run does after its first migration, by seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -189,6 +216,8 @@ pub struct RunReport {
     /// After the scenario, a fresh n5 was rebuilt from the topics alone
     /// (`migrate --from-topics`) and checked like every other copy.
     pub rebuild: bool,
+    /// n2 (and n5) kept their tables in PostgreSQL.
+    pub postgres: bool,
 }
 
 impl RunReport {
@@ -213,9 +242,12 @@ pub async fn run(a: ChaosArgs) -> Result<Vec<RunReport>, String> {
         a.kafka_port
     );
     let (zk_port, kafka_port) = (a.zk_port, a.kafka_port);
-    let stack = tokio::task::spawn_blocking(move || OwnStack::start(1, zk_port, kafka_port))
-        .await
-        .map_err(|e| format!("the chaos stack did not start: {e}"))?;
+    let pg_port = a.pg_port;
+    let stack = tokio::task::spawn_blocking(move || {
+        OwnStack::start_with_pg(1, zk_port, kafka_port, Some(pg_port))
+    })
+    .await
+    .map_err(|e| format!("the chaos stack did not start: {e}"))?;
     let stack = Arc::new(stack);
     let bin = bin_path("northwest");
     let copy = stack.dir.path().join("northwest");
@@ -359,6 +391,8 @@ struct World {
     orchestrator: Mutex<Option<u32>>,
     migration_done: AtomicBool,
     stack: Arc<OwnStack>,
+    /// n2 keeps its tables in the stack's PostgreSQL.
+    postgres: bool,
     /// In front of n2 for n1 and the orchestrator.
     n2_proxy: crate::fault_proxy::FaultProxy,
 }
@@ -380,6 +414,7 @@ async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
         marker_gc: marker_gc_on(seed),
         scenario: Scenario::of(seed),
         rebuild: rebuild_on(seed),
+        postgres: postgres_on(seed),
     };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -443,13 +478,17 @@ async fn drive(
     let (d, r, t) = (dir.to_path_buf(), root.clone(), topic.clone());
     let a1 = addrs.clone();
     let scenario = Scenario::of(seed);
+    let stack_for_nodes = stack.clone();
     let started = tokio::task::spawn_blocking(move || {
         let kafka = format!("\n[kafka]\n\"message.timeout.ms\" = \"{MESSAGE_TIMEOUT_MS}\"\n");
-        let n2_extra = if marker_gc_on(seed) {
+        let mut n2_extra = if marker_gc_on(seed) {
             format!("{N2_MARKER_GC}{kafka}")
         } else {
             kafka.clone()
         };
+        if postgres_on(seed) {
+            n2_extra = on_postgres(&stack_for_nodes, "n2", seed, &n2_extra);
+        }
         let n1 = NodeProc::start(&d, "n1", &node_toml_at(&a1, "n1", &d, p1, &r, &t, &kafka));
         let n2 = NodeProc::start(
             &d,
@@ -483,7 +522,8 @@ async fn drive(
         n2: Mutex::new(n2),
         orchestrator: Mutex::new(None),
         migration_done: AtomicBool::new(false),
-        stack,
+        stack: stack.clone(),
+        postgres: postgres_on(seed),
         n2_proxy,
     });
     let history = Arc::new(History::default());
@@ -546,7 +586,8 @@ async fn drive(
                     error = followers_hold(others, primary, &history).await.err();
                     if error.is_none() && rebuild_on(seed) {
                         let at = (dir, root.as_str(), topic.as_str());
-                        error = rebuild(&addrs, at, primary, &history).await.err();
+                        let pg = postgres_on(seed).then_some((&*stack, seed));
+                        error = rebuild(&addrs, at, primary, &history, pg).await.err();
                     }
                     (check, dlq, halted)
                 }
@@ -792,6 +833,7 @@ async fn rebuild(
     (dir, root, topic): (&Path, &str, &str),
     primary: &str,
     h: &History,
+    postgres: Option<(&OwnStack, u64)>,
 ) -> Result<(), String> {
     let (a, d, r, t) = (
         addrs.clone(),
@@ -799,12 +841,15 @@ async fn rebuild(
         root.to_string(),
         topic.to_string(),
     );
+    let mut extra = format!("\n[kafka]\n\"message.timeout.ms\" = \"{MESSAGE_TIMEOUT_MS}\"\n");
+    if let Some((stack, seed)) = postgres {
+        extra = on_postgres(stack, "n5", seed, &extra);
+    }
     let n5 = tokio::task::spawn_blocking(move || {
-        let kafka = format!("\n[kafka]\n\"message.timeout.ms\" = \"{MESSAGE_TIMEOUT_MS}\"\n");
         NodeProc::start(
             &d,
             "n5",
-            &node_toml_at(&a, "n5", &d, free_port(), &r, &t, &kafka),
+            &node_toml_at(&a, "n5", &d, free_port(), &r, &t, &extra),
         )
     })
     .await
@@ -1040,6 +1085,28 @@ async fn inject(w: Arc<World>, plan: &[Planned], n1: &str) -> Vec<(Fault, String
                 .unwrap_or_else(|e| e.to_string())
             }
             Fault::ExpireFence => expire_fence(&w, n1).await,
+            Fault::RestartPostgres if !w.postgres => "no PostgreSQL in this run".into(),
+            Fault::RestartPostgres => {
+                let w = w.clone();
+                tokio::task::spawn_blocking(move || {
+                    let killed = w.stack.stack(&["kill-pg"]);
+                    std::thread::sleep(down);
+                    let mut started = w.stack.stack(&["start-pg"]);
+                    for _ in 0..3 {
+                        if started {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_secs(5));
+                        started = w.stack.stack(&["start-pg"]);
+                    }
+                    match (killed, started) {
+                        (true, true) => "injected".to_string(),
+                        _ => "RESTART FAILED: stack.sh kill-pg/start-pg".to_string(),
+                    }
+                })
+                .await
+                .unwrap_or_else(|e| e.to_string())
+            }
             Fault::StopN2 => {
                 let w = w.clone();
                 let stopped = down.max(Duration::from_millis(SESSION_TIMEOUT_MS + 2000));

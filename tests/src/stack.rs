@@ -138,17 +138,30 @@ pub struct OwnStack {
     pub brokers: u16,
     pub zk_port: u16,
     pub kafka_port: u16,
+    /// Its own PostgreSQL's port, when it runs one.
+    pub pg_port: Option<u16>,
 }
 
 impl OwnStack {
     /// Starts ZooKeeper and `brokers` (1 or 3) Kafka nodes; panics with
     /// where to look when they do not come up.
     pub fn start(brokers: u16, zk_port: u16, kafka_port: u16) -> Self {
+        Self::start_with_pg(brokers, zk_port, kafka_port, None)
+    }
+
+    /// Like [`OwnStack::start`], with a PostgreSQL of its own on `pg_port`.
+    pub fn start_with_pg(
+        brokers: u16,
+        zk_port: u16,
+        kafka_port: u16,
+        pg_port: Option<u16>,
+    ) -> Self {
         let s = Self {
             dir: tempfile::tempdir().expect("tempdir"),
             brokers,
             zk_port,
             kafka_port,
+            pg_port,
         };
         assert!(
             s.stack(&["up"]),
@@ -167,9 +180,13 @@ impl OwnStack {
             .env("NW_ZK_PORT", self.zk_port.to_string())
             .env("NW_KAFKA_PORT", self.kafka_port.to_string())
             .env("NW_KAFKA_BROKERS", self.brokers.to_string())
-            // The shared stack's database serves every test; this stack is
-            // for killing brokers and ZooKeeper.
-            .env("NW_STACK_POSTGRES", "0")
+            // Without a port of its own, the shared stack's database
+            // serves: this stack is for killing brokers and ZooKeeper.
+            .env(
+                "NW_STACK_POSTGRES",
+                if self.pg_port.is_some() { "1" } else { "0" },
+            )
+            .env("NW_PG_PORT", self.pg_port.unwrap_or(0).to_string())
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run deploy/stack.sh")
@@ -186,9 +203,26 @@ impl OwnStack {
     }
 }
 
+impl OwnStack {
+    /// Config text putting a node's tables in `schema` of this stack's own
+    /// PostgreSQL (appended after a node's `[store]` keys, or opening it).
+    pub fn pg_store_toml(&self, schema: &str, open_store: bool) -> String {
+        let port = self.pg_port.expect("a stack started with PostgreSQL");
+        let password = self.dir.path().join("postgres/password");
+        format!(
+            "{}engine = \"postgres\"\n[store.postgres]\nhost = \"127.0.0.1\"\nport = {port}\n\
+             password_file = \"{}\"\nschema = \"{schema}\"\n",
+            if open_store { "\n[store]\n" } else { "" },
+            password.display()
+        )
+    }
+}
+
 impl Drop for OwnStack {
     fn drop(&mut self) {
-        self.stack(&["down"]);
+        // `reset`: also the data a root-run PostgreSQL keeps outside the
+        // temporary directory.
+        self.stack(&["reset"]);
     }
 }
 

@@ -3,6 +3,7 @@
 //! the broker and ZooKeeper are killed and restarted on a seeded schedule;
 //! the history checker then holds the final primary and every other node to
 //! every acknowledged write, and so a fresh node rebuilt from the topics.
+//! Two of the seeds keep n2 and the rebuilt node on PostgreSQL.
 //! The 100-run soak is recorded in docs/verification.md.
 
 use northwest_tests::chaos::{run, ChaosArgs};
@@ -22,6 +23,7 @@ async fn seeded_fault_campaign_loses_nothing() {
         finish_timeout_s: 240,
         zk_port: 22181,
         kafka_port: 29092,
+        pg_port: 25433,
         json: None,
         keep: None,
     })
@@ -33,6 +35,11 @@ async fn seeded_fault_campaign_loses_nothing() {
         assert!(
             r.rebuild,
             "every CI seed ends with a rebuild from the topics: {r:?}"
+        );
+        assert_eq!(
+            r.postgres,
+            r.seed < 7006,
+            "n2 on PostgreSQL in the migrate and rollback seeds, RocksDB in the others: {r:?}"
         );
         assert!(r.check.acked_writes > 1000 + 500, "{r:?}");
         assert!(r.check.reads_checked > 100, "{r:?}");
