@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::record::PgView;
+
 use northwest_store::cache::CacheStats;
 use serde::{Deserialize, Serialize};
 
@@ -317,19 +319,6 @@ pub struct CheckpointResponse {
     /// `REPEATABLE READ` view of them (taken after this answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PgView>,
-}
-
-/// Where a PostgreSQL node keeps its tables, without the secret: the
-/// password is read from `password_file` on the host that opens the view.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PgView {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub database: String,
-    pub schema: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<String>,
 }
 
 /// `DELETE /v1/admin/checkpoint/{name}` (removing one that is not there is

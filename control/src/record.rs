@@ -22,7 +22,7 @@ pub struct MigrationRecord {
     pub checkpoint_dir: Option<String>,
     /// A PostgreSQL source's tables (its view is opened by the snapshotter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint_pg: Option<crate::api::PgView>,
+    pub checkpoint_pg: Option<PgView>,
     /// Journal high-water marks recorded before the snapshot view was taken.
     pub hwms: BTreeMap<i32, i64>,
     /// When `hwms` were read (ms since the epoch).
@@ -185,6 +185,19 @@ pub struct RoutingRecord {
     /// Written by a rollback: `primary` is the original node again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rolled_back: bool,
+}
+
+/// Where a PostgreSQL node keeps its tables, without the secret: the
+/// password is read from `password_file` on the host that opens the view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgView {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub schema: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
 }
 
 #[cfg(test)]
