@@ -244,7 +244,18 @@ java_major() {
   echo "$v"
 }
 
+# Stacks on one machine (a test's private one, a second chaos campaign) check and install one at
+# a time: a package another run is installing reads as missing meanwhile, and a second apt-get
+# would fail on apt's own lock.
 install_apt_packages() {
+  mkdir -p "$CACHE_DIR"
+  exec 7>"$CACHE_DIR/apt.lock"
+  flock 7
+  install_missing_apt_packages
+  exec 7>&-
+}
+
+install_missing_apt_packages() {
   local missing=() p
   for p in "${APT_PACKAGES[@]}"; do
     # Status, not just exit code: a removed package with leftover config still "exists".

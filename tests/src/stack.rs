@@ -238,14 +238,22 @@ pub fn stack_script() -> PathBuf {
 
 /// The dev stack's PostgreSQL: `NW_PG` (host:port, default 127.0.0.1:5433)
 /// and the role's password file (`NW_PG_PASSWORD_FILE`, default the
-/// stack's). Panics with instructions when the server is down.
+/// stack's, under `NW_STACK_DIR` when set). Panics with instructions when
+/// the server is down.
 pub fn require_pg() -> (String, PathBuf) {
     let addr = require(
         "PostgreSQL",
         &std::env::var("NW_PG").unwrap_or_else(|_| "127.0.0.1:5433".into()),
     );
     let password = std::env::var("NW_PG_PASSWORD_FILE").map_or_else(
-        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.northwest/stack/postgres/password"),
+        |_| {
+            std::env::var("NW_STACK_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.northwest/stack")
+                })
+                .join("postgres/password")
+        },
         PathBuf::from,
     );
     assert!(
