@@ -15,8 +15,14 @@ use rand::Rng;
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadgenArgs {
     /// Node base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    #[arg(long, default_value = "http://127.0.0.1:8081", value_parser = northwest_control::client::node_url)]
     pub target: String,
+    /// A file holding a data token for `--ns` (one of the node's
+    /// `http.data_tokens_file` tokens), sent as `Authorization: Bearer`.
+    /// Without it the global `--admin-token-file`, when given, is sent (the
+    /// admin token may call every namespace's data API).
+    #[arg(long, env = "NORTHWEST_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     #[arg(long, default_value = "demo")]
     pub ns: String,
     /// `load`: put every sample entity once; `mixed`: random operations.
@@ -133,6 +139,67 @@ async fn check(resp: Result<reqwest::Response, reqwest::Error>, ok: &[u16]) -> R
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The HTTP client of the workers: the bearer token (`--token-file`, else
+/// the admin token) and the CA of an https:// target.
+fn client(
+    a: &LoadgenArgs,
+    admin_token_file: Option<&std::path::Path>,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Client> {
+    use northwest_control::client::{read_ca_bundle, read_token_file};
+    let token = match (&a.token_file, admin_token_file) {
+        (Some(p), _) => Some(read_token_file(p, "--token-file")),
+        (None, Some(p)) => Some(read_token_file(p, "--admin-token-file")),
+        (None, None) => None,
+    }
+    .transpose()
+    .map_err(anyhow::Error::msg)?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| anyhow::anyhow!("the token holds characters a header cannot carry"))?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    let mut b = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency * 2)
+        .default_headers(headers);
+    if let Some(p) = ca_file {
+        b = b.tls_built_in_root_certs(false);
+        for c in read_ca_bundle(p, "--ca-file").map_err(anyhow::Error::msg)? {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b.build()?)
+}
+
+/// One read before the load: a node that refuses this client's
+/// credentials (or cannot be reached) stops the run with what to do,
+/// rather than failing every request of it.
+async fn preflight(c: &reqwest::Client, a: &LoadgenArgs) -> anyhow::Result<()> {
+    let url = format!("{}/v1/ns/{}/scan?limit=1", a.target, a.ns);
+    let r = c.get(&url).send().await.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e} ({})",
+            a.target,
+            northwest_control::client::unreachable_hint(&e)
+        )
+    })?;
+    let hint = match r.status().as_u16() {
+        401 => {
+            "the node requires a bearer token: pass --token-file (a data token for the \
+                namespace) or --admin-token-file"
+        }
+        403 => {
+            "the node refused this token for the namespace: use a token whose namespaces \
+                list it"
+        }
+        _ => return Ok(()),
+    };
+    let body = r.text().await.unwrap_or_default();
+    anyhow::bail!("{}: {body} ({hint})", a.target)
 }
 
 /// Writes sample entity `n` (the `load` mode's operation).
@@ -304,13 +371,16 @@ fn report(a: &LoadgenArgs, summary: &serde_json::Value) {
     }
 }
 
+/// Runs `northwest loadgen`. `admin_token_file` (the global flag) is sent
+/// when `--token-file` is not given; `ca_file` verifies an https:// target.
 pub async fn run(
     a: LoadgenArgs,
+    admin_token_file: Option<&std::path::Path>,
+    ca_file: Option<&std::path::Path>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.concurrency * 2)
-        .build()?;
+    let client = client(&a, admin_token_file, ca_file)?;
+    preflight(&client, &a).await?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

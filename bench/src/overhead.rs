@@ -301,6 +301,7 @@ async fn measure(
 /// The load each mode offers n1: mixed reads and writes, open loop.
 fn mixed_args(b: &OverheadBench, n1_base: &str) -> LoadgenArgs {
     LoadgenArgs {
+        token_file: None,
         target: n1_base.to_string(),
         ns: "bench".into(),
         mode: "mixed".into(),

@@ -177,15 +177,100 @@ fn node_config(a: &NodeArgs, admin_token_file: Option<&PathBuf>) -> anyhow::Resu
     Ok(cfg)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// How a command that did not succeed ends: what it prints and its exit
+/// code (README's "Exit codes" table).
+struct Failure {
+    /// 1: stopped or failed (for migrate: midway, the same command
+    /// resumes); 2: refused before changing anything, or a usage error.
+    code: i32,
+    /// `refused`, `error` or `usage`: the word before the message on
+    /// stderr, and `outcome` in the JSON object.
+    label: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn error(e: anyhow::Error) -> Self {
+        Self {
+            code: 1,
+            label: "error",
+            message: format!("{e:#}"),
+        }
+    }
+
+    /// The one JSON object a command run with `--json` prints on stdout
+    /// when it fails (its report, when it succeeds).
+    fn json(&self) -> String {
+        serde_json::json!({
+            "ok": false,
+            "outcome": self.label,
+            "exit_code": self.code,
+            "error": self.message,
+        })
+        .to_string()
+    }
+
+    fn exit(self, json: bool) -> ! {
+        if json {
+            println!("{}", self.json());
+        }
+        eprintln!("{}: {}", self.label, self.message);
+        std::process::exit(self.code)
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let informational = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if !informational && std::env::args().any(|a| a == "--json") {
+                let f = Failure {
+                    code: 2,
+                    label: "usage",
+                    message: e.kind().as_str().map_or_else(
+                        || e.to_string().trim().to_string(),
+                        |k| format!("{k}: {}", e.to_string().trim()),
+                    ),
+                };
+                println!("{}", f.json());
+            }
+            e.exit()
+        }
+    };
+    let json = match &cli.cmd {
+        Cmd::Migrate(a) => a.json,
+        Cmd::Status(a) => a.json,
+        Cmd::Timeline(a) => a.json,
+        Cmd::Loadgen(a) => a.json,
+        Cmd::Bench { json, .. } => *json,
+        Cmd::Node(_) | Cmd::Replay(_) | Cmd::Digest(_) => false,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if let Err(f) = runtime.block_on(run(cli)) {
+        f.exit(json)
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     init_tracing(&cli.log, cli.log_json);
     if cli.ca_file.is_some() && matches!(cli.cmd, Cmd::Node(_)) {
-        anyhow::bail!(
-            "--ca-file (NORTHWEST_CA_FILE) is for the commands that call nodes; a node verifies \
-             its peers with http.tls_ca_file in its config"
-        );
+        return Err(Failure {
+            code: 2,
+            label: "usage",
+            message: "--ca-file (NORTHWEST_CA_FILE) is for the commands that call nodes; a node \
+                      verifies its peers with http.tls_ca_file in its config"
+                .into(),
+        });
     }
     // The client of the nodes' admin API for migrate, status, replay and
     // digest: their token and CA, and the longest one call may take.
@@ -195,33 +280,40 @@ async fn main() -> anyhow::Result<()> {
             cli.ca_file.as_deref(),
             northwest_migrate::ADMIN_TIMEOUT,
         )
+        .map_err(|e| Failure::error(e.into()))
     };
     if let Some(spec) = &cli.crash_points {
-        northwest_store::failpoint::arm_spec(spec).map_err(anyhow::Error::msg)?;
+        northwest_store::failpoint::arm_spec(spec)
+            .map_err(anyhow::Error::msg)
+            .map_err(Failure::error)?;
     }
-    match cli.cmd {
-        Cmd::Node(a) => {
-            let cfg = node_config(&a, cli.admin_token_file.as_ref())?;
+    let r = match cli.cmd {
+        Cmd::Node(ref a) => {
+            let cfg = node_config(a, cli.admin_token_file.as_ref()).map_err(Failure::error)?;
             northwest_node::run(cfg, shutdown_signal(), None)
                 .await
                 .context("node failed")
         }
-        Cmd::Loadgen(a) => northwest_bench::loadgen::run(a, shutdown_signal()).await,
+        Cmd::Loadgen(a) => {
+            let (token, ca) = (cli.admin_token_file.as_deref(), cli.ca_file.as_deref());
+            northwest_bench::loadgen::run(a, token, ca, shutdown_signal()).await
+        }
         Cmd::Migrate(a) => {
-            // Exit codes: 0 done (or stopped where asked), 1 stopped midway
-            // (run the same command to resume), 2 refused (nothing changed).
-            if let Err(e) = northwest_migrate::run(a, admin()?).await {
-                eprintln!("{}: {e}", e.label());
-                std::process::exit(e.exit_code());
-            }
-            Ok(())
+            return northwest_migrate::run(a, admin()?)
+                .await
+                .map_err(|e| Failure {
+                    code: e.exit_code(),
+                    label: e.label(),
+                    message: e.to_string(),
+                });
         }
         Cmd::Status(a) => northwest_migrate::ops::status(a, &admin()?).await,
         Cmd::Replay(a) => northwest_migrate::ops::replay(a, &admin()?).await,
         Cmd::Digest(a) => northwest_migrate::ops::digest(a, &admin()?).await,
         Cmd::Timeline(a) => northwest_migrate::timeline_cmd::timeline(a, &admin()?).await,
         Cmd::Bench { json, what } => northwest_bench::run(what, json).await,
-    }
+    };
+    r.map_err(Failure::error)
 }
 
 #[cfg(test)]

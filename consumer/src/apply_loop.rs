@@ -151,6 +151,9 @@ pub struct ApplyShared {
     pub starts: AtomicU64,
     /// The error that last stopped the loop (cleared when it runs again).
     pub last_error: Mutex<Option<String>>,
+    /// What the loop waits for before it can run (the journal topic to
+    /// exist, its metadata to be readable); cleared when it runs.
+    pub waiting_for: Mutex<Option<String>>,
     pub partitions: Mutex<BTreeMap<i32, PartitionState>>,
     /// When set, commit-to-applied latencies (ms) are collected (benchmarks).
     pub record_latency: AtomicBool,
@@ -225,11 +228,25 @@ async fn run_once(
 ) -> Result<(), ConsumerError> {
     // N1 creates the journal topic; wait for it rather than guessing its shape.
     let partitions = loop {
-        match partition_count(&cfg.kafka, &cfg.topic, Duration::from_secs(5)) {
+        let waiting = match partition_count(&cfg.kafka, &cfg.topic, Duration::from_secs(5)) {
             Ok(n) if n > 0 => break n,
-            Ok(_) => tracing::info!(topic = %cfg.topic, "waiting for the journal topic to exist"),
-            Err(e) => tracing::warn!(error = %e, "cannot read journal topic metadata; retrying"),
-        }
+            Ok(_) => {
+                tracing::info!(topic = %cfg.topic, "waiting for the journal topic to exist");
+                format!(
+                    "waiting for the journal topic {} to exist (its source creates it when it \
+                     starts journaling: is n1 running with journal.enabled = true?)",
+                    cfg.topic
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read journal topic metadata; retrying");
+                format!(
+                    "cannot read the journal topic's metadata, retrying every second: {e} (is the \
+                     broker up?)"
+                )
+            }
+        };
+        *shared.waiting_for.lock() = Some(waiting);
         tokio::select! {
             _ = shutdown.as_mut() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -273,6 +290,7 @@ async fn run_once(
     a.shared.running.store(true, Ordering::Release);
     a.shared.starts.fetch_add(1, Ordering::Relaxed);
     *a.shared.last_error.lock() = None;
+    *a.shared.waiting_for.lock() = None;
     tracing::info!(topic = %a.cfg.topic, partitions, "journal apply loop started");
     let result = a.main_loop(partitions, control, shutdown).await;
     a.shared.running.store(false, Ordering::Release);

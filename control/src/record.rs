@@ -66,6 +66,71 @@ pub struct MigrationRecord {
     /// after the drain: n2's epoch of the namespace begins there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cutover_at: Option<BTreeMap<i32, i64>>,
+    /// How far the snapshot got, saved every few seconds while it streams
+    /// and while n2 loads it (status, metrics, the dashboard and the stall
+    /// alert read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_progress: Option<SnapshotProgress>,
+}
+
+/// A snapshot's progress: rows streamed out of n1's view, rows n2 loaded,
+/// and when either last moved. Every field defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SnapshotProgress {
+    /// Rows the snapshot plan counted in n1's view (an estimate for a
+    /// PostgreSQL source).
+    pub rows_total: u64,
+    /// Rows delivered to the snapshot topic (resumed ones included).
+    pub rows_streamed: u64,
+    /// Keys and values delivered, bytes.
+    pub bytes_streamed: u64,
+    /// Rows n2's loader applied.
+    pub rows_loaded: u64,
+    /// Over the last interval: rows streamed per second while streaming,
+    /// rows loaded per second while n2 loads.
+    pub rows_per_sec: f64,
+    /// At that rate, until the phase's rows are done.
+    pub eta_seconds: Option<f64>,
+    /// When the orchestrator last saved this (ms since the epoch).
+    pub updated_at_ms: i64,
+    /// When rows streamed or loaded, or catch-up's lag, last moved forward:
+    /// its age is what the stall alert watches.
+    pub advanced_at_ms: i64,
+}
+
+impl SnapshotProgress {
+    /// While the snapshot streams: rows and bytes delivered so far.
+    pub fn streamed(&mut self, rows: u64, bytes: u64, now_ms: i64) {
+        let before = self.rows_streamed;
+        let left = self.rows_total.saturating_sub(rows);
+        self.rate_and_eta(rows.saturating_sub(before), left, now_ms);
+        if rows > before || self.advanced_at_ms == 0 {
+            self.advanced_at_ms = now_ms;
+        }
+        self.rows_streamed = rows;
+        self.bytes_streamed = bytes;
+    }
+
+    /// While n2 loads the snapshot and catches up: rows it loaded;
+    /// `lag_fell`: catch-up's journal lag reached a new low (progress too).
+    pub fn loaded(&mut self, rows: u64, lag_fell: bool, now_ms: i64) {
+        let before = self.rows_loaded;
+        let left = self.rows_streamed.saturating_sub(rows);
+        self.rate_and_eta(rows.saturating_sub(before), left, now_ms);
+        if rows > before || lag_fell || self.advanced_at_ms == 0 {
+            self.advanced_at_ms = now_ms;
+        }
+        self.rows_loaded = rows.max(before);
+    }
+
+    fn rate_and_eta(&mut self, done: u64, left: u64, now_ms: i64) {
+        if self.updated_at_ms > 0 && now_ms > self.updated_at_ms {
+            self.rows_per_sec = done as f64 * 1000.0 / (now_ms - self.updated_at_ms) as f64;
+        }
+        self.eta_seconds = (self.rows_per_sec > 0.0).then(|| left as f64 / self.rows_per_sec);
+        self.updated_at_ms = now_ms;
+    }
 }
 
 impl MigrationRecord {

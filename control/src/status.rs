@@ -45,6 +45,24 @@ pub struct NodeStatus {
     pub reverse_apply: Option<ReverseApplyStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apply: Option<ApplyStatus>,
+    /// Migrations of the deployment that are not finished (as this node
+    /// last read their records): phase, snapshot progress, error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migrations: Vec<MigrationProgress>,
+}
+
+/// A migration in progress as the node last read its record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    pub namespace: String,
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub phase: crate::Phase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::record::SnapshotProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl NodeStatus {
@@ -147,6 +165,10 @@ pub enum ApplyState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApplyStatus {
     pub state: ApplyState,
+    /// Why the state is not `catching_up` or `caught_up`, and what to do;
+    /// `None` while it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub running: bool,
     pub last_error: Option<String>,
     pub transactions: u64,
@@ -208,6 +230,7 @@ mod tests {
         };
         s.apply = Some(ApplyStatus {
             state: ApplyState::Halted,
+            reason: None,
             running: true,
             last_error: None,
             transactions: 0,

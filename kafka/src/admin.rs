@@ -193,3 +193,57 @@ pub fn partition_count(
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len() as i32))
 }
+
+/// Every topic's name and partition count. Blocking.
+pub fn list_topics(
+    kafka: &KafkaSettings,
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>, KafkaClientError> {
+    let c: BaseConsumer = kafka.client_config(&[]).create()?;
+    let md = c.fetch_metadata(None, timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
+}
+
+/// Each partition's (log start, high-water mark) of a topic with
+/// `partitions` partitions. Blocking.
+pub fn watermarks(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<i32, (i64, i64)>, KafkaClientError> {
+    let c: BaseConsumer = kafka.client_config(&[]).create()?;
+    let mut out = std::collections::BTreeMap::new();
+    for p in 0..partitions {
+        out.insert(p, c.fetch_watermarks(topic, p, timeout)?);
+    }
+    Ok(out)
+}
+
+/// Deletes a topic; one that does not exist (deleted already) is no error.
+pub async fn delete_topic(kafka: &KafkaSettings, topic: &str) -> Result<(), KafkaClientError> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config(&[]).create()?;
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(30)))
+        .request_timeout(Some(Duration::from_secs(30)));
+    let deleted = match admin.delete_topics(&[topic], &opts).await {
+        Ok(r) => r,
+        Err(e) => return Err(explain(kafka, e).await),
+    };
+    for r in deleted {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((t, code)) => {
+                return Err(KafkaClientError::Topic {
+                    topic: t,
+                    reason: format!("delete refused: {code}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -13,7 +13,9 @@ mod admin;
 mod offsets;
 mod settings;
 
-pub use admin::{broker_error, ensure_topic, partition_count, TopicSpec};
+pub use admin::{
+    broker_error, delete_topic, ensure_topic, list_topics, partition_count, watermarks, TopicSpec,
+};
 pub use offsets::{Offset, Partition, PartitionOffsets};
 pub use settings::{
     check_properties, is_secret_property, read_properties_file, KafkaSettings,

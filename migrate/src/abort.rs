@@ -1,27 +1,33 @@
 //! `migrate --abort`: roll back from any phase before the cutover.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use northwest_control::{MigrationRecord, Phase};
 
 use crate::client::Ctx;
+use crate::error::Refused;
 
 pub(crate) async fn abort(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Result<()> {
     let Some(mut st) = st else {
-        println!("no migration of {} in progress", ctx.a.namespace);
+        let ns = &ctx.a.namespace;
+        match ctx.a.json {
+            true => println!(
+                "{}",
+                serde_json::json!({"ok": true, "namespace": ns, "phase": null,
+                    "message": format!("no migration of {ns} in progress")})
+            ),
+            false => println!("no migration of {ns} in progress"),
+        }
         return Ok(());
     };
     match st.phase {
-        Phase::Done | Phase::Switch => bail!(
-            "migration {} already switched to {}: writes exist only there, so it cannot be \
-             aborted. Run the same command without --abort to finish the switch, then --rollback \
-             to move the namespace back (n1 has applied the writes n2 took)",
-            st.id,
-            st.to
-        ),
+        Phase::Done | Phase::Switch => return Err(switched(&st).into()),
         Phase::Aborted => {
-            println!("migration {} was already aborted", st.id);
-            return Ok(());
+            return said(
+                ctx,
+                &st,
+                &format!("migration {} was already aborted", st.id),
+            );
         }
         _ => {}
     }
@@ -29,12 +35,14 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Res
     // and rolling back would lose them.
     let s1 = ctx.status(&st.from).await.context("n1 unreachable")?;
     if let Some(t) = s1.forwards(&st.ns) {
-        bail!(
+        return Err(Refused(format!(
             "n1 already forwards namespace {} to {t}: the cutover happened and writes may exist \
-             only there, so it cannot be aborted. Run the same command without --abort to finish \
-             the switch, then --rollback to move the namespace back",
-            st.ns
-        );
+             only there, so it cannot be aborted; finish the switch with `northwest migrate \
+             --from {} --to {} --namespace {}`, then move the namespace back with the same \
+             command and --rollback",
+            st.ns, st.from, st.to, st.ns
+        ))
+        .into());
     }
     // n2 is a read-only replica again (a cutover that failed after n1
     // promoted it may have left it promoted) before n1 takes writes again.
@@ -64,9 +72,42 @@ pub(crate) async fn abort(ctx: &Ctx, st: Option<MigrationRecord>) -> anyhow::Res
     st.phase = Phase::Aborted;
     st.phase_started_ms = Some(northwest_store::store::now_ms_pub());
     ctx.save(&st).await?;
-    println!(
+    let text = format!(
         "migration {} aborted {done}; n1 ({}) keeps serving",
         st.id, st.from
     );
-    Ok(())
+    said(ctx, &st, &text)
+}
+
+/// An abort's outcome on stdout: the sentence, or under `--json` the
+/// record (its phase says aborted) alone.
+fn said(ctx: &Ctx, st: &MigrationRecord, text: &str) -> anyhow::Result<()> {
+    match ctx.a.json {
+        true => {
+            eprintln!("{text}");
+            crate::state::report(st, true)
+        }
+        false => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// The refusal of an abort after the switch, with the commands that move
+/// the namespace back (the record's own nodes).
+fn switched(st: &MigrationRecord) -> Refused {
+    let finish = match st.phase {
+        Phase::Switch => format!(
+            "finish the switch with `northwest migrate --from {} --to {} --namespace {}`, then ",
+            st.from, st.to, st.ns
+        ),
+        _ => String::new(),
+    };
+    Refused(format!(
+        "migration {} already switched {} to {}: writes exist only there, so it cannot be \
+         aborted; {finish}move the namespace back with `northwest migrate --from {} --to {} \
+         --namespace {} --rollback` (n1 applies the writes n2 took first)",
+        st.id, st.ns, st.to, st.from, st.to, st.ns
+    ))
 }

@@ -10,8 +10,13 @@ pub struct MigrateArgs {
     /// Target node (n2) base URL.
     #[arg(long, default_value = "http://127.0.0.1:8082", value_parser = northwest_control::client::node_url)]
     pub to: String,
-    #[arg(long, default_value = "demo")]
+    /// The namespace to move (required: a typo must not move another one).
+    #[arg(long)]
     pub namespace: String,
+    /// Migrate the namespace even when n1 holds no entity of it (an empty
+    /// namespace is refused by default: usually a misspelt name).
+    #[arg(long, conflicts_with_all = ["abort", "rollback", "from_topics"])]
+    pub allow_empty: bool,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]

@@ -113,6 +113,14 @@ impl Ctx {
         self.admin.status(node).await
     }
 
+    /// Whether `node` holds at least one live entity of the namespace (one
+    /// row of its scan; the admin token may read every namespace).
+    pub(crate) async fn holds_entities(&self, node: &str) -> Result<bool, AdminError> {
+        let path = format!("/v1/ns/{}/scan?limit=1", self.a.namespace);
+        let rows: Vec<serde_json::Value> = self.admin.get(node, &path).await?;
+        Ok(!rows.is_empty())
+    }
+
     pub(crate) async fn offsets(&self, node: &str) -> Result<OffsetsResponse, AdminError> {
         self.admin.get(node, api::path::OFFSETS).await
     }
@@ -309,7 +317,17 @@ impl Ctx {
         self.mkdirs(&self.layout.owners()).await?;
         let path = self.layout.owner(&self.a.namespace);
         let opts = zk::CreateMode::Ephemeral.with_acls(self.acls);
-        let me = format!("pid {} on {}", std::process::id(), hostname());
+        let a = &self.a;
+        let what = if a.from_topics {
+            format!("migrate --from-topics --to {}", a.to)
+        } else if a.abort {
+            format!("migrate --from {} --to {} --abort", a.from, a.to)
+        } else if a.rollback {
+            format!("migrate --from {} --to {} --rollback", a.from, a.to)
+        } else {
+            format!("migrate --from {} --to {}", a.from, a.to)
+        };
+        let me = format!("`{what}` (pid {} on {})", std::process::id(), hostname());
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             match self.zk.create(&path, me.as_bytes(), &opts).await {
@@ -320,23 +338,54 @@ impl Ctx {
                     return Err(RecordError::zk(action)(e));
                 }
             }
-            let (owner, w) = match self.zk.get_and_watch_data(&path).await {
-                Ok((d, _, w)) => (String::from_utf8_lossy(&d).to_string(), w),
+            let (owner, since_ms, w) = match self.zk.get_and_watch_data(&path).await {
+                Ok((d, stat, w)) => (String::from_utf8_lossy(&d).to_string(), stat.ctime, w),
                 Err(zk::Error::NoNode) => continue,
                 Err(e) => return Err(RecordError::zk(format!("reading {path}"))(e)),
             };
             if std::time::Instant::now() > deadline {
                 return Err(RecordError::Owned {
                     owner,
-                    ns: self.a.namespace.clone(),
+                    ns: a.namespace.clone(),
+                    since: since_text(since_ms),
+                    record: self.record_summary().await,
                 });
             }
             if !quiet {
-                eprintln!("waiting for the orchestrator {owner} of namespace {} to finish (a killed one is released when its ZooKeeper session expires)", self.a.namespace);
+                eprintln!("waiting for the orchestrator {owner} of namespace {} to finish (a killed one is released when its ZooKeeper session expires)", a.namespace);
             }
             let _ = tokio::time::timeout(Duration::from_secs(5), w.changed()).await;
         }
     }
+
+    /// The namespace's migration record in one line (which migration, its
+    /// phase), for a refusal to name; read without taking its version.
+    async fn record_summary(&self) -> String {
+        match self.zk.get_data(&self.path).await {
+            Ok((d, _)) => match serde_json::from_slice::<MigrationRecord>(&d) {
+                Ok(r) => format!(
+                    "migration {} ({} -> {}) is in phase {}",
+                    r.id,
+                    r.from,
+                    r.to,
+                    r.phase.name()
+                ),
+                Err(_) if d.is_empty() => "no migration record yet".into(),
+                Err(e) => format!("its record does not parse ({e})"),
+            },
+            Err(zk::Error::NoNode) => "no migration record yet".into(),
+            Err(e) => format!("its record is unreadable ({e})"),
+        }
+    }
+}
+
+/// `ms` (a znode's creation time) as UTC and how long ago.
+fn since_text(ms: i64) -> String {
+    let now = northwest_store::store::now_ms_pub();
+    let ago = (now - ms).max(0) / 1000;
+    let secs = ms.div_euclid(1000);
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02} UTC ({ago} s ago)")
 }
 
 fn hostname() -> String {

@@ -43,9 +43,14 @@ impl From<anyhow::Error> for MigrateError {
     /// A refusal anywhere in the chain (context added on the way up
     /// included) is the run's refusal; its message keeps that context.
     fn from(e: anyhow::Error) -> Self {
-        match e.downcast_ref::<Refused>() {
-            Some(_) => MigrateError::Refused(Refused(format!("{e:#}"))),
-            None => MigrateError::Stopped(e),
+        let refused = e.downcast_ref::<Refused>().is_some()
+            || matches!(
+                e.downcast_ref::<RecordError>(),
+                Some(RecordError::Owned { .. })
+            );
+        match refused {
+            true => MigrateError::Refused(Refused(format!("{e:#}"))),
+            false => MigrateError::Stopped(e),
         }
     }
 }
@@ -101,10 +106,16 @@ pub enum RecordError {
     #[error("another orchestrator created the migration record {path} meanwhile; run again")]
     CreatedMeanwhile { path: String },
     #[error(
-        "another orchestrator ({owner}) is running the migration of namespace {ns}; wait for it \
-         to finish or stop it, then run again"
+        "another migration holds namespace {ns}: {owner}, since {since}; {record}. Wait for it \
+         to finish or stop it, then run again (a killed orchestrator lets go when its \
+         ZooKeeper session expires)"
     )]
-    Owned { owner: String, ns: String },
+    Owned {
+        owner: String,
+        ns: String,
+        since: String,
+        record: String,
+    },
 }
 
 impl RecordError {
@@ -126,10 +137,27 @@ mod record_tests {
             "{e}"
         );
         let e = RecordError::Owned {
-            owner: "pid 7 on h".into(),
+            owner: "`migrate --from a --to b` (pid 7 on h)".into(),
             ns: "demo".into(),
+            since: "10:00:00 UTC (5 s ago)".into(),
+            record: "migration m1 (a -> b) is in phase snapshot".into(),
         };
-        assert!(e.to_string().contains("pid 7 on h") && e.to_string().contains("run again"));
+        let text = e.to_string();
+        for part in [
+            "pid 7 on h",
+            "run again",
+            "5 s ago",
+            "migration m1",
+            "phase snapshot",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        let migrate: MigrateError = anyhow::Error::from(e).into();
+        assert_eq!(
+            migrate.exit_code(),
+            2,
+            "another orchestrator's migration refuses this run: nothing changed"
+        );
         let e = RecordError::ChangedUnderUs {
             path: "/nw/migrations/demo".into(),
             ns: "demo".into(),

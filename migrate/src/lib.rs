@@ -70,6 +70,12 @@ async fn run_steps(a: MigrateArgs, admin: AdminClient) -> anyhow::Result<()> {
         .with_context(|| format!("n1 at {}", a.from))?;
     let ctx = Ctx::connect(&a, admin, &s1).await?;
     ctx.take_ownership(a.quiet).await?;
+    // Read again: another orchestrator may have moved the namespace on
+    // while this run waited for it (the status read before is stale).
+    let s1 = ctx
+        .status(&a.from)
+        .await
+        .with_context(|| format!("n1 at {}", a.from))?;
 
     let existing = ctx.load().await?;
     if a.abort {

@@ -97,6 +97,35 @@ fn status_text(s: &NodeStatus) -> String {
     if let Some(a) = &s.apply {
         apply_text(&mut out, a);
     }
+    for m in &s.migrations {
+        let _ = writeln!(
+            out,
+            "  migration {} of {} ({} -> {}): {}{}",
+            m.id,
+            m.namespace,
+            m.from,
+            m.to,
+            m.phase.name(),
+            m.error
+                .as_deref()
+                .map(|e| format!(", STOPPED: {e}"))
+                .unwrap_or_default()
+        );
+        if let Some(p) = &m.snapshot {
+            let idle = (northwest_store::store::now_ms_pub() - p.advanced_at_ms).max(0) / 1000;
+            let _ = writeln!(
+                out,
+                "    snapshot: streamed {} of ~{} rows ({:.1} MiB), loaded {}, {:.0} rows/s, eta {}{}",
+                p.rows_streamed,
+                p.rows_total,
+                p.bytes_streamed as f64 / 1048576.0,
+                p.rows_loaded,
+                p.rows_per_sec,
+                p.eta_seconds.map_or("?".into(), |e| format!("{e:.0} s")),
+                if idle > 60 { format!(", NO PROGRESS for {idle} s") } else { String::new() }
+            );
+        }
+    }
     out
 }
 
@@ -112,6 +141,9 @@ fn apply_text(out: &mut String, a: &ApplyStatus) {
         a.transactions, a.writes_applied, a.writes_stale, a.writes_blacklisted, a.dead_lettered,
         state.replace('_', " ").to_uppercase()
     );
+    if let Some(r) = &a.reason {
+        let _ = writeln!(out, "  why: {r}");
+    }
     if let Some(e) = &a.lag_error {
         let _ = writeln!(out, "  lag unavailable: {e}");
     }

@@ -71,6 +71,14 @@ async fn init(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if !ctx.a.allow_empty && !ctx.holds_entities(&n1).await? {
+        return Err(Refused(format!(
+            "n1 ({n1}) holds no entity in namespace {}: is the name misspelt? (a name is case \
+             sensitive) To move an empty namespace anyway, run again with --allow-empty",
+            st.ns
+        ))
+        .into());
+    }
     st.from_name = Some(s1.name);
     Ok(())
 }

@@ -8,7 +8,7 @@ pub(crate) fn bar(len: u64, msg: &str, quiet: bool) -> indicatif::ProgressBar {
     };
     b.set_style(
         indicatif::ProgressStyle::with_template(
-            "{prefix:>10} [{bar:40}] {pos}/{len} rows {per_sec} {msg}",
+            "{prefix:>10} [{bar:40}] {pos}/{len} rows {per_sec} eta {eta} {msg}",
         )
         .expect("static template")
         .progress_chars("=> "),

@@ -68,17 +68,13 @@ pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
     let throttle = start_throttle(ctx, st, &cfg, &stats);
     st.throttle = None;
     let b = bar(0, "snapshot", ctx.a.quiet);
-    let ticker = {
-        let (b, stats) = (b.clone(), stats.clone());
-        tokio::spawn(async move {
-            loop {
-                b.set_length(stats.total.load(Ordering::Relaxed));
-                b.set_position(stats.streamed.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
-    let r = stream_snapshot(reader, &ns, &cfg, progress, stats.clone()).await;
+    let ticker = show_progress(&b, &stats);
+    let stream = stream_snapshot(reader, &ns, &cfg, progress, stats.clone());
+    let bytes_before = st
+        .snapshot_progress
+        .as_ref()
+        .map_or(0, |p| p.bytes_streamed);
+    let r = with_progress(ctx, st, stream, &stats, bytes_before).await;
     ticker.abort();
     if let Some((task, t)) = throttle {
         task.abort();
@@ -87,6 +83,9 @@ pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
     b.finish_and_clear();
     let rows = r?;
     st.snapshot_rows = rows;
+    let p = st.snapshot_progress.get_or_insert_with(Default::default);
+    let bytes = bytes_before + stats.bytes.load(Ordering::Relaxed);
+    p.streamed(rows, bytes, now_ms());
     st.snapshot_resumed_rows += stats.resumed.load(Ordering::Relaxed);
     // Every row is delivered: the topic is now a complete image at `hwms`,
     // usable without n1 (`migrate --from-topics`).
@@ -178,6 +177,64 @@ async fn source_name(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<Stri
     Ok(name)
 }
 
+/// Drives `stream` to its end, saving its progress in the record every
+/// few seconds, so status, metrics and the dashboard show it (and a stall
+/// raises an alert).
+async fn with_progress<T>(
+    ctx: &Ctx,
+    st: &mut MigrationRecord,
+    stream: impl std::future::Future<Output = T>,
+    stats: &SnapshotStats,
+    bytes_before: u64,
+) -> T {
+    tokio::pin!(stream);
+    let mut every = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            r = &mut stream => return r,
+            _ = every.tick() => {
+                let p = st.snapshot_progress.get_or_insert_with(Default::default);
+                p.rows_total = stats.total.load(Ordering::Relaxed);
+                let bytes = bytes_before + stats.bytes.load(Ordering::Relaxed);
+                p.streamed(stats.streamed.load(Ordering::Relaxed), bytes, now_ms());
+                save_progress(ctx, st).await;
+            }
+        }
+    }
+}
+
+/// Keeps the snapshot's progress bar on the rows and bytes streamed.
+fn show_progress(
+    b: &indicatif::ProgressBar,
+    stats: &Arc<SnapshotStats>,
+) -> tokio::task::JoinHandle<()> {
+    let (b, stats) = (b.clone(), stats.clone());
+    tokio::spawn(async move {
+        loop {
+            b.set_length(stats.total.load(Ordering::Relaxed));
+            b.set_position(stats.streamed.load(Ordering::Relaxed));
+            let mib = stats.bytes.load(Ordering::Relaxed) as f64 / 1048576.0;
+            b.set_message(format!("{mib:.1} MiB"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+/// How often the record's snapshot progress is saved.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+fn now_ms() -> i64 {
+    northwest_store::store::now_ms_pub()
+}
+
+/// Saves the record for its progress: a failure is logged, never a reason
+/// to stop the snapshot (the next save carries the same numbers).
+async fn save_progress(ctx: &Ctx, st: &MigrationRecord) {
+    if let Err(e) = ctx.save(st).await {
+        tracing::warn!(error = %e, "saving the snapshot's progress to the migration record failed; retried in 5 s");
+    }
+}
+
 pub(crate) async fn catch_up(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let n2 = st.to.clone();
     let req = LoadSnapshotRequest {
@@ -222,6 +279,7 @@ async fn wait_caught_up(
     let n2 = st.to.clone();
     // Lag over the last 10 s: the catch-up ETA is the rate it shrinks at.
     let mut recent: std::collections::VecDeque<(Instant, i64)> = Default::default();
+    let (mut saved, mut lowest) = (Instant::now(), i64::MAX);
     loop {
         let s2 = ctx.status(&n2).await?;
         let off = ctx.offsets(&n2).await?;
@@ -232,6 +290,15 @@ async fn wait_caught_up(
         b.set_position(s2.loader.as_ref().map_or(0, |l| l.rows));
         let lag = s2.journal_lag();
         st.max_lag_records = st.max_lag_records.max(lag);
+        let lag_fell = lag < lowest;
+        lowest = lowest.min(lag);
+        if saved.elapsed() >= PROGRESS_EVERY {
+            let rows = s2.loader.as_ref().map_or(0, |l| l.rows);
+            let p = st.snapshot_progress.get_or_insert_with(Default::default);
+            p.loaded(rows, lag_fell, now_ms());
+            save_progress(ctx, st).await;
+            saved = Instant::now();
+        }
         let past_hwm = st
             .hwms
             .iter()

@@ -152,5 +152,6 @@ pub(crate) fn new_state(a: &crate::MigrateArgs, s1: &NodeStatus) -> MigrationRec
         error: None,
         from_name: None,
         phase_started_ms: Some(northwest_store::store::now_ms_pub()),
+        snapshot_progress: None,
     }
 }

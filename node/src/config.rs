@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod derived;
 mod postgres;
 mod validate;
 
@@ -93,6 +93,12 @@ pub struct HttpConfig {
     /// Unset (the default): the data API takes unauthenticated requests.
     /// Overridden by `--data-tokens-file` (`NORTHWEST_DATA_TOKENS_FILE`).
     pub data_tokens_file: Option<PathBuf>,
+    /// With `data_tokens_file` set and no `admin_token_file`, the admin API
+    /// (fence, promote, offsets, replay) would take any loopback caller
+    /// while the data API asks for tokens: such a config is refused at
+    /// start unless this is `true`, which says the open admin plane is
+    /// meant (a warning is logged at every start). Default: false.
+    pub admin_open: bool,
     /// PEM certificate chain: with `tls_key_file`, the listener serves
     /// HTTPS only. Default: unset (plain HTTP); set both or neither.
     pub tls_cert_file: Option<PathBuf>,
@@ -297,6 +303,17 @@ pub struct JournalConfig {
     /// `northwest-default`), so two deployments on one cluster never share
     /// a group.
     pub consumer_group_prefix: String,
+    /// A finished migration's snapshot topic is deleted once it is older
+    /// than this (hours since it completed; default 168 = 7 days; >= 0)
+    /// and no rebuild needs it: a newer complete snapshot of its namespace
+    /// exists, or the journal no longer holds the records after it. The
+    /// namespace's newest usable snapshot is kept (`migrate --from-topics`
+    /// rebuilds from it); a snapshot topic that never completed goes once
+    /// its migration is over and it is this old. Every node with
+    /// ZooKeeper coordination runs the pass; deleting twice is harmless.
+    pub snapshot_retention_hours: f64,
+    /// Seconds between snapshot topic GC passes (default 600; 1..=86400).
+    pub snapshot_gc_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +344,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8081".parse().expect("literal"),
             max_value_bytes: 1 << 20,
             admin_token_file: None,
+            admin_open: false,
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
@@ -386,26 +404,9 @@ impl Default for JournalConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: northwest_kafka::DEFAULT_MAX_MESSAGE_BYTES,
             consumer_group_prefix: String::new(),
+            snapshot_retention_hours: 168.0,
+            snapshot_gc_interval_s: 600,
         }
-    }
-}
-
-impl NodeConfig {
-    /// The consumer group of this node's reader `kind` (`apply`, `load`,
-    /// `reverse`): see [`JournalConfig::consumer_group_prefix`].
-    pub fn consumer_group(&self, kind: &str) -> String {
-        let prefix = match self.journal.consumer_group_prefix.as_str() {
-            "" => {
-                let root = self.coordination.root.trim_matches('/').replace('/', "-");
-                if root.is_empty() {
-                    "northwest".to_string()
-                } else {
-                    root
-                }
-            }
-            p => p.to_string(),
-        };
-        format!("{prefix}-{kind}-{}", self.name)
     }
 }
 
@@ -465,27 +466,5 @@ impl NodeConfig {
             self.kafka.insert(k, v);
         }
         Ok(())
-    }
-
-    /// `store.marker_retention_hours` in milliseconds.
-    pub fn marker_retention_ms(&self) -> u64 {
-        (self.store.marker_retention_hours * 3_600_000.0) as u64
-    }
-
-    pub fn zk(&self) -> northwest_store::ZkConfig {
-        let c = &self.coordination;
-        northwest_store::ZkConfig {
-            connect: c.connect.clone(),
-            root: c.root.clone(),
-            session_timeout: Duration::from_millis(c.session_timeout_ms),
-            lock_timeout: Duration::from_millis(c.lock_timeout_ms),
-            lease_idle: Duration::from_millis(c.lease_idle_ms),
-            lease_max_hold: Duration::from_millis(c.lease_max_hold_ms),
-            lock_domain: match c.lock_scope {
-                LockScope::Deployment => self.name.clone(),
-                LockScope::Shared => String::new(),
-            },
-            auth: northwest_store::ZkDigest::default(),
-        }
     }
 }

@@ -25,6 +25,7 @@ pub mod migration_api;
 mod records;
 mod run;
 pub mod secrets;
+mod snapshot_gc;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

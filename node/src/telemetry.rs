@@ -4,13 +4,13 @@
 use std::sync::atomic::Ordering;
 
 use northwest_consumer::{ApplyShared, PartitionLag};
-use northwest_control::MigrationRecord;
 use northwest_producer::RelayStats;
 use parking_lot::Mutex;
 use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
 
 use series::{ApplySeries, HttpSeries, MigrationSeries, Series, SourceSeries, StoreSeries};
 
+mod migrations;
 mod series;
 
 /// What the node does, which decides the series it exports: a source has no
@@ -228,57 +228,6 @@ impl Metrics {
         }
     }
 
-    /// The migrations recorded in ZooKeeper.
-    /// How many migration records did not parse at the last read.
-    pub fn migration_records_unreadable(&self) -> i64 {
-        self.migration.migration_records_unreadable.get()
-    }
-
-    pub fn observe_migrations(
-        &self,
-        migrations: &[MigrationRecord],
-        unreadable: usize,
-        now_ms: i64,
-    ) {
-        let _seen = self.last.lock();
-        self.migration
-            .migration_records_unreadable
-            .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
-        // Every series is rebuilt: a record that went away takes its series.
-        self.migration.migration_phase.reset();
-        self.migration.migration_phase_age.reset();
-        self.migration.migration_snapshot_rows.reset();
-        self.migration.migration_pause.reset();
-        self.migration.migration_failed.reset();
-        for m in migrations {
-            let ns = m.ns.as_str();
-            self.migration
-                .migration_phase
-                .with_label_values(&[ns, m.phase.name()])
-                .set(1);
-            if let Some(t) = m.phase_started_ms {
-                self.migration
-                    .migration_phase_age
-                    .with_label_values(&[ns])
-                    .set((now_ms - t).max(0) as f64 / 1000.0);
-            }
-            self.migration
-                .migration_snapshot_rows
-                .with_label_values(&[ns])
-                .set(i64::try_from(m.snapshot_rows).unwrap_or(i64::MAX));
-            if let Some(ms) = m.write_pause_ms {
-                self.migration
-                    .migration_pause
-                    .with_label_values(&[ns])
-                    .set(ms / 1000.0);
-            }
-            self.migration
-                .migration_failed
-                .with_label_values(&[ns])
-                .set(m.error.is_some() as i64);
-        }
-    }
-
     /// One marker GC pass: markers left and removed, or why it was blocked
     /// (markers then counted only).
     pub fn observe_marker_gc(&self, markers: u64, removed: u64, blocked: bool) {
@@ -446,6 +395,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use northwest_control::MigrationRecord;
 
     #[test]
     fn migration_series_come_from_the_records() {
@@ -487,5 +437,30 @@ mod tests {
         // A record that went away takes its series.
         m.observe_migrations(&records[..1], 0, 3_000);
         assert!(!m.render().contains(r#"namespace="old""#));
+        // A snapshot's progress: its counts, and how long nothing moved
+        // (only while rows should move: not once done).
+        let mut snap = record("big", "snapshot", None);
+        let mut p = northwest_control::record::SnapshotProgress {
+            rows_total: 1000,
+            ..Default::default()
+        };
+        p.streamed(100, 4096, 10_000);
+        p.streamed(300, 8192, 12_000);
+        snap.snapshot_progress = Some(p);
+        m.observe_migrations(std::slice::from_ref(&snap), 0, 72_000);
+        let text = m.render();
+        for line in [
+            r#"northwest_migration_snapshot_rows{namespace="big",node="n2"} 300"#,
+            r#"northwest_migration_snapshot_rows_total{namespace="big",node="n2"} 1000"#,
+            r#"northwest_migration_snapshot_bytes{namespace="big",node="n2"} 8192"#,
+            r#"northwest_migration_snapshot_rows_per_second{namespace="big",node="n2"} 100"#,
+            r#"northwest_migration_snapshot_eta_seconds{namespace="big",node="n2"} 7"#,
+            r#"northwest_migration_progress_stalled_seconds{namespace="big",node="n2"} 60"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        snap.phase = northwest_control::Phase::Done;
+        m.observe_migrations(std::slice::from_ref(&snap), 0, 72_000);
+        assert!(!m.render().contains("progress_stalled_seconds{"));
     }
 }

@@ -58,6 +58,25 @@ fn bad_values_are_explained() {
     assert!(c.validate().unwrap_err().contains("resurrect"));
 }
 
+/// Data tokens without an admin token would leave fence, promote and
+/// offsets open to any local caller while clients need tokens: refused,
+/// unless `http.admin_open` says it is meant.
+#[test]
+fn data_tokens_without_an_admin_token_need_admin_open() {
+    let mut c = NodeConfig::default();
+    c.http.data_tokens_file = Some("tokens.toml".into());
+    let e = c.validate().unwrap_err();
+    assert!(
+        e.contains("http.admin_token_file") && e.contains("http.admin_open = true"),
+        "{e}"
+    );
+    c.http.admin_open = true;
+    assert!(c.validate().is_ok());
+    c.http.admin_open = false;
+    c.http.admin_token_file = Some("admin.token".into());
+    assert!(c.validate().is_ok());
+}
+
 /// Every TOML example in README and docs parses as what it shows: a data
 /// tokens file (loaded as the node loads it) or (part of) a node's config.
 #[test]

@@ -40,6 +40,8 @@ pub struct SnapshotStats {
     pub streamed: AtomicU64,
     /// Rows already streamed by an earlier, interrupted run.
     pub resumed: AtomicU64,
+    /// Keys and values delivered by this run, bytes.
+    pub bytes: AtomicU64,
 }
 
 /// The compacted topic spec: the latest row per entity key survives.
@@ -214,6 +216,8 @@ async fn stream_range(
         cursor.rows += n;
         progress.save_cursor(i, &cursor).await?;
         stats.streamed.fetch_add(n, Ordering::Relaxed);
+        let bytes: usize = page.iter().map(|(k, v)| k.len() + v.len()).sum();
+        stats.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         if failpoint::hit("snapshotter::after_chunk") {
             return Err(SnapshotError::Progress(
                 "injected failure at snapshotter::after_chunk".into(),

@@ -308,6 +308,40 @@ async fn admin_and_data_planes_need_their_tokens_and_a_migration_runs_with_them(
         200
     );
 
+    // The load generator presents a data token (--token-file) or the admin
+    // token (the global --admin-token-file); without one it stops at once
+    // and says which flag to pass, rather than failing every request.
+    let data_file = a.dir.path().join("data.token");
+    std::fs::write(&data_file, format!("{DATA}\n")).unwrap();
+    std::fs::set_permissions(&data_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let loadgen = |auth: &[&std::ffi::OsStr]| {
+        Command::new(bin_path("northwest"))
+            .args(["loadgen", "--target", &n1, "--ns", "app", "--mode", "load"])
+            .args(["--entities", "40", "--groups", "4", "--concurrency", "2"])
+            .args(auth)
+            .env_remove("NORTHWEST_ADMIN_TOKEN_FILE")
+            .env_remove("NORTHWEST_TOKEN_FILE")
+            .output()
+            .unwrap()
+    };
+    let o = loadgen(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--token-file"), "{err}");
+    for flag in [
+        ["--token-file".as_ref(), data_file.as_os_str()],
+        ["--admin-token-file".as_ref(), a.admin_file.as_os_str()],
+    ] {
+        let o = loadgen(&flag);
+        assert!(
+            o.status.success(),
+            "loadgen {flag:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains(" 0 failed"));
+    }
+
     // An orchestrator without the token is refused at the first call and
     // changes nothing.
     let o = migrate(&a, None);

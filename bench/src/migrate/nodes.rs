@@ -255,6 +255,7 @@ pub(super) fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::Mig
         from: p.n1.clone(),
         to: p.n2.clone(),
         namespace: "bench".into(),
+        allow_empty: false,
         zk: b.zk.clone(),
         brokers: b.brokers.clone(),
         zk_auth_file: None,

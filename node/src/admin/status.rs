@@ -10,9 +10,10 @@ use axum::extract::State;
 use axum::Json;
 use northwest_consumer::PartitionLag;
 use northwest_control::api::{
-    ApplyState, ApplyStatus, DataLatency, LoaderStatus, NodeStatus, PartitionStatus, RelayStatus,
-    ReverseApplyStatus, ReverseRelayStatus,
+    ApplyState, ApplyStatus, DataLatency, LoaderStatus, MigrationProgress, NodeStatus,
+    PartitionStatus, RelayStatus, ReverseApplyStatus, ReverseRelayStatus,
 };
+use northwest_control::Phase;
 
 use crate::state::NodeState;
 
@@ -45,6 +46,21 @@ pub(super) async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> 
     out.reverse_relay = reverse_relay_status(&s);
     out.reverse_apply = reverse_apply_status(&s).await;
     out.apply = apply_status(&s).await;
+    out.migrations = s
+        .history
+        .migrations()
+        .into_iter()
+        .filter(|m| !matches!(m.phase, Phase::Done | Phase::Aborted))
+        .map(|m| MigrationProgress {
+            namespace: m.ns,
+            id: m.id,
+            from: m.from,
+            to: m.to,
+            phase: m.phase,
+            snapshot: m.snapshot_progress,
+            error: m.error,
+        })
+        .collect();
     Json(out)
 }
 
@@ -173,8 +189,16 @@ pub(super) async fn apply_status(s: &NodeState) -> Option<ApplyStatus> {
         &partitions,
         caught_up,
     );
+    let reason = apply_reason(
+        state,
+        a.last_error.lock().as_deref(),
+        a.waiting_for.lock().as_deref(),
+        lag_error.as_deref(),
+        &halted,
+    );
     Some(ApplyStatus {
         state,
+        reason,
         running,
         last_error: a.last_error.lock().clone(),
         transactions: a.txns.load(Relaxed),
@@ -230,6 +254,48 @@ pub(super) fn apply_state(
     }
 }
 
+/// Why the apply loop is in `state` and what to do, for every state but
+/// the two that apply (status, the CLI and the dashboard show it).
+pub(super) fn apply_reason(
+    state: ApplyState,
+    last_error: Option<&str>,
+    waiting_for: Option<&str>,
+    lag_error: Option<&str>,
+    halted: &BTreeMap<i32, Option<String>>,
+) -> Option<String> {
+    match state {
+        ApplyState::CatchingUp | ApplyState::CaughtUp => None,
+        ApplyState::NotRunning => Some(match (last_error, waiting_for) {
+            (Some(e), _) => format!(
+                "stopped by an error, restarted from the stored offsets every 2 s: {e} (the \
+                 node's log has each attempt)"
+            ),
+            (None, Some(w)) => w.to_string(),
+            (None, None) => "starting, or stopping with the node".to_string(),
+        }),
+        ApplyState::BrokerUnreachable => Some(format!(
+            "the broker does not answer: {} (is it up? deploy/stack.sh status)",
+            lag_error.unwrap_or("no metadata")
+        )),
+        ApplyState::Halted => {
+            let parts: Vec<String> = halted
+                .iter()
+                .filter_map(|(p, h)| h.as_ref().map(|h| format!("partition {p}: {h}")))
+                .collect();
+            Some(format!(
+                "{}; a halted partition applies nothing until the record is dealt with \
+                 (docs/operations.md, \"Poison records and the \
+                 dead-letter topic\", says how)",
+                parts.join("; ")
+            ))
+        }
+        ApplyState::NoPartitions => {
+            Some("the journal topic has no partitions this node can read yet".to_string())
+        }
+        ApplyState::Unknown => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +323,22 @@ mod tests {
         );
         assert_eq!(apply_state(true, false, &halted, &parts, true), Halted);
         assert_eq!(apply_state(true, false, &fine, &[], true), NoPartitions);
+        let why = |st, err, wait| apply_reason(st, err, wait, Some("timed out"), &halted);
+        assert_eq!(why(CaughtUp, None, None), None);
+        assert!(why(NotRunning, Some("store write failed"), None)
+            .unwrap()
+            .contains("store write failed"));
+        assert!(
+            why(NotRunning, None, Some("waiting for the journal topic t"))
+                .unwrap()
+                .contains("journal topic t")
+        );
+        assert!(why(Halted, None, None)
+            .unwrap()
+            .contains("partition 0: poison"));
+        assert!(why(BrokerUnreachable, None, None)
+            .unwrap()
+            .contains("timed out"));
         let on_the_wire = serde_json::to_value(BrokerUnreachable).unwrap();
         assert_eq!(on_the_wire, "broker_unreachable");
     }

@@ -27,6 +27,19 @@ impl NodeConfig {
                 self.http.listen
             ));
         }
+        if self.http.data_tokens_file.is_some()
+            && self.http.admin_token_file.is_none()
+            && !self.http.admin_open
+        {
+            return Err(
+                "http.data_tokens_file is set but http.admin_token_file is not: the data API \
+                 would ask for tokens while the admin API (fence, promote, offsets, replay) \
+                 takes any caller on this host; set http.admin_token_file (e.g. `openssl rand \
+                 -hex 32 > admin.token`), or set http.admin_open = true if an open admin plane \
+                 is meant"
+                    .into(),
+            );
+        }
         if self.http.tls_cert_file.is_some() != self.http.tls_key_file.is_some() {
             return Err(
                 "http.tls_cert_file and http.tls_key_file go together: set both to serve HTTPS, \
@@ -163,6 +176,12 @@ impl NodeConfig {
                  the entity; raise marker_retention_hours or lower retention_ms (not -1)",
                 j.retention_ms, self.store.marker_retention_hours
             ));
+        }
+        if !(j.snapshot_retention_hours >= 0.0 && j.snapshot_retention_hours.is_finite()) {
+            return Err("journal.snapshot_retention_hours must be >= 0 (hours)".into());
+        }
+        if !(1..=86_400).contains(&j.snapshot_gc_interval_s) {
+            return Err("journal.snapshot_gc_interval_s must be 1..=86400 (seconds)".into());
         }
         if j.enabled && j.apply {
             return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());

@@ -42,6 +42,14 @@ impl HttpSetup {
                  set http.tls_cert_file and http.tls_key_file (or terminate TLS in front of the node)"
             );
         }
+        if cfg.http.admin_open && cfg.http.admin_token_file.is_none() {
+            tracing::warn!(
+                listen = %cfg.http.listen,
+                "http.admin_open = true: the admin API (fence, promote, offsets, replay) takes \
+                 any caller that reaches this listener, without a token; set \
+                 http.admin_token_file to close it"
+            );
+        }
         Ok(Self { auth, tls, peer_ca })
     }
 }

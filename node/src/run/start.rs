@@ -116,6 +116,15 @@ pub(super) fn start_housekeeping(
         "sampler",
         tokio::spawn(crate::housekeeping::sample_loop(st, stop)),
     ));
+    if state.zk.is_some() && (cfg.journal.enabled || cfg.journal.apply) {
+        let (st, stop) = (state.clone(), stopped(stop_rx));
+        let every = Duration::from_secs(cfg.journal.snapshot_gc_interval_s);
+        let keep = Duration::from_secs_f64(cfg.journal.snapshot_retention_hours * 3600.0);
+        tasks.push((
+            "snapshot-gc",
+            tokio::spawn(crate::snapshot_gc::run(st, every, keep, stop)),
+        ));
+    }
     let retention_ms = cfg.marker_retention_ms();
     if retention_ms > 0 {
         let (st, stop) = (state.clone(), stopped(stop_rx));

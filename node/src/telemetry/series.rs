@@ -46,6 +46,7 @@ pub(super) struct MigrationSeries {
     pub(super) migration_phase: IntGaugeVec,
     pub(super) migration_phase_age: GaugeVec,
     pub(super) migration_snapshot_rows: IntGaugeVec,
+    pub(super) snap: SnapshotSeries,
     pub(super) migration_pause: GaugeVec,
     pub(super) migration_failed: IntGaugeVec,
     pub(super) ns_fenced: IntGaugeVec,
@@ -275,9 +276,10 @@ impl MigrationSeries {
         migration_snapshot_rows: b.gv(
             true,
             "migration_snapshot_rows",
-            "Snapshot rows the migration streamed",
+            "Snapshot rows the migration streamed (so far, while it streams)",
             &["namespace"],
         ),
+        snap: SnapshotSeries::new(b),
         migration_pause: b.fv(
             true,
             "migration_cutover_pause_seconds",
@@ -357,6 +359,60 @@ impl StoreSeries {
                 true,
                 "read_cache_bytes",
                 "Weighted size of the read cache (keys, records and per-entry overhead)",
+            ),
+        }
+    }
+}
+
+/// A migration's snapshot progress, as the orchestrator saves it in the
+/// record.
+pub(super) struct SnapshotSeries {
+    pub(super) rows_total: IntGaugeVec,
+    pub(super) rows_loaded: IntGaugeVec,
+    pub(super) bytes: IntGaugeVec,
+    pub(super) rate: GaugeVec,
+    pub(super) eta: GaugeVec,
+    pub(super) stalled: GaugeVec,
+}
+
+impl SnapshotSeries {
+    fn new(b: &Series) -> Self {
+        Self {
+        rows_total: b.gv(
+                true,
+                "migration_snapshot_rows_total",
+                "Rows the snapshot plan counted in the source's view (an estimate on PostgreSQL)",
+                &["namespace"],
+            ),
+            rows_loaded: b.gv(
+                true,
+                "migration_snapshot_rows_loaded",
+                "Snapshot rows the target loaded, as the orchestrator last read them",
+                &["namespace"],
+            ),
+            bytes: b.gv(
+                true,
+                "migration_snapshot_bytes",
+                "Keys and values the snapshot streamed, bytes",
+                &["namespace"],
+            ),
+            rate: b.fv(
+                true,
+                "migration_snapshot_rows_per_second",
+                "Rows streamed (then loaded) per second over the orchestrator's last interval",
+                &["namespace"],
+            ),
+            eta: b.fv(
+                true,
+                "migration_snapshot_eta_seconds",
+                "At that rate, seconds until the snapshot is streamed (then loaded)",
+                &["namespace"],
+            ),
+            stalled: b.fv(
+                true,
+                "migration_progress_stalled_seconds",
+                "In the snapshot and catch-up phases: time since rows streamed or loaded, or the catch-up's lag, last moved",
+                &["namespace"],
             ),
         }
     }

@@ -1,0 +1,72 @@
+//! Snapshot topic GC on real nodes (n2 with `snapshot_retention_hours = 0`
+//! and a 2 s pass): a finished migration's snapshot topic stays while it is
+//! the namespace's newest usable image (a rebuild needs it); once a later
+//! migration of the namespace completed a newer one, the old topic, its
+//! empty dead-letter topic and its manifest go, and the newer one stays.
+
+use std::time::{Duration, Instant};
+
+use northwest_tests::*;
+
+fn topics_with_prefix(prefix: &str) -> std::collections::BTreeSet<String> {
+    high_water_marks_at(&kafka_addr(), |t| t.starts_with(prefix))
+        .into_keys()
+        .map(|(t, _)| t)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
+    let p = Pipeline::start_with(
+        "snapgc",
+        "",
+        "snapshot_retention_hours = 0.0\nsnapshot_gc_interval_s = 2\n",
+    );
+    let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
+    random_load(&n1, "app", 500, 50, 8).await;
+    let first = migrate_report(&migrate_json(&n1, &n2, "app", &[]));
+    let t1 = first["snapshot_topic"].as_str().unwrap().to_string();
+    let prefix = format!("{}.snapshot.app.", p.topic);
+    // Past its retention, yet the namespace's only complete image: kept.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        topics_with_prefix(&prefix).contains(&t1),
+        "the newest usable snapshot was deleted"
+    );
+    // Back to n1, then migrated again: a newer snapshot supersedes t1.
+    let o = migrate_json(&n1, &n2, "app", &["--rollback"]);
+    assert_eq!(migrate_report(&o)["rolled_back"], "app");
+    let second = migrate_report(&migrate_json(&n1, &n2, "app", &[]));
+    let t2 = second["snapshot_topic"].as_str().unwrap().to_string();
+    assert_ne!(t1, t2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = topics_with_prefix(&prefix);
+        if !now.contains(&t1) && !now.contains(&format!("{t1}.dlq")) {
+            assert!(now.contains(&t2), "the newer snapshot went too: {now:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "t1 not deleted: {now:?}\n{}",
+            p.n2.log_tail()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Its manifest went with it: a rebuild lists only the newer snapshot.
+    let zk = zookeeper_client::Client::connector()
+        .connect(&zk_addr())
+        .await
+        .unwrap();
+    let root = get_json(&format!("{n1}/v1/admin/status")).await["zk_root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ids = zk
+        .list_children(&format!("{root}/snapshots/app"))
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![second["id"].as_str().unwrap().to_string()]);
+    let log = std::fs::read_to_string(&p.n2.log).unwrap();
+    assert!(log.contains("deleted a snapshot topic"), "{log}");
+}
