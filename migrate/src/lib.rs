@@ -229,7 +229,11 @@ async fn drive(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
                 "stopped after phase {} as asked; run again to resume",
                 phase.name()
             );
-            return Ok(());
+            // Under --json the record says where it stopped.
+            return match a.json {
+                true => state::report(st, true),
+                false => Ok(()),
+            };
         }
     }
     state::report(st, a.json)

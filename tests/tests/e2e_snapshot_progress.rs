@@ -54,8 +54,9 @@ async fn snapshot_progress_shows_while_it_streams_and_a_dead_orchestrator_shows_
         assert_eq!(m["phase"], "snapshot", "{m}");
         let streamed = p["rows_streamed"].as_u64().unwrap();
         let total = p["rows_total"].as_u64().unwrap();
-        assert!(total >= 2000, "the plan's total: {p}");
+        // The first save may come before the plan counted the rows.
         if streamed > 0 && streamed < total {
+            assert!(total >= 2000, "the plan's total: {p}");
             streamed_seen.push(streamed);
             let m_rows = gauge(&n1, "northwest_migration_snapshot_rows").await;
             let m_total = gauge(&n2, "northwest_migration_snapshot_rows_total").await;
