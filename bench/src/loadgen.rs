@@ -442,12 +442,22 @@ pub async fn run(
     let _ = ticker.await;
     bar.finish_and_clear();
     report(&a, &tally.summary(started.elapsed()));
-    if tally.failed.load(Ordering::Relaxed) > 0 {
-        anyhow::bail!(
-            "{} of {} requests failed",
-            tally.failed.load(Ordering::Relaxed),
-            tally.issued.load(Ordering::Relaxed)
-        );
+    failed_requests(&a, &tally)
+}
+
+/// The run's outcome once reported: an error when any request failed
+/// (under --json the report on stdout says so already).
+fn failed_requests(a: &LoadgenArgs, tally: &Tally) -> anyhow::Result<()> {
+    if tally.failed.load(Ordering::Relaxed) == 0 {
+        return Ok(());
     }
-    Ok(())
+    let e = format!(
+        "{} of {} requests failed",
+        tally.failed.load(Ordering::Relaxed),
+        tally.issued.load(Ordering::Relaxed)
+    );
+    Err(match a.json {
+        true => northwest_control::Reported(e).into(),
+        false => anyhow::anyhow!(e),
+    })
 }

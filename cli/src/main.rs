@@ -187,6 +187,8 @@ struct Failure {
     /// stderr, and `outcome` in the JSON object.
     label: &'static str,
     message: String,
+    /// The command printed its `--json` report already (it says why).
+    reported: bool,
 }
 
 impl Failure {
@@ -194,6 +196,7 @@ impl Failure {
         Self {
             code: 1,
             label: "error",
+            reported: e.downcast_ref::<northwest_control::Reported>().is_some(),
             message: format!("{e:#}"),
         }
     }
@@ -211,7 +214,7 @@ impl Failure {
     }
 
     fn exit(self, json: bool) -> ! {
-        if json {
+        if json && !self.reported {
             println!("{}", self.json());
         }
         eprintln!("{}: {}", self.label, self.message);
@@ -224,16 +227,13 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            let informational = matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            );
+            let informational =
+                matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
             if !informational && std::env::args().any(|a| a == "--json") {
                 let f = Failure {
                     code: 2,
                     label: "usage",
+                    reported: false,
                     message: e.kind().as_str().map_or_else(
                         || e.to_string().trim().to_string(),
                         |k| format!("{k}: {}", e.to_string().trim()),
@@ -267,6 +267,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         return Err(Failure {
             code: 2,
             label: "usage",
+            reported: false,
             message: "--ca-file (NORTHWEST_CA_FILE) is for the commands that call nodes; a node \
                       verifies its peers with http.tls_ca_file in its config"
                 .into(),
@@ -304,6 +305,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure {
                     code: e.exit_code(),
                     label: e.label(),
+                    reported: matches!(&e, northwest_migrate::MigrateError::Stopped(x)
+                        if x.downcast_ref::<northwest_control::Reported>().is_some()),
                     message: e.to_string(),
                 });
         }

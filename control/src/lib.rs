@@ -25,3 +25,9 @@ pub use layout::ZkLayout;
 pub use phase::Phase;
 pub use record::{MigrationRecord, RoutingRecord};
 pub use timeline::{Epoch, Timeline};
+
+/// A command's failure whose `--json` report is on stdout already (the
+/// report says what failed): the CLI prints no second JSON object for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);

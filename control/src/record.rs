@@ -71,6 +71,10 @@ pub struct MigrationRecord {
     /// alert read it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_progress: Option<SnapshotProgress>,
+    /// Stopped where `--stop-after` asked: nothing is expected to move
+    /// until the command runs again (no stall alert meanwhile).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 /// A snapshot's progress: rows streamed out of n1's view, rows n2 loaded,

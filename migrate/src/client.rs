@@ -114,11 +114,17 @@ impl Ctx {
     }
 
     /// Whether `node` holds at least one live entity of the namespace (one
-    /// row of its scan; the admin token may read every namespace).
-    pub(crate) async fn holds_entities(&self, node: &str) -> Result<bool, AdminError> {
+    /// row of its scan; the admin token may read every namespace); `None`
+    /// when the node refuses this run's token the data API (data tokens
+    /// with an open admin plane).
+    pub(crate) async fn holds_entities(&self, node: &str) -> Result<Option<bool>, AdminError> {
         let path = format!("/v1/ns/{}/scan?limit=1", self.a.namespace);
-        let rows: Vec<serde_json::Value> = self.admin.get(node, &path).await?;
-        Ok(!rows.is_empty())
+        match self.admin.get::<Vec<serde_json::Value>>(node, &path).await {
+            Ok(rows) => Ok(Some(!rows.is_empty())),
+            Err(AdminError::Unauthorized { .. }) => Ok(None),
+            Err(AdminError::Refused { status: 403, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) async fn offsets(&self, node: &str) -> Result<OffsetsResponse, AdminError> {

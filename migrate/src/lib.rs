@@ -191,6 +191,7 @@ async fn drive(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
     let a = &ctx.a;
     st.runs += 1;
     st.error = None;
+    st.paused = false;
     st.phase_started_ms
         .get_or_insert_with(northwest_store::store::now_ms_pub);
     // A run refused by the init checks writes nothing: the record is saved
@@ -223,6 +224,7 @@ async fn drive(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Result<()> {
         }
         st.phase = phase.next();
         st.phase_started_ms = Some(northwest_store::store::now_ms_pub());
+        st.paused = Some(phase) == a.stop_after;
         ctx.save(st).await?;
         if Some(phase) == a.stop_after {
             eprintln!(

@@ -246,7 +246,7 @@ fn finish(a: &MigrateArgs, report: &RebuildReport<'_>) -> anyhow::Result<()> {
         }
     }
     if let Some(c) = compared.filter(|c| !c.equal) {
-        bail!(
+        let e = anyhow::anyhow!(
             "{n3} and {} differ at journal position {:?}: n3 {} entities {}, n2 {} entities {}{}",
             c.with,
             c.journal_position,
@@ -259,6 +259,10 @@ fn finish(a: &MigrateArgs, report: &RebuildReport<'_>) -> anyhow::Result<()> {
                 .map(|n| format!("; {n}"))
                 .unwrap_or_default()
         );
+        return Err(match a.json {
+            true => northwest_control::Reported(format!("{e:#}")).into(),
+            false => e,
+        });
     }
     Ok(())
 }

@@ -81,7 +81,7 @@ pub(crate) async fn snapshot(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
         st.throttle = Some(t.report());
     }
     b.finish_and_clear();
-    let rows = r?;
+    let rows = r??;
     st.snapshot_rows = rows;
     let p = st.snapshot_progress.get_or_insert_with(Default::default);
     let bytes = bytes_before + stats.bytes.load(Ordering::Relaxed);
@@ -186,18 +186,19 @@ async fn with_progress<T>(
     stream: impl std::future::Future<Output = T>,
     stats: &SnapshotStats,
     bytes_before: u64,
-) -> T {
+) -> anyhow::Result<T> {
     tokio::pin!(stream);
     let mut every = tokio::time::interval(PROGRESS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            r = &mut stream => return r,
+            r = &mut stream => return Ok(r),
             _ = every.tick() => {
                 let p = st.snapshot_progress.get_or_insert_with(Default::default);
                 p.rows_total = stats.total.load(Ordering::Relaxed);
                 let bytes = bytes_before + stats.bytes.load(Ordering::Relaxed);
                 p.streamed(stats.streamed.load(Ordering::Relaxed), bytes, now_ms());
-                save_progress(ctx, st).await;
+                save_progress(ctx, st).await?;
             }
         }
     }
@@ -227,11 +228,22 @@ fn now_ms() -> i64 {
     northwest_store::store::now_ms_pub()
 }
 
-/// Saves the record for its progress: a failure is logged, never a reason
-/// to stop the snapshot (the next save carries the same numbers).
-async fn save_progress(ctx: &Ctx, st: &MigrationRecord) {
-    if let Err(e) = ctx.save(st).await {
-        tracing::warn!(error = %e, "saving the snapshot's progress to the migration record failed; retried in 5 s");
+/// Saves the record for its progress (bounded: a slow ZooKeeper delays the
+/// numbers, not the snapshot). A failure is logged and the next save
+/// carries the same numbers; a record changed by someone else stops the
+/// run, as any other save would.
+async fn save_progress(ctx: &Ctx, st: &MigrationRecord) -> anyhow::Result<()> {
+    match tokio::time::timeout(Duration::from_secs(5), ctx.save(st)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ crate::error::RecordError::ChangedUnderUs { .. })) => Err(e.into()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "saving the snapshot's progress to the migration record failed; retried in 5 s");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("saving the snapshot's progress took over 5 s; retried in 5 s");
+            Ok(())
+        }
     }
 }
 
@@ -296,7 +308,7 @@ async fn wait_caught_up(
             let rows = s2.loader.as_ref().map_or(0, |l| l.rows);
             let p = st.snapshot_progress.get_or_insert_with(Default::default);
             p.loaded(rows, lag_fell, now_ms());
-            save_progress(ctx, st).await;
+            save_progress(ctx, st).await?;
             saved = Instant::now();
         }
         let past_hwm = st

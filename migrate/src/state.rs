@@ -153,5 +153,6 @@ pub(crate) fn new_state(a: &crate::MigrateArgs, s1: &NodeStatus) -> MigrationRec
         from_name: None,
         phase_started_ms: Some(northwest_store::store::now_ms_pub()),
         snapshot_progress: None,
+        paused: false,
     }
 }

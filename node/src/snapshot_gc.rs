@@ -172,17 +172,38 @@ async fn pass(st: &NodeState, retention: Duration) -> Result<usize, String> {
         .iter()
         .filter_map(|t| parse_topic(&st.topic, t).map(|(ns, _)| ns))
         .collect();
-    let mut deleted = 0;
+    // This node's loader of a snapshot topic another node deleted would
+    // wait for it forever.
+    let orphan = st.loader.lock().as_ref().and_then(|l| {
+        let gone = parse_topic(&st.topic, &l.topic).is_some() && !facts.topics.contains(&l.topic);
+        gone.then(|| l.topic.clone())
+    });
+    if let Some(t) = orphan {
+        stop_loader_of(st, &t);
+    }
+    // One namespace's failure (a refused delete) does not hold up the
+    // others; the pass reports every one.
+    let (mut deleted, mut failed) = (0, Vec::new());
     for ns in namespaces {
         let owner = st.layout.owner(ns);
-        let owned = zk.client().check_stat(&owner).await;
-        if owned.map_err(|e| format!("{owner}: {e}"))?.is_some() {
-            continue;
+        match zk.client().check_stat(&owner).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                failed.push(format!("{owner}: {e}"));
+                continue;
+            }
         }
         let record = migrations.read.iter().find(|m| m.ns == ns);
-        deleted += gc_namespace(st, ns, &facts, record, retention).await?;
+        match gc_namespace(st, ns, &facts, record, retention).await {
+            Ok(n) => deleted += n,
+            Err(e) => failed.push(format!("namespace {ns}: {e}")),
+        }
     }
-    Ok(deleted)
+    match failed.is_empty() {
+        true => Ok(deleted),
+        false => Err(format!("{deleted} deleted; {}", failed.join("; "))),
+    }
 }
 
 /// Decides on, and deletes, the snapshot topics of `ns`.
@@ -231,18 +252,21 @@ async fn gc_namespace(
             Verdict::Keep(_) => continue,
             Verdict::Delete(why) => why,
         };
-        stop_loader_of(st, topic);
-        delete_topic(st, topic).await?;
-        let dlq = format!("{topic}.dlq");
-        if facts.empty_dlqs.contains(&dlq) {
-            delete_topic(st, &dlq).await?;
-        }
+        // The manifest first: a rebuild never picks a snapshot whose topic
+        // is gone, and a topic left without its manifest (a failure in
+        // between) goes at a later pass as one that never completed.
         if m.is_some() {
             let path = st.layout.snapshot(ns, id);
             match client.delete(&path, None).await {
                 Ok(()) | Err(zookeeper_client::Error::NoNode) => {}
                 Err(e) => return Err(format!("removing the manifest {path}: {e}")),
             }
+        }
+        stop_loader_of(st, topic);
+        delete_topic(st, topic).await?;
+        let dlq = format!("{topic}.dlq");
+        if facts.empty_dlqs.contains(&dlq) {
+            delete_topic(st, &dlq).await?;
         }
         tracing::info!(%topic, namespace = ns, reason = why, "deleted a snapshot topic");
         deleted += 1;

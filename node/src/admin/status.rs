@@ -283,9 +283,9 @@ pub(super) fn apply_reason(
                 .filter_map(|(p, h)| h.as_ref().map(|h| format!("partition {p}: {h}")))
                 .collect();
             Some(format!(
-                "{}; a halted partition applies nothing until the record is dealt with \
-                 (docs/operations.md, \"Poison records and the \
-                 dead-letter topic\", says how)",
+                "{}; a halted partition applies nothing until it is dealt with (a poison \
+                 record: docs/operations.md, \"Poison records and the dead-letter topic\"; an \
+                 expired range: re-migrate the namespace)",
                 parts.join("; ")
             ))
         }

@@ -99,7 +99,7 @@ impl SnapshotSeries {
         }
         // Only while rows should move: a stalled snapshot or load (a dead
         // orchestrator too, whose record stops changing).
-        if matches!(m.phase, Phase::Snapshot | Phase::CatchUp) && m.error.is_none() {
+        if matches!(m.phase, Phase::Snapshot | Phase::CatchUp) && m.error.is_none() && !m.paused {
             let since = match p.advanced_at_ms {
                 0 => m.phase_started_ms.unwrap_or(now_ms),
                 t => t.max(m.phase_started_ms.unwrap_or(0)),
