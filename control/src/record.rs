@@ -77,6 +77,21 @@ pub struct MigrationRecord {
     pub paused: bool,
 }
 
+/// The name of migration `id`'s snapshot topic of `ns` under `journal`.
+pub fn snapshot_topic_name(journal: &str, ns: &str, id: &str) -> String {
+    format!("{journal}.snapshot.{ns}.{id}")
+}
+
+/// `(namespace, migration id)` of a [`snapshot_topic_name`] under
+/// `journal`; `None` for any other topic (a snapshot's `.dlq` included).
+pub fn parse_snapshot_topic<'a>(journal: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = topic.strip_prefix(journal)?.strip_prefix(".snapshot.")?;
+    let (ns, id) = rest.rsplit_once('.')?;
+    let digits = id.strip_prefix('m')?;
+    (!ns.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then_some((ns, id))
+}
+
 /// A snapshot's progress: rows streamed out of n1's view, rows n2 loaded,
 /// and when either last moved. Every field defaults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -325,5 +340,15 @@ mod tests {
         assert!(v.get("rolled_back").is_none());
         let back: RoutingRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn snapshot_topic_names_parse_back_under_their_journal_only() {
+        let name = snapshot_topic_name("j.x", "my.ns", "m17");
+        assert_eq!(parse_snapshot_topic("j.x", &name), Some(("my.ns", "m17")));
+        assert_eq!(parse_snapshot_topic("j.x", "j.x.dlq"), None);
+        assert_eq!(parse_snapshot_topic("j.x", "other.snapshot.app.m1"), None);
+        assert_eq!(parse_snapshot_topic("j.x", &format!("{name}.dlq")), None);
+        assert_eq!(parse_snapshot_topic("j.x", "j.x.snapshot.app.mx"), None);
     }
 }

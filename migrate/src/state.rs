@@ -124,7 +124,7 @@ pub(crate) fn new_state(a: &crate::MigrateArgs, s1: &NodeStatus) -> MigrationRec
     let id = format!("m{}", northwest_store::store::now_ms_pub());
     let topic = s1.journal_topic.clone();
     MigrationRecord {
-        snapshot_topic: format!("{topic}.snapshot.{}.{id}", a.namespace),
+        snapshot_topic: northwest_control::record::snapshot_topic_name(&topic, &a.namespace, &id),
         journal_topic: topic,
         id,
         ns: a.namespace.clone(),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use northwest_control::record::SnapshotManifest;
+use northwest_control::record::{parse_snapshot_topic as parse_topic, SnapshotManifest};
 use northwest_control::{MigrationRecord, Phase};
 
 use crate::records::read_migrations;
@@ -60,13 +60,6 @@ pub(crate) fn verdict(c: &Candidate, now_ms: i64, retention_ms: i64) -> Verdict 
             Verdict::Keep("the newest usable snapshot of its namespace (migrate --from-topics)")
         }
     }
-}
-
-/// `(namespace, id)` of a snapshot topic name under `journal`.
-pub(crate) fn parse_topic<'a>(journal: &str, topic: &'a str) -> Option<(&'a str, &'a str)> {
-    let rest = topic.strip_prefix(journal)?.strip_prefix(".snapshot.")?;
-    let (ns, id) = rest.rsplit_once('.')?;
-    (!ns.is_empty() && id.starts_with('m')).then_some((ns, id))
 }
 
 /// Runs a pass every `interval` until `stop`.
@@ -382,16 +375,5 @@ mod tests {
             matches!(verdict(&busy, 10 * day, day), Verdict::Keep(_)),
             "in use"
         );
-    }
-
-    #[test]
-    fn snapshot_topic_names_are_parsed_under_the_journal_only() {
-        assert_eq!(
-            parse_topic("j.x", "j.x.snapshot.my.ns.m17"),
-            Some(("my.ns", "m17"))
-        );
-        assert_eq!(parse_topic("j.x", "j.x.dlq"), None);
-        assert_eq!(parse_topic("j.x", "other.snapshot.app.m1"), None);
-        assert_eq!(parse_topic("j.x", "j.x.snapshot.app.dlq"), None);
     }
 }
