@@ -67,6 +67,15 @@ async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
         .await
         .unwrap();
     assert_eq!(ids, vec![second["id"].as_str().unwrap().to_string()]);
-    let log = std::fs::read_to_string(&p.n2.log).unwrap();
-    assert!(log.contains("deleted a snapshot topic"), "{log}");
+    // The broker can show the topic gone before n2's delete call returns
+    // and logs it: wait for the line rather than race it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&p.n2.log).unwrap();
+        if log.contains("deleted a snapshot topic") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no deletion logged by n2:\n{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
