@@ -1,6 +1,6 @@
 //! What the dashboard draws: the node's own pipeline sampled every
 //! [`INTERVAL`] (journal lag per partition, apply and ship counters, outbox
-//! depth and age), the last [`KEEP`] samples kept, so a page opened now shows
+//! depth and age, the clients' request and error rates and latency), the last [`KEEP`] samples kept, so a page opened now shows
 //! whether lag is shrinking or growing; and the migrations as last read from
 //! ZooKeeper. The sampling itself is `housekeeping`'s.
 
@@ -36,6 +36,8 @@ pub struct Sample {
     pub applied: Option<u64>,
     pub lag: Vec<PartSample>,
     pub lag_error: Option<String>,
+    /// What the data API's clients felt since the previous sample.
+    pub client: crate::telemetry::ClientSample,
 }
 
 #[derive(Default)]

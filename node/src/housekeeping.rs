@@ -95,6 +95,7 @@ async fn take_sample(st: &NodeState) -> Sample {
         applied: None,
         lag: Vec::new(),
         lag_error: None,
+        client: st.metrics.take_client_window(now),
     };
     if let Some(r) = &st.relay {
         let outbox = st.store.outbox();

@@ -10,8 +10,11 @@ use prometheus::{Encoder, IntCounter, Registry, TextEncoder};
 
 use series::{ApplySeries, HttpSeries, MigrationSeries, Series, SourceSeries, StoreSeries};
 
+mod clients;
 mod migrations;
 mod series;
+
+pub use clients::ClientSample;
 
 /// What the node does, which decides the series it exports: a source has no
 /// apply series and a target no relay series (rather than ones stuck at 0).
@@ -31,6 +34,8 @@ pub struct Metrics {
     last: Mutex<Seen>,
     /// Data-API latency over the last seconds (what a migration throttles on).
     recent: Mutex<RecentLatency>,
+    /// The data API's requests since the last history sample.
+    clients: Mutex<clients::ClientWindow>,
     /// Every namespace a fenced/proxied/promoted series was exported for:
     /// each is written every round (0 when no longer in its list).
     gate_seen: Mutex<std::collections::BTreeSet<String>>,
@@ -153,6 +158,9 @@ impl Metrics {
             store,
             last: Mutex::new(Seen::default()),
             recent: Mutex::new(RecentLatency::default()),
+            clients: Mutex::new(clients::ClientWindow::new(
+                northwest_store::store::now_ms_pub(),
+            )),
             gate_seen: Mutex::new(Default::default()),
         }
     }
@@ -177,7 +185,14 @@ impl Metrics {
         if route.starts_with("/v1/ns/") && !route.ends_with("/digest") {
             let now = northwest_store::store::now_ms_pub();
             self.recent.lock().record(now, seconds * 1000.0);
+            self.clients.lock().record(seconds * 1000.0, status);
         }
+    }
+
+    /// The data API's requests since the last call (the history samples
+    /// them: the dashboard's client panels).
+    pub fn take_client_window(&self, now_ms: i64) -> ClientSample {
+        self.clients.lock().take(now_ms)
     }
 
     /// Data-API latency over the last 10 s: the 99th percentile's bucket

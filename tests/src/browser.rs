@@ -59,6 +59,10 @@ pub fn chromium() -> PathBuf {
 }
 
 fn base_cmd(profile: &Path, budget_ms: u64) -> Command {
+    base_cmd_sized(profile, budget_ms, (1200, 1100))
+}
+
+fn base_cmd_sized(profile: &Path, budget_ms: u64, (w, h): (u32, u32)) -> Command {
     // Virtual time stops while a fetch is pending: a hung node would hang
     // the browser, so it gets a wall-clock limit.
     let mut c = Command::new("timeout");
@@ -71,8 +75,8 @@ fn base_cmd(profile: &Path, budget_ms: u64) -> Command {
         "--no-first-run",
         "--enable-logging=stderr",
         "--v=0",
-        "--window-size=1200,1100",
     ])
+    .arg(format!("--window-size={w},{h}"))
     .arg(format!("--user-data-dir={}", profile.display()))
     .arg(format!("--virtual-time-budget={budget_ms}"));
     c
@@ -108,21 +112,33 @@ pub fn load(url: &str, budget_ms: u64, screenshot: Option<&Path>) -> Page {
         .filter(|l| !l.contains(CANARY))
         .collect();
     if let Some(png) = screenshot {
-        if let Some(dir) = png.parent() {
-            std::fs::create_dir_all(dir).expect("artifact dir");
-        }
-        let out = base_cmd(profile.path(), budget_ms)
-            .arg(format!("--screenshot={}", png.display()))
-            .arg(url)
-            .output()
-            .expect("run chromium");
-        assert!(
-            out.status.success() && png.exists(),
-            "chromium --screenshot {url}: {out:?}"
-        );
+        shoot(profile.path(), url, budget_ms, png, (1200, 1100));
     }
     Page {
         dom: String::from_utf8_lossy(&dumped.stdout).into_owned(),
         console,
     }
+}
+
+/// Saves a PNG of `url` rendered in a `size` (width, height) window after
+/// `budget_ms` of virtual time.
+pub fn screenshot(url: &str, budget_ms: u64, png: &Path, size: (u32, u32)) {
+    let profile = tempfile::tempdir().expect("tempdir");
+    shoot(profile.path(), url, budget_ms, png, size);
+}
+
+fn shoot(profile: &Path, url: &str, budget_ms: u64, png: &Path, size: (u32, u32)) {
+    if let Some(dir) = png.parent() {
+        std::fs::create_dir_all(dir).expect("artifact dir");
+    }
+    let _ = std::fs::remove_file(png);
+    let out = base_cmd_sized(profile, budget_ms, size)
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success() && png.exists(),
+        "chromium --screenshot {url}: {out:?}"
+    );
 }

@@ -75,7 +75,10 @@ async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
         if log.contains("deleted a snapshot topic") {
             break;
         }
-        assert!(Instant::now() < deadline, "no deletion logged by n2:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no deletion logged by n2:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
