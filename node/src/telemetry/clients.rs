@@ -33,7 +33,8 @@ pub(super) struct ClientWindow {
 }
 
 fn bucket(ms: f64) -> usize {
-    if !(ms > 0.0) {
+    // Zero, negative and NaN latencies all go to the first bucket.
+    if ms.is_nan() || ms <= 0.0 {
         return 0;
     }
     let b = ((ms.log2() - MIN_EXP as f64) * PER_DOUBLING).ceil();
