@@ -58,3 +58,45 @@ fn grafana_dashboard_is_json_with_panels() {
         );
     }
 }
+
+/// Every `northwest_*` series the Grafana dashboard and the alert rules
+/// query is one the node defines (a renamed metric leaves no panel or
+/// alert silently empty).
+#[test]
+fn dashboards_and_alerts_query_series_the_node_exports() {
+    let defined =
+        std::fs::read_to_string(deploy().join("../node/src/telemetry/series.rs")).unwrap();
+    let names: std::collections::BTreeSet<&str> = defined
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    assert!(
+        names.contains("http_requests_total"),
+        "no metric names read"
+    );
+    for file in ["grafana/northwest.json", "prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(deploy().join(file)).unwrap();
+        let mut used = 0;
+        for (at, _) in text.match_indices("northwest_") {
+            let name: String = text[at + "northwest_".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if name.is_empty() {
+                continue;
+            }
+            used += 1;
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| names.contains(b)))
+                .unwrap_or(&name);
+            assert!(
+                names.contains(base),
+                "{file} queries northwest_{name}, which the node does not define"
+            );
+        }
+        assert!(used > 10, "{file}: only {used} series found");
+    }
+}

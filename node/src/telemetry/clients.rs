@@ -1,5 +1,5 @@
 //! What clients felt between two dashboard samples: the data API's
-//! requests, the ones that were not served (5xx, 429) and latency
+//! requests, the ones that failed on the server's side (5xx) and latency
 //! quantiles. Latencies go into log-spaced buckets (eight per doubling, so
 //! a quantile is within ~9% of the true value) from 1 µs to ~70 min, which
 //! keeps the window's cost fixed whatever the request rate.
@@ -18,7 +18,8 @@ pub struct ClientSample {
     /// How long the window was (ms): rates are counts over it.
     pub window_ms: i64,
     pub requests: u64,
-    /// Answered 5xx or 429: the request was not served.
+    /// Answered 5xx: the node could not serve it (fenced past its wait,
+    /// no route, a store or broker error).
     pub errors: u64,
     /// `None` when the window had no request.
     pub p50_ms: Option<f64>,
@@ -46,9 +47,10 @@ fn upper(b: usize) -> f64 {
     2f64.powf(MIN_EXP as f64 + b as f64 / PER_DOUBLING)
 }
 
-/// Whether a status means the request was not served.
+/// Whether a status means the node failed the request (a 4xx is the
+/// client's: a missing key, a version that did not match).
 pub(super) fn failed(status: u16) -> bool {
-    status >= 500 || status == 429
+    status >= 500
 }
 
 impl ClientWindow {
@@ -136,7 +138,7 @@ mod tests {
 
     #[test]
     fn only_unserved_requests_are_errors() {
-        assert!(failed(500) && failed(503) && failed(429));
-        assert!(!failed(200) && !failed(404) && !failed(412) && !failed(409));
+        assert!(failed(500) && failed(503) && failed(504));
+        assert!(!failed(200) && !failed(404) && !failed(412) && !failed(409) && !failed(429));
     }
 }
