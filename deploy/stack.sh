@@ -52,7 +52,7 @@ readonly WITH_POSTGRES="${NW_STACK_POSTGRES:-1}"
 # tested in a real browser and the alert rules with promtool.
 # libssl-dev: librdkafka is built with OpenSSL (SASL_SSL, SCRAM); openssl makes the stack's certificates.
 readonly APT_PACKAGES=(zookeeper build-essential pkg-config libclang-dev cmake libssl-dev openssl
-                       chromium prometheus postgresql)
+                       chromium prometheus postgresql curl)
 
 # The Kafka jars are resolved once per machine from Maven Central (deploy/kafka/pom.xml pins the
 # version) and shared by every checkout; Maven's own cache (~/.m2) keeps a second copy.
@@ -89,6 +89,10 @@ readonly KAFKA_SCRAM_USER=northwest
 
 # shellcheck source=deploy/stack-postgres.sh
 source "$REPO_ROOT/deploy/stack-postgres.sh"
+# NW_STACK_REGISTRY=0: no schema registry (Apicurio, for journal.framing = "confluent").
+readonly WITH_REGISTRY="${NW_STACK_REGISTRY:-1}"
+# shellcheck source=deploy/stack-registry.sh
+source "$REPO_ROOT/deploy/stack-registry.sh"
 
 readonly ZK_JARS=(/usr/share/java/zookeeper.jar /usr/share/java/slf4j-log4j12.jar
                   /usr/share/java/log4j-1.2.jar)
@@ -156,6 +160,7 @@ is_ours() {
     # Our Kafka JVMs are told apart by their server.properties path (node N of either cluster
     # size lives at $KAFKA_DIR/cluster-<size>/node-N/server.properties).
     postgres)  [[ $cmd == *"/bin/postgres -D $PG_DATA "* ]] ;;
+    registry)  [[ $cmd == *quarkus-run.jar* && $cmd == *"-Dnorthwest.stack=$STACK_DIR "* ]] ;;
     kafka-node[0-9])
                [[ $cmd == *" kafka.Kafka "* &&
                   $cmd == *" $KAFKA_DIR/cluster-"[0-9]"/node-${svc#kafka-node}/server.properties"* ]] ;;
@@ -910,12 +915,14 @@ cmd_up() {
   start_zookeeper
   start_kafka "$REQUESTED_SIZE"
   if ((WITH_POSTGRES)); then start_postgres; fi
+  if ((WITH_REGISTRY)); then start_registry; fi
   log "stack is up ($REQUESTED_SIZE Kafka node(s)). For clients: eval \"\$($0 env)\""
 }
 
 cmd_down() {
   lock_stack
   # Reverse order of 'up'.
+  stop_service registry
   stop_postgres
   stop_kafka
   stop_service zookeeper
@@ -951,6 +958,9 @@ cmd_status() {
   if ((WITH_POSTGRES)); then
     status_line postgres postgres "$PG_PORT" "$PG_DATA" "$PG_LOG" pg_ready || rc=3
   fi
+  if ((WITH_REGISTRY)); then
+    status_line registry registry "$REGISTRY_PORT" "(in memory)" "$REGISTRY_LOG" registry_ready || rc=3
+  fi
   return "$rc"
 }
 
@@ -968,13 +978,14 @@ cmd_env() {
   echo "export NW_KAFKA_SASL_CONFIG=$KAFKA_SASL_CONFIG"
   echo "export NW_PG=$HOST:$PG_PORT"
   echo "export NW_PG_PASSWORD_FILE=$PG_PASSWORD_FILE"
+  echo "export NW_SCHEMA_REGISTRY=$REGISTRY_URL"
 }
 
 cmd_logs() {
   local lines=${1:-30} size n f
   [[ $lines =~ ^[0-9]+$ ]] || die "logs: LINES must be a number, not '$lines'"
   size=$(active_size)
-  local files=("$ZK_LOG" "$PG_LOG")
+  local files=("$ZK_LOG" "$PG_LOG" "$REGISTRY_LOG")
   for ((n = 1; n <= size; n++)); do files+=("$(kafka_log "$n")"); done
   for f in "${files[@]}"; do
     printf '==> %s <==\n' "$f"

@@ -87,6 +87,7 @@ async fn source(
             topic: topic_spec(topic),
             batch: 2000,
             max_in_flight: 20_000,
+            confluent_id: None,
         };
         let relay = Relay::new(store.clone(), rc, Arc::new(RelayStats::default())).await?;
         let mut rx = rx.clone();

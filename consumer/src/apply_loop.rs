@@ -76,6 +76,32 @@ impl std::fmt::Debug for RecordFilter {
     }
 }
 
+/// Where a loop learns the writer schema of a Confluent-framed record whose
+/// registry id it has not learnt: the registry's schema text for the id
+/// (`Ok(None)`: the registry has no such id; `Err`: it could not be asked).
+#[derive(Clone)]
+pub struct SchemaLookup(Arc<LookupFn>);
+
+type LookupFn = dyn Fn(u32) -> futures::future::BoxFuture<'static, Result<Option<String>, String>>
+    + Send
+    + Sync;
+
+impl SchemaLookup {
+    pub fn new(f: Arc<LookupFn>) -> Self {
+        Self(f)
+    }
+
+    pub async fn schema(&self, id: u32) -> Result<Option<String>, String> {
+        (self.0)(id).await
+    }
+}
+
+impl std::fmt::Debug for SchemaLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SchemaLookup")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApplyConfig {
     pub source: Source,
@@ -93,6 +119,9 @@ pub struct ApplyConfig {
     pub group_id: String,
     /// Journal records this loop leaves alone (`None`: applies all).
     pub filter: Option<RecordFilter>,
+    /// The schema registry, for Confluent-framed records (`None`: such a
+    /// record with an id not learnt stops the loop, saying to configure it).
+    pub schemas: Option<SchemaLookup>,
 }
 
 impl ApplyConfig {
@@ -110,6 +139,7 @@ impl ApplyConfig {
             apply_log: false,
             group_id: group_id.into(),
             filter: None,
+            schemas: None,
         }
     }
 }

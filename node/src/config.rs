@@ -314,6 +314,28 @@ pub struct JournalConfig {
     pub snapshot_retention_hours: f64,
     /// Seconds between snapshot topic GC passes (default 600; 1..=86400).
     pub snapshot_gc_interval_s: u64,
+    /// How journal records are framed on the wire: `single-object` (the
+    /// default: Avro single-object encoding, the schema named by its
+    /// fingerprint) or `confluent` (byte 0 and the schema's id in
+    /// `schema_registry_url`, what Kafka Connect's AvroConverter reads).
+    /// Readers accept both, so nodes switch one at a time. Snapshot topics
+    /// stay single-object (they are the migration's own).
+    pub framing: Framing,
+    /// A Confluent Schema Registry API (Apicurio Registry's
+    /// `.../apis/ccompat/v7`, Confluent's, Karapace): the node registers
+    /// its schemas there at start (subjects `northwest.JournalRecord`,
+    /// `northwest.SnapshotRecord`) and looks up the ids of Confluent-framed
+    /// records it reads. Required by `framing = "confluent"`, and on a node
+    /// that reads a journal another node writes that way.
+    pub schema_registry_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Framing {
+    #[default]
+    SingleObject,
+    Confluent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -406,6 +428,8 @@ impl Default for JournalConfig {
             consumer_group_prefix: String::new(),
             snapshot_retention_hours: 168.0,
             snapshot_gc_interval_s: 600,
+            framing: Framing::SingleObject,
+            schema_registry_url: None,
         }
     }
 }

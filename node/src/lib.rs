@@ -8,7 +8,8 @@
 //! The admin API's request and response types, its error codes, the records
 //! and the ZooKeeper layout are `northwest-control`'s contracts, served here.
 //! May use: `northwest-control`, `northwest-kafka`, `northwest-producer`,
-//! `northwest-consumer` and `northwest-store`; never the orchestrator, the
+//! `northwest-consumer`, `northwest-schemas` (the Confluent framing's ids) and
+//! `northwest-store`; never the orchestrator, the
 //! benchmarks or the binary.
 
 pub mod admin;
@@ -24,6 +25,7 @@ mod marker_gc;
 pub mod migration_api;
 mod records;
 mod run;
+pub mod schema_registry;
 pub mod secrets;
 mod snapshot_gc;
 pub mod state;

@@ -49,7 +49,18 @@ pub async fn run(
     let instance = claim.as_ref().map(|c| c.instance.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
-    let parts = start_pipeline(&cfg, &store, &stop_rx, &mut tasks, zk_client, instance);
+    // Registered before anything ships: a Confluent-framed record names
+    // its schema's id.
+    let confluent_id = crate::schema_registry::prepare(&cfg).await?;
+    let parts = start_pipeline(
+        &cfg,
+        &store,
+        &stop_rx,
+        &mut tasks,
+        zk_client,
+        instance,
+        confluent_id,
+    );
     let state = node_state(&cfg, &store, &layout, parts, &http, &stop_rx);
     start_housekeeping(&cfg, &state, &stop_rx, &mut tasks);
     resume_routing(&cfg, &state).await?;

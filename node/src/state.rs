@@ -40,6 +40,8 @@ pub struct NodeState {
     /// memory, whose view is a checkpoint under `data_dir`).
     pub pg_view: Option<northwest_control::api::PgView>,
     pub apply_batch: usize,
+    /// The schema registry the apply loops ask for ids they have not learnt.
+    pub schemas: Option<northwest_consumer::SchemaLookup>,
     /// Flips to true when the node shuts down.
     pub stop: tokio::sync::watch::Receiver<bool>,
     pub loader: parking_lot::Mutex<Option<Loader>>,

@@ -4,7 +4,7 @@
 //!
 //! Owns: the relay.
 //! May use: `northwest-kafka` (Kafka settings, topic admin) and
-//! `northwest-store` (the outbox).
+//! `northwest-store` (the outbox), `northwest-schemas` (the registry framing).
 
 pub mod relay;
 

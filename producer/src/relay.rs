@@ -36,6 +36,10 @@ pub struct RelayConfig {
     pub batch: usize,
     /// Entries sent whose delivery report is still outstanding.
     pub max_in_flight: usize,
+    /// Ship records in the Confluent Schema Registry framing, naming this
+    /// registry id of the journal schema (`None`: single-object, as the
+    /// outbox holds them).
+    pub confluent_id: Option<u32>,
 }
 
 /// Counters the node exports as metrics.
@@ -216,9 +220,30 @@ impl Relay {
                 if p.sent.contains(seq) {
                     continue;
                 }
+                let framed;
+                let payload = match self.cfg.confluent_id {
+                    None => &e.record,
+                    Some(id) => match northwest_schemas::confluent::to_confluent(&e.record, id) {
+                        Ok(f) => {
+                            framed = f;
+                            &framed
+                        }
+                        Err(bad) => {
+                            // The outbox holds what this node encoded: a
+                            // record it cannot reframe is a bug; it waits,
+                            // loudly, rather than ship unframed or skip.
+                            tracing::error!(seq = *seq, error = %bad, "an outbox entry is not a single-object record: cannot frame it for the schema registry");
+                            let err =
+                                KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage);
+                            self.failed(p, *seq, &err, "not reframable for the schema registry");
+                            next = *seq;
+                            break;
+                        }
+                    },
+                };
                 let rec = FutureRecord::to(&self.cfg.topic.name)
                     .key(e.key.as_bytes())
-                    .payload(&e.record)
+                    .payload(payload)
                     .timestamp(e.ts_ms);
                 match self.producer.send_result(rec) {
                     Ok(f) => {

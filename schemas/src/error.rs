@@ -6,13 +6,18 @@ use thiserror::Error;
 /// caller decides between halting and dead-lettering.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SchemaError {
-    /// The message does not start with the single-object marker `C3 01`.
-    #[error("not an Avro single-object message: missing magic bytes C3 01")]
+    /// The message starts with neither the single-object marker `C3 01` nor
+    /// the Confluent framing's `00`.
+    #[error("not an Avro single-object (C3 01) or Confluent-framed (00) message")]
     BadMagic,
     /// The writer schema's fingerprint is not registered. We never guess a
     /// schema: decoding with the wrong one yields plausible garbage.
     #[error("unknown writer schema fingerprint {0:#018x}")]
     UnknownFingerprint(u64),
+    /// A Confluent-framed message whose registry id this process has not
+    /// learnt (the registry was not asked, or has no such id).
+    #[error("unknown schema registry id {0}")]
+    UnknownSchemaId(u32),
     /// Truncated, trailing or otherwise undecodable bytes.
     #[error("corrupt record: {0}")]
     Corrupt(String),

@@ -6,13 +6,15 @@
 //! Canonical Form, then the Avro binary datum. Readers find the writer schema
 //! by fingerprint in a [`SchemaRegistry`] and resolve it to the current schema,
 //! so schemas can evolve while old messages stay readable; an unknown
-//! fingerprint is an error, never a guess. See `README.md` for external
-//! consumers and the evolution rules.
+//! fingerprint is an error, never a guess. Readers also accept the
+//! Confluent Schema Registry framing ([`confluent`]). See `README.md` for
+//! external consumers and the evolution rules.
 //!
 //! May use: no other Northwest crate (the store and the pipeline crates
 //! build on this one).
 
 mod canonical;
+pub mod confluent;
 mod convert;
 mod error;
 mod records;

@@ -99,7 +99,8 @@ impl Current {
     }
 }
 
-/// Reads the writer fingerprint of a single-object message without decoding it.
+/// Reads the writer fingerprint of a single-object message (or of a
+/// Confluent-framed one whose id was learnt) without decoding it.
 ///
 /// Fewer than two bytes or a different marker is `BadMagic`; a correct marker
 /// followed by fewer than eight fingerprint bytes is `Corrupt`.
@@ -108,6 +109,9 @@ pub fn peek_fingerprint(message: &[u8]) -> Result<u64, SchemaError> {
 }
 
 fn split_header(message: &[u8]) -> Result<(u64, &[u8]), SchemaError> {
+    if let Some(framed) = crate::confluent::split(message) {
+        return framed;
+    }
     if !message.starts_with(&SINGLE_OBJECT_MAGIC) {
         return Err(SchemaError::BadMagic);
     }

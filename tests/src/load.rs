@@ -436,6 +436,18 @@ pub fn journal_records(topic: &str) -> Vec<northwest_schemas::JournalRecord> {
 
 /// [`journal_records`] with each record's partition and offset.
 pub fn journal_records_at(topic: &str) -> Vec<(i32, i64, northwest_schemas::JournalRecord)> {
+    journal_payloads_at(topic)
+        .into_iter()
+        .map(|(p, o, payload)| {
+            let rec = northwest_schemas::decode_journal(&payload).expect("journal record");
+            (p, o, rec)
+        })
+        .collect()
+}
+
+/// Every record's bytes on `topic` as the broker holds them, with its
+/// partition and offset.
+pub fn journal_payloads_at(topic: &str) -> Vec<(i32, i64, Vec<u8>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let c: BaseConsumer = rdkafka::ClientConfig::new()
@@ -461,8 +473,7 @@ pub fn journal_records_at(topic: &str) -> Vec<(i32, i64, northwest_schemas::Jour
             Some(Ok(m)) => {
                 idle = 0;
                 let payload = m.payload().expect("journal record with a payload");
-                let rec = northwest_schemas::decode_journal(payload).expect("journal record");
-                out.push((m.partition(), m.offset(), rec));
+                out.push((m.partition(), m.offset(), payload.to_vec()));
             }
             _ => idle += 1,
         }

@@ -187,6 +187,8 @@ impl OwnStack {
                 if self.pg_port.is_some() { "1" } else { "0" },
             )
             .env("NW_PG_PORT", self.pg_port.unwrap_or(0).to_string())
+            // The shared stack's schema registry serves private ones too.
+            .env("NW_STACK_REGISTRY", "0")
             .stdout(std::process::Stdio::null())
             .status()
             .expect("run deploy/stack.sh")

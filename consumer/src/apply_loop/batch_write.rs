@@ -48,6 +48,7 @@ impl Applier {
         &mut self,
         msgs: Vec<Msg>,
     ) -> Result<Vec<batch::Record>, ConsumerError> {
+        self.learn_schema_ids(&msgs).await?;
         let mut out = Vec::with_capacity(msgs.len());
         let mut halted_now = BTreeSet::new();
         let mut next = PartitionOffsets::new();
@@ -92,6 +93,48 @@ impl Applier {
             });
         }
         Ok(out)
+    }
+
+    /// Asks the registry for the schema of every Confluent registry id in
+    /// `msgs` not learnt yet. An id the registry does not have stays
+    /// unknown (its records are then poison); a registry that cannot be
+    /// asked, or none configured, stops the loop with what to do, before
+    /// any record of the batch is decided.
+    async fn learn_schema_ids(&self, msgs: &[Msg]) -> Result<(), ConsumerError> {
+        use northwest_schemas::confluent::{confluent_schema_id, known_schema_id, learn_schema_id};
+        let mut asked = BTreeSet::new();
+        for (p, o, payload) in msgs {
+            let Some(id) = payload.as_deref().and_then(confluent_schema_id) else {
+                continue;
+            };
+            if known_schema_id(id).is_some() || !asked.insert(id) {
+                continue;
+            }
+            let Some(lookup) = &self.cfg.schemas else {
+                return Err(ConsumerError::SchemaRegistry(format!(
+                    "the record at partition {} offset {o} is Confluent-framed (schema registry id {id}) \
+                     and this node has no journal.schema_registry_url: set it to the registry its writer uses",
+                    p.0
+                )));
+            };
+            match lookup.schema(id).await {
+                Ok(Some(text)) => match northwest_schemas::parsing_fingerprint(&text) {
+                    Ok(fp) => learn_schema_id(id, fp),
+                    // Not Avro: the id stays unknown and its records poison.
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "the registry's schema for an id is not Avro")
+                    }
+                },
+                Ok(None) => tracing::warn!(id, "the schema registry has no schema with this id"),
+                Err(e) => {
+                    return Err(ConsumerError::SchemaRegistry(format!(
+                    "looking up schema registry id {id} (partition {} offset {o}): {e}; retried",
+                    p.0
+                )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A record that cannot be applied: dead-lettered, or its partition

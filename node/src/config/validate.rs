@@ -183,6 +183,13 @@ impl NodeConfig {
         if !(1..=86_400).contains(&j.snapshot_gc_interval_s) {
             return Err("journal.snapshot_gc_interval_s must be 1..=86400 (seconds)".into());
         }
+        if let Some(url) = &j.schema_registry_url {
+            crate::schema_registry::check_url(url)
+                .map_err(|e| format!("journal.schema_registry_url: {e}"))?;
+        }
+        if j.framing == super::Framing::Confluent && j.schema_registry_url.is_none() {
+            return Err("journal.framing = \"confluent\" needs journal.schema_registry_url (the registry that gives the schemas their ids)".into());
+        }
         if j.enabled && j.apply {
             return Err("journal.enabled (journal this node's writes) and journal.apply (apply the journal here) cannot both be on: a node is a source or a target".into());
         }

@@ -34,6 +34,7 @@ pub(super) async fn load_snapshot(
     let shared = Arc::new(ApplyShared::default());
     let cfg = ApplyConfig {
         batch: s.apply_batch,
+        schemas: s.schemas.clone(),
         ..ApplyConfig::new(
             Source::Snapshot,
             s.kafka.clone(),
@@ -89,6 +90,7 @@ pub fn start_reverse_apply(s: &Arc<NodeState>) {
         // rollback then stops and says why) rather than skip it.
         poison: PoisonPolicy::Halt,
         filter: Some(filter),
+        schemas: s.schemas.clone(),
         ..ApplyConfig::new(
             Source::Journal,
             s.kafka.clone(),

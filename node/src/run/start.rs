@@ -91,6 +91,7 @@ pub(super) fn node_state(
         data_dir: cfg.data_dir.clone(),
         pg_view: super::open::pg_view(cfg),
         apply_batch: cfg.journal.apply_batch,
+        schemas: crate::schema_registry::lookup(cfg),
         stop: stop.clone(),
         loader: parking_lot::Mutex::new(None),
         layout: layout.clone(),
@@ -188,18 +189,19 @@ pub(super) fn start_pipeline(
     tasks: &mut Tasks,
     zk: Option<Arc<ZkCoordinator>>,
     instance: Option<String>,
+    confluent_id: Option<u32>,
 ) -> Parts {
     let relay = cfg
         .journal
         .enabled
-        .then(|| start_relay(cfg, journal_topic(cfg), store, stop_rx, tasks));
+        .then(|| start_relay(cfg, journal_topic(cfg), confluent_id, store, stop_rx, tasks));
     // A target ships the writes of namespaces it is promoted for (none
     // until a cutover) to the journal topic too: one log holds a
     // namespace's whole history, whichever node served it.
     let reverse_relay = cfg
         .journal
         .apply
-        .then(|| start_relay(cfg, journal_topic(cfg), store, stop_rx, tasks));
+        .then(|| start_relay(cfg, journal_topic(cfg), confluent_id, store, stop_rx, tasks));
     let (control, apply) = start_apply(cfg, store, stop_rx, tasks);
     Parts {
         relay,
@@ -216,6 +218,7 @@ pub(super) fn start_pipeline(
 fn start_relay(
     cfg: &NodeConfig,
     topic: TopicSpec,
+    confluent_id: Option<u32>,
     store: &Arc<Store>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
@@ -226,6 +229,7 @@ fn start_relay(
         topic,
         batch: 2000,
         max_in_flight: 20_000,
+        confluent_id,
     };
     let stop = stop.clone();
     let (store, st) = (store.clone(), stats.clone());
@@ -313,6 +317,7 @@ fn start_apply(
         },
         batch: cfg.journal.apply_batch,
         apply_log: cfg.journal.apply_log,
+        schemas: crate::schema_registry::lookup(cfg),
         ..ApplyConfig::new(
             Source::Journal,
             kafka_settings(cfg),
