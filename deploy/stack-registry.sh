@@ -67,6 +67,12 @@ start_registry() {
   fi
   if [[ -z $pid ]]; then
     java=$(registry_java)
+    if [[ -z $java ]] && command -v apt-get >/dev/null 2>&1 && apt-cache show openjdk-21-jre-headless >/dev/null 2>&1; then
+      log "registry: no Java 21+; installing openjdk-21-jre-headless"
+      mkdir -p "$CACHE_DIR/logs"
+      apt-get install -y -q openjdk-21-jre-headless >>"$CACHE_DIR/logs/registry-install.log" 2>&1 || true
+      java=$(registry_java)
+    fi
     [[ -n $java ]] || die "registry: Apicurio Registry needs Java 21 or later and none was found" \
       "(looked at NW_REGISTRY_JAVA, JAVA_HOME, PATH, /usr/lib/jvm/*); install one (e.g. apt-get" \
       "install openjdk-21-jre-headless where available) or set NW_STACK_REGISTRY=0 to run without it"

@@ -26,7 +26,8 @@ const START_WAIT: Duration = Duration::from_secs(30);
 
 /// An `http(s)://host[:port][/path]` base URL.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let u = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let u = reqwest::Url::parse(url)
+        .map_err(|e| format!("{url:?} is not a URL ({e}): want http(s)://host[:port][/path]"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
         return Err(format!("{url:?}: want http(s)://host[:port][/path]"));
     }

@@ -77,6 +77,33 @@ fn data_tokens_without_an_admin_token_need_admin_open() {
     assert!(c.validate().is_ok());
 }
 
+/// The Confluent framing names schemas by registry id: refused without a
+/// registry, and a registry URL must be one.
+#[test]
+fn confluent_framing_needs_a_registry_url() {
+    let mut c = NodeConfig::default();
+    c.journal.framing = northwest_node::config::Framing::Confluent;
+    let e = c.validate().unwrap_err();
+    assert!(e.contains("journal.schema_registry_url"), "{e}");
+    c.journal.schema_registry_url = Some("127.0.0.1:8085".into());
+    let e = c.validate().unwrap_err();
+    assert!(
+        e.contains("journal.schema_registry_url") && e.contains("http"),
+        "{e}"
+    );
+    c.journal.schema_registry_url = Some("http://127.0.0.1:8085/apis/ccompat/v7/".into());
+    assert!(c.validate().is_ok());
+    let parsed: NodeConfig = toml::from_str(
+        "[journal]\nframing = \"confluent\"\nschema_registry_url = \"http://r:8081\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.journal.framing,
+        northwest_node::config::Framing::Confluent
+    );
+    assert!(toml::from_str::<NodeConfig>("[journal]\nframing = \"avro\"\n").is_err());
+}
+
 /// Every TOML example in README and docs parses as what it shows: a data
 /// tokens file (loaded as the node loads it) or (part of) a node's config.
 #[test]
