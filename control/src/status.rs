@@ -32,6 +32,9 @@ pub struct NodeStatus {
     pub relay_error: Option<String>,
     /// The last marker GC pass's report (see the node's `marker_gc`).
     pub marker_gc: Value,
+    /// Snapshot topic GC on this node (`None`: it runs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_gc: Option<SnapshotGcStatus>,
     pub proxy_problems: Vec<String>,
     pub read_cache: Option<CacheStats>,
     pub data_latency: DataLatency,
@@ -49,6 +52,20 @@ pub struct NodeStatus {
     /// last read their records): phase, snapshot progress, error.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub migrations: Vec<MigrationProgress>,
+}
+
+/// What the node's snapshot topic GC did last.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotGcStatus {
+    /// When the last pass ended, ms since the epoch (`None`: none yet).
+    pub last_pass_ms: Option<i64>,
+    /// Snapshot topics this process deleted.
+    pub deleted: u64,
+    /// Why the last pass failed (`None`: it succeeded). Old snapshot
+    /// topics stay until a pass succeeds.
+    pub last_error: Option<String>,
+    /// Since when passes fail, ms since the epoch.
+    pub failing_since_ms: Option<i64>,
 }
 
 /// A migration in progress as the node last read its record.

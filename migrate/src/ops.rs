@@ -97,6 +97,17 @@ fn status_text(s: &NodeStatus) -> String {
     if let Some(a) = &s.apply {
         apply_text(&mut out, a);
     }
+    if let Some(g) = &s.snapshot_gc {
+        if let Some(e) = &g.last_error {
+            let since = g.failing_since_ms.map_or(0, |t| {
+                (northwest_store::store::now_ms_pub() - t).max(0) / 1000
+            });
+            let _ = writeln!(
+                out,
+                "  snapshot topic GC FAILING for {since} s (old snapshot topics stay): {e}"
+            );
+        }
+    }
     for m in &s.migrations {
         let _ = writeln!(
             out,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use northwest_control::record::{parse_snapshot_topic as parse_topic, SnapshotManifest};
+use northwest_control::status::SnapshotGcStatus;
 use northwest_control::{MigrationRecord, Phase};
 
 use crate::records::read_migrations;
@@ -72,23 +73,49 @@ pub async fn run(
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    *st.snapshot_gc.lock() = Some(SnapshotGcStatus::default());
     loop {
         tokio::select! {
             _ = &mut stop => return Ok(()),
             _ = tick.tick() => {}
         }
-        match tokio::time::timeout(Duration::from_secs(120), pass(&st, retention)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(
-                deleted = n,
-                "snapshot topic GC: deleted {n} snapshot topic(s)"
-            ),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "snapshot topic GC pass failed; retried next interval (journal.snapshot_gc_interval_s)")
+        let outcome =
+            match tokio::time::timeout(Duration::from_secs(120), pass(&st, retention)).await {
+                Ok(Ok(n)) => Ok(n as u64),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("the pass took over 120 s (a slow broker or ZooKeeper)".to_string()),
+            };
+        record(&st, outcome);
+    }
+}
+
+/// Status, metrics and the log of one pass's outcome.
+fn record(st: &NodeState, outcome: Result<u64, String>) {
+    let now = northwest_store::store::now_ms_pub();
+    let mut guard = st.snapshot_gc.lock();
+    let s = guard.get_or_insert_with(Default::default);
+    s.last_pass_ms = Some(now);
+    match outcome {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(
+                    deleted = n,
+                    "snapshot topic GC: deleted {n} snapshot topic(s)"
+                );
             }
-            Err(_) => {
-                tracing::warn!("snapshot topic GC pass took over 120 s; retried next interval")
+            if s.last_error.is_some() {
+                tracing::info!("snapshot topic GC passes again");
             }
+            s.deleted += n;
+            s.last_error = None;
+            s.failing_since_ms = None;
+            st.metrics.observe_snapshot_gc(n, false);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot topic GC pass failed; old snapshot topics stay until a pass succeeds (retried every journal.snapshot_gc_interval_s)");
+            s.failing_since_ms.get_or_insert(now);
+            s.last_error = Some(e);
+            st.metrics.observe_snapshot_gc(0, true);
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct NodeState {
     pub history: History,
     /// What the last marker GC pass found (status `marker_gc`).
     pub marker_gc: parking_lot::Mutex<Value>,
+    /// What snapshot topic GC did last (status `snapshot_gc`; `None`: the
+    /// node runs none).
+    pub snapshot_gc: parking_lot::Mutex<Option<northwest_control::status::SnapshotGcStatus>>,
     /// Every namespace's timeline as housekeeping last read it from
     /// ZooKeeper (status reads this copy: a drain polls status every few
     /// milliseconds under a fence).

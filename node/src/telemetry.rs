@@ -251,6 +251,12 @@ impl Metrics {
         self.store.marker_gc_blocked.set(blocked as i64);
     }
 
+    /// A snapshot topic GC pass: topics it deleted, whether it failed.
+    pub fn observe_snapshot_gc(&self, deleted: u64, failed: bool) {
+        self.store.snapshot_topics_deleted.inc_by(deleted);
+        self.store.snapshot_gc_failing.set(failed as i64);
+    }
+
     pub fn observe_reverse_lag(&self, lag: Option<i64>) {
         self.source.reverse_lag.set(lag.unwrap_or(-1));
     }

@@ -2,7 +2,10 @@
 //! and a 2 s pass): a finished migration's snapshot topic stays while it is
 //! the namespace's newest usable image (a rebuild needs it); once a later
 //! migration of the namespace completed a newer one, the old topic, its
-//! empty dead-letter topic and its manifest go, and the newer one stays.
+//! empty dead-letter topic and its manifest go, and the newer one stays. A
+//! pass that fails (a znode left under the manifest) shows in status and
+//! metrics, deletes nothing, and the next one after the cause is gone
+//! succeeds.
 
 use std::time::{Duration, Instant};
 
@@ -36,9 +39,63 @@ async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
     // Back to n1, then migrated again: a newer snapshot supersedes t1.
     let o = migrate_json(&n1, &n2, "app", &["--rollback"]);
     assert_eq!(migrate_report(&o)["rolled_back"], "app");
+    // A znode someone left under t1's manifest: its removal fails, and so
+    // does every pass, visibly, until it is gone.
+    let zk = zookeeper_client::Client::connector()
+        .connect(&zk_addr())
+        .await
+        .unwrap();
+    let root = get_json(&format!("{n1}/v1/admin/status")).await["zk_root"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blocker = format!(
+        "{root}/snapshots/app/{}/left-behind",
+        first["id"].as_str().unwrap()
+    );
+    zk.create(
+        &blocker,
+        b"",
+        &zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
     let second = migrate_report(&migrate_json(&n1, &n2, "app", &[]));
     let t2 = second["snapshot_topic"].as_str().unwrap().to_string();
     assert_ne!(t1, t2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let gc = get_json(&format!("{n2}/v1/admin/status")).await["snapshot_gc"].clone();
+        if gc["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("manifest"))
+        {
+            assert!(gc["failing_since_ms"].is_i64(), "{gc}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failing pass never showed: {gc}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let metrics = reqwest::get(format!("{n2}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("northwest_snapshot_gc_failing") && l.ends_with(" 1")),
+        "no failing gauge"
+    );
+    assert!(
+        topics_with_prefix(&prefix).contains(&t1),
+        "t1 went while its pass failed"
+    );
+    zk.delete(&blocker, None).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now = topics_with_prefix(&prefix);
@@ -54,14 +111,6 @@ async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     // Its manifest went with it: a rebuild lists only the newer snapshot.
-    let zk = zookeeper_client::Client::connector()
-        .connect(&zk_addr())
-        .await
-        .unwrap();
-    let root = get_json(&format!("{n1}/v1/admin/status")).await["zk_root"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let ids = zk
         .list_children(&format!("{root}/snapshots/app"))
         .await
@@ -81,4 +130,10 @@ async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let gc = get_json(&format!("{n2}/v1/admin/status")).await["snapshot_gc"].clone();
+    assert!(
+        gc["last_error"].is_null() && gc["failing_since_ms"].is_null(),
+        "{gc}"
+    );
+    assert!(gc["deleted"].as_u64().unwrap() >= 1, "{gc}");
 }

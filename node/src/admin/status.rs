@@ -36,6 +36,7 @@ pub(super) async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> 
         promotion_unconfirmed: s.gate.unconfirmed(),
         relay_error: outbox.error(),
         marker_gc: s.marker_gc.lock().clone(),
+        snapshot_gc: s.snapshot_gc.lock().clone(),
         proxy_problems: s.gate.proxy_problems(),
         read_cache: s.store.cache_stats(),
         data_latency: data_latency(&s),

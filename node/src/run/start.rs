@@ -99,6 +99,7 @@ pub(super) fn node_state(
         zk,
         history: Default::default(),
         marker_gc: Default::default(),
+        snapshot_gc: Default::default(),
         timelines: Default::default(),
         consumer_groups: (cfg.consumer_group("load"), cfg.consumer_group("reverse")),
         digest_jobs: Default::default(),

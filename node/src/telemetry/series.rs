@@ -60,6 +60,8 @@ pub(super) struct StoreSeries {
     pub(super) delete_markers: IntGauge,
     pub(super) delete_markers_removed: IntCounter,
     pub(super) marker_gc_blocked: IntGauge,
+    pub(super) snapshot_topics_deleted: IntCounter,
+    pub(super) snapshot_gc_failing: IntGauge,
     pub(super) read_cache_hits: IntCounter,
     pub(super) read_cache_misses: IntCounter,
     pub(super) read_cache_warmed: IntCounter,
@@ -338,6 +340,17 @@ impl StoreSeries {
                 "marker_gc_blocked",
                 "1 when the last marker GC pass could not decide what is safe to remove \
              (the reason is in status: marker_gc.blocked)",
+            ),
+            snapshot_topics_deleted: b.c(
+                true,
+                "snapshot_topics_deleted_total",
+                "Snapshot topics snapshot topic GC deleted",
+            ),
+            snapshot_gc_failing: b.g(
+                true,
+                "snapshot_gc_failing",
+                "1 while the last snapshot topic GC pass failed (the reason is in status: \
+             snapshot_gc.last_error); old snapshot topics stay meanwhile",
             ),
             read_cache_hits: b.c(
                 true,
