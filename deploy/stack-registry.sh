@@ -60,22 +60,29 @@ registry_ready() {
 start_registry() {
   local pid java p
   pid=$(find_pid registry)
-  if [[ -n $pid ]] && registry_ready; then
+  if [[ -n $pid ]]; then
     check_same_port registry "$REGISTRY_PORT"
-    log "registry: already up (pid $pid, $REGISTRY_URL)"
-    return 0
+    if registry_ready; then
+      log "registry: already up (pid $pid, $REGISTRY_URL)"
+      return 0
+    fi
+    log "registry: pid $pid is running but not serving yet; waiting"
   fi
   if [[ -z $pid ]]; then
     java=$(registry_java)
-    if [[ -z $java ]] && command -v apt-get >/dev/null 2>&1 && apt-cache show openjdk-21-jre-headless >/dev/null 2>&1; then
+    if [[ -z $java ]] && ((EUID == 0)) && command -v apt-get >/dev/null 2>&1 \
+        && apt-cache show openjdk-21-jre-headless >/dev/null 2>&1; then
       log "registry: no Java 21+; installing openjdk-21-jre-headless"
       mkdir -p "$CACHE_DIR/logs"
-      apt-get install -y -q openjdk-21-jre-headless >>"$CACHE_DIR/logs/registry-install.log" 2>&1 || true
+      # The stack's apt lock: another stack installing packages meanwhile.
+      (exec 7>"$CACHE_DIR/apt.lock"; flock 7
+       apt-get install -y -q openjdk-21-jre-headless) >>"$CACHE_DIR/logs/registry-install.log" 2>&1 || true
       java=$(registry_java)
     fi
     [[ -n $java ]] || die "registry: Apicurio Registry needs Java 21 or later and none was found" \
-      "(looked at NW_REGISTRY_JAVA, JAVA_HOME, PATH, /usr/lib/jvm/*); install one (e.g. apt-get" \
-      "install openjdk-21-jre-headless where available) or set NW_STACK_REGISTRY=0 to run without it"
+      "(looked at NW_REGISTRY_JAVA, JAVA_HOME, PATH, /usr/lib/jvm/*; an apt attempt, if any, is in" \
+      "$CACHE_DIR/logs/registry-install.log); install one or set NW_REGISTRY_JAVA, or set" \
+      "NW_STACK_REGISTRY=0 to run without it (the schema registry tests then fail)"
     install_registry
     for p in "$REGISTRY_PORT" "$REGISTRY_MGMT_PORT"; do
       port_in_use "$p" && die "port $p is already taken by $(port_owner "$p"); set NW_REGISTRY_PORT"

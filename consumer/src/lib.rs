@@ -35,10 +35,6 @@ pub enum ConsumerError {
     NoTopic(String),
     #[error("{0}")]
     BadRequest(String),
-    /// The schema registry could not be asked (or none is configured) for
-    /// the schema of a Confluent-framed record.
-    #[error("schema registry: {0}")]
-    SchemaRegistry(String),
     #[error("the journal topic now has {now} partitions (was {was}); the apply loop restarts to assign them")]
     PartitionsChanged { was: i32, now: i32 },
 }

@@ -49,9 +49,9 @@ pub async fn run(
     let instance = claim.as_ref().map(|c| c.instance.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks: Tasks = Vec::new();
-    // Registered before anything ships: a Confluent-framed record names
-    // its schema's id.
-    let confluent_id = crate::schema_registry::prepare(&cfg).await?;
+    // A Confluent-framed record names its schema's id: the relays wait
+    // for it; registration runs beside the node.
+    let confluent_id = crate::schema_registry::start(&cfg, stopped(&stop_rx));
     let parts = start_pipeline(
         &cfg,
         &store,

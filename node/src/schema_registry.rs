@@ -1,14 +1,17 @@
 //! The node's Schema Registry client (the Confluent REST API, as Apicurio
-//! Registry's `ccompat/v7`, Confluent's and Karapace serve it): at start
-//! it registers Northwest's schemas and learns their ids, so the relays can
-//! frame journal records the Confluent way (`journal.framing`); the apply
-//! loops ask it for the schema of an id they have not learnt (a writer of
-//! another version). Subjects are per record type, not per topic: snapshot
+//! Registry's `ccompat/v7`, Confluent's and Karapace serve it): from the
+//! start it registers Northwest's schemas and learns their ids, so the
+//! relays can frame journal records the Confluent way (`journal.framing`);
+//! the apply loops ask it for the schema of an id they have not learnt
+//! (another registry's numbering of the same schema, say). A writer schema
+//! of another version still needs a reader that knows it, as with
+//! single-object records: upgrade readers first. Subjects are per record
+//! type, not per topic: snapshot
 //! topics come and go, and one subject per type keeps the registry bounded
 //! and each type's evolution checked in one place.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use northwest_consumer::SchemaLookup;
 use northwest_schemas::{
@@ -21,8 +24,8 @@ use crate::config::{Framing, NodeConfig};
 pub const JOURNAL_SUBJECT: &str = "northwest.JournalRecord";
 pub const SNAPSHOT_SUBJECT: &str = "northwest.SnapshotRecord";
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
-/// How long a start waits for the registry before refusing.
-const START_WAIT: Duration = Duration::from_secs(30);
+/// Between registration attempts.
+const RETRY: Duration = Duration::from_secs(5);
 
 /// An `http(s)://host[:port][/path]` base URL.
 pub fn check_url(url: &str) -> Result<(), String> {
@@ -105,54 +108,79 @@ impl RegistryClient {
                     .map_err(|e| format!("GET {url}: not a registry answer: {e}"))?;
                 Ok(Some(t.schema))
             }
-            reqwest::StatusCode::NOT_FOUND => Ok(None),
-            s => Err(format!(
-                "GET {url}: HTTP {s}: {}",
-                r.text().await.unwrap_or_default()
-            )),
+            s => {
+                let body = r.text().await.unwrap_or_default();
+                // Only the registry's own "schema not found" means no such
+                // id; any other 404 is a wrong URL or a proxy's.
+                let code = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error_code"].as_i64());
+                if s == reqwest::StatusCode::NOT_FOUND && code == Some(40403) {
+                    return Ok(None);
+                }
+                Err(format!(
+                    "GET {url}: HTTP {s}: {body} (is journal.schema_registry_url the registry's API \
+                     root, e.g. http://host:8085/apis/ccompat/v7?)"
+                ))
+            }
         }
     }
 }
 
 /// With a registry configured: registers both schemas and learns their
-/// ids (retrying for [`START_WAIT`], then refusing to start with the
-/// reason). Returns the journal schema's id when the node frames the
-/// Confluent way.
-pub async fn prepare(cfg: &NodeConfig) -> anyhow::Result<Option<u32>> {
-    let Some(url) = &cfg.journal.schema_registry_url else {
-        return Ok(None);
-    };
-    let client = RegistryClient::new(url);
-    let deadline = Instant::now() + START_WAIT;
-    let mut ids = Vec::new();
-    for (subject, text) in [
-        (JOURNAL_SUBJECT, JOURNAL_SCHEMA_JSON),
-        (SNAPSHOT_SUBJECT, SNAPSHOT_SCHEMA_JSON),
-    ] {
-        let id = loop {
-            match client.register(subject, text).await {
-                Ok(id) => break id,
-                Err(e) if Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "schema registry not ready; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+/// ids in the background, asking again every 5 s until the registry
+/// answers (a warning each minute says why), so a registry that is down
+/// never keeps the node from serving. Returns, when the node frames the
+/// Confluent way, the cell its relays read the journal schema's id from:
+/// they ship nothing until it is set, and the writes wait in the outbox.
+pub fn start(
+    cfg: &NodeConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Option<Arc<OnceLock<u32>>> {
+    let url = cfg.journal.schema_registry_url.clone()?;
+    let journal_id = Arc::new(OnceLock::new());
+    let cell = journal_id.clone();
+    let framing = cfg.journal.framing;
+    tokio::spawn(async move {
+        tokio::pin!(stop);
+        let client = RegistryClient::new(&url);
+        for (subject, text) in [
+            (JOURNAL_SUBJECT, JOURNAL_SCHEMA_JSON),
+            (SNAPSHOT_SUBJECT, SNAPSHOT_SCHEMA_JSON),
+        ] {
+            let mut attempt = 0u32;
+            let id = loop {
+                match client.register(subject, text).await {
+                    Ok(id) => break id,
+                    Err(e) => {
+                        if attempt.is_multiple_of(12) {
+                            tracing::warn!(
+                                registry = %url, error = %e,
+                                "registering the {subject} schema failed; asked again every 5 s{}",
+                                if framing == Framing::Confluent {
+                                    " (the journal ships nothing until then)"
+                                } else {
+                                    ""
+                                }
+                            );
+                        }
+                        attempt += 1;
+                        tokio::select! {
+                            _ = &mut stop => return,
+                            _ = tokio::time::sleep(RETRY) => {}
+                        }
+                    }
                 }
-                Err(e) => anyhow::bail!(
-                    "registering the {subject} schema in journal.schema_registry_url failed for {}s: {e}. \
-                     Start the registry (or fix the URL: a Confluent-compatible API, e.g. Apicurio's \
-                     http://host:port/apis/ccompat/v7), or remove schema_registry_url and framing",
-                    START_WAIT.as_secs()
-                ),
+            };
+            let fp = parsing_fingerprint(text).expect("the shipped schemas have a canonical form");
+            learn_schema_id(id, fp);
+            tracing::info!(registry = %url, subject, id, "schema registered");
+            if subject == JOURNAL_SUBJECT {
+                let _ = cell.set(id);
             }
-        };
-        let fp = parsing_fingerprint(text).expect("the shipped schemas have a canonical form");
-        learn_schema_id(id, fp);
-        ids.push(id);
-    }
-    tracing::info!(
-        registry = %url, journal_id = ids[0], snapshot_id = ids[1],
-        framing = ?cfg.journal.framing, "schemas registered"
-    );
-    Ok((cfg.journal.framing == Framing::Confluent).then_some(ids[0]))
+        }
+    });
+    (cfg.journal.framing == Framing::Confluent).then_some(journal_id)
 }
 
 /// How the node's apply loops resolve an id they have not learnt.

@@ -36,10 +36,11 @@ pub struct RelayConfig {
     pub batch: usize,
     /// Entries sent whose delivery report is still outstanding.
     pub max_in_flight: usize,
-    /// Ship records in the Confluent Schema Registry framing, naming this
-    /// registry id of the journal schema (`None`: single-object, as the
-    /// outbox holds them).
-    pub confluent_id: Option<u32>,
+    /// Ship records in the Confluent Schema Registry framing, naming the
+    /// journal schema's registry id once the node's registration set it
+    /// (nothing ships until then; the outbox keeps the writes). `None`:
+    /// single-object, as the outbox holds them.
+    pub confluent_id: Option<Arc<std::sync::OnceLock<u32>>>,
 }
 
 /// Counters the node exports as metrics.
@@ -202,6 +203,23 @@ impl Relay {
 
     /// Reads committed entries from `p.from` and hands them to the producer.
     fn send_more(&self, p: &mut Pipeline) -> Result<(), ProducerError> {
+        let confluent_id = match &self.cfg.confluent_id {
+            None => None,
+            Some(cell) => match cell.get() {
+                Some(id) => Some(*id),
+                None => {
+                    let waiting = "waiting for the schema registry to give the journal schema an id \
+                                   (journal.framing = \"confluent\"; the node's log says why it has none yet): \
+                                   writes stay in the outbox meanwhile";
+                    let mut e = self.stats.last_error.lock();
+                    if e.as_deref() != Some(waiting) {
+                        *e = Some(waiting.to_string());
+                        self.store.outbox().set_error(Some(waiting.to_string()));
+                    }
+                    return Ok(());
+                }
+            },
+        };
         while p.in_flight.len() < self.cfg.max_in_flight {
             // Read the watermark first: every entry below it is visible to the read.
             let low = self.store.outbox().low_watermark();
@@ -221,7 +239,7 @@ impl Relay {
                     continue;
                 }
                 let framed;
-                let payload = match self.cfg.confluent_id {
+                let payload = match confluent_id {
                     None => &e.record,
                     Some(id) => match northwest_schemas::confluent::to_confluent(&e.record, id) {
                         Ok(f) => {

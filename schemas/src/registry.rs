@@ -102,8 +102,9 @@ impl Current {
 /// Reads the writer fingerprint of a single-object message (or of a
 /// Confluent-framed one whose id was learnt) without decoding it.
 ///
-/// Fewer than two bytes or a different marker is `BadMagic`; a correct marker
-/// followed by fewer than eight fingerprint bytes is `Corrupt`.
+/// A message starting with neither `C3 01` nor `00` is `BadMagic`; a
+/// marker followed by too few header bytes is `Corrupt`; a Confluent id not
+/// learnt is `UnknownSchemaId`.
 pub fn peek_fingerprint(message: &[u8]) -> Result<u64, SchemaError> {
     split_header(message).map(|(fingerprint, _)| fingerprint)
 }

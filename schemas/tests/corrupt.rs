@@ -15,15 +15,23 @@ fn wrong_magic_is_bad_magic() {
     assert_eq!(decode_journal(&message), Err(SchemaError::BadMagic));
     assert_eq!(decode_journal(&[]), Err(SchemaError::BadMagic));
     assert_eq!(decode_journal(&[0xC3]), Err(SchemaError::BadMagic));
-    // A plain JSON or a Confluent-framed value must not be mistaken for ours.
+    // A plain JSON value must not be mistaken for ours.
     assert_eq!(
         decode_journal(b"{\"txn_id\":1}"),
         Err(SchemaError::BadMagic)
     );
+    // A Confluent-framed value is read only by a registry id this process
+    // learnt: never guessed.
     assert_eq!(
         decode_journal(&[0, 0, 0, 0, 1, 2]),
-        Err(SchemaError::BadMagic)
+        Err(SchemaError::UnknownSchemaId(1))
     );
+    for short in [&[0u8][..], &[0, 0], &[0, 0, 0, 1]] {
+        assert!(
+            matches!(decode_journal(short), Err(SchemaError::Corrupt(_))),
+            "{short:?}"
+        );
+    }
 }
 
 #[test]

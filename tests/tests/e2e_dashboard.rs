@@ -368,13 +368,25 @@ async fn dashboard_shows_who_was_primary_when_folds_old_migrations_and_steadies_
         "n2",
         &["migrations-panel".into(), "timelines-panel".into()],
     );
+    // One panel alone: the rest is hidden, the page's errors are not.
+    let page = browser::load(&format!("{n2}/?panel=timelines-panel"), 3000, None);
+    assert_clean(&page, "n2 timelines alone");
+    assert!(page.attr_of("timelines-panel", "hidden").is_none());
+    for other in ["header-panel", "charts", "migrations-panel"] {
+        assert!(
+            page.attr_of(other, "hidden").is_some(),
+            "{other} shown beside the panel"
+        );
+    }
+    assert!(page.attr_of("errors", "hidden").is_none());
 
-    // The badge rule as the page runs it: a state shows once it held for
-    // two polls in a row (the first poll's at once).
+    // The badge rule as the page runs it: it changes only after two polls
+    // in a row read other than it shows (the first poll's at once), then
+    // shows the newest; alternating states never keep the old one up.
     let polls = "caught_up,catching_up,caught_up,catching_up,catching_up,halted,node_unreachable,halted,halted";
     let page = browser::load(&format!("{n2}/?selftest={polls}"), 1000, None);
     assert_eq!(
         page.text_of("selftest").as_deref(),
-        Some("caught_up,caught_up,caught_up,caught_up,catching_up,catching_up,catching_up,catching_up,halted")
+        Some("caught_up,caught_up,caught_up,caught_up,catching_up,catching_up,node_unreachable,node_unreachable,halted")
     );
 }

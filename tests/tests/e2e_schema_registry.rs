@@ -42,38 +42,87 @@ fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
     &fields.iter().find(|(n, _)| n == name).expect(name).1
 }
 
+/// Replaces the `[journal]` lines of `node`'s config that name the
+/// registry with `lines`, and restarts it.
+fn reconfigure(node: &mut NodeProc, lines: &str) {
+    node.stop();
+    let cfg = std::fs::read_to_string(&node.config).unwrap();
+    let kept: Vec<&str> = cfg
+        .lines()
+        .filter(|l| !l.starts_with("framing") && !l.starts_with("schema_registry_url"))
+        .collect();
+    let cfg = kept
+        .join("\n")
+        .replace("partitions = 4", &format!("partitions = 4\n{lines}"));
+    std::fs::write(&node.config, cfg + "\n").unwrap();
+    node.spawn();
+    node.wait_healthy();
+}
+
+async fn wait_status(node: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = get_json(&format!("{node}/v1/admin/status")).await;
+        if done(&st) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {st}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_confluent_framed_journal_is_read_by_the_target_and_by_a_plain_avro_consumer() {
     let reg = registry().await;
     let framed = format!("framing = \"confluent\"\nschema_registry_url = \"{reg}\"\n");
-    // n2 first without a registry: it cannot learn the ids.
-    let mut p = Pipeline::start_with("schemareg", &framed, "");
+    // n1 first with a registry that does not answer: it serves, and its
+    // relay ships nothing until the journal schema has an id.
+    let nowhere = "http://127.0.0.1:9/apis/ccompat/v7";
+    let unreachable = format!("framing = \"confluent\"\nschema_registry_url = \"{nowhere}\"\n");
+    let mut p = Pipeline::start_with("schemareg", &unreachable, "");
     let (n1, n2) = (p.n1.base.clone(), p.n2.base.clone());
     random_load(&n1, "app", 200, 20, 4).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let st = get_json(&format!("{n2}/v1/admin/status")).await;
-        let said = format!("{} {}", st["apply"]["last_error"], st["apply"]["reason"]);
-        if said.contains("journal.schema_registry_url") {
-            assert_eq!(st["apply"]["dead_lettered"], 0, "{st}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n2 never said what to configure: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_status(
+        &n1,
+        "n1's relay never said it waits for the registry",
+        |st| {
+            st["relay_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("waiting for the schema registry"))
+        },
+    )
+    .await;
+    assert_eq!(records_in_topic(&p.topic), 0, "shipped without a schema id");
+    reconfigure(&mut p.n1, &framed);
+
+    // n2 without a registry: it halts each partition at its first framed
+    // record, saying what to configure; nothing is dead-lettered.
+    wait_status(&n2, "n2 never said what to configure", |st| {
+        st["apply"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("journal.schema_registry_url"))
+            && st["apply"]["state"] == "halted"
+    })
+    .await;
+    // With a registry it cannot reach: it waits, not running, and says so.
+    reconfigure(&mut p.n2, &format!("schema_registry_url = \"{nowhere}\"\n"));
+    wait_status(&n2, "n2 never said it waits for the registry", |st| {
+        st["apply"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for the schema of a Confluent-framed record"))
+            && st["apply"]["state"] == "not_running"
+    })
+    .await;
+    let st = get_json(&format!("{n2}/v1/admin/status")).await;
+    assert_eq!(st["apply"]["dead_lettered"], 0, "{st}");
+    assert_eq!(st["apply"]["transactions"], 0, "{st}");
 
     // Configured: it reads all of it (and frames its own journal too).
-    p.n2.stop();
-    let cfg = std::fs::read_to_string(&p.n2.config).unwrap();
-    let cfg = cfg.replace("partitions = 4\n", &format!("partitions = 4\n{framed}"));
-    std::fs::write(&p.n2.config, cfg).unwrap();
-    p.n2.spawn();
-    p.n2.wait_healthy();
+    reconfigure(&mut p.n2, &framed);
     wait_caught_up(&n1, &n2, Duration::from_secs(60)).await;
     assert_eq!(digest(&n1, "app").await, digest(&n2, "app").await);
+    let st = get_json(&format!("{n2}/v1/admin/status")).await;
+    assert_eq!(st["apply"]["dead_lettered"], 0, "{st}");
 
     // On the wire: byte 0 and the registry's id of the journal schema.
     let latest = get_json(&format!(

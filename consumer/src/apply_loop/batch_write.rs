@@ -35,7 +35,9 @@ impl Applier {
         msgs: Vec<Msg>,
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<Batch, ConsumerError> {
-        let records = self.classify(msgs).await?;
+        let Some(records) = self.classify(msgs, shutdown).await? else {
+            return Ok(Batch::Stopped);
+        };
         let plan = batch::plan(&self.cfg.topic, records, &self.halted);
         self.write(plan, shutdown).await
     }
@@ -47,8 +49,11 @@ impl Applier {
     pub(super) async fn classify(
         &mut self,
         msgs: Vec<Msg>,
-    ) -> Result<Vec<batch::Record>, ConsumerError> {
-        self.learn_schema_ids(&msgs).await?;
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<Vec<batch::Record>>, ConsumerError> {
+        let Some(registry_halts) = self.learn_schema_ids(&msgs, shutdown).await? else {
+            return Ok(None);
+        };
         let mut out = Vec::with_capacity(msgs.len());
         let mut halted_now = BTreeSet::new();
         let mut next = PartitionOffsets::new();
@@ -60,8 +65,14 @@ impl Applier {
                 Source::Journal => self.expired_gap(p, o, &next)?,
                 Source::Snapshot => None,
             };
+            let unreadable = registry_halts
+                .get(&p)
+                .filter(|(from, _)| o >= *from)
+                .map(|(_, why)| why.clone());
             let fate = if let Some(gap) = gap {
                 Fate::Halt(gap)
+            } else if let Some(why) = unreadable {
+                Fate::Halt(why)
             } else {
                 let decoded = match self.cfg.source {
                     Source::Journal => decode(payload.as_deref()),
@@ -92,49 +103,88 @@ impl Applier {
                 fate,
             });
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
-    /// Asks the registry for the schema of every Confluent registry id in
-    /// `msgs` not learnt yet. An id the registry does not have stays
-    /// unknown (its records are then poison); a registry that cannot be
-    /// asked, or none configured, stops the loop with what to do, before
-    /// any record of the batch is decided.
-    async fn learn_schema_ids(&self, msgs: &[Msg]) -> Result<(), ConsumerError> {
+    /// Learns the registry ids of `msgs`' Confluent-framed records that
+    /// this process has not learnt, before any record's fate is decided.
+    /// Without a registry configured, each partition halts at its first
+    /// such record (returned), saying what to configure. A registry that
+    /// cannot be asked, or has no schema for the id (yet: a follower behind
+    /// its leader, a registry restarted empty), is asked again every 2 s
+    /// while the loop waits, not running, with why in status: a readable
+    /// record is never dead-lettered for it. An id naming a schema that is
+    /// not Avro stays unknown (its records are poison). `None`: the node
+    /// stopped while the loop waited.
+    async fn learn_schema_ids(
+        &mut self,
+        msgs: &[Msg],
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<Option<BTreeMap<Partition, (Offset, String)>>, ConsumerError> {
         use northwest_schemas::confluent::{confluent_schema_id, known_schema_id, learn_schema_id};
-        let mut asked = BTreeSet::new();
+        let mut halts = BTreeMap::new();
+        let mut settled = BTreeSet::new();
         for (p, o, payload) in msgs {
             let Some(id) = payload.as_deref().and_then(confluent_schema_id) else {
                 continue;
             };
-            if known_schema_id(id).is_some() || !asked.insert(id) {
+            let Some(lookup) = self.cfg.schemas.clone() else {
+                if known_schema_id(id).is_none() && !halts.contains_key(p) {
+                    halts.insert(*p, (*o, format!(
+                        "the record at offset {o} is Confluent-framed (schema registry id {id}) and this node \
+                         has no journal.schema_registry_url: set it to the registry the writer uses and restart"
+                    )));
+                }
+                continue;
+            };
+            if known_schema_id(id).is_some() || !settled.insert(id) {
                 continue;
             }
-            let Some(lookup) = &self.cfg.schemas else {
-                return Err(ConsumerError::SchemaRegistry(format!(
-                    "the record at partition {} offset {o} is Confluent-framed (schema registry id {id}) \
-                     and this node has no journal.schema_registry_url: set it to the registry its writer uses",
+            let mut attempt = 0u32;
+            loop {
+                let why = match lookup.schema(id).await {
+                    Ok(Some(text)) => match northwest_schemas::parsing_fingerprint(&text) {
+                        Ok(fp) => {
+                            learn_schema_id(id, fp);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(id, error = %e, "the registry's schema for an id is not Avro: its records are poison");
+                            break;
+                        }
+                    },
+                    Ok(None) => format!("the schema registry has no schema with id {id} (yet?)"),
+                    Err(e) => format!("the schema registry could not be asked for id {id}: {e}"),
+                };
+                let why = format!(
+                    "waiting for the schema of a Confluent-framed record (partition {} offset {o}): {why}; \
+                     asked again every 2 s (journal.schema_registry_url)",
                     p.0
-                )));
-            };
-            match lookup.schema(id).await {
-                Ok(Some(text)) => match northwest_schemas::parsing_fingerprint(&text) {
-                    Ok(fp) => learn_schema_id(id, fp),
-                    // Not Avro: the id stays unknown and its records poison.
-                    Err(e) => {
-                        tracing::warn!(id, error = %e, "the registry's schema for an id is not Avro")
-                    }
-                },
-                Ok(None) => tracing::warn!(id, "the schema registry has no schema with this id"),
-                Err(e) => {
-                    return Err(ConsumerError::SchemaRegistry(format!(
-                    "looking up schema registry id {id} (partition {} offset {o}): {e}; retried",
-                    p.0
-                )))
+                );
+                if attempt.is_multiple_of(30) {
+                    tracing::warn!(partition = p.0, offset = o.0, id, "{why}");
+                }
+                attempt += 1;
+                self.shared.running.store(false, Ordering::Relaxed);
+                *self.shared.waiting_for.lock() = Some(why);
+                let stopped = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+                    _ = shutdown.as_mut() => true,
+                };
+                if stopped {
+                    return Ok(None);
                 }
             }
+            if attempt > 0 {
+                tracing::info!(
+                    id,
+                    "learnt the schema of a Confluent-framed record; applying again"
+                );
+                *self.shared.waiting_for.lock() = None;
+                self.shared.running.store(true, Ordering::Relaxed);
+            }
         }
-        Ok(())
+        Ok(Some(halts))
     }
 
     /// A record that cannot be applied: dead-lettered, or its partition

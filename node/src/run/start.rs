@@ -190,12 +190,18 @@ pub(super) fn start_pipeline(
     tasks: &mut Tasks,
     zk: Option<Arc<ZkCoordinator>>,
     instance: Option<String>,
-    confluent_id: Option<u32>,
+    confluent_id: Option<Arc<std::sync::OnceLock<u32>>>,
 ) -> Parts {
-    let relay = cfg
-        .journal
-        .enabled
-        .then(|| start_relay(cfg, journal_topic(cfg), confluent_id, store, stop_rx, tasks));
+    let relay = cfg.journal.enabled.then(|| {
+        start_relay(
+            cfg,
+            journal_topic(cfg),
+            confluent_id.clone(),
+            store,
+            stop_rx,
+            tasks,
+        )
+    });
     // A target ships the writes of namespaces it is promoted for (none
     // until a cutover) to the journal topic too: one log holds a
     // namespace's whole history, whichever node served it.
@@ -219,7 +225,7 @@ pub(super) fn start_pipeline(
 fn start_relay(
     cfg: &NodeConfig,
     topic: TopicSpec,
-    confluent_id: Option<u32>,
+    confluent_id: Option<Arc<std::sync::OnceLock<u32>>>,
     store: &Arc<Store>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
