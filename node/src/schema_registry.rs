@@ -27,19 +27,6 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 /// Between registration attempts.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// An `http(s)://host[:port][/path]` base URL.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let u = reqwest::Url::parse(url)
-        .map_err(|e| format!("{url:?} is not a URL ({e}): want http(s)://host[:port][/path]"))?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-        return Err(format!("{url:?}: want http(s)://host[:port][/path]"));
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        return Err(format!("{url:?}: no query or fragment"));
-    }
-    Ok(())
-}
-
 #[derive(Clone)]
 pub struct RegistryClient {
     base: String,

@@ -3,7 +3,7 @@
 //! after its delivery report.
 //!
 //! Owns: the relay.
-//! May use: `northwest-kafka` (Kafka settings, topic admin) and
+//! May use: `northwest-kafka` (Kafka settings, topic admin),
 //! `northwest-store` (the outbox), `northwest-schemas` (the registry framing).
 
 pub mod relay;

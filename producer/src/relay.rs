@@ -201,24 +201,60 @@ impl Relay {
         self.settle(p, done)
     }
 
+    /// The registry id to frame records with (`Some(None)`: single-object);
+    /// `None` while the journal schema has no id yet: nothing ships, and
+    /// the relay's error says why.
+    fn framing(&self) -> Option<Option<u32>> {
+        let Some(cell) = &self.cfg.confluent_id else {
+            return Some(None);
+        };
+        if let Some(id) = cell.get() {
+            return Some(Some(*id));
+        }
+        let waiting = "waiting for the schema registry to give the journal schema an id \
+                       (journal.framing = \"confluent\"; the node's log says why it has none yet): \
+                       writes stay in the outbox meanwhile";
+        let mut e = self.stats.last_error.lock();
+        if e.as_deref() != Some(waiting) {
+            *e = Some(waiting.to_string());
+            self.store.outbox().set_error(Some(waiting.to_string()));
+        }
+        None
+    }
+
+    /// `record` as it ships: as the outbox holds it, or reframed into
+    /// `buf`. `None`: it cannot be reframed (the outbox holds what this
+    /// node encoded, so a bug): it waits, loudly, rather than ship
+    /// unframed or be skipped.
+    fn frame<'a>(
+        &self,
+        p: &mut Pipeline,
+        seq: u64,
+        record: &'a [u8],
+        id: Option<u32>,
+        buf: &'a mut Vec<u8>,
+    ) -> Option<&'a [u8]> {
+        let Some(id) = id else {
+            return Some(record);
+        };
+        match northwest_schemas::confluent::to_confluent(record, id) {
+            Ok(f) => {
+                *buf = f;
+                Some(buf)
+            }
+            Err(bad) => {
+                tracing::error!(seq, error = %bad, "an outbox entry is not a single-object record: cannot frame it for the schema registry");
+                let err = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage);
+                self.failed(p, seq, &err, "not reframable for the schema registry");
+                None
+            }
+        }
+    }
+
     /// Reads committed entries from `p.from` and hands them to the producer.
     fn send_more(&self, p: &mut Pipeline) -> Result<(), ProducerError> {
-        let confluent_id = match &self.cfg.confluent_id {
-            None => None,
-            Some(cell) => match cell.get() {
-                Some(id) => Some(*id),
-                None => {
-                    let waiting = "waiting for the schema registry to give the journal schema an id \
-                                   (journal.framing = \"confluent\"; the node's log says why it has none yet): \
-                                   writes stay in the outbox meanwhile";
-                    let mut e = self.stats.last_error.lock();
-                    if e.as_deref() != Some(waiting) {
-                        *e = Some(waiting.to_string());
-                        self.store.outbox().set_error(Some(waiting.to_string()));
-                    }
-                    return Ok(());
-                }
-            },
+        let Some(confluent_id) = self.framing() else {
+            return Ok(());
         };
         while p.in_flight.len() < self.cfg.max_in_flight {
             // Read the watermark first: every entry below it is visible to the read.
@@ -238,26 +274,11 @@ impl Relay {
                 if p.sent.contains(seq) {
                     continue;
                 }
-                let framed;
-                let payload = match confluent_id {
-                    None => &e.record,
-                    Some(id) => match northwest_schemas::confluent::to_confluent(&e.record, id) {
-                        Ok(f) => {
-                            framed = f;
-                            &framed
-                        }
-                        Err(bad) => {
-                            // The outbox holds what this node encoded: a
-                            // record it cannot reframe is a bug; it waits,
-                            // loudly, rather than ship unframed or skip.
-                            tracing::error!(seq = *seq, error = %bad, "an outbox entry is not a single-object record: cannot frame it for the schema registry");
-                            let err =
-                                KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage);
-                            self.failed(p, *seq, &err, "not reframable for the schema registry");
-                            next = *seq;
-                            break;
-                        }
-                    },
+                let mut framed = Vec::new();
+                let Some(payload) = self.frame(p, *seq, &e.record, confluent_id, &mut framed)
+                else {
+                    next = *seq;
+                    break;
                 };
                 let rec = FutureRecord::to(&self.cfg.topic.name)
                     .key(e.key.as_bytes())

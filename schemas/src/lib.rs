@@ -17,6 +17,7 @@ mod canonical;
 pub mod confluent;
 mod convert;
 mod error;
+mod framing;
 mod records;
 mod registry;
 
@@ -24,11 +25,9 @@ use apache_avro::Schema;
 
 pub use canonical::{parsing_canonical_form, parsing_fingerprint};
 pub use error::SchemaError;
+pub use framing::{HEADER_LEN, SINGLE_OBJECT_MAGIC};
 pub use records::{JournalOp, JournalRecord, SnapshotRecord};
-pub use registry::{
-    peek_fingerprint, SchemaRegistry, HEADER_LEN, JOURNAL_SCHEMA_JSON, SINGLE_OBJECT_MAGIC,
-    SNAPSHOT_SCHEMA_JSON,
-};
+pub use registry::{peek_fingerprint, SchemaRegistry, JOURNAL_SCHEMA_JSON, SNAPSHOT_SCHEMA_JSON};
 
 use registry::{DEFAULT_REGISTRY, JOURNAL, SNAPSHOT};
 

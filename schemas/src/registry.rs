@@ -12,17 +12,13 @@ use apache_avro::Schema;
 
 use crate::canonical::parsing_fingerprint;
 use crate::convert::{journal_from_value, snapshot_from_value};
+use crate::framing::{HEADER_LEN, SINGLE_OBJECT_MAGIC};
 use crate::{JournalRecord, SchemaError, SnapshotRecord};
 
 /// Current journal schema text (`northwest.JournalRecord`).
 pub const JOURNAL_SCHEMA_JSON: &str = include_str!("../journal_record.avsc");
 /// Current snapshot schema text (`northwest.SnapshotRecord`).
 pub const SNAPSHOT_SCHEMA_JSON: &str = include_str!("../snapshot_record.avsc");
-
-/// First two bytes of every message: the Avro single-object encoding marker.
-pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
-/// Magic plus the 8-byte little-endian CRC-64-AVRO fingerprint.
-pub const HEADER_LEN: usize = 10;
 
 /// Writer schemas of earlier versions that retained topic data may still use.
 /// When a current `.avsc` changes, copy its previous text to

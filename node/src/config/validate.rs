@@ -184,8 +184,7 @@ impl NodeConfig {
             return Err("journal.snapshot_gc_interval_s must be 1..=86400 (seconds)".into());
         }
         if let Some(url) = &j.schema_registry_url {
-            crate::schema_registry::check_url(url)
-                .map_err(|e| format!("journal.schema_registry_url: {e}"))?;
+            check_registry_url(url).map_err(|e| format!("journal.schema_registry_url: {e}"))?;
         }
         if j.framing == super::Framing::Confluent && j.schema_registry_url.is_none() {
             return Err("journal.framing = \"confluent\" needs journal.schema_registry_url (the registry that gives the schemas their ids)".into());
@@ -195,4 +194,17 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// An `http(s)://host[:port][/path]` base URL.
+fn check_registry_url(url: &str) -> Result<(), String> {
+    let u = reqwest::Url::parse(url)
+        .map_err(|e| format!("{url:?} is not a URL ({e}): want http(s)://host[:port][/path]"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(format!("{url:?}: want http(s)://host[:port][/path]"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("{url:?}: no query or fragment"));
+    }
+    Ok(())
 }

@@ -190,7 +190,7 @@ pub(super) fn start_pipeline(
     tasks: &mut Tasks,
     zk: Option<Arc<ZkCoordinator>>,
     instance: Option<String>,
-    confluent_id: Option<Arc<std::sync::OnceLock<u32>>>,
+    confluent_id: Option<IdCell>,
 ) -> Parts {
     let relay = cfg.journal.enabled.then(|| {
         start_relay(
@@ -205,10 +205,15 @@ pub(super) fn start_pipeline(
     // A target ships the writes of namespaces it is promoted for (none
     // until a cutover) to the journal topic too: one log holds a
     // namespace's whole history, whichever node served it.
-    let reverse_relay = cfg
-        .journal
-        .apply
-        .then(|| start_relay(cfg, journal_topic(cfg), confluent_id, store, stop_rx, tasks));
+    let reverse_relay = cfg.journal.apply.then(|| {
+        start_relay(
+            cfg,
+            relay_config(cfg, confluent_id.clone()),
+            store,
+            stop_rx,
+            tasks,
+        )
+    });
     let (control, apply) = start_apply(cfg, store, stop_rx, tasks);
     Parts {
         relay,
@@ -220,24 +225,31 @@ pub(super) fn start_pipeline(
     }
 }
 
-/// The relay shipping the store's outbox to `topic`: a source's journal, or
-/// a target's reverse journal.
+/// How a relay ships to the journal topic (framed the Confluent way once
+/// `confluent_id` holds the journal schema's registry id).
+fn relay_config(cfg: &NodeConfig, confluent_id: Option<IdCell>) -> RelayConfig {
+    RelayConfig {
+        kafka: kafka_settings(cfg),
+        topic: journal_topic(cfg),
+        batch: 2000,
+        max_in_flight: 20_000,
+        confluent_id,
+    }
+}
+
+/// The journal schema's registry id, once registration set it.
+type IdCell = Arc<std::sync::OnceLock<u32>>;
+
+/// The relay shipping the store's outbox: a source's journal, or a
+/// target's (as a promoted primary).
 fn start_relay(
     cfg: &NodeConfig,
-    topic: TopicSpec,
-    confluent_id: Option<Arc<std::sync::OnceLock<u32>>>,
+    relay_cfg: RelayConfig,
     store: &Arc<Store>,
     stop: &watch::Receiver<bool>,
     tasks: &mut Tasks,
 ) -> Arc<RelayStats> {
     let stats = Arc::new(RelayStats::default());
-    let relay_cfg = RelayConfig {
-        kafka: kafka_settings(cfg),
-        topic,
-        batch: 2000,
-        max_in_flight: 20_000,
-        confluent_id,
-    };
     let stop = stop.clone();
     let (store, st) = (store.clone(), stats.clone());
     let brokers = cfg.journal.brokers.clone();
