@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use northwest_consumer::{ApplyConfig, ApplyShared, Control, PoisonPolicy, Source};
 use northwest_control::ZkLayout;
-use northwest_kafka::TopicSpec;
 use northwest_producer::{Relay, RelayConfig, RelayStats};
 use northwest_store::{Store, ZkCoordinator};
 use tokio::sync::{mpsc, watch};
@@ -195,8 +194,7 @@ pub(super) fn start_pipeline(
     let relay = cfg.journal.enabled.then(|| {
         start_relay(
             cfg,
-            journal_topic(cfg),
-            confluent_id.clone(),
+            relay_config(cfg, confluent_id.clone()),
             store,
             stop_rx,
             tasks,
