@@ -13,9 +13,9 @@ need_cargo() {
   fi
 }
 
-# A cold build of rocksdb + rdkafka takes ~20 minutes; later builds are incremental.
+# A cold build takes ~16 minutes on 2 cores (RocksDB's C++ most of it); later builds are incremental.
 build() {
   need_cargo
-  say "building (release, target dir $CARGO_TARGET_DIR; the first build takes ~20 min)"
+  say "building (release, target dir $CARGO_TARGET_DIR; the first build takes ~16 min)"
   (cd "$REPO_ROOT" && cargo build --release --workspace --bins)
 }
