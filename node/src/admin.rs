@@ -72,9 +72,15 @@ async fn readyz(State(s): State<Arc<NodeState>>) -> Response {
     }
     if let Some(a) = &s.apply {
         if !a.running.load(std::sync::atomic::Ordering::Acquire) {
-            problems.push(
-                "apply loop: not running (waiting for the journal topic or the broker)".into(),
-            );
+            let why = a
+                .waiting_for
+                .lock()
+                .clone()
+                .or_else(|| a.last_error.lock().clone());
+            problems.push(format!(
+                "apply loop: not running ({})",
+                why.as_deref().unwrap_or("starting")
+            ));
         }
         if let Err(e) = s.lag().await {
             problems.push(format!("broker: {e}"));

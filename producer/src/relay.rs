@@ -208,13 +208,18 @@ impl Relay {
         let Some(cell) = &self.cfg.confluent_id else {
             return Some(None);
         };
-        if let Some(id) = cell.get() {
-            return Some(Some(*id));
-        }
         let waiting = "waiting for the schema registry to give the journal schema an id \
                        (journal.framing = \"confluent\"; the node's log says why it has none yet): \
                        writes stay in the outbox meanwhile";
         let mut e = self.stats.last_error.lock();
+        if let Some(id) = cell.get() {
+            // Over, even with nothing to ship (an idle relay would keep it).
+            if e.as_deref() == Some(waiting) {
+                *e = None;
+                self.store.outbox().set_error(None);
+            }
+            return Some(Some(*id));
+        }
         if e.as_deref() != Some(waiting) {
             *e = Some(waiting.to_string());
             self.store.outbox().set_error(Some(waiting.to_string()));
@@ -243,9 +248,10 @@ impl Relay {
                 Some(buf)
             }
             Err(bad) => {
-                tracing::error!(seq, error = %bad, "an outbox entry is not a single-object record: cannot frame it for the schema registry");
+                // Logged by failed(), at most every 30 s.
                 let err = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage);
-                self.failed(p, seq, &err, "not reframable for the schema registry");
+                let what = format!("is not a single-object record ({bad}), so it cannot be framed for the schema registry (a bug: report it)");
+                self.failed(p, seq, &err, &what);
                 None
             }
         }
@@ -355,7 +361,7 @@ impl Relay {
         };
         if due {
             tracing::warn!(
-                error = %err, seq, topic = %self.cfg.topic.name,
+                error = %err, seq, entry = what, topic = %self.cfg.topic.name,
                 "journal relay cannot ship; retrying every 500 ms. Later entries wait behind it \
                  (order per entity group). Check the broker (deploy/stack.sh status) and that \
                  journal.max_message_bytes matches the topic's max.message.bytes"

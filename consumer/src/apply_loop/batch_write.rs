@@ -29,6 +29,9 @@ pub(super) enum Batch {
     Stopped,
 }
 
+/// How long a registry may answer "no such id" before the record is poison.
+const NO_SUCH_ID_WAIT: Duration = Duration::from_secs(600);
+
 impl Applier {
     pub(super) async fn process(
         &mut self,
@@ -125,6 +128,10 @@ impl Applier {
         let mut halts = BTreeMap::new();
         let mut settled = BTreeSet::new();
         for (p, o, payload) in msgs {
+            // A halted partition's records are not looked at (classify).
+            if self.halted.contains_key(p) || halts.contains_key(p) {
+                continue;
+            }
             let Some(id) = payload.as_deref().and_then(confluent_schema_id) else {
                 continue;
             };
@@ -141,8 +148,13 @@ impl Applier {
                 continue;
             }
             let mut attempt = 0u32;
+            let mut none_since: Option<std::time::Instant> = None;
             loop {
-                let why = match lookup.schema(id).await {
+                let asked = tokio::select! {
+                    r = lookup.schema(id) => r,
+                    _ = shutdown.as_mut() => return Ok(None),
+                };
+                let why = match asked {
                     Ok(Some(text)) => match northwest_schemas::parsing_fingerprint(&text) {
                         Ok(fp) => {
                             learn_schema_id(id, fp);
@@ -153,7 +165,17 @@ impl Applier {
                             break;
                         }
                     },
-                    Ok(None) => format!("the schema registry has no schema with id {id} (yet?)"),
+                    // The registry says no such id: a follower behind its
+                    // leader catches up in seconds; past NO_SUCH_ID_WAIT
+                    // the record is unreadable, and poison like any other.
+                    Ok(None) if none_since.is_some_and(|t| t.elapsed() > NO_SUCH_ID_WAIT) => {
+                        tracing::warn!(id, partition = p.0, offset = o.0, "the schema registry has had no schema with this id for 10 minutes: its records are poison (journal.poison_policy)");
+                        break;
+                    }
+                    Ok(None) => {
+                        none_since.get_or_insert_with(std::time::Instant::now);
+                        format!("the schema registry has no schema with id {id} (yet?; after 10 minutes its records are poison)")
+                    }
                     Err(e) => format!("the schema registry could not be asked for id {id}: {e}"),
                 };
                 let why = format!(
@@ -176,10 +198,7 @@ impl Applier {
                 }
             }
             if attempt > 0 {
-                tracing::info!(
-                    id,
-                    "learnt the schema of a Confluent-framed record; applying again"
-                );
+                tracing::info!(id, "done waiting for the schema registry; applying again");
                 *self.shared.waiting_for.lock() = None;
                 self.shared.running.store(true, Ordering::Relaxed);
             }
