@@ -124,7 +124,7 @@ impl Applier {
         msgs: &[Msg],
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<Option<BTreeMap<Partition, (Offset, String)>>, ConsumerError> {
-        use northwest_schemas::confluent::{confluent_schema_id, known_schema_id, learn_schema_id};
+        use northwest_schemas::confluent::{confluent_schema_id, known_schema_id};
         let mut halts = BTreeMap::new();
         let mut settled = BTreeSet::new();
         for (p, o, payload) in msgs {
@@ -147,63 +147,81 @@ impl Applier {
             if known_schema_id(id).is_some() || !settled.insert(id) {
                 continue;
             }
-            let mut attempt = 0u32;
-            let mut none_since: Option<std::time::Instant> = None;
-            loop {
-                let asked = tokio::select! {
-                    r = lookup.schema(id) => r,
-                    _ = shutdown.as_mut() => return Ok(None),
-                };
-                let why = match asked {
-                    Ok(Some(text)) => match northwest_schemas::parsing_fingerprint(&text) {
-                        Ok(fp) => {
-                            learn_schema_id(id, fp);
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(id, error = %e, "the registry's schema for an id is not Avro: its records are poison");
-                            break;
-                        }
-                    },
-                    // The registry says no such id: a follower behind its
-                    // leader catches up in seconds; past NO_SUCH_ID_WAIT
-                    // the record is unreadable, and poison like any other.
-                    Ok(None) if none_since.is_some_and(|t| t.elapsed() > NO_SUCH_ID_WAIT) => {
-                        tracing::warn!(id, partition = p.0, offset = o.0, "the schema registry has had no schema with this id for 10 minutes: its records are poison (journal.poison_policy)");
-                        break;
-                    }
-                    Ok(None) => {
-                        none_since.get_or_insert_with(std::time::Instant::now);
-                        format!("the schema registry has no schema with id {id} (yet?; after 10 minutes its records are poison)")
-                    }
-                    Err(e) => format!("the schema registry could not be asked for id {id}: {e}"),
-                };
-                let why = format!(
-                    "waiting for the schema of a Confluent-framed record (partition {} offset {o}): {why}; \
-                     asked again every 2 s (journal.schema_registry_url)",
-                    p.0
-                );
-                if attempt.is_multiple_of(30) {
-                    tracing::warn!(partition = p.0, offset = o.0, id, "{why}");
-                }
-                attempt += 1;
-                self.shared.running.store(false, Ordering::Relaxed);
-                *self.shared.waiting_for.lock() = Some(why);
-                let stopped = tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => false,
-                    _ = shutdown.as_mut() => true,
-                };
-                if stopped {
-                    return Ok(None);
-                }
-            }
-            if attempt > 0 {
-                tracing::info!(id, "done waiting for the schema registry; applying again");
-                *self.shared.waiting_for.lock() = None;
-                self.shared.running.store(true, Ordering::Relaxed);
+            if !self.wait_for_schema(&lookup, id, (*p, *o), shutdown).await {
+                return Ok(None);
             }
         }
         Ok(Some(halts))
+    }
+
+    /// Asks the registry for `id`'s schema until it answers (learnt, or not
+    /// Avro, or "no such id" for [`NO_SUCH_ID_WAIT`]: then its records are
+    /// poison), the loop waiting meanwhile with why in status. `false`: the
+    /// node stopped while it waited.
+    async fn wait_for_schema(
+        &mut self,
+        lookup: &super::SchemaLookup,
+        id: u32,
+        (p, o): (Partition, Offset),
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        use northwest_schemas::confluent::learn_schema_id;
+        let mut attempt = 0u32;
+        let mut none_since: Option<std::time::Instant> = None;
+        loop {
+            let asked = tokio::select! {
+                r = lookup.schema(id) => r,
+                _ = shutdown.as_mut() => return false,
+            };
+            let why = match asked {
+                Ok(Some(text)) => match northwest_schemas::parsing_fingerprint(&text) {
+                    Ok(fp) => {
+                        learn_schema_id(id, fp);
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "the registry's schema for an id is not Avro: its records are poison");
+                        break;
+                    }
+                },
+                // The registry says no such id: a follower behind its
+                // leader catches up in seconds; past NO_SUCH_ID_WAIT
+                // the record is unreadable, and poison like any other.
+                Ok(None) if none_since.is_some_and(|t| t.elapsed() > NO_SUCH_ID_WAIT) => {
+                    tracing::warn!(id, partition = p.0, offset = o.0, "the schema registry has had no schema with this id for 10 minutes: its records are poison (journal.poison_policy)");
+                    break;
+                }
+                Ok(None) => {
+                    none_since.get_or_insert_with(std::time::Instant::now);
+                    format!("the schema registry has no schema with id {id} (yet?; after 10 minutes its records are poison)")
+                }
+                Err(e) => format!("the schema registry could not be asked for id {id}: {e}"),
+            };
+            let why = format!(
+                "waiting for the schema of a Confluent-framed record (partition {} offset {o}): {why}; \
+                 asked again every 2 s (journal.schema_registry_url)",
+                p.0
+            );
+            if attempt.is_multiple_of(30) {
+                tracing::warn!(partition = p.0, offset = o.0, id, "{why}");
+            }
+            attempt += 1;
+            self.shared.running.store(false, Ordering::Relaxed);
+            *self.shared.waiting_for.lock() = Some(why);
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => false,
+                _ = shutdown.as_mut() => true,
+            };
+            if stopped {
+                return false;
+            }
+        }
+        if attempt > 0 {
+            tracing::info!(id, "done waiting for the schema registry; applying again");
+            *self.shared.waiting_for.lock() = None;
+            self.shared.running.store(true, Ordering::Relaxed);
+        }
+        true
     }
 
     /// A record that cannot be applied: dead-lettered, or its partition
