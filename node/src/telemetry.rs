@@ -33,9 +33,10 @@ pub struct Metrics {
     store: StoreSeries,
     last: Mutex<Seen>,
     /// Data-API latency over the last seconds (what a migration throttles on).
-    recent: Mutex<RecentLatency>,
-    /// The data API's requests since the last history sample.
-    clients: Mutex<clients::ClientWindow>,
+    /// The data API's latency: over the last seconds (what a migration
+    /// throttles on) and since the last history sample (the dashboard's
+    /// client panels); one lock per request for both.
+    data: Mutex<(RecentLatency, clients::ClientWindow)>,
     /// Every namespace a fenced/proxied/promoted series was exported for:
     /// each is written every round (0 when no longer in its list).
     gate_seen: Mutex<std::collections::BTreeSet<String>>,
@@ -157,9 +158,9 @@ impl Metrics {
             migration,
             store,
             last: Mutex::new(Seen::default()),
-            recent: Mutex::new(RecentLatency::default()),
-            clients: Mutex::new(clients::ClientWindow::new(
-                northwest_store::store::now_ms_pub(),
+            data: Mutex::new((
+                RecentLatency::default(),
+                clients::ClientWindow::new(northwest_store::store::now_ms_pub()),
             )),
             gate_seen: Mutex::new(Default::default()),
         }
@@ -184,22 +185,23 @@ impl Metrics {
             .observe(seconds);
         if route.starts_with("/v1/ns/") && !route.ends_with("/digest") {
             let now = northwest_store::store::now_ms_pub();
-            self.recent.lock().record(now, seconds * 1000.0);
-            self.clients.lock().record(seconds * 1000.0, status);
+            let mut data = self.data.lock();
+            data.0.record(now, seconds * 1000.0);
+            data.1.record(seconds * 1000.0, status);
         }
     }
 
     /// The data API's requests since the last call (the history samples
     /// them: the dashboard's client panels).
     pub fn take_client_window(&self, now_ms: i64) -> ClientSample {
-        self.clients.lock().take(now_ms)
+        self.data.lock().1.take(now_ms)
     }
 
     /// Data-API latency over the last 10 s: the 99th percentile's bucket
     /// bound in ms (`None` without requests) and the request count.
     pub fn recent_data_p99(&self) -> (Option<f64>, u64) {
         let now = northwest_store::store::now_ms_pub();
-        self.recent.lock().p99(now)
+        self.data.lock().0.p99(now)
     }
 
     /// Outbox age: seconds since the oldest unshipped commit (None: empty).

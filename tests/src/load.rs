@@ -74,6 +74,30 @@ pub async fn random_load(base: &str, ns: &str, txns: usize, groups: u64, concurr
     }
 }
 
+/// A node's `/metrics` text.
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// A ZooKeeper client of the dev stack and the ZooKeeper root `node`'s
+/// deployment lives under.
+pub async fn zk_and_root(node: &str) -> (zookeeper_client::Client, String) {
+    let zk = zookeeper_client::Client::connector()
+        .connect(&crate::stack::zk_addr())
+        .await
+        .expect("connect to ZooKeeper");
+    let root = get_json(&format!("{node}/v1/admin/status")).await["zk_root"]
+        .as_str()
+        .expect("status zk_root")
+        .to_string();
+    (zk, root)
+}
+
 pub async fn get_json(url: &str) -> serde_json::Value {
     ::reqwest::get(url)
         .await

@@ -271,14 +271,7 @@ async fn dashboard_shows_who_was_primary_when_folds_old_migrations_and_steadies_
 
     // A namespace migrated two days ago: its record as the orchestrator
     // leaves it, aged (one record per namespace lives in ZooKeeper).
-    let zk = zookeeper_client::Client::connector()
-        .connect(&zk_addr())
-        .await
-        .unwrap();
-    let root = get_json(&format!("{n1}/v1/admin/status")).await["zk_root"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (zk, root) = zk_and_root(&n1).await;
     let (data, _) = zk
         .get_data(&format!("{root}/migrations/app"))
         .await

@@ -41,14 +41,7 @@ async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
     assert_eq!(migrate_report(&o)["rolled_back"], "app");
     // A znode someone left under t1's manifest: its removal fails, and so
     // does every pass, visibly, until it is gone.
-    let zk = zookeeper_client::Client::connector()
-        .connect(&zk_addr())
-        .await
-        .unwrap();
-    let root = get_json(&format!("{n1}/v1/admin/status")).await["zk_root"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (zk, root) = zk_and_root(&n1).await;
     let blocker = format!(
         "{root}/snapshots/app/{}/left-behind",
         first["id"].as_str().unwrap()
@@ -79,12 +72,7 @@ async fn an_old_snapshot_topic_goes_once_a_newer_one_exists() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let metrics = reqwest::get(format!("{n2}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&n2).await;
     assert!(
         metrics
             .lines()

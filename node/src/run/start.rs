@@ -191,27 +191,22 @@ pub(super) fn start_pipeline(
     instance: Option<String>,
     confluent_id: Option<IdCell>,
 ) -> Parts {
-    let relay = cfg.journal.enabled.then(|| {
-        start_relay(
-            cfg,
-            relay_config(cfg, confluent_id.clone()),
-            store,
-            stop_rx,
-            tasks,
-        )
-    });
+    let mut relay_if = |on: bool| {
+        on.then(|| {
+            start_relay(
+                cfg,
+                relay_config(cfg, confluent_id.clone()),
+                store,
+                stop_rx,
+                tasks,
+            )
+        })
+    };
+    let relay = relay_if(cfg.journal.enabled);
     // A target ships the writes of namespaces it is promoted for (none
     // until a cutover) to the journal topic too: one log holds a
     // namespace's whole history, whichever node served it.
-    let reverse_relay = cfg.journal.apply.then(|| {
-        start_relay(
-            cfg,
-            relay_config(cfg, confluent_id.clone()),
-            store,
-            stop_rx,
-            tasks,
-        )
-    });
+    let reverse_relay = relay_if(cfg.journal.apply);
     let (control, apply) = start_apply(cfg, store, stop_rx, tasks);
     Parts {
         relay,
