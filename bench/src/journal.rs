@@ -45,6 +45,9 @@ pub struct JournalBench {
     /// How long the applier keeps an idle group's ZooKeeper lease (the node's default).
     #[arg(long, default_value = "2s", value_parser = crate::loadgen::parse_duration)]
     pub apply_lease_idle: Duration,
+    /// The relay's coalescing window (`journal.relay_coalesce_ms`).
+    #[arg(long, default_value = "2ms", value_parser = crate::loadgen::parse_duration)]
+    pub relay_coalesce: Duration,
     /// Only run the replication-latency measurement.
     #[arg(long)]
     pub latency_only: bool,
@@ -87,6 +90,7 @@ async fn source(
             topic: topic_spec(topic),
             batch: 2000,
             max_in_flight: 20_000,
+            coalesce: b.relay_coalesce,
             confluent_id: None,
         };
         let relay = Relay::new(store.clone(), rc, Arc::new(RelayStats::default())).await?;

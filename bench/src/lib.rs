@@ -12,6 +12,8 @@ pub mod journal;
 pub mod loadgen;
 pub mod migrate;
 pub mod overhead;
+mod procs;
+pub mod soak;
 pub mod store;
 pub mod zk;
 
@@ -30,9 +32,15 @@ pub enum BenchCmd {
     Journal(JournalBench),
     /// The paper's tables: latency normal vs migrating, snapshot load, cutover pause.
     Migrate(MigrateBench),
+    /// The rollback's write pause: `migrate --only rollback` (20 trials by
+    /// default, `--rollback-trials`).
+    Rollback(MigrateBench),
     /// n1's own cost, n1 pinned to one core: open-loop latency and CPU per
     /// request with journaling off, on, and during a migration.
     Overhead(OverheadBench),
+    /// What running costs over time: n1 and n2 as processes under load
+    /// through a migration, a rollback and marker GC, sampled every minute.
+    Soak(soak::SoakBench),
     /// The paper's Table 1: a new ZooKeeper client synchronizing 1k / 10k /
     /// 100k lock entries.
     Zk(ZkBench),
@@ -46,15 +54,25 @@ pub async fn run(cmd: BenchCmd, json: bool) -> anyhow::Result<()> {
         BenchCmd::Store(_) => "store",
         BenchCmd::Journal(_) => "journal",
         BenchCmd::Migrate(_) => "migrate",
+        BenchCmd::Rollback(_) => "rollback",
         BenchCmd::Overhead(_) => "overhead",
         BenchCmd::Zk(_) => "zk",
+        BenchCmd::Soak(_) => "soak",
     };
     match cmd {
         BenchCmd::Store(b) => store::run(b).await?,
         BenchCmd::Journal(b) => journal::run(b).await?,
         BenchCmd::Migrate(b) => migrate::run(b).await?,
+        BenchCmd::Rollback(b) => {
+            migrate::run(MigrateBench {
+                only: "rollback".into(),
+                ..b
+            })
+            .await?
+        }
         BenchCmd::Overhead(b) => overhead::run(b).await?,
         BenchCmd::Zk(b) => zk::run(b).await?,
+        BenchCmd::Soak(b) => soak::run(b).await?,
     }
     if json {
         println!(

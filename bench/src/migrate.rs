@@ -13,6 +13,7 @@ use crate::loadgen::{drive, Tally};
 use nodes::{admin, bulk_preload, last_report, migrate_args, mixed, pair, pair_with, preload};
 
 mod nodes;
+mod rollback;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MigrateBench {
@@ -28,6 +29,9 @@ pub struct MigrateBench {
     pub phase_duration: Duration,
     #[arg(long, default_value_t = 10)]
     pub cutover_trials: usize,
+    /// Migrate-then-roll-back trials for `--only rollback` (`bench rollback`).
+    #[arg(long, default_value_t = 20)]
+    pub rollback_trials: usize,
     /// Offered load (requests/s across all clients) for the latency and
     /// cutover runs: a fixed rate, so the migration can catch up under it.
     #[arg(long, default_value_t = 300)]
@@ -41,7 +45,7 @@ pub struct MigrateBench {
     #[arg(long)]
     pub max_source_p99_ms: Option<u64>,
     /// Which measurements to run (comma-separated: table2, table3, cutover,
-    /// warm, scale; scale runs only when named).
+    /// warm, scale, rollback; scale and rollback run only when named).
     #[arg(long, default_value = "table2,table3,cutover,warm")]
     pub only: String,
     /// Entities bulk-loaded (ten per transaction) for `--only scale`, then
@@ -76,6 +80,9 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
     }
     if want("scale") {
         scale(&b).await?;
+    }
+    if want("rollback") {
+        rollback::rollback(&b).await?;
     }
     Ok(())
 }
@@ -306,14 +313,17 @@ async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
         );
         p.stop().await;
     }
-    pauses.sort_by(|a, b| a.total_cmp(b));
-    let q = |f: f64| pauses[((pauses.len() as f64 - 1.0) * f).round() as usize];
+    let q = quantiles(&mut pauses);
     say!(
         "write pause ms: p50 {:.1}, p99 {:.1}, max {:.1}",
-        q(0.5),
-        q(0.99),
-        pauses.last().copied().unwrap_or(0.0)
+        q.0,
+        q.1,
+        q.2
     );
+    crate::common::record(serde_json::json!({"cutover": {
+        "trials": pauses.len(), "write_pause_ms": pauses,
+        "p50_ms": q.0, "p99_ms": q.1, "max_ms": q.2,
+    }}));
     Ok(())
 }
 
@@ -448,6 +458,16 @@ async fn warm(b: &MigrateBench) -> anyhow::Result<()> {
         p.stop().await;
     }
     Ok(())
+}
+
+/// p50, p99 and max of `v` (sorted in place; nearest rank).
+fn quantiles(v: &mut [f64]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let q = |f: f64| v[((v.len() as f64 - 1.0) * f).round() as usize];
+    (q(0.5), q(0.99), v[v.len() - 1])
 }
 
 /// A flag that turns true after `d`: a load driven with it runs that long.

@@ -5,21 +5,28 @@
 //! pinned to the other cores, identically in every mode. Load is open-loop at
 //! a fixed offered rate, latency counted from when each request was due
 //! (HDR histogram, p50 / p99 / p99.9), and n1's CPU time per request is read
-//! from `/proc/<pid>/stat`. Modes run one after another in one invocation:
-//! baseline (journaling off), journaling (n2 applying), migrating (a
-//! migration's snapshot streaming throughout the window), and baseline again,
-//! whose difference from the first baseline is the run's noise.
+//! from `/proc/<pid>/stat`. Modes run interleaved in one invocation, each
+//! `--repeats` times (baseline, journaling, migrating, baseline, ...):
+//! baseline (journaling off), journaling (n2 applying), journaling-eager
+//! (the relay reads at every commit: `journal.relay_coalesce_ms = 0`, when
+//! asked for), migrating (a migration's snapshot streaming throughout the
+//! window). Each mode reports its median and spread; the baselines' spread
+//! is the run's noise, so a difference inside it is not a cost.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use crate::common::{json_mode, record, say};
 use crate::loadgen::{drive, mixed_op, put_sample, LoadgenArgs, Tally};
+use crate::procs::{
+    cpu_seconds, free_port, other_cores, pin, spawn_pinned, stack_pids, wait_healthy, Proc,
+};
+
+mod report;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct OverheadBench {
@@ -41,6 +48,13 @@ pub struct OverheadBench {
     /// free slot only past this).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Runs of each mode, interleaved (medians and spreads are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Modes, in the order each round runs them: baseline, journaling,
+    /// journaling-eager, migrating.
+    #[arg(long, default_value = "baseline,journaling,migrating")]
+    pub modes: String,
     /// The core n1 runs on; everything else runs on the others.
     #[arg(long, default_value_t = 0)]
     pub n1_core: usize,
@@ -54,125 +68,32 @@ pub struct OverheadBench {
 enum Mode {
     Baseline,
     Journaling,
+    /// Journaling with the relay reading at every commit (no coalescing).
+    JournalingEager,
     Migrating,
 }
 
-/// Cores other than n1's, as a taskset list.
-fn other_cores(n1: usize) -> anyhow::Result<String> {
-    let n = std::thread::available_parallelism()?.get();
-    if n < 2 || n1 >= n {
-        bail!("isolation needs 2 or more cores and --n1-core below {n}");
+impl Mode {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim() {
+            "baseline" => Mode::Baseline,
+            "journaling" => Mode::Journaling,
+            "journaling-eager" => Mode::JournalingEager,
+            "migrating" => Mode::Migrating,
+            other => bail!(
+                "unknown mode {other:?}: use baseline, journaling, journaling-eager, migrating"
+            ),
+        })
     }
-    Ok((0..n)
-        .filter(|c| *c != n1)
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(","))
-}
 
-/// Pins every thread of `pid` to `cores` (taskset -a).
-fn pin(pid: u32, cores: &str) -> anyhow::Result<()> {
-    let ok = Command::new("taskset")
-        .args(["-a", "-p", "-c", cores, &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .context("taskset (util-linux) is needed for pinning")?
-        .success();
-    if !ok {
-        bail!("taskset could not pin pid {pid} to cores {cores}");
-    }
-    Ok(())
-}
-
-/// The broker's and ZooKeeper's pids (the dev stack's JVMs).
-fn stack_pids() -> Vec<u32> {
-    let mut out = Vec::new();
-    for pat in ["QuorumPeerMain", "kafka.Kafka"] {
-        if let Ok(o) = Command::new("pgrep").args(["-f", pat]).output() {
-            out.extend(
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter_map(|l| l.trim().parse::<u32>().ok()),
-            );
+    fn tag(self) -> &'static str {
+        match self {
+            Mode::Baseline => "baseline",
+            Mode::Journaling => "journaling",
+            Mode::JournalingEager => "journaling-eager",
+            Mode::Migrating => "migrating",
         }
     }
-    out
-}
-
-/// utime + stime of `pid` in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("malformed /proc stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // CLK_TCK is 100 on Linux x86-64 and arm64.
-    Ok(ticks / 100.0)
-}
-
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_pinned(cores: &str, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
-    let exe = std::env::current_exe()?;
-    let logf = std::fs::File::create(log)?;
-    let child = Command::new("taskset")
-        .args(["-c", cores])
-        .arg(exe)
-        .args(args)
-        .env("NORTHWEST_LOG", "warn")
-        .stdout(logf.try_clone()?)
-        .stderr(logf)
-        .spawn()
-        .context("spawning a pinned northwest process (needs taskset)")?;
-    Ok(Proc { child })
-}
-
-async fn wait_healthy(base: &str, log: &Path) -> anyhow::Result<()> {
-    let c = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = c.get(format!("{base}/healthz")).send().await {
-            if r.status() == 200 {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("{base} not healthy after 60 s; see {}", log.display())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -185,6 +106,7 @@ fn node_toml(
     topic: &str,
     journal: bool,
     apply: bool,
+    coalesce_ms: u64,
 ) -> String {
     format!(
         r#"name = "{name}"
@@ -200,6 +122,7 @@ apply = {apply}
 brokers = "{brokers}"
 topic = "{topic}"
 partitions = 8
+relay_coalesce_ms = {coalesce_ms}
 "#,
         data = dir.join(name).display(),
         zk = b.zk,
@@ -333,11 +256,22 @@ async fn one_mode(
     let topic = format!("bench-overhead-{stamp}");
     let journal = mode != Mode::Baseline;
     let (p1, p2) = (free_port()?, free_port()?);
+    let coalesce_ms = if mode == Mode::JournalingEager { 0 } else { 2 };
     let write = |name: &str, port, journal, apply| -> anyhow::Result<PathBuf> {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(
             &path,
-            node_toml(name, &dir, port, b, &root, &topic, journal, apply),
+            node_toml(
+                name,
+                &dir,
+                port,
+                b,
+                &root,
+                &topic,
+                journal,
+                apply,
+                coalesce_ms,
+            ),
         )?;
         Ok(path)
     };
@@ -380,7 +314,8 @@ async fn one_mode(
     let issued = tally.issued.load(Ordering::Relaxed).max(1);
     summary["n1_cpu_seconds"] = serde_json::json!(cpu);
     summary["n1_cpu_ms_per_request"] = serde_json::json!(cpu * 1000.0 / issued as f64);
-    summary["mode"] = serde_json::json!(tag);
+    summary["mode"] = serde_json::json!(mode.tag());
+    summary["run"] = serde_json::json!(tag);
     if let Some(mut o) = orchestrator {
         // The migration must have been streaming for the whole window.
         let still = o.child.try_wait()?.is_none();
@@ -389,47 +324,17 @@ async fn one_mode(
     Ok(summary)
 }
 
-/// The modes side by side, each against the baseline.
-fn print_table(rows: &[serde_json::Value]) {
-    let f = |r: &serde_json::Value, k: &str| r["latency_ms"][k].as_f64().unwrap_or(0.0);
-    let cpu = |r: &serde_json::Value| r["n1_cpu_ms_per_request"].as_f64().unwrap_or(0.0);
-    println!(
-        "\n{:<15} {:>9} {:>8} {:>8} {:>8} {:>8} {:>12} {:>10} {:>10} {:>10} {:>7}",
-        "mode",
-        "achieved",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "mean ms",
-        "n1 CPU ms/req",
-        "p50 vs b",
-        "p99 vs b",
-        "CPU vs b",
-        "failed"
-    );
-    for r in rows {
-        println!(
-            "{:<15} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>12.4} {:>+9.1}% {:>+9.1}% {:>+9.1}% {:>7}{}",
-            r["mode"].as_str().unwrap_or(""),
-            r["rate_per_s"].as_f64().unwrap_or(0.0),
-            f(r, "p50"),
-            f(r, "p99"),
-            f(r, "p99_9"),
-            f(r, "mean"),
-            cpu(r),
-            r["vs_baseline"]["p50_pct"].as_f64().unwrap_or(0.0),
-            r["vs_baseline"]["p99_pct"].as_f64().unwrap_or(0.0),
-            r["vs_baseline"]["cpu_per_request_pct"].as_f64().unwrap_or(0.0),
-            r["failed"],
-            match r.get("migration_ran_throughout") {
-                Some(serde_json::Value::Bool(false)) => "  (migration ended inside the window)",
-                _ => "",
-            }
+pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
+    let modes = b
+        .modes
+        .split(',')
+        .map(Mode::parse)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if !modes.contains(&Mode::Baseline) || b.repeats == 0 {
+        bail!(
+            "--modes must include baseline (every cost is against it) and --repeats must be >= 1"
         );
     }
-}
-
-pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
     let others = other_cores(b.n1_core)?;
     let me = std::process::id();
     pin(me, &others)?;
@@ -437,55 +342,50 @@ pub async fn run(b: OverheadBench) -> anyhow::Result<()> {
     for pid in &stack {
         pin(*pid, &others)?;
     }
-    {
-        say!(
-            "bench overhead: n1 pinned to core {}; this load generator, n2, the orchestrator and {} broker/ZooKeeper JVM(s) pinned to cores {others} (taskset -a). Open loop at {} req/s ({}% reads, {} B values) for {:?} per mode, latency from each request's due time",
-            b.n1_core,
-            stack.len(),
-            b.rate,
-            (b.reads * 100.0) as u32,
-            b.value_bytes,
-            b.duration
-        );
-    }
+    say!(
+        "bench overhead: n1 pinned to core {}; this load generator, n2, the orchestrator and {} broker/ZooKeeper JVM(s) pinned to cores {others} (taskset -a). Open loop at {} req/s ({}% reads, {} B values) for {:?} per run, latency from each request's due time; {} round(s) of {}",
+        b.n1_core,
+        stack.len(),
+        b.rate,
+        (b.reads * 100.0) as u32,
+        b.value_bytes,
+        b.duration,
+        b.repeats,
+        b.modes
+    );
     let dir = tempfile::tempdir()?;
-    let mut rows = Vec::new();
-    for (mode, tag) in [
-        (Mode::Baseline, "baseline"),
-        (Mode::Journaling, "journaling"),
-        (Mode::Migrating, "migrating"),
-        (Mode::Baseline, "baseline-again"),
-    ] {
-        eprintln!("mode {tag} ...");
-        rows.push(one_mode(&b, mode, dir.path(), &others, tag).await?);
+    let mut runs = Vec::new();
+    for round in 0..b.repeats {
+        for &mode in &modes {
+            let tag = format!("{}-{round}", mode.tag());
+            eprintln!("round {}/{}: {} ...", round + 1, b.repeats, mode.tag());
+            runs.push(one_mode(&b, mode, dir.path(), &others, &tag).await?);
+        }
     }
     // Give the stack its cores back.
     let all = format!("0-{}", std::thread::available_parallelism()?.get() - 1);
     for pid in &stack {
         let _ = pin(*pid, &all);
     }
-    let f = |r: &serde_json::Value, k: &str| r["latency_ms"][k].as_f64().unwrap_or(0.0);
-    let cpu = |r: &serde_json::Value| r["n1_cpu_ms_per_request"].as_f64().unwrap_or(0.0);
-    let base = rows[0].clone();
-    let pct = |x: f64, y: f64| 100.0 * (x / y.max(1e-9) - 1.0);
-    for r in rows.iter_mut() {
-        let ratio = serde_json::json!({
-            "p50_pct": pct(f(r, "p50"), f(&base, "p50")),
-            "p99_pct": pct(f(r, "p99"), f(&base, "p99")),
-            "cpu_per_request_pct": pct(cpu(r), cpu(&base)),
-        });
-        r["vs_baseline"] = ratio;
-    }
+    let tags: Vec<&str> = modes.iter().map(|m| m.tag()).collect();
+    let rows = report::summarize(&runs, &tags);
     record(serde_json::json!({
-        "table": "n1's own cost, n1 pinned",
+        "table": "n1's own cost, n1 pinned, modes interleaved",
         "rate": b.rate, "reads": b.reads, "value_bytes": b.value_bytes,
-        "seconds": b.duration.as_secs_f64(), "n1_core": b.n1_core,
-        "other_cores": others, "modes": rows,
+        "seconds": b.duration.as_secs_f64(), "repeats": b.repeats, "n1_core": b.n1_core,
+        "other_cores": others, "modes": rows, "runs": runs,
     }));
     if json_mode() {
         return Ok(());
     }
-    print_table(&rows);
-    say!("\nbaseline-again vs baseline is this run's noise; reproduce with: northwest bench overhead --rate {} --duration {}s", b.rate, b.duration.as_secs());
+    report::print_table(&rows);
+    say!(
+        "\nmedians of {} interleaved runs each; the baseline's spread is this run's noise; reproduce with: northwest bench overhead --rate {} --duration {}s --repeats {} --modes {}",
+        b.repeats,
+        b.rate,
+        b.duration.as_secs(),
+        b.repeats,
+        b.modes
+    );
     Ok(())
 }

@@ -280,6 +280,11 @@ pub struct JournalConfig {
     pub poison_policy: PoisonPolicy,
     /// Records applied per RocksDB write (default 2000; >= 1).
     pub apply_batch: usize,
+    /// How long the relay lets commits gather after one wakes it before it
+    /// reads the outbox (ms; default 2; 0..=20): one wake, read and send
+    /// per batch of commits rather than per commit. Adds at most this to
+    /// replication latency (and to `durability = "sync"` writes).
+    pub relay_coalesce_ms: u64,
     /// Count effects per transaction on the target (default false; tests
     /// prove no double apply).
     pub apply_log: bool,
@@ -421,6 +426,7 @@ impl Default for JournalConfig {
             dead_letter_topic: "northwest.journal.dlq".into(),
             poison_policy: PoisonPolicy::DeadLetter,
             apply_batch: 2000,
+            relay_coalesce_ms: 2,
             apply_log: false,
             replication_factor: 1,
             retention_ms: 7 * 24 * 3600 * 1000,

@@ -138,6 +138,13 @@ impl NodeConfig {
         if j.partitions < 1 || j.apply_batch == 0 || j.outbox_limit == 0 {
             return Err("journal.partitions, apply_batch and outbox_limit must be >= 1".into());
         }
+        if j.relay_coalesce_ms > 20 {
+            return Err(format!(
+                "journal.relay_coalesce_ms = {} is above 20: it delays every journal record by up \
+                 to that; use 0..=20 (2 is the default)",
+                j.relay_coalesce_ms
+            ));
+        }
         if j.topic.is_empty() || j.topic == j.dead_letter_topic {
             return Err(
                 "journal.topic must be set and differ from journal.dead_letter_topic".into(),

@@ -102,20 +102,29 @@ pub fn kafka_settings(cfg: &NodeConfig) -> KafkaSettings {
 }
 
 pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
+    let retention = cfg.journal.retention_ms;
+    let mut configs = vec![
+        ("cleanup.policy".into(), "delete".into()),
+        ("retention.ms".into(), retention.to_string()),
+        // acks=all then needs all but one replica: one broker may fail
+        // without stopping the journal or losing an acknowledged record.
+        (
+            "min.insync.replicas".into(),
+            (cfg.journal.replication_factor - 1).max(1).to_string(),
+        ),
+    ];
+    // Kafka deletes whole segments, and rolls one by default only after 7
+    // days or 1 GiB: with a shorter retention the broker would keep (and a
+    // replay from the start would read) up to a week more than configured.
+    if retention > 0 {
+        let segment = (retention / 4).clamp(60_000, 86_400_000);
+        configs.push(("segment.ms".into(), segment.to_string()));
+    }
     TopicSpec {
         name: cfg.journal.topic.clone(),
         partitions: cfg.journal.partitions,
         replication: cfg.journal.replication_factor,
-        configs: vec![
-            ("cleanup.policy".into(), "delete".into()),
-            ("retention.ms".into(), cfg.journal.retention_ms.to_string()),
-            // acks=all then needs all but one replica: one broker may fail
-            // without stopping the journal or losing an acknowledged record.
-            (
-                "min.insync.replicas".into(),
-                (cfg.journal.replication_factor - 1).max(1).to_string(),
-            ),
-        ],
+        configs,
     }
 }
 

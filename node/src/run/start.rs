@@ -226,6 +226,7 @@ fn relay_config(cfg: &NodeConfig, confluent_id: Option<IdCell>) -> RelayConfig {
         topic: journal_topic(cfg),
         batch: 2000,
         max_in_flight: 20_000,
+        coalesce: std::time::Duration::from_millis(cfg.journal.relay_coalesce_ms),
         confluent_id,
     }
 }
