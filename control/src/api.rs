@@ -17,6 +17,10 @@ pub mod path {
     pub const STATUS: &str = "/v1/admin/status";
     pub const REPLAY: &str = "/v1/admin/replay";
     pub const OFFSETS: &str = "/v1/admin/offsets";
+    /// The outbox's marks alone ([`super::OutboxStatus`]): what a drain
+    /// polls every few milliseconds under a fence, without the status's
+    /// Kafka round trips.
+    pub const OUTBOX: &str = "/v1/admin/outbox";
     pub const HISTORY: &str = "/v1/admin/history";
     pub const FENCE: &str = "/v1/admin/fence";
     pub const UNFENCE: &str = "/v1/admin/unfence";

@@ -205,6 +205,23 @@ impl AdminClient {
     pub async fn status(&self, base: &str) -> Result<NodeStatus, AdminError> {
         self.get(base, api::path::STATUS).await
     }
+
+    /// `base`'s outbox marks; from its whole status when it is a node
+    /// without the outbox endpoint (404).
+    pub async fn outbox(&self, base: &str) -> Result<api::OutboxStatus, AdminError> {
+        match self.get(base, api::path::OUTBOX).await {
+            Err(AdminError::Refused { status: 404, .. }) => {
+                let s = self.status(base).await?;
+                Ok(api::OutboxStatus {
+                    pending: s.outbox_pending,
+                    shipped_below: s.outbox_shipped_below,
+                    next: s.outbox_next,
+                    relay_error: s.relay_error,
+                })
+            }
+            r => r,
+        }
+    }
 }
 
 fn build(

@@ -54,6 +54,18 @@ pub struct NodeStatus {
     pub migrations: Vec<MigrationProgress>,
 }
 
+/// `GET /v1/admin/outbox`: the outbox's marks, the same fields status
+/// reports, read without anything else.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    pub pending: u64,
+    /// Every entry below this sequence has been shipped.
+    pub shipped_below: u64,
+    /// The sequence the next entry takes.
+    pub next: u64,
+    pub relay_error: Option<String>,
+}
+
 /// What the node's snapshot topic GC did last.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotGcStatus {

@@ -143,6 +143,12 @@ impl KafkaSettings {
     pub fn client_config(&self, required: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
+        // librdkafka leaves Nagle on: a request written while an earlier
+        // one on the connection is unacknowledged then waits for the
+        // peer's delayed ACK (40 ms on Linux). Drains under a fence send
+        // small requests back to back (watermarks, produce, fetch), so
+        // every such wait is a write pause. Users may set it back.
+        c.set("socket.nagle.disable", "true");
         for (k, v) in &self.properties {
             c.set(k, v);
         }

@@ -127,6 +127,18 @@ impl Ctx {
         }
     }
 
+    /// `topic`'s high-water marks now (a blocking Kafka query, run off the
+    /// runtime's workers).
+    pub(crate) async fn marks(&self, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let (c, t) = (self.hw.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await?
+    }
+
+    /// `node`'s outbox marks (cheap: no Kafka round trip).
+    pub(crate) async fn outbox(&self, node: &str) -> Result<api::OutboxStatus, AdminError> {
+        self.admin.outbox(node).await
+    }
+
     pub(crate) async fn offsets(&self, node: &str) -> Result<OffsetsResponse, AdminError> {
         self.admin.get(node, api::path::OFFSETS).await
     }
@@ -421,11 +433,20 @@ pub(crate) fn watermarks(
     if parts == 0 {
         bail!("topic {topic} does not exist");
     }
-    let mut out = BTreeMap::new();
-    for p in 0..parts {
-        out.insert(p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?);
-    }
-    Ok(out)
+    // One round trip each, asked at once: a drain reads them under a fence.
+    std::thread::scope(|s| {
+        let asks: Vec<_> = (0..parts)
+            .map(|p| s.spawn(move || (p, c.fetch_watermarks(topic, p, Duration::from_secs(10)))))
+            .collect();
+        let mut out = BTreeMap::new();
+        for a in asks {
+            let (p, w) = a
+                .join()
+                .map_err(|_| anyhow::anyhow!("a watermark query panicked"))?;
+            out.insert(p, w?);
+        }
+        Ok(out)
+    })
 }
 
 /// Whether `e`, or a cause under it, is a node's error answer with `code`.

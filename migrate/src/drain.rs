@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use northwest_control::api::{self, FenceResponse};
 
-use crate::client::{high_watermarks, Ctx};
+use crate::client::Ctx;
 
 /// The drain ran out of time (as opposed to failing).
 #[derive(Debug, thiserror::Error)]
@@ -55,34 +55,38 @@ pub(crate) async fn drain(
         topic,
         applied,
     } = *path;
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let deadline = start + timeout;
     // Every entry of the fenced namespace is below the fence's `outbox_next`:
     // wait for those to ship, not for other namespaces' ongoing writes.
     let below = fence.outbox_next;
     loop {
-        let s = ctx.status(from).await?;
-        if s.outbox_shipped_below >= below {
+        let s = ctx.outbox(from).await?;
+        if s.shipped_below >= below {
             break;
         }
         if Instant::now() > deadline {
             return Err(DrainDeadline(format!(
                 "{from}'s outbox did not ship up to entry {below} ({} pending; relay: {}): is the \
                  broker up?",
-                s.outbox_pending,
+                s.pending,
                 s.relay_error.as_deref().unwrap_or("no error")
             ))
             .into());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let (c, t) = (ctx.hw.clone(), topic.to_string());
-    let hw = tokio::task::spawn_blocking(move || high_watermarks(&c, &t)).await??;
+    let shipped = start.elapsed();
+    let t0 = Instant::now();
+    let hw = ctx.marks(topic).await?;
+    let marks = t0.elapsed();
     loop {
         let stored = applied.of(&ctx.offsets(to).await?);
         if hw
             .iter()
             .all(|(p, h)| stored.get(p).copied().unwrap_or(0) >= *h)
         {
+            tracing::debug!(?shipped, ?marks, applied = ?t0.elapsed(), "drain steps");
             return Ok(hw);
         }
         if Instant::now() > deadline {

@@ -88,6 +88,12 @@ pub(crate) async fn move_primary(
     let t = Instant::now();
     catch_up(ctx, n1, n2, by).await?;
     let catch_up_s = t.elapsed().as_secs_f64();
+    // The drains under the fences ask Kafka for the topic's marks: the
+    // first ask connects to the partitions' leaders (~50 ms here), which
+    // must not be paid while writes wait.
+    if let Err(e) = ctx.marks(&topic).await {
+        tracing::debug!(error = %format!("{e:#}"), "reading the journal's marks before the fences");
+    }
     let verified = verify(ctx, &ctx.a.namespace, (n1, n2), &topic, by).await?;
     if !ctx.a.quiet {
         eprintln!(
@@ -328,10 +334,14 @@ async fn verify(
 ) -> anyhow::Result<RollbackVerify> {
     let t = Instant::now();
     ctx.fence(n1, 30_000).await?;
+    let t1 = t.elapsed();
     let pinned = async {
         let f2 = ctx.fence(n2, 30_000).await?;
+        let t2 = t.elapsed();
         drain(ctx, &reverse(n1, n2, topic, by), &f2, DRAIN_FOR).await?;
+        let t3 = t.elapsed();
         let pinned = digests::pin(ctx, n1, n2).await?;
+        tracing::debug!(fence1 = ?t1, fence2 = ?t2, drained = ?t3, pinned = ?t.elapsed(), "rollback compare steps");
         anyhow::Ok((f2, pinned))
     }
     .await;
@@ -404,10 +414,12 @@ async fn switch_back(
         let _ = ctx.unfence(n1).await;
         e
     };
+    let fenced = t.elapsed();
     let boundary = match drain(ctx, &reverse(n1, n2, topic, by), &f2, DRAIN_FOR).await {
         Ok(hw) => hw,
         Err(e) => return Err(lift(e.context("draining n2's writes into n1")).await),
     };
+    let drained = t.elapsed();
     // n2 forwards to n1 first, under its fence (refused if it lapsed: n2 may
     // have taken writes after the drain). From here until n1 stops
     // forwarding, neither node serves the namespace itself, so a crash in
@@ -436,6 +448,7 @@ async fn switch_back(
          refused meanwhile): run --rollback again",
     )?;
     let pause = t.elapsed().as_secs_f64() * 1000.0;
+    tracing::debug!(?fenced, ?drained, pause_ms = pause, "rollback switch steps");
     finish(ctx, n1, n2).await?;
     Ok((pause, boundary))
 }

@@ -30,6 +30,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(path::STATUS, get(status::status))
         .route(path::REPLAY, post(replay))
         .route(path::OFFSETS, get(stored_offsets))
+        .route(path::OUTBOX, get(status::outbox))
         .route(path::HISTORY, get(history))
         .route("/v1/admin/timeline/{ns}", get(timeline::timeline))
         .route("/v1/ns/{ns}/digest", get(digest::digest))

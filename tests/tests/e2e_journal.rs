@@ -25,6 +25,21 @@ async fn n2_converges_to_n1_under_concurrent_transactions() {
     assert_eq!(d1, d2, "n1 and n2 differ");
     let s = get_json(&format!("{}/v1/admin/status", p.n2.base)).await;
     assert_eq!(s["apply"]["dead_lettered"], 0);
+    // The outbox endpoint a drain polls gives status's marks (n1 shipped
+    // everything: the marks are at the outbox's next entry).
+    let s1 = get_json(&format!("{}/v1/admin/status", p.n1.base)).await;
+    let o1 = get_json(&format!("{}/v1/admin/outbox", p.n1.base)).await;
+    assert_eq!(o1["pending"], 0, "{o1}");
+    assert_eq!(
+        o1["shipped_below"], s1["outbox_shipped_below"],
+        "{o1} vs {s1}"
+    );
+    assert_eq!(o1["next"], s1["outbox_next"], "{o1} vs {s1}");
+    assert!(
+        o1["next"].as_u64().unwrap() > 100,
+        "the load's entries: {o1}"
+    );
+    assert_eq!(o1["shipped_below"], o1["next"], "{o1}");
     // The metrics endpoint exports lag and apply counters.
     let m = reqwest::get(format!("{}/metrics", p.n2.base))
         .await

@@ -128,7 +128,10 @@ mod tests {
         let out = svg(&samples, &ev);
         assert_eq!(out.matches("<polyline").count(), 2);
         assert!(out.contains(">migration</title>"));
-        assert!(out.contains(">825<"), "the middle tick is half of 1.1 x the largest value: {out}");
+        assert!(
+            out.contains(">825<"),
+            "the middle tick is half of 1.1 x the largest value: {out}"
+        );
         assert!(out.starts_with("<svg") && out.trim_end().ends_with("</svg>"));
     }
 }

@@ -11,7 +11,7 @@ use axum::Json;
 use northwest_consumer::PartitionLag;
 use northwest_control::api::{
     ApplyState, ApplyStatus, DataLatency, LoaderStatus, MigrationProgress, NodeStatus,
-    PartitionStatus, RelayStatus, ReverseApplyStatus, ReverseRelayStatus,
+    OutboxStatus, PartitionStatus, RelayStatus, ReverseApplyStatus, ReverseRelayStatus,
 };
 use northwest_control::Phase;
 
@@ -63,6 +63,17 @@ pub(super) async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> 
         })
         .collect();
     Json(out)
+}
+
+/// `GET /v1/admin/outbox`: the outbox's marks alone (a drain polls them).
+pub(super) async fn outbox(State(s): State<Arc<NodeState>>) -> Json<OutboxStatus> {
+    let outbox = s.store.outbox();
+    Json(OutboxStatus {
+        pending: outbox.len(),
+        shipped_below: outbox.shipped_below(),
+        next: outbox.next_seq(),
+        relay_error: outbox.error(),
+    })
 }
 
 /// The data API's p99 over the last 10 s.
