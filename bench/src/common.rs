@@ -172,7 +172,7 @@ pub(crate) async fn over_http(b: &Shape, store: Arc<Store>) -> anyhow::Result<se
 /// Applies every record of `topic` (journal records or snapshot rows)
 /// into a fresh store with ZooKeeper leases; returns records/s.
 pub async fn apply_all(
-    zk: &str,
+    zk: Option<&str>,
     brokers: &str,
     source: Source,
     dir: &std::path::Path,
@@ -181,14 +181,21 @@ pub async fn apply_all(
     root: &str,
 ) -> anyhow::Result<f64> {
     let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
-    let zk = ZkCoordinator::connect(ZkConfig {
-        connect: zk.into(),
-        root: root.into(),
-        ..ZkConfig::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::open(engine, Arc::new(zk), StoreConfig::default())?;
+    // With `zk`, entity-group leases in ZooKeeper as a node takes them;
+    // without, in-process locks (what the leases cost is the difference).
+    let coord: Arc<dyn northwest_store::Coordinator> = match zk {
+        Some(zk) => Arc::new(
+            ZkCoordinator::connect(ZkConfig {
+                connect: zk.into(),
+                root: root.into(),
+                ..ZkConfig::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => Arc::new(northwest_store::LocalCoordinator::default()),
+    };
+    let store = Store::open(engine, coord, StoreConfig::default())?;
     let shared = Arc::new(ApplyShared::default());
     let cfg = ApplyConfig::new(source, KafkaSettings::new(brokers), topic, "bench-apply");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -70,13 +70,14 @@ async fn source(
     topic: &str,
     journal: bool,
     sync: bool,
+    durable: bool,
     coord: Arc<dyn Coordinator>,
 ) -> anyhow::Result<(
     Arc<Store>,
     Option<tokio::task::JoinHandle<()>>,
     tokio::sync::watch::Sender<bool>,
 )> {
-    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, false)?);
+    let engine: Arc<dyn Engine> = Arc::new(RocksEngine::open(dir, durable)?);
     let cfg = StoreConfig {
         journal,
         sync_journal: sync.then(|| Duration::from_secs(30)),
@@ -179,17 +180,22 @@ pub async fn run(b: JournalBench) -> anyhow::Result<()> {
     latency(&b, dir.path(), stamp).await
 }
 
-/// One write variant: journaling off, async or sync; returns its row
+/// One write variant: journaling off, async or sync, with an fsync per
+/// commit (`durable`, the node's default) or without; returns its row
 /// and, with journaling, the topic it wrote and the rate at which every
 /// write was also shipped to Kafka (the outbox drained).
 async fn write_variant(
     b: &JournalBench,
     dir: &std::path::Path,
     stamp: u128,
-    http: bool,
+    (http, durable): (bool, bool),
     mode: &str,
 ) -> anyhow::Result<(Row, String, Option<f64>)> {
-    let tag = format!("{}-{mode}", if http { "http" } else { "core" });
+    let tag = format!(
+        "{}-{mode}{}",
+        if http { "http" } else { "core" },
+        if durable { "-durable" } else { "" }
+    );
     let mut b = b.clone();
     if mode == "sync" {
         b.ops = b.sync_ops;
@@ -210,7 +216,7 @@ async fn write_variant(
     };
     let journal = mode != "off";
     let (store, relay, stop) =
-        source(&dir.join(&tag), b, &topic, journal, mode == "sync", coord).await?;
+        source(&dir.join(&tag), b, &topic, journal, mode == "sync", durable, coord).await?;
     let t = Instant::now();
     let summary = writes(b, store.clone(), http).await;
     wait_shipped(&store).await;
@@ -220,11 +226,16 @@ async fn write_variant(
         let _ = r.await;
     }
     let name = format!(
-        "{}, journaling {}",
+        "{}, {}, journaling {}",
         if http {
             "n1 HTTP API, ZooKeeper leases"
         } else {
             "store core in-process, local locks"
+        },
+        if durable {
+            "fsync per commit (durable)"
+        } else {
+            "no fsync (fast)"
         },
         match mode {
             "off" => "off",
@@ -240,20 +251,28 @@ async fn throughput(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> any
     let mut rows = Vec::new();
     let mut costs = Vec::new();
     let mut topic = String::new();
-    for http in [true, false] {
-        let (off, _, _) = write_variant(&b, dir, stamp, http, "off").await?;
-        let (on, t, shipped) = write_variant(&b, dir, stamp, http, "async").await?;
-        let (sync, _, _) = write_variant(&b, dir, stamp, http, "sync").await?;
+    for (http, durable) in [(true, true), (true, false), (false, true), (false, false)] {
+        let v = (http, durable);
+        let (off, _, _) = write_variant(&b, dir, stamp, v, "off").await?;
+        let (on, t, shipped) = write_variant(&b, dir, stamp, v, "async").await?;
         let rate = |r: &Row| r.summary["rate_per_s"].as_f64().unwrap_or(0.0);
         costs.push((
-            if http { "n1 HTTP API" } else { "store core" },
+            format!(
+                "{}, {}",
+                if http { "n1 HTTP API" } else { "store core" },
+                if durable { "durable" } else { "fast" }
+            ),
             100.0 * (1.0 - rate(&on) / rate(&off).max(1e-9)),
             100.0 * (1.0 - shipped.unwrap_or(0.0) / rate(&off).max(1e-9)),
         ));
-        if !http {
+        if !http && !durable {
             topic = t;
         }
-        rows.extend([off, on, sync]);
+        rows.extend([off, on]);
+        if !durable {
+            let (sync, _, _) = write_variant(&b, dir, stamp, v, "sync").await?;
+            rows.push(sync);
+        }
     }
     print_rows(
         "n1 write throughput (async = acked after the local commit; sync = after Kafka's ack)",
@@ -267,7 +286,7 @@ async fn throughput(b: &JournalBench, dir: &std::path::Path, stamp: u128) -> any
 
     let raw = raw_consume(&b.brokers, &topic, b.ops).await?;
     let apply = apply_all(
-        &b.zk,
+        Some(&b.zk),
         &b.brokers,
         Source::Journal,
         &dir.join("apply"),

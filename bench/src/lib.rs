@@ -13,6 +13,7 @@ pub mod loadgen;
 pub mod migrate;
 pub mod overhead;
 mod procs;
+mod profile;
 pub mod soak;
 pub mod store;
 pub mod zk;

@@ -52,6 +52,9 @@ pub struct MigrateBench {
     /// migrated under the bench's load.
     #[arg(long, default_value_t = 1_000_000)]
     pub scale_entities: u64,
+    /// Keep perf samples (and flame graphs) of Table 3's loader runs here.
+    #[arg(long)]
+    pub profile: Option<std::path::PathBuf>,
     #[arg(long, env = "NW_ZK", default_value = "127.0.0.1:2181")]
     pub zk: String,
     #[arg(long, env = "NW_KAFKA", default_value = "127.0.0.1:9092")]
@@ -214,15 +217,17 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
 async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
     let b = b.clone();
     say!("\nTable 3: snapshot load per entity (stream n1 -> topic, then load into n2)");
-    say!("(catch-up = n2's whole catch-up phase incl. polling; loader = the same rows loaded again into a fresh store, clock from assignment to last row)");
+    say!("(stream = n1's snapshot phase, rows streamed to the topic while n2 loads them; catch-up = n2's whole catch-up phase, which ends when n2 has loaded every row and applied the journal; loader = the same rows loaded again into a fresh store by the apply loop alone, clock from assignment to last row, with ZooKeeper leases as a node takes them and with in-process locks)");
     say!(
-        "{:<8} {:>10} {:>14} {:>14} {:>14} {:>14} | paper",
+        "{:<8} {:>10} {:>14} {:>12} {:>14} {:>14} {:>14} {:>14} | paper",
         "size",
         "entities",
         "stream ms/ent",
+        "stream e/s",
         "catch-up ms/e",
         "catch-up e/s",
-        "loader e/s"
+        "loader ZK e/s",
+        "loader local"
     );
     for (size, paper) in [
         (100usize, "2.45 ms"),
@@ -243,20 +248,44 @@ async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
         let st = last_report(&b, &p).await?;
         let snap = st.phase_seconds.get("Snapshot").copied().unwrap_or(0.0);
         let load = st.phase_seconds.get("CatchUp").copied().unwrap_or(0.0);
-        // The loader alone, on the same snapshot topic into a fresh store.
-        let dir = tempfile::tempdir()?;
-        let loader_rate = crate::common::apply_all(
-            &b.zk,
-            &b.brokers,
-            northwest_consumer::Source::Snapshot,
-            dir.path(),
-            &st.snapshot_topic,
-            st.snapshot_rows,
-            &format!("/northwest/bench-loader-{}", st.snapshot_topic),
-        )
-        .await?;
+        // The loader alone, on the same snapshot topic into a fresh store:
+        // with ZooKeeper leases as a node takes them, and with in-process
+        // locks (the difference is what the leases cost).
+        let mut loader = Vec::new();
+        for zk in [Some(b.zk.as_str()), None] {
+            let dir = tempfile::tempdir()?;
+            let prof = match &b.profile {
+                Some(d) => Some(crate::profile::start(
+                    d,
+                    &format!("loader-{size}B-{}", if zk.is_some() { "zk" } else { "local" }),
+                )?),
+                None => None,
+            };
+            loader.push(
+                crate::common::apply_all(
+                    zk,
+                    &b.brokers,
+                    northwest_consumer::Source::Snapshot,
+                    dir.path(),
+                    &st.snapshot_topic,
+                    st.snapshot_rows,
+                    &format!("/northwest/bench-loader-{}-{}", st.snapshot_topic, zk.is_some()),
+                )
+                .await?,
+            );
+            if let Some(p) = prof {
+                say!("  profile: {}", p.finish()?);
+            }
+        }
+        let stream_rate = n as f64 / snap.max(1e-9);
+        crate::common::record(serde_json::json!({"table3": {
+            "value_bytes": size, "entities": n, "snapshot_rows": st.snapshot_rows,
+            "stream_s": snap, "catch_up_s": load, "stream_rows_per_s": stream_rate,
+            "catch_up_rows_per_s": n as f64 / load.max(1e-9),
+            "loader_zk_rows_per_s": loader[0], "loader_local_rows_per_s": loader[1],
+        }}));
         say!(
-            "{:<8} {:>10} {:>14.4} {:>14.4} {:>14.0} {:>14.0} | {paper}",
+            "{:<8} {:>10} {:>14.4} {:>12.0} {:>14.4} {:>14.0} {:>14.0} {:>14.0} | {paper}",
             if size >= 1024 {
                 format!("{} KB", size / 1024)
             } else {
@@ -264,9 +293,11 @@ async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
             },
             n,
             1000.0 * snap / n as f64,
+            stream_rate,
             1000.0 * load / n as f64,
             n as f64 / load.max(1e-9),
-            loader_rate
+            loader[0],
+            loader[1]
         );
         p.stop().await;
     }
