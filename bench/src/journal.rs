@@ -215,8 +215,16 @@ async fn write_variant(
         Arc::new(LocalCoordinator::default())
     };
     let journal = mode != "off";
-    let (store, relay, stop) =
-        source(&dir.join(&tag), b, &topic, journal, mode == "sync", durable, coord).await?;
+    let (store, relay, stop) = source(
+        &dir.join(&tag),
+        b,
+        &topic,
+        journal,
+        mode == "sync",
+        durable,
+        coord,
+    )
+    .await?;
     let t = Instant::now();
     let summary = writes(b, store.clone(), http).await;
     wait_shipped(&store).await;

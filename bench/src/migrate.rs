@@ -14,6 +14,7 @@ use nodes::{admin, bulk_preload, last_report, migrate_args, mixed, pair, pair_wi
 
 mod nodes;
 mod rollback;
+mod table3;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MigrateBench {
@@ -52,6 +53,9 @@ pub struct MigrateBench {
     /// migrated under the bench's load.
     #[arg(long, default_value_t = 1_000_000)]
     pub scale_entities: u64,
+    /// Value sizes (bytes) of Table 3's rows.
+    #[arg(long, default_value = "100,1024,10240,102400", value_delimiter = ',')]
+    pub table3_sizes: Vec<usize>,
     /// Keep perf samples (and flame graphs) of Table 3's loader runs here.
     #[arg(long)]
     pub profile: Option<std::path::PathBuf>,
@@ -73,7 +77,7 @@ pub async fn run(b: MigrateBench) -> anyhow::Result<()> {
         table2(&b).await?;
     }
     if want("table3") {
-        table3(&b).await?;
+        table3::table3(&b).await?;
     }
     if want("cutover") {
         cutover(&b).await?;
@@ -208,96 +212,6 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
             f(&during, "mean"), f(&during, "p50"), f(&during, "p99"), f(&during, "max"),
             100.0 * (f(&during, "mean") / f(&normal, "mean") - 1.0),
             migrate_s
-        );
-        p.stop().await;
-    }
-    Ok(())
-}
-
-async fn table3(b: &MigrateBench) -> anyhow::Result<()> {
-    let b = b.clone();
-    say!("\nTable 3: snapshot load per entity (stream n1 -> topic, then load into n2)");
-    say!("(stream = n1's snapshot phase, rows streamed to the topic while n2 loads them; catch-up = n2's whole catch-up phase, which ends when n2 has loaded every row and applied the journal; loader = the same rows loaded again into a fresh store by the apply loop alone, clock from assignment to last row, with ZooKeeper leases as a node takes them and with in-process locks)");
-    say!(
-        "{:<8} {:>10} {:>14} {:>12} {:>14} {:>14} {:>14} {:>14} | paper",
-        "size",
-        "entities",
-        "stream ms/ent",
-        "stream e/s",
-        "catch-up ms/e",
-        "catch-up e/s",
-        "loader ZK e/s",
-        "loader local"
-    );
-    for (size, paper) in [
-        (100usize, "2.45 ms"),
-        (1024, "~2.6 ms"),
-        (10 * 1024, "~2.9 ms"),
-        (100 * 1024, "3.18 ms"),
-    ] {
-        let n = if size >= 100 * 1024 {
-            b.load_entities / 5
-        } else {
-            b.load_entities
-        };
-        let p = pair(&b, &format!("snap{size}")).await?;
-        preload(&p.n1, n, size).await?;
-        let mut args = migrate_args(&b, &p);
-        args.stop_after = Some(northwest_migrate::Phase::CatchUp);
-        northwest_migrate::run(args, admin()).await?;
-        let st = last_report(&b, &p).await?;
-        let snap = st.phase_seconds.get("Snapshot").copied().unwrap_or(0.0);
-        let load = st.phase_seconds.get("CatchUp").copied().unwrap_or(0.0);
-        // The loader alone, on the same snapshot topic into a fresh store:
-        // with ZooKeeper leases as a node takes them, and with in-process
-        // locks (the difference is what the leases cost).
-        let mut loader = Vec::new();
-        for zk in [Some(b.zk.as_str()), None] {
-            let dir = tempfile::tempdir()?;
-            let prof = match &b.profile {
-                Some(d) => Some(crate::profile::start(
-                    d,
-                    &format!("loader-{size}B-{}", if zk.is_some() { "zk" } else { "local" }),
-                )?),
-                None => None,
-            };
-            loader.push(
-                crate::common::apply_all(
-                    zk,
-                    &b.brokers,
-                    northwest_consumer::Source::Snapshot,
-                    dir.path(),
-                    &st.snapshot_topic,
-                    st.snapshot_rows,
-                    &format!("/northwest/bench-loader-{}-{}", st.snapshot_topic, zk.is_some()),
-                )
-                .await?,
-            );
-            if let Some(p) = prof {
-                say!("  profile: {}", p.finish()?);
-            }
-        }
-        let stream_rate = n as f64 / snap.max(1e-9);
-        crate::common::record(serde_json::json!({"table3": {
-            "value_bytes": size, "entities": n, "snapshot_rows": st.snapshot_rows,
-            "stream_s": snap, "catch_up_s": load, "stream_rows_per_s": stream_rate,
-            "catch_up_rows_per_s": n as f64 / load.max(1e-9),
-            "loader_zk_rows_per_s": loader[0], "loader_local_rows_per_s": loader[1],
-        }}));
-        say!(
-            "{:<8} {:>10} {:>14.4} {:>12.0} {:>14.4} {:>14.0} {:>14.0} {:>14.0} | {paper}",
-            if size >= 1024 {
-                format!("{} KB", size / 1024)
-            } else {
-                format!("{size} B")
-            },
-            n,
-            1000.0 * snap / n as f64,
-            stream_rate,
-            1000.0 * load / n as f64,
-            n as f64 / load.max(1e-9),
-            loader[0],
-            loader[1]
         );
         p.stop().await;
     }

@@ -239,16 +239,14 @@ fn mixed_args(b: &OverheadBench, n1_base: &str) -> LoadgenArgs {
     }
 }
 
-/// One mode: fresh n1 (and n2), preload, warm up, measure.
-async fn one_mode(
+/// n1 pinned to its core and, when the mode journals, n2 on the others:
+/// their processes and base URLs.
+async fn start_nodes(
     b: &OverheadBench,
     mode: Mode,
     dir: &Path,
     others: &str,
-    tag: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let dir = dir.join(tag);
-    std::fs::create_dir_all(&dir)?;
+) -> anyhow::Result<(Proc, Option<Proc>, String, String)> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
@@ -263,7 +261,7 @@ async fn one_mode(
             &path,
             node_toml(
                 name,
-                &dir,
+                dir,
                 port,
                 b,
                 &root,
@@ -296,6 +294,20 @@ async fn one_mode(
     } else {
         None
     };
+    Ok((n1, _n2, n1_base, n2_base))
+}
+
+/// One mode: fresh n1 (and n2), preload, warm up, measure.
+async fn one_mode(
+    b: &OverheadBench,
+    mode: Mode,
+    dir: &Path,
+    others: &str,
+    tag: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = dir.join(tag);
+    std::fs::create_dir_all(&dir)?;
+    let (n1, _n2, n1_base, n2_base) = start_nodes(b, mode, &dir, others).await?;
     let a = mixed_args(b, &n1_base);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(b.concurrency * 2)

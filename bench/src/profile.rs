@@ -18,7 +18,7 @@ pub(crate) fn start(dir: &Path, name: &str) -> anyhow::Result<Profile> {
     std::fs::create_dir_all(dir)?;
     let data = dir.join(format!("{name}.perf.data"));
     let perf = Command::new("perf")
-        .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-o"])
+        .args(["record", "-F", "199", "--call-graph", "dwarf,8192", "-o"])
         .arg(&data)
         .args(["-p", &std::process::id().to_string()])
         .stdout(Stdio::null())

@@ -8,6 +8,11 @@
 
 use std::path::PathBuf;
 
+// Every request, journal record and applied row allocates: the profile of
+// the snapshot loader spent ~30% of its samples in glibc's malloc/free.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use northwest_node::config::NodeConfig;

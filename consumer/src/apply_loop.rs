@@ -185,6 +185,9 @@ pub struct ApplyShared {
     /// exist, its metadata to be readable); cleared when it runs.
     pub waiting_for: Mutex<Option<String>>,
     pub partitions: Mutex<BTreeMap<i32, PartitionState>>,
+    /// Records applied per second at most (0: as fast as they come): the
+    /// snapshot loader's share of the migration throttle.
+    pub rate_limit: AtomicU64,
     /// When set, commit-to-applied latencies (ms) are collected (benchmarks).
     pub record_latency: AtomicBool,
     pub latencies_ms: Mutex<Vec<u32>>,
@@ -329,6 +332,23 @@ async fn run_once(
 }
 
 impl Applier {
+    /// Tops a batch up with what arrives within the linger. Under a rate
+    /// limit a batch holds at most 50 ms of records, so the store sees
+    /// small writes spread out, not one burst a second.
+    async fn fill(&mut self, msgs: &mut Vec<Msg>, limit: u64) {
+        let most = match limit {
+            0 => self.cfg.batch,
+            l => (l as usize / 20).clamp(1, self.cfg.batch),
+        };
+        let deadline = tokio::time::Instant::now() + self.cfg.linger;
+        while msgs.len() < most {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => msgs.push(msg(&m)),
+                _ => break,
+            }
+        }
+    }
+
     async fn main_loop(
         &mut self,
         partitions: i32,
@@ -345,6 +365,9 @@ impl Applier {
         // the loop; until then they would be silently unconsumed.
         let mut tick = tokio::time::interval(Duration::from_secs(15));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Under a rate limit each batch books its records' time: the next
+        // batch waits until then.
+        let mut paced = tokio::time::Instant::now();
         loop {
             let ev = tokio::select! {
                 _ = shutdown.as_mut() => Ev::Stop,
@@ -382,15 +405,19 @@ impl Applier {
                     continue;
                 }
             }
-            let deadline = tokio::time::Instant::now() + self.cfg.linger;
-            while msgs.len() < self.cfg.batch {
-                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(m)) => msgs.push(msg(&m)),
-                    _ => break,
-                }
-            }
+            let limit = self.shared.rate_limit.load(Ordering::Relaxed);
+            self.fill(&mut msgs, limit).await;
+            let n = msgs.len() as f64;
             if let Batch::Stopped = self.process(msgs, shutdown).await? {
                 return Ok(());
+            }
+            if limit > 0 {
+                let now = tokio::time::Instant::now();
+                paced = paced.max(now) + Duration::from_secs_f64(n / limit as f64);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(paced) => {}
+                    _ = shutdown.as_mut() => return Ok(()),
+                }
             }
         }
     }

@@ -28,6 +28,8 @@ pub mod path {
     pub const PROMOTE: &str = "/v1/admin/promote";
     pub const CHECKPOINT: &str = "/v1/admin/checkpoint";
     pub const LOAD_SNAPSHOT: &str = "/v1/admin/load-snapshot";
+    /// The snapshot loader's rate limit ([`super::LoaderRateRequest`]).
+    pub const LOADER_RATE: &str = "/v1/admin/load-snapshot/rate";
     pub const REVERSE_APPLY: &str = "/v1/admin/reverse-apply";
     pub const WARM: &str = "/v1/admin/warm";
     pub const DIGEST_JOBS: &str = "/v1/admin/digest-jobs";

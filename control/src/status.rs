@@ -140,6 +140,18 @@ pub struct LoaderStatus {
     pub caught_up: bool,
     /// `None`: the broker could not be asked.
     pub lag_records: Option<i64>,
+    /// Rows per second the loader applies at most (the migration's
+    /// throttle sets it; 0: no limit).
+    #[serde(default)]
+    pub rate_limit: u64,
+}
+
+/// `POST /v1/admin/load-snapshot/rate`: the running loader's rate limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoaderRateRequest {
+    /// Rows per second at most; 0 lifts the limit.
+    pub rows_per_s: u64,
 }
 
 /// The journal relay on a source.

@@ -154,16 +154,67 @@ fn start_throttle(
     let watched = budgets.source_p99_ms.is_some() || budgets.apply_lag.is_some();
     watched.then(|| {
         let t = Arc::new(crate::throttle::ThrottleStats::default());
+        let stats = stats.clone();
+        // Rows resumed from an earlier run are not throughput.
+        let sent =
+            move || stats.streamed.load(Ordering::Relaxed) - stats.resumed.load(Ordering::Relaxed);
         let task = tokio::spawn(crate::throttle::control(
             ctx.admin.with_timeout(Duration::from_millis(900)),
             budgets,
             ctx.a.rate,
             cfg.rows_per_sec.clone(),
-            stats.clone(),
+            sent,
             t.clone(),
         ));
         (task, t)
     })
+}
+
+/// The same throttle over n2's loader while it catches up: the rows it
+/// loads per second are what the budgets slow (on shared hardware the
+/// loader competes with n1's clients too). `None`: no budgets asked.
+fn start_loader_throttle(
+    ctx: &Ctx,
+    st: &MigrationRecord,
+) -> Option<(
+    [tokio::task::JoinHandle<()>; 2],
+    Arc<crate::throttle::ThrottleStats>,
+)> {
+    let budgets = crate::throttle::Budgets {
+        n1: st.from.clone(),
+        n2: st.to.clone(),
+        source_p99_ms: ctx.a.max_source_p99_ms.map(|b| b as f64),
+        apply_lag: ctx.a.max_apply_lag,
+    };
+    if budgets.source_p99_ms.is_none() && budgets.apply_lag.is_none() {
+        return None;
+    }
+    let t = Arc::new(crate::throttle::ThrottleStats::default());
+    let admin = ctx.admin.with_timeout(Duration::from_millis(900));
+    // Start from where the stream's throttle left off, not at full speed.
+    let start = st
+        .throttle
+        .as_ref()
+        .and_then(|r| r.min_rows_per_sec)
+        .unwrap_or(ctx.a.rate);
+    let rate = Arc::new(std::sync::atomic::AtomicU64::new(start));
+    let loaded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let driver = tokio::spawn(crate::throttle::drive_loader(
+        admin.clone(),
+        st.to.clone(),
+        rate.clone(),
+        loaded.clone(),
+    ));
+    let sent = move || loaded.load(Ordering::Relaxed);
+    let control = tokio::spawn(crate::throttle::control(
+        admin,
+        budgets,
+        ctx.a.rate,
+        rate,
+        sent,
+        t.clone(),
+    ));
+    Some(([driver, control], t))
 }
 
 /// The source deployment's name, which its rows carry as their origin (a
@@ -253,9 +304,21 @@ pub(crate) async fn catch_up(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
         topic: st.snapshot_topic.clone(),
     };
     let _: LoadSnapshotResponse = ctx.admin.post(&n2, api::path::LOAD_SNAPSHOT, &req).await?;
+    let throttle = start_loader_throttle(ctx, st);
+    if throttle.is_none() {
+        crate::throttle::lift_loader_limit(&ctx.admin, &n2).await;
+    }
     let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
     let deadline = Instant::now() + Duration::from_secs(1800);
-    wait_caught_up(ctx, st, &b, deadline).await?;
+    let caught_up = wait_caught_up(ctx, st, &b, deadline).await;
+    if let Some((tasks, t)) = throttle {
+        for task in tasks {
+            task.abort();
+        }
+        crate::throttle::lift_loader_limit(&ctx.admin, &n2).await;
+        st.throttle = Some(crate::throttle::merged(st.throttle.take(), t.report()));
+    }
+    caught_up?;
     if ctx.a.warm_keys > 0 {
         let t = Instant::now();
         // An optimisation: a failure is reported, never a reason to stop.

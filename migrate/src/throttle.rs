@@ -73,6 +73,61 @@ pub struct ThrottleStats {
     pub max_apply_lag: AtomicU64,
 }
 
+/// Both phases' throttling as one report: the stream's, then the loader's.
+pub fn merged(a: Option<ThrottleReport>, b: ThrottleReport) -> ThrottleReport {
+    let Some(a) = a else { return b };
+    ThrottleReport {
+        checks: a.checks + b.checks,
+        unreadable: a.unreadable + b.unreadable,
+        slowed: a.slowed + b.slowed,
+        min_rows_per_sec: match (a.min_rows_per_sec, b.min_rows_per_sec) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        },
+        max_source_p99_ms: a.max_source_p99_ms.max(b.max_source_p99_ms),
+        max_apply_lag_records: a.max_apply_lag_records.max(b.max_apply_lag_records),
+    }
+}
+
+/// Keeps n2's snapshot loader at `rate` (0: no limit) while the throttle
+/// moves it, and `loaded` at the rows it applied, until aborted. A node
+/// without the endpoint (404) is left to load unthrottled, said once.
+pub async fn drive_loader(
+    admin: AdminClient,
+    n2: String,
+    rate: Arc<AtomicU64>,
+    loaded: Arc<AtomicU64>,
+) {
+    let mut warned = false;
+    loop {
+        let rows_per_s = rate.load(Ordering::Relaxed);
+        let req = northwest_control::api::LoaderRateRequest { rows_per_s };
+        let r: Result<northwest_control::api::LoaderStatus, _> = admin
+            .post(&n2, northwest_control::api::path::LOADER_RATE, &req)
+            .await;
+        match r {
+            Ok(s) => loaded.store(s.rows, Ordering::Relaxed),
+            Err(e) if !warned => {
+                warned = true;
+                tracing::warn!(error = %e, "throttle: cannot set n2's snapshot loader rate; it loads unthrottled (the stream's throttle still holds)");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Lifts n2's loader limit (a throttled run that stopped may have left one).
+pub async fn lift_loader_limit(admin: &AdminClient, n2: &str) {
+    let req = northwest_control::api::LoaderRateRequest { rows_per_s: 0 };
+    let r: Result<northwest_control::api::LoaderStatus, _> = admin
+        .post(n2, northwest_control::api::path::LOADER_RATE, &req)
+        .await;
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "lifting n2's snapshot loader limit");
+    }
+}
+
 impl ThrottleStats {
     pub fn report(&self) -> ThrottleReport {
         let min = self.min_rate.load(Ordering::Relaxed);
@@ -147,12 +202,9 @@ pub async fn control(
     budgets: Budgets,
     ceiling: u64,
     rate: Arc<AtomicU64>,
-    streamed: Arc<northwest_snapshotter::SnapshotStats>,
+    sent: impl Fn() -> u64,
     stats: Arc<ThrottleStats>,
 ) {
-    // Rows resumed from an earlier run are not throughput.
-    let sent =
-        || streamed.streamed.load(Ordering::Relaxed) - streamed.resumed.load(Ordering::Relaxed);
     let mut last_rows = sent();
     let mut last_warn: Option<Instant> = None;
     let mut last_cut: Option<Instant> = None;

@@ -35,6 +35,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(path::CHECKPOINT, post(checkpoint))
         .route("/v1/admin/checkpoint/{name}", delete(drop_checkpoint))
         .route(path::LOAD_SNAPSHOT, post(load_snapshot))
+        .route(path::LOADER_RATE, post(loaders::loader_rate))
         .route("/v1/admin/hot-keys/{ns}", get(hot_keys))
         .route(path::REVERSE_APPLY, post(reverse_apply))
         .route(path::WARM, post(warm))

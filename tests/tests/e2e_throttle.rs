@@ -62,6 +62,19 @@ async fn a_snapshot_slows_down_while_n1_is_over_its_latency_budget() {
     let secs = r["phase_seconds"]["Snapshot"].as_f64().unwrap();
     let per_sec = r["snapshot_rows"].as_f64().unwrap() / secs;
     assert!(per_sec < 250.0, "{per_sec:.0} rows/s: {r}");
+    // n2's loader was held to the throttle's rate too: unthrottled, it
+    // loads these rows in well under a second.
+    let load_s = r["phase_seconds"]["CatchUp"].as_f64().unwrap();
+    let loaded_per_sec = r["snapshot_rows"].as_f64().unwrap() / load_s;
+    assert!(
+        loaded_per_sec < 250.0,
+        "the loader ran unthrottled: {loaded_per_sec:.0} rows/s: {r}"
+    );
+    // The limit is lifted once the load caught up.
+    let s = get_json(&format!("{}/v1/admin/status", n2.base)).await;
+    if !s["loader"].is_null() {
+        assert_eq!(s["loader"]["rate_limit"], 0, "{s}");
+    }
     assert_eq!(
         acked.failed.load(Ordering::Relaxed),
         0,

@@ -167,13 +167,19 @@ pub(super) async fn latency(
     stamp: u128,
 ) -> anyhow::Result<()> {
     let b = b.clone();
-
-    // Replication latency at a fixed offered load.
     let lat_topic = format!("bench-journal-lat-{stamp}");
     let local = Arc::new(LocalCoordinator::default());
     // Durable commits, as a node makes them by default.
-    let (src, relay, stop) =
-        source(&dir.join("lat-src"), &b, &lat_topic, true, false, true, local).await?;
+    let (src, relay, stop) = source(
+        &dir.join("lat-src"),
+        &b,
+        &lat_topic,
+        true,
+        false,
+        true,
+        local,
+    )
+    .await?;
     let (task, shared, astop_tx) = latency_applier(&b, dir, stamp, &lat_topic).await?;
     // Let the applier assign itself before offering load.
     let _ = src

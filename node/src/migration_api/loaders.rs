@@ -134,3 +134,36 @@ pub(super) async fn reverse_apply(
         topic: s.topic.clone(),
     }))
 }
+
+/// Sets the running snapshot loader's rate limit (the migration's throttle
+/// slows n2's loading with n1's streaming); 404 `not_found` with no loader.
+pub(super) async fn loader_rate(
+    State(s): State<Arc<NodeState>>,
+    body: axum::body::Bytes,
+) -> Result<Json<northwest_control::api::LoaderStatus>, ApiError> {
+    let req: northwest_control::api::LoaderRateRequest = parse(&body)?;
+    let shared = s.loader.lock().as_ref().map(|l| l.shared.clone());
+    let Some(shared) = shared else {
+        return Err(ApiError {
+            status: axum::http::StatusCode::NOT_FOUND,
+            code: northwest_control::ErrorCode::NotFound,
+            message: "no snapshot loader runs on this node".into(),
+        });
+    };
+    let was = shared
+        .rate_limit
+        .swap(req.rows_per_s, std::sync::atomic::Ordering::Relaxed);
+    if was != req.rows_per_s {
+        tracing::info!(
+            rows_per_s = req.rows_per_s,
+            "snapshot loader rate limit set (0: none)"
+        );
+    }
+    let status = crate::admin::loader_status(&s).await;
+    status.map(Json).ok_or_else(|| {
+        ApiError::unavailable(
+            northwest_control::ErrorCode::NotFound,
+            "the snapshot loader stopped meanwhile",
+        )
+    })
+}
