@@ -258,7 +258,7 @@ async fn cutover(b: &MigrateBench) -> anyhow::Result<()> {
         );
         p.stop().await;
     }
-    let q = quantiles(&mut pauses);
+    let q = quantiles(&pauses);
     say!(
         "write pause ms: p50 {:.1}, p99 {:.1}, max {:.1}",
         q.0,
@@ -405,11 +405,12 @@ async fn warm(b: &MigrateBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// p50, p99 and max of `v` (sorted in place; nearest rank).
-fn quantiles(v: &mut [f64]) -> (f64, f64, f64) {
+/// p50, p99 and max of `v` (nearest rank: below 100 values p99 is the max).
+fn quantiles(v: &[f64]) -> (f64, f64, f64) {
     if v.is_empty() {
         return (0.0, 0.0, 0.0);
     }
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let q = |f: f64| v[((v.len() as f64 - 1.0) * f).round() as usize];
     (q(0.5), q(0.99), v[v.len() - 1])

@@ -164,6 +164,8 @@ async fn events(b: SoakBench, d: Arc<Deployment>, t0: Instant) -> Vec<Value> {
         ("rollback", b.rollback_at, true),
     ] {
         if at >= b.duration {
+            let why = "not run: scheduled at or after --duration";
+            out.push(json!({"event": what, "start_s": null, "end_s": null, "error": why}));
             continue;
         }
         tokio::time::sleep_until((t0 + at).into()).await;

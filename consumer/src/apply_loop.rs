@@ -185,12 +185,32 @@ pub struct ApplyShared {
     /// exist, its metadata to be readable); cleared when it runs.
     pub waiting_for: Mutex<Option<String>>,
     pub partitions: Mutex<BTreeMap<i32, PartitionState>>,
-    /// Records applied per second at most (0: as fast as they come): the
-    /// snapshot loader's share of the migration throttle.
+    /// Records applied per second at most (0: as fast as they come) until
+    /// `rate_limit_until_ms`: the snapshot loader's share of the
+    /// migration's throttle, which renews it while it runs.
     pub rate_limit: AtomicU64,
+    pub rate_limit_until_ms: std::sync::atomic::AtomicI64,
     /// When set, commit-to-applied latencies (ms) are collected (benchmarks).
     pub record_latency: AtomicBool,
     pub latencies_ms: Mutex<Vec<u32>>,
+}
+
+impl ApplyShared {
+    /// Limits the loop to `rows_per_s` (0: none) until `until_ms`.
+    pub fn set_rate_limit(&self, rows_per_s: u64, until_ms: i64) {
+        self.rate_limit_until_ms.store(until_ms, Ordering::Relaxed);
+        self.rate_limit.store(rows_per_s, Ordering::Relaxed);
+    }
+
+    /// The limit in force now (0: none, or it lapsed).
+    pub fn rate_limit_now(&self) -> u64 {
+        let until = self.rate_limit_until_ms.load(Ordering::Relaxed);
+        if northwest_store::store::now_ms_pub() < until {
+            self.rate_limit.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
 }
 
 pub(crate) struct Applier {
@@ -405,15 +425,15 @@ impl Applier {
                     continue;
                 }
             }
-            let limit = self.shared.rate_limit.load(Ordering::Relaxed);
+            let limit = self.shared.rate_limit_now();
+            let began = tokio::time::Instant::now();
             self.fill(&mut msgs, limit).await;
             let n = msgs.len() as f64;
             if let Batch::Stopped = self.process(msgs, shutdown).await? {
                 return Ok(());
             }
             if limit > 0 {
-                let now = tokio::time::Instant::now();
-                paced = paced.max(now) + Duration::from_secs_f64(n / limit as f64);
+                paced = paced.max(began) + Duration::from_secs_f64(n / limit as f64);
                 tokio::select! {
                     _ = tokio::time::sleep_until(paced) => {}
                     _ = shutdown.as_mut() => return Ok(()),

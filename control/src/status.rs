@@ -146,12 +146,23 @@ pub struct LoaderStatus {
     pub rate_limit: u64,
 }
 
-/// `POST /v1/admin/load-snapshot/rate`: the running loader's rate limit.
+/// `POST /v1/admin/load-snapshot/rate`: the running loader's rate limit,
+/// which lapses unless renewed within [`LOADER_RATE_LEASE_MS`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoaderRateRequest {
     /// Rows per second at most; 0 lifts the limit.
     pub rows_per_s: u64,
+}
+
+/// How long a loader rate limit holds without being set again (ms).
+pub const LOADER_RATE_LEASE_MS: i64 = 5000;
+
+/// The answer: the limit now and the rows loaded (nothing asked of Kafka).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoaderRateResponse {
+    pub rate_limit: u64,
+    pub rows: u64,
 }
 
 /// The journal relay on a source.

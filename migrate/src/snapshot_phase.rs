@@ -172,8 +172,10 @@ fn start_throttle(
 
 /// The same throttle over n2's loader while it catches up: the rows it
 /// loads per second are what the budgets slow (on shared hardware the
-/// loader competes with n1's clients too). `None`: no budgets asked.
-fn start_loader_throttle(
+/// loader competes with n1's clients too). It starts from the lowest rate
+/// the stream needed and may grow without `--rate` (the stream's limit).
+/// `None`: no budgets asked.
+async fn start_loader_throttle(
     ctx: &Ctx,
     st: &MigrationRecord,
 ) -> Option<(
@@ -191,14 +193,17 @@ fn start_loader_throttle(
     }
     let t = Arc::new(crate::throttle::ThrottleStats::default());
     let admin = ctx.admin.with_timeout(Duration::from_millis(900));
-    // Start from where the stream's throttle left off, not at full speed.
     let start = st
         .throttle
         .as_ref()
         .and_then(|r| r.min_rows_per_sec)
         .unwrap_or(ctx.a.rate);
     let rate = Arc::new(std::sync::atomic::AtomicU64::new(start));
-    let loaded = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Rows a resumed loader loaded before are not this second's.
+    let before = crate::throttle::set_loader_rate(&admin, &st.to, start)
+        .await
+        .map_or(0, |r| r.rows);
+    let loaded = Arc::new(std::sync::atomic::AtomicU64::new(before));
     let driver = tokio::spawn(crate::throttle::drive_loader(
         admin.clone(),
         st.to.clone(),
@@ -209,7 +214,7 @@ fn start_loader_throttle(
     let control = tokio::spawn(crate::throttle::control(
         admin,
         budgets,
-        ctx.a.rate,
+        0,
         rate,
         sent,
         t.clone(),
@@ -304,16 +309,18 @@ pub(crate) async fn catch_up(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
         topic: st.snapshot_topic.clone(),
     };
     let _: LoadSnapshotResponse = ctx.admin.post(&n2, api::path::LOAD_SNAPSHOT, &req).await?;
-    let throttle = start_loader_throttle(ctx, st);
+    let throttle = start_loader_throttle(ctx, st).await;
     if throttle.is_none() {
         crate::throttle::lift_loader_limit(&ctx.admin, &n2).await;
     }
     let b = bar(st.snapshot_rows, "load", ctx.a.quiet);
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    let caught_up = wait_caught_up(ctx, st, &b, deadline).await;
+    let caught_up = wait_caught_up(ctx, st, &b).await;
     if let Some((tasks, t)) = throttle {
         for task in tasks {
             task.abort();
+            // Aborted mid-request, the driver's last limit could land
+            // after the lift below.
+            let _ = task.await;
         }
         crate::throttle::lift_loader_limit(&ctx.admin, &n2).await;
         st.throttle = Some(crate::throttle::merged(st.throttle.take(), t.report()));
@@ -337,7 +344,7 @@ pub(crate) async fn catch_up(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
         });
         // n1 kept writing meanwhile: catch up again, so verify's fenced
         // drain stays short.
-        wait_caught_up(ctx, st, &b, deadline).await?;
+        wait_caught_up(ctx, st, &b).await?;
     }
     b.finish_and_clear();
     Ok(())
@@ -345,13 +352,17 @@ pub(crate) async fn catch_up(ctx: &Ctx, st: &mut MigrationRecord) -> anyhow::Res
 
 /// Waits until n2 loaded the snapshot, passed the recorded journal marks and
 /// its lag is under `--max-lag`.
+/// How long catch-up may go without n2 loading a row or its journal lag
+/// falling (a throttled loader is slow, not stuck).
+const STALL_LIMIT: Duration = Duration::from_secs(1800);
+
 async fn wait_caught_up(
     ctx: &Ctx,
     st: &mut MigrationRecord,
     b: &indicatif::ProgressBar,
-    deadline: Instant,
 ) -> anyhow::Result<()> {
     let n2 = st.to.clone();
+    let (mut progressed, mut last_rows) = (Instant::now(), 0);
     // Lag over the last 10 s: the catch-up ETA is the rate it shrinks at.
     let mut recent: std::collections::VecDeque<(Instant, i64)> = Default::default();
     let (mut saved, mut lowest) = (Instant::now(), i64::MAX);
@@ -367,6 +378,10 @@ async fn wait_caught_up(
         st.max_lag_records = st.max_lag_records.max(lag);
         let lag_fell = lag < lowest;
         lowest = lowest.min(lag);
+        let rows_now = s2.loader.as_ref().map_or(0, |l| l.rows);
+        if rows_now > last_rows || lag_fell {
+            (progressed, last_rows) = (Instant::now(), rows_now);
+        }
         if saved.elapsed() >= PROGRESS_EVERY {
             let rows = s2.loader.as_ref().map_or(0, |l| l.rows);
             let p = st.snapshot_progress.get_or_insert_with(Default::default);
@@ -407,8 +422,13 @@ async fn wait_caught_up(
         if loaded && past_hwm && lag <= ctx.a.max_lag && lag_error.is_none() {
             break;
         }
-        if Instant::now() > deadline {
-            bail!("n2 did not catch up in 30 min (lag {lag}, snapshot loaded {loaded})");
+        if progressed.elapsed() > STALL_LIMIT {
+            let limit = s2.loader.as_ref().map_or(0, |l| l.rate_limit);
+            bail!(
+                "n2 made no progress catching up for 30 min (lag {lag}, snapshot loaded {loaded}, \
+                 {last_rows} rows loaded, loader rate limit {limit} rows/s (0: none)): see n2's \
+                 status (loader, apply) and log, then run the migration again"
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use northwest_control::api::NodeStatus;
+use northwest_control::api::{path, LoaderRateRequest, LoaderRateResponse};
 use northwest_control::record::ThrottleReport;
 use northwest_control::AdminClient;
 
@@ -89,42 +90,56 @@ pub fn merged(a: Option<ThrottleReport>, b: ThrottleReport) -> ThrottleReport {
     }
 }
 
+/// Sets n2's snapshot loader limit (0: none); its answer says the rows
+/// loaded so far.
+pub async fn set_loader_rate(
+    admin: &AdminClient,
+    n2: &str,
+    rows_per_s: u64,
+) -> Result<LoaderRateResponse, northwest_control::AdminError> {
+    let req = LoaderRateRequest { rows_per_s };
+    admin.post(n2, path::LOADER_RATE, &req).await
+}
+
 /// Keeps n2's snapshot loader at `rate` (0: no limit) while the throttle
-/// moves it, and `loaded` at the rows it applied, until aborted. A node
-/// without the endpoint (404) is left to load unthrottled, said once.
+/// moves it, and `loaded` at the rows it applied, until aborted. n2 drops
+/// a limit not renewed within a few seconds, so a stopped orchestrator
+/// leaves none behind.
 pub async fn drive_loader(
     admin: AdminClient,
     n2: String,
     rate: Arc<AtomicU64>,
     loaded: Arc<AtomicU64>,
 ) {
-    let mut warned = false;
+    let mut last_warn: Option<Instant> = None;
     loop {
-        let rows_per_s = rate.load(Ordering::Relaxed);
-        let req = northwest_control::api::LoaderRateRequest { rows_per_s };
-        let r: Result<northwest_control::api::LoaderStatus, _> = admin
-            .post(&n2, northwest_control::api::path::LOADER_RATE, &req)
-            .await;
-        match r {
-            Ok(s) => loaded.store(s.rows, Ordering::Relaxed),
-            Err(e) if !warned => {
-                warned = true;
-                tracing::warn!(error = %e, "throttle: cannot set n2's snapshot loader rate; it loads unthrottled (the stream's throttle still holds)");
+        match set_loader_rate(&admin, &n2, rate.load(Ordering::Relaxed)).await {
+            Ok(r) => loaded.store(r.rows, Ordering::Relaxed),
+            Err(e) => {
+                if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    last_warn = Some(Instant::now());
+                    tracing::warn!(error = %e, "throttle: cannot set n2's snapshot loader rate; n2 drops a limit not renewed within 5 s");
+                }
             }
-            Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-/// Lifts n2's loader limit (a throttled run that stopped may have left one).
+/// Lifts n2's loader limit (a throttled run that stopped may have left
+/// one, until it lapses).
 pub async fn lift_loader_limit(admin: &AdminClient, n2: &str) {
-    let req = northwest_control::api::LoaderRateRequest { rows_per_s: 0 };
-    let r: Result<northwest_control::api::LoaderStatus, _> = admin
-        .post(n2, northwest_control::api::path::LOADER_RATE, &req)
-        .await;
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "lifting n2's snapshot loader limit");
+    match set_loader_rate(admin, n2, 0).await {
+        Ok(r) if r.rate_limit == 0 => {}
+        Ok(r) => tracing::warn!(
+            rate_limit = r.rate_limit,
+            "n2's snapshot loader kept a rate limit after it was lifted; it lapses within 5 s"
+        ),
+        // No loader (a node older than the endpoint, or none started).
+        Err(northwest_control::AdminError::Refused { status: 404, .. }) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "lifting n2's snapshot loader limit failed; a limit lapses within 5 s unless renewed")
+        }
     }
 }
 

@@ -23,7 +23,6 @@ mod digest;
 mod status;
 mod timeline;
 
-pub(crate) use status::loader_status;
 pub(crate) use timeline::{epoch_lag, refresh as refresh_timelines};
 
 pub fn router(state: Arc<NodeState>) -> Router {

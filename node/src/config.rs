@@ -282,8 +282,8 @@ pub struct JournalConfig {
     pub apply_batch: usize,
     /// How long the relay lets commits gather after one wakes it before it
     /// reads the outbox (ms; default 2; 0..=20): one wake, read and send
-    /// per batch of commits rather than per commit. Adds at most this to
-    /// replication latency (and to `durability = "sync"` writes).
+    /// per batch of commits rather than per commit. Adds up to about twice
+    /// this to replication latency (and to `durability = "sync"` writes).
     pub relay_coalesce_ms: u64,
     /// Count effects per transaction on the target (default false; tests
     /// prove no double apply).

@@ -23,6 +23,7 @@ pub(super) async fn rollback(b: &MigrateBench) -> anyhow::Result<()> {
         b.rate
     );
     let (mut compare, mut switch, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    // Trial by trial in the JSON; p99 is nearest rank (the max below 100 trials).
     let mut failed = 0u64;
     for i in 0..b.rollback_trials {
         let p = pair(&b, &format!("rb{i}")).await?;
@@ -45,7 +46,11 @@ pub(super) async fn rollback(b: &MigrateBench) -> anyhow::Result<()> {
         let Some(rb) = st.rolled_back else {
             anyhow::bail!("trial {i}: the migration record has no rollback report");
         };
-        let c = rb.verify.as_ref().map_or(0.0, |v| v.pause_ms);
+        let Some(c) = rb.verify.as_ref().map(|v| v.pause_ms) else {
+            anyhow::bail!(
+                "trial {i}: the rollback report has no compare (resumed after its switch?)"
+            );
+        };
         let s = rb.write_pause_ms.unwrap_or(0.0);
         failed += l["failed"].as_u64().unwrap_or(0);
         say!(
@@ -59,11 +64,7 @@ pub(super) async fn rollback(b: &MigrateBench) -> anyhow::Result<()> {
         total.push(c + s);
         p.stop().await;
     }
-    let (qc, qs, qt) = (
-        quantiles(&mut compare),
-        quantiles(&mut switch),
-        quantiles(&mut total),
-    );
+    let (qc, qs, qt) = (quantiles(&compare), quantiles(&switch), quantiles(&total));
     say!(
         "rollback write pause ms (p50 / p99 / max): compare {:.1} / {:.1} / {:.1}, switch {:.1} / {:.1} / {:.1}, total {:.1} / {:.1} / {:.1}; failed requests {failed}",
         qc.0, qc.1, qc.2, qs.0, qs.1, qs.2, qt.0, qt.1, qt.2

@@ -187,6 +187,7 @@ fn growth(samples: &[Sample], key: &str, from_s: f64) -> Option<Value> {
         .collect();
     let (first, last) = (pts.first()?, pts.last()?);
     let max = pts.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+    let mean = pts.iter().map(|p| p.1).sum::<f64>() / pts.len() as f64;
     let pct = if first.1 > 0.0 {
         100.0 * (last.1 / first.1 - 1.0)
     } else if last.1 > 0.0 {
@@ -194,9 +195,20 @@ fn growth(samples: &[Sample], key: &str, from_s: f64) -> Option<Value> {
     } else {
         0.0
     };
+    // The least-squares trend over the window, as a share of the mean: a
+    // high first sample (memory after the rollback) cannot hide a leak
+    // that last-vs-first would miss.
+    let trend_pct = (mean > 0.0 && pts.len() >= 3).then(|| {
+        let tm = pts.iter().map(|p| p.0).sum::<f64>() / pts.len() as f64;
+        let (num, den) = pts.iter().fold((0.0, 0.0), |(n, d), (t, v)| {
+            (n + (t - tm) * (v - mean), d + (t - tm) * (t - tm))
+        });
+        100.0 * (num / den.max(1e-9)) * (last.0 - first.0) / mean
+    });
     Some(json!({
         "from_s": first.0, "to_s": last.0, "first": first.1, "last": last.1,
         "max": max, "growth_pct": if pct.is_finite() { json!(pct) } else { json!("from 0") },
+        "trend_pct": trend_pct,
     }))
 }
 
@@ -218,12 +230,15 @@ pub(super) fn report(
         .iter()
         .filter_map(|k| growth(load, k, from).map(|g| (*k, g)))
         .collect();
-    let pct = |k: &str| growth.get(&k.to_string())?["growth_pct"].as_f64();
-    let bounded = |k: &str| pct(k).map(|p| p <= 5.0);
+    let pct = |k: &str, f: &str| growth.get(&k.to_string())?[f].as_f64();
+    // Within 5% both ways: last against first, and the window's trend.
+    let bounded = |k: &str| Some(pct(k, "growth_pct")? <= 5.0 && pct(k, "trend_pct")? <= 5.0);
+    let seen = |k: &str| growth.get(&k.to_string()).and_then(|g| g["max"].as_f64());
     let final_v = |k: &str| last[0].1.get(k).copied();
+    // Markers existed (the load deletes) and their number stayed level.
     let markers_collected = ["n1.markers", "n2.markers"]
         .iter()
-        .all(|k| bounded(k) == Some(true));
+        .all(|k| seen(k).is_some_and(|m| m > 0.0) && bounded(k) == Some(true));
     let verdicts = json!({
         "n1_rss_within_5pct": bounded("n1.rss_mb"),
         "n2_rss_within_5pct": bounded("n2.rss_mb"),
@@ -231,7 +246,7 @@ pub(super) fn report(
         "n2_fds_within_5pct": bounded("n2.fds"),
         "outbox_back_to_0": drained && final_v("n1.outbox") == Some(0.0) && final_v("n2.outbox") == Some(0.0),
         "markers_collected": markers_collected,
-        "events_succeeded": events.iter().all(|e| e["error"].is_null()),
+        "events_succeeded": !events.is_empty() && events.iter().all(|e| e["error"].is_null()),
     });
     json!({
         "duration_s": b.duration.as_secs_f64(), "rate": b.rate, "reads": b.reads,
@@ -256,14 +271,17 @@ pub(super) fn say_verdict(r: &Value) {
     if let Some(g) = r["growth"].as_object() {
         for (k, v) in g {
             say!(
-                "  {k:<14} {:>12.1} -> {:>12.1} (max {:>12.1}): {}",
+                "  {k:<14} {:>12.1} -> {:>12.1} (max {:>12.1}): {}, trend {}",
                 v["first"].as_f64().unwrap_or(0.0),
                 v["last"].as_f64().unwrap_or(0.0),
                 v["max"].as_f64().unwrap_or(0.0),
                 match &v["growth_pct"] {
                     Value::Number(n) => format!("{:+.1}%", n.as_f64().unwrap_or(0.0)),
                     other => other.to_string(),
-                }
+                },
+                v["trend_pct"]
+                    .as_f64()
+                    .map_or("-".to_string(), |t| format!("{t:+.1}%"))
             );
         }
     }

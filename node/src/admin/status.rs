@@ -93,7 +93,7 @@ pub(super) fn lag_totals(lag: &[PartitionLag]) -> (i64, bool) {
     (total, lag.iter().all(|p| p.lag_records == 0))
 }
 
-pub(crate) async fn loader_status(s: &NodeState) -> Option<LoaderStatus> {
+pub(super) async fn loader_status(s: &NodeState) -> Option<LoaderStatus> {
     let (topic, shared) = s
         .loader
         .lock()
@@ -112,7 +112,7 @@ pub(crate) async fn loader_status(s: &NodeState) -> Option<LoaderStatus> {
         last_error,
         caught_up: totals.is_some_and(|(empty, (_, all))| !empty && all),
         lag_records: totals.map(|(_, (total, _))| total),
-        rate_limit: shared.rate_limit.load(Relaxed),
+        rate_limit: shared.rate_limit_now(),
     })
 }
 

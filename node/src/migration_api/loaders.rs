@@ -6,7 +6,10 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::Json;
 use northwest_consumer::{ApplyConfig, ApplyShared, PoisonPolicy, RecordFilter, Source};
-use northwest_control::api::{LoadSnapshotRequest, LoadSnapshotResponse, ReverseApplyResponse};
+use northwest_control::api::{
+    LoadSnapshotRequest, LoadSnapshotResponse, LoaderRateRequest, LoaderRateResponse,
+    ReverseApplyResponse, LOADER_RATE_LEASE_MS,
+};
 
 use super::parse;
 use crate::api::ApiError;
@@ -136,12 +139,13 @@ pub(super) async fn reverse_apply(
 }
 
 /// Sets the running snapshot loader's rate limit (the migration's throttle
-/// slows n2's loading with n1's streaming); 404 `not_found` with no loader.
+/// slows n2's loading with n1's streaming, renewing it while it runs; it
+/// lapses after `LOADER_RATE_LEASE_MS`); 404 `not_found` with no loader.
 pub(super) async fn loader_rate(
     State(s): State<Arc<NodeState>>,
     body: axum::body::Bytes,
-) -> Result<Json<northwest_control::api::LoaderStatus>, ApiError> {
-    let req: northwest_control::api::LoaderRateRequest = parse(&body)?;
+) -> Result<Json<LoaderRateResponse>, ApiError> {
+    let req: LoaderRateRequest = parse(&body)?;
     let shared = s.loader.lock().as_ref().map(|l| l.shared.clone());
     let Some(shared) = shared else {
         return Err(ApiError {
@@ -150,20 +154,17 @@ pub(super) async fn loader_rate(
             message: "no snapshot loader runs on this node".into(),
         });
     };
-    let was = shared
-        .rate_limit
-        .swap(req.rows_per_s, std::sync::atomic::Ordering::Relaxed);
+    let was = shared.rate_limit_now();
+    let until = northwest_store::store::now_ms_pub() + LOADER_RATE_LEASE_MS;
+    shared.set_rate_limit(req.rows_per_s, until);
     if was != req.rows_per_s {
         tracing::info!(
             rows_per_s = req.rows_per_s,
             "snapshot loader rate limit set (0: none)"
         );
     }
-    let status = crate::admin::loader_status(&s).await;
-    status.map(Json).ok_or_else(|| {
-        ApiError::unavailable(
-            northwest_control::ErrorCode::NotFound,
-            "the snapshot loader stopped meanwhile",
-        )
-    })
+    Ok(Json(LoaderRateResponse {
+        rate_limit: shared.rate_limit_now(),
+        rows: shared.txns.load(std::sync::atomic::Ordering::Relaxed),
+    }))
 }

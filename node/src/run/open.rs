@@ -116,8 +116,9 @@ pub fn journal_topic(cfg: &NodeConfig) -> TopicSpec {
     // Kafka deletes whole segments, and rolls one by default only after 7
     // days or 1 GiB: with a shorter retention the broker would keep (and a
     // replay from the start would read) up to a week more than configured.
+    // Not below 10 min: managed Kafka services refuse shorter segments.
     if retention > 0 {
-        let segment = (retention / 4).clamp(60_000, 86_400_000);
+        let segment = (retention / 4).clamp(600_000, 86_400_000);
         configs.push(("segment.ms".into(), segment.to_string()));
     }
     TopicSpec {
