@@ -132,6 +132,13 @@ pub fn postgres_on(seed: u64) -> bool {
     ((seed >> 1) ^ (seed >> 4)) & 1 == 1
 }
 
+/// The migrations run with the closed-loop throttle (`--max-source-p99-ms
+/// 100`: the stream and n2's loader slow while faults push n1's p99 up) on
+/// every other seed, by bit 0 xor bit 2, so every scenario meets it.
+pub fn throttled_on(seed: u64) -> bool {
+    ((seed >> 2) ^ seed) & 1 == 1
+}
+
 /// n2's marker GC: markers kept 0.72 s past the journal it is told it has
 /// (0.5 s), a pass every second; goes in its `[journal]` section.
 const N2_MARKER_GC: &str =
@@ -218,6 +225,8 @@ pub struct RunReport {
     pub rebuild: bool,
     /// n2 (and n5) kept their tables in PostgreSQL.
     pub postgres: bool,
+    /// The migrations ran with the throttle ([`throttled_on`]).
+    pub throttled: bool,
 }
 
 impl RunReport {
@@ -393,6 +402,8 @@ struct World {
     stack: Arc<OwnStack>,
     /// n2 keeps its tables in the stack's PostgreSQL.
     postgres: bool,
+    /// The migrations run throttled ([`throttled_on`]).
+    throttled: bool,
     /// In front of n2 for n1 and the orchestrator.
     n2_proxy: crate::fault_proxy::FaultProxy,
 }
@@ -415,6 +426,7 @@ async fn one_run(a: &ChaosArgs, seed: u64, stack: Arc<OwnStack>) -> RunReport {
         scenario: Scenario::of(seed),
         rebuild: rebuild_on(seed),
         postgres: postgres_on(seed),
+        throttled: throttled_on(seed),
     };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
@@ -524,6 +536,7 @@ async fn drive(
         migration_done: AtomicBool::new(false),
         stack: stack.clone(),
         postgres: postgres_on(seed),
+        throttled: throttled_on(seed),
         n2_proxy,
     });
     let history = Arc::new(History::default());
@@ -979,6 +992,11 @@ async fn until_done(
                 .args(["--namespace", "app"])
                 .args(["--zk", zk, "--brokers", kafka, "--json", "--quiet"])
                 .args(["--chunk", "100", "--rate", &rate.to_string()])
+                .args(if w.throttled {
+                    &["--max-source-p99-ms", "100"][..]
+                } else {
+                    &[]
+                })
                 .env_remove("NW_ZK")
                 .env_remove("NW_KAFKA")
                 .stdout(std::fs::File::create(&out)?)

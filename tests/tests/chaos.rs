@@ -3,7 +3,8 @@
 //! the broker and ZooKeeper are killed and restarted on a seeded schedule;
 //! the history checker then holds the final primary and every other node to
 //! every acknowledged write, and so a fresh node rebuilt from the topics.
-//! Two of the seeds keep n2 and the rebuilt node on PostgreSQL.
+//! Two of the seeds keep n2 and the rebuilt node on PostgreSQL; two run the
+//! migrations throttled (the stream and n2's loader).
 //! The 100-run soak is recorded in docs/verification.md.
 
 use northwest_tests::chaos::{run, ChaosArgs};
@@ -40,6 +41,11 @@ async fn seeded_fault_campaign_loses_nothing() {
             r.postgres,
             r.seed < 7006,
             "n2 on PostgreSQL in the migrate and rollback seeds, RocksDB in the others: {r:?}"
+        );
+        assert_eq!(
+            r.throttled,
+            r.seed % 2 == 0,
+            "the migrate and chained-hop seeds run throttled: {r:?}"
         );
         assert!(r.check.acked_writes > 1000 + 500, "{r:?}");
         assert!(r.check.reads_checked > 100, "{r:?}");
