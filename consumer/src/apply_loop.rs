@@ -442,3 +442,22 @@ impl Applier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ApplyShared;
+    use northwest_store::store::now_ms_pub;
+
+    #[test]
+    fn a_rate_limit_holds_until_its_lease_lapses() {
+        let s = ApplyShared::default();
+        assert_eq!(s.rate_limit_now(), 0, "no limit by default");
+        s.set_rate_limit(500, now_ms_pub() + 60_000);
+        assert_eq!(s.rate_limit_now(), 500);
+        // Not renewed (the orchestrator that set it stopped): it lapses.
+        s.set_rate_limit(500, now_ms_pub() - 1);
+        assert_eq!(s.rate_limit_now(), 0);
+        s.set_rate_limit(0, now_ms_pub() + 60_000);
+        assert_eq!(s.rate_limit_now(), 0, "0 lifts it");
+    }
+}
