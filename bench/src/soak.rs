@@ -124,33 +124,15 @@ async fn start(b: &SoakBench, dir: &Path) -> anyhow::Result<Deployment> {
     Ok(Deployment { root, topic, nodes })
 }
 
-fn migrate_args(b: &SoakBench, d: &Deployment, rollback: bool) -> northwest_migrate::MigrateArgs {
-    northwest_migrate::MigrateArgs {
-        from: d.nodes[0].1.clone(),
-        to: d.nodes[1].1.clone(),
-        namespace: "soak".into(),
-        allow_empty: false,
-        zk: b.zk.clone(),
-        brokers: b.brokers.clone(),
-        zk_auth_file: None,
-        kafka_config: None,
-        max_source_p99_ms: None,
-        max_apply_lag: None,
-        abort: false,
-        rollback,
-        from_topics: false,
-        snapshot: None,
-        compare: None,
-        ranges: 4,
-        chunk: 2000,
-        rate: 0,
-        max_lag: 500,
-        warm_keys: 100_000,
-        max_pause_ms: None,
-        stop_after: None,
-        json: false,
-        quiet: true,
-    }
+fn migrate_args(
+    b: &SoakBench,
+    d: &Deployment,
+    rollback: bool,
+) -> anyhow::Result<northwest_migrate::MigrateArgs> {
+    let (n1, n2) = (&d.nodes[0].1, &d.nodes[1].1);
+    let mut a = northwest_migrate::MigrateArgs::defaults(n1, n2, "soak", &b.zk, &b.brokers)?;
+    a.rollback = rollback;
+    Ok(a)
 }
 
 /// Runs the migration at `migrate_at` and the rollback at `rollback_at`
@@ -170,7 +152,12 @@ async fn events(b: SoakBench, d: Arc<Deployment>, t0: Instant) -> Vec<Value> {
         }
         tokio::time::sleep_until((t0 + at).into()).await;
         let began = t0.elapsed().as_secs_f64();
-        let r = northwest_migrate::run(migrate_args(&b, &d, rollback), admin.clone()).await;
+        let r = match migrate_args(&b, &d, rollback) {
+            Ok(args) => northwest_migrate::run(args, admin.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
         let ended = t0.elapsed().as_secs_f64();
         let error = r.as_ref().err().map(|e| format!("{e:#}"));
         match &error {

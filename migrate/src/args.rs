@@ -104,3 +104,40 @@ pub struct MigrateArgs {
 fn parse_phase(s: &str) -> Result<Phase, String> {
     s.parse()
 }
+
+/// [`MigrateArgs`] as a parser of its own (for [`MigrateArgs::defaults`]).
+#[derive(clap::Parser)]
+struct Command {
+    #[command(flatten)]
+    args: MigrateArgs,
+}
+
+impl MigrateArgs {
+    /// A quiet migration of `namespace` from `from` to `to` with the
+    /// command's own defaults for everything else (parsed by its clap
+    /// definition, so a changed default reaches every caller).
+    pub fn defaults(
+        from: &str,
+        to: &str,
+        namespace: &str,
+        zk: &str,
+        brokers: &str,
+    ) -> Result<Self, clap::Error> {
+        use clap::Parser;
+        let argv = [
+            "migrate",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--namespace",
+            namespace,
+            "--zk",
+            zk,
+            "--brokers",
+            brokers,
+            "--quiet",
+        ];
+        Ok(Command::try_parse_from(argv)?.args)
+    }
+}

@@ -134,6 +134,17 @@ async fn open_view(
     })
 }
 
+/// What the throttle holds the migration to; `None`: no budget asked.
+fn budgets(ctx: &Ctx, st: &MigrationRecord) -> Option<crate::throttle::Budgets> {
+    let b = crate::throttle::Budgets {
+        n1: st.from.clone(),
+        n2: st.to.clone(),
+        source_p99_ms: ctx.a.max_source_p99_ms.map(|b| b as f64),
+        apply_lag: ctx.a.max_apply_lag,
+    };
+    (b.source_p99_ms.is_some() || b.apply_lag.is_some()).then_some(b)
+}
+
 /// The snapshot's closed-loop throttle, when `--max-source-p99-ms` or
 /// `--max-apply-lag` asks for one: it sets `cfg.rows_per_sec` every second.
 fn start_throttle(
@@ -145,14 +156,7 @@ fn start_throttle(
     tokio::task::JoinHandle<()>,
     Arc<crate::throttle::ThrottleStats>,
 )> {
-    let budgets = crate::throttle::Budgets {
-        n1: st.from.clone(),
-        n2: st.to.clone(),
-        source_p99_ms: ctx.a.max_source_p99_ms.map(|b| b as f64),
-        apply_lag: ctx.a.max_apply_lag,
-    };
-    let watched = budgets.source_p99_ms.is_some() || budgets.apply_lag.is_some();
-    watched.then(|| {
+    budgets(ctx, st).map(|budgets| {
         let t = Arc::new(crate::throttle::ThrottleStats::default());
         let stats = stats.clone();
         // Rows resumed from an earlier run are not throughput.
@@ -182,15 +186,7 @@ async fn start_loader_throttle(
     [tokio::task::JoinHandle<()>; 2],
     Arc<crate::throttle::ThrottleStats>,
 )> {
-    let budgets = crate::throttle::Budgets {
-        n1: st.from.clone(),
-        n2: st.to.clone(),
-        source_p99_ms: ctx.a.max_source_p99_ms.map(|b| b as f64),
-        apply_lag: ctx.a.max_apply_lag,
-    };
-    if budgets.source_p99_ms.is_none() && budgets.apply_lag.is_none() {
-        return None;
-    }
+    let budgets = budgets(ctx, st)?;
     let t = Arc::new(crate::throttle::ThrottleStats::default());
     let admin = ctx.admin.with_timeout(Duration::from_millis(900));
     let start = st

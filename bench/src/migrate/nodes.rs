@@ -251,32 +251,8 @@ pub(super) fn admin() -> northwest_control::AdminClient {
 }
 
 pub(super) fn migrate_args(b: &MigrateBench, p: &Pair) -> northwest_migrate::MigrateArgs {
-    northwest_migrate::MigrateArgs {
-        from: p.n1.clone(),
-        to: p.n2.clone(),
-        namespace: "bench".into(),
-        allow_empty: false,
-        zk: b.zk.clone(),
-        brokers: b.brokers.clone(),
-        zk_auth_file: None,
-        kafka_config: None,
-        max_source_p99_ms: None,
-        max_apply_lag: None,
-        abort: false,
-        rollback: false,
-        from_topics: false,
-        snapshot: None,
-        compare: None,
-        ranges: 4,
-        chunk: 2000,
-        rate: 0,
-        max_lag: 500,
-        warm_keys: 100_000,
-        max_pause_ms: None,
-        stop_after: None,
-        json: false,
-        quiet: true,
-    }
+    northwest_migrate::MigrateArgs::defaults(&p.n1, &p.n2, "bench", &b.zk, &b.brokers)
+        .expect("the pair's URLs and the bench's addresses parse")
 }
 
 pub(super) async fn last_report(
