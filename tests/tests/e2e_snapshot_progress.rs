@@ -38,10 +38,14 @@ async fn snapshot_progress_shows_while_it_streams_and_a_dead_orchestrator_shows_
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut streamed_seen = Vec::new();
+    // The gauges are refreshed by each node's housekeeping tick, so they
+    // trail the status (read at the call): they must show progress at some
+    // point while the snapshot streams, not at the very instant it does.
+    let mut gauges_seen = None;
     loop {
         assert!(
             Instant::now() < deadline,
-            "no progress shown: {streamed_seen:?}"
+            "no progress shown: status {streamed_seen:?}, gauges {gauges_seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let st = get_json(&format!("{n1}/v1/admin/status")).await;
@@ -51,6 +55,10 @@ async fn snapshot_progress_shows_while_it_streams_and_a_dead_orchestrator_shows_
         let Some(p) = m.get("snapshot").filter(|p| p.is_object()) else {
             continue;
         };
+        assert_ne!(
+            m["phase"], "done",
+            "the snapshot ended before its progress showed"
+        );
         if m["phase"] != "snapshot" {
             continue;
         }
@@ -59,16 +67,25 @@ async fn snapshot_progress_shows_while_it_streams_and_a_dead_orchestrator_shows_
         // The first save may come before the plan counted the rows.
         if streamed > 0 && streamed < total {
             assert!(total >= 2000, "the plan's total: {p}");
+            assert!(p["rows_per_sec"].as_f64().unwrap() > 0.0, "{p}");
             streamed_seen.push(streamed);
             let m_rows = gauge(&n1, "northwest_migration_snapshot_rows").await;
             let m_total = gauge(&n2, "northwest_migration_snapshot_rows_total").await;
             let m_bytes = gauge(&n1, "northwest_migration_snapshot_bytes").await;
-            assert!(m_rows.is_some_and(|v| v > 0.0), "{m_rows:?}");
-            assert!(m_total.is_some_and(|v| v >= 2000.0), "{m_total:?}");
-            assert!(m_bytes.is_some_and(|v| v > 0.0), "{m_bytes:?}");
-            assert!(p["rows_per_sec"].as_f64().unwrap() > 0.0, "{p}");
+            let shown = (m_rows, m_total, m_bytes);
+            if m_rows.is_some_and(|v| v > 0.0 && v <= total as f64)
+                && m_total.is_some_and(|v| v >= 2000.0)
+                && m_bytes.is_some_and(|v| v > 0.0)
+            {
+                gauges_seen = Some(shown);
+            } else if gauges_seen.is_none() {
+                eprintln!("gauges not yet refreshed: {shown:?}");
+            }
         }
-        if streamed_seen.len() >= 2 && streamed_seen.last() > streamed_seen.first() {
+        if gauges_seen.is_some()
+            && streamed_seen.len() >= 2
+            && streamed_seen.last() > streamed_seen.first()
+        {
             break;
         }
     }
