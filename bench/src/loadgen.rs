@@ -77,6 +77,18 @@ pub struct Tally {
     pub failed: AtomicU64,
     pub hist: Mutex<Histogram<u64>>,
     pub errors: Mutex<Vec<String>>,
+    /// One histogram per [`WINDOW`] since the tally began, by when each
+    /// request started: a throttle's budget holds per window, and a run's
+    /// whole-run p99 can hide a bad window.
+    windows: Mutex<Vec<Histogram<u64>>>,
+    origin: Instant,
+}
+
+/// The span of each of [`Tally`]'s latency windows.
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
 impl Default for Tally {
@@ -84,8 +96,10 @@ impl Default for Tally {
         Self {
             issued: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")),
+            hist: Mutex::new(histogram()),
             errors: Mutex::new(Vec::new()),
+            windows: Mutex::new(Vec::new()),
+            origin: Instant::now(),
         }
     }
 }
@@ -93,10 +107,15 @@ impl Default for Tally {
 impl Tally {
     pub fn record(&self, started: Instant, ok: Result<(), String>) {
         self.issued.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .hist
-            .lock()
-            .record(started.elapsed().as_micros().max(1) as u64);
+        let us = started.elapsed().as_micros().max(1) as u64;
+        let _ = self.hist.lock().record(us);
+        let w =
+            (started.saturating_duration_since(self.origin).as_secs() / WINDOW.as_secs()) as usize;
+        let mut windows = self.windows.lock();
+        if windows.len() <= w {
+            windows.resize_with(w + 1, histogram);
+        }
+        let _ = windows[w].record(us);
         if let Err(e) = ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
             let mut errs = self.errors.lock();
@@ -109,6 +128,15 @@ impl Tally {
     pub fn summary(&self, elapsed: Duration) -> serde_json::Value {
         let h = self.hist.lock();
         let issued = self.issued.load(Ordering::Relaxed);
+        // Only whole windows with requests in them: the last one is cut
+        // short by the run's end.
+        let windows = self.windows.lock();
+        let full = windows.len().saturating_sub(1);
+        let window_p99: Vec<f64> = windows[..full]
+            .iter()
+            .filter(|w| !w.is_empty())
+            .map(|w| w.value_at_quantile(0.99) as f64 / 1000.0)
+            .collect();
         serde_json::json!({
             "issued": issued,
             "failed": self.failed.load(Ordering::Relaxed),
@@ -121,6 +149,9 @@ impl Tally {
                 "p99_9": h.value_at_quantile(0.999) as f64 / 1000.0,
                 "max": h.max() as f64 / 1000.0,
             },
+            "window_s": WINDOW.as_secs(),
+            "window_p99_ms": window_p99,
+            "worst_window_p99_ms": window_p99.iter().copied().fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))),
             "first_errors": *self.errors.lock(),
         })
     }

@@ -213,6 +213,23 @@ async fn table2(b: &MigrateBench) -> anyhow::Result<()> {
             100.0 * (f(&during, "mean") / f(&normal, "mean") - 1.0),
             migrate_s
         );
+        crate::common::record(serde_json::json!({"table2": {
+            "reads": reads, "normal": normal, "migrating": during, "migrate_s": migrate_s,
+            "max_source_p99_ms": b.max_source_p99_ms, "snapshot_rate": b.snapshot_rate,
+        }}));
+        if let Some(budget) = b.max_source_p99_ms {
+            let w = &during["window_p99_ms"];
+            let over = w.as_array().map_or(0, |w| {
+                w.iter()
+                    .filter(|p| p.as_f64().unwrap_or(0.0) > budget as f64 * 1.1)
+                    .count()
+            });
+            say!(
+                "{:<10} n1 p99 per {} s window while migrating (budget {budget} ms): {w}, {over} window(s) over budget + 10%",
+                "",
+                during["window_s"]
+            );
+        }
         p.stop().await;
     }
     Ok(())

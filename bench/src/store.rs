@@ -13,6 +13,8 @@ use northwest_store::{
 
 use crate::common::{in_process, measure, over_http, print_rows, say, Row, Shape};
 
+mod shared;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreBench {
     /// Operations per variant.
@@ -40,6 +42,10 @@ pub struct StoreBench {
     /// Skip the PostgreSQL rows.
     #[arg(long)]
     pub no_postgres: bool,
+    /// The (e) rows: how many `northwest node` processes share one
+    /// PostgreSQL schema in each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub processes: Vec<usize>,
 }
 
 /// (a): RocksDB alone, no store around it.
@@ -277,6 +283,7 @@ pub async fn run(b: StoreBench) -> anyhow::Result<()> {
     rows.extend(zk_rows(&b, &shape, dir.path(), stamp).await?);
     if !b.no_postgres {
         rows.extend(pg_rows(&b, &shape, stamp).await?);
+        rows.extend(shared::shared_rows(&b, &shape, stamp).await?);
     }
     print_rows("results", &rows);
     Ok(())

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 
 // Every request, journal record and applied row allocates: the profile of
 // the snapshot loader spent ~30% of its samples in glibc's malloc/free.
+// mimalloc also replaces malloc itself (the workspace's `override`
+// feature), so RocksDB and librdkafka use it too: with glibc's arenas
+// beside it, n1's memory kept climbing in the soak (README).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

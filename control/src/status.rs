@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use northwest_store::cache::CacheStats;
+use northwest_store::EngineMemory;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -37,6 +38,9 @@ pub struct NodeStatus {
     pub snapshot_gc: Option<SnapshotGcStatus>,
     pub proxy_problems: Vec<String>,
     pub read_cache: Option<CacheStats>,
+    /// The embedded engine's memory (`None`: a database server's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_memory: Option<EngineMemory>,
     pub data_latency: DataLatency,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loader: Option<LoaderStatus>,

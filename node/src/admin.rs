@@ -212,7 +212,7 @@ async fn history(State(s): State<Arc<NodeState>>) -> Json<HistoryView> {
 }
 
 async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
-    s.metrics.observe_cache(s.store.cache_stats());
+    s.metrics.observe_store(&s.store);
     if let Some(a) = &s.apply {
         s.metrics.observe_apply(a);
     }

@@ -99,7 +99,9 @@ impl From<StoreError> for ApiError {
             StoreError::JournalPending { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::JournalPending)
             }
-            StoreError::Coord(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Coordination),
+            StoreError::Coord(_) | StoreError::Engine(EngineError::Fenced(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Coordination)
+            }
             StoreError::Engine(EngineError::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::EngineUnavailable,

@@ -35,6 +35,17 @@ pub enum ClaimError {
          process, or give this node its own `name`"
     )]
     Held { name: String, holder: String },
+    #[error(
+        "node name {name} is served by {count} process(es) sharing its PostgreSQL schema \
+         (store.postgres.shared = true): set shared in this node's config too, or give this \
+         node its own `name`"
+    )]
+    Shared { name: String, count: usize },
+    #[error(
+        "node name {name} is held by a process that does not share its schema ({holder}): \
+         stop it, or set store.postgres.shared = true in its config too"
+    )]
+    Exclusive { name: String, holder: String },
     #[error("claiming node name {name} in ZooKeeper ({path}): {source}")]
     Zk {
         name: String,
@@ -71,16 +82,21 @@ fn instance_of(data: &[u8]) -> Option<String> {
         .map(|c| c.instance)
 }
 
+/// Where the processes sharing a node's schema each keep an ephemeral
+/// znode (`<root>/nodes/<name>/instances/<instance>`).
+fn instances_dir(layout: &ZkLayout, name: &str) -> String {
+    let claim = layout.claim(name);
+    let parent = claim.rsplit_once('/').map_or(claim.as_str(), |(p, _)| p);
+    format!("{parent}/instances")
+}
+
 impl NameClaim {
-    /// Claims `name`, waiting up to `wait` (the session timeout and a
-    /// margin) for a crashed holder's claim to expire.
-    pub async fn take(
+    fn new(
         zk: Arc<ZkCoordinator>,
-        layout: &ZkLayout,
+        path: impl FnOnce(&str) -> String,
         name: &str,
         listen: SocketAddr,
-        wait: Duration,
-    ) -> Result<Self, ClaimError> {
+    ) -> Self {
         let instance = format!(
             "{:016x}",
             rand::random::<u64>() ^ northwest_store::store::now_ms_pub() as u64
@@ -92,18 +108,109 @@ impl NameClaim {
             started_ms: northwest_store::store::now_ms_pub(),
         })
         .expect("plain data");
-        let claim = Self {
+        Self {
             zk,
-            path: layout.claim(name),
+            path: path(&instance),
             name: name.to_string(),
             instance,
             data,
-        };
+        }
+    }
+
+    fn zk_err(&self, source: zk::Error) -> ClaimError {
+        ClaimError::Zk {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Gives the claim back (a conflict found after creating it).
+    async fn remove(&self) {
+        if let Err(e) = self.zk.client().delete(&self.path, None).await {
+            tracing::warn!(path = %self.path, error = %e, "could not remove this process's claim; it goes with the session");
+        }
+    }
+
+    /// Joins the processes serving `name` over one shared PostgreSQL schema
+    /// (`store.postgres.shared`): each has an ephemeral znode of its own.
+    /// Refused while a process holds the name alone, as that process is
+    /// refused while any sharer is there: each side creates its own znode
+    /// first and then looks for the other's, so one of two racing starts
+    /// always sees the other.
+    /// A crashed holder's claim is waited out, up to `wait`, as by
+    /// [`NameClaim::take`].
+    pub async fn join(
+        zk: Arc<ZkCoordinator>,
+        layout: &ZkLayout,
+        name: &str,
+        listen: SocketAddr,
+        wait: Duration,
+    ) -> Result<Self, ClaimError> {
+        let dir = instances_dir(layout, name);
+        let claim = Self::new(zk, |i| format!("{dir}/{i}"), name, listen);
+        claim.create().await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let holder = match claim.zk.client().get_data(&layout.claim(name)).await {
+                Err(zk::Error::NoNode) => return Ok(claim),
+                Ok((holder, _)) => holder,
+                Err(e) => {
+                    claim.remove().await;
+                    return Err(claim.zk_err(e));
+                }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                claim.remove().await;
+                return Err(ClaimError::Exclusive {
+                    name: name.to_string(),
+                    holder: describe(&holder),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// How many processes share the name's schema now.
+    async fn sharers(&self, layout: &ZkLayout) -> Result<usize, ClaimError> {
+        let dir = instances_dir(layout, &self.name);
+        match self.zk.client().list_children(&dir).await {
+            Ok(c) => Ok(c.len()),
+            Err(zk::Error::NoNode) => Ok(0),
+            Err(source) => Err(ClaimError::Zk {
+                name: self.name.clone(),
+                path: dir,
+                source,
+            }),
+        }
+    }
+
+    /// Claims `name`, waiting up to `wait` (the session timeout and a
+    /// margin) for a crashed holder's claim to expire.
+    pub async fn take(
+        zk: Arc<ZkCoordinator>,
+        layout: &ZkLayout,
+        name: &str,
+        listen: SocketAddr,
+        wait: Duration,
+    ) -> Result<Self, ClaimError> {
+        let claim = Self::new(zk, |_| layout.claim(name), name, listen);
         let deadline = tokio::time::Instant::now() + wait;
         let mut logged = false;
         loop {
             match claim.create().await? {
-                None => return Ok(claim),
+                None => match claim.sharers(layout).await? {
+                    0 => return Ok(claim),
+                    count if tokio::time::Instant::now() >= deadline => {
+                        claim.remove().await;
+                        return Err(ClaimError::Shared {
+                            name: claim.name.clone(),
+                            count,
+                        });
+                    }
+                    // Crashed sharers' znodes go with their sessions.
+                    _ => tokio::time::sleep(Duration::from_millis(250)).await,
+                },
                 Some(holder) if tokio::time::Instant::now() >= deadline => {
                     return Err(ClaimError::Held {
                         name: claim.name.clone(),

@@ -160,6 +160,10 @@ pub struct StoreSection {
     /// recency based; default 128; at most 1048576); 0: no cache. A
     /// migration warms the target's cache with the source's hot keys.
     pub read_cache_mb: u64,
+    /// MiB RocksDB aims to hold (default 128; 8..=1048576; not a hard limit):
+    /// one block cache for every family, holding indexes and filters and
+    /// charged with the write buffers (flushed at about half). Besides the read cache.
+    pub rocksdb_memory_mb: u64,
     /// The PostgreSQL server of `engine = "postgres"`.
     pub postgres: PostgresSection,
 }
@@ -391,6 +395,7 @@ impl Default for StoreSection {
             marker_retention_hours: 168.0,
             marker_gc_interval_s: 3600,
             read_cache_mb: 128,
+            rocksdb_memory_mb: northwest_store::DEFAULT_ROCKSDB_MEMORY_MB,
             postgres: PostgresSection::default(),
         }
     }
@@ -446,13 +451,6 @@ const JOURNAL_OVERHEAD: usize = 64 << 10;
 
 /// The largest journal record a Kafka request can carry with room to spare.
 const MAX_MESSAGE_CAP: usize = 90 << 20;
-
-impl HttpConfig {
-    /// The largest transaction body (JSON, values base64) the API reads.
-    pub fn max_txn_body_bytes(&self) -> usize {
-        self.max_value_bytes.saturating_mul(8)
-    }
-}
 
 impl NodeConfig {
     /// Reads and validates a TOML file.

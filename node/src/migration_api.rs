@@ -27,7 +27,8 @@ pub use loaders::start_reverse_apply;
 mod loaders;
 
 pub fn router(state: Arc<NodeState>) -> Router {
-    Router::new()
+    let shared = state.shared;
+    let r = Router::new()
         .route(path::FENCE, post(fence))
         .route(path::UNFENCE, post(unfence))
         .route(path::PROXY, post(proxy).delete(unproxy))
@@ -39,7 +40,31 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/v1/admin/hot-keys/{ns}", get(hot_keys))
         .route(path::REVERSE_APPLY, post(reverse_apply))
         .route(path::WARM, post(warm))
-        .with_state(state)
+        .with_state(state);
+    if shared {
+        r.route_layer(axum::middleware::from_fn(refuse_shared))
+    } else {
+        r
+    }
+}
+
+/// A migration's calls act on the process that receives them: with several
+/// processes serving the node, a fence or a proxy on one would leave the
+/// others taking writes.
+async fn refuse_shared(
+    _req: axum::extract::Request,
+    _next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ApiError {
+        status: StatusCode::CONFLICT,
+        code: ErrorCode::BadRequest,
+        message: "this node's processes share its PostgreSQL schema (store.postgres.shared): \
+                  migration calls (fences, proxies, promotion, loaders) would act on one process \
+                  only, and a shared deployment cannot be migrated yet"
+            .into(),
+    }
+    .into_response()
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {

@@ -21,6 +21,10 @@ pub struct NodeState {
     pub name: String,
     /// This process's claim on the name (ZooKeeper coordination only).
     pub instance: Option<String>,
+    /// One of several processes sharing the node's PostgreSQL schema
+    /// (`store.postgres.shared`): what acts on one process only (fences,
+    /// proxies, promotion, loaders) is refused.
+    pub shared: bool,
     pub store: Arc<Store>,
     pub kafka: KafkaSettings,
     pub topic: String,

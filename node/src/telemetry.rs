@@ -263,9 +263,20 @@ impl Metrics {
         self.source.reverse_lag.set(lag.unwrap_or(-1));
     }
 
-    /// The read cache's counters now (None: the node has no cache).
-    pub fn observe_cache(&self, c: Option<northwest_store::CacheStats>) {
-        let c = c.unwrap_or_default();
+    /// The read cache's counters and the engine's memory now.
+    pub fn observe_store(&self, store: &northwest_store::Store) {
+        let m = store.engine().memory().unwrap_or_default();
+        let kinds = [
+            ("memtables", m.memtables),
+            ("block_cache", m.block_cache),
+            ("block_cache_pinned", m.block_cache_pinned),
+            ("table_readers", m.table_readers),
+        ];
+        for (kind, bytes) in kinds {
+            let g = self.store.engine_memory_bytes.with_label_values(&[kind]);
+            g.set(bytes as i64);
+        }
+        let c = store.cache_stats().unwrap_or_default();
         let mut s = self.last.lock();
         delta(&self.store.read_cache_hits, &mut s.cache_hits, c.hits);
         delta(&self.store.read_cache_misses, &mut s.cache_misses, c.misses);

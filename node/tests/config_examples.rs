@@ -56,6 +56,12 @@ fn bad_values_are_explained() {
     c.journal.retention_ms = 7 * 24 * 3_600_000;
     c.store.marker_retention_hours = 24.0;
     assert!(c.validate().unwrap_err().contains("resurrect"));
+    let mut c = NodeConfig::default();
+    c.store.rocksdb_memory_mb = 4;
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .contains("store.rocksdb_memory_mb"));
 }
 
 /// Data tokens without an admin token would leave fence, promote and

@@ -35,6 +35,11 @@ pub struct Slot {
     /// The last lease was given back because another process asked: the
     /// next local acquisition lets that process go first.
     pub yielded: bool,
+    /// The held lease's fencing token (`None` with no lease, or under a
+    /// coordinator that has none).
+    pub token: Option<i64>,
+    /// The token last recorded with the engine ([`GroupLock::needs_fence`]).
+    pub fenced: Option<i64>,
 }
 
 /// Exclusive ownership of one entity group, released (locally) on drop.
@@ -49,6 +54,25 @@ impl GroupLock {
     }
     pub(crate) fn held_gen(&self) -> Option<u64> {
         self.guard.held_gen
+    }
+    /// The fencing token of the lease this lock holds, if its coordinator
+    /// gives one (ZooKeeper does: the lease znode's creation zxid).
+    pub fn token(&self) -> Option<i64> {
+        self.guard.held_gen.and(self.guard.token)
+    }
+    /// Whether this lease's token must still be recorded with the engine
+    /// before the group is read: once per lease, not per transaction.
+    pub(crate) fn needs_fence(&self) -> bool {
+        self.token().is_some_and(|t| self.guard.fenced != Some(t))
+    }
+    pub(crate) fn mark_fenced(&mut self) {
+        self.guard.fenced = self.token();
+    }
+    /// Forgets the held lease (its token and that it was recorded).
+    pub(crate) fn forget_lease(&mut self) {
+        self.guard.held_gen = None;
+        self.guard.token = None;
+        self.guard.fenced = None;
     }
 }
 
@@ -83,6 +107,8 @@ impl LockTable {
                         last_used: now,
                         wanted: Arc::default(),
                         yielded: false,
+                        token: None,
+                        fenced: None,
                     }))
                 })
                 .clone()
@@ -154,6 +180,20 @@ pub trait Coordinator: Send + Sync + 'static {
     /// lease for its next transaction; dropping the lock instead is also safe.
     async fn release(&self, lock: GroupLock) {
         drop(lock);
+    }
+
+    /// Gives the group's lease back now, whatever its age: the engine holds
+    /// a newer fencing token for it, so this process must take it afresh
+    /// (a new znode, a new token) rather than present the old one again.
+    async fn surrender(&self, mut lock: GroupLock) {
+        lock.forget_lease();
+    }
+
+    /// Whether `lock`'s lease is still this process's, as the coordinator
+    /// sees it now (asked, not remembered): its session current and its
+    /// token the live one.
+    async fn lease_is_live(&self, _lock: &GroupLock) -> bool {
+        true
     }
 
     /// Errs when `lock` may no longer be exclusive (its lease was lost with the

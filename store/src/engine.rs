@@ -47,6 +47,19 @@ pub enum BatchOp {
 #[derive(Debug, Default, Clone)]
 pub struct WriteBatch {
     pub ops: Vec<BatchOp>,
+    /// The fencing tokens of the entity-group leases the batch was written
+    /// under: an engine several processes write ([`Engine::fence_groups`])
+    /// refuses the whole batch if a newer holder of any of them came since.
+    pub fences: Vec<GroupFence>,
+}
+
+/// A lease's fencing token for one entity group (its journal key): tokens
+/// of successive holders only grow, so a holder whose lease was lost (its
+/// session expired while it kept running) carries an older one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFence {
+    pub group: Vec<u8>,
+    pub token: i64,
 }
 
 impl WriteBatch {
@@ -104,6 +117,11 @@ pub trait Engine: Reader {
     }
     /// Short engine name for logs and metrics.
     fn name(&self) -> &'static str;
+    /// What the engine holds in this process's memory, where it keeps
+    /// count (`None`: it does not, e.g. a database server's own memory).
+    fn memory(&self) -> Option<EngineMemory> {
+        None
+    }
     /// Whether `write` returns only once the batch is on disk (fsync):
     /// callers then write from a thread that may block, so concurrent
     /// writes reach the engine together and share one sync.
@@ -116,6 +134,35 @@ pub trait Engine: Reader {
     fn calls_wait_on_network(&self) -> bool {
         false
     }
+    /// Records that these leases' holders now write their groups, before
+    /// the holders read them: from then on a batch carrying an older token
+    /// for any of these groups is refused ([`EngineError::Fenced`]), and
+    /// this call itself is refused if a newer token is already recorded
+    /// (our lease was superseded). An engine only one process can open
+    /// (RocksDB) has no other writer to fence and ignores tokens.
+    fn fence_groups(&self, _fences: &[GroupFence]) -> Result<(), EngineError> {
+        Ok(())
+    }
+    /// Whether this engine keeps and checks fencing tokens.
+    fn checks_fences(&self) -> bool {
+        false
+    }
+}
+
+/// An embedded engine's memory by use, in bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EngineMemory {
+    /// Write buffers (memtables), flushed and unflushed.
+    pub memtables: u64,
+    /// The block cache's content, memtable reservations charged to it
+    /// included (RocksDB's write buffer manager).
+    pub block_cache: u64,
+    /// Of which pinned by readers and iterators.
+    pub block_cache_pinned: u64,
+    /// Index and filter blocks held outside the block cache.
+    pub table_readers: u64,
+    /// What the engine was told it may use (`None`: no limit).
+    pub budget: Option<u64>,
 }
 
 /// An engine whose calls leave their runtime worker while they wait
@@ -159,18 +206,30 @@ impl Engine for OffWorker {
     fn name(&self) -> &'static str {
         self.0.name()
     }
+    fn memory(&self) -> Option<EngineMemory> {
+        self.0.memory()
+    }
     /// Already off the worker: the store need not leave it again.
     fn syncs_writes(&self) -> bool {
         false
+    }
+    fn fence_groups(&self, fences: &[GroupFence]) -> Result<(), EngineError> {
+        off_worker(|| self.0.fence_groups(fences))
+    }
+    fn checks_fences(&self) -> bool {
+        self.0.checks_fences()
     }
 }
 
 type Tables = BTreeMap<Cf, BTreeMap<Vec<u8>, Vec<u8>>>;
 
-/// An in-memory engine for tests: same contract, nothing persists.
+/// An in-memory engine for tests: same contract, nothing persists. It
+/// keeps fencing tokens as a shared engine does, so the store's use of
+/// them is tested without a database server.
 #[derive(Default)]
 pub struct MemEngine {
     tables: RwLock<Tables>,
+    fences: parking_lot::Mutex<BTreeMap<Vec<u8>, i64>>,
 }
 
 impl MemEngine {
@@ -208,9 +267,45 @@ impl Reader for MemEngine {
     }
 }
 
+/// Each group once, with the newest token given for it.
+pub(crate) fn newest_per_group(fences: &[GroupFence]) -> BTreeMap<Vec<u8>, i64> {
+    let mut m: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for f in fences {
+        let t = m.entry(f.group.clone()).or_insert(f.token);
+        *t = (*t).max(f.token);
+    }
+    m
+}
+
+/// Checks `fences` against `known` (each group's newest token), then
+/// records them: all or nothing, as an engine's transaction does.
+pub(crate) fn check_fences(
+    known: &mut BTreeMap<Vec<u8>, i64>,
+    fences: &[GroupFence],
+) -> Result<(), EngineError> {
+    let fences = newest_per_group(fences);
+    for (g, &token) in &fences {
+        if let Some(&newer) = known.get(g).filter(|&&t| t > token) {
+            return Err(EngineError::Fenced(format!(
+                "entity group {} has a newer lease holder (token {newer} > ours {token})",
+                String::from_utf8_lossy(g),
+            )));
+        }
+    }
+    known.extend(fences);
+    Ok(())
+}
+
 impl Engine for MemEngine {
+    fn fence_groups(&self, fences: &[GroupFence]) -> Result<(), EngineError> {
+        check_fences(&mut self.fences.lock(), fences)
+    }
+    fn checks_fences(&self) -> bool {
+        true
+    }
     fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
         let mut t = self.tables.write();
+        check_fences(&mut self.fences.lock(), &batch.fences)?;
         for op in batch.ops {
             match op {
                 BatchOp::Put { cf, key, value } => {

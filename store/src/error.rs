@@ -25,6 +25,12 @@ pub enum EngineError {
     /// call may succeed once it is back.
     #[error("storage engine unavailable: {0}")]
     Unavailable(String),
+    /// The batch carried a lease's fencing token older than one the engine
+    /// recorded: another process holds the entity group now (our ZooKeeper
+    /// session expired while we ran on). Nothing was written; a retry
+    /// takes the lease afresh.
+    #[error("entity-group lease lost to another process, nothing written: {0}")]
+    Fenced(String),
 }
 
 #[derive(Debug, Error, Clone)]
@@ -80,7 +86,7 @@ impl StoreError {
     pub fn is_retriable(&self) -> bool {
         match self {
             StoreError::Coord(c) => c.is_retriable(),
-            StoreError::Engine(EngineError::Unavailable(_)) => true,
+            StoreError::Engine(EngineError::Unavailable(_) | EngineError::Fenced(_)) => true,
             _ => false,
         }
     }

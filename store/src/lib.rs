@@ -17,6 +17,7 @@ pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+mod fencing;
 pub mod key;
 pub mod outbox;
 #[cfg(feature = "postgres")]
@@ -34,7 +35,7 @@ pub mod zk;
 
 pub use cache::{CacheStats, ReadCache};
 pub use coord::{Coordinator, LocalCoordinator};
-pub use engine::{Cf, Engine, MemEngine};
+pub use engine::{Cf, Engine, EngineMemory, MemEngine};
 pub use error::{CoordError, EngineError, KeyError, StoreError};
 pub use key::{EntityGroup, KeyPath, KeyRange, Namespace};
 pub use outbox::Outbox;
@@ -44,7 +45,7 @@ pub use record::EntityRecord;
 pub use replicated::{ApplyStats, MarkerGcRule, MarkerGcStats, ReplicatedWrite};
 pub use retry::RetryPolicy;
 #[cfg(feature = "rocksdb")]
-pub use rocks::RocksEngine;
+pub use rocks::{RocksEngine, DEFAULT_ROCKSDB_MEMORY_MB};
 pub use store::{Entity, Op, OutboxFullPolicy, Store, StoreConfig};
 pub use txn::Transaction;
 pub use types::{TxnId, Version};

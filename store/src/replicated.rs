@@ -99,9 +99,14 @@ impl Store {
             .iter()
             .map(|w| EntityGroup::of(&w.ns, &w.key))
             .collect();
-        let locks = self.coord.lock_many(&groups).await?;
+        let locks = self.lock_groups(&groups).await?;
         let result = self.apply_locked(writes, meta, &locks, apply_log);
-        futures::future::join_all(locks.into_iter().map(|l| self.coord.release(l))).await;
+        match &result {
+            Ok(_) => {
+                futures::future::join_all(locks.into_iter().map(|l| self.coord.release(l))).await;
+            }
+            Err(e) => self.release_fenced(locks, e).await,
+        }
         result
     }
 
@@ -165,6 +170,7 @@ impl Store {
         for l in locks {
             self.coord.fence(l)?;
         }
+        batch.fences = self.fences_of(locks);
         if failpoint::hit("store::before_apply_write") {
             return Err(StoreError::Injected("store::before_apply_write"));
         }
@@ -277,20 +283,24 @@ impl Store {
                     continue;
                 }
                 let (ns, key) = crate::key::decode_key(k)?;
-                let lock = self.coord.lock(&EntityGroup::of(&ns, &key)).await?;
+                let lock = self.lock_group(&EntityGroup::of(&ns, &key)).await?;
                 let result = (|| {
                     if let Some(b) = self.engine.get(Cf::Entities, k)? {
                         if EntityRecord::decode(&b)? == r {
                             let mut batch = WriteBatch::default();
                             batch.delete(Cf::Entities, k.clone());
                             self.coord.fence(&lock)?;
+                            batch.fences = self.fences_of([&lock]);
                             self.write(batch, false)?;
                             return Ok::<_, StoreError>(true);
                         }
                     }
                     Ok(false)
                 })();
-                self.coord.release(lock).await;
+                match &result {
+                    Ok(_) => self.coord.release(lock).await,
+                    Err(e) => self.release_fenced(vec![lock], e).await,
+                }
                 if result? {
                     stats.removed += 1;
                     stats.markers -= 1;

@@ -24,7 +24,7 @@ enum Write {
 impl Store {
     /// Begins a transaction on `group`, taking its lock.
     pub async fn begin(&self, group: &EntityGroup) -> Result<Transaction<'_>, StoreError> {
-        let lock = self.coord.lock(group).await?;
+        let lock = self.lock_group(group).await?;
         Ok(Transaction::new(self, lock))
     }
 
@@ -201,8 +201,14 @@ impl<'a> Transaction<'a> {
             // The engine says nothing was written (its server is down): the
             // id leaves no trace to hide, and an outage under load must not
             // leave a blacklist entry per attempt.
-            Err(e @ StoreError::Engine(crate::error::EngineError::Unavailable(_))) => {
-                store.coord.release(self.lock).await;
+            // Likewise when a newer lease holder fenced the batch out.
+            Err(
+                e @ StoreError::Engine(
+                    crate::error::EngineError::Unavailable(_)
+                    | crate::error::EngineError::Fenced(_),
+                ),
+            ) => {
+                store.release_fenced(vec![self.lock], &e).await;
                 Err(e)
             }
             Err(e) => {
@@ -238,11 +244,17 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
-    fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    fn write_batch(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
         if failpoint::hit("store::before_commit_write") {
             return Err(StoreError::Injected("store::before_commit_write"));
         }
         self.store.coord.fence(&self.lock)?;
+        // Past every check this process makes of its lease: what a process
+        // stopped here meanwhile finds is up to the engine's fence.
+        if failpoint::hit("store::after_lease_check") {
+            return Err(StoreError::Injected("store::after_lease_check"));
+        }
+        batch.fences = self.store.fences_of([&self.lock]);
         self.store.write(batch, true)
     }
 

@@ -338,20 +338,18 @@ impl Coordinator for ZkCoordinator {
                 .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
             locks.push(lock);
         }
-        // Local slots are ours; fetch the missing leases concurrently. Every
-        // take runs to its end even when one fails: a take dropped midway
-        // could leave its create landing as a znode this process holds
-        // without knowing (no watch, so askers would wait out their lock
-        // timeouts). Leases taken meanwhile stay held, like any cached lease.
+        // Local slots are ours; fetch the missing leases (batched, see
+        // `take_leases`). Every take runs to its end even when one fails: a
+        // take dropped midway could leave its create landing as a znode this
+        // process holds without knowing (no watch, so askers would wait out
+        // their lock timeouts). Leases taken meanwhile stay held, like any
+        // cached lease.
         let s = self.inner.session();
-        let results = futures::future::join_all(
-            locks
-                .iter_mut()
-                .filter(|l| l.guard.held_gen != Some(s.gen))
-                .map(|l| self.take_lease(&s, l, deadline)),
-        )
-        .await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let missing = locks
+            .iter_mut()
+            .filter(|l| l.guard.held_gen != Some(s.gen))
+            .collect();
+        self.take_leases(&s, missing, deadline).await?;
         Ok(locks)
     }
 
@@ -364,6 +362,32 @@ impl Coordinator for ZkCoordinator {
         self.inner
             .give_back(&self.inner.session(), &mut lock.guard, &key, wanted)
             .await;
+    }
+
+    async fn surrender(&self, mut lock: GroupLock) {
+        // The znode goes if this session owns it (owner-checked: whatever
+        // happened to our lease, a newer holder's znode stays): one left
+        // behind would be recognised as ours by the next take, old token
+        // and all.
+        let s = self.inner.session();
+        if lock.held_gen() == Some(s.gen) {
+            let path = self.inner.lease_path(&lock.group.journal_key());
+            lease::remove_if_ours(&s.client, &path).await;
+        }
+        lock.forget_lease();
+    }
+
+    async fn lease_is_live(&self, lock: &GroupLock) -> bool {
+        let s = self.inner.session();
+        if lock.held_gen() != Some(s.gen) {
+            return false;
+        }
+        let path = self.inner.lease_path(&lock.group.journal_key());
+        matches!(
+            s.client.check_stat(&path).await,
+            Ok(Some(st)) if st.ephemeral_owner == s.client.session_id().0
+                && Some(st.czxid) == lock.token()
+        )
     }
 
     fn fence(&self, lock: &GroupLock) -> Result<(), CoordError> {

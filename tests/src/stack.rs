@@ -307,3 +307,22 @@ pub fn pg_store_toml(schema: &str) -> String {
         password.display()
     )
 }
+
+/// A ZooKeeper coordinator on the dev stack's ZooKeeper under `root`,
+/// its config adjusted by `tweak` first.
+pub async fn zk_coord(
+    root: &str,
+    tweak: impl FnOnce(&mut northwest_store::ZkConfig),
+) -> std::sync::Arc<northwest_store::ZkCoordinator> {
+    let mut cfg = northwest_store::ZkConfig {
+        connect: require_zk(),
+        root: root.to_string(),
+        ..northwest_store::ZkConfig::default()
+    };
+    tweak(&mut cfg);
+    std::sync::Arc::new(
+        northwest_store::ZkCoordinator::connect(cfg)
+            .await
+            .expect("connect to ZooKeeper"),
+    )
+}

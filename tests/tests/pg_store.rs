@@ -23,22 +23,13 @@ mod schema {
     use northwest_store::{Cf, PgEngine};
     use northwest_tests::{pg_config, pg_schema};
 
-    /// A database written by another schema version is refused at open,
-    /// with the versions and what to do; nothing in it is touched.
-    #[test]
-    fn another_schema_version_is_refused_at_open() {
-        let schema = pg_schema("ver");
-        let e = PgEngine::open(pg_config(&schema)).unwrap();
-        let mut b = WriteBatch::default();
-        b.put(Cf::Entities, b"k".to_vec(), b"v".to_vec());
-        northwest_store::Engine::write(&e, b).unwrap();
-        drop(e);
+    /// Runs `sql` on the dev stack's database; its output, unaligned.
+    fn psql(sql: &str) -> String {
         let (addr, password) = northwest_tests::require_pg();
         let (host, port) = addr.rsplit_once(':').unwrap();
         let out = std::process::Command::new("psql")
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port])
-            .args(["-U", "northwest", "-d", "northwest", "-c"])
-            .arg(format!("UPDATE {schema}.schema_version SET version = 99"))
+            .args(["-U", "northwest", "-d", "northwest", "-tA", "-c", sql])
             .env(
                 "PGPASSWORD",
                 std::fs::read_to_string(&password).unwrap().trim(),
@@ -50,10 +41,71 @@ mod schema {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A schema version 1 wrote (before lease fencing tokens: its DDL as it
+    /// was) is read as it is by a view, and upgraded in place when a node
+    /// opens it: rows kept, tokens then recorded and checked.
+    #[test]
+    fn a_version_1_schema_is_upgraded_with_its_rows() {
+        use northwest_store::engine::{GroupFence, Reader};
+        use northwest_store::{Engine, EngineError};
+        let schema = pg_schema("v1");
+        psql(&format!(
+            "CREATE SCHEMA {schema}; \
+             CREATE TABLE {schema}.schema_version (one boolean PRIMARY KEY DEFAULT true \
+               CHECK (one), version integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); \
+             CREATE TABLE {schema}.entities (k bytea PRIMARY KEY, v bytea NOT NULL); \
+             CREATE TABLE {schema}.outbox (k bytea PRIMARY KEY, v bytea NOT NULL); \
+             CREATE TABLE {schema}.meta (k bytea PRIMARY KEY, v bytea NOT NULL); \
+             CREATE TABLE {schema}.inflight (token bigint PRIMARY KEY, \
+               fenced boolean NOT NULL DEFAULT false); \
+             INSERT INTO {schema}.schema_version (version) VALUES (1); \
+             INSERT INTO {schema}.entities VALUES ('\\x6b', '\\x76');"
+        ));
+        let version = || psql(&format!("SELECT version FROM {schema}.schema_version"));
+        let view =
+            northwest_store::pg::open_view(pg_config(&schema)).expect("a view reads version 1");
+        assert_eq!(view.get(Cf::Entities, b"k").unwrap(), Some(b"v".to_vec()));
+        drop(view);
+        assert_eq!(version(), "1", "a view changes nothing");
+        let e = PgEngine::open(pg_config(&schema)).expect("upgraded");
+        assert_eq!(version(), "2");
+        assert_eq!(e.get(Cf::Entities, b"k").unwrap(), Some(b"v".to_vec()));
+        let f = |token| GroupFence {
+            group: b"g".to_vec(),
+            token,
+        };
+        e.fence_groups(&[f(5)]).unwrap();
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"k".to_vec(), b"w".to_vec());
+        b.fences = vec![f(4)];
+        assert!(matches!(e.write(b), Err(EngineError::Fenced(_))));
+        assert_eq!(e.get(Cf::Entities, b"k").unwrap(), Some(b"v".to_vec()));
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"k".to_vec(), b"w".to_vec());
+        b.fences = vec![f(5)];
+        e.write(b).unwrap();
+        assert_eq!(e.get(Cf::Entities, b"k").unwrap(), Some(b"w".to_vec()));
+    }
+
+    /// A database written by another schema version is refused at open,
+    /// with the versions and what to do; nothing in it is touched.
+    #[test]
+    fn another_schema_version_is_refused_at_open() {
+        let schema = pg_schema("ver");
+        let e = PgEngine::open(pg_config(&schema)).unwrap();
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, b"k".to_vec(), b"v".to_vec());
+        northwest_store::Engine::write(&e, b).unwrap();
+        drop(e);
+        psql(&format!("UPDATE {schema}.schema_version SET version = 99"));
         let err = PgEngine::open(pg_config(&schema)).err().expect("refused");
         let msg = err.to_string();
         assert!(
-            msg.contains("version 99") && msg.contains("version 1"),
+            msg.contains("version 99")
+                && msg.contains(&format!("version {}", northwest_store::pg::SCHEMA_VERSION)),
             "{msg}"
         );
         assert!(

@@ -8,24 +8,10 @@ use std::time::{Duration, Instant};
 
 use northwest_store::{
     Coordinator, Engine, EntityGroup, KeyPath, MemEngine, Namespace, Op, Store, StoreConfig,
-    ZkConfig, ZkCoordinator,
+    ZkConfig,
 };
-use northwest_tests::{bin_path, require_zk, unique};
+use northwest_tests::{bin_path, require_zk, unique, zk_coord};
 use zookeeper_client as zk;
-
-async fn coord(root: &str, tweak: impl FnOnce(&mut ZkConfig)) -> Arc<ZkCoordinator> {
-    let mut cfg = ZkConfig {
-        connect: require_zk(),
-        root: root.to_string(),
-        ..ZkConfig::default()
-    };
-    tweak(&mut cfg);
-    Arc::new(
-        ZkCoordinator::connect(cfg)
-            .await
-            .expect("connect to ZooKeeper"),
-    )
-}
 
 /// Two coordinators with separate ZooKeeper sessions share one engine (like
 /// two datastore servers over one database): only the ZooKeeper lock keeps
@@ -51,7 +37,7 @@ async fn increments_from_two_sessions(lease_idle: Duration, lease_max_hold: Dura
     let key = KeyPath::parse("Counter:1").unwrap();
     let mut tasks = Vec::new();
     for _ in 0..2 {
-        let c = coord(&root, |c| {
+        let c = zk_coord(&root, |c| {
             c.lease_idle = lease_idle;
             c.lease_max_hold = lease_max_hold;
         })
@@ -80,7 +66,12 @@ async fn increments_from_two_sessions(lease_idle: Duration, lease_max_hold: Dura
     for t in tasks {
         t.await.unwrap();
     }
-    let check = Store::open(engine, coord(&root, |_| {}).await, StoreConfig::default()).unwrap();
+    let check = Store::open(
+        engine,
+        zk_coord(&root, |_| {}).await,
+        StoreConfig::default(),
+    )
+    .unwrap();
     let v = check.get(&ns, &key).unwrap().unwrap();
     assert_eq!(String::from_utf8(v.value).unwrap(), "400");
 }
@@ -94,7 +85,7 @@ async fn idle_lease_is_given_back_when_asked() {
         c.lease_idle = Duration::from_secs(600);
         c.lease_max_hold = Duration::from_secs(600);
     };
-    let (a, b) = (coord(&root, long).await, coord(&root, long).await);
+    let (a, b) = (zk_coord(&root, long).await, zk_coord(&root, long).await);
     let ns = Namespace::new("t").unwrap();
     let g = EntityGroup::of(&ns, &KeyPath::parse("Acct:1").unwrap());
     let held = a.lock(&g).await.unwrap();
@@ -148,7 +139,7 @@ async fn if_match_increments_from_two_sessions() {
     for _ in 0..2 {
         let store = Store::open(
             engine.clone(),
-            coord(&root, |_| {}).await,
+            zk_coord(&root, |_| {}).await,
             StoreConfig::default(),
         )
         .unwrap();
@@ -183,11 +174,15 @@ async fn if_match_increments_from_two_sessions() {
     for t in tasks {
         t.await.unwrap();
     }
-    let v = Store::open(engine, coord(&root, |_| {}).await, StoreConfig::default())
-        .unwrap()
-        .get(&ns, &key)
-        .unwrap()
-        .unwrap();
+    let v = Store::open(
+        engine,
+        zk_coord(&root, |_| {}).await,
+        StoreConfig::default(),
+    )
+    .unwrap()
+    .get(&ns, &key)
+    .unwrap()
+    .unwrap();
     assert_eq!(String::from_utf8(v.value).unwrap(), "180");
 }
 
@@ -211,7 +206,7 @@ async fn killed_holders_lock_is_released_after_session_expiry() {
 
     let ns = Namespace::new("t").unwrap();
     let g = EntityGroup::parse(&ns, "Blog:1").unwrap();
-    let c = coord(&root, |c| c.lock_timeout = Duration::from_millis(500)).await;
+    let c = zk_coord(&root, |c| c.lock_timeout = Duration::from_millis(500)).await;
     assert!(
         c.lock(&g).await.is_err(),
         "lock must be exclusive while the holder lives"
@@ -220,7 +215,7 @@ async fn killed_holders_lock_is_released_after_session_expiry() {
     child.kill().unwrap(); // SIGKILL: no clean session close
     child.wait().unwrap();
     let killed = Instant::now();
-    let c = coord(&root, |c| c.lock_timeout = Duration::from_secs(30)).await;
+    let c = zk_coord(&root, |c| c.lock_timeout = Duration::from_secs(30)).await;
     let lock = c
         .lock(&g)
         .await
@@ -248,13 +243,13 @@ async fn versions_increase_across_sessions() {
     let key = KeyPath::parse("K:1").unwrap();
     let a = Store::open(
         engine.clone(),
-        coord(&root, |_| {}).await,
+        zk_coord(&root, |_| {}).await,
         StoreConfig::default(),
     )
     .unwrap();
     let b = Store::open(
         engine.clone(),
-        coord(&root, |_| {}).await,
+        zk_coord(&root, |_| {}).await,
         StoreConfig::default(),
     )
     .unwrap();
@@ -291,7 +286,7 @@ async fn gate_records_through_a_new_session_after_expiry() {
     // session timeout makes the server expire the session.
     let proxy = northwest_tests::fault_proxy::FaultProxy::start(&require_zk()).await;
     let addr = proxy.addr.clone();
-    let c = coord(&root, |c| {
+    let c = zk_coord(&root, |c| {
         c.connect = addr;
         c.session_timeout = Duration::from_secs(4);
     })
@@ -336,13 +331,13 @@ async fn a_lease_create_whose_reply_was_lost_is_not_orphaned() {
     let root = format!("/northwest-test/{}", unique("lost-reply"));
     let proxy = northwest_tests::fault_proxy::FaultProxy::start(&require_zk()).await;
     let addr = proxy.addr.clone();
-    let a = coord(&root, |c| {
+    let a = zk_coord(&root, |c| {
         c.connect = addr;
         c.session_timeout = Duration::from_secs(10);
         c.lock_timeout = Duration::from_secs(3);
     })
     .await;
-    let b = coord(&root, |c| c.lock_timeout = Duration::from_secs(20)).await;
+    let b = zk_coord(&root, |c| c.lock_timeout = Duration::from_secs(20)).await;
     let ns = Namespace::new("t").unwrap();
     let g = EntityGroup::parse(&ns, "Blog:1").unwrap();
     let session = a.client().session_id();
@@ -381,13 +376,13 @@ async fn a_failed_lease_hand_back_is_not_orphaned() {
     let root = format!("/northwest-test/{}", unique("lost-release"));
     let proxy = northwest_tests::fault_proxy::FaultProxy::start(&require_zk()).await;
     let addr = proxy.addr.clone();
-    let a = coord(&root, |c| {
+    let a = zk_coord(&root, |c| {
         c.connect = addr;
         c.session_timeout = Duration::from_secs(10);
         c.lease_idle = Duration::from_millis(1000);
     })
     .await;
-    let b = coord(&root, |c| c.lock_timeout = Duration::from_secs(20)).await;
+    let b = zk_coord(&root, |c| c.lock_timeout = Duration::from_secs(20)).await;
     let ns = Namespace::new("t").unwrap();
     let g = EntityGroup::parse(&ns, "Blog:1").unwrap();
     drop(a.lock(&g).await.expect("first lock"));
@@ -420,7 +415,7 @@ async fn znodes_created_with_credentials_are_closed_to_others() {
     use northwest_store::ZkDigest;
     let root = format!("/northwest-test/{}", unique("acl"));
     let digest = ZkDigest::new("northwest:acl-test-password").unwrap();
-    let a = coord(&root, |c| c.auth = digest.clone()).await;
+    let a = zk_coord(&root, |c| c.auth = digest.clone()).await;
     let ns = Namespace::new("t").unwrap();
     let g = EntityGroup::of(&ns, &KeyPath::parse("Acct:1").unwrap());
     let held = a.lock(&g).await.unwrap();
@@ -467,7 +462,7 @@ async fn znodes_created_with_credentials_are_closed_to_others() {
         );
     }
     // The same credentials in another process: locks work as usual.
-    let b = coord(&root, |c| c.auth = digest.clone()).await;
+    let b = zk_coord(&root, |c| c.auth = digest.clone()).await;
     let held = b.lock(&g).await.unwrap();
     b.release(held).await;
 }

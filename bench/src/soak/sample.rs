@@ -63,6 +63,13 @@ impl Probe {
                 if let Some(m) = s["marker_gc"]["markers"].as_f64() {
                     v.insert(format!("{name}.markers"), m);
                 }
+                // RocksDB's share of the RSS: the block cache (memtables
+                // are charged to it) and indexes held outside it.
+                let e = &s["engine_memory"];
+                if let (Some(c), Some(t)) = (e["block_cache"].as_f64(), e["table_readers"].as_f64())
+                {
+                    v.insert(format!("{name}.engine_mb"), (c + t) / (1 << 20) as f64);
+                }
             }
         }
         if let Ok(n) = count_znodes(&self.zk, &d.root).await {
@@ -166,11 +173,12 @@ pub(super) async fn wait_drained(d: &Deployment, limit: Duration) -> bool {
 pub(super) fn say_sample(s: &Sample, tally: &Tally) {
     let g = |k: &str| s.1.get(k).copied().unwrap_or(f64::NAN);
     say!(
-        "  {:>6.0} s: requests {} (failed {}); RSS n1 {:.0} MB n2 {:.0} MB; fds {:.0}/{:.0}; data {:.0}/{:.0} MB; outbox {:.0}/{:.0}; markers {:.0}/{:.0}; znodes {:.0}; topic records {:.0}",
+        "  {:>6.0} s: requests {} (failed {}); RSS n1 {:.0} MB n2 {:.0} MB (RocksDB {:.0}/{:.0}); fds {:.0}/{:.0}; data {:.0}/{:.0} MB; outbox {:.0}/{:.0}; markers {:.0}/{:.0}; znodes {:.0}; topic records {:.0}",
         s.0,
         tally.issued.load(Ordering::Relaxed),
         tally.failed.load(Ordering::Relaxed),
-        g("n1.rss_mb"), g("n2.rss_mb"), g("n1.fds"), g("n2.fds"),
+        g("n1.rss_mb"), g("n2.rss_mb"), g("n1.engine_mb"), g("n2.engine_mb"),
+        g("n1.fds"), g("n2.fds"),
         g("n1.data_mb"), g("n2.data_mb"), g("n1.outbox"), g("n2.outbox"),
         g("n1.markers"), g("n2.markers"), g("zk.znodes"), g("kafka.records")
     );

@@ -39,6 +39,7 @@ pub(super) async fn status(State(s): State<Arc<NodeState>>) -> Json<NodeStatus> 
         snapshot_gc: s.snapshot_gc.lock().clone(),
         proxy_problems: s.gate.proxy_problems(),
         read_cache: s.store.cache_stats(),
+        engine_memory: s.store.engine().memory(),
         data_latency: data_latency(&s),
         ..Default::default()
     };

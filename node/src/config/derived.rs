@@ -1,9 +1,17 @@
 //! Values derived from a node's config: its consumer groups, its
-//! ZooKeeper settings, the marker retention in milliseconds.
+//! ZooKeeper settings, the marker retention in milliseconds, the largest
+//! transaction body.
 
 use std::time::Duration;
 
-use super::{LockScope, NodeConfig};
+use super::{HttpConfig, LockScope, NodeConfig};
+
+impl HttpConfig {
+    /// The largest transaction body (JSON, values base64) the API reads.
+    pub fn max_txn_body_bytes(&self) -> usize {
+        self.max_value_bytes.saturating_mul(8)
+    }
+}
 
 impl NodeConfig {
     /// The consumer group of this node's reader `kind` (`apply`, `load`,

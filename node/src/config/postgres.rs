@@ -32,6 +32,13 @@ pub struct PostgresSection {
     /// Milliseconds a call waits for a connection or an answer before it
     /// fails as unavailable (503 `engine_unavailable`; default 10000).
     pub timeout_ms: u64,
+    /// Several `northwest node` processes of this deployment (one config,
+    /// one `name`, each its own `http.listen`) serve the schema together:
+    /// no process owns it, entity groups are locked by ZooKeeper leases
+    /// and fenced by their tokens in every commit, and the read cache is
+    /// off (another process may change what it would serve). Such a
+    /// deployment does not journal or apply a journal yet (default false).
+    pub shared: bool,
 }
 
 impl Default for PostgresSection {
@@ -45,6 +52,7 @@ impl Default for PostgresSection {
             schema: None,
             pool_size: 16,
             timeout_ms: 10_000,
+            shared: false,
         }
     }
 }

@@ -11,7 +11,30 @@ impl NodeConfig {
         self.check_http()?;
         self.check_coordination()?;
         self.check_store()?;
+        self.check_shared()?;
         self.check_journal()
+    }
+
+    /// A schema several processes share needs what fences them (ZooKeeper
+    /// leases), and nothing that assumes one process per node yet: the
+    /// journal's outbox and its relay, and the apply loop.
+    fn check_shared(&self) -> Result<(), String> {
+        if !self.store.postgres.shared {
+            return Ok(());
+        }
+        let why = if self.store.engine != super::EngineKind::Postgres {
+            "is for engine = \"postgres\" (one process owns a RocksDB directory)"
+        } else if self.coordination.mode != CoordinationMode::Zookeeper {
+            "needs coordination.mode = \"zookeeper\": ZooKeeper leases are what keep the \
+             processes off each other's entity groups"
+        } else if self.journal.enabled || self.journal.apply {
+            "cannot journal or apply a journal yet (the outbox relay and the apply loop run in \
+             one process per node): set journal.enabled and journal.apply to false, or run one \
+             process without shared"
+        } else {
+            return Ok(());
+        };
+        Err(format!("store.postgres.shared = true {why}"))
     }
 
     fn check_http(&self) -> Result<(), String> {
@@ -80,6 +103,12 @@ impl NodeConfig {
         if !(hours.is_finite() && (0.0..=876_000.0).contains(&hours)) {
             return Err(format!(
                 "store.marker_retention_hours = {hours}: must be 0..=876000 hours (0 disables marker GC)"
+            ));
+        }
+        if !(8..=1 << 20).contains(&self.store.rocksdb_memory_mb) {
+            return Err(format!(
+                "store.rocksdb_memory_mb = {}: between 8 and 1048576 (MiB)",
+                self.store.rocksdb_memory_mb
             ));
         }
         if self.store.read_cache_mb > 1 << 20 {

@@ -19,7 +19,12 @@ pub fn open_engine(cfg: &NodeConfig) -> anyhow::Result<Arc<dyn Engine>> {
         EngineKind::Memory => Arc::new(MemEngine::new()),
         EngineKind::Postgres => Arc::new(open_postgres(cfg)?),
         EngineKind::Rocksdb => Arc::new(
-            RocksEngine::open(&cfg.data_dir, cfg.store.sync_writes).with_context(|| {
+            RocksEngine::open_with_budget(
+                &cfg.data_dir,
+                cfg.store.sync_writes,
+                cfg.store.rocksdb_memory_mb,
+            )
+            .with_context(|| {
                 format!(
                     "opening RocksDB under {} (is another node using it?)",
                     cfg.data_dir.display()
@@ -46,8 +51,13 @@ fn open_postgres(cfg: &NodeConfig) -> anyhow::Result<PgEngine> {
         timeout: Duration::from_millis(pg.timeout_ms),
     };
     let desc = pc.describe();
-    let engine = PgEngine::open(pc).with_context(|| format!("opening PostgreSQL ({desc})"))?;
-    tracing::info!(postgres = %desc, "storage engine: PostgreSQL");
+    let engine = if pg.shared {
+        PgEngine::open_shared(pc)
+    } else {
+        PgEngine::open(pc)
+    }
+    .with_context(|| format!("opening PostgreSQL ({desc})"))?;
+    tracing::info!(postgres = %desc, shared = pg.shared, "storage engine: PostgreSQL");
     Ok(engine)
 }
 
@@ -89,7 +99,12 @@ pub fn store_config(cfg: &NodeConfig) -> StoreConfig {
         // same promise.
         sync_journal: (cfg.journal.durability == Durability::Sync).then(|| Duration::from_secs(10)),
         journal_message_limit: cfg.journal.max_message_bytes,
-        read_cache_bytes: cfg.store.read_cache_mb << 20,
+        // Another process of a shared schema may change what it would serve.
+        read_cache_bytes: if cfg.store.postgres.shared {
+            0
+        } else {
+            cfg.store.read_cache_mb << 20
+        },
     }
 }
 

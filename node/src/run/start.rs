@@ -28,6 +28,12 @@ pub(super) async fn claim_name(
         return Ok(None);
     };
     let wait = Duration::from_millis(cfg.coordination.session_timeout_ms) + Duration::from_secs(2);
+    if cfg.store.postgres.shared {
+        let c = crate::claim::NameClaim::join(zk.clone(), layout, &cfg.name, cfg.http.listen, wait)
+            .await?;
+        tracing::info!(node = %cfg.name, instance = %c.instance, "joined the node's processes (shared PostgreSQL schema)");
+        return Ok(Some(c));
+    }
     let c =
         crate::claim::NameClaim::take(zk.clone(), layout, &cfg.name, cfg.http.listen, wait).await?;
     tracing::info!(node = %cfg.name, instance = %c.instance, "node name claimed");
@@ -77,6 +83,7 @@ pub(super) fn node_state(
     Arc::new(NodeState {
         name: cfg.name.clone(),
         instance,
+        shared: cfg.store.postgres.shared,
         store: store.clone(),
         kafka: kafka_settings(cfg),
         topic: cfg.journal.topic.clone(),

@@ -67,6 +67,7 @@ pub(super) struct StoreSeries {
     pub(super) read_cache_warmed: IntCounter,
     pub(super) read_cache_entries: IntGauge,
     pub(super) read_cache_bytes: IntGauge,
+    pub(super) engine_memory_bytes: IntGaugeVec,
 }
 
 /// Creates the node's series: every one is created, only those of its
@@ -372,6 +373,13 @@ impl StoreSeries {
                 true,
                 "read_cache_bytes",
                 "Weighted size of the read cache (keys, records and per-entry overhead)",
+            ),
+            engine_memory_bytes: b.gv(
+                true,
+                "engine_memory_bytes",
+                "The embedded engine's memory by kind (RocksDB: memtables, block_cache (memtable \
+             reservations included), block_cache_pinned, table_readers); 0 for a database server",
+                &["kind"],
             ),
         }
     }

@@ -23,7 +23,10 @@
 mod config;
 mod schema;
 mod snapshot;
+mod sql;
 mod write;
+
+use sql::{Sql, FENCED_SQLSTATE};
 
 use config::valid_schema;
 pub use config::{read_password, PgConfig};
@@ -41,7 +44,7 @@ use crate::key::KeyRange;
 
 /// The schema version this build writes and reads. A database at another
 /// version is refused at open, never used.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The schema as an SQL identifier (quoted: `user` or `order` are names too).
 fn q(schema: &str) -> String {
@@ -64,83 +67,6 @@ fn cf_index(cf: Cf) -> usize {
     }
 }
 
-/// The SQL each call uses, schema-qualified once at open.
-struct Sql {
-    get: [String; 3],
-    scan_to: [String; 3],
-    scan_open: [String; 3],
-    /// By a batch's shape: bit 2i, puts into keyspace i; bit 2i+1, deletes.
-    write: Vec<String>,
-    /// Settles a write in doubt ([`write`]): (fence rows inserted, the
-    /// token's `fenced` as of the statement's start).
-    fence: String,
-}
-
-/// A batch's shape: which keyspaces it puts into and deletes from.
-fn shape(cols: &write::Columns) -> usize {
-    cols.iter().enumerate().fold(0, |acc, (i, (k, _, d))| {
-        acc | (usize::from(!k.is_empty()) << (2 * i)) | (usize::from(!d.is_empty()) << (2 * i + 1))
-    })
-}
-
-/// One statement writes a whole batch: upserts and deletes per table as
-/// data-modifying CTEs (one snapshot, one round trip), only for the parts
-/// the batch has (an empty part still costs the executor), then the
-/// write's token. Each key appears once (the batch is folded first), as
-/// ON CONFLICT requires. Parameters come in the order of the parts, the
-/// token last.
-fn write_sql(s: &str, shape: usize) -> String {
-    let mut ctes = Vec::new();
-    let mut n = 0;
-    for (i, cf) in Cf::ALL.iter().enumerate() {
-        let t = format!("{s}.{}", table(*cf));
-        if shape & (1 << (2 * i)) != 0 {
-            ctes.push(format!(
-                "p{i} AS (INSERT INTO {t} (k, v) SELECT * FROM unnest(${}::bytea[], ${}::bytea[]) \
-                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v)",
-                n + 1,
-                n + 2
-            ));
-            n += 2;
-        }
-        if shape & (1 << (2 * i + 1)) != 0 {
-            ctes.push(format!(
-                "d{i} AS (DELETE FROM {t} WHERE k = ANY(${}::bytea[]))",
-                n + 1
-            ));
-            n += 1;
-        }
-    }
-    ctes.push(format!(
-        "tok AS (INSERT INTO {s}.inflight (token) VALUES (${}))",
-        n + 1
-    ));
-    format!(
-        "WITH {} SELECT txid_current()::text, pg_backend_pid()",
-        ctes.join(", ")
-    )
-}
-
-impl Sql {
-    fn new(schema: &str) -> Self {
-        let s = q(schema);
-        let per = |f: &dyn Fn(&str) -> String| Cf::ALL.map(|cf| f(&format!("{s}.{}", table(cf))));
-        Self {
-            get: per(&|t| format!("SELECT v FROM {t} WHERE k = $1")),
-            scan_to: per(&|t| {
-                format!("SELECT k, v FROM {t} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3")
-            }),
-            scan_open: per(&|t| format!("SELECT k, v FROM {t} WHERE k >= $1 ORDER BY k LIMIT $2")),
-            write: (0..64).map(|shape| write_sql(&s, shape)).collect(),
-            fence: format!(
-                "WITH f AS (INSERT INTO {s}.inflight (token, fenced) VALUES ($1, true) \
-                 ON CONFLICT (token) DO NOTHING RETURNING 1) \
-                 SELECT (SELECT count(*) FROM f), (SELECT fenced FROM {s}.inflight WHERE token = $1)"
-            ),
-        }
-    }
-}
-
 /// Errors from the driver: a server's answer (an SQL error) is a plain I/O
 /// error, unless it is about the connection or the server's state (going
 /// down, starting up, out of connections, a serialization conflict); those
@@ -148,6 +74,9 @@ impl Sql {
 /// call may succeed once the server is back.
 fn pg_err(what: &str, e: tokio_postgres::Error) -> EngineError {
     match e.as_db_error() {
+        Some(db) if db.code().code() == FENCED_SQLSTATE => {
+            EngineError::Fenced(format!("{what}: {}", db.message()))
+        }
         Some(db) if !transient(db) => {
             EngineError::Io(format!("{what}: {} ({})", db.message(), db.code().code()))
         }
@@ -212,6 +141,23 @@ impl PgEngine {
     pub fn open(cfg: PgConfig) -> Result<Self, EngineError> {
         let engine = Self::open_with(cfg, true)?;
         engine.take_ownership()?;
+        // Only the schema's owner changes its tables.
+        engine.migrate(true, true)?;
+        Ok(engine)
+    }
+
+    /// Opens a schema several processes of one deployment write at once
+    /// (`store.postgres.shared`): none owns it. What keeps them apart is
+    /// the store's coordination: ZooKeeper leases per entity group, fenced
+    /// in every commit by their tokens ([`Engine::fence_groups`]). Each
+    /// process clears its own settled write tokens, and any token row old
+    /// enough that no write can still be in doubt about it (a crashed
+    /// process's).
+    pub fn open_shared(cfg: PgConfig) -> Result<Self, EngineError> {
+        let engine = Self::open_with(cfg, true)?;
+        engine.share_ownership()?;
+        engine.migrate(true, true)?;
+        engine.spawn_token_sweep();
         Ok(engine)
     }
 
@@ -261,7 +207,7 @@ impl PgEngine {
             owner: Arc::default(),
             tokens: Arc::new(write::Tokens::new()),
         };
-        engine.migrate(create)?;
+        engine.migrate(create, false)?;
         Ok(engine)
     }
 
@@ -393,11 +339,12 @@ fn discard_on_error<T>(
 }
 
 impl Engine for PgEngine {
-    fn write(&self, batch: WriteBatch) -> Result<(), EngineError> {
+    fn write(&self, mut batch: WriteBatch) -> Result<(), EngineError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.owner.check()?;
+        let fences = write::Fences::of(std::mem::take(&mut batch.fences));
         let cols = write::fold(batch);
         let (pool, sql, tokens, t) = (
             self.pool.clone(),
@@ -405,7 +352,21 @@ impl Engine for PgEngine {
             self.tokens.clone(),
             self.cfg.timeout,
         );
-        self.call(async move { write::write(&pool, &sql, &tokens, cols, t).await })
+        self.call(async move { write::write(&pool, &sql, &tokens, cols, fences, t).await })
+    }
+
+    fn fence_groups(&self, fences: &[crate::engine::GroupFence]) -> Result<(), EngineError> {
+        if fences.is_empty() {
+            return Ok(());
+        }
+        self.owner.check()?;
+        let fences = write::Fences::of(fences.to_vec());
+        let (pool, sql, t) = (self.pool.clone(), self.sql.clone(), self.cfg.timeout);
+        self.call(async move { write::fence_groups(&pool, &sql, &fences, t).await })
+    }
+
+    fn checks_fences(&self) -> bool {
+        true
     }
 
     fn syncs_writes(&self) -> bool {

@@ -52,7 +52,12 @@ impl PgEngine {
     /// Creates the tables on first start (with `create`); checks their
     /// version on every start. An advisory lock serialises processes
     /// opening the same schema at once.
-    pub(super) fn migrate(&self, create: bool) -> Result<(), EngineError> {
+    ///
+    /// With `upgrade` (only once this process owns or shares the schema),
+    /// an older version's tables are brought to this one; without it an
+    /// older version that reads the same is accepted as it is (a view of
+    /// another node's tables, or before ownership is settled).
+    pub(super) fn migrate(&self, create: bool, upgrade: bool) -> Result<(), EngineError> {
         let pool = self.pool.clone();
         let schema = self.cfg.schema.clone();
         let desc = self.cfg.describe();
@@ -99,6 +104,15 @@ impl PgEngine {
                 .map_err(|e| pg_err("reading the schema version", e))?;
             match row.map(|r| r.get::<_, i32>(0)) {
                 Some(SCHEMA_VERSION) => {}
+                // Version 1 had no fencing tokens: add them (nothing else
+                // changed), under the same lock and transaction.
+                Some(1) if !upgrade => {}
+                Some(1) => {
+                    tx.batch_execute(&upgrade_from_1(&s))
+                        .await
+                        .map_err(|e| pg_err("upgrading the schema to version 2", e))?;
+                    tracing::info!(schema = %schema, version = SCHEMA_VERSION, "upgraded the PostgreSQL schema (lease fencing tokens)");
+                }
                 Some(v) => {
                     return Err(EngineError::Io(format!(
                         "PostgreSQL schema {schema} of {desc} is at version {v}, and this build of \
@@ -128,38 +142,24 @@ impl PgEngine {
             self.cfg.schema.clone(),
             self.owner.clone(),
         );
-        // A predecessor killed a moment ago may still hold the lock until the
-        // server notices its session is gone: wait a little before refusing.
-        let client = self.call(async move {
-            let deadline = tokio::time::Instant::now() + OWNER_WAIT;
-            loop {
-                match lock(&cfg, &schema, &owner).await? {
-                    Some(c) => return Ok(Some(c)),
-                    None if tokio::time::Instant::now() >= deadline => return Ok(None),
-                    None => tokio::time::sleep(Duration::from_millis(250)).await,
-                }
-            }
-        })?;
+        let client =
+            self.call(async move { within_owner_wait(|| lock(&cfg, &schema, &owner)).await })?;
         let Some(client) = client else {
             return Err(EngineError::Io(format!(
                 "another northwest process uses PostgreSQL schema {} (it holds the schema's owner \
-                 lock): stop it, or give this node another store.postgres.schema",
+                 lock, alone or shared by the processes of a store.postgres.shared deployment): \
+                 stop it, or give this node another store.postgres.schema",
                 self.cfg.schema
             )));
         };
-        // A predecessor's in-doubt tokens are moot: it is gone.
-        let (pool, s) = (self.pool.clone(), q(&self.cfg.schema));
-        self.call(async move {
-            let c = pool.get().await.map_err(super::pool_err)?;
-            c.batch_execute(&format!("DELETE FROM {s}.inflight"))
-                .await
-                .map_err(|e| pg_err("clearing in-doubt tokens", e))
-        })?;
+        // A predecessor's token rows go by age with any other process's
+        // (not all at once here: a process that lost a race for the lock
+        // may still be settling a write in doubt with them).
+        self.spawn_token_sweep();
         let watch = Watch {
             cfg: self.cfg.driver_config(),
             schema: self.cfg.schema.clone(),
             owner: self.owner.clone(),
-            tokens: self.tokens.clone(),
         };
         self.handle.spawn(watch.run(client));
         Ok(())
@@ -178,11 +178,200 @@ fn create_tables(s: &str) -> String {
     // a write whose answer was lost, of whether it committed (`fenced`: the
     // row a settlement wrote first, so the write could not commit).
     ddl.push_str(&format!(
-        "CREATE TABLE IF NOT EXISTS {s}.inflight \
-         (token bigint PRIMARY KEY, fenced boolean NOT NULL DEFAULT false);\
-         INSERT INTO {s}.schema_version (version) VALUES ({SCHEMA_VERSION});"
+        "CREATE TABLE IF NOT EXISTS {s}.inflight (token bigint PRIMARY KEY, \
+         fenced boolean NOT NULL DEFAULT false, at timestamptz NOT NULL DEFAULT now());"
+    ));
+    ddl.push_str(&fences_ddl(s));
+    ddl.push_str(&format!(
+        "INSERT INTO {s}.schema_version (version) VALUES ({SCHEMA_VERSION});"
     ));
     ddl
+}
+
+/// Version 1 had no fencing tokens and no age on its token rows: both
+/// added, nothing else changed.
+fn upgrade_from_1(s: &str) -> String {
+    format!(
+        "ALTER TABLE {s}.inflight ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT now(); \
+         {} UPDATE {s}.schema_version SET version = {SCHEMA_VERSION};",
+        fences_ddl(s)
+    )
+}
+
+/// Each entity group's newest lease token, and the check a statement ends
+/// with: it fails (SQLSTATE [`super::sql::FENCED_SQLSTATE`]) when fewer tokens
+/// were recorded than it carried, i.e. some group has a newer holder.
+fn fences_ddl(s: &str) -> String {
+    let code = super::sql::FENCED_SQLSTATE;
+    format!(
+        "CREATE TABLE IF NOT EXISTS {s}.fences (g bytea PRIMARY KEY, token bigint NOT NULL);\
+         CREATE OR REPLACE FUNCTION {s}.check_fences(carried integer, recorded bigint) \
+         RETURNS void LANGUAGE plpgsql AS $f$ BEGIN \
+         IF recorded < coalesce(carried, 0) THEN RAISE EXCEPTION \
+         'an entity group has a newer lease holder: this writer''s lease was lost' \
+         USING ERRCODE = '{code}'; END IF; END $f$;"
+    )
+}
+
+impl PgEngine {
+    /// Takes the schema's owner lock in shared mode on a connection of its
+    /// own, for as long as the engine lives: a process that would own the
+    /// schema alone is refused while any sharer holds it, and a sharer is
+    /// refused while such an owner runs (whatever their node names).
+    pub(super) fn share_ownership(&self) -> Result<(), EngineError> {
+        let (cfg, key) = (self.cfg.driver_config(), owner_key(&self.cfg.schema));
+        let client =
+            self.call(async move { within_owner_wait(|| lock_shared(&cfg, &key)).await })?;
+        let Some(client) = client else {
+            return Err(EngineError::Io(format!(
+                "a northwest process owns PostgreSQL schema {} alone (store.postgres.shared = \
+                 false): stop it, or set store.postgres.shared = true in its config too",
+                self.cfg.schema
+            )));
+        };
+        self.handle.spawn(hold_shared(
+            self.cfg.driver_config(),
+            owner_key(&self.cfg.schema),
+            self.owner.clone(),
+            client,
+        ));
+        Ok(())
+    }
+}
+
+/// Tries `try_lock` until it takes the owner lock or [`OWNER_WAIT`] has
+/// passed: a predecessor killed a moment ago may still hold the lock until
+/// the server notices its session is gone.
+async fn within_owner_wait<F, Fut>(try_lock: F) -> Result<Option<Client>, EngineError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Client>, EngineError>>,
+{
+    let deadline = tokio::time::Instant::now() + OWNER_WAIT;
+    loop {
+        match try_lock().await? {
+            Some(c) => return Ok(Some(c)),
+            None if tokio::time::Instant::now() >= deadline => return Ok(None),
+            None => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Connects and tries the owner lock in shared mode.
+async fn lock_shared(
+    cfg: &tokio_postgres::Config,
+    key: &str,
+) -> Result<Option<Client>, EngineError> {
+    let (client, conn) = cfg
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| pg_err("connect", e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock_shared(hashtext($1::text))",
+            &[&key],
+        )
+        .await
+        .map_err(|e| pg_err("shared owner lock", e))?;
+    Ok(row.get::<_, bool>(0).then_some(client))
+}
+
+/// Keeps the shared lock: probes its session every 2 s and takes the lock
+/// again on a new session when it dies. Writes go on meanwhile (the lease
+/// tokens keep the sharers apart), unless a process took the schema alone
+/// in the gap: then this one never writes again.
+async fn hold_shared(
+    cfg: tokio_postgres::Config,
+    key: String,
+    owner: Arc<Ownership>,
+    mut client: Client,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let probe = tokio::time::timeout(Duration::from_secs(5), client.simple_query("SELECT 1"));
+        if matches!(probe.await, Ok(Ok(_))) {
+            continue;
+        }
+        tracing::warn!("lost the session holding this process's shared PostgreSQL schema lock; taking it again");
+        // A process that took the schema alone meanwhile may be one started
+        // without `shared` that leaves again at its name claim: give it a
+        // minute before deciding this process must stop writing.
+        let mut held_alone_since = None;
+        loop {
+            match lock_shared(&cfg, &key).await {
+                Ok(Some(c)) => {
+                    client = c;
+                    break;
+                }
+                Ok(None)
+                    if held_alone_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed()
+                        < Duration::from_secs(60) =>
+                {
+                    tokio::time::sleep(Duration::from_secs(1)).await
+                }
+                Ok(None) => {
+                    owner.lost.store(true, Ordering::Release);
+                    tracing::error!("a northwest process has held this shared PostgreSQL schema alone for a minute: this process no longer writes; stop one of them, then restart this one");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    }
+}
+
+/// Older token rows than this are moot: a write whose answer was lost is
+/// settled within `write::IN_DOUBT_WAIT` (5 min), or its process exits.
+const TOKEN_ROWS_KEPT: &str = "15 minutes";
+
+/// The token sweeper: every 2 s this process's settled
+/// tokens, every minute every row older than [`TOKEN_ROWS_KEPT`] (those of
+/// processes that died with writes unsettled).
+impl PgEngine {
+    pub(super) fn spawn_token_sweep(&self) {
+        self.handle.spawn(sweep_tokens(
+            self.pool.clone(),
+            q(&self.cfg.schema),
+            self.tokens.clone(),
+        ));
+    }
+}
+
+async fn sweep_tokens(pool: deadpool_postgres::Pool, s: String, tokens: Arc<super::write::Tokens>) {
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tick += 1;
+        let Ok(c) = pool.get().await else { continue };
+        let (lo, below) = tokens.settled_range();
+        let own = c
+            .execute(
+                &format!("DELETE FROM {s}.inflight WHERE token >= $1 AND token < $2"),
+                &[&lo, &below],
+            )
+            .await;
+        let old = if tick.is_multiple_of(30) {
+            c.execute(
+                &format!(
+                    "DELETE FROM {s}.inflight WHERE at < now() - interval '{TOKEN_ROWS_KEPT}'"
+                ),
+                &[],
+            )
+            .await
+            .map(|_| 0)
+        } else {
+            Ok(0)
+        };
+        if let Err(e) = own.and(old) {
+            tracing::warn!(error = %e, "clearing settled PostgreSQL write tokens failed; retrying");
+            drop(deadpool_postgres::Object::take(c));
+        }
+    }
 }
 
 /// Connects and tries the owner lock: the session holding it, or None when
@@ -212,30 +401,21 @@ async fn lock(
     Ok(row.get::<_, bool>(0).then_some(client))
 }
 
-/// The owner session's watchdog: probes it every two seconds, takes the
-/// lock again on a new session when it dies, and clears settled tokens.
+/// The owner session's watchdog: probes it every two seconds and takes the
+/// lock again on a new session when it dies.
 struct Watch {
     cfg: tokio_postgres::Config,
     schema: String,
     owner: Arc<Ownership>,
-    tokens: Arc<super::write::Tokens>,
 }
 
 impl Watch {
     async fn run(self, mut client: Client) {
-        let s = q(&self.schema);
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let probe =
                 tokio::time::timeout(Duration::from_secs(5), client.simple_query("SELECT 1"));
             if matches!(probe.await, Ok(Ok(_))) {
-                let (lo, below) = self.tokens.settled_range();
-                let _ = client
-                    .execute(
-                        &format!("DELETE FROM {s}.inflight WHERE token >= $1 AND token < $2"),
-                        &[&lo, &below],
-                    )
-                    .await;
                 continue;
             }
             self.owner.unowned.store(true, Ordering::Release);

@@ -51,6 +51,55 @@ pub(super) fn fold(batch: WriteBatch) -> Columns {
     cols
 }
 
+/// Leases' fencing tokens as the statement's two arrays (groups, tokens).
+#[derive(Debug, Default)]
+pub(super) struct Fences {
+    groups: Vec<Vec<u8>>,
+    tokens: Vec<i64>,
+}
+
+impl Fences {
+    /// Each group once (ON CONFLICT may touch a row once per statement),
+    /// with the newest token given for it.
+    pub(super) fn of(fences: Vec<crate::engine::GroupFence>) -> Self {
+        let mut f = Self::default();
+        for (g, t) in crate::engine::newest_per_group(&fences) {
+            f.groups.push(g);
+            f.tokens.push(t);
+        }
+        f
+    }
+
+    fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// Records leases' fencing tokens: one statement, refused
+/// ([`EngineError::Fenced`]) if any group has a newer one. Repeating it is
+/// harmless, so a lost answer is an outage to retry.
+pub(super) async fn fence_groups(
+    pool: &Pool,
+    sql: &Sql,
+    fences: &Fences,
+    t: Duration,
+) -> Result<(), EngineError> {
+    let client = pool.get().await.map_err(super::pool_err)?;
+    let r = timed(t, "recording lease tokens", async {
+        let stmt = client
+            .prepare_cached(&sql.fence_groups)
+            .await
+            .map_err(|e| pg_err("prepare", e))?;
+        client
+            .execute(&stmt, &[&fences.groups, &fences.tokens])
+            .await
+            .map(|_| ())
+            .map_err(|e| pg_err("recording lease tokens", e))
+    })
+    .await;
+    super::discard_on_error(client, r)
+}
+
 /// This engine's write tokens: a random instance prefix (high 32 bits) and
 /// a counter, with the counters of writes not yet settled.
 pub(super) struct Tokens {
@@ -107,12 +156,13 @@ pub(super) async fn write_on(
     client: &Object,
     sql: &Sql,
     cols: &Columns,
+    fences: &Fences,
     token: i64,
     t: Duration,
 ) -> Result<(), WriteFail> {
     let stmt = timed(t, "prepare", async {
         client
-            .prepare_cached(&sql.write[super::shape(cols)])
+            .prepare_cached(&sql.write[super::sql::shape(cols, !fences.is_empty())])
             .await
             .map_err(|e| pg_err("prepare", e))
     });
@@ -126,6 +176,10 @@ pub(super) async fn write_on(
         if !d.is_empty() {
             params.push(d);
         }
+    }
+    if !fences.is_empty() {
+        params.push(&fences.groups);
+        params.push(&fences.tokens);
     }
     params.push(&token);
     match tokio::time::timeout(t, client.execute(&stmt, &params)).await {
@@ -145,11 +199,12 @@ pub(super) async fn write(
     sql: &Sql,
     tokens: &Tokens,
     cols: Columns,
+    fences: Fences,
     t: Duration,
 ) -> Result<(), EngineError> {
     let client = pool.get().await.map_err(super::pool_err)?;
     let (n, token) = tokens.take();
-    let r = match write_on(&client, sql, &cols, token, t).await {
+    let r = match write_on(&client, sql, &cols, &fences, token, t).await {
         Ok(()) => Ok(()),
         Err(WriteFail::NotWritten(e)) => super::discard_on_error(client, Err(e)),
         Err(WriteFail::InDoubt(error)) => {

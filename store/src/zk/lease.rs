@@ -5,29 +5,79 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedMutexGuard;
 use zookeeper_client as zk;
 
 use super::{zk_err, Inner, Session, ZkCoordinator};
+
 use crate::coord::{GroupLock, Slot};
 use crate::error::CoordError;
 
 impl Inner {
-    /// Gives back leases of idle groups so other processes can take them.
+    /// Gives back leases of idle groups so other processes can take them,
+    /// [`LEASE_BATCH`] znodes per ZooKeeper round trip (a snapshot load
+    /// leaves one idle lease per entity group it wrote).
     pub(super) async fn reap_leases(self: Arc<Self>) {
         let tick = (self.cfg.lease_idle / 2).max(Duration::from_millis(5));
         loop {
             tokio::time::sleep(tick).await;
             let s = self.session();
+            let mut idle = Vec::new();
+            let mut bytes = 0;
             for (key, slot) in self.table.entries() {
                 let Ok(mut g) = slot.try_lock_owned() else {
                     continue;
                 };
-                if g.held_gen.is_some() && g.last_used.elapsed() >= self.cfg.lease_idle {
-                    self.give_back(&s, &mut g, &key, false).await;
+                match g.held_gen {
+                    Some(gen) if gen == s.gen && g.last_used.elapsed() >= self.cfg.lease_idle => {
+                        let path = self.lease_path(&key);
+                        bytes += path.len();
+                        idle.push((path, g));
+                    }
+                    // Taken under a session that has ended: its znode
+                    // went with it.
+                    Some(gen) if gen < s.gen => {
+                        g.held_gen = None;
+                        g.yielded = false;
+                    }
+                    // Not idle, or taken under a newer session than `s`
+                    // (the next tick sees it).
+                    _ => {}
+                }
+                if idle.len() == LEASE_BATCH || bytes >= LEASE_BATCH_BYTES {
+                    self.give_back_idle(&s, std::mem::take(&mut idle)).await;
+                    bytes = 0;
                 }
             }
+            self.give_back_idle(&s, idle).await;
             self.table.prune();
         }
+    }
+
+    /// Gives idle leases (each taken under `s`, with its znode's path) back
+    /// in one multi-op delete. Should it fail, each is removed only if its
+    /// znode is still ours: a lost reply may hide a delete that landed, and
+    /// another process may have created the znode since.
+    async fn give_back_idle(&self, s: &Session, idle: Vec<(String, OwnedMutexGuard<Slot>)>) {
+        if idle.is_empty() {
+            return;
+        }
+        let mut multi = s.client.new_multi_writer();
+        let added = idle.iter().all(|(p, _)| multi.add_delete(p, None).is_ok());
+        let deleted = added && multi.commit().await.is_ok();
+        // Each slot's guard goes as soon as its own lease is settled: a
+        // transaction waits on its group only, not on the whole batch.
+        futures::future::join_all(idle.into_iter().map(|(path, mut g)| async move {
+            g.held_gen = None;
+            // Someone asked while it was idle: let them go first.
+            g.yielded = g.wanted.load(Ordering::Acquire);
+            if !deleted {
+                // Under the slot's lock: this process cannot take the
+                // group again meanwhile.
+                remove_if_ours(&s.client, &path).await;
+            }
+        }))
+        .await;
     }
 
     /// Creates the group's ephemeral lease znode, waiting while another
@@ -40,7 +90,7 @@ impl Inner {
         s: &Session,
         key: &str,
         deadline: Instant,
-    ) -> Result<(zk::OneshotWatcher, bool), CoordError> {
+    ) -> Result<(zk::OneshotWatcher, bool, i64), CoordError> {
         let path = self.lease_path(key);
         let opts = zk::CreateMode::Ephemeral.with_acls(self.cfg.auth.acls());
         let timeout = || CoordError::LockTimeout(self.cfg.lock_timeout, key.to_string());
@@ -64,7 +114,7 @@ impl Inner {
             };
             // Ours: just created, or a create whose reply was lost in a reconnect.
             if stat.ephemeral_owner == s.client.session_id().0 {
-                return Ok((watcher, !data.is_empty()));
+                return Ok((watcher, !data.is_empty(), stat.czxid));
             }
             if data.is_empty() {
                 // Ask the holder to give the lease back after its current
@@ -162,7 +212,11 @@ pub(super) async fn remove_if_ours(client: &zk::Client, path: &str) {
         };
         match r {
             Ok(()) | Err(zk::Error::NoNode) => return,
-            Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => return,
+            // The session has ended (its ephemeral znodes with it).
+            Err(zk::Error::SessionExpired | zk::Error::ClientClosed | zk::Error::AuthFailed) => {
+                return
+            }
+            Err(_) if client.state().is_terminated() => return,
             // A waiter wrote into it meanwhile: look again.
             Err(zk::Error::BadVersion) => continue,
             Err(e) => {
@@ -181,9 +235,109 @@ const HANDOVER_GRACE: Duration = Duration::from_millis(100);
 /// Data a waiting process writes into a held lease znode.
 const LEASE_WANTED: &[u8] = b"wanted";
 
+/// Most lease znodes created or deleted in one ZooKeeper multi-op, and
+/// most bytes of their paths: a request over ZooKeeper's limit (1 MB by
+/// default) would cost the connection.
+const LEASE_BATCH: usize = 500;
+const LEASE_BATCH_BYTES: usize = 256 << 10;
+
 impl ZkCoordinator {
+    /// Makes every lock of `missing` hold its group's lease under session
+    /// `s`. Fresh groups are created [`LEASE_BATCH`] per multi-op: one
+    /// round trip and one ZooKeeper transaction instead of one each (the
+    /// snapshot loader takes a lease per row's group). A multi-op is all or
+    /// nothing; when it fails (a group held elsewhere, a lost reply that may
+    /// still have created them all) its groups are taken one by one, which
+    /// waits for holders and recognises znodes already ours.
+    pub(super) async fn take_leases(
+        &self,
+        s: &Session,
+        missing: Vec<&mut GroupLock>,
+        deadline: Instant,
+    ) -> Result<(), CoordError> {
+        // A group just handed over waits for its asker: one by one.
+        let (mut fresh, yielded): (Vec<_>, Vec<_>) =
+            missing.into_iter().partition(|l| !l.guard.yielded);
+        let singles = yielded.into_iter().map(|l| self.take_lease(s, l, deadline));
+        let mut chunks: Vec<Vec<&mut GroupLock>> = Vec::new();
+        let mut bytes = 0;
+        for l in fresh.drain(..) {
+            let len = self.inner.lease_path(&l.group.journal_key()).len();
+            match chunks.last_mut() {
+                Some(c) if c.len() < LEASE_BATCH && bytes + len <= LEASE_BATCH_BYTES => {
+                    bytes += len;
+                    c.push(l);
+                }
+                _ => {
+                    bytes = len;
+                    chunks.push(vec![l]);
+                }
+            }
+        }
+        let chunks = chunks
+            .iter_mut()
+            .map(|chunk| self.take_chunk(s, chunk, deadline));
+        let (a, b) = futures::join!(
+            futures::future::join_all(singles),
+            futures::future::join_all(chunks)
+        );
+        a.into_iter().chain(b).collect()
+    }
+
+    async fn take_chunk(
+        &self,
+        s: &Session,
+        chunk: &mut [&mut GroupLock],
+        deadline: Instant,
+    ) -> Result<(), CoordError> {
+        for l in chunk.iter_mut() {
+            l.guard.held_gen = None;
+        }
+        let mut rest: Vec<&mut GroupLock> = Vec::new();
+        if chunk.len() > 1 && self.create_many(s, chunk).await {
+            // Created: watch each (a waiter may already have asked).
+            let watched = futures::future::join_all(chunk.iter().map(|l| {
+                let path = self.inner.lease_path(&l.group.journal_key());
+                async move { s.client.get_and_watch_data(&path).await }
+            }))
+            .await;
+            for (lock, w) in chunk.iter_mut().zip(watched) {
+                match w {
+                    Ok((data, stat, watcher))
+                        if stat.ephemeral_owner == s.client.session_id().0 =>
+                    {
+                        self.hold(s, lock, watcher, !data.is_empty(), stat.czxid);
+                    }
+                    // Gone with the session, or the read failed: the
+                    // single take tells which, and cleans up.
+                    _ => rest.push(lock),
+                }
+            }
+        } else {
+            rest.extend(chunk.iter_mut().map(|l| &mut **l));
+        }
+        let taken =
+            futures::future::join_all(rest.into_iter().map(|l| self.take_lease(s, l, deadline)))
+                .await;
+        taken.into_iter().collect()
+    }
+
+    /// Creates every lock's lease znode in one multi-op; `false` if it
+    /// failed (then none was created, or the reply was lost).
+    async fn create_many(&self, s: &Session, chunk: &[&mut GroupLock]) -> bool {
+        let opts = zk::CreateMode::Ephemeral.with_acls(self.inner.cfg.auth.acls());
+        let mut multi = s.client.new_multi_writer();
+        for l in chunk {
+            let path = self.inner.lease_path(&l.group.journal_key());
+            if multi.add_create(&path, &[], &opts).is_err() {
+                return false;
+            }
+        }
+        multi.commit().await.is_ok()
+    }
+
     /// Makes `lock` hold the group's lease under session `s`.
-    pub(super) async fn take_lease(
+    async fn take_lease(
         &self,
         s: &Session,
         lock: &mut GroupLock,
@@ -201,21 +355,36 @@ impl ZkCoordinator {
                 let _ = tokio::time::timeout(HANDOVER_GRACE, w.changed()).await;
             }
         }
-        let (watcher, asked) = self.inner.acquire_lease(s, &key, deadline).await?;
-        // Asked already: give it back after this transaction.
+        let (watcher, asked, token) = self.inner.acquire_lease(s, &key, deadline).await?;
+        self.hold(s, lock, watcher, asked, token);
+        Ok(())
+    }
+
+    /// Records that `lock` holds its lease under `s` and watches for askers
+    /// (`asked`: one asked already; give it back after this transaction).
+    /// `token`: the lease znode's creation zxid, its fencing token (zxids
+    /// only grow, so every later holder's is larger).
+    fn hold(
+        &self,
+        s: &Session,
+        lock: &mut GroupLock,
+        watcher: zk::OneshotWatcher,
+        asked: bool,
+        token: i64,
+    ) {
         let wanted = Arc::new(AtomicBool::new(asked));
         lock.guard.held_gen = Some(s.gen);
+        lock.guard.token = Some(token);
         lock.guard.acquired_at = Instant::now();
         lock.guard.wanted = wanted.clone();
         let slot = Arc::downgrade(tokio::sync::OwnedMutexGuard::mutex(&lock.guard));
         tokio::spawn(Inner::watch_lease(
             self.inner.clone(),
-            key,
+            lock.group.journal_key(),
             slot,
             wanted,
             s.gen,
             watcher,
         ));
-        Ok(())
     }
 }

@@ -97,3 +97,58 @@ fn large_values_and_empty_batches_round_trip() {
     assert_eq!(e.get(Cf::Entities, b"big").unwrap(), Some(big));
     assert_eq!(e.get(Cf::Entities, b"empty").unwrap(), Some(Vec::new()));
 }
+
+fn fence(group: &[u8], token: i64) -> northwest_store::engine::GroupFence {
+    northwest_store::engine::GroupFence {
+        group: group.to_vec(),
+        token,
+    }
+}
+
+/// Fencing tokens, on an engine several processes write: a batch written
+/// under a lease older than its group's newest recorded one is refused
+/// whole, recording an older token is refused, and a refused call records
+/// nothing. An engine one process owns (RocksDB) keeps no tokens: it says
+/// so, and writes whatever tokens a batch carries.
+#[test]
+fn a_batch_under_a_superseded_lease_is_refused_whole() {
+    use northwest_store::EngineError;
+    let e = engine();
+    let put = |k: &[u8], v: &[u8], fences| {
+        let mut b = WriteBatch::default();
+        b.put(Cf::Entities, k.to_vec(), v.to_vec());
+        b.fences = fences;
+        e.write(b)
+    };
+    if !e.checks_fences() {
+        assert_eq!(e.name(), "rocksdb", "only RocksDB may ignore tokens");
+        e.fence_groups(&[fence(b"g", 5)]).unwrap();
+        put(b"a", b"1", vec![fence(b"g", 1)]).unwrap();
+        assert_eq!(e.get(Cf::Entities, b"a").unwrap(), Some(b"1".to_vec()));
+        return;
+    }
+    e.fence_groups(&[fence(b"g1", 10), fence(b"g2", 10)]).unwrap();
+    put(b"a", b"1", vec![fence(b"g1", 10)]).unwrap();
+    // A newer holder of g1 records its token before it reads.
+    e.fence_groups(&[fence(b"g1", 12)]).unwrap();
+    let mut b = WriteBatch::default();
+    b.put(Cf::Entities, b"a".to_vec(), b"2".to_vec());
+    b.put(Cf::Meta, b"m".to_vec(), b"2".to_vec());
+    b.fences = vec![fence(b"g1", 10)];
+    let err = e.write(b).unwrap_err();
+    assert!(matches!(err, EngineError::Fenced(_)), "{err}");
+    assert_eq!(e.get(Cf::Entities, b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(e.get(Cf::Meta, b"m").unwrap(), None, "nothing of it landed");
+    // The old holder cannot record its token again either, and a call
+    // with one stale token records none of the others.
+    let err = e.fence_groups(&[fence(b"g1", 11)]).unwrap_err();
+    assert!(matches!(err, EngineError::Fenced(_)), "{err}");
+    let err = e
+        .fence_groups(&[fence(b"g1", 13), fence(b"g2", 9)])
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Fenced(_)), "{err}");
+    put(b"a", b"3", vec![fence(b"g1", 12), fence(b"g2", 10)]).unwrap();
+    assert_eq!(e.get(Cf::Entities, b"a").unwrap(), Some(b"3".to_vec()));
+    // The holder's own token again (a retried call) is accepted.
+    e.fence_groups(&[fence(b"g1", 12)]).unwrap();
+}
