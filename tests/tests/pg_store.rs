@@ -146,6 +146,33 @@ mod schema {
     }
 }
 
+/// Every process that writes a schema, at once or one after another,
+/// tokens its writes under a prefix the schema hands out once: a settlement
+/// after a lost answer reads the token's row, which must be this write's
+/// and not another process's (random prefixes can repeat).
+#[test]
+fn write_token_prefixes_are_never_reused() {
+    use northwest_store::PgEngine;
+    use northwest_tests::{pg_config, pg_schema, require_pg};
+    require_pg();
+    let schema = pg_schema("tok");
+    let cfg = pg_config(&schema);
+    let first = PgEngine::open(cfg.clone()).unwrap();
+    let mut prefixes = vec![first.write_token_prefix()];
+    drop(first);
+    let shared: Vec<_> = (0..3)
+        .map(|_| PgEngine::open_shared(cfg.clone()).unwrap())
+        .collect();
+    prefixes.extend(shared.iter().map(|e| e.write_token_prefix()));
+    drop(shared);
+    prefixes.push(PgEngine::open(cfg).unwrap().write_token_prefix());
+    // In the order the processes opened: handed out by the schema, one each.
+    let step = 1i64 << 32;
+    for w in prefixes.windows(2) {
+        assert_eq!(w[1] - w[0], step, "prefixes {prefixes:x?}");
+    }
+}
+
 /// A write whose answer is lost: a proxy between the engine and the server
 /// cuts the connection right after forwarding the write (it committed) or
 /// instead of forwarding it (it did not). The engine settles it with the

@@ -143,6 +143,7 @@ impl PgEngine {
         engine.take_ownership()?;
         // Only the schema's owner changes its tables.
         engine.migrate(true, true)?;
+        engine.take_instance()?;
         Ok(engine)
     }
 
@@ -157,6 +158,7 @@ impl PgEngine {
         let engine = Self::open_with(cfg, true)?;
         engine.share_ownership()?;
         engine.migrate(true, true)?;
+        engine.take_instance()?;
         engine.spawn_token_sweep();
         Ok(engine)
     }
@@ -222,6 +224,12 @@ impl PgEngine {
                 .await
                 .map_err(|e| pg_err("drop schema", e))
         })
+    }
+
+    /// The high half of this process's write tokens (tests read it: no
+    /// two processes that wrote one schema share it).
+    pub fn write_token_prefix(&self) -> i64 {
+        self.tokens.instance()
     }
 
     /// The connection this engine uses, without its secret.

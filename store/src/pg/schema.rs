@@ -130,8 +130,28 @@ impl PgEngine {
                     tracing::info!(schema = %schema, version = SCHEMA_VERSION, "created the PostgreSQL schema");
                 }
             }
+            if upgrade {
+                create_instances(&tx, &s).await?;
+            }
             tx.commit().await.map_err(|e| pg_err("commit", e))
         })
+    }
+
+    /// Gives this process a write-token prefix no other process of the
+    /// schema had (a random one could repeat a live or recent process's:
+    /// a settlement would then read that process's token row as ours).
+    pub(super) fn take_instance(&self) -> Result<(), EngineError> {
+        let (pool, s) = (self.pool.clone(), q(&self.cfg.schema));
+        let n: i64 = self.call(async move {
+            let client = pool.get().await.map_err(super::pool_err)?;
+            let row = client
+                .query_one(&format!("SELECT nextval('{s}.instances')"), &[])
+                .await
+                .map_err(|e| pg_err("taking a write-token prefix", e))?;
+            Ok(row.get(0))
+        })?;
+        self.tokens.assign(n);
+        Ok(())
     }
 
     /// Takes this process's exclusive lock on the schema on a connection
@@ -164,6 +184,17 @@ impl PgEngine {
         self.handle.spawn(watch.run(client));
         Ok(())
     }
+}
+
+/// Write-token prefixes: one per process that writes the schema, never
+/// handed out twice ([`PgEngine::take_instance`]).
+async fn create_instances(
+    tx: &tokio_postgres::Transaction<'_>,
+    s: &str,
+) -> Result<(), EngineError> {
+    tx.batch_execute(&format!("CREATE SEQUENCE IF NOT EXISTS {s}.instances"))
+        .await
+        .map_err(|e| pg_err("creating the instance sequence", e))
 }
 
 fn create_tables(s: &str) -> String {

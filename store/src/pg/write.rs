@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
@@ -100,10 +100,12 @@ pub(super) async fn fence_groups(
     super::discard_on_error(client, r)
 }
 
-/// This engine's write tokens: a random instance prefix (high 32 bits) and
-/// a counter, with the counters of writes not yet settled.
+/// This engine's write tokens: an instance prefix (high 32 bits) and a
+/// counter, with the counters of writes not yet settled. The prefix is
+/// random until a writer takes one from the schema
+/// ([`Tokens::assign`]), before its first write.
 pub(super) struct Tokens {
-    instance: i64,
+    instance: AtomicI64,
     next: AtomicU32,
     open: Mutex<BTreeSet<u32>>,
 }
@@ -114,16 +116,26 @@ impl Tokens {
             .build_hasher()
             .finish();
         Self {
-            instance: ((random & 0x7fff_ffff) as i64) << 32,
+            instance: AtomicI64::new(prefix(random as i64)),
             next: AtomicU32::new(0),
             open: Mutex::default(),
         }
     }
 
+    /// Sets the prefix from `n`, a number the schema gave this process.
+    pub(super) fn assign(&self, n: i64) {
+        self.instance.store(prefix(n), Ordering::Relaxed);
+    }
+
+    /// The prefix this process writes its tokens under.
+    pub(super) fn instance(&self) -> i64 {
+        self.instance.load(Ordering::Relaxed)
+    }
+
     fn take(&self) -> (u32, i64) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.open.lock().insert(n);
-        (n, self.instance | i64::from(n))
+        (n, self.instance() | i64::from(n))
     }
 
     fn settle(&self, n: u32) {
@@ -137,8 +149,15 @@ impl Tokens {
             .first()
             .copied()
             .unwrap_or_else(|| self.next.load(Ordering::Relaxed));
-        (self.instance, self.instance | i64::from(below))
+        let instance = self.instance();
+        (instance, instance | i64::from(below))
     }
+}
+
+/// A token prefix from `n`: its low 31 bits in the high half (tokens stay
+/// positive; 2^31 processes later, prefixes repeat).
+fn prefix(n: i64) -> i64 {
+    (n & 0x7fff_ffff) << 32
 }
 
 /// How a write failed: the server answered with an error about the
@@ -288,12 +307,15 @@ mod tests {
         t.settle(b);
         assert_eq!(
             t.settled_range(),
-            (t.instance, ta),
+            (t.instance(), ta),
             "a is open: nothing below it"
         );
         t.settle(a);
-        assert_eq!(t.settled_range(), (t.instance, t.instance | i64::from(c)));
+        assert_eq!(
+            t.settled_range(),
+            (t.instance(), t.instance() | i64::from(c))
+        );
         t.settle(c);
-        assert_eq!(t.settled_range(), (t.instance, t.instance | 3));
+        assert_eq!(t.settled_range(), (t.instance(), t.instance() | 3));
     }
 }
