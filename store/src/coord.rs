@@ -119,6 +119,13 @@ impl LockTable {
         }
     }
 
+    /// Whether `group`'s slot holds a lease taken under session `gen`, as
+    /// far as can be seen without waiting (a slot in use reads as not).
+    pub fn holds(&self, group: &EntityGroup, gen: u64) -> bool {
+        let slot = self.slots.lock().get(&group.journal_key()).cloned();
+        slot.is_some_and(|s| s.try_lock().is_ok_and(|g| g.held_gen == Some(gen)))
+    }
+
     /// Slots currently in the table (for the lease reaper).
     pub fn entries(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Slot>>)> {
         self.slots

@@ -36,6 +36,7 @@ use crate::types::TxnId;
 
 pub use config::{ZkConfig, ZkDigest};
 
+mod budget;
 mod config;
 mod lease;
 
@@ -49,6 +50,8 @@ fn zk_err(e: zk::Error) -> CoordError {
 struct Session {
     client: zk::Client,
     gen: u64,
+    /// The path bytes of the leases held under this session.
+    ledger: budget::Ledger,
 }
 
 struct Inner {
@@ -177,7 +180,11 @@ impl ZkCoordinator {
         }
         let client = connect_client(&cfg).await?;
         let inner = Arc::new(Inner {
-            session: RwLock::new(Arc::new(Session { client, gen: 1 })),
+            session: RwLock::new(Arc::new(Session {
+                client,
+                gen: 1,
+                ledger: budget::Ledger::default(),
+            })),
             next_gen: AtomicU64::new(2),
             table: LockTable::default(),
             blacklist: RwLock::default(),
@@ -271,7 +278,11 @@ impl Inner {
                 match connect_client(&self.cfg).await {
                     Ok(client) => {
                         let gen = self.next_gen.fetch_add(1, Ordering::SeqCst);
-                        *self.session.write() = Arc::new(Session { client, gen });
+                        *self.session.write() = Arc::new(Session {
+                            client,
+                            gen,
+                            ledger: budget::Ledger::default(),
+                        });
                         if let Err(e) = self.load_blacklist().await {
                             tracing::warn!(error = %e, "reloading the blacklist failed");
                         }
@@ -330,13 +341,30 @@ impl Coordinator for ZkCoordinator {
     async fn lock_many(&self, groups: &[EntityGroup]) -> Result<Vec<GroupLock>, CoordError> {
         let timeout = self.inner.cfg.lock_timeout;
         let deadline = Instant::now() + timeout;
+        let groups = distinct_sorted(groups);
+        // Room in the session for the leases this will take (see
+        // `budget`), set aside before any slot is locked.
+        let s = self.inner.session();
+        let cost = |g: &EntityGroup| budget::cost(&self.inner.lease_path(&g.journal_key()));
+        let need: usize = groups
+            .iter()
+            .filter(|g| !self.inner.table.holds(g, s.gen))
+            .map(cost)
+            .sum();
+        let reserved = match need {
+            0 => 0,
+            _ => s.ledger.reserve(&self.inner.cfg, need, deadline).await?,
+        };
         let mut locks = Vec::with_capacity(groups.len());
-        for g in distinct_sorted(groups) {
+        for g in groups {
             let left = deadline.saturating_duration_since(Instant::now());
-            let lock = tokio::time::timeout(left, self.inner.table.lock(&g))
-                .await
-                .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
-            locks.push(lock);
+            match tokio::time::timeout(left, self.inner.table.lock(&g)).await {
+                Ok(lock) => locks.push(lock),
+                Err(_) => {
+                    s.ledger.settle(reserved, 0);
+                    return Err(CoordError::LockTimeout(timeout, g.journal_key()));
+                }
+            }
         }
         // Local slots are ours; fetch the missing leases (batched, see
         // `take_leases`). Every take runs to its end even when one fails: a
@@ -344,11 +372,12 @@ impl Coordinator for ZkCoordinator {
         // process holds without knowing (no watch, so askers would wait out
         // their lock timeouts). Leases taken meanwhile stay held, like any
         // cached lease.
-        let s = self.inner.session();
-        let missing = locks
+        let missing: Vec<_> = locks
             .iter_mut()
             .filter(|l| l.guard.held_gen != Some(s.gen))
             .collect();
+        s.ledger
+            .settle(reserved, missing.iter().map(|l| cost(&l.group)).sum());
         self.take_leases(&s, missing, deadline).await?;
         Ok(locks)
     }

@@ -255,3 +255,43 @@ async fn a_reap_whose_reply_was_lost_leaves_a_newcomers_lease() {
         "the newcomer's lease znode was deleted by A's fallback"
     );
 }
+
+/// Bytes of lease paths under `root` as ZooKeeper's `closeSession` record
+/// lists them (path and a 4-byte length each).
+async fn lease_bytes(c: &ZkCoordinator, root: &str) -> usize {
+    let dir = format!("{root}/locks");
+    let children = c.client().list_children(&dir).await.unwrap_or_default();
+    children.iter().map(|k| dir.len() + 1 + k.len() + 4).sum()
+}
+
+/// ZooKeeper logs, when a session ends, one record naming every ephemeral
+/// znode the session held; a server cannot read back a record above its
+/// `jute.maxbuffer` (1 MB by default), so an ensemble that logged one
+/// cannot restart (the dev stack's once refused with "Unreasonable length
+/// = 2441509"). 12,000 groups locked 500 at a time with leases that never
+/// lapse (a snapshot load's pattern): every lock is granted, and the lease
+/// znodes the session holds in ZooKeeper never pass its cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_never_holds_more_lease_bytes_than_its_cap() {
+    let root = format!("/northwest-test/{}", unique("lease-cap"));
+    let cap = 96 << 10;
+    let c = zk_coord(&root, |c| {
+        long_leases(c);
+        c.max_lease_bytes = cap;
+    })
+    .await;
+    let all = groups(0..12_000);
+    let mut most = 0;
+    for chunk in all.chunks(500) {
+        let locks = c.lock_many(chunk).await.expect("granted");
+        assert_eq!(locks.len(), chunk.len());
+        let held = lease_bytes(&c, &root).await;
+        most = most.max(held);
+        assert!(held <= cap, "{held} bytes of lease paths held, cap {cap}");
+        for l in locks {
+            c.release(l).await;
+        }
+    }
+    // Without the cap the session would hold all 12,000 (~0.6 MB).
+    assert!(most > cap / 2, "the cap was approached: {most} of {cap}");
+}

@@ -50,6 +50,7 @@ impl NodeConfig {
                 LockScope::Shared => String::new(),
             },
             auth: northwest_store::ZkDigest::default(),
+            ..Default::default()
         }
     }
 }

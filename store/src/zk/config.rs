@@ -23,7 +23,16 @@ pub struct ZkConfig {
     /// Digest credentials: every znode at or under `root` is created
     /// readable and writable only by sessions holding them.
     pub auth: ZkDigest,
+    /// Most bytes of lease paths one session holds at once (see
+    /// `zk::budget`): their sum is the size of the record ZooKeeper logs
+    /// when the session ends, which must stay under the servers'
+    /// `jute.maxbuffer` (1 MB by default) or they cannot read their log.
+    pub max_lease_bytes: usize,
 }
+
+/// Half of ZooKeeper's default `jute.maxbuffer` (0xfffff): room for the
+/// session's other ephemeral znodes and for a server with the default.
+pub const DEFAULT_MAX_LEASE_BYTES: usize = 512 << 10;
 
 /// ZooKeeper digest credentials (`user:password`). Never printed.
 #[derive(Clone, Default)]
@@ -83,6 +92,7 @@ impl Default for ZkConfig {
             lease_max_hold: Duration::from_secs(5),
             lock_domain: String::new(),
             auth: ZkDigest::default(),
+            max_lease_bytes: DEFAULT_MAX_LEASE_BYTES,
         }
     }
 }

@@ -20,9 +20,16 @@ impl Inner {
     pub(super) async fn reap_leases(self: Arc<Self>) {
         let tick = (self.cfg.lease_idle / 2).max(Duration::from_millis(5));
         loop {
-            tokio::time::sleep(tick).await;
+            let s = self.session();
+            // A take that found no room in the session's ledger (see
+            // `budget`) wakes this at once.
+            let pressed = tokio::select! {
+                _ = tokio::time::sleep(tick) => false,
+                _ = s.ledger.pressure.notified() => true,
+            };
             let s = self.session();
             let mut idle = Vec::new();
+            let mut spare = Vec::new();
             let mut bytes = 0;
             for (key, slot) in self.table.entries() {
                 let Ok(mut g) = slot.try_lock_owned() else {
@@ -34,6 +41,9 @@ impl Inner {
                         bytes += path.len();
                         idle.push((path, g));
                     }
+                    // Not idle yet, but unused now: given back oldest
+                    // first should the session need room.
+                    Some(gen) if gen == s.gen && pressed => spare.push((self.lease_path(&key), g)),
                     // Taken under a session that has ended: its znode
                     // went with it.
                     Some(gen) if gen < s.gen => {
@@ -50,6 +60,7 @@ impl Inner {
                 }
             }
             self.give_back_idle(&s, idle).await;
+            self.make_room(&s, spare).await;
             self.table.prune();
         }
     }
@@ -58,7 +69,11 @@ impl Inner {
     /// in one multi-op delete. Should it fail, each is removed only if its
     /// znode is still ours: a lost reply may hide a delete that landed, and
     /// another process may have created the znode since.
-    async fn give_back_idle(&self, s: &Session, idle: Vec<(String, OwnedMutexGuard<Slot>)>) {
+    pub(super) async fn give_back_idle(
+        &self,
+        s: &Session,
+        idle: Vec<(String, OwnedMutexGuard<Slot>)>,
+    ) {
         if idle.is_empty() {
             return;
         }
@@ -238,8 +253,8 @@ const LEASE_WANTED: &[u8] = b"wanted";
 /// Most lease znodes created or deleted in one ZooKeeper multi-op, and
 /// most bytes of their paths: a request over ZooKeeper's limit (1 MB by
 /// default) would cost the connection.
-const LEASE_BATCH: usize = 500;
-const LEASE_BATCH_BYTES: usize = 256 << 10;
+pub(super) const LEASE_BATCH: usize = 500;
+pub(super) const LEASE_BATCH_BYTES: usize = 256 << 10;
 
 impl ZkCoordinator {
     /// Makes every lock of `missing` hold its group's lease under session
