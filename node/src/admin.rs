@@ -213,6 +213,7 @@ async fn history(State(s): State<Arc<NodeState>>) -> Json<HistoryView> {
 
 async fn metrics(State(s): State<Arc<NodeState>>) -> Response {
     s.metrics.observe_store(&s.store);
+    s.metrics.observe_leases(s.zk.as_deref());
     if let Some(a) = &s.apply {
         s.metrics.observe_apply(a);
     }

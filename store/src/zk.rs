@@ -351,20 +351,15 @@ impl Coordinator for ZkCoordinator {
             .filter(|g| !self.inner.table.holds(g, s.gen))
             .map(cost)
             .sum();
-        let reserved = match need {
-            0 => 0,
-            _ => s.ledger.reserve(&self.inner.cfg, need, deadline).await?,
-        };
+        let reserved =
+            budget::Reservation::take(s.clone(), &self.inner.cfg, need, deadline).await?;
         let mut locks = Vec::with_capacity(groups.len());
         for g in groups {
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.inner.table.lock(&g)).await {
-                Ok(lock) => locks.push(lock),
-                Err(_) => {
-                    s.ledger.settle(reserved, 0);
-                    return Err(CoordError::LockTimeout(timeout, g.journal_key()));
-                }
-            }
+            let lock = tokio::time::timeout(left, self.inner.table.lock(&g))
+                .await
+                .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
+            locks.push(lock);
         }
         // Local slots are ours; fetch the missing leases (batched, see
         // `take_leases`). Every take runs to its end even when one fails: a
@@ -376,8 +371,7 @@ impl Coordinator for ZkCoordinator {
             .iter_mut()
             .filter(|l| l.guard.held_gen != Some(s.gen))
             .collect();
-        s.ledger
-            .settle(reserved, missing.iter().map(|l| cost(&l.group)).sum());
+        reserved.settle(missing.iter().map(|l| cost(&l.group)).sum());
         self.take_leases(&s, missing, deadline).await?;
         Ok(locks)
     }

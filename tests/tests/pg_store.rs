@@ -166,10 +166,11 @@ fn write_token_prefixes_are_never_reused() {
     prefixes.extend(shared.iter().map(|e| e.write_token_prefix()));
     drop(shared);
     prefixes.push(PgEngine::open(cfg).unwrap().write_token_prefix());
-    // In the order the processes opened: handed out by the schema, one each.
-    let step = 1i64 << 32;
+    // In the order the processes opened: handed out by the schema's
+    // sequence, so each above the one before (random prefixes fail this
+    // 119 times in 120; a sequence may skip values, so no exact step).
     for w in prefixes.windows(2) {
-        assert_eq!(w[1] - w[0], step, "prefixes {prefixes:x?}");
+        assert!(w[1] > w[0], "prefixes {prefixes:x?}");
     }
 }
 

@@ -295,3 +295,30 @@ async fn a_session_never_holds_more_lease_bytes_than_its_cap() {
     // Without the cap the session would hold all 12,000 (~0.6 MB).
     assert!(most > cap / 2, "the cap was approached: {most} of {cap}");
 }
+
+/// A request cancelled while it waits for a group's slot (a client that
+/// hung up) gives back the room it set aside in its session's ledger: 400
+/// such requests on a busy group, then fresh groups are still granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_requests_give_their_lease_room_back() {
+    let root = format!("/northwest-test/{}", unique("lease-cancel"));
+    let c = zk_coord(&root, |c| {
+        long_leases(c);
+        c.max_lease_bytes = 8 << 10;
+        c.lock_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let busy = groups(0..1).pop().unwrap();
+    let held = c.lock(&busy).await.unwrap();
+    for _ in 0..400 {
+        let r = tokio::time::timeout(Duration::from_millis(1), c.lock(&busy)).await;
+        assert!(
+            r.is_err(),
+            "the busy group's slot is ours: the request waits"
+        );
+    }
+    c.release(held).await;
+    let fresh = groups(1..51);
+    let locks = c.lock_many(&fresh).await.expect("room for fresh groups");
+    assert_eq!(locks.len(), 50);
+}

@@ -68,6 +68,8 @@ pub(super) struct StoreSeries {
     pub(super) read_cache_entries: IntGauge,
     pub(super) read_cache_bytes: IntGauge,
     pub(super) engine_memory_bytes: IntGaugeVec,
+    pub(super) zk_lease_bytes: IntGauge,
+    pub(super) zk_lease_bytes_max: IntGauge,
 }
 
 /// Creates the node's series: every one is created, only those of its
@@ -380,6 +382,17 @@ impl StoreSeries {
                 "The embedded engine's memory by kind (RocksDB: memtables, block_cache (memtable \
              reservations included), block_cache_pinned, table_readers); 0 for a database server",
                 &["kind"],
+            ),
+            zk_lease_bytes: b.g(
+                true,
+                "zk_lease_bytes",
+                "Bytes of lease paths this process's ZooKeeper session holds or has reserved \
+                 (the record ZooKeeper logs when the session ends)",
+            ),
+            zk_lease_bytes_max: b.g(
+                true,
+                "zk_lease_bytes_max",
+                "The most zk_lease_bytes may reach; transactions wait for room at it",
             ),
         }
     }

@@ -133,8 +133,12 @@ impl Tokens {
     }
 
     fn take(&self) -> (u32, i64) {
+        // Under the lock `settled_range` reads `next` under: it never sees
+        // `n` taken but not open (its sweep could then delete this write's
+        // row once committed, and a settlement would find it gone).
+        let mut open = self.open.lock();
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        self.open.lock().insert(n);
+        open.insert(n);
         (n, self.instance() | i64::from(n))
     }
 

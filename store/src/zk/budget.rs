@@ -24,12 +24,27 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use tokio::sync::OwnedMutexGuard;
+use std::sync::Arc;
 
 use super::lease::{LEASE_BATCH, LEASE_BATCH_BYTES};
-use super::{Inner, Session, ZkConfig};
+use super::{Inner, Session, ZkConfig, ZkCoordinator};
 use crate::coord::Slot;
 use crate::error::CoordError;
+
+impl ZkCoordinator {
+    /// Bytes of lease paths this process's session holds or has reserved,
+    /// and the most it may (`max_lease_bytes`).
+    pub fn lease_bytes(&self) -> (usize, usize) {
+        (
+            self.inner.session().ledger.bytes(),
+            self.inner.cfg.max_lease_bytes,
+        )
+    }
+}
+
+/// A slot the reaper may give back to make room: its key, the slot, and
+/// when it was last used (as the reaper saw it, without keeping it locked).
+pub(super) type Spare = (String, Arc<tokio::sync::Mutex<Slot>>, Instant);
 
 /// What one held lease adds to the session's `closeSession` record: its
 /// path and the path's length prefix.
@@ -141,40 +156,91 @@ impl Ledger {
     }
 }
 
+/// Bytes a `lock_many` set aside in its session's ledger. Given back if
+/// the call ends, or is dropped (a client that hangs up cancels its
+/// request), before it settles them.
+pub(super) struct Reservation {
+    session: Arc<Session>,
+    bytes: usize,
+    settled: bool,
+}
+
+impl Reservation {
+    /// Reserves `need` bytes in `session`'s ledger (see [`Ledger::reserve`]).
+    pub(super) async fn take(
+        session: Arc<Session>,
+        cfg: &ZkConfig,
+        need: usize,
+        deadline: Instant,
+    ) -> Result<Self, CoordError> {
+        let bytes = match need {
+            0 => 0,
+            _ => session.ledger.reserve(cfg, need, deadline).await?,
+        };
+        Ok(Self {
+            session,
+            bytes,
+            settled: false,
+        })
+    }
+
+    /// The leases are about to be taken: `taken` bytes are held from now
+    /// on (their slots are locked, so a count sees them).
+    pub(super) fn settle(mut self, taken: usize) {
+        self.session.ledger.settle(self.bytes, taken);
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.session.ledger.settle(self.bytes, 0);
+        }
+    }
+}
+
 impl Inner {
     /// Counts what session `s` holds into its ledger; if that is over
-    /// three quarters of the cap, first gives back `spare` leases (held
-    /// under `s`, unused: their slots are locked here), least recently used
-    /// first, until it is not. Then wakes takes waiting for room.
-    pub(super) async fn make_room(
-        &self,
-        s: &Session,
-        mut spare: Vec<(String, OwnedMutexGuard<Slot>)>,
-    ) {
+    /// three quarters of the cap (or over what a waiting reservation
+    /// leaves), gives back `spare` leases, least recently used first, until
+    /// it is not. Each is locked only for its batch's give-back, and only
+    /// if still held under `s` and unused. Then wakes takes waiting for room.
+    pub(super) async fn make_room(&self, s: &Session, mut spare: Vec<Spare>) {
         let cap = self.cfg.max_lease_bytes;
         let wanted = std::mem::take(&mut *s.ledger.wanted.lock());
         let target = (cap / 4 * 3).min(cap.saturating_sub(wanted));
         s.ledger.recount_with(|| self.held_bytes(s));
         let mut over = s.ledger.bytes().saturating_sub(target);
-        if over > 0 {
-            spare.sort_by_key(|(_, g)| g.last_used);
+        if over == 0 {
+            return;
+        }
+        spare.sort_by_key(|(_, _, used)| *used);
+        let mut victims = spare.into_iter();
+        while over > 0 {
             let mut batch = Vec::new();
             let mut bytes = 0;
-            for (path, g) in spare.drain(..) {
-                if over == 0 {
-                    break;
+            for (key, slot, _) in victims.by_ref() {
+                let Ok(g) = slot.try_lock_owned() else {
+                    continue;
+                };
+                if g.held_gen != Some(s.gen) {
+                    continue;
                 }
+                let path = self.lease_path(&key);
                 over = over.saturating_sub(cost(&path));
                 bytes += path.len();
                 batch.push((path, g));
-                if batch.len() == LEASE_BATCH || bytes >= LEASE_BATCH_BYTES {
-                    self.give_back_idle(s, std::mem::take(&mut batch)).await;
-                    bytes = 0;
+                if over == 0 || batch.len() == LEASE_BATCH || bytes >= LEASE_BATCH_BYTES {
+                    break;
                 }
             }
+            if batch.is_empty() {
+                break;
+            }
             self.give_back_idle(s, batch).await;
-            s.ledger.recount_with(|| self.held_bytes(s));
         }
+        s.ledger.recount_with(|| self.held_bytes(s));
     }
 
     /// Bytes of the leases session `s` holds: a slot in use (locked) counts

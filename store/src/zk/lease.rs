@@ -32,7 +32,7 @@ impl Inner {
             let mut spare = Vec::new();
             let mut bytes = 0;
             for (key, slot) in self.table.entries() {
-                let Ok(mut g) = slot.try_lock_owned() else {
+                let Ok(mut g) = slot.clone().try_lock_owned() else {
                     continue;
                 };
                 match g.held_gen {
@@ -43,7 +43,9 @@ impl Inner {
                     }
                     // Not idle yet, but unused now: given back oldest
                     // first should the session need room.
-                    Some(gen) if gen == s.gen && pressed => spare.push((self.lease_path(&key), g)),
+                    Some(gen) if gen == s.gen && pressed => {
+                        spare.push((key, slot.clone(), g.last_used));
+                    }
                     // Taken under a session that has ended: its znode
                     // went with it.
                     Some(gen) if gen < s.gen => {
@@ -62,6 +64,11 @@ impl Inner {
             self.give_back_idle(&s, idle).await;
             self.make_room(&s, spare).await;
             self.table.prune();
+            if pressed {
+                // Waiting takes ask every 20 ms each: one pass per 10 ms
+                // at most, each scanning the whole table.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 
