@@ -339,41 +339,20 @@ impl Coordinator for ZkCoordinator {
     }
 
     async fn lock_many(&self, groups: &[EntityGroup]) -> Result<Vec<GroupLock>, CoordError> {
-        let timeout = self.inner.cfg.lock_timeout;
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + self.inner.cfg.lock_timeout;
         let groups = distinct_sorted(groups);
-        // Room in the session for the leases this will take (see
-        // `budget`), set aside before any slot is locked.
-        let s = self.inner.session();
-        let cost = |g: &EntityGroup| budget::cost(&self.inner.lease_path(&g.journal_key()));
-        let need: usize = groups
-            .iter()
-            .filter(|g| !self.inner.table.holds(g, s.gen))
-            .map(cost)
-            .sum();
-        let reserved =
-            budget::Reservation::take(s.clone(), &self.inner.cfg, need, deadline).await?;
-        let mut locks = Vec::with_capacity(groups.len());
-        for g in groups {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let lock = tokio::time::timeout(left, self.inner.table.lock(&g))
-                .await
-                .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
-            locks.push(lock);
+        loop {
+            let s = self.inner.session();
+            match self.lock_under(&s, &groups, deadline).await {
+                // The session ended under us (its leases with it); a new one
+                // is on its way (`watch_session`): take them there, within
+                // the lock's time, rather than fail the transaction.
+                Err(e) if Instant::now() < deadline && self.inner.ended(&s, &e) => {
+                    self.inner.next_session(s.gen, deadline).await?;
+                }
+                r => return r,
+            }
         }
-        // Local slots are ours; fetch the missing leases (batched, see
-        // `take_leases`). Every take runs to its end even when one fails: a
-        // take dropped midway could leave its create landing as a znode this
-        // process holds without knowing (no watch, so askers would wait out
-        // their lock timeouts). Leases taken meanwhile stay held, like any
-        // cached lease.
-        let missing: Vec<_> = locks
-            .iter_mut()
-            .filter(|l| l.guard.held_gen != Some(s.gen))
-            .collect();
-        reserved.settle(missing.iter().map(|l| cost(&l.group)).sum());
-        self.take_leases(&s, missing, deadline).await?;
-        Ok(locks)
     }
 
     async fn release(&self, mut lock: GroupLock) {

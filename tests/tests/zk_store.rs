@@ -466,3 +466,44 @@ async fn znodes_created_with_credentials_are_closed_to_others() {
     let held = b.lock(&g).await.unwrap();
     b.release(held).await;
 }
+
+/// A lock asked for while the process's ZooKeeper session is expiring (cut
+/// off past its timeout) is granted under the coordinator's next session,
+/// within the lock timeout, instead of failing the transaction with
+/// "session lost".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_asked_for_as_the_session_expires_is_granted_under_the_next() {
+    let root = format!("/northwest-test/{}", unique("lock-expiry"));
+    let proxy = northwest_tests::fault_proxy::FaultProxy::start(&require_zk()).await;
+    let addr = proxy.addr.clone();
+    let c = zk_coord(&root, |c| {
+        c.connect = addr;
+        c.session_timeout = Duration::from_secs(4);
+        c.lock_timeout = Duration::from_secs(40);
+    })
+    .await;
+    let ns = Namespace::new("t").unwrap();
+    let group = |i: u32| EntityGroup::parse(&ns, &format!("Row:{i}")).unwrap();
+    let first = c.lock(&group(0)).await.expect("under the first session");
+    c.release(first).await;
+    let old = c.client().session_id();
+    proxy.drop_requests(true);
+    proxy.drop_replies(true);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Asked while the first session is still the coordinator's current one.
+    let asking = tokio::spawn({
+        let (c, g) = (c.clone(), group(1));
+        async move { c.lock(&g).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    proxy.drop_requests(false);
+    proxy.drop_replies(false);
+    let lock = asking
+        .await
+        .unwrap()
+        .expect("granted under the next session");
+    assert_ne!(c.client().session_id(), old, "a new session");
+    assert!(lock.token().is_some(), "holds its lease");
+    c.release(lock).await;
+}

@@ -75,6 +75,7 @@ impl Ledger {
         cfg: &ZkConfig,
         need: usize,
         deadline: Instant,
+        alive: impl Fn() -> bool,
     ) -> Result<usize, CoordError> {
         let cap = cfg.max_lease_bytes;
         if need > cap {
@@ -102,6 +103,10 @@ impl Ledger {
             {
                 let mut w = self.wanted.lock();
                 *w = (*w).max(need);
+            }
+            if !alive() {
+                // No reaper counts this session's ledger any more.
+                return Err(CoordError::SessionLost);
             }
             self.pressure.notify_one();
             if !warned && deadline.saturating_duration_since(Instant::now()) < cfg.lock_timeout / 2
@@ -175,7 +180,10 @@ impl Reservation {
     ) -> Result<Self, CoordError> {
         let bytes = match need {
             0 => 0,
-            _ => session.ledger.reserve(cfg, need, deadline).await?,
+            _ => {
+                let alive = || !session.client.state().is_terminated();
+                session.ledger.reserve(cfg, need, deadline, alive).await?
+            }
         };
         Ok(Self {
             session,

@@ -12,6 +12,7 @@ use super::{zk_err, Inner, Session, ZkCoordinator};
 
 use crate::coord::{GroupLock, Slot};
 use crate::error::CoordError;
+use crate::key::EntityGroup;
 
 impl Inner {
     /// Gives back leases of idle groups so other processes can take them,
@@ -219,6 +220,27 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Whether `e`, met under session `s`, came of the session ending (the
+    /// error itself says so, or the session is over or replaced now).
+    pub(super) fn ended(&self, s: &Session, e: &CoordError) -> bool {
+        matches!(e, CoordError::SessionLost)
+            || s.client.state().is_terminated()
+            || self.session().gen != s.gen
+    }
+
+    /// Waits (until `deadline`) for a session newer than `gen`.
+    pub(super) async fn next_session(&self, gen: u64, deadline: Instant) -> Result<(), CoordError> {
+        while self.session().gen == gen {
+            if Instant::now() >= deadline {
+                return Err(CoordError::SessionLost);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
 /// Deletes `path` if this client's session owns it, retrying until that is
 /// done or the session has ended (which removes its ephemeral znodes).
 /// Callers hold the group's slot lock, so the znode cannot meanwhile become
@@ -264,6 +286,48 @@ pub(super) const LEASE_BATCH: usize = 500;
 pub(super) const LEASE_BATCH_BYTES: usize = 256 << 10;
 
 impl ZkCoordinator {
+    /// [`crate::Coordinator::lock_many`] under session `s`: `groups` are
+    /// distinct and sorted.
+    pub(super) async fn lock_under(
+        &self,
+        s: &Arc<Session>,
+        groups: &[EntityGroup],
+        deadline: Instant,
+    ) -> Result<Vec<GroupLock>, CoordError> {
+        let timeout = self.inner.cfg.lock_timeout;
+        // Room in the session for the leases this will take (see
+        // `budget`), set aside before any slot is locked.
+        let cost = |g: &EntityGroup| super::budget::cost(&self.inner.lease_path(&g.journal_key()));
+        let need: usize = groups
+            .iter()
+            .filter(|g| !self.inner.table.holds(g, s.gen))
+            .map(cost)
+            .sum();
+        let reserved =
+            super::budget::Reservation::take(s.clone(), &self.inner.cfg, need, deadline).await?;
+        let mut locks = Vec::with_capacity(groups.len());
+        for g in groups {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let lock = tokio::time::timeout(left, self.inner.table.lock(g))
+                .await
+                .map_err(|_| CoordError::LockTimeout(timeout, g.journal_key()))?;
+            locks.push(lock);
+        }
+        // Local slots are ours; fetch the missing leases (batched, see
+        // `take_leases`). Every take runs to its end even when one fails: a
+        // take dropped midway could leave its create landing as a znode this
+        // process holds without knowing (no watch, so askers would wait out
+        // their lock timeouts). Leases taken meanwhile stay held, like any
+        // cached lease.
+        let missing: Vec<_> = locks
+            .iter_mut()
+            .filter(|l| l.guard.held_gen != Some(s.gen))
+            .collect();
+        reserved.settle(missing.iter().map(|l| cost(&l.group)).sum());
+        self.take_leases(s, missing, deadline).await?;
+        Ok(locks)
+    }
+
     /// Makes every lock of `missing` hold its group's lease under session
     /// `s`. Fresh groups are created [`LEASE_BATCH`] per multi-op: one
     /// round trip and one ZooKeeper transaction instead of one each (the
