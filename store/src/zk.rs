@@ -263,17 +263,18 @@ impl Inner {
     /// Replaces an expired session: every lease taken under the old one is void.
     async fn watch_session(self: Arc<Self>) {
         loop {
-            let mut watcher = self.session().client.state_watcher();
-            loop {
-                let state = watcher.changed().await;
-                if state.is_terminated() {
-                    tracing::warn!(
-                        ?state,
-                        "ZooKeeper session ended; reconnecting with a new session"
-                    );
-                    break;
-                }
+            let client = self.session().client.clone();
+            let mut watcher = client.state_watcher();
+            // Read after the watcher is taken: a session that ended before
+            // it would never fire it, and no session would replace it.
+            let mut state = client.state();
+            while !state.is_terminated() {
+                state = watcher.changed().await;
             }
+            tracing::warn!(
+                ?state,
+                "ZooKeeper session ended; reconnecting with a new session"
+            );
             loop {
                 match connect_client(&self.cfg).await {
                     Ok(client) => {
