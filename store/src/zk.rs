@@ -40,6 +40,12 @@ mod budget;
 mod config;
 mod lease;
 
+/// Most lease znodes created or deleted in one ZooKeeper multi-op, and
+/// most bytes of their paths: a request over ZooKeeper's limit (1 MB by
+/// default) would cost the connection.
+pub(super) const LEASE_BATCH: usize = 500;
+pub(super) const LEASE_BATCH_BYTES: usize = 256 << 10;
+
 fn zk_err(e: zk::Error) -> CoordError {
     match e {
         zk::Error::SessionExpired | zk::Error::ClientClosed => CoordError::SessionLost,

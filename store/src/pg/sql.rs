@@ -21,20 +21,11 @@ pub(super) struct Sql {
 }
 
 /// The shape bit of a batch that carries fencing tokens.
-const FENCES_BIT: usize = 1 << 6;
+pub(super) const FENCES_BIT: usize = 1 << 6;
 
 /// The SQLSTATE `check_fences` raises: a lease's token older than the one
 /// recorded for its group.
 pub(super) const FENCED_SQLSTATE: &str = "NWF01";
-
-/// A batch's shape: which keyspaces it puts into and deletes from, and
-/// whether it carries fencing tokens.
-pub(super) fn shape(cols: &super::write::Columns, fenced: bool) -> usize {
-    let parts = cols.iter().enumerate().fold(0, |acc, (i, (k, _, d))| {
-        acc | (usize::from(!k.is_empty()) << (2 * i)) | (usize::from(!d.is_empty()) << (2 * i + 1))
-    });
-    parts | if fenced { FENCES_BIT } else { 0 }
-}
 
 /// Upserts groups' tokens (`$a` groups, `$b` tokens) where none newer is
 /// recorded; the statement fails (`check_fences`) unless every one was.

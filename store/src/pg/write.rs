@@ -100,6 +100,15 @@ pub(super) async fn fence_groups(
     super::discard_on_error(client, r)
 }
 
+/// A batch's shape: which keyspaces it puts into and deletes from, and
+/// whether it carries fencing tokens.
+pub(super) fn shape(cols: &Columns, fenced: bool) -> usize {
+    let parts = cols.iter().enumerate().fold(0, |acc, (i, (k, _, d))| {
+        acc | (usize::from(!k.is_empty()) << (2 * i)) | (usize::from(!d.is_empty()) << (2 * i + 1))
+    });
+    parts | if fenced { super::sql::FENCES_BIT } else { 0 }
+}
+
 /// This engine's write tokens: an instance prefix (high 32 bits) and a
 /// counter, with the counters of writes not yet settled. The prefix is
 /// random until a writer takes one from the schema
@@ -185,7 +194,7 @@ pub(super) async fn write_on(
 ) -> Result<(), WriteFail> {
     let stmt = timed(t, "prepare", async {
         client
-            .prepare_cached(&sql.write[super::sql::shape(cols, !fences.is_empty())])
+            .prepare_cached(&sql.write[shape(cols, !fences.is_empty())])
             .await
             .map_err(|e| pg_err("prepare", e))
     });

@@ -26,8 +26,7 @@ use tokio::sync::Notify;
 
 use std::sync::Arc;
 
-use super::lease::{LEASE_BATCH, LEASE_BATCH_BYTES};
-use super::{Inner, Session, ZkConfig, ZkCoordinator};
+use super::{Inner, Session, ZkConfig, ZkCoordinator, LEASE_BATCH, LEASE_BATCH_BYTES};
 use crate::coord::Slot;
 use crate::error::CoordError;
 
@@ -136,6 +135,10 @@ impl Ledger {
     /// the `lock_many` that made it has locked its groups' slots (from then
     /// on a count sees them).
     pub(super) fn settle(&self, reserved: usize, taken: usize) {
+        if reserved == 0 && taken == 0 {
+            // Every lease already held: the common case, kept off the lock.
+            return;
+        }
         let mut b = self.bytes.lock();
         b.1 = b.1.saturating_sub(reserved);
         b.0 += taken;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedMutexGuard;
 use zookeeper_client as zk;
 
-use super::{zk_err, Inner, Session, ZkCoordinator};
+use super::{zk_err, Inner, Session, ZkCoordinator, LEASE_BATCH, LEASE_BATCH_BYTES};
 
 use crate::coord::{GroupLock, Slot};
 use crate::error::CoordError;
@@ -278,12 +278,6 @@ const HANDOVER_GRACE: Duration = Duration::from_millis(100);
 
 /// Data a waiting process writes into a held lease znode.
 const LEASE_WANTED: &[u8] = b"wanted";
-
-/// Most lease znodes created or deleted in one ZooKeeper multi-op, and
-/// most bytes of their paths: a request over ZooKeeper's limit (1 MB by
-/// default) would cost the connection.
-pub(super) const LEASE_BATCH: usize = 500;
-pub(super) const LEASE_BATCH_BYTES: usize = 256 << 10;
 
 impl ZkCoordinator {
     /// [`crate::Coordinator::lock_many`] under session `s`: `groups` are
